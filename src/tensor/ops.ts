@@ -1,0 +1,211 @@
+/**
+ * Differentiable operations: each runs the backend forward and records how to run it backward.
+ * Backward closures capture exactly what they need; saved backend state is released with the tape.
+ */
+import type { BatchNormParams, Buf, Conv2dParams, Pool2dParams, Shape } from '../backend/backend.js';
+import { numel, shapeStr } from '../backend/backend.js';
+import { getBackend } from '../backend/index.js';
+import { Tensor, record } from './tensor.js';
+
+export type { Conv2dParams, Pool2dParams } from '../backend/backend.js';
+
+export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null, p: Conv2dParams): Tensor {
+  const be = getBackend();
+  const out = be.conv2d(x.buf, w.buf, bias?.buf ?? null, p);
+  const inputs = bias ? [x, w, bias] : [x, w];
+  return record('conv2d', out, inputs, (g) => {
+    const gx = x.requiresGrad ? be.conv2dBackwardData(g, w.buf, x.shape, p) : null;
+    if (!w.requiresGrad && !bias?.requiresGrad) return [gx, null, null];
+    const { gw, gb } = be.conv2dBackwardWeights(g, x.buf, w.shape, bias !== null, p);
+    return [gx, gw, gb];
+  });
+}
+
+export interface BatchNormOptions extends BatchNormParams {
+  readonly training: boolean;
+}
+
+/**
+ * Batch normalization over dimension 1 of (N, C) or (N, C, H, W), with an optional fused ReLU.
+ * Training mode normalizes with batch statistics and updates the running ones in place.
+ */
+export function batchNorm(
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  runningMean: Tensor,
+  runningVar: Tensor,
+  opts: BatchNormOptions,
+): Tensor {
+  const be = getBackend();
+  if (!opts.training) {
+    const y = be.batchNormInfer(x.buf, gamma.buf, beta.buf, runningMean.buf, runningVar.buf, opts);
+    // Eval-mode BN is a per-channel affine map (y = x * gamma / sqrt(var + eps) + shift); gamma and
+    // beta get no gradient in this mode.
+    return record('batchNormInfer', y, [x], (g) => [batchNormInferBackward(g, y, gamma, runningVar, opts)]);
+  }
+  const { y, saved } = be.batchNormTrain(x.buf, gamma.buf, beta.buf, runningMean.buf, runningVar.buf, opts);
+  return record(
+    'batchNorm',
+    y,
+    [x, gamma, beta],
+    (g) => {
+      const r = be.batchNormBackward(g, x.buf, y, gamma.buf, saved, opts);
+      return [r.gx, r.gGamma, r.gBeta];
+    },
+    () => be.freeSaved(saved),
+  );
+}
+
+/** Gradient through eval-mode batch norm (rarely needed: fine-tuning with frozen statistics). */
+function batchNormInferBackward(g: Buf, y: Buf, gamma: Tensor, runningVar: Tensor, p: BatchNormParams): Buf {
+  const be = getBackend();
+  const gm = gamma.toArray();
+  const rv = runningVar.toArray();
+  const channels = gm.length;
+  const scale = new Float32Array(numel(g.shape));
+  const inner = numel(g.shape.slice(2));
+  for (let i = 0; i < scale.length; i++) {
+    const c = Math.floor(i / inner) % channels;
+    scale[i] = gm[c] / Math.sqrt(rv[c] + p.eps);
+  }
+  const scaleBuf = be.upload(scale, g.shape);
+  const gMasked = p.relu ? be.reluBackward(g, y) : be.clone(g);
+  const gx = be.mul(gMasked, scaleBuf);
+  be.free(scaleBuf);
+  be.free(gMasked);
+  return gx;
+}
+
+export function relu(x: Tensor): Tensor {
+  const be = getBackend();
+  const y = be.relu(x.buf);
+  return record('relu', y, [x], (g) => [be.reluBackward(g, y)]);
+}
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  const be = getBackend();
+  return record('add', be.add(a.buf, b.buf), [a, b], (g) => [be.clone(g), be.clone(g)]);
+}
+
+/** relu(a + b): the residual join. */
+export function addRelu(a: Tensor, b: Tensor): Tensor {
+  const be = getBackend();
+  const y = be.addRelu(a.buf, b.buf);
+  return record('addRelu', y, [a, b], (g) => {
+    const gx = be.reluBackward(g, y);
+    return [gx, be.clone(gx)];
+  });
+}
+
+/** alpha * x + beta with constant alpha and beta. */
+export function affine(x: Tensor, alpha: number, beta: number): Tensor {
+  const be = getBackend();
+  return record('affine', be.affine(x.buf, alpha, beta), [x], (g) => [be.affine(g, alpha, 0)]);
+}
+
+export function tanh(x: Tensor): Tensor {
+  const be = getBackend();
+  const y = be.tanh(x.buf);
+  return record('tanh', y, [x], (g) => [be.tanhBackward(g, y)]);
+}
+
+/**
+ * |s| * x with a learnable one-element scale s (EWGS's output scale):
+ * dL/dx = |s| g, dL/ds = sign(s) * sum(g * x).
+ */
+export function scaleByAbs(x: Tensor, s: Tensor): Tensor {
+  const be = getBackend();
+  const value = s.item();
+  return record('scaleByAbs', be.affine(x.buf, Math.abs(value), 0), [x, s], (g) => [
+    x.requiresGrad ? be.affine(g, Math.abs(value), 0) : null,
+    s.requiresGrad ? be.upload(Float32Array.of(Math.sign(value) * be.dot(g, x.buf)), s.shape) : null,
+  ]);
+}
+
+export function avgPool2d(x: Tensor, p: Pool2dParams): Tensor {
+  const be = getBackend();
+  return record('avgPool2d', be.avgPool2d(x.buf, p), [x], (g) => [be.avgPool2dBackward(g, x.shape, p)]);
+}
+
+/** (N, C, H, W) -> (N, C). */
+export function globalAvgPool(x: Tensor): Tensor {
+  const be = getBackend();
+  return record('globalAvgPool', be.globalAvgPool(x.buf), [x], (g) => [be.globalAvgPoolBackward(g, x.shape)]);
+}
+
+export function reshape(x: Tensor, shape: Shape): Tensor {
+  if (numel(shape) !== x.size) throw new Error(`reshape: cannot view ${shapeStr(x.shape)} as ${shapeStr(shape)}`);
+  const be = getBackend();
+  return record('reshape', be.reshape(x.buf, shape), [x], (g) => [be.reshape(g, x.shape)]);
+}
+
+/** (N, ...) -> (N, prod(...)). */
+export function flatten(x: Tensor): Tensor {
+  return reshape(x, [x.shape[0], numel(x.shape.slice(1))]);
+}
+
+export function linear(x: Tensor, w: Tensor, bias: Tensor | null): Tensor {
+  const be = getBackend();
+  const out = be.linear(x.buf, w.buf, bias?.buf ?? null);
+  const inputs = bias ? [x, w, bias] : [x, w];
+  return record('linear', out, inputs, (g) => {
+    const gx = x.requiresGrad ? be.linearBackwardData(g, w.buf) : null;
+    if (!w.requiresGrad && !bias?.requiresGrad) return [gx, null, null];
+    const { gw, gb } = be.linearBackwardWeights(g, x.buf, bias !== null);
+    return [gx, gw, gb];
+  });
+}
+
+/** ResNet option-A shortcut: stride-subsample the pixels and zero-pad the channels. */
+export function shortcutPad(x: Tensor, stride: number, padBefore: number, padAfter: number): Tensor {
+  const be = getBackend();
+  const out = be.shortcutPad(x.buf, stride, padBefore, padAfter);
+  return record('shortcutPad', out, [x], (g) => [be.shortcutPadBackward(g, x.shape, stride, padBefore)]);
+}
+
+export interface CrossEntropyOutput {
+  /** Scalar mean loss; differentiable w.r.t. the logits. */
+  readonly loss: Tensor;
+  readonly lossValue: number;
+  /** Rows whose arg-max equals the label. */
+  readonly correct: number;
+}
+
+/** Mean softmax cross-entropy, optionally with label smoothing. Throws on a non-finite loss. */
+export function crossEntropy(logits: Tensor, labels: Int32Array, smoothing = 0): CrossEntropyOutput {
+  const be = getBackend();
+  if (logits.shape.length !== 2 || logits.shape[0] !== labels.length) {
+    throw new Error(`crossEntropy: logits ${shapeStr(logits.shape)} do not match ${labels.length} labels`);
+  }
+  const r = be.softmaxCrossEntropy(logits.buf, labels, smoothing);
+  if (!Number.isFinite(r.loss)) {
+    be.free(r.probs);
+    throw new Error(`crossEntropy: the loss is ${r.loss} (non-finite logits ${shapeStr(logits.shape)})`);
+  }
+  const loss = record(
+    'crossEntropy',
+    be.upload(Float32Array.of(r.loss), [1]),
+    [logits],
+    (g) => [be.softmaxCrossEntropyBackward(r.probs, labels, smoothing, be.download(g)[0])],
+    () => be.free(r.probs),
+  );
+  return { loss, lossValue: r.loss, correct: r.correct };
+}
+
+/** Top-k hits of each row of (N, C) logits against the labels. */
+export function topKCorrect(logits: Tensor, labels: Int32Array, k: number): number {
+  const values = logits.toArray();
+  const classes = logits.shape[1];
+  let hits = 0;
+  for (let n = 0; n < labels.length; n++) {
+    const row = values.subarray(n * classes, (n + 1) * classes);
+    const target = row[labels[n]];
+    let above = 0;
+    for (let c = 0; c < classes; c++) {
+      if (row[c] > target || (row[c] === target && c < labels[n])) above++;
+    }
+    if (above < k) hits++;
+  }
+  return hits;
+}
