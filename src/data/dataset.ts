@@ -1,0 +1,100 @@
+/**
+ * The in-memory dataset shape every reader produces: all images of one split as one planar
+ * uint8 block (N x C x H x W, channel planes per image, the CIFAR binary layout), labels as int32.
+ */
+
+export type Split = 'train' | 'test';
+
+export interface ImageDataset {
+  /** Dataset name, e.g. 'cifar10', 'fashion-mnist', or the folder/archive name for image folders. */
+  name: string;
+  split: Split;
+  /** count * channels * height * width bytes, planar per image (all of channel 0, then channel 1...). */
+  images: Uint8Array;
+  /** Class index per image, in [0, classes.length). */
+  labels: Int32Array;
+  count: number;
+  channels: number;
+  height: number;
+  width: number;
+  /** Class names; labels index into this list. */
+  classes: string[];
+  /** The file or folder the data came from (for CIFAR binary parts: the files, joined by ', '). */
+  source: string;
+  /** CIFAR-100 only: the superclass of each image and the superclass names. */
+  coarseLabels?: Int32Array;
+  coarseClasses?: string[];
+}
+
+/** Bytes of one image. */
+export function imageSize(d: Pick<ImageDataset, 'channels' | 'height' | 'width'>): number {
+  return d.channels * d.height * d.width;
+}
+
+/**
+ * A zeroed byte array backed by a SharedArrayBuffer, so loader workers can read the dataset
+ * without it being copied to each of them.
+ */
+export function allocShared(bytes: number): Uint8Array {
+  return new Uint8Array(new SharedArrayBuffer(bytes));
+}
+
+/** Check that a dataset is internally consistent (sizes agree, labels in range). */
+export function validateDataset(d: ImageDataset): void {
+  const where = `dataset ${d.name}/${d.split} (${d.source})`;
+  if (!Number.isInteger(d.count) || d.count < 0) throw new Error(`${where}: invalid count ${d.count}`);
+  if (d.images.length !== d.count * imageSize(d)) {
+    throw new Error(
+      `${where}: images hold ${d.images.length} bytes, expected ${d.count} x ${d.channels}x${d.height}x${d.width}`,
+    );
+  }
+  if (d.labels.length !== d.count) {
+    throw new Error(`${where}: ${d.labels.length} labels for ${d.count} images`);
+  }
+  checkLabelRange(d.labels, d.classes.length, where);
+}
+
+/** Throw naming `where` and the first record whose label is outside [0, classCount). */
+export function checkLabelRange(labels: ArrayLike<number>, classCount: number, where: string): void {
+  for (let i = 0; i < labels.length; i++) {
+    const label = labels[i];
+    if (label < 0 || label >= classCount) {
+      throw new Error(`${where}: record ${i} has label ${label}, outside 0..${classCount - 1}`);
+    }
+  }
+}
+
+/** Join several same-shape datasets' records (e.g. the five CIFAR-10 training batches). */
+export function concatDatasets(parts: ImageDataset[], meta: Pick<ImageDataset, 'name' | 'split' | 'classes' | 'source'>): ImageDataset {
+  if (parts.length === 0) throw new Error(`concatDatasets(${meta.name}): no parts`);
+  const [first] = parts;
+  for (const p of parts) {
+    if (p.channels !== first.channels || p.height !== first.height || p.width !== first.width) {
+      throw new Error(
+        `${p.source}: images are ${p.channels}x${p.height}x${p.width}, ${first.source} has ${first.channels}x${first.height}x${first.width}`,
+      );
+    }
+  }
+  const count = parts.reduce((n, p) => n + p.count, 0);
+  const images = allocShared(count * imageSize(first));
+  const labels = new Int32Array(count);
+  const hasCoarse = parts.every((p) => p.coarseLabels);
+  const coarseLabels = hasCoarse ? new Int32Array(count) : undefined;
+  let at = 0;
+  for (const p of parts) {
+    images.set(p.images, at * imageSize(first));
+    labels.set(p.labels, at);
+    if (coarseLabels && p.coarseLabels) coarseLabels.set(p.coarseLabels, at);
+    at += p.count;
+  }
+  return {
+    ...meta,
+    images,
+    labels,
+    count,
+    channels: first.channels,
+    height: first.height,
+    width: first.width,
+    ...(coarseLabels ? { coarseLabels, coarseClasses: first.coarseClasses } : {}),
+  };
+}

@@ -1,0 +1,70 @@
+/**
+ * Fetching a dataset file from its official address (or a mirror) into the cache, checked against
+ * a known md5 and written atomically: a failed or corrupt download leaves nothing behind.
+ */
+
+import { createHash } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { tempPathFor } from './files.js';
+
+/** Base URL replacing the official hosts; files are fetched as `<mirror>/<relativePath>`. */
+export const DATA_MIRROR_ENV = 'TINYQUANT_DATA_MIRROR';
+
+export interface RemoteFile {
+  /** Where it goes below the cache directory, and below a mirror's base URL. */
+  relativePath: string;
+  officialUrl: string;
+  /** md5 of the file as published (hex). */
+  md5: string;
+}
+
+/** The URL to fetch `file` from: the mirror when TINYQUANT_DATA_MIRROR is set, else the official one. */
+export function remoteUrl(file: RemoteFile, env: NodeJS.ProcessEnv = process.env): string {
+  const mirror = env[DATA_MIRROR_ENV];
+  return mirror ? `${mirror.replace(/\/+$/, '')}/${file.relativePath}` : file.officialUrl;
+}
+
+/**
+ * Download `url` to `destination`, verifying its md5. The bytes go to a temp file next to the
+ * destination, renamed into place only when the checksum matches.
+ */
+export async function downloadVerified(url: string, destination: string, md5: string): Promise<void> {
+  mkdirSync(dirname(destination), { recursive: true });
+  const temp = tempPathFor(destination);
+  try {
+    const response = await fetchOrExplain(url);
+    const hash = createHash('md5');
+    const out = await open(temp, 'w');
+    try {
+      for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+        hash.update(chunk);
+        await out.write(chunk);
+      }
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    const actual = hash.digest('hex');
+    if (actual !== md5.toLowerCase()) {
+      throw new Error(`download of ${url}: checksum mismatch (md5 ${actual}, expected ${md5}); the file was not kept`);
+    }
+    await rename(temp, destination);
+  } catch (err) {
+    rmSync(temp, { force: true });
+    throw err;
+  }
+}
+
+async function fetchOrExplain(url: string): Promise<Response> {
+  let response: Response;
+  try {
+    response = await fetch(url);
+  } catch (err) {
+    const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message;
+    throw new Error(`download of ${url} failed: ${cause}`);
+  }
+  if (!response.ok || !response.body) throw new Error(`download of ${url} failed: HTTP ${response.status} ${response.statusText}`);
+  return response;
+}
