@@ -125,10 +125,14 @@ export class DataLoader {
   }
 
   /** The batches of one epoch from `startStep` on (for resuming), in order. */
-  async *epoch(epoch: number, startStep = 0): AsyncGenerator<Batch> {
+  epoch(epoch: number, startStep = 0): AsyncGenerator<Batch> {
     if (!Number.isInteger(startStep) || startStep < 0 || startStep > this.stepsPerEpoch) {
       throw new Error(`data loader: startStep ${startStep} outside 0..${this.stepsPerEpoch}`);
     }
+    return this.#batches(epoch, startStep);
+  }
+
+  async *#batches(epoch: number, startStep: number): AsyncGenerator<Batch> {
     const order = this.order(epoch);
     const inFlight = new Map<number, Promise<Float32Array>>();
     try {
