@@ -12,6 +12,8 @@ export interface Conv2dOptions {
   readonly groups?: number;
   readonly bias?: boolean;
   readonly init?: Initializer;
+  /** Take over the weight and bias of an existing layer instead of initializing new ones. */
+  readonly reuse?: { readonly weight: Parameter; readonly bias: Parameter | null };
 }
 
 export class Conv2d extends Module {
@@ -38,10 +40,10 @@ export class Conv2d extends Module {
     const fanIn = (inChannels / groups) * kernelSize * kernelSize;
     const fanOut = (outChannels / groups) * kernelSize * kernelSize;
     const init = opts.init ?? pytorchDefault;
-    this.weight = this.registerParameter('weight', new Parameter(init(shape, fanIn, fanOut, rng), shape, 'weight'));
-    this.bias = opts.bias
-      ? this.registerParameter('bias', new Parameter(pytorchDefault([outChannels], fanIn, fanOut, rng), [outChannels], 'bias'))
-      : null;
+    const reuse = opts.reuse;
+    this.weight = this.registerParameter('weight', reuse?.weight ?? new Parameter(init(shape, fanIn, fanOut, rng), shape, 'weight'));
+    const bias = reuse ? reuse.bias : opts.bias ? new Parameter(pytorchDefault([outChannels], fanIn, fanOut, rng), [outChannels], 'bias') : null;
+    this.bias = bias ? this.registerParameter('bias', bias) : null;
   }
 
   forward(x: Tensor): Tensor {
@@ -95,6 +97,8 @@ export class BatchNorm extends Module {
 export interface LinearOptions {
   readonly bias?: boolean;
   readonly init?: Initializer;
+  /** Take over the weight and bias of an existing layer instead of initializing new ones. */
+  readonly reuse?: { readonly weight: Parameter; readonly bias: Parameter | null };
 }
 
 export class Linear extends Module {
@@ -109,11 +113,14 @@ export class Linear extends Module {
     this.outFeatures = outFeatures;
     const shape = [outFeatures, inFeatures];
     const init = opts.init ?? pytorchDefault;
-    this.weight = this.registerParameter('weight', new Parameter(init(shape, inFeatures, outFeatures, rng), shape, 'weight'));
-    this.bias =
-      opts.bias === false
+    const reuse = opts.reuse;
+    this.weight = this.registerParameter('weight', reuse?.weight ?? new Parameter(init(shape, inFeatures, outFeatures, rng), shape, 'weight'));
+    const bias = reuse
+      ? reuse.bias
+      : opts.bias === false
         ? null
-        : this.registerParameter('bias', new Parameter(pytorchDefault([outFeatures], inFeatures, outFeatures, rng), [outFeatures], 'bias'));
+        : new Parameter(pytorchDefault([outFeatures], inFeatures, outFeatures, rng), [outFeatures], 'bias');
+    this.bias = bias ? this.registerParameter('bias', bias) : null;
   }
 
   forward(x: Tensor): Tensor {

@@ -120,9 +120,13 @@ export abstract class Module {
     return this.train(false);
   }
 
-  /** Parameters and buffers by their dotted names, in registration order. */
+  /** Parameters and buffers by their dotted names, module by module (as PyTorch orders them). */
   stateEntries(): [string, Tensor][] {
-    return [...this.namedParameters(), ...this.namedBuffers()];
+    const entries: [string, Tensor][] = [];
+    for (const [path, m] of this.namedModules()) {
+      for (const [name, t] of [...m.#params, ...m.#buffers]) entries.push([join(path, name), t]);
+    }
+    return entries;
   }
 
   stateDict(): StateDict {

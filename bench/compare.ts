@@ -1,0 +1,74 @@
+/**
+ * `npm run bench:compare`: tinyquant and PyTorch (Debian's python3-torch) on the same model, batch,
+ * loss, optimizer and synthetic data, run alternately in one go so both see the same machine state;
+ * prints each run, the medians and the ratio tinyquant / PyTorch for training and inference.
+ *
+ * Options: --model M --batch B --iters N --rounds R --threads T (forwarded to both sides).
+ */
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+interface BenchLine {
+  readonly mode: string;
+  readonly imgPerSec: number;
+  readonly msPerStep: number;
+  readonly peakRssMB: number;
+  readonly backend: string;
+  readonly threads: number;
+}
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'resnet20' },
+    batch: { type: 'string', default: '128' },
+    iters: { type: 'string', default: '20' },
+    rounds: { type: 'string', default: '3' },
+    threads: { type: 'string', default: '' },
+    'skip-eval': { type: 'boolean', default: false },
+  },
+});
+
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const torchScript = fileURLToPath(new URL('../../bench/torch_bench.py', import.meta.url));
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): BenchLine {
+  const out = execFileSync(cmd, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = out.trim().split('\n').at(-1) ?? '';
+  return JSON.parse(line) as BenchLine;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function compare(mode: 'train' | 'eval'): { ratio: number; rssRatio: number } {
+  const common = ['--model', values.model!, '--batch', values.batch!, '--iters', values.iters!];
+  const evalFlag = mode === 'eval' ? ['--eval'] : [];
+  const env = { ...process.env, ...(values.threads ? { TINYQUANT_THREADS: values.threads } : {}) };
+  const threadArgs = values.threads ? ['--threads', values.threads] : [];
+  const ours: BenchLine[] = [];
+  const theirs: BenchLine[] = [];
+  for (let r = 0; r < Number(values.rounds); r++) {
+    ours.push(run(process.execPath, [cli, 'bench', 'train', ...common, ...evalFlag, '--json'], env));
+    theirs.push(run('python3', [torchScript, ...common, ...evalFlag, ...threadArgs], env));
+    const [a, b] = [ours.at(-1)!, theirs.at(-1)!];
+    console.log(
+      `${mode} round ${r + 1}: tinyquant ${a.imgPerSec.toFixed(1)} img/s (${a.backend}, ${a.threads} thr, ${a.peakRssMB.toFixed(0)} MB)` +
+        ` | PyTorch ${b.imgPerSec.toFixed(1)} img/s (${b.backend}, ${b.threads} thr, ${b.peakRssMB.toFixed(0)} MB)`,
+    );
+  }
+  const ratio = median(ours.map((o) => o.imgPerSec)) / median(theirs.map((t) => t.imgPerSec));
+  const rssRatio = median(ours.map((o) => o.peakRssMB)) / median(theirs.map((t) => t.peakRssMB));
+  console.log(
+    `${mode}: median tinyquant ${median(ours.map((o) => o.imgPerSec)).toFixed(1)} img/s, PyTorch ` +
+      `${median(theirs.map((t) => t.imgPerSec)).toFixed(1)} img/s, ratio tinyquant/PyTorch = ${ratio.toFixed(3)}; ` +
+      `peak RSS ratio = ${rssRatio.toFixed(3)}`,
+  );
+  return { ratio, rssRatio };
+}
+
+const train = compare('train');
+const inference = values['skip-eval'] ? null : compare('eval');
+console.log(JSON.stringify({ model: values.model, batch: Number(values.batch), train, eval: inference }));

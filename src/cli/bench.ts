@@ -1,0 +1,109 @@
+/**
+ * `tinyquant bench train`: images/s of training (or, with --eval, inference) on synthetic data of
+ * CIFAR's shape, as one JSON line. Not a test: compare ratios measured side by side in one run
+ * (bench/compare.ts runs it alternately with the same model in PyTorch).
+ */
+import { getBackend, setBackend } from '../backend/index.js';
+import { createModel, modelNames } from '../models/index.js';
+import { Sgd, groupParameters } from '../optim/index.js';
+import { noGrad } from '../tensor/tensor.js';
+import { type Batch, evalBatch, trainStep } from '../train/step.js';
+import { Rng } from '../util/rng.js';
+import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from './args.js';
+import { applyQuantizationFlags, quantizationOptions } from './quant-flags.js';
+
+export interface BenchResult {
+  readonly mode: 'train' | 'eval';
+  readonly model: string;
+  readonly method: string;
+  readonly wbits: number;
+  readonly abits: number;
+  readonly batch: number;
+  readonly iters: number;
+  readonly imgPerSec: number;
+  readonly msPerStep: number;
+  readonly peakRssMB: number;
+  readonly backend: string;
+  readonly threads: number;
+}
+
+const BENCH_OPTIONS = {
+  model: { type: 'string', default: 'resnet20' },
+  batch: { type: 'string', default: '128' },
+  iters: { type: 'string', default: '20' },
+  warmup: { type: 'string', default: '3' },
+  classes: { type: 'string', default: '10' },
+  eval: { type: 'boolean' },
+  json: { type: 'boolean' },
+  backend: { type: 'string' },
+  seed: { type: 'string', default: '0' },
+  ...quantizationOptions,
+} as const;
+
+function syntheticBatches(count: number, batch: number, classes: number, seed: number): Batch[] {
+  const rng = new Rng(seed);
+  return Array.from({ length: count }, () => {
+    const images = new Float32Array(batch * 3 * 32 * 32);
+    for (let i = 0; i < images.length; i++) images[i] = rng.normal();
+    const labels = Int32Array.from({ length: batch }, () => rng.int(classes));
+    return { images, labels, shape: [batch, 3, 32, 32] as const };
+  });
+}
+
+export function runBench(args: ParsedArgs): BenchResult {
+  const backendName = str(args, 'backend');
+  if (backendName !== undefined) setBackend(oneOf(args, 'backend', ['js', 'native'] as const, 'native'));
+  const modelName = str(args, 'model') ?? 'resnet20';
+  if (!(modelNames as string[]).includes(modelName)) throw new UsageError(`--model must be one of ${modelNames.join(', ')}`);
+  const batch = num(args, 'batch', 128, { integer: true, min: 1 });
+  const iters = num(args, 'iters', 20, { integer: true, min: 1 });
+  const warmup = num(args, 'warmup', 3, { integer: true, min: 0 });
+  const classes = num(args, 'classes', 10, { integer: true, min: 2 });
+  const seed = num(args, 'seed', 0, { integer: true });
+  const evalMode = flag(args, 'eval');
+
+  const model = createModel(modelName, { numClasses: classes, seed });
+  const quant = applyQuantizationFlags(model, args);
+  const data = syntheticBatches(4, batch, classes, seed + 1);
+  const optimizer = new Sgd(groupParameters(model, [], { lr: 0.01, weightDecay: 5e-4 }), { momentum: 0.9 });
+  if (evalMode) model.eval();
+  const step = (i: number): void => {
+    const b = data[i % data.length];
+    if (evalMode) noGrad(() => evalBatch(model, b));
+    else trainStep(model, optimizer, b);
+  };
+  for (let i = 0; i < warmup; i++) step(i);
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < iters; i++) step(i);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const backend = getBackend();
+  return {
+    mode: evalMode ? 'eval' : 'train',
+    model: modelName,
+    method: quant.method,
+    wbits: quant.wbits,
+    abits: quant.abits,
+    batch,
+    iters,
+    imgPerSec: (batch * iters) / seconds,
+    msPerStep: (seconds * 1000) / iters,
+    peakRssMB: process.resourceUsage().maxRSS / 1024,
+    backend: backend.name,
+    threads: backend.threads,
+  };
+}
+
+export function benchCommand(argv: string[]): void {
+  const [what, ...rest] = argv;
+  if (what !== 'train') throw new UsageError('usage: tinyquant bench train [--model M] [--batch B] [--iters N] [--eval] [--json]');
+  const args = parse('bench train', rest, BENCH_OPTIONS);
+  const r = runBench(args);
+  if (flag(args, 'json')) {
+    console.log(JSON.stringify(r));
+  } else {
+    console.log(
+      `${r.mode} ${r.model} ${r.method} W${r.wbits}A${r.abits} batch ${r.batch}: ${r.imgPerSec.toFixed(1)} img/s, ` +
+        `${r.msPerStep.toFixed(1)} ms/step, peak RSS ${r.peakRssMB.toFixed(0)} MB (${r.backend}, ${r.threads} threads)`,
+    );
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * Quantized layers: a convolution or linear layer that fake-quantizes its input with an activation
+ * quantizer and its weight with a weight quantizer before the float op. They keep the float
+ * weights of the layer they replace (QAT continues from them) and register the quantizers'
+ * parameters and buffers under the reference implementations' names.
+ */
+import { Conv2d, Linear } from '../nn/layers.js';
+import { type Module, Parameter } from '../nn/module.js';
+import * as ops from '../tensor/ops.js';
+import { type Tensor, noGrad } from '../tensor/tensor.js';
+import { Rng } from '../util/rng.js';
+import { type TensorQuantizer, quantParameter, tensorStats } from './quantizer.js';
+
+/** Layers never draw random numbers when they take over existing weights. */
+const UNUSED_RNG = new Rng(0);
+
+export interface QuantizedLayer extends Module {
+  readonly weightQuantizer: TensorQuantizer | null;
+  readonly actQuantizer: TensorQuantizer | null;
+  /** EWGS's learnable output scale (|alpha| multiplies the layer output), or null. */
+  readonly outputScale: Parameter | null;
+  /** When set, the next forward pass initializes the quantizers from its input first. */
+  calibrating: boolean;
+}
+
+export function isQuantizedLayer(m: Module): m is QuantizedLayer {
+  return m instanceof QConv2d || m instanceof QLinear;
+}
+
+export interface QuantizerPair {
+  readonly weight: TensorQuantizer | null;
+  readonly activation: TensorQuantizer | null;
+  readonly outputScale?: boolean;
+}
+
+/** Hand the quantizers' named parameters and buffers to the layer's registration functions. */
+function attachQuantizers(q: QuantizerPair, addParameter: (name: string, p: Parameter) => void, addBuffer: (name: string, t: Tensor) => void): void {
+  for (const quantizer of [q.weight, q.activation]) {
+    for (const [name, p] of quantizer?.parameters ?? []) addParameter(name, p);
+    for (const [name, t] of quantizer?.buffers ?? []) addBuffer(name, t);
+  }
+}
+
+/**
+ * The shared forward of QConv2d and QLinear: quantize input and weight, run the float op, scale.
+ * Weight quantizers initialize from the weights when the layer is built. On a calibration pass,
+ * activation quantizers that learn from data initialize first (in network order, each
+ * seeing the already-quantized upstream activations, as the EWGS reference does).
+ */
+function quantizedForward(
+  layer: QuantizedLayer,
+  x: Tensor,
+  weight: Parameter,
+  op: (input: Tensor, w: Tensor) => Tensor,
+): Tensor {
+  const path = layer.path;
+  const wq = layer.weightQuantizer;
+  const aq = layer.actQuantizer;
+  if (layer.calibrating) {
+    noGrad(() => {
+      if (aq?.needsCalibration) aq.calibrate(x);
+      if (layer.outputScale) {
+        // EWGS: alpha = mean|op(x, W)| / mean|op(Q(x), Q(W))| on the calibration batch.
+        const full = tensorStats(op(x, weight))[0].meanAbs;
+        const quantized = tensorStats(op(aq ? aq.apply(x, path) : x, wq ? wq.apply(weight, path) : weight))[0].meanAbs;
+        layer.outputScale.assign(Float32Array.of(full / quantized));
+      }
+    });
+    layer.calibrating = false;
+  }
+  const input = aq ? aq.apply(x, path) : x;
+  const w = wq ? wq.apply(weight, path) : weight;
+  const y = op(input, w);
+  return layer.outputScale ? ops.scaleByAbs(y, layer.outputScale) : y;
+}
+
+export class QConv2d extends Conv2d implements QuantizedLayer {
+  readonly weightQuantizer: TensorQuantizer | null;
+  readonly actQuantizer: TensorQuantizer | null;
+  readonly outputScale: Parameter | null;
+  calibrating = false;
+
+  constructor(conv: Conv2d, q: QuantizerPair) {
+    super(conv.inChannels, conv.outChannels, conv.kernelSize, UNUSED_RNG, {
+      stride: conv.params.stride[0],
+      padding: conv.params.padding[0],
+      groups: conv.params.groups,
+      reuse: conv,
+    });
+    this.weightQuantizer = q.weight;
+    this.actQuantizer = q.activation;
+    attachQuantizers(q, (n, p) => this.registerParameter(n, p), (n, t) => this.registerBuffer(n, t));
+    this.outputScale = q.outputScale ? this.registerParameter('output_scale', quantParameter(1)) : null;
+    q.weight?.calibrate(this.weight);
+  }
+
+  override forward(x: Tensor): Tensor {
+    return quantizedForward(this, x, this.weight, (input, w) => ops.conv2d(input, w, this.bias, this.params));
+  }
+}
+
+export class QLinear extends Linear implements QuantizedLayer {
+  readonly weightQuantizer: TensorQuantizer | null;
+  readonly actQuantizer: TensorQuantizer | null;
+  readonly outputScale: Parameter | null;
+  calibrating = false;
+
+  constructor(linear: Linear, q: QuantizerPair) {
+    super(linear.inFeatures, linear.outFeatures, UNUSED_RNG, { reuse: linear });
+    this.weightQuantizer = q.weight;
+    this.actQuantizer = q.activation;
+    attachQuantizers(q, (n, p) => this.registerParameter(n, p), (n, t) => this.registerBuffer(n, t));
+    this.outputScale = q.outputScale ? this.registerParameter('output_scale', quantParameter(1)) : null;
+    q.weight?.calibrate(this.weight);
+  }
+
+  override forward(x: Tensor): Tensor {
+    return quantizedForward(this, x, this.weight, (input, w) => ops.linear(input, w, this.bias));
+  }
+}
