@@ -35,18 +35,7 @@ export async function downloadVerified(url: string, destination: string, md5: st
   const temp = tempPathFor(destination);
   try {
     const response = await fetchOrExplain(url);
-    const hash = createHash('md5');
-    const out = await open(temp, 'w');
-    try {
-      for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
-        hash.update(chunk);
-        await out.write(chunk);
-      }
-      await out.sync();
-    } finally {
-      await out.close();
-    }
-    const actual = hash.digest('hex');
+    const actual = await saveBody(url, response, temp);
     if (actual !== md5.toLowerCase()) {
       throw new Error(`download of ${url}: checksum mismatch (md5 ${actual}, expected ${md5}); the file was not kept`);
     }
@@ -57,13 +46,37 @@ export async function downloadVerified(url: string, destination: string, md5: st
   }
 }
 
+/** Stream the body to `path`, returning its md5. */
+async function saveBody(url: string, response: Response, path: string): Promise<string> {
+  const hash = createHash('md5');
+  const out = await open(path, 'w');
+  let received = 0;
+  try {
+    for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+      hash.update(chunk);
+      await out.write(chunk);
+      received += chunk.length;
+    }
+    await out.sync();
+  } catch (err) {
+    throw new Error(`download of ${url} broke off after ${received} bytes: ${causeOf(err)}`);
+  } finally {
+    await out.close();
+  }
+  return hash.digest('hex');
+}
+
+function causeOf(err: unknown): string {
+  const e = err as Error & { cause?: Error };
+  return e.cause?.message ? `${e.message} (${e.cause.message})` : e.message;
+}
+
 async function fetchOrExplain(url: string): Promise<Response> {
   let response: Response;
   try {
     response = await fetch(url);
   } catch (err) {
-    const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message;
-    throw new Error(`download of ${url} failed: ${cause}`);
+    throw new Error(`download of ${url} failed: ${causeOf(err)}`);
   }
   if (!response.ok || !response.body) throw new Error(`download of ${url} failed: HTTP ${response.status} ${response.statusText}`);
   return response;
