@@ -10,7 +10,6 @@
 import type { Buf, QuantSpec } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import {
-  type GradObserver,
   type IntegerForm,
   type NamedBuffer,
   type NamedParameter,
@@ -27,6 +26,13 @@ import {
   scalarBuffer,
   tensorStats,
 } from './quantizer.js';
+
+/** Hooks of the Hessian estimation into a quantizer's forward and backward. */
+export interface EwgsProbe {
+  apply(x: Tensor, layer: string): Tensor;
+  /** Receives the gradient w.r.t. the quantizer's output during backward. */
+  observe(gOut: Buf): void;
+}
 
 export const EWGS_BITS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
 
@@ -54,8 +60,8 @@ export class EwgsQuantizer implements TensorQuantizer {
   readonly parameters: readonly NamedParameter[];
   readonly buffers: readonly NamedBuffer[];
   readonly needsCalibration = true;
-  /** Set during Hessian estimation: receives the gradient w.r.t. the quantizer output. */
-  observer: GradObserver | null = null;
+  /** Set during Hessian estimation (src/quant/hessian.ts): replaces the forward, observes gradients. */
+  probe: EwgsProbe | null = null;
   readonly #levels: number;
   readonly #channels: number;
   #delta: number;
@@ -131,6 +137,11 @@ export class EwgsQuantizer implements TensorQuantizer {
   }
 
   apply(x: Tensor, layer: string): Tensor {
+    return this.probe ? this.probe.apply(x, layer) : this.applyDirect(x, layer);
+  }
+
+  /** The quantizer's own forward, also when a probe is installed. */
+  applyDirect(x: Tensor, layer: string): Tensor {
     const spec = this.spec(layer);
     this.#lastSpec = spec;
     const k = this.outScale;
@@ -144,7 +155,7 @@ export class EwgsQuantizer implements TensorQuantizer {
         perChannel(sums, (c) => (-k * quantSum(sums, S.insideX, c)) / width[c]),
         perChannel(sums, (c) => (k * (quantSum(sums, S.insideX, c) - quantSum(sums, S.inside, c))) / width[c]),
       ],
-      this.observer ? (g: Buf) => this.observer?.(g) : undefined,
+      this.probe ? (g: Buf) => this.probe?.observe(g) : undefined,
     );
   }
 
