@@ -1,0 +1,29 @@
+{
+  "targets": [
+    {
+      "target_name": "tinyquant",
+      "sources": [
+        "src/addon.cc",
+        "src/binding.cc",
+        "src/kernels.cc",
+        "src/layout.cc",
+        "src/ops_batchnorm.cc",
+        "src/ops_common.cc",
+        "src/ops_conv.cc",
+        "src/ops_elementwise.cc",
+        "src/ops_linear.cc",
+        "src/ops_spatial.cc",
+        "src/pool.cc",
+        "src/quantize.cc",
+        "src/runtime.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions", "-O2", "-O3"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-O2", "-O3"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "ldflags": ["-fopenmp"],
+      "libraries": ["-ldnnl"]
+    }
+  ]
+}

@@ -1,0 +1,308 @@
+#include "kernels.hpp"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "parallel.hpp"
+
+namespace tq::kernels {
+namespace {
+
+template <class Op>
+void map1(const float* __restrict x, float* __restrict y, int64_t n, Op op) {
+  forThreadRanges(n, n, [&](int, int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) y[i] = op(x[i]);
+  });
+}
+
+template <class Op>
+void map2(const float* __restrict a, const float* __restrict b, float* __restrict y, int64_t n, Op op) {
+  forThreadRanges(n, n, [&](int, int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) y[i] = op(a[i], b[i]);
+  });
+}
+
+/** Per-thread partials of a reduction, combined in thread order. */
+template <class Partial, class Body, class Combine>
+Partial reduceRanges(int64_t n, Partial identity, Body body, Combine combine) {
+  std::vector<Partial> partials(maxTeam(), identity);
+  forThreadRanges(n, n, [&](int t, int64_t begin, int64_t end) { partials[t] = body(begin, end); });
+  Partial total = identity;
+  for (const Partial& p : partials) total = combine(total, p);
+  return total;
+}
+
+}  // namespace
+
+void add(const float* a, const float* b, float* y, int64_t n) {
+  map2(a, b, y, n, [](float u, float v) { return u + v; });
+}
+
+void addRelu(const float* a, const float* b, float* y, int64_t n) {
+  map2(a, b, y, n, [](float u, float v) {
+    const float s = u + v;
+    return s > 0.0f ? s : 0.0f;
+  });
+}
+
+void affine(const float* x, float* y, int64_t n, float alpha, float beta) {
+  map1(x, y, n, [=](float u) { return alpha * u + beta; });
+}
+
+void mul(const float* a, const float* b, float* y, int64_t n) {
+  map2(a, b, y, n, [](float u, float v) { return u * v; });
+}
+
+void relu(const float* x, float* y, int64_t n) {
+  map1(x, y, n, [](float u) { return u > 0.0f ? u : 0.0f; });
+}
+
+void reluBackward(const float* gy, const float* y, float* gx, int64_t n) {
+  map2(gy, y, gx, n, [](float g, float v) { return v > 0.0f ? g : 0.0f; });
+}
+
+void tanh(const float* x, float* y, int64_t n) {
+  map1(x, y, n, [](float u) { return std::tanh(u); });
+}
+
+void tanhBackward(const float* gy, const float* y, float* gx, int64_t n) {
+  map2(gy, y, gx, n, [](float g, float v) { return g * (1.0f - v * v); });
+}
+
+void axpy(float* __restrict dst, const float* __restrict src, int64_t n, float alpha) {
+  forThreadRanges(n, n, [&](int, int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) dst[i] += alpha * src[i];
+  });
+}
+
+double dot(const float* a, const float* b, int64_t n) {
+  return reduceRanges(
+      n, 0.0,
+      [&](int64_t begin, int64_t end) {
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = begin; i < end; i++) s += static_cast<double>(a[i]) * b[i];
+        return s;
+      },
+      [](double x, double y) { return x + y; });
+}
+
+int64_t countNonFinite(const float* x, int64_t n) {
+  return reduceRanges(
+      n, int64_t{0},
+      [&](int64_t begin, int64_t end) {
+        int64_t count = 0;
+#pragma omp simd reduction(+ : count)
+        for (int64_t i = begin; i < end; i++) count += std::isfinite(x[i]) ? 0 : 1;
+        return count;
+      },
+      [](int64_t p, int64_t q) { return p + q; });
+}
+
+void stats(const float* x, int64_t n, int64_t channels, double* out) {
+  constexpr int kFields = 5;
+  const double inf = std::numeric_limits<double>::infinity();
+  const int team = maxTeam();
+  // partial[(t * channels + c) * kFields + field]
+  std::vector<double> partial(static_cast<size_t>(team) * channels * kFields);
+  for (int64_t i = 0; i < team * channels; i++) {
+    double* p = &partial[i * kFields];
+    p[0] = p[1] = p[4] = 0.0;
+    p[2] = inf;
+    p[3] = -inf;
+  }
+  forChannelSegments(n, channels, n, [&](int t, int64_t c, int64_t begin, int64_t end) {
+    double sum = 0.0, sumSq = 0.0, absSum = 0.0, lo = inf, hi = -inf;
+#pragma omp simd reduction(+ : sum, sumSq, absSum) reduction(min : lo) reduction(max : hi)
+    for (int64_t i = begin; i < end; i++) {
+      const double v = x[i];
+      sum += v;
+      sumSq += v * v;
+      absSum += std::fabs(v);
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    double* p = &partial[(t * channels + c) * kFields];
+    p[0] += sum;
+    p[1] += sumSq;
+    p[2] = std::min(p[2], lo);
+    p[3] = std::max(p[3], hi);
+    p[4] += absSum;
+  });
+  for (int64_t c = 0; c < channels; c++) {
+    double* o = out + c * kFields;
+    o[0] = o[1] = o[4] = 0.0;
+    o[2] = inf;
+    o[3] = -inf;
+    for (int t = 0; t < team; t++) {
+      const double* p = &partial[(t * channels + c) * kFields];
+      o[0] += p[0];
+      o[1] += p[1];
+      o[2] = std::min(o[2], p[2]);
+      o[3] = std::max(o[3], p[3]);
+      o[4] += p[4];
+    }
+  }
+}
+
+void sgdStep(float* __restrict param, const float* __restrict grad, float* __restrict momentumBuf,
+    int64_t n, const SgdParams& p) {
+  const float keep = 1.0f - p.dampening;
+  forThreadRanges(n, n, [&](int, int64_t begin, int64_t end) {
+    if (!momentumBuf) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; i++) param[i] -= p.lr * (grad[i] + p.weightDecay * param[i]);
+      return;
+    }
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) {
+      const float d = grad[i] + p.weightDecay * param[i];
+      const float buf = p.momentum * momentumBuf[i] + keep * d;
+      momentumBuf[i] = buf;
+      param[i] -= p.lr * (p.nesterov ? d + p.momentum * buf : buf);
+    }
+  });
+}
+
+void adamStep(float* __restrict param, const float* __restrict grad, float* __restrict m,
+    float* __restrict v, int64_t n, const AdamParams& p) {
+  const double correction1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
+  const double correction2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
+  const float stepSize = static_cast<float>(p.lr / correction1);
+  const float invSqrtCorrection2 = static_cast<float>(1.0 / std::sqrt(correction2));
+  const float decay = p.decoupled ? 1.0f - p.lr * p.weightDecay : 1.0f;
+  const float l2 = p.decoupled ? 0.0f : p.weightDecay;
+  forThreadRanges(n, n, [&](int, int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) {
+      const float w = param[i] * decay;
+      const float g = grad[i] + l2 * param[i];
+      const float mi = p.beta1 * m[i] + (1.0f - p.beta1) * g;
+      const float vi = p.beta2 * v[i] + (1.0f - p.beta2) * g * g;
+      m[i] = mi;
+      v[i] = vi;
+      param[i] = w - stepSize * mi / (std::sqrt(vi) * invSqrtCorrection2 + p.eps);
+    }
+  });
+}
+
+CrossEntropy softmaxCrossEntropy(const float* logits, const int32_t* labels, int64_t rows,
+    int64_t classes, double smoothing, float* probs) {
+  CrossEntropy result{0.0, 0};
+  const double uniform = smoothing / static_cast<double>(classes);
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = logits + r * classes;
+    int64_t best = 0;
+    for (int64_t c = 1; c < classes; c++) {
+      if (x[c] > x[best]) best = c;
+    }
+    const double top = x[best];
+    double sumExp = 0.0, sumLogits = 0.0;
+    for (int64_t c = 0; c < classes; c++) {
+      sumExp += std::exp(static_cast<double>(x[c]) - top);
+      sumLogits += x[c];
+    }
+    const double logSumExp = top + std::log(sumExp);
+    for (int64_t c = 0; c < classes; c++) {
+      probs[r * classes + c] = static_cast<float>(std::exp(static_cast<double>(x[c]) - logSumExp));
+    }
+    const int32_t label = labels[r];
+    result.loss += (1.0 - smoothing) * (logSumExp - x[label]) + uniform * (classes * logSumExp - sumLogits);
+    if (best == label) result.correct++;
+  }
+  result.loss /= static_cast<double>(rows);
+  return result;
+}
+
+void softmaxCrossEntropyBackward(const float* probs, const int32_t* labels, int64_t rows,
+    int64_t classes, double smoothing, double scale, float* grad) {
+  const double uniform = smoothing / static_cast<double>(classes);
+  const double factor = scale / static_cast<double>(rows);
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t c = 0; c < classes; c++) {
+      const double target = uniform + (c == labels[r] ? 1.0 - smoothing : 0.0);
+      grad[r * classes + c] = static_cast<float>((probs[r * classes + c] - target) * factor);
+    }
+  }
+}
+
+void columnSums(const float* x, int64_t rows, int64_t cols, float* out) {
+  parallelFor(cols, rows * cols, [&](int64_t c) {
+    double s = 0.0;
+    for (int64_t r = 0; r < rows; r++) s += x[r * cols + c];
+    out[c] = static_cast<float>(s);
+  });
+}
+
+void globalAvgPool(const BlockedImage& x, float* y) {
+  const int64_t blocks = x.paddedChannels() / x.block;
+  const int64_t pixels = x.h * x.w;
+  const double inv = 1.0 / static_cast<double>(pixels);
+  parallelFor(x.n * blocks, x.n * blocks * pixels * x.block, [&](int64_t nb) {
+    const int64_t n = nb / blocks, cb = nb % blocks;
+    const float* src = x.data + nb * pixels * x.block;
+    for (int64_t lane = 0; lane < x.block; lane++) {
+      const int64_t c = cb * x.block + lane;
+      if (c >= x.c) break;
+      double s = 0.0;
+      for (int64_t p = 0; p < pixels; p++) s += src[p * x.block + lane];
+      y[n * x.c + c] = static_cast<float>(s * inv);
+    }
+  });
+}
+
+void globalAvgPoolBackward(const float* gy, const BlockedImage& gx) {
+  const int64_t blocks = gx.paddedChannels() / gx.block;
+  const int64_t pixels = gx.h * gx.w;
+  const float inv = 1.0f / static_cast<float>(pixels);
+  parallelFor(gx.n * blocks, gx.n * blocks * pixels * gx.block, [&](int64_t nb) {
+    const int64_t n = nb / blocks, cb = nb % blocks;
+    float* dst = gx.data + nb * pixels * gx.block;
+    for (int64_t p = 0; p < pixels; p++) {
+      for (int64_t lane = 0; lane < gx.block; lane++) {
+        const int64_t c = cb * gx.block + lane;
+        dst[p * gx.block + lane] = c < gx.c ? gy[n * gx.c + c] * inv : 0.0f;
+      }
+    }
+  });
+}
+
+void shortcutPad(const BlockedImage& x, const BlockedImage& y, int64_t stride, int64_t padBefore) {
+  const int64_t blocks = y.paddedChannels() / y.block;
+  parallelFor(y.n * blocks, y.n * blocks * y.h * y.w * y.block, [&](int64_t nb) {
+    const int64_t n = nb / blocks, cb = nb % blocks;
+    float* dst = y.data + nb * y.h * y.w * y.block;
+    for (int64_t h = 0; h < y.h; h++) {
+      for (int64_t w = 0; w < y.w; w++) {
+        for (int64_t lane = 0; lane < y.block; lane++) {
+          const int64_t c = cb * y.block + lane - padBefore;
+          const bool inside = c >= 0 && c < x.c;
+          *dst++ = inside ? x.data[x.offset(n, c, h * stride, w * stride)] : 0.0f;
+        }
+      }
+    }
+  });
+}
+
+void shortcutPadBackward(const BlockedImage& gy, const BlockedImage& gx, int64_t stride, int64_t padBefore) {
+  const int64_t blocks = gx.paddedChannels() / gx.block;
+  parallelFor(gx.n * blocks, gx.n * blocks * gx.h * gx.w * gx.block, [&](int64_t nb) {
+    const int64_t n = nb / blocks, cb = nb % blocks;
+    float* dst = gx.data + nb * gx.h * gx.w * gx.block;
+    for (int64_t h = 0; h < gx.h; h++) {
+      for (int64_t w = 0; w < gx.w; w++) {
+        const bool sampled = h % stride == 0 && w % stride == 0;
+        for (int64_t lane = 0; lane < gx.block; lane++) {
+          const int64_t c = cb * gx.block + lane;
+          *dst++ = sampled && c < gx.c ? gy.data[gy.offset(n, c + padBefore, h / stride, w / stride)] : 0.0f;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace tq::kernels

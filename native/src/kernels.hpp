@@ -1,0 +1,72 @@
+// The addon's own OpenMP kernels over raw float buffers. Elementwise kernels see the physical
+// buffer and are therefore layout agnostic (the caller guarantees matching, unpadded layouts).
+#pragma once
+
+#include <cstdint>
+
+namespace tq::kernels {
+
+void add(const float* a, const float* b, float* y, int64_t n);
+void addRelu(const float* a, const float* b, float* y, int64_t n);
+void affine(const float* x, float* y, int64_t n, float alpha, float beta);
+void mul(const float* a, const float* b, float* y, int64_t n);
+void relu(const float* x, float* y, int64_t n);
+void reluBackward(const float* gy, const float* y, float* gx, int64_t n);
+void tanh(const float* x, float* y, int64_t n);
+void tanhBackward(const float* gy, const float* y, float* gx, int64_t n);
+/** dst += alpha * src. */
+void axpy(float* dst, const float* src, int64_t n, float alpha);
+
+double dot(const float* a, const float* b, int64_t n);
+/** [sum, sumSq, min, max, absSum] (float64) for each of `channels` equal contiguous chunks. */
+void stats(const float* x, int64_t n, int64_t channels, double* out);
+int64_t countNonFinite(const float* x, int64_t n);
+
+struct SgdParams {
+  float lr, momentum, dampening, weightDecay;
+  bool nesterov;
+};
+/** PyTorch SGD; `momentumBuf` may be null when momentum is 0. */
+void sgdStep(float* param, const float* grad, float* momentumBuf, int64_t n, const SgdParams& p);
+
+struct AdamParams {
+  float lr, beta1, beta2, eps, weightDecay;
+  bool decoupled;
+  int64_t step;
+};
+/** PyTorch Adam (decoupled = AdamW). */
+void adamStep(float* param, const float* grad, float* m, float* v, int64_t n, const AdamParams& p);
+
+struct CrossEntropy {
+  double loss;
+  int64_t correct;
+};
+/** Softmax cross-entropy over rows of (rows, classes) logits; writes the probabilities. */
+CrossEntropy softmaxCrossEntropy(const float* logits, const int32_t* labels, int64_t rows,
+    int64_t classes, double smoothing, float* probs);
+/** (probs - target) * scale / rows. */
+void softmaxCrossEntropyBackward(const float* probs, const int32_t* labels, int64_t rows,
+    int64_t classes, double smoothing, double scale, float* grad);
+
+/** Column sums of a row-major (rows, cols) matrix (float64 accumulation). */
+void columnSums(const float* x, int64_t rows, int64_t cols, float* out);
+
+/** An (N, C, H, W) tensor stored as N, ceil(C/block), H, W, block (block 1 = plain NCHW). */
+struct BlockedImage {
+  float* data;
+  int64_t n, c, h, w, block;
+  int64_t paddedChannels() const { return (c + block - 1) / block * block; }
+  int64_t offset(int64_t in, int64_t ic, int64_t ih, int64_t iw) const {
+    return ((in * (paddedChannels() / block) + ic / block) * h * w + ih * w + iw) * block + ic % block;
+  }
+};
+
+/** Mean over H and W into a plain (N, C) matrix. */
+void globalAvgPool(const BlockedImage& x, float* y);
+/** Spread a plain (N, C) gradient evenly over H and W. */
+void globalAvgPoolBackward(const float* gy, const BlockedImage& gx);
+/** Every `stride`-th pixel, channels shifted by `padBefore`, zeros elsewhere. */
+void shortcutPad(const BlockedImage& x, const BlockedImage& y, int64_t stride, int64_t padBefore);
+void shortcutPadBackward(const BlockedImage& gy, const BlockedImage& gx, int64_t stride, int64_t padBefore);
+
+}  // namespace tq::kernels

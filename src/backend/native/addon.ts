@@ -1,0 +1,126 @@
+/**
+ * The compiled addon (`native/build/Release/tinyquant.node`, built by `npm run build:native`):
+ * its JavaScript-facing types and how it is located and loaded.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BatchNormSaved, Buf, QuantSpec, Shape } from '../backend.js';
+
+declare const nativeBrand: unique symbol;
+
+/** A buffer owned by the addon (a oneDNN memory in a possibly blocked layout). */
+export interface NativeBuf extends Buf {
+  readonly backend: 'native';
+  readonly [nativeBrand]: 'buffer';
+}
+
+/** Batch-norm statistics and fused-ReLU mask held by the addon. */
+export interface NativeSaved extends BatchNormSaved {
+  readonly backend: 'native';
+  readonly [nativeBrand]: 'saved';
+}
+
+type B = NativeBuf;
+
+/** One backend instance inside the addon: the ops, run with this context's thread count. */
+export interface AddonContext {
+  readonly threads: number;
+  upload(data: Float32Array, shape: Shape): B;
+  download(x: B): Float32Array;
+  zeros(shape: Shape): B;
+  clone(x: B): B;
+  free(x: B): void;
+  freeSaved(s: NativeSaved): void;
+  reshape(x: B, shape: Shape): B;
+  add(a: B, b: B): B;
+  addRelu(a: B, b: B): B;
+  affine(x: B, alpha: number, beta: number): B;
+  mul(a: B, b: B): B;
+  relu(x: B): B;
+  reluBackward(gy: B, y: B): B;
+  tanh(x: B): B;
+  tanhBackward(gy: B, y: B): B;
+  axpyInPlace(dst: B, src: B, alpha: number): void;
+  dot(a: B, b: B): number;
+  stats(x: B, channels: number): Float64Array;
+  countNonFinite(x: B): number;
+  conv2d(x: B, w: B, bias: B | null, ...conv: ConvArgs): B;
+  conv2dBackwardData(gy: B, w: B, xShape: Shape, ...conv: ConvArgs): B;
+  conv2dBackwardWeights(gy: B, x: B, wShape: Shape, withBias: boolean, ...conv: ConvArgs): [B, B | null];
+  batchNormTrain(x: B, gamma: B, beta: B, runningMean: B, runningVar: B, ...bn: BatchNormArgs): [B, NativeSaved];
+  batchNormInfer(x: B, gamma: B, beta: B, runningMean: B, runningVar: B, ...bn: BatchNormArgs): B;
+  batchNormBackward(gy: B, x: B, gamma: B, saved: NativeSaved, ...bn: BatchNormArgs): [B, B, B];
+  avgPool2d(x: B, ...pool: PoolArgs): B;
+  avgPool2dBackward(gy: B, xShape: Shape, ...pool: PoolArgs): B;
+  globalAvgPool(x: B): B;
+  globalAvgPoolBackward(gy: B, xShape: Shape): B;
+  linear(x: B, w: B, bias: B | null): B;
+  linearBackwardData(gy: B, w: B): B;
+  linearBackwardWeights(gy: B, x: B, withBias: boolean): [B, B | null];
+  shortcutPad(x: B, stride: number, padBefore: number, padAfter: number): B;
+  shortcutPadBackward(gy: B, xShape: Shape, stride: number, padBefore: number): B;
+  softmaxCrossEntropy(logits: B, labels: Int32Array, smoothing: number): [loss: number, probs: B, correct: number];
+  softmaxCrossEntropyBackward(probs: B, labels: Int32Array, smoothing: number, scale: number): B;
+  sgdStep(
+    param: B, grad: B, momentumBuf: B | null,
+    lr: number, momentum: number, dampening: number, weightDecay: number, nesterov: boolean,
+  ): void;
+  adamStep(
+    param: B, grad: B, m: B, v: B,
+    lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, decoupled: boolean, step: number,
+  ): void;
+  quantize(x: B, spec: QuantSpec): B;
+  quantizeBackward(x: B, gy: B, spec: QuantSpec): [B, Float64Array];
+}
+
+export type ConvArgs = [strideH: number, strideW: number, padH: number, padW: number, groups: number];
+export type PoolArgs = [kernelH: number, kernelW: number, strideH: number, strideW: number, padH: number, padW: number];
+export type BatchNormArgs = [eps: number, momentum: number, relu: boolean];
+
+export interface Addon {
+  readonly Context: new (threads: number) => AddonContext;
+  /** Bytes in live buffers and batch-norm states (all contexts of the process). */
+  liveBytes(): number;
+  /** The physical layout of a buffer in oneDNN notation ("abcd" = plain NCHW, "aBcd16b" = nChw16c). */
+  layoutOf(x: NativeBuf): string;
+  readonly onednnVersion: string;
+  readonly defaultThreads: number;
+}
+
+const ADDON_RELATIVE_PATH = join('native', 'build', 'Release', 'tinyquant.node');
+
+/** The package root: the nearest directory above this module with tinyquant's package.json. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'tinyquant') {
+      return dir;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find the tinyquant package root above ' + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+}
+
+export type AddonLoad = { addon: Addon } | { reason: string };
+
+/** Load the addon, or say why it cannot be loaded. */
+export function loadAddon(): AddonLoad {
+  let path: string;
+  try {
+    path = join(packageRoot(), ADDON_RELATIVE_PATH);
+  } catch (e) {
+    return { reason: (e as Error).message };
+  }
+  if (!existsSync(path)) {
+    return { reason: `${ADDON_RELATIVE_PATH} is not built (apt-get install libdnnl-dev && npm run build:native)` };
+  }
+  try {
+    return { addon: createRequire(import.meta.url)(path) as Addon };
+  } catch (e) {
+    return { reason: `${ADDON_RELATIVE_PATH} does not load: ${(e as Error).message}` };
+  }
+}
