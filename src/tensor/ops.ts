@@ -192,20 +192,3 @@ export function crossEntropy(logits: Tensor, labels: Int32Array, smoothing = 0):
   );
   return { loss, lossValue: r.loss, correct: r.correct };
 }
-
-/** Top-k hits of each row of (N, C) logits against the labels. */
-export function topKCorrect(logits: Tensor, labels: Int32Array, k: number): number {
-  const values = logits.toArray();
-  const classes = logits.shape[1];
-  let hits = 0;
-  for (let n = 0; n < labels.length; n++) {
-    const row = values.subarray(n * classes, (n + 1) * classes);
-    const target = row[labels[n]];
-    let above = 0;
-    for (let c = 0; c < classes; c++) {
-      if (row[c] > target || (row[c] === target && c < labels[n])) above++;
-    }
-    if (above < k) hits++;
-  }
-  return hits;
-}
