@@ -112,7 +112,7 @@ describe('EWGS Hessian delta', () => {
     assert.equal(ew.role, 'weight');
     assert.ok(Math.abs(ew.batches[0].traceOverN - expectW) < 1e-3 * Math.abs(expectW) + 1e-7, `weight ${ew.batches[0].traceOverN} vs ${expectW}`);
     assert.ok(Math.abs(ea.batches[0].traceOverN - expectA) < 1e-3 * Math.abs(expectA) + 1e-7, `act ${ea.batches[0].traceOverN} vs ${expectA}`);
-    assert.equal(wq.delta, ew.delta);
+    assert.equal(wq.delta, Math.fround(ew.delta), "delta is stored (as float32) in the quantizer")
   });
 
   test('on a small ResNet: every quantizer gets delta >= 0, batch-norm statistics move once per batch, nothing leaks', () => {

@@ -10,7 +10,8 @@ import { noGrad } from '../tensor/tensor.js';
 import { type Batch, evalBatch, trainStep } from '../train/step.js';
 import { Rng } from '../util/rng.js';
 import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from './args.js';
-import { applyQuantizationFlags, quantizationOptions } from './quant-flags.js';
+import { calibrate } from '../quant/quantize.js';
+import { applyQuantization, quantizationChoice, quantizationOptions } from './quant-flags.js';
 
 export interface BenchResult {
   readonly mode: 'train' | 'eval';
@@ -63,8 +64,9 @@ export function runBench(args: ParsedArgs): BenchResult {
   const evalMode = flag(args, 'eval');
 
   const model = createModel(modelName, { numClasses: classes, seed });
-  const quant = applyQuantizationFlags(model, args);
+  const quant = quantizationChoice(args);
   const data = syntheticBatches(4, batch, classes, seed + 1);
+  if (applyQuantization(model, quant)) calibrate(model, data[0].images, data[0].shape);
   const optimizer = new Sgd(groupParameters(model, [], { lr: 0.01, weightDecay: 5e-4 }), { momentum: 0.9 });
   if (evalMode) model.eval();
   const step = (i: number): void => {

@@ -1,23 +1,40 @@
-/** The quantization flags shared by train, eval and bench: --method, --wbits, --abits, --first-last. */
+/** The quantization flags shared by train, eval and bench: --method, --wbits, --abits, --first-last, --per-channel. */
 import type { Module } from '../nn/module.js';
-import { type ParsedArgs, str } from './args.js';
+import { type FirstLastPolicy, type QuantizationSummary, firstLastPolicies, quantize } from '../quant/quantize.js';
+import { type MethodName, methodNames } from '../quant/quantizer.js';
+import { type ParsedArgs, UsageError, flag, num, oneOf } from './args.js';
 
 export const quantizationOptions = {
-  method: { type: 'string', default: 'float' },
+  method: { type: 'string' },
   wbits: { type: 'string' },
   abits: { type: 'string' },
   'first-last': { type: 'string' },
+  'per-channel': { type: 'boolean' },
 } as const;
 
 export interface QuantizationChoice {
-  readonly method: string;
+  readonly method: MethodName | 'float';
   readonly wbits: number;
   readonly abits: number;
+  readonly firstLast: FirstLastPolicy;
+  readonly perChannel: boolean;
 }
 
-/** Quantize the model in place as the flags say; float models are left alone. */
-export function applyQuantizationFlags(_model: Module, args: ParsedArgs): QuantizationChoice {
-  const method = str(args, 'method') ?? 'float';
-  if (method !== 'float') throw new Error(`--method ${method}: quantization methods are not available yet`);
-  return { method, wbits: 32, abits: 32 };
+export function quantizationChoice(args: ParsedArgs): QuantizationChoice {
+  const method = oneOf(args, 'method', ['float', ...methodNames] as const, 'float');
+  if (method === 'float') return { method, wbits: 32, abits: 32, firstLast: 'float', perChannel: false };
+  const wbits = num(args, 'wbits', 4, { integer: true, min: 1 });
+  const abits = num(args, 'abits', wbits, { integer: true, min: 1 });
+  const firstLast = oneOf(args, 'first-last', firstLastPolicies, 'int8');
+  return { method, wbits, abits, firstLast, perChannel: flag(args, 'per-channel') };
+}
+
+/** Quantize the model in place as chosen; float leaves it alone and returns null. */
+export function applyQuantization(model: Module, q: QuantizationChoice): QuantizationSummary | null {
+  if (q.method === 'float') return null;
+  try {
+    return quantize(model, { method: q.method, wbits: q.wbits, abits: q.abits, firstLast: q.firstLast, perChannel: q.perChannel });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }

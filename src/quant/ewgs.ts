@@ -64,7 +64,6 @@ export class EwgsQuantizer implements TensorQuantizer {
   probe: EwgsProbe | null = null;
   readonly #levels: number;
   readonly #channels: number;
-  #delta: number;
   #lastSpec: QuantSpec | null = null;
 
   constructor(opts: EwgsOptions) {
@@ -73,11 +72,10 @@ export class EwgsQuantizer implements TensorQuantizer {
     this.bits = opts.bits;
     this.#levels = 2 ** opts.bits;
     this.#channels = opts.role === 'weight' && opts.perChannel ? (opts.channels ?? 1) : 1;
-    this.#delta = opts.delta ?? 0;
     // Placeholders until calibrate() sets them from data, as the reference initializes them.
     this.lower = quantParameter(0, this.#channels);
     this.upper = quantParameter(1, this.#channels);
-    this.deltaBuffer = scalarBuffer(this.#delta);
+    this.deltaBuffer = scalarBuffer(opts.delta ?? 0);
     const suffix = opts.role === 'weight' ? 'W' : 'A';
     this.parameters = [
       [`u${suffix}`, this.upper],
@@ -86,19 +84,14 @@ export class EwgsQuantizer implements TensorQuantizer {
     this.buffers = [[`bkwd_scaling_factor${suffix}`, this.deltaBuffer]];
   }
 
+  /** The backward scaling factor; it lives in its buffer so that checkpoints carry it. */
   get delta(): number {
-    return this.#delta;
+    return this.deltaBuffer.item();
   }
 
   set delta(value: number) {
     if (!(value >= 0) || !Number.isFinite(value)) throw new Error(`ewgs: delta must be finite and >= 0, got ${value}`);
-    this.#delta = value;
     this.deltaBuffer.assign(Float32Array.of(value));
-  }
-
-  /** Reload delta from its buffer (after a state dict was loaded into the buffer). */
-  syncDeltaFromBuffer(): void {
-    this.#delta = this.deltaBuffer.item();
   }
 
   /** The spec of the most recent forward pass. */
@@ -132,7 +125,7 @@ export class EwgsQuantizer implements TensorQuantizer {
       loInclusive: true,
       hiInclusive: true,
       passClipped: false,
-      delta: this.#delta,
+      delta: this.delta,
     };
   }
 

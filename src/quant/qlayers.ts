@@ -43,8 +43,8 @@ function attachQuantizers(q: QuantizerPair, addParameter: (name: string, p: Para
 
 /**
  * The shared forward of QConv2d and QLinear: quantize input and weight, run the float op, scale.
- * Weight quantizers initialize from the weights when the layer is built. On a calibration pass,
- * activation quantizers that learn from data initialize first (in network order, each
+ * On a calibration pass (after the float weights are loaded), weight quantizers initialize from the
+ * weights and activation quantizers that learn from data from their input, first (in network order, each
  * seeing the already-quantized upstream activations, as the EWGS reference does).
  */
 function quantizedForward(
@@ -58,6 +58,7 @@ function quantizedForward(
   const aq = layer.actQuantizer;
   if (layer.calibrating) {
     noGrad(() => {
+      wq?.calibrate(weight);
       if (aq?.needsCalibration) aq.calibrate(x);
       if (layer.outputScale) {
         // EWGS: alpha = mean|op(x, W)| / mean|op(Q(x), Q(W))| on the calibration batch.
@@ -91,7 +92,6 @@ export class QConv2d extends Conv2d implements QuantizedLayer {
     this.actQuantizer = q.activation;
     attachQuantizers(q, (n, p) => this.registerParameter(n, p), (n, t) => this.registerBuffer(n, t));
     this.outputScale = q.outputScale ? this.registerParameter('output_scale', quantParameter(1)) : null;
-    q.weight?.calibrate(this.weight);
   }
 
   override forward(x: Tensor): Tensor {
@@ -111,7 +111,6 @@ export class QLinear extends Linear implements QuantizedLayer {
     this.actQuantizer = q.activation;
     attachQuantizers(q, (n, p) => this.registerParameter(n, p), (n, t) => this.registerBuffer(n, t));
     this.outputScale = q.outputScale ? this.registerParameter('output_scale', quantParameter(1)) : null;
-    q.weight?.calibrate(this.weight);
   }
 
   override forward(x: Tensor): Tensor {

@@ -162,20 +162,21 @@ export function allQuantizers(model: Module): [string, TensorQuantizer][] {
   );
 }
 
-/** Whether any quantizer must see a batch before training (EWGS, LSQ activations). */
+/** Whether initializing the quantizers needs a batch of data (EWGS, LSQ activations). */
 export function needsCalibration(model: Module): boolean {
   return quantizedLayers(model).some(([, l]) => l.outputScale !== null || l.actQuantizer?.needsCalibration === true);
 }
 
 /**
- * Initialize data-dependent quantizer parameters from one batch: a forward pass in training mode
- * (batch norm statistics update once, as in the EWGS reference) during which each quantized layer
- * calibrates from the input it receives.
+ * Initialize quantizer parameters from the float weights and one batch: a forward pass in training
+ * mode (batch norm statistics update once, as in the EWGS reference) during which each quantized
+ * layer (all, or those named in `layers`) calibrates from its weights and the input it receives.
+ * Run it after the float weights are loaded, and not for quantizers restored from a checkpoint.
  */
-export function calibrate(model: Module, images: Float32Array, shape: readonly [number, number, number, number]): void {
+export function calibrate(model: Module, images: Float32Array, shape: readonly number[], layers?: ReadonlySet<string>): void {
   const wasTraining = model.training;
   model.train();
-  for (const [, layer] of quantizedLayers(model)) layer.calibrating = true;
+  for (const [path, layer] of quantizedLayers(model)) layer.calibrating = !layers || layers.has(path);
   tidy(() => noGrad(() => model.call(Tensor.fromArray(images, shape))));
   model.train(wasTraining);
 }

@@ -46,11 +46,14 @@ export interface TensorQuantizer {
   /** Learnable parameters, named as the reference implementation names them. */
   readonly parameters: readonly NamedParameter[];
   readonly buffers: readonly NamedBuffer[];
-  /** Whether `calibrate` must see data before the first training step. */
+  /** Whether an activation quantizer's `calibrate` must see a batch before the first training step. */
   readonly needsCalibration: boolean;
   /** Fake-quantize x (differentiable w.r.t. x and the parameters). */
   apply(x: Tensor, layer: string): Tensor;
-  /** Data-driven initialization from the tensor this quantizer will see (weights, or a batch of inputs). */
+  /**
+   * Data-driven initialization from the tensor this quantizer will see: the (loaded) float weights,
+   * or a batch of inputs. Runs on the calibration pass (see quantize.ts `calibrate`).
+   */
   calibrate(x: Tensor): void;
   integerForm(): IntegerForm;
 }
