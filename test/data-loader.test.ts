@@ -165,4 +165,6 @@ test('bad loader options are errors', () => {
   assert.throws(() => new DataLoader(dataset, { batchSize: 0 }), /batchSize must be a positive integer, got 0/);
   assert.throws(() => new DataLoader(dataset, { batchSize: 2, workers: -1 }), /workers must be an integer >= 0/);
   assert.throws(() => new DataLoader({ ...dataset, count: 5 }, { batchSize: 2 }), /images hold 768 bytes, expected 5 x 3x8x8/);
+  assert.throws(() => new DataLoader(dataset, { batchSize: 2, normalization: 'mnist' }), /normalization 'mnist' has 1 means/);
+  assert.throws(() => new DataLoader(dataset, { batchSize: 2, workers: 0 }).epoch(-1), /epoch must be an integer >= 0, got -1/);
 });

@@ -65,6 +65,11 @@ export interface AugmentSpec {
 /** The standard CIFAR training augmentation: crop with 4-pixel padding, horizontal flip. */
 export const CIFAR_AUGMENT: AugmentSpec = { cropPadding: 4, horizontalFlip: true };
 
+/** The usual training augmentation: CIFAR's crop + flip for the CIFAR datasets, none otherwise. */
+export function defaultAugment(datasetName: string): AugmentSpec | null {
+  return datasetName === 'cifar10' || datasetName === 'cifar100' ? CIFAR_AUGMENT : null;
+}
+
 /** One sample's random choices: the crop window's shift from centre and the flip. */
 export interface SampleAugmentation {
   dy: number;

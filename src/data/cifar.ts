@@ -165,11 +165,12 @@ export function readCifarNames(dir: string, kind: CifarKind): CifarNames {
 /** Read a split straight from the official `.tar.gz` (or an uncompressed `.tar`). */
 export async function readCifarArchive(path: string, kind: CifarKind, split: Split): Promise<ImageDataset> {
   const layout = CIFAR_LAYOUTS[kind];
-  const wanted = new Set([...layout.batches[split], layout.namesFile, layout.coarseNamesFile ?? layout.namesFile]);
+  const namesFiles = [layout.namesFile, layout.coarseNamesFile].filter((f): f is string => f !== undefined);
+  const wanted = new Set([...layout.batches[split], ...namesFiles]);
   const files = new Map<string, Buffer>();
   for await (const entry of readTarFile(path)) {
     const base = entry.name.slice(entry.name.lastIndexOf('/') + 1);
-    if (entry.type === 'file' && wanted.has(base)) files.set(base, Buffer.from(entry.data));
+    if (entry.type === 'file' && wanted.has(base)) files.set(base, entry.data);
   }
   const missing = layout.batches[split].filter((name) => !files.has(name));
   if (missing.length > 0) throw new Error(`${path}: archive lacks ${missing.join(', ')} (${layout.title} ${split} split)`);

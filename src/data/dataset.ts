@@ -63,38 +63,3 @@ export function checkLabelRange(labels: ArrayLike<number>, classCount: number, w
     }
   }
 }
-
-/** Join several same-shape datasets' records (e.g. the five CIFAR-10 training batches). */
-export function concatDatasets(parts: ImageDataset[], meta: Pick<ImageDataset, 'name' | 'split' | 'classes' | 'source'>): ImageDataset {
-  if (parts.length === 0) throw new Error(`concatDatasets(${meta.name}): no parts`);
-  const [first] = parts;
-  for (const p of parts) {
-    if (p.channels !== first.channels || p.height !== first.height || p.width !== first.width) {
-      throw new Error(
-        `${p.source}: images are ${p.channels}x${p.height}x${p.width}, ${first.source} has ${first.channels}x${first.height}x${first.width}`,
-      );
-    }
-  }
-  const count = parts.reduce((n, p) => n + p.count, 0);
-  const images = allocShared(count * imageSize(first));
-  const labels = new Int32Array(count);
-  const hasCoarse = parts.every((p) => p.coarseLabels);
-  const coarseLabels = hasCoarse ? new Int32Array(count) : undefined;
-  let at = 0;
-  for (const p of parts) {
-    images.set(p.images, at * imageSize(first));
-    labels.set(p.labels, at);
-    if (coarseLabels && p.coarseLabels) coarseLabels.set(p.coarseLabels, at);
-    at += p.count;
-  }
-  return {
-    ...meta,
-    images,
-    labels,
-    count,
-    channels: first.channels,
-    height: first.height,
-    width: first.width,
-    ...(coarseLabels ? { coarseLabels, coarseClasses: first.coarseClasses } : {}),
-  };
-}

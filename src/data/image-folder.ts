@@ -63,8 +63,8 @@ export async function loadImageFolder(path: string, options: ImageFolderOptions)
   const datasets = groupIntoDatasets(path, name, options.split, decoded, channels);
   const seconds = (performance.now() - started) / 1000;
   options.log?.(`${path}: decoded ${decoded.length} images in ${seconds.toFixed(1)} s (${workers} decode workers)`);
-  for (const [root, dataset] of datasets) {
-    if (options.cache !== false) writeDatasetCache(cachePath(root), `${key}|${root}`, dataset);
+  if (options.cache !== false) {
+    for (const [root, dataset] of datasets) saveToCache(cachePath(root), `${key}|${root}`, dataset, options.log);
   }
   const wanted = datasets.get(options.split) ?? datasets.get('');
   if (!wanted) {
@@ -72,6 +72,16 @@ export async function loadImageFolder(path: string, options: ImageFolderOptions)
     throw new Error(`${path}: no ${options.split}/ folder of class folders (found: ${found || 'no images'})`);
   }
   return wanted;
+}
+
+/** A cache that cannot be written (read-only home, full disk) costs time, not the run. */
+function saveToCache(path: string, key: string, dataset: ImageDataset, log?: (message: string) => void): void {
+  try {
+    writeDatasetCache(path, key, dataset);
+    log?.(`cached ${dataset.count} ${dataset.split} images in ${path}`);
+  } catch (err) {
+    log?.(`warning: could not write the decoded-image cache ${path}: ${(err as Error).message}`);
+  }
 }
 
 interface FolderFile {

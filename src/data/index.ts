@@ -22,6 +22,7 @@ export {
   CIFAR_AUGMENT,
   NORMALIZATION_PRESETS,
   SHUFFLE_TAG,
+  defaultAugment,
   defaultNormalization,
   resolveNormalization,
   sampleAugmentation,
@@ -30,4 +31,4 @@ export {
   type NormalizationPreset,
   type SampleAugmentation,
 } from './augment.js';
-export { DataLoader, createEvalLoader, createTrainLoader, type Batch, type LoaderOptions } from './loader.js';
+export { DataLoader, createEvalLoader, type Batch, type LoaderOptions } from './loader.js';

@@ -126,6 +126,7 @@ export class DataLoader {
 
   /** The batches of one epoch from `startStep` on (for resuming), in order. */
   epoch(epoch: number, startStep = 0): AsyncGenerator<Batch> {
+    if (!Number.isInteger(epoch) || epoch < 0) throw new Error(`data loader: epoch must be an integer >= 0, got ${epoch}`);
     if (!Number.isInteger(startStep) || startStep < 0 || startStep > this.stepsPerEpoch) {
       throw new Error(`data loader: startStep ${startStep} outside 0..${this.stepsPerEpoch}`);
     }
@@ -197,11 +198,6 @@ function copyToShared(images: Uint8Array): Uint8Array {
   const shared = allocShared(images.length);
   shared.set(images);
   return shared;
-}
-
-/** A training loader: shuffled, augmented as given. */
-export function createTrainLoader(dataset: ImageDataset, options: LoaderOptions): DataLoader {
-  return new DataLoader(dataset, { shuffle: true, ...options });
 }
 
 /** An evaluation loader: dataset order, no augmentation, all samples (last batch kept). */

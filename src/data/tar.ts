@@ -79,7 +79,8 @@ export async function* readTar(chunks: AsyncIterable<Buffer>, archive: string): 
     if (typeFlag === 'g' || typeFlag === 'K') continue; // global pax defaults, GNU long link targets: unused
     const name = normalizeName(paxPath ?? longName ?? headerName(header));
     longName = paxPath = paxSize = undefined;
-    yield { name, type: entryType(typeFlag), size, data: typeFlag === '0' ? data : Buffer.alloc(0) };
+    const type = entryType(typeFlag);
+    yield { name, type, size, data: type === 'file' ? data : Buffer.alloc(0) };
   }
 }
 
