@@ -169,6 +169,10 @@ test('image folders: differing sizes and unreadable images are errors naming the
         `${workers} workers`,
       );
     }
+    const cut = join(dir, 'cut.tar.gz');
+    const whole = tarArchive([{ name: 'train/a/ok.png', data: good }, { name: 'train/a/big.png', data: Buffer.alloc(5000, 1) }]);
+    writeFileSync(cut, gzip(whole.subarray(0, 3000)));
+    await assert.rejects(loadImageFolder(cut, { split: 'train', workers: 1, cache: false }), /cut\.tar\.gz: truncated: entry at byte \d+ needs 5000 bytes/);
     const notImage = join(dir, 'notimage.tar');
     writeFileSync(notImage, tarArchive([{ name: 'train/b/text.png', data: Buffer.from('not an image') }]));
     await assert.rejects(

@@ -94,9 +94,8 @@ export class DecodeQueue {
     }
   }
 
-  /** Stop the workers without waiting for results (after an error elsewhere). */
+  /** Stop the workers, dropping unfinished work (after an error elsewhere). */
   async abort(): Promise<void> {
-    await Promise.allSettled(this.#results);
     await this.#pool?.close();
   }
 
