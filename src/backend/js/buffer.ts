@@ -29,16 +29,13 @@ export class JsBuf implements Buf {
     ledger.bytes += data.byteLength;
   }
 
-  get freed(): boolean {
-    return this.#data === null;
-  }
-
   /** The stored values (not a copy); `op` and `what` name the use in the error for a freed buffer. */
   values(op: string, what: string): Float32Array {
     if (this.#data === null) fail(op, `${what} ${shapeStr(this.shape)} was used after it was freed`);
     return this.#data;
   }
 
+  /** Drops the values and their bytes from the ledger; a second release throws. */
   release(op: string): void {
     const data = this.values(op, 'buffer');
     this.#ledger.bytes -= data.byteLength;

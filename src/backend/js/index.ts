@@ -104,7 +104,7 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
   }
 
   free(x: JsBuf): void {
-    valuesOf('free', 'buffer', x);
+    valuesOf('free', 'buffer', x); // rejects a foreign buffer
     x.release('free');
   }
 
