@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import {
@@ -11,7 +11,7 @@ import {
   readCifarFolder,
   readIdxDataset,
 } from '../src/data/index.js';
-import { cifarRecords, gzip, idxFile, pixelAt, tarArchive, tempDir } from './fixtures/data/make.js';
+import { cifarRecords, gzip, idxFile, pixelAt, sharedDataDir, tarArchive, tempDir } from './fixtures/data/make.js';
 
 test('CIFAR-10 folder: plain and gzipped batches give the same records, labels and pixels', () => {
   const { dir, cleanup } = tempDir();
@@ -140,9 +140,11 @@ test('IDX: images and labels, plain or gzipped, with checked magic numbers and c
   assert.throws(() => parseIdx(idxFile([2, 2, 2], new Uint8Array(7)), 3, 'g.idx'), /g\.idx: header says 2x2x2 = 8 data bytes, file holds 7/);
 });
 
-const SHARED_CIFAR10 = '/work/shared/data/cifar-10-batches-bin';
+const SHARED = sharedDataDir();
+const SHARED_CIFAR10 = SHARED && join(SHARED, 'cifar-10-batches-bin');
 
-test('real CIFAR-10 test batch: first records and class names', { skip: !existsSync(SHARED_CIFAR10) && `${SHARED_CIFAR10} is not on this machine` }, async () => {
+test('real CIFAR-10 test batch: first records and class names', { skip: !SHARED_CIFAR10 && 'no shared/data/cifar-10-batches-bin on this machine (set TINYQUANT_SHARED_DATA)' }, async () => {
+  assert.ok(SHARED_CIFAR10);
   // Only the first records: gunzip a prefix of the stream.
   const prefix = await gunzipPrefix(join(SHARED_CIFAR10, 'test_batch.bin.gz'), 4 * 3073);
   const d = parseCifar('cifar10', 'test', [{ source: 'test_batch.bin.gz (first 4 records)', bytes: prefix }], {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CIFAR10_CLASSES, dataSearchDirs, loadDataset } from '../src/data/index.js';
-import { cifarRecords, encodePng, gzip, idxFile, rgbImage, tarArchive, tempDir } from './fixtures/data/make.js';
+import { cifarRecords, encodePng, gzip, idxFile, rgbImage, sharedDataDir, tarArchive, tempDir } from './fixtures/data/make.js';
 
 /** A cifar-10-jpeg.tar.gz look-alike: one 32x32 PNG per class and split. */
 function jpegArchive(classes: string[]): Buffer {
@@ -94,9 +94,10 @@ test('real Fashion-MNIST test split from the Debian package', { skip: !existsSyn
   assert.deepEqual(perClass, new Array(10).fill(1000));
 });
 
-const SHARED = '/work/shared/data';
+const SHARED = sharedDataDir();
 
-test('real CIFAR-10 and CIFAR-100 test splits through loadDataset', { skip: !existsSync(join(SHARED, 'cifar-100-binary')) && `${SHARED} missing` }, async () => {
+test('real CIFAR-10 and CIFAR-100 test splits through loadDataset', { skip: !SHARED && 'no shared/data on this machine (set TINYQUANT_SHARED_DATA)' }, async () => {
+  assert.ok(SHARED);
   const env = { TINYQUANT_DATA: SHARED, TINYQUANT_CACHE: '/nonexistent' };
   const c10 = await loadDataset({ name: 'cifar10', split: 'test', env });
   assert.equal(c10.count, 10000);
