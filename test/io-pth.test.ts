@@ -306,7 +306,7 @@ function checkpointEntries(name: string): [string, Uint8Array][] {
 
 test('zip checkpoints load whether stored or deflated, with zip64 records or an archive comment', () => {
   const entries = checkpointEntries('tiny_state_dict.pth');
-  const variants: ZipOptions[] = [{}, { deflate: true }, { zip64: true }, { zip64: true, deflate: true }, { comment: 'PK\x05\x06 decoy' }];
+  const variants: ZipOptions[] = [{}, { deflate: true }, { zip64: true }, { zip64: true, deflate: true }, { comment: 'PK\x05\x06, a decoy signature in the comment' }];
   for (const options of variants) {
     const name = `repacked ${JSON.stringify(options)}`;
     assertMatchesTorch(parseTensorFile(buildZip(entries, options), name), 'tiny_state_dict.pth');

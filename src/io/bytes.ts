@@ -1,4 +1,5 @@
 /** Bounds-checked binary reading and the error type of the tensor file readers. */
+import * as fs from 'node:fs';
 
 /** A tensor file could not be read: `file` names it, the message says what is wrong and where. */
 export class TensorFileError extends Error {
@@ -22,6 +23,15 @@ export function withFileContext<T>(file: string, parse: () => T): T {
   } catch (error) {
     if (error instanceof TensorFileError) throw error;
     throw new TensorFileError(file, (error as Error).message ?? String(error), { cause: error });
+  }
+}
+
+/** The contents of a file; a failure to read it is a TensorFileError naming it. */
+export function readFileBytes(file: string): Uint8Array {
+  try {
+    return fs.readFileSync(file);
+  } catch (error) {
+    throw new TensorFileError(file, `cannot read: ${(error as Error).message}`, { cause: error });
   }
 }
 

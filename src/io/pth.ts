@@ -12,8 +12,7 @@
  *
  * `loadTensorFile` also reads safetensors, choosing the format from the content, not the name.
  */
-import * as fs from 'node:fs';
-import { TensorFileError, withFileContext } from './bytes.js';
+import { TensorFileError, readFileBytes, withFileContext } from './bytes.js';
 import { type PyValue, TorchStorage, TorchStorageType, unpickle } from './pickle.js';
 import { parseSafetensors } from './safetensors.js';
 import { type TensorMap, decodeTensorData, dtypeSize, isNamedTensor } from './tensors.js';
@@ -183,13 +182,7 @@ export function parseTensorFile(bytes: Uint8Array, file: string): PyValue {
 
 /** Reads a tensor file; see parseTensorFile. */
 export function loadTensorFile(file: string): PyValue {
-  let bytes: Uint8Array;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (error) {
-    throw new TensorFileError(file, `cannot read: ${(error as Error).message}`, { cause: error });
-  }
-  return parseTensorFile(bytes, file);
+  return parseTensorFile(readFileBytes(file), file);
 }
 
 /** Where training scripts commonly put the model's state dict in a checkpoint dict, in the order tried. */

@@ -11,9 +11,8 @@
  * The writer pads the header to a multiple of 8 bytes and orders tensors by decreasing element size
  * (then name), so that every tensor starts aligned to its element size, as the reference writer does.
  */
-import * as fs from 'node:fs';
 import { writeFileAtomic } from './atomic.js';
-import { ByteReader, decodeUtf8, TensorFileError, withFileContext } from './bytes.js';
+import { ByteReader, decodeUtf8, readFileBytes, withFileContext } from './bytes.js';
 import {
   type DType,
   type NamedTensor,
@@ -141,13 +140,7 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsCo
 }
 
 export function readSafetensorsFile(file: string): SafetensorsContents {
-  let bytes: Uint8Array;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (error) {
-    throw new TensorFileError(file, `cannot read: ${(error as Error).message}`, { cause: error });
-  }
-  return parseSafetensors(bytes, file);
+  return parseSafetensors(readFileBytes(file), file);
 }
 
 function checkedTensor(name: string, tensor: NamedTensor): NamedTensor {

@@ -54,12 +54,15 @@ export function looksLikeZip(bytes: Uint8Array): boolean {
   return signature === SIGNATURE.localHeader || signature === SIGNATURE.endOfCentralDirectory;
 }
 
+/** The record is the last thing in the file but for its comment, whose length it holds. */
 function findEndOfCentralDirectory(bytes: Uint8Array): number {
   const reader = new ByteReader(bytes);
   const lowest = Math.max(0, bytes.byteLength - EOCD_SIZE - MAX_COMMENT);
   for (let at = bytes.byteLength - EOCD_SIZE; at >= lowest; at--) {
     reader.pos = at;
-    if (reader.u32() === SIGNATURE.endOfCentralDirectory) return at;
+    if (reader.u32() !== SIGNATURE.endOfCentralDirectory) continue;
+    reader.pos = at + EOCD_SIZE - 2;
+    if (reader.u16() === bytes.byteLength - at - EOCD_SIZE) return at; // else a signature inside the comment
   }
   throw new Error('not a valid zip archive: no end-of-central-directory record (truncated?)');
 }
