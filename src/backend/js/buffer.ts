@@ -31,7 +31,7 @@ export class JsBuf implements Buf {
 
   /** The stored values (not a copy); `op` and `what` name the use in the error for a freed buffer. */
   values(op: string, what: string): Float32Array {
-    if (this.#data === null) fail(op, `${what} ${shapeStr(this.shape)} was used after it was freed`);
+    if (this.#data === null) fail(op, `${what} ${shapeStr(this.shape)} was already freed`);
     return this.#data;
   }
 
@@ -56,7 +56,7 @@ export class JsBatchNormSaved implements BatchNormSaved {
   }
 
   get(op: string): { mean: Float64Array; invStd: Float64Array } {
-    if (this.#state === null) fail(op, 'saved batch-norm state was used after it was freed');
+    if (this.#state === null) fail(op, 'saved batch-norm state was already freed');
     return this.#state;
   }
 
