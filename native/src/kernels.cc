@@ -44,7 +44,7 @@ void add(const float* a, const float* b, float* y, int64_t n) {
 void addRelu(const float* a, const float* b, float* y, int64_t n) {
   map2(a, b, y, n, [](float u, float v) {
     const float s = u + v;
-    return s > 0.0f ? s : 0.0f;
+    return s < 0.0f ? 0.0f : s;  // NaN stays NaN, as in PyTorch
   });
 }
 
@@ -57,7 +57,7 @@ void mul(const float* a, const float* b, float* y, int64_t n) {
 }
 
 void relu(const float* x, float* y, int64_t n) {
-  map1(x, y, n, [](float u) { return u > 0.0f ? u : 0.0f; });
+  map1(x, y, n, [](float u) { return u < 0.0f ? 0.0f : u; });
 }
 
 void reluBackward(const float* gy, const float* y, float* gx, int64_t n) {

@@ -26,7 +26,7 @@ int64_t checkBatchNorm(const char* op, const Tensor& x, std::initializer_list<st
       fail(op, name, " has shape ", shapeStr(t->shape()), " but x ", shapeStr(shape), " has ", channels, " channels");
     }
   }
-  if (!(p.eps > 0.0f)) fail(op, "eps must be positive, got ", p.eps);
+  if (!(p.eps >= 0.0f)) fail(op, "eps must be non-negative, got ", p.eps);
   return channels;
 }
 
@@ -137,6 +137,10 @@ BatchNormGrads batchNormBackward(const Tensor& gy, const Tensor& x, const Tensor
       {DNNL_ARG_SCALE, stageInput(gamma.mem(), argDesc(e.pd, DNNL_ARG_SCALE), sg)},
       {DNNL_ARG_DIFF_SRC, g.gx.mem()}, {DNNL_ARG_DIFF_SCALE, g.gGamma.mem()}, {DNNL_ARG_DIFF_SHIFT, g.gBeta.mem()}};
   if (state.workspace) args.emplace(DNNL_ARG_WORKSPACE, state.workspace->mem());
+  // oneDNN 2.6 lists the shift among the backward's inputs although no gradient depends on it;
+  // any memory of its shape will do.
+  const memory::desc shiftDesc = argDesc(e.pd, DNNL_ARG_SHIFT);
+  if (shiftDesc.get_size() > 0) args.emplace(DNNL_ARG_SHIFT, args.at(DNNL_ARG_SCALE));
   execute(e.prim, e.pd, std::move(args));
   return g;
 }

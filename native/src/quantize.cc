@@ -8,8 +8,10 @@
 namespace tq::kernels {
 namespace {
 
-// Per-element arithmetic is done in float64, like the TypeScript reference, so both backends
-// pick the same level even for values within float32 rounding of a decision point.
+// Numerics (shared with the TypeScript reference, so both pick the same level for every element):
+// xn = (x - offset) / scale is computed in float32, like any float32 implementation of the formula
+// (PyTorch's included); the clip, the projection and everything after it run in float64, and the
+// results are stored as float32.
 
 /** Projection of a clipped, normalized value onto the level set or the uniform grid. */
 class Projector {
@@ -22,15 +24,19 @@ class Projector {
   }
 
   double operator()(double v) const {
-    if (!symmetric_) return magnitude(v);
+    if (!symmetric_ || std::isnan(v)) return magnitude(v);
+    if (v == 0.0) return 0.0;
     const double p = magnitude(std::fabs(v));
-    return v > 0.0 ? p : (v < 0.0 ? -p : 0.0);
+    return v > 0.0 ? p : -p;
   }
 
  private:
   double magnitude(double a) const {
-    // std::nearbyint rounds half to even under the default rounding mode (never changed here).
-    if (levels_.empty()) return std::nearbyint(a * steps_) / steps_;
+    if (levels_.empty()) {
+      // std::nearbyint rounds half to even under the default rounding mode (never changed here).
+      return std::nearbyint(static_cast<double>(static_cast<float>(a * steps_))) / steps_;
+    }
+    if (std::isnan(a)) return a;
     // The level index is the number of midpoints strictly below a: a tie picks the lower level.
     const auto it = std::lower_bound(midpoints_.begin(), midpoints_.end(), a);
     return levels_[it - midpoints_.begin()];
@@ -42,11 +48,14 @@ class Projector {
   bool symmetric_;
 };
 
-/** Per-channel constants of the spec, widened once per segment. */
+/** Per-channel constants of the spec. */
 struct ChannelParams {
-  double scale, offset, outScale, outOffset;
+  float scale, offset;
+  double outScale, outOffset, inputScale;
   ChannelParams(const QuantSpec& s, int64_t c)
-      : scale(s.scale[c]), offset(s.offset[c]), outScale(s.outScale[c]), outOffset(s.outOffset[c]) {}
+      : scale(s.scale[c]), offset(s.offset[c]), outScale(s.outScale[c]), outOffset(s.outOffset[c]),
+        inputScale(outScale / scale) {}
+  double normalized(float x) const { return (x - offset) / scale; }
 };
 
 double clip(double v, double lo, double hi) { return v < lo ? lo : (v > hi ? hi : v); }
@@ -63,8 +72,7 @@ void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) {
   forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int, int64_t c, int64_t begin, int64_t end) {
     const ChannelParams p(spec, c);
     for (int64_t i = begin; i < end; i++) {
-      const double xn = (x[i] - p.offset) / p.scale;
-      const double q = project(clip(xn, spec.lo, spec.hi));
+      const double q = project(clip(p.normalized(x[i]), spec.lo, spec.hi));
       y[i] = static_cast<float>(q * p.outScale + p.outOffset);
     }
   });
@@ -76,31 +84,31 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
   std::vector<double> partial(static_cast<size_t>(team) * spec.channels * kQuantSums, 0.0);
   forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
     const ChannelParams p(spec, c);
-    double inSum = 0.0, inSumXn = 0.0, inSumErr = 0.0, below = 0.0, above = 0.0;
+    double inside = 0.0, insideXn = 0.0, insideError = 0.0, below = 0.0, above = 0.0;
     for (int64_t i = begin; i < end; i++) {
-      const double xn = (x[i] - p.offset) / p.scale;
+      const double g = gy[i];
+      const double xn = p.normalized(x[i]);
       const double xc = clip(xn, spec.lo, spec.hi);
       const double q = project(xc);
-      const double g = gy[i];
-      const bool aboveLo = spec.loInclusive ? xn >= spec.lo : xn > spec.lo;
-      const bool belowHi = spec.hiInclusive ? xn <= spec.hi : xn < spec.hi;
-      const bool inside = aboveLo && belowHi;
-      const double gScaled = g * (1.0 + spec.delta * sign(g) * (xc - q));
-      gx[i] = inside || spec.passClipped ? static_cast<float>(gScaled * p.outScale / p.scale) : 0.0f;
-      if (inside) {
-        inSum += gScaled;
-        inSumXn += gScaled * xn;
-        inSumErr += gScaled * (q - xn);
-      } else if (!aboveLo) {
+      // EWGS: g' = g (1 + delta sign(g) (xc - q)); delta = 0 is the straight-through estimator.
+      const double scaled = spec.delta == 0.0 ? g : g * (1.0 + spec.delta * sign(g) * (xc - q));
+      const bool isBelow = spec.loInclusive ? xn < spec.lo : xn <= spec.lo;
+      const bool isAbove = spec.hiInclusive ? xn > spec.hi : xn >= spec.hi;
+      if (isBelow) {
         below += g;
-      } else {
+      } else if (isAbove) {
         above += g;
+      } else {
+        inside += scaled;
+        insideXn += scaled * xn;
+        insideError += scaled * (q - xn);
       }
+      gx[i] = !isBelow && !isAbove || spec.passClipped ? static_cast<float>(scaled * p.inputScale) : 0.0f;
     }
     double* s = &partial[(t * spec.channels + c) * kQuantSums];
-    s[0] += inSum;
-    s[1] += inSumXn;
-    s[2] += inSumErr;
+    s[0] += inside;
+    s[1] += insideXn;
+    s[2] += insideError;
     s[3] += below;
     s[4] += above;
   });

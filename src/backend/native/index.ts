@@ -1,7 +1,9 @@
 /**
  * The native backend: a Node-API addon over oneDNN (see native/). Activations stay in oneDNN's
  * blocked layouts between ops; `download` returns logical row-major values. The addon validates
- * every argument and throws errors naming the op and the shapes.
+ * every argument and throws errors naming the op and the shapes; parameter objects (optimizer
+ * settings, quantizer specs) are also checked here with the js backend's validators, so both
+ * backends accept exactly the same values.
  */
 import type {
   AdamParams,
@@ -14,6 +16,7 @@ import type {
   SgdParams,
   Shape,
 } from '../backend.js';
+import { checkAdamParams, checkBatchNormParams, checkQuantSpec, checkSgdParams } from '../js/validate.js';
 import {
   type Addon,
   type AddonContext,
@@ -28,6 +31,12 @@ import {
 
 export type { NativeBuf, NativeSaved } from './addon.js';
 
+/** The shape of a buffer that should be native (checked before TypeScript-side validation reads it). */
+function shapeOf(op: string, name: string, x: NativeBuf): Shape {
+  if (typeof x !== 'object' || x === null || x.backend !== 'native') throw new Error(`${op}: ${name} is not a native backend buffer`);
+  return x.shape;
+}
+
 function convArgs(p: Conv2dParams): ConvArgs {
   return [p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.groups];
 }
@@ -36,7 +45,8 @@ function poolArgs(p: Pool2dParams): PoolArgs {
   return [p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1]];
 }
 
-function batchNormArgs(p: BatchNormParams): BatchNormArgs {
+function batchNormArgs(op: string, p: BatchNormParams): BatchNormArgs {
+  checkBatchNormParams(op, p);
   return [p.eps, p.momentum, p.relu];
 }
 
@@ -145,19 +155,19 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
   batchNormTrain(
     x: NativeBuf, gamma: NativeBuf, beta: NativeBuf, runningMean: NativeBuf, runningVar: NativeBuf, p: BatchNormParams,
   ): { y: NativeBuf; saved: NativeSaved } {
-    const [y, saved] = this.#ctx.batchNormTrain(x, gamma, beta, runningMean, runningVar, ...batchNormArgs(p));
+    const [y, saved] = this.#ctx.batchNormTrain(x, gamma, beta, runningMean, runningVar, ...batchNormArgs('batchNormTrain', p));
     return { y, saved };
   }
   batchNormInfer(
     x: NativeBuf, gamma: NativeBuf, beta: NativeBuf, runningMean: NativeBuf, runningVar: NativeBuf, p: BatchNormParams,
   ): NativeBuf {
-    return this.#ctx.batchNormInfer(x, gamma, beta, runningMean, runningVar, ...batchNormArgs(p));
+    return this.#ctx.batchNormInfer(x, gamma, beta, runningMean, runningVar, ...batchNormArgs('batchNormInfer', p));
   }
   /** `y` is not needed: the fused ReLU's mask is kept in `saved`. */
   batchNormBackward(
     gy: NativeBuf, x: NativeBuf, _y: NativeBuf, gamma: NativeBuf, saved: NativeSaved, p: BatchNormParams,
   ): { gx: NativeBuf; gGamma: NativeBuf; gBeta: NativeBuf } {
-    const [gx, gGamma, gBeta] = this.#ctx.batchNormBackward(gy, x, gamma, saved, ...batchNormArgs(p));
+    const [gx, gGamma, gBeta] = this.#ctx.batchNormBackward(gy, x, gamma, saved, ...batchNormArgs('batchNormBackward', p));
     return { gx, gGamma, gBeta };
   }
 
@@ -196,7 +206,7 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
   }
 
   // ---- loss -----------------------------------------------------------------------------------
-  softmaxCrossEntropy(logits: NativeBuf, labels: Int32Array, smoothing: number): CrossEntropyResult {
+  softmaxCrossEntropy(logits: NativeBuf, labels: Int32Array, smoothing: number): CrossEntropyResult & { probs: NativeBuf } {
     const [loss, probs, correct] = this.#ctx.softmaxCrossEntropy(logits, labels, smoothing);
     return { loss, probs, correct };
   }
@@ -206,17 +216,21 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
 
   // ---- optimizers -----------------------------------------------------------------------------
   sgdStep(param: NativeBuf, grad: NativeBuf, momentumBuf: NativeBuf | null, p: SgdParams): void {
+    checkSgdParams('sgdStep', p, momentumBuf !== null);
     this.#ctx.sgdStep(param, grad, momentumBuf, p.lr, p.momentum, p.dampening, p.weightDecay, p.nesterov);
   }
   adamStep(param: NativeBuf, grad: NativeBuf, m: NativeBuf, v: NativeBuf, p: AdamParams): void {
+    checkAdamParams('adamStep', p);
     this.#ctx.adamStep(param, grad, m, v, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.decoupled, p.step);
   }
 
   // ---- quantization ---------------------------------------------------------------------------
   quantize(x: NativeBuf, spec: QuantSpec): NativeBuf {
+    checkQuantSpec('quantize', shapeOf('quantize', 'x', x), spec);
     return this.#ctx.quantize(x, spec);
   }
   quantizeBackward(x: NativeBuf, gy: NativeBuf, spec: QuantSpec): { gx: NativeBuf; sums: Float64Array } {
+    checkQuantSpec('quantizeBackward', shapeOf('quantizeBackward', 'x', x), spec);
     const [gx, sums] = this.#ctx.quantizeBackward(x, gy, spec);
     return { gx, sums };
   }
