@@ -104,7 +104,8 @@ const DANGEROUS = [
 
 test('globals outside the allowlist are refused at GLOBAL, before anything is called', () => {
   for (const [module, name] of DANGEROUS) {
-    const bytes = pickle(op.proto(2), op.global(module, name), op.unicode(`touch ${marker}`), op.tuple1, op.reduce, op.stop);
+    const command = op.unicode(`touch ${marker}`);
+    const bytes = pickle(op.proto(2), op.global(module, name), command, op.tuple1, op.reduce, op.stop);
     assertFileError(
       () => load(bytes),
       new RegExp(`refusing to load global '${module}\\.${name}'.*only tensors.*\\(pickle opcode at byte 2\\)`),
@@ -278,7 +279,9 @@ function tensorOpcodes(offset: number, size: number[], stride: number[]): number
   return [
     ...op.global('torch._utils', '_rebuild_tensor_v2'),
     ...op.mark,
-    ...op.mark, ...op.unicode('storage'), ...FLOAT_STORAGE, ...op.unicode('0'), ...op.unicode('cpu'), ...op.int1(24), ...op.tuple,
+    ...op.mark,
+    ...op.unicode('storage'), ...FLOAT_STORAGE, ...op.unicode('0'), ...op.unicode('cpu'), ...op.int1(24),
+    ...op.tuple,
     ...op.binpersid,
     ...op.int1(offset),
     ...op.mark, ...size.flatMap((s) => op.int1(s)), ...op.tuple,
@@ -295,7 +298,8 @@ function loadViews(views: [number, number[], number[]][]): { tensors: NamedTenso
   const storage = new TorchStorage('F32', 24, '0');
   const bytes = pickle(op.proto(2), op.mark, ...views.map((view) => tensorOpcodes(...view)), op.list, op.stop);
   const persistentLoad = (pid: PyValue): PyValue => {
-    assert.ok(Array.isArray(pid) && pid[0] === 'storage' && pid[1] instanceof TorchStorageType && pid[1].dtype === 'F32');
+    assert.ok(Array.isArray(pid) && pid[0] === 'storage');
+    assert.ok(pid[1] instanceof TorchStorageType && pid[1].dtype === 'F32');
     return storage;
   };
   const tensors = load(bytes, persistentLoad) as NamedTensor[];

@@ -50,7 +50,8 @@ interface Expected {
 }
 const expected = JSON.parse(fs.readFileSync(fixture('expected.json'), 'utf8')) as Expected;
 
-const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+const hex = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
 
 /** Leaves by path, as the fixture script flattens torch.load's result. */
 function flatten(value: PyValue, prefix: string, out: Map<string, PyValue>): Map<string, PyValue> {
@@ -87,7 +88,8 @@ function assertLeaf(actual: PyValue, want: Leaf, where: string): void {
   } else if ('device' in want) {
     assert.equal(actual, want.device, where);
   } else if ('empty' in want) {
-    const kind = actual instanceof Map ? 'dict' : Array.isArray(actual) ? (Object.isFrozen(actual) ? 'tuple' : 'list') : '?';
+    const sequence = Object.isFrozen(actual) ? 'tuple' : 'list';
+    const kind = actual instanceof Map ? 'dict' : Array.isArray(actual) ? sequence : '?';
     assert.equal(kind, want.empty, where);
   } else {
     assertTensor(actual, want.tensor, where);
@@ -205,9 +207,13 @@ test('unreadable, empty, foreign and plain-pickle files give clear errors naming
       [write('empty.pth', ''), /empty\.pth: not a tensor file .* starts with nothing/],
       [write('notes.pth', 'hello world'), /notes\.pth: not a tensor file .* starts with 68 65 6c 6c 6f 20 77 6f/],
       [write('plain.pkl', Uint8Array.from([0x80, 2, 0x7d, 0x71, 0, 0x2e])), /plain\.pkl: a pickle without the PyTorch magic number/],
+      [write('old.pth.tar', Buffer.concat([Buffer.alloc(257), Buffer.from('ustar\x0000'), Buffer.alloc(242)])), /old\.pth\.tar: a tar archive, not a tensor file/],
     ];
     for (const [file, pattern] of cases) {
-      assert.throws(() => loadTensorFile(file), (error: Error) => error instanceof TensorFileError && pattern.test(error.message));
+      assert.throws(
+        () => loadTensorFile(file),
+        (error: Error) => error instanceof TensorFileError && pattern.test(error.message),
+      );
     }
   });
 });
@@ -236,7 +242,8 @@ test('every truncation of a checkpoint or safetensors file is reported, naming t
 
 test('random corruption gives a TensorFileError or a value, never a crash', () => {
   const rng = new Rng(7);
-  for (const name of ['tiny_state_dict.pth', 'tensor_zoo_legacy.pth', 'tiny_state_dict.safetensors', 'ewgs_checkpoint.pth']) {
+  const names = ['tiny_state_dict.pth', 'tensor_zoo_legacy.pth', 'tiny_state_dict.safetensors', 'ewgs_checkpoint.pth'];
+  for (const name of names) {
     const original = fs.readFileSync(fixture(name));
     for (let trial = 0; trial < 150; trial++) {
       const bytes = Uint8Array.from(original);
@@ -244,7 +251,8 @@ test('random corruption gives a TensorFileError or a value, never a crash', () =
       try {
         parseTensorFile(bytes, name);
       } catch (error) {
-        assert.ok(error instanceof TensorFileError && error.message.startsWith(`${name}: `), `${name} trial ${trial}: ${String(error)}`);
+        const clear = error instanceof TensorFileError && error.message.startsWith(`${name}: `);
+        assert.ok(clear, `${name} trial ${trial}: ${String(error)}`);
       }
     }
   }
@@ -269,7 +277,8 @@ function u64(n: number): number[] {
 }
 
 /** A zip archive written from the spec (APPNOTE 6.3), independent of the reader under test. */
-function buildZip(entries: [string, Uint8Array][], { deflate = false, zip64 = false, comment = '' }: ZipOptions): Uint8Array {
+function buildZip(entries: [string, Uint8Array][], options: ZipOptions): Uint8Array {
+  const { deflate = false, zip64 = false, comment = '' } = options;
   const out: number[] = [];
   const central: number[] = [];
   const field = (value: number) => (zip64 ? 0xffffffff : value);
@@ -280,8 +289,9 @@ function buildZip(entries: [string, Uint8Array][], { deflate = false, zip64 = fa
     const zip64Extra = zip64 ? [...u16(1), ...u16(24), ...u64(data.length), ...u64(stored.length), ...u64(offset)] : [];
     const common = [...u16(zip64 ? 45 : 20), ...u16(0), ...u16(deflate ? 8 : 0), ...u32(0), ...u32(crc32(data))];
     const sizes = [...u32(field(stored.length)), ...u32(field(data.length))];
-    out.push(...u32(0x04034b50), ...common, ...sizes, ...u16(nameBytes.length), ...u16(zip64Extra.length), ...nameBytes, ...zip64Extra, ...stored);
-    central.push(...u32(0x02014b50), ...u16(45), ...common, ...sizes, ...u16(nameBytes.length), ...u16(zip64Extra.length));
+    const lengths = [...u16(nameBytes.length), ...u16(zip64Extra.length)];
+    out.push(...u32(0x04034b50), ...common, ...sizes, ...lengths, ...nameBytes, ...zip64Extra, ...stored);
+    central.push(...u32(0x02014b50), ...u16(45), ...common, ...sizes, ...lengths);
     central.push(...u16(0), ...u16(0), ...u16(0), ...u32(0), ...u32(field(offset)), ...nameBytes, ...zip64Extra);
   }
   const directoryOffset = out.length;
@@ -306,7 +316,13 @@ function checkpointEntries(name: string): [string, Uint8Array][] {
 
 test('zip checkpoints load whether stored or deflated, with zip64 records or an archive comment', () => {
   const entries = checkpointEntries('tiny_state_dict.pth');
-  const variants: ZipOptions[] = [{}, { deflate: true }, { zip64: true }, { zip64: true, deflate: true }, { comment: 'PK\x05\x06, a decoy signature in the comment' }];
+  const variants: ZipOptions[] = [
+    {},
+    { deflate: true },
+    { zip64: true },
+    { zip64: true, deflate: true },
+    { comment: 'PK\x05\x06, a decoy signature in the comment' },
+  ];
   for (const options of variants) {
     const name = `repacked ${JSON.stringify(options)}`;
     assertMatchesTorch(parseTensorFile(buildZip(entries, options), name), 'tiny_state_dict.pth');

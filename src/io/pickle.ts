@@ -17,7 +17,6 @@ import {
   type TypedArray,
   allocateTensorData,
   bytesOf,
-  dtypeSize,
   halfToFloat,
   isNamedTensor,
   numel,
@@ -438,7 +437,7 @@ class Unpickler {
   appendItems(items: PyValue[]): void {
     const list = this.top();
     if (!Array.isArray(list) || Object.isFrozen(list)) throw new Error(`APPEND to ${describe(list)}`);
-    (list as PyValue[]).push(...items);
+    for (const item of items) (list as PyValue[]).push(item);
   }
 
   /** REDUCE and NEWOBJ: call the allowlisted global below `args` with them. */
@@ -452,7 +451,9 @@ class Unpickler {
   /** NEWOBJ_EX: NEWOBJ with keyword arguments, which must be empty. */
   newObjEx(): void {
     const kwargs = this.pop();
-    if (!(kwargs instanceof Map) || kwargs.size > 0) throw new Error('NEWOBJ_EX with keyword arguments is not supported');
+    if (!(kwargs instanceof Map) || kwargs.size > 0) {
+      throw new Error('NEWOBJ_EX with keyword arguments is not supported');
+    }
     this.callWith(this.pop());
   }
 
@@ -470,7 +471,9 @@ class Unpickler {
   }
 
   persistent(pid: PyValue): void {
-    if (!this.persistentLoad) throw new Error('the pickle refers to external data (a persistent id) where none is expected');
+    if (!this.persistentLoad) {
+      throw new Error('the pickle refers to external data (a persistent id) where none is expected');
+    }
     this.push(this.persistentLoad(pid));
   }
 

@@ -12,7 +12,7 @@
  *
  * `loadTensorFile` also reads safetensors, choosing the format from the content, not the name.
  */
-import { TensorFileError, readFileBytes, withFileContext } from './bytes.js';
+import { ByteReader, TensorFileError, readFileBytes, withFileContext } from './bytes.js';
 import { type PyValue, TorchStorage, TorchStorageType, unpickle } from './pickle.js';
 import { parseSafetensors } from './safetensors.js';
 import { type TensorMap, decodeTensorData, dtypeSize, isNamedTensor } from './tensors.js';
@@ -60,10 +60,13 @@ function parseStorageId(pid: PyValue): StorageId {
 class StorageTable {
   readonly byKey = new Map<string, TorchStorage>();
 
-  get(id: { type: TorchStorageType; key: string; numel: number }, load?: (storage: TorchStorage) => void): TorchStorage {
+  /** The storage `id.key`; `load` runs when it is first seen. */
+  get(id: Omit<StorageId, 'view'>, load?: (storage: TorchStorage) => void): TorchStorage {
     const known = this.byKey.get(id.key);
     if (known) {
-      if (known.dtype !== id.type.dtype) throw new Error(`storage '${id.key}' is used as both ${known.dtype} and ${id.type.dtype}`);
+      if (known.dtype !== id.type.dtype) {
+        throw new Error(`storage '${id.key}' is used as both ${known.dtype} and ${id.type.dtype}`);
+      }
       return known;
     }
     const storage = new TorchStorage(id.type.dtype, id.numel, id.key);
@@ -80,14 +83,18 @@ function parseZipCheckpoint(bytes: Uint8Array, file: string): PyValue {
     throw new Error(`a PyTorch zip checkpoint has one <archive>/data.pkl entry, this one has ${pickles.length}`);
   }
   const prefix = pickles[0].slice(0, -'data.pkl'.length);
-  const byteOrder = archive.entries.has(`${prefix}byteorder`) ? new TextDecoder().decode(archive.read(`${prefix}byteorder`)) : 'little';
+  // newer PyTorch versions record the byte order; older ones wrote little-endian data only
+  const byteOrderEntry = `${prefix}byteorder`;
+  const byteOrder = archive.entries.has(byteOrderEntry) ? new TextDecoder().decode(archive.read(byteOrderEntry)) : 'little';
   if (byteOrder !== 'little') throw new Error(`tensor data is ${byteOrder}-endian; only little-endian is supported`);
   const storages = new StorageTable();
+  const loadStorage = (storage: TorchStorage): void =>
+    storage.supply(decodeTensorData(storage.dtype, archive.read(`${prefix}data/${storage.key}`)));
   return unpickle(archive.read(pickles[0]), file, {
     persistentLoad: (pid) => {
       const id = parseStorageId(pid);
       if (id.view) throw new Error('storage views do not exist in the zip format');
-      return storages.get(id, (storage) => storage.supply(decodeTensorData(storage.dtype, archive.read(`${prefix}data/${storage.key}`))));
+      return storages.get(id, loadStorage);
     },
   }).value;
 }
@@ -104,7 +111,9 @@ function legacyStorage(storages: StorageTable, id: StorageId): TorchStorage {
 
 function checkSysInfo(sysInfo: PyValue): void {
   if (!(sysInfo instanceof Map)) throw new Error('legacy PyTorch file: sys_info is not a dict');
-  if (sysInfo.get('little_endian') !== true) throw new Error('legacy PyTorch file saved on a big-endian machine: not supported');
+  if (sysInfo.get('little_endian') !== true) {
+    throw new Error('legacy PyTorch file saved on a big-endian machine: not supported');
+  }
 }
 
 /** Reads the storage data section: for each key, an int64 element count and the elements. */
@@ -112,20 +121,16 @@ function readLegacyStorageData(bytes: Uint8Array, start: number, keys: PyValue, 
   if (!Array.isArray(keys) || !keys.every((key) => typeof key === 'string')) {
     throw new Error('legacy PyTorch file: the storage key list is malformed');
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let position = start;
+  const reader = new ByteReader(bytes, start);
   for (const key of keys as string[]) {
     const storage = storages.byKey.get(key);
     if (!storage) throw new Error(`legacy PyTorch file: storage '${key}' has data but no tensor uses it`);
-    if (position + 8 > bytes.byteLength) throw new Error(`truncated: the data of storage '${key}' is missing`);
-    const count = view.getBigInt64(position, true);
+    const count = reader.i64(`the element count of storage '${key}'`);
     if (count !== BigInt(storage.numel)) {
       throw new Error(`legacy PyTorch file: storage '${key}' should hold ${storage.numel} elements, the file says ${count}`);
     }
-    const end = position + 8 + storage.numel * dtypeSize(storage.dtype);
-    if (end > bytes.byteLength) throw new Error(`truncated: the data of storage '${key}' is incomplete`);
-    storage.supply(decodeTensorData(storage.dtype, bytes.subarray(position + 8, end)));
-    position = end;
+    const data = reader.take(storage.numel * dtypeSize(storage.dtype), `the data of storage '${key}'`);
+    storage.supply(decodeTensorData(storage.dtype, data));
   }
   for (const storage of storages.byKey.values()) {
     if (!storage.loaded) throw new Error(`legacy PyTorch file: storage '${storage.key}' has no data`);
@@ -138,7 +143,9 @@ function parseLegacyCheckpoint(bytes: Uint8Array, file: string): PyValue {
     throw new Error('a pickle without the PyTorch magic number: plain pickles are not accepted');
   }
   const version = unpickle(bytes, file, { start: magic.end });
-  if (version.value !== LEGACY_PROTOCOL_VERSION) throw new Error(`unsupported legacy PyTorch protocol version ${String(version.value)}`);
+  if (version.value !== LEGACY_PROTOCOL_VERSION) {
+    throw new Error(`unsupported legacy PyTorch protocol version ${String(version.value)}`);
+  }
   const sysInfo = unpickle(bytes, file, { start: version.end });
   checkSysInfo(sysInfo.value);
   const storages = new StorageTable();
@@ -155,6 +162,11 @@ function looksLikeSafetensors(bytes: Uint8Array): boolean {
   if (bytes.byteLength < 9 || bytes[8] !== 0x7b /* '{' */) return false;
   const headerLength = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
   return headerLength <= BigInt(bytes.byteLength - 8);
+}
+
+/** POSIX tar archives have 'ustar' at offset 257. */
+function isTarArchive(bytes: Uint8Array): boolean {
+  return new TextDecoder().decode(bytes.subarray(257, 262)) === 'ustar';
 }
 
 /** The format of a tensor file, judged from its first bytes; null when it is none of them. */
@@ -175,6 +187,9 @@ export function parseTensorFile(bytes: Uint8Array, file: string): PyValue {
   return withFileContext(file, () => {
     if (format === 'torch-zip') return parseZipCheckpoint(bytes, file);
     if (format === 'torch-legacy') return parseLegacyCheckpoint(bytes, file);
+    if (isTarArchive(bytes)) {
+      throw new Error('a tar archive, not a tensor file (the tar-based checkpoints of PyTorch < 0.4 are not supported)');
+    }
     const head = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ');
     throw new Error(`not a tensor file (safetensors, PyTorch zip or legacy PyTorch); it starts with ${head || 'nothing'}`);
   });

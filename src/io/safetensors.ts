@@ -143,6 +143,11 @@ export function readSafetensorsFile(file: string): SafetensorsContents {
   return parseSafetensors(readFileBytes(file), file);
 }
 
+/** Code-unit order, independent of the locale. */
+function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 function checkedTensor(name: string, tensor: NamedTensor): NamedTensor {
   if (name === METADATA_KEY) throw new Error(`'${METADATA_KEY}' cannot be a tensor name`);
   return makeTensor(tensor.dtype, tensor.shape, tensor.data, `tensor '${name}'`);
@@ -152,7 +157,7 @@ function checkedTensor(name: string, tensor: NamedTensor): NamedTensor {
 export function serializeSafetensors(tensors: TensorMap, metadata: Record<string, string> = {}): Uint8Array {
   const ordered = [...tensors]
     .map(([name, tensor]) => ({ name, tensor: checkedTensor(name, tensor) }))
-    .sort((a, b) => dtypeSize(b.tensor.dtype) - dtypeSize(a.tensor.dtype) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    .sort((a, b) => dtypeSize(b.tensor.dtype) - dtypeSize(a.tensor.dtype) || compareNames(a.name, b.name));
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header[METADATA_KEY] = parseMetadata(metadata);
   let offset = 0;

@@ -108,7 +108,9 @@ function applyZip64Extra(entry: ZipEntry, extra: Uint8Array): void {
 }
 
 function readCentralEntry(reader: ByteReader): ZipEntry {
-  if (reader.u32() !== SIGNATURE.centralHeader) throw new Error(`corrupt zip central directory at offset ${reader.pos - 4}`);
+  if (reader.u32() !== SIGNATURE.centralHeader) {
+    throw new Error(`corrupt zip central directory at offset ${reader.pos - 4}`);
+  }
   reader.pos += 4; // versions
   const flags = reader.u16();
   const method = reader.u16();
