@@ -164,6 +164,14 @@ test('the format is detected from the content', () => {
   assert.equal(format('tiny_state_dict_legacy.pth'), 'torch-legacy');
   assert.equal(format('tiny_state_dict.safetensors'), 'safetensors');
   assert.equal(format('expected.json'), null);
+  // a safetensors header of 128 bytes starts the file with 0x80, as a pickle does
+  const header = JSON.stringify({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }).padEnd(128, ' ');
+  const safetensors = Buffer.alloc(8 + 128 + 4);
+  safetensors.writeBigUInt64LE(128n, 0);
+  safetensors.write(header, 8);
+  assert.equal(safetensors[0], 0x80);
+  assert.equal(detectTensorFormat(safetensors), 'safetensors');
+  assert.ok(parseTensorFile(safetensors, 'x.safetensors') instanceof Map);
 });
 
 const PWNED_MARKER = '/tmp/tinyquant-io-pwned'; // what the malicious fixtures would create

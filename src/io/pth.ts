@@ -172,8 +172,9 @@ function isTarArchive(bytes: Uint8Array): boolean {
 /** The format of a tensor file, judged from its first bytes; null when it is none of them. */
 export function detectTensorFormat(bytes: Uint8Array): TensorFileFormat | null {
   if (looksLikeZip(bytes)) return 'torch-zip';
-  if (bytes[0] === PICKLE_PROTO_OPCODE) return 'torch-legacy';
+  // Safetensors first: its 8-byte header length can start with 0x80 like a pickle does.
   if (looksLikeSafetensors(bytes)) return 'safetensors';
+  if (bytes[0] === PICKLE_PROTO_OPCODE) return 'torch-legacy';
   return null;
 }
 
