@@ -2,14 +2,20 @@
 /** The `tinyquant` command line. */
 import { UsageError } from './args.js';
 import { benchCommand } from './bench.js';
+import { evalCommand } from './eval.js';
+import { trainCommand } from './train.js';
 
 const commands: Record<string, (argv: string[]) => void | Promise<void>> = {
+  train: trainCommand,
+  eval: evalCommand,
   bench: benchCommand,
 };
 
 const USAGE = `usage: tinyquant <command> [options]
 
 commands:
+  train         train a model (float or quantization-aware); --help for the options
+  eval          accuracy of a checkpoint on a test set
   bench train   measure training (or --eval inference) speed on synthetic data`;
 
 async function main(argv: string[]): Promise<void> {

@@ -18,11 +18,12 @@ function cifarResNet(depth: number, overrides: Partial<Architecture> = {}): Arch
 }
 
 /**
- * `resnetNN`: He et al.'s CIFAR ResNet with option-A shortcuts (the canonical one, used for fair
- * comparisons); `-apot` and `-ewgs` are the exact variants of the two reference implementations
+ * `resnetNN`: He et al.'s CIFAR ResNet (depth 6n + 2) with option-A shortcuts (the canonical one,
+ * used for fair comparisons; ResNet-8 is the smallest, for tests and the tiniest devices); `-apot` and `-ewgs` are the exact variants of the two reference implementations
  * (option-B 1x1 projection shortcuts; option A plus BatchNorm1d before the classifier).
  */
 export const architectures = {
+  resnet8: cifarResNet(8),
   resnet20: cifarResNet(20),
   resnet32: cifarResNet(32),
   resnet44: cifarResNet(44),

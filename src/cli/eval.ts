@@ -1,0 +1,65 @@
+/**
+ * `tinyquant eval --checkpoint FILE --dataset D [--data-dir DIR] [--json] [--predictions FILE]`:
+ * accuracy of a checkpoint on a test set. Our checkpoints carry their architecture and
+ * quantization; for other weight files (safetensors, PyTorch .pth from the reference code) give
+ * them as flags (--model, --method, --wbits, --abits, --first-last).
+ */
+import { createEvalLoader, loadDataset } from '../data/index.js';
+import { writeFileAtomic } from '../io/index.js';
+import { readCheckpoint } from '../train/checkpoint.js';
+import { DEFAULT_CONFIG, type TrainConfig, resolveConfig } from '../train/config.js';
+import { evaluate } from '../train/evaluate.js';
+import { buildModel } from '../train/trainer.js';
+import { type ParsedArgs, UsageError, flag, num, parse, str } from './args.js';
+import { quantizationOptions } from './quant-flags.js';
+import { applyBackendFlags, configFromFlags } from './train.js';
+
+const EVAL_OPTIONS = {
+  checkpoint: { type: 'string' },
+  dataset: { type: 'string' },
+  'data-dir': { type: 'string' },
+  split: { type: 'string', default: 'test' },
+  batch: { type: 'string', default: '500' },
+  model: { type: 'string' },
+  normalization: { type: 'string' },
+  predictions: { type: 'string' },
+  json: { type: 'boolean' },
+  backend: { type: 'string' },
+  threads: { type: 'string' },
+  ...quantizationOptions,
+} as const;
+
+/** Architecture and quantization of the checkpoint: its sidecar's config, with flags overriding. */
+function evalConfig(args: ParsedArgs, saved: TrainConfig | null): TrainConfig {
+  const flags = configFromFlags(args);
+  delete flags.batch;
+  try {
+    return resolveConfig({ ...(saved ?? {}), ...flags }, saved ? 'checkpoint config (with flags)' : 'flags', saved ?? DEFAULT_CONFIG);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+export async function evalCommand(argv: string[]): Promise<void> {
+  const args = parse('eval', argv, EVAL_OPTIONS);
+  applyBackendFlags(args);
+  const path = str(args, 'checkpoint');
+  if (!path) throw new UsageError('eval: --checkpoint FILE is required');
+  const checkpoint = readCheckpoint(path);
+  const config = evalConfig(args, checkpoint.meta?.config ?? null);
+  const split = str(args, 'split') === 'train' ? 'train' : 'test';
+  const dataset = await loadDataset({ name: config.dataset, split, dataDir: str(args, 'data-dir') ?? config.dataDir });
+  const { model } = buildModel(config, dataset);
+  model.loadStateDict(checkpoint.state, { source: checkpoint.source });
+  const loader = createEvalLoader(dataset, { batchSize: num(args, 'batch', 500, { integer: true, min: 1 }), normalization: config.normalization, workers: 1 });
+  try {
+    const r = await evaluate(model, loader);
+    const predictionsFile = str(args, 'predictions');
+    if (predictionsFile) writeFileAtomic(predictionsFile, Array.from(r.predictions).join('\n') + '\n');
+    const summary = { top1: r.top1, top5: r.top5, n: r.n, loss: r.loss, checkpoint: path, dataset: config.dataset, split };
+    console.log(flag(args, 'json') ? JSON.stringify(summary) : `${path}: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%, loss ${r.loss.toFixed(4)} on ${r.n} ${config.dataset} ${split} images`);
+  } finally {
+    await loader.close();
+  }
+}
+

@@ -1,0 +1,144 @@
+/**
+ * `tinyquant train`: a training run from flags and/or a JSON/YAML config file (flags override the
+ * file). Writes checkpoints and metrics to --out; --resume continues an interrupted run.
+ */
+import { setBackend } from '../backend/index.js';
+import { createBackend } from '../backend/index.js';
+import { type TrainConfig, ConfigError, readConfigFile, resolveConfig } from '../train/config.js';
+import { streamProgress } from '../train/progress.js';
+import { DivergedError, train } from '../train/trainer.js';
+import { type ParsedArgs, UsageError, flag, parse, str } from './args.js';
+import { quantizationOptions } from './quant-flags.js';
+
+export const TRAIN_USAGE = `usage: tinyquant train [--config FILE] [--out DIR] [--resume] [options]
+
+options (each overrides the config file):
+  --model M  --dataset D  --data-dir DIR  --normalization apot|ewgs|...
+  --method float|apot|ewgs|uniform|pact|lsq  --wbits W  --abits A  --first-last float|apot8|int8|same|reference
+  --epochs N  --batch B  --optimizer sgd|adam|adamw  --lr LR  --momentum M  --weight-decay WD
+  --schedule cosine|constant|multistep:E1,E2[:GAMMA]  --warmup-epochs N
+  --init CHECKPOINT  --seed S  --train-subset N  --test-subset N  --workers N
+  --backend js|native  --threads T`;
+
+const TRAIN_OPTIONS = {
+  config: { type: 'string' },
+  out: { type: 'string' },
+  resume: { type: 'boolean' },
+  model: { type: 'string' },
+  dataset: { type: 'string' },
+  'data-dir': { type: 'string' },
+  normalization: { type: 'string' },
+  epochs: { type: 'string' },
+  batch: { type: 'string' },
+  'eval-batch': { type: 'string' },
+  optimizer: { type: 'string' },
+  lr: { type: 'string' },
+  momentum: { type: 'string' },
+  'weight-decay': { type: 'string' },
+  schedule: { type: 'string' },
+  'warmup-epochs': { type: 'string' },
+  init: { type: 'string' },
+  seed: { type: 'string' },
+  'train-subset': { type: 'string' },
+  'test-subset': { type: 'string' },
+  workers: { type: 'string' },
+  'no-augment': { type: 'boolean' },
+  backend: { type: 'string' },
+  threads: { type: 'string' },
+  quiet: { type: 'boolean' },
+  ...quantizationOptions,
+} as const;
+
+const NUMERIC: Record<string, keyof TrainConfig> = {
+  epochs: 'epochs',
+  batch: 'batch',
+  'eval-batch': 'evalBatch',
+  lr: 'lr',
+  momentum: 'momentum',
+  'weight-decay': 'weightDecay',
+  'warmup-epochs': 'warmupEpochs',
+  seed: 'seed',
+  'train-subset': 'trainSubset',
+  'test-subset': 'testSubset',
+  workers: 'workers',
+  wbits: 'wbits',
+  abits: 'abits',
+};
+
+const STRINGS: Record<string, keyof TrainConfig> = {
+  model: 'model',
+  dataset: 'dataset',
+  'data-dir': 'dataDir',
+  normalization: 'normalization',
+  optimizer: 'optimizer',
+  init: 'init',
+  method: 'method',
+  'first-last': 'firstLast',
+};
+
+function parseSchedule(text: string): unknown {
+  if (text === 'cosine' || text === 'constant') return { kind: text };
+  const m = /^multistep:([\d,]+)(?::([\d.eE-]+))?$/.exec(text);
+  if (!m) throw new UsageError(`--schedule must be cosine, constant or multistep:E1,E2[:GAMMA]; got "${text}"`);
+  return { kind: 'multistep', milestones: m[1].split(',').map(Number), gamma: m[2] === undefined ? 0.1 : Number(m[2]) };
+}
+
+/** Config fields given as flags (numbers parsed; the schema checks them). */
+export function configFromFlags(args: ParsedArgs): Record<string, unknown> {
+  const raw: Record<string, unknown> = {};
+  for (const [flagName, field] of Object.entries(NUMERIC)) {
+    const v = str(args, flagName);
+    if (v !== undefined) raw[field] = Number.isNaN(Number(v)) ? v : Number(v);
+  }
+  for (const [flagName, field] of Object.entries(STRINGS)) {
+    const v = str(args, flagName);
+    if (v !== undefined) raw[field] = v;
+  }
+  const schedule = str(args, 'schedule');
+  if (schedule !== undefined) raw.schedule = parseSchedule(schedule);
+  if (flag(args, 'no-augment')) raw.augment = false;
+  if (flag(args, 'per-channel')) raw.perChannel = true;
+  return raw;
+}
+
+/** Select the backend from --backend / --threads before anything allocates tensors. */
+export function applyBackendFlags(args: ParsedArgs): void {
+  const name = str(args, 'backend');
+  const threadsText = str(args, 'threads');
+  if (name === undefined && threadsText === undefined) return;
+  const threads = threadsText === undefined ? 0 : Number(threadsText);
+  if (!Number.isInteger(threads) || threads < 0) throw new UsageError(`--threads must be a positive integer, got "${threadsText}"`);
+  if (name !== undefined && name !== 'js' && name !== 'native') throw new UsageError(`--backend must be js or native, got "${name}"`);
+  setBackend(createBackend(name ?? (process.env.TINYQUANT_BACKEND === 'js' ? 'js' : 'native'), threads));
+}
+
+export async function trainCommand(argv: string[]): Promise<void> {
+  const args = parse('train', argv, TRAIN_OPTIONS);
+  if (args.positionals.length > 0) throw new UsageError(`train: unexpected argument "${args.positionals[0]}"\n${TRAIN_USAGE}`);
+  applyBackendFlags(args);
+  const file = str(args, 'config');
+  const fromFile = file ? readConfigFile(file) : {};
+  if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) throw new UsageError(`${file}: must hold an object of config fields`);
+  let config: TrainConfig;
+  try {
+    config = resolveConfig({ ...fromFile, ...configFromFlags(args) }, file ? `${file} (with flags)` : 'flags');
+  } catch (e) {
+    if (e instanceof ConfigError) throw new UsageError(e.message);
+    throw e;
+  }
+  const outDir = str(args, 'out') ?? `runs/${config.model}-${config.method}${config.method === 'float' ? '' : `-w${config.wbits}a${config.abits}`}-s${config.seed}`;
+  const progress = flag(args, 'quiet') ? undefined : streamProgress(process.stderr);
+  try {
+    const result = await train({ config, outDir, resume: flag(args, 'resume'), progress });
+    if (result.status === 'interrupted') {
+      process.exitCode = 130;
+      return;
+    }
+    console.log(
+      JSON.stringify({ out: outDir, top1: result.final?.top1, top5: result.final?.top5, bestTop1: result.bestTop1, bestEpoch: result.bestEpoch + 1 }),
+    );
+  } catch (e) {
+    if (e instanceof DivergedError) throw new UsageError(e.message);
+    throw e;
+  }
+}

@@ -1,0 +1,295 @@
+/**
+ * Training configuration: one plain object (from flags, or a JSON/YAML file) checked against a
+ * schema; an error names the bad field and the allowed values.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { DATASET_NAMES, type DatasetName, NORMALIZATION_PRESETS, type NormalizationPreset } from '../data/index.js';
+import { type ModelName, modelNames } from '../models/index.js';
+import type { Schedule } from '../optim/schedule.js';
+import { type FirstLastPolicy, firstLastPolicies } from '../quant/quantize.js';
+import { type MethodName, methodNames } from '../quant/quantizer.js';
+
+export interface ParamGroupConfig {
+  readonly name: string;
+  /** A regular expression on parameter names, or `kind:<weight|bias|norm|quant>`. */
+  readonly match: string;
+  readonly lr: number;
+  readonly weightDecay: number;
+}
+
+export interface EwgsConfig {
+  /** Fixed backward scaling factor; the start value when `hessian` is on (the reference starts at 0). */
+  readonly delta: number;
+  /** Re-estimate delta from the Hessian trace every `hessianEvery` epochs (never at epoch 0). */
+  readonly hessian: boolean;
+  readonly hessianEvery: number;
+  readonly hessianBatches: number;
+  /** Most Hutchinson samples per estimate (the reference: 50, with an early stop). */
+  readonly hessianSamples: number;
+  readonly hessianEstimator: 'joint' | 'per-quantizer';
+}
+
+export interface TrainConfig {
+  readonly model: ModelName;
+  readonly dataset: DatasetName;
+  readonly dataDir?: string;
+  readonly normalization: NormalizationPreset;
+  /** Random crop (4-pixel padding) and horizontal flip. */
+  readonly augment: boolean;
+  readonly method: MethodName | 'float';
+  readonly wbits: number;
+  readonly abits: number;
+  readonly firstLast: FirstLastPolicy;
+  readonly perChannel: boolean;
+  readonly apotVariant: 'cifar' | 'imagenet';
+  readonly ewgs: EwgsConfig;
+  readonly epochs: number;
+  readonly batch: number;
+  readonly evalBatch: number;
+  readonly optimizer: 'sgd' | 'adam' | 'adamw';
+  readonly lr: number;
+  readonly momentum: number;
+  readonly nesterov: boolean;
+  readonly weightDecay: number;
+  /** Groups with their own lr / weight decay, matched in order before the default group. */
+  readonly paramGroups: readonly ParamGroupConfig[];
+  readonly schedule: Schedule;
+  readonly warmupEpochs: number;
+  /** Starting weights: a float or quantized checkpoint (ours, safetensors, or a PyTorch .pth). */
+  readonly init?: string;
+  readonly seed: number;
+  readonly labelSmoothing: number;
+  /** Train / test on a fixed subset of this many images (quick runs); 0 = all. */
+  readonly trainSubset: number;
+  readonly testSubset: number;
+  readonly workers: number;
+  /** Evaluate on the test set every this many epochs (and always after the last one). */
+  readonly evalEvery: number;
+}
+
+export const DEFAULT_CONFIG: TrainConfig = {
+  model: 'resnet20',
+  dataset: 'cifar10',
+  normalization: 'apot',
+  augment: true,
+  method: 'float',
+  wbits: 32,
+  abits: 32,
+  firstLast: 'int8',
+  perChannel: false,
+  apotVariant: 'cifar',
+  ewgs: { delta: 0, hessian: false, hessianEvery: 10, hessianBatches: 3, hessianSamples: 50, hessianEstimator: 'joint' },
+  epochs: 1,
+  batch: 128,
+  evalBatch: 500,
+  optimizer: 'sgd',
+  lr: 0.1,
+  momentum: 0.9,
+  nesterov: false,
+  weightDecay: 1e-4,
+  paramGroups: [],
+  schedule: { kind: 'cosine', epochs: 1 },
+  warmupEpochs: 0,
+  seed: 0,
+  labelSmoothing: 0,
+  trainSubset: 0,
+  testSubset: 0,
+  workers: 1,
+  evalEvery: 1,
+};
+
+export class ConfigError extends Error {}
+
+type Raw = Record<string, unknown>;
+
+function fail(source: string, field: string, message: string): never {
+  throw new ConfigError(`${source}: ${field} ${message}`);
+}
+
+function isObject(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const FIELD_CHECKS: { readonly [K in keyof TrainConfig]-?: (v: unknown, source: string, field: string) => TrainConfig[K] } = {
+  model: (v, s, f) => oneOf(v, modelNames, s, f),
+  dataset: (v, s, f) => oneOf(v, DATASET_NAMES, s, f),
+  dataDir: (v, s, f) => str(v, s, f),
+  normalization: (v, s, f) => oneOf(v, NORMALIZATION_PRESETS, s, f),
+  augment: (v, s, f) => bool(v, s, f),
+  method: (v, s, f) => oneOf(v, ['float', ...methodNames] as const, s, f),
+  wbits: (v, s, f) => int(v, s, f, 1, 32),
+  abits: (v, s, f) => int(v, s, f, 1, 32),
+  firstLast: (v, s, f) => oneOf(v, firstLastPolicies, s, f),
+  perChannel: (v, s, f) => bool(v, s, f),
+  apotVariant: (v, s, f) => oneOf(v, ['cifar', 'imagenet'] as const, s, f),
+  ewgs: (v, s, f) => ewgsConfig(v, s, f),
+  epochs: (v, s, f) => int(v, s, f, 1),
+  batch: (v, s, f) => int(v, s, f, 1),
+  evalBatch: (v, s, f) => int(v, s, f, 1),
+  optimizer: (v, s, f) => oneOf(v, ['sgd', 'adam', 'adamw'] as const, s, f),
+  lr: (v, s, f) => positive(v, s, f),
+  momentum: (v, s, f) => numberIn(v, s, f, 0, 1),
+  nesterov: (v, s, f) => bool(v, s, f),
+  weightDecay: (v, s, f) => numberIn(v, s, f, 0, Infinity),
+  paramGroups: (v, s, f) => paramGroups(v, s, f),
+  schedule: (v, s, f) => schedule(v, s, f),
+  warmupEpochs: (v, s, f) => numberIn(v, s, f, 0, Infinity),
+  init: (v, s, f) => str(v, s, f),
+  seed: (v, s, f) => int(v, s, f, 0),
+  labelSmoothing: (v, s, f) => numberIn(v, s, f, 0, 1),
+  trainSubset: (v, s, f) => int(v, s, f, 0),
+  testSubset: (v, s, f) => int(v, s, f, 0),
+  workers: (v, s, f) => int(v, s, f, 0, 64),
+  evalEvery: (v, s, f) => int(v, s, f, 1),
+};
+
+export const CONFIG_FIELDS = Object.keys(FIELD_CHECKS) as (keyof TrainConfig)[];
+
+function oneOf<T extends string>(v: unknown, allowed: readonly T[], s: string, f: string): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    fail(s, f, `must be one of ${allowed.join(', ')}; got ${JSON.stringify(v)}`);
+  }
+  return v as T;
+}
+
+function str(v: unknown, s: string, f: string): string {
+  if (typeof v !== 'string' || v === '') fail(s, f, `must be a non-empty string; got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function bool(v: unknown, s: string, f: string): boolean {
+  if (typeof v !== 'boolean') fail(s, f, `must be true or false; got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function numberIn(v: unknown, s: string, f: string, lo: number, hi: number): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) {
+    fail(s, f, `must be a number in [${lo}, ${hi}]; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function positive(v: unknown, s: string, f: string): number {
+  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) fail(s, f, `must be a number > 0; got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function int(v: unknown, s: string, f: string, lo: number, hi = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
+    fail(s, f, `must be an integer in [${lo}, ${hi === Number.MAX_SAFE_INTEGER ? '...' : hi}]; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function checkKeys(v: Raw, allowed: readonly string[], s: string, f: string): void {
+  for (const key of Object.keys(v)) {
+    if (!allowed.includes(key)) fail(s, f ? `${f}.${key}` : key, `is not a known field (known: ${allowed.join(', ')})`);
+  }
+}
+
+function ewgsConfig(v: unknown, s: string, f: string): EwgsConfig {
+  if (!isObject(v)) fail(s, f, 'must be an object');
+  const d = DEFAULT_CONFIG.ewgs;
+  checkKeys(v, Object.keys(d), s, f);
+  return {
+    delta: v.delta === undefined ? d.delta : numberIn(v.delta, s, `${f}.delta`, 0, 1),
+    hessian: v.hessian === undefined ? d.hessian : bool(v.hessian, s, `${f}.hessian`),
+    hessianEvery: v.hessianEvery === undefined ? d.hessianEvery : int(v.hessianEvery, s, `${f}.hessianEvery`, 1),
+    hessianBatches: v.hessianBatches === undefined ? d.hessianBatches : int(v.hessianBatches, s, `${f}.hessianBatches`, 1),
+    hessianSamples: v.hessianSamples === undefined ? d.hessianSamples : int(v.hessianSamples, s, `${f}.hessianSamples`, 2),
+    hessianEstimator:
+      v.hessianEstimator === undefined ? d.hessianEstimator : oneOf(v.hessianEstimator, ['joint', 'per-quantizer'] as const, s, `${f}.hessianEstimator`),
+  };
+}
+
+function paramGroups(v: unknown, s: string, f: string): ParamGroupConfig[] {
+  if (!Array.isArray(v)) fail(s, f, 'must be a list of {name, match, lr, weightDecay}');
+  return v.map((g, i) => {
+    const field = `${f}[${i}]`;
+    if (!isObject(g)) fail(s, field, 'must be an object {name, match, lr, weightDecay}');
+    checkKeys(g, ['name', 'match', 'lr', 'weightDecay'], s, field);
+    const match = str(g.match, s, `${field}.match`);
+    if (!match.startsWith('kind:')) {
+      try {
+        new RegExp(match);
+      } catch (e) {
+        fail(s, `${field}.match`, `is not a valid regular expression: ${(e as Error).message}`);
+      }
+    } else {
+      oneOf(match.slice(5), ['weight', 'bias', 'norm', 'quant'] as const, s, `${field}.match (kind)`);
+    }
+    return {
+      name: str(g.name, s, `${field}.name`),
+      match,
+      lr: numberIn(g.lr, s, `${field}.lr`, 0, Infinity),
+      weightDecay: numberIn(g.weightDecay, s, `${field}.weightDecay`, 0, Infinity),
+    };
+  });
+}
+
+function schedule(v: unknown, s: string, f: string): Schedule {
+  if (!isObject(v)) fail(s, f, 'must be an object with kind constant, multistep or cosine');
+  const kind = oneOf(v.kind, ['constant', 'multistep', 'cosine'] as const, s, `${f}.kind`);
+  if (kind === 'constant') {
+    checkKeys(v, ['kind'], s, f);
+    return { kind };
+  }
+  if (kind === 'multistep') {
+    checkKeys(v, ['kind', 'milestones', 'gamma'], s, f);
+    if (!Array.isArray(v.milestones)) fail(s, `${f}.milestones`, 'must be a list of epochs');
+    return {
+      kind,
+      milestones: v.milestones.map((m, i) => int(m, s, `${f}.milestones[${i}]`, 0)),
+      gamma: v.gamma === undefined ? 0.1 : positive(v.gamma, s, `${f}.gamma`),
+    };
+  }
+  checkKeys(v, ['kind', 'epochs', 'minFactor'], s, f);
+  return {
+    kind,
+    epochs: int(v.epochs, s, `${f}.epochs`, 1),
+    minFactor: v.minFactor === undefined ? 0 : numberIn(v.minFactor, s, `${f}.minFactor`, 0, 1),
+  };
+}
+
+/** Check a raw object field by field and fill in defaults. `source` names it in errors. */
+export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig = DEFAULT_CONFIG): TrainConfig {
+  if (!isObject(raw)) throw new ConfigError(`${source}: must be an object of fields`);
+  checkKeys(raw, CONFIG_FIELDS, source, '');
+  const out: Record<string, unknown> = { ...base };
+  for (const key of CONFIG_FIELDS) {
+    if (raw[key] !== undefined) out[key] = FIELD_CHECKS[key](raw[key], source, key);
+  }
+  const config = out as unknown as TrainConfig;
+  // Quantized runs: 4 bits unless given; activations follow the weights unless given.
+  if (config.method !== 'float') {
+    if (raw.wbits === undefined && config.wbits === 32) out.wbits = 4;
+    if (raw.abits === undefined && config.abits === 32) out.abits = out.wbits;
+  }
+  // A schedule without its own length follows the run's epochs.
+  if (raw.schedule === undefined && config.schedule.kind === 'cosine') {
+    out.schedule = { kind: 'cosine', epochs: config.epochs };
+  }
+  checkCombination(out as unknown as TrainConfig, source);
+  return out as unknown as TrainConfig;
+}
+
+function checkCombination(c: TrainConfig, source: string): void {
+  if (c.method === 'float') return;
+  if (c.wbits >= 32 || c.abits >= 32) fail(source, 'wbits/abits', `must be set below 32 for method ${c.method}`);
+}
+
+/** Read a JSON or YAML config file (by extension; YAML is a superset of JSON). */
+export function readConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,451 @@
+/**
+ * A training run: dataset -> loader -> model (quantized as configured, from its starting weights)
+ * -> loss -> optimizer -> checkpoint, with evaluation, metrics, the EWGS Hessian schedule, and
+ * resumption that reproduces an uninterrupted run exactly.
+ *
+ * Everything random derives from the config's seed: model initialization, data order and
+ * augmentation (per epoch and position), the calibration batch and the Hessian batches. The run
+ * directory holds config.json, metrics.jsonl, last/best checkpoints and final.json.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, loadDataset } from '../data/index.js';
+import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
+import { createModel } from '../models/index.js';
+import type { Module, Parameter } from '../nn/module.js';
+import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFactor } from '../optim/index.js';
+import { EwgsQuantizer } from '../quant/ewgs.js';
+import { estimateEwgsDelta } from '../quant/hessian.js';
+import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
+import { Rng } from '../util/rng.js';
+import { type CheckpointMeta, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import type { TrainConfig } from './config.js';
+import { type EvalSummary, evaluate } from './evaluate.js';
+import { type ProgressSink, silentProgress } from './progress.js';
+import { trainStep } from './step.js';
+
+/** Distinct stream ids for the loader passes that are not training epochs. */
+const CALIBRATION_PASS = 1_000_000;
+const HESSIAN_PASS = 2_000_000;
+const SUBSET_TAG = 0x5b5e7;
+
+export interface TrainOptions {
+  readonly config: TrainConfig;
+  readonly outDir: string;
+  /** Continue from outDir/last.json when it exists. */
+  readonly resume?: boolean;
+  readonly progress?: ProgressSink;
+  /** Save and stop on SIGINT/SIGTERM (default true). */
+  readonly handleSignals?: boolean;
+  /** Stop (with a checkpoint) after this many steps in this process: for tests of resumption. */
+  readonly stopAfterSteps?: number;
+}
+
+export interface EpochMetrics {
+  readonly epoch: number;
+  readonly lr: number;
+  readonly trainLoss: number;
+  readonly trainTop1: number;
+  readonly testLoss: number | null;
+  readonly testTop1: number | null;
+  readonly testTop5: number | null;
+  readonly imgPerSec: number;
+  readonly stepMs: number;
+  readonly dataMs: number;
+  readonly seconds: number;
+  /** Quantizer parameters (alphas, bounds, deltas) at the end of the epoch, by name. */
+  readonly quantizers?: Record<string, number[]>;
+}
+
+/** Hashes that make a comparison's fairness checkable: equal hashes, equal inputs. */
+export interface RunFingerprint {
+  /** Float weights and batch-norm statistics the run started from (before quantizer calibration). */
+  readonly startWeights: string;
+  /** Data order and augmentation of every epoch. */
+  readonly dataOrder: string;
+  readonly config: string;
+}
+
+export interface TrainResult {
+  readonly status: 'finished' | 'interrupted';
+  readonly final: EvalSummary | null;
+  readonly bestTop1: number;
+  readonly bestEpoch: number;
+  readonly epochs: EpochMetrics[];
+  readonly fingerprint: RunFingerprint;
+  readonly quantization: QuantizationSummary | null;
+}
+
+/** The run stopped because the loss or a quantizer became non-finite. */
+export class DivergedError extends Error {}
+
+/** The run was interrupted by a signal after saving its checkpoint. */
+export class InterruptedError extends Error {}
+
+function sha256(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** A fixed subset (the same for every seed and method) of at most n images. */
+function subset(ds: ImageDataset, n: number): ImageDataset {
+  if (n <= 0 || n >= ds.count) return ds;
+  const pick = Rng.derive(SUBSET_TAG, n).permutation(ds.count).subarray(0, n).sort();
+  const size = ds.channels * ds.height * ds.width;
+  const images = new Uint8Array(n * size);
+  pick.forEach((src, i) => images.set(ds.images.subarray(src * size, (src + 1) * size), i * size));
+  return { ...ds, images, labels: Int32Array.from(pick, (i) => ds.labels[i]), count: n, source: `${ds.source} (subset of ${n})` };
+}
+
+function paramGroupSpecs(config: TrainConfig): ParamGroupSpec[] {
+  return config.paramGroups.map((g) => {
+    const kind = g.match.startsWith('kind:') ? g.match.slice(5) : null;
+    const re = kind ? null : new RegExp(g.match);
+    return {
+      name: g.name,
+      match: (name: string, p: Parameter) => (kind ? p.kind === kind : re!.test(name)),
+      lr: g.lr,
+      weightDecay: g.weightDecay,
+    };
+  });
+}
+
+export function createOptimizer(model: Module, config: TrainConfig): Optimizer {
+  const groups = groupParameters(model, paramGroupSpecs(config), { lr: config.lr, weightDecay: config.weightDecay });
+  if (config.optimizer === 'sgd') return new Sgd(groups, { momentum: config.momentum, nesterov: config.nesterov });
+  return new Adam(groups, { decoupled: config.optimizer === 'adamw' });
+}
+
+/** The model of a config, quantized as configured (weights not yet loaded). */
+export function buildModel(config: TrainConfig, dataset: Pick<ImageDataset, 'classes' | 'channels'>): { model: Module; quantization: QuantizationSummary | null } {
+  const model = createModel(config.model, { numClasses: dataset.classes.length, inChannels: dataset.channels, seed: config.seed });
+  if (config.method === 'float') return { model, quantization: null };
+  const quantization = quantize(model, {
+    method: config.method,
+    wbits: config.wbits,
+    abits: config.abits,
+    firstLast: config.firstLast,
+    perChannel: config.perChannel,
+    apot: { variant: config.apotVariant },
+    ewgs: { delta: config.ewgs.delta },
+  });
+  return { model, quantization };
+}
+
+/** Fingerprint of the float part of the starting point: everything but quantizer state. */
+function startWeightsHash(model: Module): string {
+  const quantNames = new Set(quantizedLayers(model).flatMap(([path, l]) => [
+    ...[l.weightQuantizer, l.actQuantizer].flatMap((q) => [...(q?.parameters ?? []), ...(q?.buffers ?? [])].map(([n]) => `${path}.${n}`)),
+    ...(l.outputScale ? [`${path}.output_scale`] : []),
+  ]));
+  const h = createHash('sha256');
+  for (const [key, t] of model.stateEntries()) {
+    if (quantNames.has(key)) continue;
+    h.update(key);
+    h.update(new Uint8Array(t.toArray().buffer));
+  }
+  return h.digest('hex');
+}
+
+/**
+ * Load starting weights: a float checkpoint or a quantized one of the same architecture (progressive
+ * initialization from a higher bit-width). Returns the quantized layers whose quantizer state the
+ * file did not provide: those still need calibration.
+ */
+function loadStartingWeights(model: Module, path: string): Set<string> {
+  const { state, source } = readCheckpoint(path);
+  const report = model.loadStateDict(state, { strict: false, source });
+  const quantLayers = quantizedLayers(model);
+  const layerOf = (key: string): string | undefined => quantLayers.find(([p]) => key.startsWith(`${p}.`))?.[0];
+  const quantKeys = new Set(
+    quantLayers.flatMap(([p, l]) => [
+      ...[l.weightQuantizer, l.actQuantizer].flatMap((q) => [...(q?.parameters ?? []), ...(q?.buffers ?? [])].map(([n]) => `${p}.${n}`)),
+      ...(l.outputScale ? [`${p}.output_scale`] : []),
+    ]),
+  );
+  const missingWeights = report.missing.filter((k) => !quantKeys.has(k));
+  if (missingWeights.length > 0) throw new Error(`${source}: starting weights lack ${missingWeights.join(', ')}`);
+  // Quantizer state of another method or bit-width configuration is ignored, other extras are errors.
+  const foreign = report.unexpected.filter((k) => !/(alpha|_step|[ul][WA]|output_scale|bkwd_scaling_factor[WA])$/.test(k));
+  if (foreign.length > 0) throw new Error(`${source}: entries the model does not have: ${foreign.join(', ')}`);
+  return new Set(report.missing.map(layerOf).filter((p): p is string => p !== undefined));
+}
+
+function quantizerSnapshot(model: Module): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const [path, layer] of quantizedLayers(model)) {
+    for (const q of [layer.weightQuantizer, layer.actQuantizer]) {
+      for (const [name, p] of q?.parameters ?? []) out[`${path}.${name}`] = Array.from(p.toArray());
+      if (q instanceof EwgsQuantizer) out[`${path}.delta${q.role === 'weight' ? 'W' : 'A'}`] = [q.delta];
+    }
+    if (layer.outputScale) out[`${path}.output_scale`] = Array.from(layer.outputScale.toArray());
+  }
+  return out;
+}
+
+interface RunState {
+  progress: TrainingProgress;
+  epochs: EpochMetrics[];
+}
+
+function readMetrics(file: string, beforeEpoch: number): EpochMetrics[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as EpochMetrics)
+    .filter((m) => m.epoch < beforeEpoch);
+}
+
+function writeMetrics(file: string, epochs: EpochMetrics[]): void {
+  writeFileAtomic(file, epochs.map((m) => JSON.stringify(m)).join('\n') + '\n');
+}
+
+function sameConfig(a: TrainConfig, b: TrainConfig): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof TrainConfig>;
+  return [...keys].filter((k) => k !== 'workers' && k !== 'dataDir' && JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+}
+
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const { config, outDir } = opts;
+  const progressSink = opts.progress ?? silentProgress;
+  mkdirSync(outDir, { recursive: true });
+  const lastSidecar = join(outDir, 'last.json');
+  const resuming = opts.resume === true && existsSync(lastSidecar);
+  const resumed = resuming ? readCheckpoint(lastSidecar) : null;
+  if (resumed?.meta) {
+    const diff = sameConfig(resumed.meta.config, config);
+    if (diff.length > 0) throw new Error(`${lastSidecar}: cannot resume with a different config (fields ${diff.join(', ')} differ)`);
+  }
+  writeJsonAtomic(join(outDir, 'config.json'), config);
+
+  const [trainSet, testSet] = await Promise.all(
+    (['train', 'test'] as const).map((split) => loadDataset({ name: config.dataset, split, dataDir: config.dataDir, log: (m) => progressSink.line(m) })),
+  );
+  const trainData = subset(trainSet, config.trainSubset);
+  const testData = subset(testSet, config.testSubset);
+  const trainLoader = new DataLoader(trainData, {
+    batchSize: config.batch,
+    seed: config.seed,
+    augment: config.augment ? CIFAR_AUGMENT : null,
+    normalization: config.normalization,
+    workers: config.workers,
+  });
+  const testLoader = createEvalLoader(testData, { batchSize: config.evalBatch, normalization: config.normalization, workers: config.workers });
+  try {
+    const { model, quantization } = buildModel(config, trainData);
+    const optimizer = createOptimizer(model, config);
+    let startHash: string;
+    const state: RunState = {
+      progress: { epoch: 0, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: -Infinity, bestEpoch: -1, hessianEpoch: -1 },
+      epochs: [],
+    };
+    if (resumed) {
+      model.loadStateDict(resumed.state, { source: resumed.source });
+      if (resumed.optimizer) optimizer.loadState(resumed.optimizer, `${lastSidecar} optimizer state`);
+      state.progress = (resumed.meta as CheckpointMeta).progress;
+      state.epochs = readMetrics(join(outDir, 'metrics.jsonl'), state.progress.epoch);
+      startHash = String((resumed.meta as CheckpointMeta).metrics.startWeights);
+      progressSink.line(`resuming ${outDir} at epoch ${state.progress.epoch + 1}, step ${state.progress.step}`);
+    } else {
+      const uncalibrated = config.init ? loadStartingWeights(model, config.init) : new Set(quantizedLayers(model).map(([p]) => p));
+      startHash = startWeightsHash(model);
+      if (uncalibrated.size > 0) {
+        const first = await firstBatch(trainLoader, CALIBRATION_PASS);
+        calibrate(model, first.images, first.shape, uncalibrated);
+      }
+    }
+    const fingerprint: RunFingerprint = {
+      startWeights: startHash,
+      dataOrder: sha256(Array.from({ length: config.epochs }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
+      config: sha256(JSON.stringify(config)),
+    };
+    const status = await runEpochs({ config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts });
+    if (status === 'interrupted') {
+      return { status, final: null, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
+    }
+    const final = await evaluate(model, testLoader);
+    writeJsonAtomic(join(outDir, 'final.json'), {
+      top1: final.top1,
+      top5: final.top5,
+      loss: final.loss,
+      n: final.n,
+      bestTop1: state.progress.bestTop1,
+      bestEpoch: state.progress.bestEpoch,
+      epochs: config.epochs,
+      fingerprint,
+      quantization,
+    });
+    return { status: 'finished', final, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
+  } finally {
+    await Promise.all([trainLoader.close(), testLoader.close()]);
+  }
+}
+
+async function firstBatch(loader: DataLoader, pass: number): Promise<{ images: Float32Array; labels: Int32Array; shape: [number, number, number, number] }> {
+  const batches = await takeBatches(loader, pass, 1);
+  return batches[0];
+}
+
+async function takeBatches(loader: DataLoader, pass: number, count: number) {
+  const out: { images: Float32Array; labels: Int32Array; shape: [number, number, number, number] }[] = [];
+  for await (const b of loader.epoch(pass)) {
+    out.push({ images: b.images, labels: b.labels, shape: [b.size, b.channels, b.height, b.width] });
+    if (out.length >= count) break;
+  }
+  return out;
+}
+
+interface EpochContext {
+  readonly config: TrainConfig;
+  readonly outDir: string;
+  readonly model: Module;
+  readonly optimizer: Optimizer;
+  readonly trainLoader: DataLoader;
+  readonly testLoader: DataLoader;
+  readonly state: RunState;
+  readonly progressSink: ProgressSink;
+  readonly fingerprint: RunFingerprint;
+  readonly opts: TrainOptions;
+}
+
+function checkQuantizersFinite(model: Module): void {
+  for (const [layer, q] of allQuantizers(model)) {
+    for (const [name, p] of q.parameters) {
+      const g = p.grad?.toArray();
+      if (g && g.some((v) => !Number.isFinite(v))) throw new DivergedError(`${layer}: ${q.method} gradient of ${name} is not finite`);
+    }
+  }
+}
+
+async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'> {
+  const { config, model, optimizer, trainLoader, state, progressSink } = ctx;
+  let stopRequested = false;
+  const onSignal = (): void => {
+    stopRequested = true;
+  };
+  const signals = ctx.opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
+  for (const s of signals) process.on(s, onSignal);
+  let stepsThisProcess = 0;
+  try {
+    for (let epoch = state.progress.epoch; epoch < config.epochs; epoch++) {
+      if (state.progress.epoch !== epoch) state.progress = { ...state.progress, epoch, step: 0, partial: { lossSum: 0, correct: 0, count: 0 } };
+      await maybeEstimateDelta(ctx, epoch);
+      const steps = trainLoader.stepsPerEpoch;
+      const epochStart = performance.now();
+      let [dataMs, stepMsTotal, images] = [0, 0, 0];
+      const startStep = state.progress.step;
+      let { lossSum, correct, count } = state.progress.partial;
+      for await (const batch of trainLoader.epoch(epoch, startStep)) {
+        const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
+        optimizer.setLrFactor(lr);
+        const t0 = performance.now();
+        let r;
+        try {
+          r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
+            labelSmoothing: config.labelSmoothing,
+            beforeUpdate: () => checkQuantizersFinite(model),
+          });
+        } catch (e) {
+          const msg = (e as Error).message;
+          if (e instanceof DivergedError || /non-finite|NaN|is Infinity|diverged/.test(msg)) {
+            throw new DivergedError(`training diverged at epoch ${epoch + 1}, step ${batch.index}: ${msg}; the last good checkpoint is kept in ${ctx.outDir}`);
+          }
+          throw e;
+        }
+        const stepMs = performance.now() - t0;
+        stepMsTotal += stepMs;
+        dataMs += batch.waitMs;
+        images += batch.size;
+        lossSum += r.loss * r.count;
+        correct += r.correct;
+        count += r.count;
+        const done = batch.index + 1 - startStep;
+        const elapsed = (performance.now() - epochStart) / 1000;
+        const perStep = elapsed / done;
+        const remaining = steps - batch.index - 1 + (config.epochs - epoch - 1) * steps;
+        progressSink.step({
+          epoch,
+          epochs: config.epochs,
+          step: batch.index + 1,
+          steps,
+          loss: lossSum / count,
+          accuracy: correct / count,
+          imgPerSec: images / elapsed,
+          dataMs: dataMs / done,
+          stepMs: stepMsTotal / done,
+          etaSeconds: remaining * perStep,
+        });
+        state.progress = { ...state.progress, step: batch.index + 1, partial: { lossSum, correct, count } };
+        stepsThisProcess++;
+        if (stopRequested || (ctx.opts.stopAfterSteps !== undefined && stepsThisProcess >= ctx.opts.stopAfterSteps)) {
+          saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, progress: state.progress, metrics: metricsFor(ctx) });
+          progressSink.line(`stopped at epoch ${epoch + 1}, step ${batch.index + 1}; checkpoint saved in ${ctx.outDir} (continue with --resume)`);
+          return 'interrupted';
+        }
+      }
+      const seconds = (performance.now() - epochStart) / 1000;
+      const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
+      const test = evalNow ? await evaluate(model, ctx.testLoader) : null;
+      const metrics: EpochMetrics = {
+        epoch,
+        lr: optimizer.groups[0].lr,
+        trainLoss: lossSum / count,
+        trainTop1: (100 * correct) / count,
+        testLoss: test?.loss ?? null,
+        testTop1: test?.top1 ?? null,
+        testTop5: test?.top5 ?? null,
+        imgPerSec: images / Math.max(1e-9, stepMsTotal / 1000 + dataMs / 1000),
+        stepMs: stepMsTotal / Math.max(1, steps - startStep),
+        dataMs: dataMs / Math.max(1, steps - startStep),
+        seconds,
+        ...(quantizedLayers(model).length > 0 ? { quantizers: quantizerSnapshot(model) } : {}),
+      };
+      state.epochs.push(metrics);
+      writeMetrics(join(ctx.outDir, 'metrics.jsonl'), state.epochs);
+      const improved = test !== null && test.top1 > state.progress.bestTop1;
+      state.progress = {
+        ...state.progress,
+        epoch: epoch + 1,
+        step: 0,
+        partial: { lossSum: 0, correct: 0, count: 0 },
+        bestTop1: improved ? test.top1 : state.progress.bestTop1,
+        bestEpoch: improved ? epoch : state.progress.bestEpoch,
+      };
+      progressSink.line(
+        `epoch ${epoch + 1}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
+          (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
+          `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
+      );
+      if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { config, progress: state.progress, metrics: { ...metricsFor(ctx), test } });
+      saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, progress: state.progress, metrics: metricsFor(ctx) });
+      if (stopRequested) return 'interrupted';
+    }
+    return 'finished';
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+  }
+}
+
+function metricsFor(ctx: EpochContext): Record<string, unknown> {
+  return { startWeights: ctx.fingerprint.startWeights, last: ctx.state.epochs.at(-1) ?? null };
+}
+
+/** EWGS: re-estimate delta at the start of epochs hessianEvery, 2*hessianEvery, ... (never epoch 0). */
+async function maybeEstimateDelta(ctx: EpochContext, epoch: number): Promise<void> {
+  const { config, state } = ctx;
+  const e = config.ewgs;
+  if (config.method !== 'ewgs' || !e.hessian || epoch === 0 || epoch % e.hessianEvery !== 0 || state.progress.hessianEpoch >= epoch) return;
+  const batches = await takeBatches(ctx.trainLoader, HESSIAN_PASS + epoch, e.hessianBatches);
+  const estimates = estimateEwgsDelta(ctx.model, batches, {
+    estimator: e.hessianEstimator,
+    maxSamples: e.hessianSamples,
+    seed: config.seed * 7919 + epoch,
+  });
+  state.progress = { ...state.progress, hessianEpoch: epoch };
+  const deltas = estimates.map((d) => d.delta);
+  ctx.progressSink.line(
+    `ewgs: delta from the Hessian trace for ${deltas.length} quantizers: mean ${(deltas.reduce((a, b) => a + b, 0) / deltas.length).toExponential(3)}, ` +
+      `max ${Math.max(...deltas).toExponential(3)}`,
+  );
+}

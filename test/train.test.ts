@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { readCheckpoint } from '../src/train/checkpoint.js';
+import { type TrainConfig, resolveConfig } from '../src/train/config.js';
+import { DivergedError, train } from '../src/train/trainer.js';
+import { cifarRecords, tempDir } from './fixtures/data/make.js';
+
+let root: { dir: string; cleanup: () => void };
+let dataDir: string;
+
+before(() => {
+  root = tempDir('tq-train-');
+  dataDir = join(root.dir, 'data');
+  const bin = join(dataDir, 'cifar-10-batches-bin');
+  mkdirSync(bin, { recursive: true });
+  for (let i = 1; i <= 5; i++) writeFileSync(join(bin, `data_batch_${i}.bin`), cifarRecords(Array.from({ length: 8 }, (_, r) => [(r + i) % 10]), i * 100));
+  writeFileSync(join(bin, 'test_batch.bin'), cifarRecords(Array.from({ length: 12 }, (_, r) => [r % 10]), 7));
+  writeFileSync(join(bin, 'batches.meta.txt'), 'airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n');
+});
+after(() => root.cleanup());
+
+function config(overrides: Record<string, unknown>): TrainConfig {
+  return resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir, batch: 16, evalBatch: 16, epochs: 2, workers: 0, lr: 0.05, ...overrides });
+}
+
+describe('training runs', () => {
+  test('a resumed run ends with exactly the weights of an uninterrupted one (EWGS with the Hessian schedule)', async () => {
+    const c = config({ method: 'ewgs', wbits: 2, abits: 2, firstLast: 'float', ewgs: { hessian: true, hessianEvery: 1, hessianBatches: 1, hessianSamples: 3 } });
+    const whole = join(root.dir, 'whole');
+    const parts = join(root.dir, 'parts');
+    const a = await train({ config: c, outDir: whole, handleSignals: false });
+    assert.equal(a.status, 'finished');
+    // 40 images / 16 = 3 steps per epoch: stop inside epoch 2, after its Hessian estimate.
+    const first = await train({ config: c, outDir: parts, handleSignals: false, stopAfterSteps: 4 });
+    assert.equal(first.status, 'interrupted');
+    assert.equal(JSON.parse(readFileSync(join(parts, 'last.json'), 'utf8')).progress.step, 1);
+    const b = await train({ config: c, outDir: parts, resume: true, handleSignals: false });
+    assert.equal(b.status, 'finished');
+    const sa = readCheckpoint(whole).state;
+    const sb = readCheckpoint(parts).state;
+    assert.deepEqual([...sa.keys()], [...sb.keys()]);
+    for (const [k, v] of sa) assert.deepEqual(sb.get(k)!.data, v.data, `${k} differs after resuming`);
+    assert.ok(sa.get('layer1.0.conv1.bkwd_scaling_factorA')!.data[0] >= 0);
+    assert.deepEqual(b.epochs.map((e) => e.trainLoss), a.epochs.map((e) => e.trainLoss));
+    assert.equal(b.final!.top1, a.final!.top1);
+    assert.deepEqual(b.fingerprint, a.fingerprint);
+  });
+
+  test('resuming with a different config is refused, naming the fields', async () => {
+    const dir = join(root.dir, 'other');
+    await train({ config: config({ epochs: 1 }), outDir: dir, handleSignals: false, stopAfterSteps: 1 });
+    await assert.rejects(train({ config: config({ epochs: 1, lr: 0.2 }), outDir: dir, resume: true, handleSignals: false }), /cannot resume with a different config \(fields lr differ\)/);
+  });
+
+  test('a diverging run stops with a clear error and leaves no partial files', async () => {
+    const dir = join(root.dir, 'diverge');
+    await assert.rejects(train({ config: config({ lr: 1e30, epochs: 1 }), outDir: dir, handleSignals: false }), (e: Error) => {
+      assert.ok(e instanceof DivergedError, e.message);
+      assert.match(e.message, /training diverged at epoch 1, step \d+: .*(NaN|Infinity|not finite)/);
+      return true;
+    });
+    assert.ok(readdirSync(dir).every((f) => !f.includes('.tmp')));
+  });
+
+  test('a kill at any moment of a checkpoint write leaves a readable checkpoint', async () => {
+    const dir = join(root.dir, 'kill');
+    await train({ config: config({ epochs: 1 }), outDir: dir, handleSignals: false, stopAfterSteps: 1 });
+    const script = `
+      import { readCheckpoint, saveCheckpoint } from '${new URL('../src/train/checkpoint.js', import.meta.url).href}';
+      import { createModel } from '${new URL('../src/models/index.js', import.meta.url).href}';
+      const m = createModel('resnet8');
+      const meta = readCheckpoint('${dir}').meta;
+      for (let i = 0; ; i++) saveCheckpoint('${dir}', 'last', m, null, { config: meta.config, progress: { ...meta.progress, step: i }, metrics: {} });
+    `;
+    for (const ms of [30, 80, 150, 260]) {
+      spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: ms, killSignal: 'SIGKILL' });
+      const ck = readCheckpoint(dir);
+      assert.ok(ck.state.has('conv1.weight'));
+    }
+  });
+
+  test('config errors name the field and the allowed values', () => {
+    assert.throws(() => resolveConfig({ methd: 'apot' }, 'c.yaml'), /c\.yaml: methd is not a known field/);
+    assert.throws(() => resolveConfig({ method: 'apot2' }, 'c.yaml'), /c\.yaml: method must be one of float, apot, ewgs, uniform, pact, lsq; got "apot2"/);
+    assert.throws(() => resolveConfig({ epochs: 0 }, 'c.yaml'), /c\.yaml: epochs must be an integer in \[1, \.\.\.\]; got 0/);
+    assert.throws(() => resolveConfig({ schedule: { kind: 'multistep', milestones: [10, 'x'] } }, 'c.yaml'), /schedule\.milestones\[1\] must be an integer/);
+    assert.throws(() => resolveConfig({ ewgs: { hessianEvry: 3 } }, 'c.yaml'), /ewgs\.hessianEvry is not a known field/);
+    assert.throws(() => resolveConfig({ paramGroups: [{ name: 'q', match: 'kind:quantizer', lr: 1, weightDecay: 0 }] }, 'c'), /paramGroups\[0\]\.match \(kind\) must be one of weight, bias, norm, quant/);
+    const c = resolveConfig({ method: 'lsq', wbits: 3 });
+    assert.equal(c.abits, 3);
+  });
+});
