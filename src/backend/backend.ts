@@ -65,6 +65,11 @@ export interface CrossEntropyResult {
   readonly correct: number;
 }
 
+/**
+ * PyTorch SGD: g' = g + wd p; v = momentum v + (1 - dampening) g'; p -= lr (nesterov ? g' + momentum v : v).
+ * The caller starts from a zero buffer and passes dampening 0 on a parameter's first step, which
+ * gives PyTorch's "v = g' on the first step".
+ */
 export interface SgdParams {
   readonly lr: number;
   readonly momentum: number;
@@ -94,10 +99,13 @@ export interface AdamParams {
  *   q  = project(xc)                                     see `levels` / `steps` / `symmetric`
  *   y  = q * outScale[c] + outOffset[c]
  *
- * project: with `levels` (sorted, non-negative, normalized) the nearest level, ties to the lower
- * one (APoT; found by thresholds/binary search); otherwise a uniform grid
- * `roundHalfEven(xc * steps) / steps`. With `symmetric`, the projection is applied to |xc| and the
- * sign restored (sign(0) = 0).
+ * `lo` and `hi` may be -Infinity / +Infinity: no clipping on that side. xn is computed in float32,
+ * dividing (not multiplying by a reciprocal), so that clip decisions match PyTorch's.
+ *
+ * project: with `levels` (strictly increasing, non-negative, normalized) the nearest level, ties to
+ * the lower one (APoT; found by binary search over exact midpoints, never by a distance to every
+ * level); otherwise a uniform grid `roundHalfEven(xc * steps) / steps`. With `symmetric`, the
+ * projection is applied to |xc| and the sign restored (sign(0) = 0).
  *
  * Backward, given the upstream gradient g of y:
  *   inside = lo <(=) xn <(=) hi   (inclusivity per `loInclusive` / `hiInclusive`)
