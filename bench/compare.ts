@@ -6,6 +6,7 @@
  * Options: --model M --batch B --iters N --rounds R --threads T (forwarded to both sides).
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -29,6 +30,8 @@ const { values } = parseArgs({
   },
 });
 
+/** Debian's python3 has python3-torch; a python3 earlier on PATH (pyenv) may not. */
+const PYTHON = process.env.TINYQUANT_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const torchScript = fileURLToPath(new URL('../../bench/torch_bench.py', import.meta.url));
 
@@ -52,7 +55,7 @@ function compare(mode: 'train' | 'eval'): { ratio: number; rssRatio: number } {
   const theirs: BenchLine[] = [];
   for (let r = 0; r < Number(values.rounds); r++) {
     ours.push(run(process.execPath, [cli, 'bench', 'train', ...common, ...evalFlag, '--json'], env));
-    theirs.push(run('python3', [torchScript, ...common, ...evalFlag, ...threadArgs], env));
+    theirs.push(run(PYTHON, [torchScript, ...common, ...evalFlag, ...threadArgs], env));
     const [a, b] = [ours.at(-1)!, theirs.at(-1)!];
     console.log(
       `${mode} round ${r + 1}: tinyquant ${a.imgPerSec.toFixed(1)} img/s (${a.backend}, ${a.threads} thr, ${a.peakRssMB.toFixed(0)} MB)` +
