@@ -242,6 +242,8 @@ describe('native backend', { skip }, () => {
     const cases: ConvCase[] = [
       { name: 'stem 3->16 3x3 on a 3-channel image', x: [4, 3, 32, 32], w: [16, 3, 3, 3], p: conv(1, 1), bias: false, blocked: false },
       { name: '16->16 3x3 32x32', x: [4, 16, 32, 32], w: [16, 16, 3, 3], p: conv(1, 1), bias: false, blocked: true },
+      { name: '32->32 3x3 16x16 (Winograd)', x: [4, 32, 16, 16], w: [32, 32, 3, 3], p: conv(1, 1), bias: false, blocked: true },
+      { name: '64->64 3x3 8x8 with bias (Winograd)', x: [8, 64, 8, 8], w: [64, 64, 3, 3], p: conv(1, 1), bias: true, blocked: true },
       { name: '16->32 3x3 stride 2', x: [4, 16, 32, 32], w: [32, 16, 3, 3], p: conv(2, 1), bias: false, blocked: true },
       { name: '1x1 stride 2 projection 32->64', x: [4, 32, 16, 16], w: [64, 32, 1, 1], p: conv(2, 0), bias: false, blocked: true },
       { name: 'depthwise 3x3 (groups 32) with bias', x: [4, 32, 16, 16], w: [32, 1, 3, 3], p: conv(1, 1, 32), bias: true, blocked: true },

@@ -60,27 +60,27 @@ inline Blocking blockingOf(const memory::desc& md) {
 }
 
 inline dnnl::convolution_forward::primitive_desc makeConvForwardPd(const dnnl::engine& eng,
-    const memory::desc& src, const memory::desc& weights, const memory::desc* bias,
+    dnnl::algorithm alg, const memory::desc& src, const memory::desc& weights, const memory::desc* bias,
     const memory::desc& dst, const ConvGeometry& g, const dnnl::primitive_attr& attr) {
   return dnnl::convolution_forward::primitive_desc(eng, dnnl::prop_kind::forward_training,
-      dnnl::algorithm::convolution_direct, src, weights, bias ? *bias : memory::desc(), dst,
+      alg, src, weights, bias ? *bias : memory::desc(), dst,
       g.strides, g.padLeft, g.padRight, attr);
 }
 
 inline dnnl::convolution_backward_data::primitive_desc makeConvBackwardDataPd(
-    const dnnl::engine& eng, const memory::desc& diffSrc, const memory::desc& weights,
+    const dnnl::engine& eng, dnnl::algorithm alg, const memory::desc& diffSrc, const memory::desc& weights,
     const memory::desc& diffDst, const ConvGeometry& g,
     const dnnl::convolution_forward::primitive_desc& hint, const dnnl::primitive_attr& attr) {
-  return dnnl::convolution_backward_data::primitive_desc(eng, dnnl::algorithm::convolution_direct,
+  return dnnl::convolution_backward_data::primitive_desc(eng, alg,
       diffSrc, weights, diffDst, g.strides, g.padLeft, g.padRight, hint, attr);
 }
 
 inline dnnl::convolution_backward_weights::primitive_desc makeConvBackwardWeightsPd(
-    const dnnl::engine& eng, const memory::desc& src, const memory::desc& diffWeights,
+    const dnnl::engine& eng, dnnl::algorithm alg, const memory::desc& src, const memory::desc& diffWeights,
     const memory::desc* diffBias, const memory::desc& diffDst, const ConvGeometry& g,
     const dnnl::convolution_forward::primitive_desc& hint, const dnnl::primitive_attr& attr) {
   return dnnl::convolution_backward_weights::primitive_desc(eng,
-      dnnl::algorithm::convolution_direct, src, diffWeights,
+      alg, src, diffWeights,
       diffBias ? *diffBias : memory::desc(), diffDst, g.strides, g.padLeft, g.padRight, hint, attr);
 }
 
@@ -140,10 +140,9 @@ inline Blocking blockingOf(const memory::desc& md) {
 }
 
 inline dnnl::convolution_forward::primitive_desc makeConvForwardPd(const dnnl::engine& eng,
-    const memory::desc& src, const memory::desc& weights, const memory::desc* bias,
+    dnnl::algorithm alg, const memory::desc& src, const memory::desc& weights, const memory::desc* bias,
     const memory::desc& dst, const ConvGeometry& g, const dnnl::primitive_attr& attr) {
   const auto prop = dnnl::prop_kind::forward_training;
-  const auto alg = dnnl::algorithm::convolution_direct;
   if (bias) {
     const dnnl::convolution_forward::desc d(
         prop, alg, src, weights, *bias, dst, g.strides, g.padLeft, g.padRight);
@@ -155,19 +154,18 @@ inline dnnl::convolution_forward::primitive_desc makeConvForwardPd(const dnnl::e
 }
 
 inline dnnl::convolution_backward_data::primitive_desc makeConvBackwardDataPd(
-    const dnnl::engine& eng, const memory::desc& diffSrc, const memory::desc& weights,
+    const dnnl::engine& eng, dnnl::algorithm alg, const memory::desc& diffSrc, const memory::desc& weights,
     const memory::desc& diffDst, const ConvGeometry& g,
     const dnnl::convolution_forward::primitive_desc& hint, const dnnl::primitive_attr& attr) {
-  const dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, diffSrc,
+  const dnnl::convolution_backward_data::desc d(alg, diffSrc,
       weights, diffDst, g.strides, g.padLeft, g.padRight);
   return {d, attr, eng, hint};
 }
 
 inline dnnl::convolution_backward_weights::primitive_desc makeConvBackwardWeightsPd(
-    const dnnl::engine& eng, const memory::desc& src, const memory::desc& diffWeights,
+    const dnnl::engine& eng, dnnl::algorithm alg, const memory::desc& src, const memory::desc& diffWeights,
     const memory::desc* diffBias, const memory::desc& diffDst, const ConvGeometry& g,
     const dnnl::convolution_forward::primitive_desc& hint, const dnnl::primitive_attr& attr) {
-  const auto alg = dnnl::algorithm::convolution_direct;
   if (diffBias) {
     const dnnl::convolution_backward_weights::desc d(
         alg, src, diffWeights, *diffBias, diffDst, g.strides, g.padLeft, g.padRight);

@@ -1,6 +1,7 @@
 #include "kernels.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -36,6 +37,18 @@ Partial reduceRanges(int64_t n, Partial identity, Body body, Combine combine) {
 }
 
 }  // namespace
+
+void copy(const float* src, float* dst, int64_t n) {
+  forThreadRanges(n, n, [&](int, int64_t begin, int64_t end) {
+    std::memcpy(dst + begin, src + begin, static_cast<size_t>(end - begin) * sizeof(float));
+  });
+}
+
+void fillZero(float* dst, int64_t n) {
+  forThreadRanges(n, n, [&](int, int64_t begin, int64_t end) {
+    std::memset(dst + begin, 0, static_cast<size_t>(end - begin) * sizeof(float));
+  });
+}
 
 void add(const float* a, const float* b, float* y, int64_t n) {
   map2(a, b, y, n, [](float u, float v) { return u + v; });
@@ -271,18 +284,27 @@ void globalAvgPoolBackward(const float* gy, const BlockedImage& gx) {
   });
 }
 
+namespace {
+/** Offset in `img` of the plane (pixel 0) of each channel `first + lane`, or -1 outside [0, img.c). */
+void laneOffsets(const BlockedImage& img, int64_t n, int64_t first, int64_t lanes, int64_t* out) {
+  for (int64_t lane = 0; lane < lanes; lane++) {
+    const int64_t c = first + lane;
+    out[lane] = c >= 0 && c < img.c ? img.offset(n, c, 0, 0) : -1;
+  }
+}
+}  // namespace
+
 void shortcutPad(const BlockedImage& x, const BlockedImage& y, int64_t stride, int64_t padBefore) {
   const int64_t blocks = y.paddedChannels() / y.block;
   parallelFor(y.n * blocks, y.n * blocks * y.h * y.w * y.block, [&](int64_t nb) {
     const int64_t n = nb / blocks, cb = nb % blocks;
+    int64_t src[kMaxChannelBlock];
+    laneOffsets(x, n, cb * y.block - padBefore, y.block, src);
     float* dst = y.data + nb * y.h * y.w * y.block;
     for (int64_t h = 0; h < y.h; h++) {
       for (int64_t w = 0; w < y.w; w++) {
-        for (int64_t lane = 0; lane < y.block; lane++) {
-          const int64_t c = cb * y.block + lane - padBefore;
-          const bool inside = c >= 0 && c < x.c;
-          *dst++ = inside ? x.data[x.offset(n, c, h * stride, w * stride)] : 0.0f;
-        }
+        const int64_t pixel = (h * stride * x.w + w * stride) * x.block;
+        for (int64_t lane = 0; lane < y.block; lane++) *dst++ = src[lane] >= 0 ? x.data[src[lane] + pixel] : 0.0f;
       }
     }
   });
@@ -292,14 +314,18 @@ void shortcutPadBackward(const BlockedImage& gy, const BlockedImage& gx, int64_t
   const int64_t blocks = gx.paddedChannels() / gx.block;
   parallelFor(gx.n * blocks, gx.n * blocks * gx.h * gx.w * gx.block, [&](int64_t nb) {
     const int64_t n = nb / blocks, cb = nb % blocks;
+    int64_t src[kMaxChannelBlock];
+    laneOffsets(gy, n, cb * gx.block + padBefore, gx.block, src);
+    // Channels of gx beyond its real ones (blocked padding) have no source and stay zero.
+    for (int64_t lane = 0; lane < gx.block; lane++) {
+      if (cb * gx.block + lane >= gx.c) src[lane] = -1;
+    }
     float* dst = gx.data + nb * gx.h * gx.w * gx.block;
     for (int64_t h = 0; h < gx.h; h++) {
       for (int64_t w = 0; w < gx.w; w++) {
         const bool sampled = h % stride == 0 && w % stride == 0;
-        for (int64_t lane = 0; lane < gx.block; lane++) {
-          const int64_t c = cb * gx.block + lane;
-          *dst++ = sampled && c < gx.c ? gy.data[gy.offset(n, c + padBefore, h / stride, w / stride)] : 0.0f;
-        }
+        const int64_t pixel = (h / stride * gy.w + w / stride) * gy.block;
+        for (int64_t lane = 0; lane < gx.block; lane++) *dst++ = sampled && src[lane] >= 0 ? gy.data[src[lane] + pixel] : 0.0f;
       }
     }
   });

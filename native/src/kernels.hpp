@@ -6,6 +6,11 @@
 
 namespace tq::kernels {
 
+/** dst = src over n floats, split among the threads. */
+void copy(const float* src, float* dst, int64_t n);
+/** dst = 0 over n floats, split among the threads. */
+void fillZero(float* dst, int64_t n);
+
 void add(const float* a, const float* b, float* y, int64_t n);
 void addRelu(const float* a, const float* b, float* y, int64_t n);
 void affine(const float* x, float* y, int64_t n, float alpha, float beta);
@@ -50,6 +55,9 @@ void softmaxCrossEntropyBackward(const float* probs, const int32_t* labels, int6
 
 /** Column sums of a row-major (rows, cols) matrix (float64 accumulation). */
 void columnSums(const float* x, int64_t rows, int64_t cols, float* out);
+
+/** Largest channel block the kernels below accept (layouts with larger ones are made plain). */
+constexpr int64_t kMaxChannelBlock = 64;
 
 /** An (N, C, H, W) tensor stored as N, ceil(C/block), H, W, block (block 1 = plain NCHW). */
 struct BlockedImage {

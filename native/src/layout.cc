@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "compat.hpp"
+#include "kernels.hpp"
 
 namespace tq {
 namespace {
@@ -54,6 +55,7 @@ int channelBlock(const memory::desc& md) {
   if (!b.innerBlocks.empty()) {
     if (b.innerBlocks.size() != 1 || b.innerIndices[0] != 1) return 0;
     block = b.innerBlocks[0];
+    if (block > kernels::kMaxChannelBlock) return 0;
   }
   for (size_t i = 0; i < rank; i++) {
     if (i != 1 && b.paddedDims[i] != b.dims[i]) return 0;
@@ -89,7 +91,7 @@ int preferredBlock(int64_t channels) {
   const memory::desc src({2, channels, 8, 8}, f32, any);
   const memory::desc weights({channels, channels, 3, 3}, f32, any);
   const ConvGeometry g{{1, 1}, {1, 1}, {1, 1}};
-  const auto pd = makeConvForwardPd(cpuEngine(), src, weights, nullptr, src, g, primitiveAttr());
+  const auto pd = makeConvForwardPd(cpuEngine(), dnnl::algorithm::convolution_direct, src, weights, nullptr, src, g, primitiveAttr());
   int block = channelBlock(pd.dst_desc());
   if (block == 0 || channels % block != 0) block = 1;
   known.emplace(channels, block);

@@ -1,7 +1,5 @@
 // Memory ops, elementwise ops, reductions, optimizer steps and quantization: everything that runs
 // the addon's own kernels over the physical buffer.
-#include <cstring>
-
 #include "ops.hpp"
 #include "ops_common.hpp"
 
@@ -74,14 +72,14 @@ Tensor upload(const float* data, int64_t length, const Shape& shape) {
   checkShape("upload", shape);
   if (numelOf(shape) != length) fail("upload", length, " values do not fill shape ", shapeStr(shape));
   Tensor t(shape, plainDesc(shape));
-  std::memcpy(t.data(), data, static_cast<size_t>(length) * sizeof(float));
+  kernels::copy(data, t.data(), length);
   return t;
 }
 
 void download(const Tensor& x, float* out) {
   if (x.numel() == 0) return;
   if (isPlain(x.desc())) {
-    std::memcpy(out, x.data(), static_cast<size_t>(x.numel()) * sizeof(float));
+    kernels::copy(x.data(), out, x.numel());
   } else {
     reorder(x.mem(), viewOf(plainDesc(x.shape()), out));
   }
@@ -90,13 +88,13 @@ void download(const Tensor& x, float* out) {
 Tensor zeros(const Shape& shape) {
   checkShape("zeros", shape);
   Tensor t(shape, plainDesc(shape));
-  std::memset(t.data(), 0, t.bytes());
+  kernels::fillZero(t.data(), t.physicalSize());
   return t;
 }
 
 Tensor clone(const Tensor& x) {
   Tensor t(x.shape(), x.desc());
-  std::memcpy(t.data(), x.data(), x.bytes());
+  kernels::copy(x.data(), t.data(), x.physicalSize());
   return t;
 }
 

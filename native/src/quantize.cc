@@ -103,7 +103,7 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
         insideXn += scaled * xn;
         insideError += scaled * (q - xn);
       }
-      gx[i] = !isBelow && !isAbove || spec.passClipped ? static_cast<float>(scaled * p.inputScale) : 0.0f;
+      gx[i] = (!isBelow && !isAbove) || spec.passClipped ? static_cast<float>(scaled * p.inputScale) : 0.0f;
     }
     double* s = &partial[(t * spec.channels + c) * kQuantSums];
     s[0] += inside;
