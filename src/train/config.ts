@@ -247,7 +247,8 @@ function schedule(v: unknown, s: string, f: string): Schedule {
   checkKeys(v, ['kind', 'epochs', 'minFactor'], s, f);
   return {
     kind,
-    epochs: int(v.epochs, s, `${f}.epochs`, 1),
+    // 0 until resolveConfig fills in the run's epochs (a cosine without its own length).
+    epochs: v.epochs === undefined ? 0 : int(v.epochs, s, `${f}.epochs`, 1),
     minFactor: v.minFactor === undefined ? 0 : numberIn(v.minFactor, s, `${f}.minFactor`, 0, 1),
   };
 }
@@ -266,9 +267,9 @@ export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig
     if (raw.wbits === undefined && config.wbits === 32) out.wbits = 4;
     if (raw.abits === undefined && config.abits === 32) out.abits = out.wbits;
   }
-  // A schedule without its own length follows the run's epochs.
-  if (raw.schedule === undefined && config.schedule.kind === 'cosine') {
-    out.schedule = { kind: 'cosine', epochs: config.epochs };
+  // A cosine schedule without its own length follows the run's epochs.
+  if (config.schedule.kind === 'cosine' && (raw.schedule === undefined || config.schedule.epochs === 0)) {
+    out.schedule = { ...config.schedule, epochs: config.epochs };
   }
   checkCombination(out as unknown as TrainConfig, source);
   return out as unknown as TrainConfig;
