@@ -1,0 +1,66 @@
+/**
+ * `tinyquant inspect FILE [--json]`: what a tqm model costs, per layer (bits, parameters, stored
+ * bytes, MACs, bit-operations, the engine's multiplies or shifts and adds, activation memory)
+ * and in total.
+ */
+import { statSync } from 'node:fs';
+import { type ModelReport, modelReport } from '../export/report.js';
+import { readTqm } from '../export/tqm-file.js';
+import { UsageError, flag, parse } from './args.js';
+import { asInputError } from './export.js';
+
+export const INSPECT_USAGE = 'usage: tinyquant inspect FILE.tqm [--json]';
+
+function human(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return String(n);
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')).join('\n');
+}
+
+/** The human-readable report. */
+export function formatReport(file: string, fileBytes: number, r: ModelReport): string {
+  const m = r.model;
+  const header = ['layer', 'W/A bits', 'params', 'stored B', 'MACs', 'BOPs', 'multiplies', 'shifts', 'adds', 'act. mem B'];
+  const rows = r.layers.map((l) => [
+    l.name,
+    `${l.weightBits}/${l.inputBits}`,
+    String(l.params),
+    String(l.storedBytes),
+    human(l.macs),
+    human(l.bops),
+    human(l.multiplies),
+    human(l.shifts),
+    human(l.adds),
+    String(l.activationBytes),
+  ]);
+  const t = r.totals;
+  rows.push(['total', '', String(t.params), String(t.storedBytes), human(t.macs), human(t.bops), human(t.multiplies), human(t.shifts), human(t.adds), `peak ${t.peakActivationBytes}`]);
+  return [
+    `${file}: ${m.model}, ${m.method} W${m.wbits}A${m.abits}, first/last ${m.firstLast}, int${m.residualBits} residual stream, ${m.classes.length} classes`,
+    `file ${fileBytes} bytes; packed weights ${t.weightBytes} bytes; ${human(t.requantizations)} requantizations per inference`,
+    'multiplies: the multiply path; shifts and adds: the shift-add path (zero weights skipped by both)',
+    '',
+    table([header, ...rows]),
+    ...(m.notes.length ? ['', 'notes:', ...m.notes.map((n) => `  - ${n}`)] : []),
+  ].join('\n');
+}
+
+export async function inspectCommand(argv: string[]): Promise<void> {
+  const args = parse('inspect', argv, { json: { type: 'boolean' } });
+  if (args.positionals.length !== 1) throw new UsageError(`inspect: expected one file\n${INSPECT_USAGE}`);
+  const file = args.positionals[0];
+  try {
+    const model = readTqm(file);
+    const report = modelReport(model);
+    const bytes = statSync(file).size;
+    console.log(flag(args, 'json') ? JSON.stringify({ file, fileBytes: bytes, ...report }) : formatReport(file, bytes, report));
+  } catch (e) {
+    throw asInputError(e);
+  }
+}

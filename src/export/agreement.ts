@@ -1,0 +1,95 @@
+/**
+ * Agreement of the integer engine with the fake-quantized model it was lowered from, on labelled
+ * uint8 images: the share of images with the same top-1 class, both accuracies, and how far the
+ * engine's logits (times their scale) are from the float ones.
+ */
+import type { Normalization } from '../data/augment.js';
+import type { ImageDataset } from '../data/dataset.js';
+import type { ResNet } from '../models/resnet.js';
+import { Tensor, noGrad, tidy } from '../tensor/tensor.js';
+import { normalizeImages } from './calibrate.js';
+import { type Arithmetic, IntegerEngine } from './engine.js';
+import { argmax } from './int-ops.js';
+import type { IntegerModel } from './ir.js';
+
+export interface AgreementResult {
+  readonly images: number;
+  /** Images whose top-1 class is the same in both, in percent. */
+  readonly sameTop1: number;
+  readonly fakeQuantTop1: number;
+  readonly integerTop1: number;
+  /** Mean over images of max |float logit - scale * integer logit|, relative to the largest |float logit| of the image. */
+  readonly meanRelativeLogitError: number;
+  readonly engineImagesPerSecond: number;
+}
+
+export interface AgreementOptions {
+  /** Only the first `limit` images (default all). */
+  readonly limit?: number;
+  readonly batch?: number;
+  readonly arithmetic?: Arithmetic;
+  readonly progress?: (done: number, total: number) => void;
+}
+
+/** Float logits of the fake-quantized model (eval mode) for `count` uint8 images. */
+export function fakeQuantLogits(model: ResNet, images: Uint8Array, count: number, shape: readonly [number, number, number], norm: Normalization, batch = 200): Float32Array {
+  const size = shape[0] * shape[1] * shape[2];
+  const classes = model.config.numClasses;
+  const out = new Float32Array(count * classes);
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    for (let start = 0; start < count; start += batch) {
+      const n = Math.min(batch, count - start);
+      const x = normalizeImages(images.subarray(start * size, (start + n) * size), n, shape[0], norm);
+      out.set(tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [n, ...shape])).toArray())), start * classes);
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return out;
+}
+
+export function measureAgreement(model: ResNet, ir: IntegerModel, data: ImageDataset, opts: AgreementOptions = {}): AgreementResult {
+  const count = Math.min(opts.limit ?? data.count, data.count);
+  const shape = [data.channels, data.height, data.width] as const;
+  const size = shape[0] * shape[1] * shape[2];
+  const classes = model.config.numClasses;
+  const normalization = ir.meta.normalization;
+  const engine = new IntegerEngine(ir, { arithmetic: opts.arithmetic });
+  const scale = ir.tensors[ir.output].scale;
+  let [same, fakeCorrect, intCorrect, errorSum, engineMs] = [0, 0, 0, 0, 0];
+  const batch = opts.batch ?? 200;
+  for (let start = 0; start < count; start += batch) {
+    const n = Math.min(batch, count - start);
+    const pixels = data.images.subarray(start * size, (start + n) * size);
+    const float = fakeQuantLogits(model, pixels, n, shape, normalization, n);
+    const t0 = performance.now();
+    const ints = engine.inferBatch(pixels, n);
+    engineMs += performance.now() - t0;
+    for (let i = 0; i < n; i++) {
+      const label = data.labels[start + i];
+      const a = argmax(float, i * classes, classes);
+      const b = argmax(ints, i * classes, classes);
+      same += a === b ? 1 : 0;
+      fakeCorrect += a === label ? 1 : 0;
+      intCorrect += b === label ? 1 : 0;
+      let [err, top] = [0, 1e-12];
+      for (let k = i * classes; k < (i + 1) * classes; k++) {
+        err = Math.max(err, Math.abs(float[k] - scale * ints[k]));
+        top = Math.max(top, Math.abs(float[k]));
+      }
+      errorSum += err / top;
+    }
+    opts.progress?.(start + n, count);
+  }
+  const pct = (v: number): number => (100 * v) / count;
+  return {
+    images: count,
+    sameTop1: pct(same),
+    fakeQuantTop1: pct(fakeCorrect),
+    integerTop1: pct(intCorrect),
+    meanRelativeLogitError: errorSum / count,
+    engineImagesPerSecond: count / (engineMs / 1000),
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * From a training checkpoint to what the exporters need: the trained fake-quantized model with its
+ * config, calibration images from the training split, and the lowered integer model.
+ */
+import { resolveNormalization } from '../data/augment.js';
+import type { ImageDataset } from '../data/dataset.js';
+import { loadDataset } from '../data/load.js';
+import { ResNet } from '../models/resnet.js';
+import { readCheckpoint } from '../train/checkpoint.js';
+import { type TrainConfig, resolveConfig } from '../train/config.js';
+import { buildModel } from '../train/trainer.js';
+import { Rng } from '../util/rng.js';
+import type { CalibrationImages } from './calibrate.js';
+import type { IntegerModel } from './ir.js';
+import { LoweringError, lowerResNet } from './lower.js';
+
+const CALIBRATION_TAG = 0xca11b;
+
+export interface TrainedModel {
+  readonly model: ResNet;
+  readonly config: TrainConfig;
+  /** The first/last-layer policy in effect ('reference' resolved). */
+  readonly firstLast: string;
+  /** The weights file the state came from. */
+  readonly source: string;
+}
+
+/**
+ * The quantized model of a tinyquant checkpoint (run directory, sidecar or weights file with
+ * `overrides` naming the config), weights loaded, in eval mode. A float (unquantized) checkpoint
+ * is an error: there is nothing to deploy as integers.
+ */
+export function loadTrainedModel(path: string, overrides: Record<string, unknown> = {}): TrainedModel {
+  const checkpoint = readCheckpoint(path);
+  const saved = checkpoint.meta?.config;
+  if (!saved && overrides.model === undefined) {
+    throw new LoweringError(`${path}: no training config (not a tinyquant run directory or sidecar); name the model and its quantization (--model, --method, --wbits, --abits, --first-last)`);
+  }
+  const config = resolveConfig({ ...(saved ?? {}), ...overrides }, saved ? `${path} config` : 'flags', saved ?? undefined);
+  if (config.method === 'float') {
+    throw new LoweringError(`${path}: the checkpoint has no quantizers (method float); export needs a quantization-aware trained model (tinyquant train --method apot|ewgs|uniform|pact|lsq)`);
+  }
+  const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels: inChannels(checkpoint.state) });
+  if (!(model instanceof ResNet)) throw new LoweringError(`${path}: model ${config.model} is not a ResNet`);
+  model.loadStateDict(checkpoint.state, { source: checkpoint.source });
+  model.eval();
+  return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source };
+}
+
+function numClasses(state: ReturnType<typeof readCheckpoint>['state']): number {
+  const bias = state.get('linear.bias') ?? state.get('linear.weight');
+  if (!bias) throw new LoweringError('the checkpoint has no classifier (linear.weight)');
+  return bias.shape[0];
+}
+
+function inChannels(state: ReturnType<typeof readCheckpoint>['state']): number {
+  const w = state.get('conv1.weight');
+  if (!w) throw new LoweringError('the checkpoint has no first convolution (conv1.weight)');
+  return w.shape[1];
+}
+
+/** `count` images of a dataset picked by a fixed seeded permutation (the same for every run). */
+export function pickImages(data: ImageDataset, count: number, seed = 0): CalibrationImages {
+  const n = Math.min(count, data.count);
+  const size = data.channels * data.height * data.width;
+  const pick = Rng.derive(CALIBRATION_TAG, seed).permutation(data.count).subarray(0, n);
+  const images = new Uint8Array(n * size);
+  pick.forEach((src, i) => images.set(data.images.subarray(src * size, (src + 1) * size), i * size));
+  return { images, count: n, channels: data.channels, height: data.height, width: data.width };
+}
+
+export interface LowerCheckpointOptions {
+  readonly dataDir?: string;
+  /** Calibration images from the training split (default 256). */
+  readonly calibrationImages?: number;
+  readonly residualBits?: 8 | 16;
+  readonly warn?: (message: string) => void;
+}
+
+/** Lower a trained model, calibrating on images of its training split. */
+export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOptions = {}): Promise<IntegerModel> {
+  const train = await loadDataset({ name: t.config.dataset, split: 'train', dataDir: opts.dataDir ?? t.config.dataDir });
+  const calibration = pickImages(train, opts.calibrationImages ?? 256);
+  const normalization = resolveNormalization(t.config.normalization, train.channels);
+  return lowerResNet(t.model, {
+    normalization,
+    calibration,
+    residualBits: opts.residualBits,
+    meta: { model: t.config.model, method: t.config.method, wbits: t.config.wbits, abits: t.config.abits, firstLast: t.firstLast, classes: train.classes },
+    warn: opts.warn,
+  });
+}

@@ -1,0 +1,45 @@
+/**
+ * Export formats by name. An exporter turns a trained model into output files (bytes only: the
+ * caller writes them, atomically, after the exporter succeeded, so a failure never leaves a
+ * partial output). `tqm` lives here; the C and ONNX exporters register themselves with
+ * `registerExporter('c', ...)` / `registerExporter('onnx', ...)` (or an entry in `exporters`).
+ */
+import type { IntegerModel } from './ir.js';
+import type { TrainedModel } from './checkpoint-model.js';
+import { encodeTqm } from './tqm.js';
+
+export interface ExportContext {
+  /** The trained fake-quantized model, its config and checkpoint. */
+  readonly trained: TrainedModel;
+  /** The lowered integer model (lowered and calibrated on the first call, the same object afterwards). */
+  integerModel(): Promise<IntegerModel>;
+  /** Where the user asked the output to go (`--out`). */
+  readonly out: string;
+  readonly warn: (message: string) => void;
+}
+
+export interface ExportedFile {
+  readonly path: string;
+  readonly bytes: Uint8Array;
+}
+
+export interface ExportResult {
+  readonly files: readonly ExportedFile[];
+  /** One line per fact worth printing (sizes, deviations). */
+  readonly summary: readonly string[];
+}
+
+export type Exporter = (ctx: ExportContext) => Promise<ExportResult>;
+
+async function exportTqm(ctx: ExportContext): Promise<ExportResult> {
+  const model = await ctx.integerModel();
+  const bytes = encodeTqm(model);
+  return { files: [{ path: ctx.out, bytes }], summary: [`${ctx.out}: ${bytes.length} bytes, ${model.ops.length} ops`, ...model.meta.notes] };
+}
+
+export const exporters: Record<string, Exporter> = { tqm: exportTqm };
+
+export function registerExporter(name: string, exporter: Exporter): void {
+  if (!/^[a-z0-9-]+$/.test(name)) throw new Error(`export format name "${name}" must be lowercase letters, digits or '-'`);
+  exporters[name] = exporter;
+}
