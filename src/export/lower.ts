@@ -69,7 +69,9 @@ export interface LowerOptions {
 }
 
 /** The model cannot be lowered (not quantized, unsupported layer or bit-width): names the layer. */
-export class LoweringError extends Error {}
+export class LoweringError extends Error {
+  override name = 'LoweringError';
+}
 
 /** Requantized values are kept below this bound, half the validator's, so rounding never crosses it. */
 const TARGET_LIMIT = VALUE_LIMIT / 2;
@@ -311,7 +313,7 @@ function requantize(a: Affine, unit: number, offset: number, where: string): Req
 function activationQuant(a: Affine, inputBound: number, s: ActivationScheme, relu: boolean, where: string): { requant: Requant; quant: ActivationQuant } {
   const f = chooseFracBits(a, inputBound, s.baseUnit, s.offset, where);
   const unit = s.baseUnit / 2 ** f;
-  return { requant: requantize(a, unit, s.offset, where), quant: { relu, zeroPoint: Math.round(-s.offset / unit), rule: s.rule(f) } };
+  return { requant: requantize(a, unit, s.offset, where), quant: { relu, zeroPoint: Math.round(-s.offset / unit) + 0, rule: s.rule(f) } };
 }
 
 function accumulatorBound(w: WeightTensor, outC: number, inputRange: readonly [number, number], where: string): number {

@@ -142,7 +142,7 @@ export function modelReport(model: IntegerModel): ModelReport {
       outputShape: output.shape,
       params,
       weightBytes,
-      storedBytes: weightBytes + 4 * op.weights.levels.length + requantBytes(op.requant) + epilogueBytes + (quantizeBytes.get(op.input) ?? 0),
+      storedBytes: weightBytes + 2 * op.weights.levels.length + requantBytes(op.requant) + epilogueBytes + (quantizeBytes.get(op.input) ?? 0),
       macs,
       bops: macs * op.weights.bits * bits[op.input],
       ...opCounts(op, pixels),

@@ -18,7 +18,7 @@
  *   ops       u32 count, then per op a u8 kind and its fields:
  *     0 input     u32 output, i8[] lut
  *     1 conv      str name, u32 input, output, inChannels, outChannels, kernel, stride, padding,
- *                 weights: u8 bits, u8 scheme (0 apot, 1 uniform, 2 int8), i32[] levels,
+ *                 weights: u8 bits, u8 scheme (0 apot, 1 uniform, 2 int8), u32 count + i16 levels,
  *                          u32 count + packed codes (ceil(count * bits / 8) bytes, see bitpack.ts),
  *                 requant, epilogue: u8 kind (0 activation, 1 residual, 2 logits) then
  *                   activation: u8 relu, i32 zeroPoint, rule
@@ -56,7 +56,9 @@ const EPILOGUES = ['activation', 'residual', 'logits'] as const;
 const RULES = ['thresholds', 'round'] as const;
 
 /** A tqm file that cannot be read: truncated, modified, another version, or a bad field. */
-export class TqmError extends Error {}
+export class TqmError extends Error {
+  override name = 'TqmError';
+}
 
 // ---- writing ---------------------------------------------------------------------------------
 
@@ -97,6 +99,9 @@ class ByteWriter {
     this.u32(b.length);
     this.bytes(b);
   }
+  i16(v: number): void {
+    this.#view.setInt16(this.#reserve(2), v, true);
+  }
   i32s(values: ArrayLike<number>, withCount = true): void {
     if (withCount) this.u32(values.length);
     for (let i = 0; i < values.length; i++) this.i32(values[i]);
@@ -128,7 +133,8 @@ function writeRule(w: ByteWriter, rule: CodeRule): void {
 function writeWeights(w: ByteWriter, weights: WeightTensor): void {
   w.u8(weights.bits);
   w.u8(SCHEMES.indexOf(weights.scheme));
-  w.i32s(weights.levels);
+  w.u32(weights.levels.length);
+  weights.levels.forEach((v) => w.i16(v));
   w.u32(weights.codes.length);
   w.bytes(packBits(weights.codes, weights.bits));
 }
@@ -266,6 +272,11 @@ class ByteReader {
     const n = this.u32(`${what} length`);
     return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes(n, what));
   }
+  i16s(what: string): Int32Array {
+    const count = this.u32(`${what} count`);
+    const at = this.#claim(2 * count, what);
+    return Int32Array.from({ length: count }, (_, i) => this.#view.getInt16(at + 2 * i, true));
+  }
   i32s(what: string, count = this.u32(`${what} count`)): Int32Array {
     const at = this.#claim(4 * count, what);
     return Int32Array.from({ length: count }, (_, i) => this.#view.getInt32(at + 4 * i, true));
@@ -297,7 +308,7 @@ function readRule(r: ByteReader, where: string): CodeRule {
 function readWeights(r: ByteReader, where: string): WeightTensor {
   const bits = r.u8(`${where} weight bits`);
   const scheme = r.oneOf(SCHEMES, `${where} weight scheme`);
-  const levels = r.i32s(`${where} weight levels`);
+  const levels = r.i16s(`${where} weight levels`);
   const count = r.u32(`${where} weight count`);
   if (!(bits >= 1 && bits <= 8)) throw new TqmError(`${where}: weight bits must be 1..8, got ${bits}`);
   return { bits, scheme, levels, codes: unpackBits(r.bytes(packedBytes(count, bits), `${where} packed weights`), count, bits) };

@@ -24,7 +24,9 @@ import {
 /** Requantized values stay below this magnitude, so a shortcut term or a rounding offset can be added. */
 export const VALUE_LIMIT = 2 ** 30;
 
-export class IntegerModelError extends Error {}
+export class IntegerModelError extends Error {
+  override name = 'IntegerModelError';
+}
 
 function fail(where: string, message: string): never {
   throw new IntegerModelError(`${where}: ${message}`);

@@ -1,0 +1,156 @@
+/**
+ * The tqm format: bit-identical round trips (bytes and engine outputs), weights packed at their
+ * bit-width, clear errors for truncated, tampered, other-version and bad-field files, and atomic
+ * writes that never leave a partial file.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setBackend } from '../src/backend/index.js';
+import { IntegerEngine } from '../src/export/engine.js';
+import type { ConvOp, IntegerModel } from '../src/export/ir.js';
+import { modelReport } from '../src/export/report.js';
+import { sha256 } from '../src/export/sha256.js';
+import { TQM_HEADER_BYTES, TqmError, decodeTqm, encodeTqm } from '../src/export/tqm.js';
+import { readTqm, writeTqm } from '../src/export/tqm-file.js';
+import { IntegerModelError } from '../src/export/validate.js';
+import { type TinyOptions, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
+
+const APOT: TinyOptions = { method: 'apot', wbits: 3, shortcut: 'B' };
+const EWGS: TinyOptions = { method: 'ewgs', wbits: 2, firstLast: 'float', headBatchNorm: true };
+let dir: string;
+let apot: { ir: IntegerModel; images: Uint8Array };
+let ewgs: IntegerModel;
+
+before(() => {
+  setBackend('js');
+  dir = mkdtempSync(join(tmpdir(), 'tq-tqm-'));
+  const tiny = tinyQuantizedModel(APOT);
+  apot = { ir: lowerTiny(tiny, APOT), images: tiny.images.images.subarray(0, 8 * 768) };
+  ewgs = lowerTiny(tinyQuantizedModel(EWGS), EWGS);
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Recompute the checksum after editing the bytes, as a careful forger would. */
+function resign(bytes: Uint8Array): Uint8Array {
+  const out = bytes.slice();
+  out.set(sha256(out.subarray(0, 12), out.subarray(TQM_HEADER_BYTES)), 12);
+  return out;
+}
+
+const u32 = (b: Uint8Array, at: number): number => new DataView(b.buffer, b.byteOffset).getUint32(at, true);
+
+/** Offset of tensor 0's dtype byte: after the meta string, the tensor count and tensor 0's name. */
+function firstTensorDtypeOffset(b: Uint8Array): number {
+  const tensors = TQM_HEADER_BYTES + 4 + u32(b, TQM_HEADER_BYTES) + 4;
+  return tensors + 4 + u32(b, tensors);
+}
+
+describe('round trip', () => {
+  test('decode(encode(m)) re-encodes to the same bytes and runs identically', () => {
+    for (const ir of [apot.ir, ewgs]) {
+      const bytes = encodeTqm(ir);
+      const back = decodeTqm(bytes);
+      assert.deepEqual(encodeTqm(back), bytes);
+      assert.deepEqual(back.meta, ir.meta);
+      assert.deepEqual(back.tensors, ir.tensors);
+      ir.ops.forEach((op, i) => assert.deepEqual(back.ops[i], op, `op ${i}`));
+    }
+    const count = 8;
+    assert.deepEqual(new IntegerEngine(decodeTqm(encodeTqm(apot.ir))).inferBatch(apot.images, count), new IntegerEngine(apot.ir).inferBatch(apot.images, count));
+  });
+
+  test('writeTqm / readTqm through a file', () => {
+    const path = join(dir, 'model.tqm');
+    const n = writeTqm(path, apot.ir);
+    assert.equal(readFileSync(path).length, n);
+    assert.deepEqual(encodeTqm(readTqm(path)), encodeTqm(apot.ir));
+  });
+
+  test('weights are stored packed at their bit-width', () => {
+    const convs = ewgs.ops.filter((op): op is ConvOp => op.kind === 'conv');
+    assert.ok(convs.filter((op) => op.weights.bits === 2).length >= 6);
+    const packed = convs.reduce((a, op) => a + Math.ceil((op.weights.codes.length * op.weights.bits) / 8), 0);
+    assert.equal(modelReport(ewgs).totals.weightBytes, packed);
+    // The same codes declared 4-bit take exactly the extra packed bytes.
+    const wider: IntegerModel = { ...ewgs, ops: ewgs.ops.map((op) => (op.kind === 'conv' && op.weights.bits === 2 ? { ...op, weights: { ...op.weights, bits: 4 } } : op)) };
+    const extra = convs.filter((op) => op.weights.bits === 2).reduce((a, op) => a + Math.ceil(op.weights.codes.length / 2) - Math.ceil(op.weights.codes.length / 4), 0);
+    assert.equal(encodeTqm(wider).length - encodeTqm(ewgs).length, extra);
+  });
+});
+
+describe('damaged files are refused with a clear error', () => {
+  const expectError = (bytes: Uint8Array, pattern: RegExp, type: new (...a: never[]) => Error = TqmError): void => {
+    assert.throws(() => decodeTqm(bytes), (e: Error) => e instanceof type && pattern.test(e.message), `expected ${pattern}`);
+  };
+
+  test('truncated anywhere', () => {
+    const bytes = encodeTqm(apot.ir);
+    for (const cut of [0, 3, 43]) expectError(bytes.subarray(0, cut), /truncated: \d+ bytes, shorter than the 44-byte header/);
+    for (const cut of [44, 200, bytes.length - 1]) expectError(bytes.subarray(0, cut), new RegExp(`truncated: the header announces ${bytes.length} bytes, the file has ${cut}`));
+    const longer = new Uint8Array(bytes.length + 3);
+    longer.set(bytes);
+    expectError(longer, /3 unexpected bytes after the announced/);
+  });
+
+  test('tampered contents, magic or version', () => {
+    const bytes = encodeTqm(apot.ir);
+    for (const at of [TQM_HEADER_BYTES + 1, Math.floor(bytes.length / 2), bytes.length - 1]) {
+      const t = bytes.slice();
+      t[at] ^= 0x10;
+      expectError(t, /checksum mismatch: the contents were modified or corrupted/);
+    }
+    const magic = bytes.slice();
+    magic[0] = 0x50;
+    expectError(magic, /not a tqm file \(bad magic bytes\)/);
+    const version = bytes.slice();
+    version[4] = 2;
+    expectError(version, /tqm format version 2 is not supported \(this tinyquant reads version 1\)/);
+  });
+
+  test('a bad field behind a valid checksum names the field', () => {
+    const bytes = encodeTqm(apot.ir);
+    const dtype = firstTensorDtypeOffset(bytes);
+    const badEnum = bytes.slice();
+    badEnum[dtype] = 9;
+    expectError(resign(badEnum), /tensor 0 dtype 9 is not one of 0..3/);
+    const badShape = bytes.slice();
+    new DataView(badShape.buffer).setUint32(dtype + 1, 4, true); // tensor 0 ("image") gets 4 channels
+    expectError(resign(badShape), /op 0 \(input\): lut needs 1024 int8 entries/, IntegerModelError);
+    const badMeta = bytes.slice();
+    badMeta[TQM_HEADER_BYTES + 4] = 0x7b + 1; // '{' -> '|'
+    expectError(resign(badMeta), /meta is not valid JSON/);
+  });
+
+  test('readTqm names the file', () => {
+    const path = join(dir, 'cut.tqm');
+    writeFileSync(path, encodeTqm(apot.ir).subarray(0, 100));
+    assert.throws(() => readTqm(path), new RegExp(`^TqmError: ${path.replace(/[.]/g, '\\.')}: truncated`));
+    assert.throws(() => readTqm(join(dir, 'missing.tqm')), /missing\.tqm: cannot read/);
+  });
+});
+
+describe('atomic writes', () => {
+  const invalid = (): IntegerModel => {
+    const ops = apot.ir.ops.map((op) => (op.kind === 'conv' && op.name === 'layer1.0.conv2' ? { ...op, requant: { ...op.requant, shift: new Uint8Array(op.outChannels).fill(70) } } : op));
+    return { ...apot.ir, ops };
+  };
+
+  test('an invalid model is refused before anything is written; an existing file is kept', () => {
+    const path = join(dir, 'keep.tqm');
+    writeTqm(path, ewgs);
+    const before = readFileSync(path);
+    assert.throws(() => writeTqm(path, invalid()), (e: Error) => e instanceof IntegerModelError && /layer1\.0\.conv2.*shift\[0\] = 70 is above 62/.test(e.message));
+    assert.deepEqual(readFileSync(path), before);
+    assert.throws(() => writeTqm(join(dir, 'new.tqm'), invalid()), IntegerModelError);
+    assert.equal(existsSync(join(dir, 'new.tqm')), false);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
+  });
+
+  test('a write into a missing directory fails cleanly', () => {
+    assert.throws(() => writeTqm(join(dir, 'no-such-dir', 'm.tqm'), apot.ir), /cannot write .*m\.tqm/);
+    assert.equal(existsSync(join(dir, 'no-such-dir')), false);
+  });
+});
