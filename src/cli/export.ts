@@ -8,7 +8,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { rmSync } from 'node:fs';
 import { loadDataset } from '../data/load.js';
 import { measureAgreement } from '../export/agreement.js';
-import { type TrainedModel, loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
+import { ExportInputError, type TrainedModel, loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
 import { type ExportContext, type ExportedFile, exporters } from '../export/formats.js';
 import type { IntegerModel } from '../export/ir.js';
 import { LoweringError } from '../export/lower.js';
@@ -50,7 +50,7 @@ const EXPORT_OPTIONS = {
 
 /** Errors about the input (checkpoint, model, file) are reported without a stack trace. */
 export function asInputError(e: unknown): unknown {
-  const input = e instanceof LoweringError || e instanceof TqmError || e instanceof IntegerModelError || e instanceof ConfigError;
+  const input = [LoweringError, TqmError, IntegerModelError, ConfigError, ExportInputError].some((type) => e instanceof type);
   return input ? new UsageError((e as Error).message) : e;
 }
 

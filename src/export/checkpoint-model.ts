@@ -16,6 +16,19 @@ import { LoweringError, lowerResNet } from './lower.js';
 
 const CALIBRATION_TAG = 0xca11b;
 
+/** The checkpoint or the calibration data cannot be read (the message says which and why). */
+export class ExportInputError extends Error {
+  override name = 'ExportInputError';
+}
+
+function asInput<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (e) {
+    throw new ExportInputError((e as Error).message, { cause: e });
+  }
+}
+
 export interface TrainedModel {
   readonly model: ResNet;
   readonly config: TrainConfig;
@@ -31,7 +44,7 @@ export interface TrainedModel {
  * is an error: there is nothing to deploy as integers.
  */
 export function loadTrainedModel(path: string, overrides: Record<string, unknown> = {}): TrainedModel {
-  const checkpoint = readCheckpoint(path);
+  const checkpoint = asInput(() => readCheckpoint(path));
   const saved = checkpoint.meta?.config;
   if (!saved && overrides.model === undefined) {
     throw new LoweringError(`${path}: no training config (not a tinyquant run directory or sidecar); name the model and its quantization (--model, --method, --wbits, --abits, --first-last)`);
@@ -79,7 +92,9 @@ export interface LowerCheckpointOptions {
 
 /** Lower a trained model, calibrating on images of its training split. */
 export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOptions = {}): Promise<IntegerModel> {
-  const train = await loadDataset({ name: t.config.dataset, split: 'train', dataDir: opts.dataDir ?? t.config.dataDir });
+  const train = await loadDataset({ name: t.config.dataset, split: 'train', dataDir: opts.dataDir ?? t.config.dataDir }).catch((e: Error) => {
+    throw new ExportInputError(`calibration images: ${e.message}`, { cause: e });
+  });
   const calibration = pickImages(train, opts.calibrationImages ?? 256);
   const normalization = resolveNormalization(t.config.normalization, train.channels);
   return lowerResNet(t.model, {

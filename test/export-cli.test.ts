@@ -1,0 +1,153 @@
+/**
+ * `tinyquant export` and `tinyquant inspect` end to end on a tiny quantized ResNet-8 checkpoint
+ * and a tiny CIFAR-10 folder made here: output files, verification, reports, and bad input
+ * (float checkpoint, unknown format, missing data, damaged file) failing without leaving files.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setBackend } from '../src/backend/index.js';
+import { UsageError } from '../src/cli/args.js';
+import { exportCommand, writeAll } from '../src/cli/export.js';
+import { inspectCommand } from '../src/cli/inspect.js';
+import { CIFAR10_CLASSES } from '../src/data/cifar.js';
+import { normalizeImages } from '../src/export/calibrate.js';
+import { readTqm } from '../src/export/tqm-file.js';
+import { calibrate } from '../src/quant/quantize.js';
+import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { resolveConfig } from '../src/train/config.js';
+import { buildModel } from '../src/train/trainer.js';
+import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
+import { NORMALIZATION, syntheticImages } from './export-fixtures.js';
+
+let dir: string;
+const IMAGE = 3 * 32 * 32;
+
+/** CIFAR-10 binary records: label byte + 3072 pixels. */
+function records(count: number, seed: number): Uint8Array {
+  const { images } = syntheticImages(count, 3, 32, 32, seed);
+  const out = new Uint8Array(count * (IMAGE + 1));
+  for (let i = 0; i < count; i++) {
+    out[i * (IMAGE + 1)] = (i * 3 + seed) % 10;
+    out.set(images.subarray(i * IMAGE, (i + 1) * IMAGE), i * (IMAGE + 1) + 1);
+  }
+  return out;
+}
+
+/** A run directory with a `last` checkpoint of a resnet8 trained (here: calibrated) as `fields` say. */
+function checkpoint(name: string, fields: Record<string, unknown>): string {
+  const config = resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir: dir, normalization: 'apot', ...fields });
+  const { model } = buildModel(config, { classes: CIFAR10_CLASSES, channels: 3 });
+  const { images } = syntheticImages(16, 3, 32, 32, 4);
+  const x = normalizeImages(images, 16, 3, NORMALIZATION);
+  if (config.method !== 'float') calibrate(model, x, [16, 3, 32, 32]);
+  model.train();
+  for (let pass = 0; pass < 2; pass++) tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [16, 3, 32, 32]))));
+  const run = join(dir, name);
+  mkdirSync(run);
+  const progress = { epoch: 1, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: 0, bestEpoch: 0, hessianEpoch: -1 };
+  saveCheckpoint(run, 'last', model, null, { config, progress, metrics: {} });
+  return run;
+}
+
+/** Run a command, returning what it printed. */
+async function capture(run: () => Promise<void>): Promise<string> {
+  const lines: string[] = [];
+  const [log, error] = [console.log, console.error];
+  console.log = (...a: unknown[]) => lines.push(a.join(' '));
+  console.error = (...a: unknown[]) => lines.push(a.join(' '));
+  try {
+    await run();
+  } finally {
+    [console.log, console.error] = [log, error];
+  }
+  return lines.join('\n');
+}
+
+let apotRun: string;
+
+before(() => {
+  setBackend('js');
+  dir = mkdtempSync(join(tmpdir(), 'tq-export-cli-'));
+  const data = join(dir, 'cifar-10-batches-bin');
+  mkdirSync(data);
+  for (let i = 1; i <= 5; i++) writeFileSync(join(data, `data_batch_${i}.bin`), records(6, i));
+  writeFileSync(join(data, 'test_batch.bin'), records(8, 9));
+  writeFileSync(join(data, 'batches.meta.txt'), `${CIFAR10_CLASSES.join('\n')}\n`);
+  apotRun = checkpoint('apot', { method: 'apot', wbits: 3 });
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('export', () => {
+  test('tqm from a checkpoint, verified on test images, then inspected', async () => {
+    const out = join(dir, 'apot.tqm');
+    const text = await capture(() => exportCommand(['--checkpoint', apotRun, '--format', 'tqm', '--out', out, '--data-dir', dir, '--calibration-images', '12', '--verify', '8']));
+    const bytes = readFileSync(out).length;
+    assert.match(text, new RegExp(`${out.replace(/[.]/g, '\\.')}: ${bytes} bytes, \\d+ ops`));
+    assert.match(text, /verify on 8 test images: same top-1 \d+\.\d\d%, fake-quant \d+\.\d\d%, integer \d+\.\d\d%/);
+    const model = readTqm(out);
+    assert.deepEqual([model.meta.model, model.meta.method, model.meta.wbits, model.meta.firstLast], ['resnet8', 'apot', 3, 'int8']);
+    assert.deepEqual(model.meta.classes, CIFAR10_CLASSES);
+
+    const report = await capture(() => inspectCommand([out]));
+    for (const layer of ['conv1', 'layer1.0.conv1', 'layer3.0.conv2', 'linear', 'total']) assert.match(report, new RegExp(`^${layer.replace(/[.]/g, '\\.')} `, 'm'));
+    assert.match(report, /resnet8, apot W3A3, first\/last int8, int16 residual stream, 10 classes/);
+    assert.match(report, new RegExp(`file ${bytes} bytes`));
+    const json = JSON.parse(await capture(() => inspectCommand([out, '--json'])));
+    assert.equal(json.fileBytes, bytes);
+    assert.deepEqual(json.layers.map((l: { name: string }) => l.name), ['conv1', 'layer1.0.conv1', 'layer1.0.conv2', 'layer2.0.conv1', 'layer2.0.conv2', 'layer3.0.conv1', 'layer3.0.conv2', 'linear']);
+    assert.deepEqual(json.layers.map((l: { weightBits: number }) => l.weightBits), [8, 3, 3, 3, 3, 3, 3, 8]);
+    assert.ok(json.totals.peakActivationBytes > 0 && json.totals.macs > 0);
+  });
+
+  test('--json summary and int8 residual stream', async () => {
+    const out = join(dir, 'apot8.tqm');
+    const json = JSON.parse(await capture(() => exportCommand(['--checkpoint', apotRun, '--out', out, '--data-dir', dir, '--calibration-images', '8', '--residual-bits', '8', '--json'])));
+    assert.equal(json.format, 'tqm');
+    assert.deepEqual(json.files, [{ path: out, bytes: readFileSync(out).length }]);
+    assert.equal(readTqm(out).meta.residualBits, 8);
+  });
+
+  test('bad input is a clear error and leaves no file', async () => {
+    const floatRun = checkpoint('float', { method: 'float' });
+    const cases: [string[], RegExp][] = [
+      [['--checkpoint', floatRun], /no quantizers \(method float\)/],
+      [['--checkpoint', apotRun, '--format', 'xyz'], /unknown format "xyz"; available: .*tqm/],
+      [['--checkpoint', apotRun, '--residual-bits', '12'], /--residual-bits must be 16 or 8, got 12/],
+      [['--checkpoint', join(dir, 'nothing-here')], /does not exist/],
+    ];
+    for (const [args, pattern] of cases) {
+      const out = join(dir, 'bad.tqm');
+      await assert.rejects(exportCommand([...args, '--out', out, '--data-dir', dir]), (e: Error) => e instanceof UsageError && pattern.test(e.message), pattern.source);
+      assert.equal(existsSync(out), false);
+    }
+    const empty = join(dir, 'empty');
+    mkdirSync(empty);
+    const out = join(dir, 'nodata.tqm');
+    await assert.rejects(exportCommand(['--checkpoint', apotRun, '--out', out, '--data-dir', empty]), (e: Error) => e instanceof UsageError && /calibration images: CIFAR-10 train split not found/.test(e.message));
+    assert.equal(existsSync(out), false);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
+  });
+
+  test('a failed multi-file write removes the files it already wrote', () => {
+    const first = join(dir, 'first.bin');
+    assert.throws(() => writeAll([{ path: first, bytes: Uint8Array.of(1) }, { path: join(dir, 'missing', 'second.bin'), bytes: Uint8Array.of(2) }]), /cannot write/);
+    assert.equal(existsSync(first), false);
+  });
+});
+
+describe('inspect', () => {
+  test('a damaged or missing file is a clear error', async () => {
+    const out = join(dir, 'damaged.tqm');
+    await capture(() => exportCommand(['--checkpoint', apotRun, '--out', out, '--data-dir', dir, '--calibration-images', '4']));
+    const bytes = readFileSync(out);
+    bytes[bytes.length - 10] ^= 1;
+    writeFileSync(out, bytes);
+    await assert.rejects(inspectCommand([out]), (e: Error) => e instanceof UsageError && /damaged\.tqm: checksum mismatch/.test(e.message));
+    writeFileSync(out, bytes.subarray(0, 30));
+    await assert.rejects(inspectCommand([out]), /damaged\.tqm: truncated/);
+    await assert.rejects(inspectCommand([]), /expected one file/);
+  });
+});
