@@ -503,6 +503,11 @@ describe('native backend', { skip }, () => {
         spec: () => spec(1, [2.5], { delta: 0.002 }),
       },
       {
+        name: 'unclipped 8-bit grid (infinite bounds)',
+        shape: [16, 3, 3, 3], blocked: false, scale: 1, shift: 0,
+        spec: () => spec(1, [0.05], { lo: -Infinity, hi: Infinity, steps: 1 }),
+      },
+      {
         name: 'signed grid with exclusive bounds, per sample of a blocked activation',
         shape: [8, 32, 8, 8], blocked: true, scale: 1, shift: 0,
         spec: (rng: Rng) => spec(8, Array.from({ length: 8 }, () => 0.2 + 0.2 * rng.next()),

@@ -126,6 +126,12 @@ kernels::QuantSpec Args::quantSpec(size_t i, const char* name) const {
     if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) fieldError(key, "a finite number");
     return v.As<Napi::Number>().DoubleValue();
   };
+  // The clipping bounds may be infinite (no clipping on that side).
+  auto bound = [&](const char* key) {
+    const Napi::Value v = field(key);
+    if (!v.IsNumber() || std::isnan(v.As<Napi::Number>().DoubleValue())) fieldError(key, "a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
   auto flag = [&](const char* key) {
     const Napi::Value v = field(key);
     if (!v.IsBoolean()) fieldError(key, "a boolean");
@@ -145,8 +151,8 @@ kernels::QuantSpec Args::quantSpec(size_t i, const char* name) const {
   spec.offset = floats("offset");
   spec.outScale = floats("outScale");
   spec.outOffset = floats("outOffset");
-  spec.lo = num("lo");
-  spec.hi = num("hi");
+  spec.lo = bound("lo");
+  spec.hi = bound("hi");
   spec.symmetric = flag("symmetric");
   if (!field("levels").IsNull()) spec.levels = floats("levels");
   spec.steps = num("steps");
