@@ -62,6 +62,14 @@ describe('round trip', () => {
     assert.deepEqual(new IntegerEngine(decodeTqm(encodeTqm(apot.ir))).inferBatch(apot.images, count), new IntegerEngine(apot.ir).inferBatch(apot.images, count));
   });
 
+  test('a payload larger than the writer's first buffer (64 KiB) round-trips', () => {
+    const big: IntegerModel = { ...apot.ir, meta: { ...apot.ir.meta, notes: [...apot.ir.meta.notes, 'x'.repeat(100_000)] } };
+    const bytes = encodeTqm(big);
+    assert.ok(bytes.length > 100_000);
+    assert.deepEqual(encodeTqm(decodeTqm(bytes)), bytes);
+    assert.deepEqual(decodeTqm(bytes).ops, apot.ir.ops);
+  });
+
   test('writeTqm / readTqm through a file', () => {
     const path = join(dir, 'model.tqm');
     const n = writeTqm(path, apot.ir);

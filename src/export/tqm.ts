@@ -92,7 +92,8 @@ class ByteWriter {
     this.#view.setFloat64(this.#reserve(8), v, true);
   }
   bytes(b: Uint8Array): void {
-    this.#buf.set(b, this.#reserve(b.length));
+    const at = this.#reserve(b.length); // may replace #buf: reserve before reading it
+    this.#buf.set(b, at);
   }
   str(s: string): void {
     const b = new TextEncoder().encode(s);
