@@ -62,7 +62,7 @@ describe('round trip', () => {
     assert.deepEqual(new IntegerEngine(decodeTqm(encodeTqm(apot.ir))).inferBatch(apot.images, count), new IntegerEngine(apot.ir).inferBatch(apot.images, count));
   });
 
-  test('a payload larger than the writer's first buffer (64 KiB) round-trips', () => {
+  test('a payload larger than the first buffer of the writer (64 KiB) round-trips', () => {
     const big: IntegerModel = { ...apot.ir, meta: { ...apot.ir.meta, notes: [...apot.ir.meta.notes, 'x'.repeat(100_000)] } };
     const bytes = encodeTqm(big);
     assert.ok(bytes.length > 100_000);
