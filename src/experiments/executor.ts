@@ -1,0 +1,291 @@
+/**
+ * The local executor: runs a plan's runs in worker processes, several at once (jobs x threads per
+ * run <= cores), each after the runs it starts from. Finished runs are skipped, interrupted ones
+ * resume from their checkpoint, a failed or diverged run is recorded with its error and the others
+ * go on (its dependents are marked blocked). SIGINT/SIGTERM (or `signal`) stop the workers, which
+ * save a checkpoint first; the index (results.json) is rewritten at every change.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadDataset } from '../data/index.js';
+import type { StepProgress } from '../train/progress.js';
+import type { Plan, RunSpec } from './grid.js';
+import { runDirName } from './grid.js';
+import { STOP_FILE, type WorkerMessage, type WorkerRequest } from './protocol.js';
+import {
+  type ResultsIndex,
+  ResultsError,
+  type RunRecord,
+  configDifferences,
+  lockResults,
+  newIndex,
+  readOutcome,
+  readResultsIndex,
+  readRunConfig,
+  writeResultsIndex,
+} from './results.js';
+
+export type RunEvent =
+  | { readonly type: 'plan'; readonly runs: readonly RunRecord[]; readonly jobs: number; readonly threads: number; readonly scale: Plan['scale']; readonly name: string }
+  | { readonly type: 'start'; readonly id: string; readonly resuming: boolean }
+  | { readonly type: 'step'; readonly id: string; readonly progress: StepProgress }
+  | { readonly type: 'line'; readonly id: string | null; readonly text: string }
+  | { readonly type: 'end'; readonly record: RunRecord }
+  | { readonly type: 'stopping'; readonly force: boolean };
+
+export interface RunObserver {
+  event(e: RunEvent): void;
+}
+
+export interface ExecuteOptions {
+  readonly resultsDir: string;
+  /** Runs at once. */
+  readonly jobs: number;
+  /** Backend threads of each run. */
+  readonly threads: number;
+  /** Run failed and diverged runs again (default: keep them as recorded). */
+  readonly retryFailed?: boolean;
+  readonly observer?: RunObserver;
+  /** Stop the workers on SIGINT/SIGTERM (default true). */
+  readonly handleSignals?: boolean;
+  /** Aborting stops the workers as a signal would. */
+  readonly signal?: AbortSignal;
+  /** Environment of the workers (default process.env). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export interface ExecuteSummary {
+  readonly index: ResultsIndex;
+  readonly interrupted: boolean;
+  /** Runs this invocation finished (not those found finished). */
+  readonly ran: readonly string[];
+  readonly skipped: readonly string[];
+}
+
+const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
+/** Characters of a failed run's output kept in the index. */
+const LOG_TAIL = 4000;
+
+function recordOf(run: RunSpec): RunRecord {
+  const { id, kind, method, wbits, abits, model, dataset, seed, dependsOn, startsFrom } = run;
+  return { id, kind, method, wbits, abits, model, dataset, seed, dependsOn, startsFrom, dir: runDirName(id), status: 'pending' };
+}
+
+/**
+ * Each run's state from its directory and the previous index: finished (final.json), failed or
+ * diverged (kept unless retrying), else pending. A run started with another config is an error.
+ */
+export function reconcile(plan: Plan, resultsDir: string, previous: ResultsIndex | null, retryFailed: boolean): RunRecord[] {
+  const changed: string[] = [];
+  const records = plan.runs.map((run) => {
+    const base = recordOf(run);
+    const saved = readRunConfig(resultsDir, run.id);
+    if (saved) {
+      const diff = configDifferences(saved, run.config);
+      if (diff.length > 0) changed.push(`${run.id} (${diff.join(', ')})`);
+    }
+    const outcome = readOutcome(resultsDir, run.id);
+    if (outcome) return { ...base, status: 'finished' as const, outcome, seconds: previous?.runs.find((r) => r.id === run.id)?.seconds };
+    const before = previous?.runs.find((r) => r.id === run.id);
+    if (before && (before.status === 'failed' || before.status === 'diverged') && !retryFailed) {
+      return { ...base, status: before.status, error: before.error, log: before.log, seconds: before.seconds };
+    }
+    return base;
+  });
+  if (changed.length > 0) {
+    throw new ResultsError(
+      `${resultsDir}: ${changed.length} run(s) were started with a different config: ${changed.join('; ')}. ` +
+        'Use another results directory (--out), or delete those run directories to start them again.',
+    );
+  }
+  return records;
+}
+
+function checkSameGrid(previous: ResultsIndex | null, plan: Plan, resultsDir: string): void {
+  if (!previous) return;
+  const { name, scale } = previous.grid;
+  if (name !== plan.grid.name || scale !== plan.scale) {
+    throw new ResultsError(`${resultsDir} holds results of ${name} (${scale} scale), not ${plan.grid.name} (${plan.scale} scale); use another results directory (--out)`);
+  }
+}
+
+/** Load (and so decode into the cache, once) every dataset split the plan uses, before any worker does. */
+async function prepareData(plan: Plan, log: (text: string) => void): Promise<void> {
+  const seen = new Set<string>();
+  for (const run of plan.runs) {
+    for (const split of run.kind === 'train' ? (['train', 'test'] as const) : (['test'] as const)) {
+      const key = `${run.config.dataset}|${run.config.dataDir ?? ''}|${split}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const ds = await loadDataset({ name: run.config.dataset, split, dataDir: run.config.dataDir, log });
+      log(`data: ${run.config.dataset} ${split}: ${ds.count} images (${ds.source})`);
+    }
+  }
+}
+
+interface Active {
+  readonly child: ChildProcess;
+  readonly started: number;
+  readonly done: Promise<void>;
+}
+
+export async function executePlan(plan: Plan, opts: ExecuteOptions): Promise<ExecuteSummary> {
+  const resultsDir = resolve(opts.resultsDir);
+  mkdirSync(resultsDir, { recursive: true });
+  const unlock = lockResults(resultsDir);
+  try {
+    return await execute(plan, { ...opts, resultsDir });
+  } finally {
+    unlock();
+  }
+}
+
+async function execute(plan: Plan, opts: ExecuteOptions): Promise<ExecuteSummary> {
+  const { resultsDir } = opts;
+  const observer = opts.observer ?? { event() {} };
+  const previous = readResultsIndex(resultsDir);
+  checkSameGrid(previous, plan, resultsDir);
+  const records = new Map(reconcile(plan, resultsDir, previous, opts.retryFailed === true).map((r) => [r.id, r]));
+  let index = newIndex(plan, { jobs: opts.jobs, threads: opts.threads, cores: cpus().length }, [...records.values()], previous);
+  const save = (): void => {
+    index = { ...index, runs: plan.runs.map((r) => records.get(r.id)!) };
+    writeResultsIndex(resultsDir, index);
+  };
+  save();
+  observer.event({ type: 'plan', runs: [...records.values()], jobs: opts.jobs, threads: opts.threads, scale: plan.scale, name: plan.grid.name });
+  const skipped = [...records.values()].filter((r) => r.status !== 'pending').map((r) => r.id);
+  if (skipped.length === records.size) return { index, interrupted: false, ran: [], skipped };
+
+  await prepareData(plan, (text) => observer.event({ type: 'line', id: null, text }));
+
+  const active = new Map<string, Active>();
+  const ran: string[] = [];
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals, force: boolean): void => {
+    if (force || !stopping) observer.event({ type: 'stopping', force });
+    stopping = true;
+    for (const [id, a] of active) {
+      if (!force) writeFileSync(join(resultsDir, runDirName(id), STOP_FILE), `${signal}\n`);
+      a.child.kill(force ? 'SIGKILL' : signal);
+    }
+  };
+  const onSignal = (signal: NodeJS.Signals): void => stop(signal, stopping);
+  const signals = opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
+  for (const s of signals) process.on(s, onSignal);
+  const onAbort = (): void => stop('SIGINT', false);
+  opts.signal?.addEventListener('abort', onAbort);
+
+  const launch = (run: RunSpec): void => {
+    const dir = join(resultsDir, runDirName(run.id));
+    const resuming = existsSync(join(dir, 'last.json'));
+    mkdirSync(dir, { recursive: true });
+    rmSync(join(dir, STOP_FILE), { force: true });
+    records.set(run.id, { ...records.get(run.id)!, status: 'running', error: undefined, log: undefined });
+    save();
+    observer.event({ type: 'start', id: run.id, resuming });
+    const started = Date.now();
+    const child = fork(WORKER, [], {
+      cwd: resultsDir,
+      env: { ...(opts.env ?? process.env), TINYQUANT_THREADS: String(opts.threads) },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    const done = superviseWorker(child, run, (m) => {
+      if (m.type === 'step') observer.event({ type: 'step', id: run.id, progress: m.progress });
+      else if (m.type === 'line') observer.event({ type: 'line', id: run.id, text: m.text });
+    }).then((end) => {
+      const interrupted = end.message?.type === 'interrupted' || (stopping && end.message === null);
+      const record: RunRecord = {
+        ...records.get(run.id)!,
+        ...outcomeFields(end, interrupted),
+        seconds: (Date.now() - started) / 1000,
+        finishedAt: new Date().toISOString(),
+      };
+      records.set(run.id, record);
+      active.delete(run.id);
+      if (record.status === 'finished') ran.push(run.id);
+      save();
+      observer.event({ type: 'end', record });
+    });
+    active.set(run.id, { child, started, done });
+    child.send({ kind: run.kind, config: run.config, outDir: runDirName(run.id) } satisfies WorkerRequest);
+  };
+
+  try {
+    for (;;) {
+      const blocked = blockDependents(plan, records);
+      if (blocked.length > 0) save();
+      for (const record of blocked) observer.event({ type: 'end', record });
+      if (!stopping) {
+        for (const run of plan.runs) {
+          if (active.size >= opts.jobs) break;
+          const r = records.get(run.id)!;
+          if (r.status === 'pending' && run.dependsOn.every((d) => records.get(d)?.status === 'finished')) launch(run);
+        }
+      }
+      if (active.size === 0) break;
+      await Promise.race([...active.values()].map((a) => a.done));
+    }
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+  save();
+  return { index, interrupted: stopping, ran, skipped };
+}
+
+/** Mark pending runs whose start did not (and will not) finish as blocked; returns them. */
+function blockDependents(plan: Plan, records: Map<string, RunRecord>): RunRecord[] {
+  const blocked: RunRecord[] = [];
+  for (const run of plan.runs) {
+    // Dependencies come first in the plan, so one pass sees blocked chains through.
+    const r = records.get(run.id)!;
+    const bad = run.dependsOn.find((d) => ['failed', 'diverged', 'blocked'].includes(records.get(d)!.status));
+    if (r.status !== 'pending' || !bad) continue;
+    const record: RunRecord = { ...r, status: 'blocked', error: `it starts from ${bad}, which ${records.get(bad)!.status === 'blocked' ? 'was blocked' : 'did not finish'}` };
+    records.set(run.id, record);
+    blocked.push(record);
+  }
+  return blocked;
+}
+
+interface WorkerEnd {
+  /** The worker's final message (done / failed / interrupted), or null when it died without one. */
+  readonly message: Extract<WorkerMessage, { type: 'done' | 'failed' | 'interrupted' }> | null;
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly output: string;
+}
+
+/** Follow a worker to its exit, forwarding progress; collects the tail of its output. */
+function superviseWorker(child: ChildProcess, run: RunSpec, progress: (m: WorkerMessage) => void): Promise<WorkerEnd> {
+  let output = '';
+  const keep = (chunk: Buffer | string): void => {
+    output = (output + chunk.toString()).slice(-LOG_TAIL);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  let final: WorkerEnd['message'] = null;
+  child.on('message', (m: WorkerMessage) => {
+    if (m.type === 'done' || m.type === 'failed' || m.type === 'interrupted') final = m;
+    else {
+      if (m.type === 'line') keep(`${m.text}\n`);
+      progress(m);
+    }
+  });
+  return new Promise((resolveEnd) => {
+    child.on('error', (e) => keep(`${run.id}: cannot start the worker: ${e.message}\n`));
+    child.on('close', (code, signal) => resolveEnd({ message: final, code, signal, output }));
+  });
+}
+
+function outcomeFields(end: WorkerEnd, interrupted: boolean): Partial<RunRecord> & Pick<RunRecord, 'status'> {
+  const m = end.message;
+  if (m?.type === 'done') return { status: 'finished', outcome: m.outcome };
+  if (interrupted) return { status: 'interrupted' };
+  if (m?.type === 'failed') return { status: m.diverged ? 'diverged' : 'failed', error: m.message, log: end.output };
+  const how = end.signal ? `was killed by ${end.signal}` : `exited with code ${end.code}`;
+  return { status: 'failed', error: `the worker ${how} without a result`, log: end.output };
+}

@@ -1,0 +1,54 @@
+/**
+ * Where things live relative to the installed package (never the current directory): the package
+ * root, the shipped presets and models, and the shared data folder of the development layout.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The directory holding tinyquant's package.json, found upward from this module (src/ or dist/src/). */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'tinyquant') return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`cannot find tinyquant's package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+}
+
+export const PACKAGE_PREFIX = 'package:';
+
+/**
+ * A path written in a grid file: `package:REL` is relative to the package root (shipped models),
+ * other relative paths to the directory of the file that names them.
+ */
+export function resolveGridPath(path: string, fileDir: string): string {
+  if (path.startsWith(PACKAGE_PREFIX)) return join(packageRoot(), path.slice(PACKAGE_PREFIX.length));
+  return isAbsolute(path) ? path : resolve(fileDir, path);
+}
+
+/** The presets shipped with the package. */
+export function presetsDir(): string {
+  return join(packageRoot(), 'presets');
+}
+
+/** A preset name (`kiots2023`) or a grid file path -> the file to read. */
+export function gridFile(nameOrPath: string): string {
+  if (/^[a-z0-9][a-z0-9-]*$/i.test(nameOrPath) && !existsSync(nameOrPath)) {
+    const preset = join(presetsDir(), `${nameOrPath}.yaml`);
+    if (existsSync(preset)) return preset;
+  }
+  return resolve(nameOrPath);
+}
+
+/**
+ * The data folder to pass to runs when none is given: TINYQUANT_DATA is searched by the loader
+ * itself, so only the development layout (`shared/data` beside the package) needs naming.
+ */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.TINYQUANT_DATA) return undefined;
+  const beside = resolve(packageRoot(), '..', 'shared', 'data');
+  return existsSync(beside) ? beside : undefined;
+}

@@ -1,0 +1,170 @@
+/**
+ * The results directory of a grid: `results.json` (the index: what the grid is, every run's status,
+ * outcome and error) and `runs/<id>/` (each run's config.json, metrics.jsonl, checkpoints,
+ * final.json and train.log, as the trainer and the worker write them).
+ */
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readJsonFile, writeJsonAtomic } from '../io/index.js';
+import type { TrainConfig } from '../train/config.js';
+import type { RunFingerprint } from '../train/trainer.js';
+import { TINYQUANT_VERSION } from '../version.js';
+import { type FairnessRules, type GridMethod, type Plan, type RunKind, type Scale, runDirName } from './grid.js';
+
+export const RESULTS_FORMAT = 'tinyquant-results';
+export const RESULTS_VERSION = 1;
+export const INDEX_FILE = 'results.json';
+
+/**
+ * pending: not started or to be resumed; running; finished; failed (error, crash); diverged
+ * (non-finite loss: its last good checkpoint is kept); interrupted (stopped by a signal, resumable);
+ * blocked (a run it starts from did not finish).
+ */
+export type RunStatus = 'pending' | 'running' | 'finished' | 'failed' | 'diverged' | 'interrupted' | 'blocked';
+
+/** Final evaluation of a run (final.json): test accuracy after the last epoch, and the best epoch's. */
+export interface RunOutcome {
+  readonly top1: number;
+  readonly top5: number;
+  readonly loss: number;
+  readonly n: number;
+  /** Best test top-1 over the epochs and its 0-based epoch (training runs). */
+  readonly bestTop1?: number;
+  readonly bestEpoch?: number;
+  readonly fingerprint?: RunFingerprint;
+}
+
+export interface RunRecord {
+  readonly id: string;
+  readonly kind: RunKind;
+  readonly method: GridMethod;
+  readonly wbits: number;
+  readonly abits: number;
+  readonly model: string;
+  readonly dataset: string;
+  readonly seed: number;
+  readonly dependsOn: readonly string[];
+  readonly startsFrom: string;
+  /** Relative to the results directory. */
+  readonly dir: string;
+  readonly status: RunStatus;
+  readonly error?: string;
+  /** The last lines the run printed (failed runs). */
+  readonly log?: string;
+  readonly outcome?: RunOutcome;
+  /** Wall-clock seconds of the last attempt. */
+  readonly seconds?: number;
+  readonly finishedAt?: string;
+}
+
+export interface ResultsIndex {
+  readonly format: typeof RESULTS_FORMAT;
+  readonly version: number;
+  readonly tinyquant: string;
+  readonly grid: {
+    readonly name: string;
+    readonly title: string;
+    readonly description: string;
+    readonly source: string;
+    readonly scale: Scale;
+    /** What the quick scale is (shown with every quick result). */
+    readonly scaleNote: string;
+    readonly fairness: FairnessRules;
+  };
+  readonly execution: { readonly jobs: number; readonly threads: number; readonly cores: number };
+  readonly created: string;
+  readonly updated: string;
+  readonly runs: readonly RunRecord[];
+}
+
+export class ResultsError extends Error {}
+
+/** The index of a results directory, or null when there is none yet. */
+export function readResultsIndex(dir: string): ResultsIndex | null {
+  const file = join(dir, INDEX_FILE);
+  if (!existsSync(file)) return null;
+  const raw = readJsonFile(file) as Partial<ResultsIndex> | null;
+  if (!raw || raw.format !== RESULTS_FORMAT) throw new ResultsError(`${file}: not a tinyquant results index (no "format": "${RESULTS_FORMAT}")`);
+  if (raw.version !== RESULTS_VERSION) {
+    throw new ResultsError(
+      `${file}: results format version ${raw.version} (written by tinyquant ${raw.tinyquant ?? 'unknown'}); this tinyquant ${TINYQUANT_VERSION} ` +
+        `reads version ${RESULTS_VERSION}. Use a new results directory, or the tinyquant version that wrote it.`,
+    );
+  }
+  if (!raw.grid || !Array.isArray(raw.runs)) throw new ResultsError(`${file}: incomplete results index (grid or runs missing)`);
+  return raw as ResultsIndex;
+}
+
+export function writeResultsIndex(dir: string, index: ResultsIndex): void {
+  writeJsonAtomic(join(dir, INDEX_FILE), { ...index, updated: new Date().toISOString() });
+}
+
+export function newIndex(plan: Plan, execution: ResultsIndex['execution'], runs: RunRecord[], previous: ResultsIndex | null): ResultsIndex {
+  const now = new Date().toISOString();
+  return {
+    format: RESULTS_FORMAT,
+    version: RESULTS_VERSION,
+    tinyquant: TINYQUANT_VERSION,
+    grid: {
+      name: plan.grid.name,
+      title: plan.grid.title,
+      description: plan.grid.description,
+      source: plan.grid.source,
+      scale: plan.scale,
+      scaleNote: plan.scale === 'quick' ? (plan.grid.quick?.note ?? '') : '',
+      fairness: plan.grid.fairness,
+    },
+    execution,
+    created: previous?.created ?? now,
+    updated: now,
+    runs,
+  };
+}
+
+/** A run's final evaluation (final.json), or null when it has not finished. */
+export function readOutcome(resultsDir: string, id: string): RunOutcome | null {
+  const file = join(resultsDir, runDirName(id), 'final.json');
+  return existsSync(file) ? (readJsonFile(file) as RunOutcome) : null;
+}
+
+/** The config a run was started with (written by the trainer), or null. */
+export function readRunConfig(resultsDir: string, id: string): TrainConfig | null {
+  const file = join(resultsDir, runDirName(id), 'config.json');
+  return existsSync(file) ? (readJsonFile(file) as TrainConfig) : null;
+}
+
+/** Fields that may differ between attempts of one run (where the data is, how it is loaded). */
+const INCIDENTAL_FIELDS: readonly string[] = ['dataDir', 'workers'];
+
+/** Config fields that differ, ignoring incidental ones. */
+export function configDifferences(a: TrainConfig, b: TrainConfig): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].filter(
+    (k) => !INCIDENTAL_FIELDS.includes(k) && JSON.stringify((a as unknown as Record<string, unknown>)[k]) !== JSON.stringify((b as unknown as Record<string, unknown>)[k]),
+  );
+}
+
+/**
+ * One `run` at a time per results directory: a lock file holding the pid, taken over when that
+ * process no longer exists.
+ */
+export function lockResults(dir: string): () => void {
+  const file = join(dir, '.lock');
+  if (existsSync(file)) {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+      throw new ResultsError(`${dir} is in use by another tinyquant run (pid ${pid}); wait for it, or stop it first`);
+    }
+  }
+  writeFileSync(file, `${process.pid}\n`);
+  return () => rmSync(file, { force: true });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

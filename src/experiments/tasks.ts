@@ -1,0 +1,116 @@
+/**
+ * What a worker process does for one run: train it (resuming when it has a checkpoint), or, for the
+ * float baseline of a checkpoint start, evaluate that checkpoint on the test images the runs use.
+ */
+import { createHash } from 'node:crypto';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type ImageDataset, createEvalLoader, loadDataset } from '../data/index.js';
+import { writeJsonAtomic } from '../io/index.js';
+import { readCheckpoint } from '../train/checkpoint.js';
+import type { TrainConfig } from '../train/config.js';
+import { evaluate } from '../train/evaluate.js';
+import type { ProgressSink, StepProgress } from '../train/progress.js';
+import { DivergedError, buildModel, train } from '../train/trainer.js';
+import { Rng } from '../util/rng.js';
+import { STOP_FILE, type WorkerMessage, type WorkerRequest } from './protocol.js';
+import type { RunOutcome } from './results.js';
+
+/** Step messages at most this often (and always for an epoch's first and last step). */
+const STEP_INTERVAL_MS = 1000;
+
+/**
+ * A progress sink that forwards to `emit`, keeps the lines in the run's train.log, and at every step
+ * turns a stop file into the trainer's stop request (the SIGINT listener it installs while training).
+ */
+export function workerProgress(emit: (m: WorkerMessage) => void, runDir: string): ProgressSink {
+  const logFile = join(runDir, 'train.log');
+  const stopFile = join(runDir, STOP_FILE);
+  let last = 0;
+  let stopping = false;
+  return {
+    step(p: StepProgress) {
+      if (!stopping && existsSync(stopFile)) {
+        stopping = true;
+        process.emit('SIGINT', 'SIGINT');
+      }
+      const now = Date.now();
+      if (now - last >= STEP_INTERVAL_MS || p.step === 1 || p.step === p.steps) {
+        last = now;
+        emit({ type: 'step', progress: p });
+      }
+    },
+    line(text: string) {
+      appendFileSync(logFile, `${new Date().toISOString()} ${text}\n`);
+      emit({ type: 'line', text });
+    },
+  };
+}
+
+/** Run one request to its end; every outcome is reported through `emit` (nothing is thrown). */
+export async function runTask(request: WorkerRequest, emit: (m: WorkerMessage) => void): Promise<WorkerMessage> {
+  mkdirSync(request.outDir, { recursive: true });
+  const progress = workerProgress(emit, request.outDir);
+  let result: WorkerMessage;
+  try {
+    if (request.kind === 'evaluate') {
+      result = { type: 'done', outcome: await evaluateStart(request.config, request.outDir, progress) };
+    } else {
+      const r = await train({ config: request.config, outDir: request.outDir, resume: true, progress });
+      result =
+        r.status === 'interrupted' || r.final === null
+          ? { type: 'interrupted' }
+          : { type: 'done', outcome: { ...outcomeOf(r.final), bestTop1: r.bestTop1, bestEpoch: r.bestEpoch, fingerprint: r.fingerprint } };
+    }
+  } catch (e) {
+    const err = e as Error;
+    // The stack goes to the run's log only; the executor shows and records the message.
+    appendFileSync(join(request.outDir, 'train.log'), `${new Date().toISOString()} error: ${err.stack ?? err.message}\n`);
+    result = { type: 'failed', diverged: e instanceof DivergedError, message: err.message };
+  }
+  emit(result);
+  return result;
+}
+
+function outcomeOf(r: { top1: number; top5: number; loss: number; n: number }): RunOutcome {
+  return { top1: r.top1, top5: r.top5, loss: r.loss, n: r.n };
+}
+
+/**
+ * The fixed test subset the trainer evaluates on (its `subset`: the same images for every seed and
+ * method). Kept in step with src/train/trainer.ts; a test checks that both give the same accuracy.
+ */
+export function testSubset(ds: ImageDataset, n: number): ImageDataset {
+  if (n <= 0 || n >= ds.count) return ds;
+  const pick = Rng.derive(0x5b5e7, n).permutation(ds.count).subarray(0, n).sort();
+  const size = ds.channels * ds.height * ds.width;
+  const images = new Uint8Array(n * size);
+  pick.forEach((src, i) => images.set(ds.images.subarray(src * size, (src + 1) * size), i * size));
+  return { ...ds, images, labels: Int32Array.from(pick, (i) => ds.labels[i]), count: n, source: `${ds.source} (subset of ${n})` };
+}
+
+/** Test accuracy of the float checkpoint `config.init`, on the test images a run of `config` uses. */
+export async function evaluateStart(config: TrainConfig, outDir: string, progress: ProgressSink): Promise<RunOutcome> {
+  if (!config.init) throw new Error('evaluating a start point needs a checkpoint (init)');
+  mkdirSync(outDir, { recursive: true });
+  const test = testSubset(await loadDataset({ name: config.dataset, split: 'test', dataDir: config.dataDir, log: (m) => progress.line(m) }), config.testSubset);
+  const checkpoint = readCheckpoint(config.init);
+  const { model } = buildModel({ ...config, method: 'float' }, test);
+  model.loadStateDict(checkpoint.state, { source: checkpoint.source });
+  const loader = createEvalLoader(test, { batchSize: config.evalBatch, normalization: config.normalization, workers: config.workers });
+  try {
+    progress.line(`evaluating ${config.init} on ${test.count} ${config.dataset} test images`);
+    const r = await evaluate(model, loader);
+    const outcome: RunOutcome = outcomeOf(r);
+    writeJsonAtomic(join(outDir, 'config.json'), config);
+    writeJsonAtomic(join(outDir, 'final.json'), { ...outcome, checkpoint: { path: config.init, sha256: fileSha256(checkpoint.source) } });
+    progress.line(`float start: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% on ${r.n} images`);
+    return outcome;
+  } finally {
+    await loader.close();
+  }
+}
+
+function fileSha256(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
