@@ -119,6 +119,18 @@ describe('grid files and presets', () => {
     assert.throws(() => readGrid(file), /broken\.yaml: not valid YAML/);
   });
 
+  test('a checkpoint start whose sidecar names another normalization or model is refused', () => {
+    const checkpoint = join(dir.dir, 'float.safetensors');
+    writeFileSync(checkpoint, 'weights');
+    const plan = (sidecar: unknown) => {
+      writeFileSync(join(dir.dir, 'float.json'), JSON.stringify(sidecar));
+      return expandGrid(grid({ methods: ['lsq'], bits: [4], start: [{ model: 'resnet8', dataset: 'cifar10', checkpoint }] }), { scale: 'full' });
+    };
+    assert.throws(() => checkStarts(plan({ config: { model: 'resnet8', normalization: 'ewgs' }, top1: 90 })), /float\.safetensors was trained with normalization "ewgs" \(.*float\.json\), but the runs starting from it use "apot"/);
+    assert.throws(() => checkStarts(plan({ config: { model: 'resnet20' } })), /trained with model "resnet20"/);
+    checkStarts(plan({ config: { model: 'resnet8', dataset: 'cifar10', normalization: 'apot' } }));
+  });
+
   test('every shipped preset expands at both scales', () => {
     for (const name of ['kiots2023', 'apot-reference', 'ewgs-reference', 'float-resnet20']) {
       const g = readGrid(name);

@@ -237,7 +237,7 @@ class Checker {
   }
 }
 
-function bitsLabel(b: BitWidth): string {
+export function bitsLabel(b: BitWidth): string {
   return `W${b.wbits}A${b.abits}`;
 }
 
@@ -436,84 +436,117 @@ export interface ExpandOptions {
   readonly startCheckpoint?: string;
 }
 
+/** Where a model/dataset's quantized runs get their weights (before progressive chains). */
+interface Origin {
+  readonly init?: string;
+  readonly dependsOn: readonly string[];
+  readonly startsFrom: string;
+}
+
+/** Collects the runs of one expansion, each with its config resolved from the recipe layers. */
+class Expansion {
+  readonly runs = new Map<string, RunSpec>();
+  readonly #source: string;
+
+  constructor(
+    readonly grid: GridSpec,
+    readonly quick: QuickScale | null,
+    readonly dataDir: string | undefined,
+  ) {
+    this.#source = grid.source || grid.name;
+  }
+
+  /** Recipe, then the matching overrides, then (quick) the quick recipe and its overrides, then the cell. */
+  #config(cell: Cell, init: string | undefined, id: string): TrainConfig {
+    const { grid, quick } = this;
+    const layers = [grid.recipe, ...grid.overrides.filter((o) => matches(o.when, cell)).map((o) => o.set)];
+    if (quick) layers.push(quick.recipe, ...quick.overrides.filter((o) => matches(o.when, cell)).map((o) => o.set));
+    const { method, model, dataset, wbits, abits, seed } = cell;
+    const raw: Raw = Object.assign({}, ...layers, {
+      model,
+      dataset,
+      method,
+      wbits,
+      abits,
+      seed,
+      ...(init !== undefined && { init }),
+      ...(this.dataDir !== undefined && { dataDir: this.dataDir }),
+    });
+    return resolveConfig(raw, `${this.#source}: run ${id}`);
+  }
+
+  add(spec: Omit<RunSpec, 'config'>, init: string | undefined): RunSpec {
+    const run = { ...spec, config: this.#config(spec, init, spec.id) };
+    const existing = this.runs.get(run.id);
+    if (existing && JSON.stringify(existing.config) !== JSON.stringify(run.config)) {
+      throw new ConfigError(`${this.#source}: run ${run.id} is planned twice with different configs`);
+    }
+    this.runs.set(run.id, run);
+    return run;
+  }
+
+  /** The start's own job (the float baseline evaluation, or the float run to train) and what it gives the runs. */
+  origin(start: StartPoint, model: ModelName, dataset: DatasetName, firstSeed: number): Origin {
+    const cell = floatCell(model, dataset, firstSeed);
+    if (start.kind === 'checkpoint') {
+      const startsFrom = `checkpoint:${start.path}`;
+      this.add({ ...cell, id: `${model}-${dataset}-float-start`, kind: 'evaluate', dependsOn: [], startsFrom }, start.path);
+      return { init: start.path, dependsOn: [], startsFrom };
+    }
+    if (start.kind === 'float-run') {
+      const float = this.add({ ...cell, id: runId(cell), kind: 'train', dependsOn: [], startsFrom: 'scratch' }, undefined);
+      return { init: checkpointOf(float.id, start.use), dependsOn: [float.id], startsFrom: `run:${float.id}` };
+    }
+    return { dependsOn: [], startsFrom: 'scratch' };
+  }
+
+  /**
+   * A float run of the grid's `float` method: it fine-tunes a checkpoint start, else trains from
+   * scratch (with a float-run start, the first seed's float run is that run itself).
+   */
+  addFloat(start: StartPoint, origin: Origin, model: ModelName, dataset: DatasetName, seed: number): void {
+    const cell = floatCell(model, dataset, seed);
+    if (this.runs.has(runId(cell))) return;
+    const fromCheckpoint = start.kind === 'checkpoint';
+    this.add({ ...cell, id: runId(cell), kind: 'train', dependsOn: [], startsFrom: fromCheckpoint ? origin.startsFrom : 'scratch' }, fromCheckpoint ? origin.init : undefined);
+  }
+
+  /** A quantized run: from the origin, or (progressive methods) from the next higher bit-width's best. */
+  addQuantized(cell: Cell, origin: Origin, bits: readonly BitWidth[]): void {
+    const previous = this.grid.progressive.includes(cell.method) ? nextHigher(bits, cell) : undefined;
+    const fromId = previous && runId({ ...cell, ...previous });
+    const from: Origin = fromId ? { init: checkpointOf(fromId), dependsOn: [fromId], startsFrom: `run:${fromId}` } : origin;
+    this.add({ ...cell, id: runId(cell), kind: 'train', dependsOn: from.dependsOn, startsFrom: from.startsFrom }, from.init);
+  }
+}
+
+function floatCell(model: ModelName, dataset: DatasetName, seed: number): Cell {
+  return { method: 'float', model, dataset, wbits: 32, abits: 32, seed };
+}
+
 /** The runs of a grid at a scale, dependencies first. */
 export function expandGrid(grid: GridSpec, opts: ExpandOptions): Plan {
   if (opts.scale === 'quick' && !grid.quick) throw new ConfigError(`${grid.source || grid.name}: has no quick scale (add a quick: section)`);
   const quick = opts.scale === 'quick' ? grid.quick : null;
-  const models = quick?.models ?? grid.models;
-  const datasets = quick?.datasets ?? grid.datasets;
   const methods = quick?.methods ?? grid.methods;
   const seeds = quick?.seeds ?? grid.seeds;
   const bits = quick?.bits ?? grid.bits;
-  const runs = new Map<string, RunSpec>();
-
-  const configFor = (cell: Cell, init: string | undefined, id: string): TrainConfig => {
-    const layers = [grid.recipe, ...grid.overrides.filter((o) => matches(o.when, cell)).map((o) => o.set)];
-    if (quick) layers.push(quick.recipe, ...quick.overrides.filter((o) => matches(o.when, cell)).map((o) => o.set));
-    const raw: Raw = Object.assign({}, ...layers, {
-      model: cell.model,
-      dataset: cell.dataset,
-      method: cell.method,
-      wbits: cell.wbits,
-      abits: cell.abits,
-      seed: cell.seed,
-      ...(init !== undefined && { init }),
-      ...(opts.dataDir !== undefined && { dataDir: opts.dataDir }),
-    });
-    return resolveConfig(raw, `${grid.source || grid.name}: run ${id}`);
-  };
-  const add = (spec: Omit<RunSpec, 'config'>, init: string | undefined): RunSpec => {
-    const run = { ...spec, config: configFor(spec, init, spec.id) };
-    const existing = runs.get(run.id);
-    if (existing && JSON.stringify(existing.config) !== JSON.stringify(run.config)) {
-      throw new ConfigError(`${grid.source || grid.name}: run ${run.id} is planned twice with different configs`);
-    }
-    runs.set(run.id, run);
-    return run;
-  };
-
-  for (const model of models) {
-    for (const dataset of datasets) {
+  const expansion = new Expansion(grid, quick, opts.dataDir);
+  for (const model of quick?.models ?? grid.models) {
+    for (const dataset of quick?.datasets ?? grid.datasets) {
       const start = startFor(grid, model, dataset, opts.startCheckpoint);
-      const floatCell = (seed: number): Cell => ({ method: 'float', model, dataset, wbits: 32, abits: 32, seed });
-      // The start every quantized run of this model/dataset begins with (before progressive chains).
-      let origin: { init?: string; dependsOn: string[]; startsFrom: string };
-      if (start.kind === 'checkpoint') {
-        const cell = floatCell(seeds[0]);
-        add({ ...cell, id: `${model}-${dataset}-float-start`, kind: 'evaluate', dependsOn: [], startsFrom: `checkpoint:${start.path}` }, start.path);
-        origin = { init: start.path, dependsOn: [], startsFrom: `checkpoint:${start.path}` };
-      } else if (start.kind === 'float-run') {
-        const cell = floatCell(seeds[0]);
-        const float = add({ ...cell, id: runId(cell), kind: 'train', dependsOn: [], startsFrom: 'scratch' }, undefined);
-        origin = { init: checkpointOf(float.id, start.use), dependsOn: [float.id], startsFrom: `run:${float.id}` };
-      } else {
-        origin = { dependsOn: [], startsFrom: 'scratch' };
-      }
+      const origin = expansion.origin(start, model, dataset, seeds[0]);
       for (const seed of seeds) {
-        if (methods.includes('float')) {
-          // Float runs fine-tune a checkpoint start, else train from scratch; with a float-run
-          // start, the first seed's float run is that run itself.
-          const cell = floatCell(seed);
-          const fromCheckpoint = start.kind === 'checkpoint';
-          if (!runs.has(runId(cell))) {
-            add({ ...cell, id: runId(cell), kind: 'train', dependsOn: [], startsFrom: fromCheckpoint ? origin.startsFrom : 'scratch' }, fromCheckpoint ? origin.init : undefined);
-          }
-        }
+        if (methods.includes('float')) expansion.addFloat(start, origin, model, dataset, seed);
         for (const b of bits) {
           for (const method of methods) {
-            if (method === 'float') continue;
-            const cell: Cell = { method, model, dataset, wbits: b.wbits, abits: b.abits, seed };
-            const previous = grid.progressive.includes(method) ? nextHigher(bits, b) : undefined;
-            const from = previous
-              ? { init: checkpointOf(runId({ ...cell, ...previous })), dependsOn: [runId({ ...cell, ...previous })], startsFrom: `run:${runId({ ...cell, ...previous })}` }
-              : origin;
-            add({ ...cell, id: runId(cell), kind: 'train', dependsOn: from.dependsOn, startsFrom: from.startsFrom }, from.init);
+            if (method !== 'float') expansion.addQuantized({ method, model, dataset, ...b, seed }, origin, bits);
           }
         }
       }
     }
   }
-  return { grid, scale: opts.scale, runs: orderByDependencies([...runs.values()]) };
+  return { grid, scale: opts.scale, runs: orderByDependencies([...expansion.runs.values()]) };
 }
 
 function startFor(grid: GridSpec, model: ModelName, dataset: DatasetName, override: string | undefined): StartPoint {
@@ -544,4 +577,3 @@ function orderByDependencies(runs: RunSpec[]): RunSpec[] {
   return out;
 }
 
-export { bitsLabel };
