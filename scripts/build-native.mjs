@@ -7,7 +7,7 @@
  * build and fails loudly. Nothing is downloaded: the Node.js headers must be installed locally.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -96,13 +96,16 @@ function main() {
   const nodeDir = findNodeHeaders();
   if (!nodeDir) giveUp(`Node.js ${process.version} headers not found`);
 
-  const args = [nodeGyp, 'rebuild', `--directory=${nativeDir}`, `--nodedir=${nodeDir}`, '--jobs=max'];
-  const result = spawnSync(process.execPath, args, { stdio: force ? 'inherit' : 'pipe', encoding: 'utf8' });
-  if (!force) {
-    mkdirSync(dirname(logPath), { recursive: true });
-    writeFileSync(logPath, `${result.stdout ?? ''}${result.stderr ?? ''}`);
+  // configure + build rather than rebuild: an addon that processes are using stays in place
+  // until the new one replaces it, and a failed build leaves it intact.
+  let log = '';
+  for (const step of ['configure', 'build']) {
+    const args = [nodeGyp, step, `--directory=${nativeDir}`, `--nodedir=${nodeDir}`, ...(step === 'build' ? ['--jobs=max'] : [])];
+    const result = spawnSync(process.execPath, args, { stdio: force ? 'inherit' : 'pipe', encoding: 'utf8' });
+    log += `${result.stdout ?? ''}${result.stderr ?? ''}`;
+    if (!force) writeFileSync(logPath, log);
+    if (result.status !== 0) giveUp(`the build failed; see ${force ? 'the output above' : logPath}`);
   }
-  if (result.status !== 0) giveUp(`the build failed; see ${force ? 'the output above' : logPath}`);
 
   const check = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(addonPath)})`], { encoding: 'utf8' });
   if (check.status !== 0) giveUp(`the built addon does not load: ${check.stderr.trim().split('\n')[0]}`);

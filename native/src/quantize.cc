@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "parallel.hpp"
@@ -25,13 +27,45 @@ namespace {
 // midpoints (made exact below) decide exactly as the reference's float64 arithmetic does. Values
 // computed after the decision (output, gradient) may differ from it in the last bit.
 
-/** Clip bounds, inclusivity and EWGS factor of the spec, for the inner loops. */
+#define TQ_INLINE inline __attribute__((always_inline))
+
+// Loop-invariant choices (symmetric, EWGS, passClipped) are applied as bit masks rather than
+// branches or selects on a scalar flag, which the vectorizer cannot handle.
+using Bits = uint32_t;
+constexpr Bits kAllBits = ~Bits{0};
+constexpr Bits kSignBit = Bits{1} << 31;
+
+TQ_INLINE Bits bitsOf(float v) {
+  Bits b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+TQ_INLINE float floatOf(Bits b) {
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+TQ_INLINE Bits maskOf(bool set) { return set ? kAllBits : 0; }
+/** mask ? a : b, bit by bit. */
+TQ_INLINE float choose(Bits mask, float a, float b) { return floatOf((bitsOf(a) & mask) | (bitsOf(b) & ~mask)); }
+
+/** The spec's range test, clip and flags, prepared for the inner loops. */
 struct Range {
-  float lo, hi, delta;
-  bool loInclusive, hiInclusive, passClipped;
+  float lo, hi;
+  // Below the range iff xn < belowLimit, above iff xn > aboveLimit: the inclusivity folded into
+  // the limits (the next float inward for an exclusive bound), exact for float32 xn.
+  float belowLimit, aboveLimit;
+  float delta;
+  Bits ewgs;         // delta != 0
+  Bits passClipped;  // gradient also where clipped
+  Bits magnitude;    // symmetric: clears the sign bit; else all bits
+  Bits sign;         // symmetric: the sign bit; else 0
   explicit Range(const QuantSpec& s)
-      : lo(static_cast<float>(s.lo)), hi(static_cast<float>(s.hi)), delta(static_cast<float>(s.delta)),
-        loInclusive(s.loInclusive), hiInclusive(s.hiInclusive), passClipped(s.passClipped) {}
+      : lo(static_cast<float>(s.lo)), hi(static_cast<float>(s.hi)),
+        belowLimit(s.loInclusive ? lo : std::nextafter(lo, std::numeric_limits<float>::infinity())),
+        aboveLimit(s.hiInclusive ? hi : std::nextafter(hi, -std::numeric_limits<float>::infinity())),
+        delta(static_cast<float>(s.delta)), ewgs(maskOf(s.delta != 0)), passClipped(maskOf(s.passClipped)),
+        magnitude(s.symmetric ? ~kSignBit : kAllBits), sign(s.symmetric ? kSignBit : 0) {}
 };
 
 struct Channel {
@@ -41,58 +75,21 @@ struct Channel {
         inputScale(static_cast<float>(static_cast<double>(s.outScale[c]) / s.scale[c])) {}
 };
 
-#define TQ_INLINE inline __attribute__((always_inline))
-
 TQ_INLINE float clip(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-/** The projection of |v| with v's sign restored (sign(0) = 0; NaN stays NaN). */
-TQ_INLINE float withSign(float v, float projectedMagnitude) {
-  return v > 0.0f ? projectedMagnitude : (v < 0.0f ? -projectedMagnitude : (v == 0.0f ? 0.0f : v));
-}
-
-/** The uniform grid: round half to even (std::nearbyint, default rounding mode) of v * steps. */
+/** The uniform grid: round half to even (std::nearbyint, default rounding mode) of a * steps. */
 struct GridProjection {
   float steps;
-  bool symmetric;
-  TQ_INLINE float magnitude(float a) const { return std::nearbyint(a * steps) / steps; }
-  TQ_INLINE float operator()(float v) const { return symmetric ? withSign(v, magnitude(std::fabs(v))) : magnitude(v); }
+  TQ_INLINE float operator()(float a) const { return std::nearbyint(a * steps) / steps; }
 };
 
 /**
  * Nearest level, ties to the lower one: the level index is the number of midpoints below the
- * value, found by binary search. The tables are padded to a power of two so that the search is a
- * fixed number of branch-free halvings (`kSearchDepth`, unrolled; vectorized with gathers).
+ * value, found by binary search. The tables are padded to 2^Depth entries so that the search is
+ * Depth branch-free halvings, written out (so the loop vectorizes, with gathers).
  * thresholds[k] is the smallest float above midpoint k, so a float v exceeds the (float64)
- * midpoint exactly when v >= thresholds[k].
+ * midpoint exactly when v >= thresholds[k]. NaN stays NaN.
  */
-constexpr int kSearchDepth = 8;
-constexpr size_t kMaxTableLevels = size_t{1} << kSearchDepth;
-
-class LevelTables {
- public:
-  explicit LevelTables(const std::vector<float>& levels) {
-    size_t size = kMaxTableLevels;
-    while (size < levels.size()) size *= 2;
-    const float inf = std::numeric_limits<float>::infinity();
-    thresholds_.assign(size - 1, inf);
-    levels_.assign(size, levels.empty() ? 0.0f : levels.back());
-    std::copy(levels.begin(), levels.end(), levels_.begin());
-    for (size_t k = 0; k + 1 < levels.size(); k++) {
-      const double mid = (static_cast<double>(levels[k]) + levels[k + 1]) / 2.0;
-      float t = static_cast<float>(mid);
-      if (static_cast<double>(t) <= mid) t = std::nextafter(t, inf);
-      thresholds_[k] = t;
-    }
-  }
-  const float* thresholds() const { return thresholds_.data(); }
-  const float* levels() const { return levels_.data(); }
-  int depth() const { return static_cast<int>(std::log2(levels_.size())); }
-
- private:
-  std::vector<float> thresholds_, levels_;
-};
-
-/** One halving of the level search, then the smaller ones (written out so the loop vectorizes). */
 template <int Step>
 TQ_INLINE int searchFrom(const float* thresholds, float a, int idx) {
   idx += a >= thresholds[idx + Step - 1] ? Step : 0;
@@ -103,142 +100,135 @@ TQ_INLINE int searchFrom(const float* thresholds, float a, int idx) {
   }
 }
 
-/** Level search of fixed depth kSearchDepth (at most kMaxTableLevels levels). */
+template <int Depth>
 struct LevelProjection {
   const float* thresholds;
   const float* levels;
-  bool symmetric;
-  // One search and one table load per element, whatever the branch (so the loop vectorizes).
-  TQ_INLINE float operator()(float v) const {
-    const float a = symmetric ? std::fabs(v) : v;
-    const float level = levels[searchFrom<kMaxTableLevels / 2>(thresholds, a, 0)];
-    const float m = a != a ? a : level;
-    return symmetric ? withSign(v, m) : m;
+  TQ_INLINE float operator()(float a) const {
+    const float level = levels[searchFrom<(1 << Depth) / 2>(thresholds, a, 0)];
+    return a != a ? a : level;
   }
 };
 
-/** The same search for larger level sets (depth known only at run time; not vectorized). */
+/** The same search for level sets beyond the unrolled depths (a loop; not vectorized). */
 struct DeepLevelProjection {
   const float* thresholds;
   const float* levels;
   int depth;
-  bool symmetric;
-  float magnitude(float a) const {
+  float operator()(float a) const {
     int idx = 0;
     for (int step = 1 << (depth - 1); step >= 1; step >>= 1) idx += a >= thresholds[idx + step - 1] ? step : 0;
     return a != a ? a : levels[idx];
   }
-  float operator()(float v) const { return symmetric ? withSign(v, magnitude(std::fabs(v))) : magnitude(v); }
 };
 
+class LevelTables {
+ public:
+  /** Tables of 2^depth entries, depth at least `minDepth`. */
+  LevelTables(const std::vector<float>& levels, int minDepth) {
+    size_t size = size_t{1} << minDepth;
+    while (size < levels.size()) size *= 2;
+    const float inf = std::numeric_limits<float>::infinity();
+    thresholds_.assign(size - 1, inf);
+    levels_.assign(size, levels.back());
+    std::copy(levels.begin(), levels.end(), levels_.begin());
+    for (size_t k = 0; k + 1 < levels.size(); k++) {
+      const double mid = (static_cast<double>(levels[k]) + levels[k + 1]) / 2.0;
+      float t = static_cast<float>(mid);
+      if (static_cast<double>(t) <= mid) t = std::nextafter(t, inf);
+      thresholds_[k] = t;
+    }
+    depth_ = 0;
+    while ((size_t{1} << depth_) < size) depth_++;
+  }
+  const float* thresholds() const { return thresholds_.data(); }
+  const float* levels() const { return levels_.data(); }
+  int depth() const { return depth_; }
+
+ private:
+  std::vector<float> thresholds_, levels_;
+  int depth_;
+};
+
+/** project(xc): the magnitude's projection with the sign restored when symmetric (sign(0) = 0). */
 template <class Projection>
-TQ_INLINE void forwardLoop(const float* __restrict x, float* __restrict y, int64_t n, const Range& r, const Channel& c,
-    const Projection& project) {
+TQ_INLINE float project(const Projection& magnitudeOf, const Range& r, float v) {
+  const float m = magnitudeOf(floatOf(bitsOf(v) & r.magnitude));
+  const float q = floatOf(bitsOf(m) | (bitsOf(v) & r.sign));
+  return choose(maskOf(v == 0.0f) & r.sign, 0.0f, q);  // symmetric: a zero input projects to zero
+}
+
+template <class Projection>
+TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, int64_t n, const Range& r, const Channel& c,
+    const Projection& magnitudeOf) {
 #pragma omp simd
   for (int64_t i = 0; i < n; i++) {
     const float xn = (x[i] - c.offset) / c.scale;
-    y[i] = project(clip(xn, r.lo, r.hi)) * c.outScale + c.outOffset;
+    y[i] = project(magnitudeOf, r, clip(xn, r.lo, r.hi)) * c.outScale + c.outOffset;
   }
 }
 
+/**
+ * gx and the five per-channel sums. The terms of the sums go through small blocks on the stack
+ * (the vectorizer handles the elementwise loop, not float64 reductions inside it); each block is
+ * then added in float64, in order.
+ */
 template <class Projection>
-TQ_INLINE void backwardLoop(const float* __restrict x, const float* __restrict gy, float* __restrict gx, int64_t n,
-    const Range& r, const Channel& c, const Projection& project, double* sums) {
-  constexpr int64_t kBlock = 64;
-  alignas(64) float in[kBlock], inXn[kBlock], inErr[kBlock], low[kBlock], high[kBlock];
-  double inside = 0.0, insideXn = 0.0, insideError = 0.0, below = 0.0, above = 0.0;
-  for (int64_t base = 0; base < n; base += kBlock) {
-    const int64_t m = std::min(kBlock, n - base);
+TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restrict gy, float* __restrict gx, int64_t n,
+    const Range& r, const Channel& c, const Projection& magnitudeOf, double* sums) {
+  constexpr int64_t kBlock = 256;
+  alignas(64) float inside[kBlock], insideXn[kBlock], insideError[kBlock], below[kBlock], above[kBlock];
+  double total[kQuantSums] = {0.0, 0.0, 0.0, 0.0, 0.0};
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t m = std::min(kBlock, n - start);
+    const float* xs = x + start;
+    const float* gs = gy + start;
+    float* out = gx + start;
 #pragma omp simd
-    for (int64_t j = 0; j < m; j++) {
-      const float g = gy[base + j];
-      const float xn = (x[base + j] - c.offset) / c.scale;
+    for (int64_t i = 0; i < m; i++) {
+      const float g = gs[i];
+      const float xn = (xs[i] - c.offset) / c.scale;
       const float xc = clip(xn, r.lo, r.hi);
-      const float q = project(xc);
+      const float q = project(magnitudeOf, r, xc);
+      // EWGS: g' = g (1 + delta sign(g) (xc - q)); delta = 0 is the straight-through estimator.
       const float sign = g > 0.0f ? 1.0f : (g < 0.0f ? -1.0f : 0.0f);
-      const float scaled = r.delta == 0.0f ? g : g * (1.0f + r.delta * sign * (xc - q));
-      const bool isBelow = (xn < r.lo) | (!r.loInclusive & (xn == r.lo));
-      const bool isAbove = (xn > r.hi) | (!r.hiInclusive & (xn == r.hi));
+      const float scaled = choose(r.ewgs, g * (1.0f + r.delta * sign * (xc - q)), g);
+      const bool isBelow = xn < r.belowLimit;
+      const bool isAbove = xn > r.aboveLimit;
       const bool isInside = !(isBelow | isAbove);
-      gx[base + j] = (isInside | r.passClipped) ? scaled * c.inputScale : 0.0f;
-      in[j] = isInside ? scaled : 0.0f;
-      inXn[j] = in[j] * xn;
-      inErr[j] = in[j] * (q - xn);
-      low[j] = isBelow ? g : 0.0f;
-      high[j] = isAbove ? g : 0.0f;
+      out[i] = floatOf(bitsOf(scaled * c.inputScale) & (maskOf(isInside) | r.passClipped));
+      inside[i] = isInside ? scaled : 0.0f;
+      insideXn[i] = inside[i] * xn;
+      insideError[i] = inside[i] * (q - xn);
+      below[i] = isBelow ? g : 0.0f;
+      above[i] = isAbove ? g : 0.0f;
     }
-    for (int64_t j = 0; j < m; j++) {
-      inside += in[j];
-      insideXn += inXn[j];
-      insideError += inErr[j];
-      below += low[j];
-      above += high[j];
+    for (int64_t i = 0; i < m; i++) {
+      total[0] += inside[i];
+      total[1] += insideXn[i];
+      total[2] += insideError[i];
+      total[3] += below[i];
+      total[4] += above[i];
     }
   }
-  sums[0] += inside;
-  sums[1] += insideXn;
-  sums[2] += insideError;
-  sums[3] += below;
-  sums[4] += above;
+  for (int k = 0; k < kQuantSums; k++) sums[k] += total[k];
 }
 
-TQ_CLONES void forwardGrid(const float* x, float* y, int64_t n, const Range& r, const Channel& c, const GridProjection& p) {
-  forwardLoop(x, y, n, r, c, p);
-}
-TQ_CLONES void forwardLevels(const float* x, float* y, int64_t n, const Range& r, const Channel& c, const LevelProjection& p) {
-  forwardLoop(x, y, n, r, c, p);
-}
-void forwardDeepLevels(const float* x, float* y, int64_t n, const Range& r, const Channel& c, const DeepLevelProjection& p) {
-  forwardLoop(x, y, n, r, c, p);
-}
-TQ_CLONES void backwardGrid(const float* x, const float* gy, float* gx, int64_t n, const Range& r, const Channel& c,
-    const GridProjection& p, double* sums) {
-  backwardLoop(x, gy, gx, n, r, c, p, sums);
-}
-TQ_CLONES void backwardLevels(const float* x, const float* gy, float* gx, int64_t n, const Range& r, const Channel& c,
-    const LevelProjection& p, double* sums) {
-  backwardLoop(x, gy, gx, n, r, c, p, sums);
-}
-void backwardDeepLevels(const float* x, const float* gy, float* gx, int64_t n, const Range& r, const Channel& c,
-    const DeepLevelProjection& p, double* sums) {
-  backwardLoop(x, gy, gx, n, r, c, p, sums);
-}
-
-/** Calls fwd(projection) with the projection the spec asks for. */
+/** Calls run(projection) with the magnitude projection the spec asks for. */
 template <class Run>
 void withProjection(const QuantSpec& spec, Run run) {
   if (spec.levels.empty()) {
-    run(GridProjection{static_cast<float>(spec.steps), spec.symmetric});
+    run(GridProjection{static_cast<float>(spec.steps)});
     return;
   }
-  const LevelTables tables(spec.levels);
-  if (tables.depth() == kSearchDepth) {
-    run(LevelProjection{tables.thresholds(), tables.levels(), spec.symmetric});
+  const LevelTables tables(spec.levels, spec.levels.size() <= 16 ? 4 : 8);
+  if (tables.depth() == 4) {
+    run(LevelProjection<4>{tables.thresholds(), tables.levels()});
+  } else if (tables.depth() == 8) {
+    run(LevelProjection<8>{tables.thresholds(), tables.levels()});
   } else {
-    run(DeepLevelProjection{tables.thresholds(), tables.levels(), tables.depth(), spec.symmetric});
+    run(DeepLevelProjection{tables.thresholds(), tables.levels(), tables.depth()});
   }
-}
-
-void forwardSegment(const float* x, float* y, int64_t n, const Range& r, const Channel& c, const GridProjection& p) {
-  forwardGrid(x, y, n, r, c, p);
-}
-void forwardSegment(const float* x, float* y, int64_t n, const Range& r, const Channel& c, const LevelProjection& p) {
-  forwardLevels(x, y, n, r, c, p);
-}
-void forwardSegment(const float* x, float* y, int64_t n, const Range& r, const Channel& c, const DeepLevelProjection& p) {
-  forwardDeepLevels(x, y, n, r, c, p);
-}
-void backwardSegment(const float* x, const float* gy, float* gx, int64_t n, const Range& r, const Channel& c,
-    const GridProjection& p, double* sums) {
-  backwardGrid(x, gy, gx, n, r, c, p, sums);
-}
-void backwardSegment(const float* x, const float* gy, float* gx, int64_t n, const Range& r, const Channel& c,
-    const LevelProjection& p, double* sums) {
-  backwardLevels(x, gy, gx, n, r, c, p, sums);
-}
-void backwardSegment(const float* x, const float* gy, float* gx, int64_t n, const Range& r, const Channel& c,
-    const DeepLevelProjection& p, double* sums) {
-  backwardDeepLevels(x, gy, gx, n, r, c, p, sums);
 }
 
 // A level search costs about as much as a few elementwise passes.
@@ -248,9 +238,9 @@ constexpr int64_t kWorkPerElement = 8;
 
 void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) {
   const Range r(spec);
-  withProjection(spec, [&](const auto& project) {
+  withProjection(spec, [&](const auto& magnitudeOf) {
     forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int, int64_t c, int64_t begin, int64_t end) {
-      forwardSegment(x + begin, y + begin, end - begin, r, Channel(spec, c), project);
+      forwardSegment(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
     });
   });
 }
@@ -260,9 +250,9 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
   const int team = maxTeam();
   const int64_t perThread = spec.channels * kQuantSums;
   std::vector<double> partial(static_cast<size_t>(team) * perThread, 0.0);
-  withProjection(spec, [&](const auto& project) {
+  withProjection(spec, [&](const auto& magnitudeOf) {
     forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
-      backwardSegment(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), project,
+      backwardSegment(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
           &partial[t * perThread + c * kQuantSums]);
     });
   });
