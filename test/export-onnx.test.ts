@@ -97,8 +97,10 @@ function modelLogits(model: ResNet, images: Float32Array): Float32Array {
   return tidy(() => noGrad(() => model.call(Tensor.fromArray(images, SHAPE)).toArray()));
 }
 
+/** A session from model bytes or a file. */
 async function session(model: Uint8Array | string): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(model as Uint8Array, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const options = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+  return typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
 }
 
 async function onnxRun(bytes: Uint8Array | string, feeds: Record<string, ort.Tensor>, output: string): Promise<Float32Array> {
