@@ -44,7 +44,7 @@ export function formatReport(file: string, fileBytes: number, r: ModelReport): s
   return [
     `${file}: ${m.model}, ${m.method} W${m.wbits}A${m.abits}, first/last ${m.firstLast}, int${m.residualBits} residual stream, ${m.classes.length} classes`,
     `file ${fileBytes} bytes; packed weights ${t.weightBytes} bytes; ${human(t.requantizations)} requantizations per inference`,
-    'multiplies: the multiply path; shifts and adds: the shift-add path (zero weights skipped by both)',
+    'multiplies: the multiply path (dense); shifts and adds: the shift-add path (terms summed per power of two, one shift per power)',
     '',
     table([header, ...rows]),
     ...(m.notes.length ? ['', 'notes:', ...m.notes.map((n) => `  - ${n}`)] : []),

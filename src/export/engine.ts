@@ -4,13 +4,13 @@
  * rounding activation codes; see int-ops.ts for why no float is involved). Plain TypeScript over
  * typed arrays: no Node APIs, so it runs in a browser as it is.
  *
- * Two arithmetic paths give bit-identical results: `multiply` (acc += w * x) and `shift-add`
- * (acc += ±(x << p) for each power of two of |w|: APoT levels are sums of at most two or three).
- * Zero weights are skipped by both.
+ * Two arithmetic paths give bit-identical results: `multiply` (dense dot products, acc += w * x)
+ * and `shift-add` (no multiplies: every nonzero weight is a signed sum of powers of two, APoT levels
+ * of at most two; the inputs are summed per power and each sum shifted once, see ShiftAddGroups).
  *
- * Convolutions run tap by tap over a zero-padded copy of the input: for stride 1 each tap is one
- * long run over the padded width (the two extra columns per row are never read back), which keeps
- * the inner loop simple for the JIT.
+ * Convolutions unfold the zero-padded input into one patch per output pixel (im2col) and take dot
+ * products with the weight rows, accumulating in a local int32 variable (the fastest shape for the
+ * JIT); typed arrays are int16 where values fit (weights, inputs), int32 for accumulators.
  */
 import { argmax, countBelow, powerOfTwoTerms, roundToCode, roundingMulShift } from './int-ops.js';
 import type { ActivationQuant, ConvOp, DType, IntegerModel, Op, QuantizeOp, Requant, SumPoolOp, TensorInfo } from './ir.js';
@@ -38,128 +38,186 @@ function allocate(dtype: DType, n: number): IntArray {
   }
 }
 
-/** Taps of one conv with nonzero weights, grouped by output channel. */
-interface Taps {
-  /** taps of output channel o: start[o] .. start[o + 1] - 1 */
-  readonly start: Int32Array;
-  /** Offset of the tap's first input element in the padded input. */
-  readonly offset: Int32Array;
-  readonly weight: Int32Array;
-  /** shift-add: terms of tap t are termStart[t] .. termStart[t + 1] - 1, as signed shifts (sign * (shift + 1)). */
-  readonly termStart: Int32Array;
-  readonly terms: Int8Array;
+/**
+ * Shift-add form of a conv's weights. Each nonzero weight is a signed sum of powers of two; per
+ * output channel the patch entries are grouped by power: acc = sum over p of
+ * ((sum of x_k with a +2^p term) - (sum of x_k with a -2^p term)) << p. Group g of channel o
+ * (groupStart[o] <= g < groupStart[o + 1]) has shift[g] and the patch indices
+ * index[plusStart[g] .. minusStart[g]) added and index[minusStart[g] .. plusStart[g + 1]) subtracted.
+ */
+export interface ShiftAddGroups {
+  readonly groupStart: Int32Array;
+  readonly shift: Int8Array;
+  readonly plusStart: Int32Array;
+  readonly minusStart: Int32Array;
+  readonly index: Int32Array;
 }
 
-function buildTaps(op: ConvOp, paddedH: number, paddedW: number): Taps {
-  const { outChannels: oc, inChannels: ic, kernel: k, weights } = op;
-  const start = new Int32Array(oc + 1);
-  const offsets: number[] = [];
-  const values: number[] = [];
-  for (let o = 0; o < oc; o++) {
-    for (let c = 0; c < ic; c++) {
-      for (let i = 0; i < k; i++) {
-        for (let j = 0; j < k; j++) {
-          const w = weights.levels[weights.codes[((o * ic + c) * k + i) * k + j]];
-          if (w === 0) continue;
-          offsets.push((c * paddedH + i) * paddedW + j);
-          values.push(w);
-        }
+export function shiftAddGroups(weights: Int16Array, outChannels: number): ShiftAddGroups {
+  const patch = weights.length / outChannels;
+  const groupStart = [0];
+  const [shift, plusStart, minusStart, index]: number[][] = [[], [], [], []];
+  for (let o = 0; o < outChannels; o++) {
+    const byPower = new Map<number, { plus: number[]; minus: number[] }>();
+    for (let k = 0; k < patch; k++) {
+      const w = weights[o * patch + k];
+      for (const p of powerOfTwoTerms(w)) {
+        if (!byPower.has(p)) byPower.set(p, { plus: [], minus: [] });
+        byPower.get(p)![w > 0 ? 'plus' : 'minus'].push(k);
       }
     }
-    start[o + 1] = values.length;
+    for (const [p, { plus, minus }] of [...byPower].sort((a, b) => a[0] - b[0])) {
+      shift.push(p);
+      plusStart.push(index.length);
+      index.push(...plus);
+      minusStart.push(index.length);
+      index.push(...minus);
+    }
+    groupStart.push(shift.length);
   }
-  const termStart = new Int32Array(values.length + 1);
-  const terms: number[] = [];
-  values.forEach((w, t) => {
-    for (const p of powerOfTwoTerms(w)) terms.push(Math.sign(w) * (p + 1));
-    termStart[t + 1] = terms.length;
-  });
-  return { start, offset: Int32Array.from(offsets), weight: Int32Array.from(values), termStart, terms: Int8Array.from(terms) };
+  plusStart.push(index.length);
+  return {
+    groupStart: Int32Array.from(groupStart),
+    shift: Int8Array.from(shift),
+    plusStart: Int32Array.from(plusStart),
+    minusStart: Int32Array.from(minusStart),
+    index: Int32Array.from(index),
+  };
 }
 
+/** Integer weight values of a conv, [channel][patch] (OIHW). */
+export function weightValues(op: ConvOp): Int16Array {
+  return Int16Array.from(op.weights.codes, (c) => op.weights.levels[c]);
+}
+
+/**
+ * One conv: the input is copied into a zero-padded buffer, unfolded into one patch per output
+ * pixel (im2col, patch k = (c * K + i) * K + j, the weights' OIHW order), and each output is a
+ * dot product of a weight row with a patch, accumulated in a local variable.
+ */
 class ConvRunner {
   readonly op: ConvOp;
   readonly outH: number;
   readonly outW: number;
-  readonly paddedW: number;
-  readonly padded: Int32Array;
-  /** Accumulators of one output channel: OH rows of the padded width (stride 1) or of OW. */
-  readonly acc: Int32Array;
-  readonly rowPitch: number;
-  readonly taps: Taps;
   readonly inH: number;
   readonly inW: number;
+  readonly paddedH: number;
+  readonly paddedW: number;
+  readonly patch: number;
+  readonly padded: Int16Array;
+  /** [pixel][patch] */
+  readonly columns: Int16Array;
+  /** [channel][pixel] */
+  readonly acc: Int32Array;
+  /** Integer weight values, [channel][patch]. */
+  readonly weights: Int16Array;
+  readonly groups: ShiftAddGroups;
 
   constructor(op: ConvOp, input: TensorInfo, output: TensorInfo) {
     this.op = op;
     [, this.inH, this.inW] = input.shape;
     [, this.outH, this.outW] = output.shape;
-    const paddedH = this.inH + 2 * op.padding;
+    this.paddedH = this.inH + 2 * op.padding;
     this.paddedW = this.inW + 2 * op.padding;
-    this.padded = new Int32Array(op.inChannels * paddedH * this.paddedW);
-    this.rowPitch = op.stride === 1 ? this.paddedW : this.outW;
-    this.acc = new Int32Array(this.outH * this.rowPitch);
-    this.taps = buildTaps(op, paddedH, this.paddedW);
+    this.patch = op.inChannels * op.kernel * op.kernel;
+    this.padded = new Int16Array(op.inChannels * this.paddedH * this.paddedW);
+    this.columns = new Int16Array(this.outH * this.outW * this.patch);
+    this.acc = new Int32Array(op.outChannels * this.outH * this.outW);
+    this.weights = weightValues(op);
+    this.groups = shiftAddGroups(this.weights, op.outChannels);
   }
 
-  /** Copy the input into the interior of the padded buffer (the border stays zero). */
+  /** Padded copy (the border stays zero) and the patches of every output pixel. */
   load(input: IntArray): void {
-    const { inH, inW, paddedW, padded } = this;
-    const p = this.op.padding;
-    const paddedH = inH + 2 * p;
-    for (let c = 0; c < this.op.inChannels; c++) {
+    const { inH, inW, paddedH, paddedW, padded, columns } = this;
+    const { padding: p, stride, kernel, inChannels } = this.op;
+    for (let c = 0; c < inChannels; c++) {
       for (let y = 0; y < inH; y++) {
         const src = (c * inH + y) * inW;
         const dst = (c * paddedH + y + p) * paddedW + p;
         for (let x = 0; x < inW; x++) padded[dst + x] = input[src + x];
       }
     }
-  }
-
-  /** Accumulate output channel o into `acc` with multiplies. */
-  accumulateMultiply(o: number): void {
-    const { acc, padded, taps, outH, outW, paddedW } = this;
-    const stride = this.op.stride;
-    acc.fill(0);
-    for (let t = taps.start[o]; t < taps.start[o + 1]; t++) {
-      const off = taps.offset[t];
-      const w = taps.weight[t];
-      if (stride === 1) {
-        const n = (outH - 1) * paddedW + outW;
-        for (let j = 0; j < n; j++) acc[j] += w * padded[off + j];
-      } else {
-        for (let y = 0; y < outH; y++) {
-          const rowIn = off + y * stride * paddedW;
-          const rowOut = y * outW;
-          for (let x = 0; x < outW; x++) acc[rowOut + x] += w * padded[rowIn + x * stride];
+    let at = 0;
+    for (let y = 0; y < this.outH; y++) {
+      for (let x = 0; x < this.outW; x++) {
+        for (let c = 0; c < inChannels; c++) {
+          for (let i = 0; i < kernel; i++) {
+            const row = (c * paddedH + y * stride + i) * paddedW + x * stride;
+            for (let j = 0; j < kernel; j++) columns[at++] = padded[row + j];
+          }
         }
       }
     }
   }
 
-  /** Accumulate output channel o into `acc` with shifts and adds only. */
-  accumulateShiftAdd(o: number): void {
-    const { acc, padded, taps, outH, outW, paddedW } = this;
-    const stride = this.op.stride;
-    acc.fill(0);
-    for (let t = taps.start[o]; t < taps.start[o + 1]; t++) {
-      const off = taps.offset[t];
-      for (let q = taps.termStart[t]; q < taps.termStart[t + 1]; q++) {
-        const term = taps.terms[q];
-        const shift = Math.abs(term) - 1;
-        const negative = term < 0;
-        if (stride === 1) {
-          const n = (outH - 1) * paddedW + outW;
-          if (negative) for (let j = 0; j < n; j++) acc[j] -= padded[off + j] << shift;
-          else for (let j = 0; j < n; j++) acc[j] += padded[off + j] << shift;
-        } else {
-          for (let y = 0; y < outH; y++) {
-            const rowIn = off + y * stride * paddedW;
-            const rowOut = y * outW;
-            if (negative) for (let x = 0; x < outW; x++) acc[rowOut + x] -= padded[rowIn + x * stride] << shift;
-            else for (let x = 0; x < outW; x++) acc[rowOut + x] += padded[rowIn + x * stride] << shift;
-          }
+  /**
+   * acc[o][pixel] = sum_k w[o][k] * patch[pixel][k], in blocks of two pixels by four output
+   * channels (eight sums from six loads per patch index); remainders one by one.
+   */
+  accumulateMultiply(): void {
+    const { acc, columns, weights, patch } = this;
+    const pixels = this.outH * this.outW;
+    const channels = this.op.outChannels;
+    const blockedChannels = channels - (channels % 4);
+    const blockedPixels = pixels - (pixels % 2);
+    for (let px = 0; px < blockedPixels; px += 2) {
+      const [b0, b1] = [px * patch, (px + 1) * patch];
+      for (let o = 0; o < blockedChannels; o += 4) {
+        const [r0, r1, r2, r3] = [o * patch, (o + 1) * patch, (o + 2) * patch, (o + 3) * patch];
+        let [s00, s01, s02, s03, s10, s11, s12, s13] = [0, 0, 0, 0, 0, 0, 0, 0];
+        for (let k = 0; k < patch; k++) {
+          const [x0, x1] = [columns[b0 + k], columns[b1 + k]];
+          const [w0, w1, w2, w3] = [weights[r0 + k], weights[r1 + k], weights[r2 + k], weights[r3 + k]];
+          s00 += w0 * x0;
+          s01 += w1 * x0;
+          s02 += w2 * x0;
+          s03 += w3 * x0;
+          s10 += w0 * x1;
+          s11 += w1 * x1;
+          s12 += w2 * x1;
+          s13 += w3 * x1;
         }
+        acc[o * pixels + px] = s00;
+        acc[(o + 1) * pixels + px] = s01;
+        acc[(o + 2) * pixels + px] = s02;
+        acc[(o + 3) * pixels + px] = s03;
+        acc[o * pixels + px + 1] = s10;
+        acc[(o + 1) * pixels + px + 1] = s11;
+        acc[(o + 2) * pixels + px + 1] = s12;
+        acc[(o + 3) * pixels + px + 1] = s13;
+      }
+    }
+    for (let px = 0; px < pixels; px++) {
+      const first = px < blockedPixels ? blockedChannels : 0;
+      for (let o = first; o < channels; o++) acc[o * pixels + px] = this.#dot(o * patch, px * patch);
+    }
+  }
+
+  #dot(row: number, base: number): number {
+    const { columns, weights, patch } = this;
+    let sum = 0;
+    for (let k = 0; k < patch; k++) sum += weights[row + k] * columns[base + k];
+    return sum;
+  }
+
+  /** The same sums with adds and shifts only (see ShiftAddGroups). */
+  accumulateShiftAdd(): void {
+    const { acc, columns, patch } = this;
+    const { groupStart, shift, plusStart, minusStart, index } = this.groups;
+    const pixels = this.outH * this.outW;
+    const channels = this.op.outChannels;
+    for (let px = 0; px < pixels; px++) {
+      const base = px * patch;
+      for (let o = 0; o < channels; o++) {
+        let total = 0;
+        for (let g = groupStart[o]; g < groupStart[o + 1]; g++) {
+          let sum = 0;
+          for (let t = plusStart[g]; t < minusStart[g]; t++) sum += columns[base + index[t]];
+          for (let t = minusStart[g]; t < plusStart[g + 1]; t++) sum -= columns[base + index[t]];
+          total += sum << shift[g];
+        }
+        acc[o * pixels + px] = total;
       }
     }
   }
@@ -257,8 +315,10 @@ export class IntegerEngine {
   #conv(op: ConvOp): void {
     const runner = this.#convs.get(op)!;
     runner.load(this.#buffers[op.input]);
+    if (this.arithmetic === 'multiply') runner.accumulateMultiply();
+    else runner.accumulateShiftAdd();
     const out = this.#buffers[op.output];
-    const { outH, outW, rowPitch, acc } = runner;
+    const { outH, outW, acc } = runner;
     const plane = outH * outW;
     const e = op.epilogue;
     const r = op.requant;
@@ -266,15 +326,13 @@ export class IntegerEngine {
     const sc = shortcut ? this.#buffers[shortcut.input] : null;
     const scShape = shortcut ? this.model.tensors[shortcut.input].shape : null;
     for (let o = 0; o < op.outChannels; o++) {
-      if (this.arithmetic === 'multiply') runner.accumulateMultiply(o);
-      else runner.accumulateShiftAdd(o);
       const [mult, shift, bias] = [r.mult[o], r.shift[o], r.bias[o]];
       const scChannel = shortcut ? o - shortcut.channelOffset : -1;
       const scPlane = scShape && scChannel >= 0 && scChannel < scShape[0] ? scChannel * scShape[1] * scShape[2] : -1;
       for (let y = 0; y < outH; y++) {
         for (let x = 0; x < outW; x++) {
-          const a = acc[y * rowPitch + x];
           const dst = o * plane + y * outW + x;
+          const a = acc[dst];
           if (e.kind === 'activation') {
             out[dst] = quantizeValue(e, r, o, a);
             continue;

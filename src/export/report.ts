@@ -1,8 +1,9 @@
 /**
  * What an integer model costs, per layer and in total: parameters, stored bytes (as the tqm file
- * stores them), MACs, bit-operations, the engine's operation counts per inference (multiplies for
- * the multiply path; shifts and adds for the shift-add path, zero weights skipped by both), and
- * the activation memory live while each op runs. Browser-safe.
+ * stores them), MACs, bit-operations, the engine's operation counts per inference (the multiply
+ * path: one multiply-add per MAC; the shift-add path: one add per power-of-two term of each
+ * nonzero weight plus one add and at most one shift per power group, see engine.ts), and the
+ * activation memory live while each op runs. Browser-safe.
  *
  * Peak activation memory counts the tensors of the op list (each from the op that writes it to
  * the last op that reads it, the uint8 image during the input op) with one buffer per tensor;
@@ -10,7 +11,7 @@
  * in-place reuse a code generator may plan are not counted.
  */
 import { packedBytes } from './bitpack.js';
-import { powerOfTwoTerms } from './int-ops.js';
+import { shiftAddGroups, weightValues } from './engine.js';
 import { type ActivationQuant, type CodeRule, DTYPE_INFO, type IntegerModel, type Op, type Requant, tensorSize } from './ir.js';
 
 export interface LayerReport {
@@ -29,7 +30,9 @@ export interface LayerReport {
   readonly macs: number;
   /** MACs x weight bits x input bits. */
   readonly bops: number;
+  /** Multiply path: multiplies (= MACs, dense). */
   readonly multiplies: number;
+  /** Shift-add path: shifts and adds (no multiplies). */
   readonly shifts: number;
   readonly adds: number;
   /** Bytes of all tensors live while this layer's op runs. */
@@ -99,16 +102,10 @@ function liveBytes(model: IntegerModel): number[] {
 }
 
 function opCounts(op: Extract<Op, { kind: 'conv' }>, pixels: number): { multiplies: number; shifts: number; adds: number } {
-  let [multiplies, shifts, adds] = [0, 0, 0];
-  const termsOf = Array.from(op.weights.levels, (v) => powerOfTwoTerms(v));
-  for (const code of op.weights.codes) {
-    const terms = termsOf[code];
-    if (terms.length === 0) continue;
-    multiplies++;
-    adds += terms.length;
-    shifts += terms.filter((p) => p > 0).length;
-  }
-  return { multiplies: multiplies * pixels, shifts: shifts * pixels, adds: adds * pixels };
+  const g = shiftAddGroups(weightValues(op), op.outChannels);
+  const groups = g.shift.length;
+  const shifted = g.shift.filter((p) => p > 0).length;
+  return { multiplies: op.weights.codes.length * pixels, shifts: shifted * pixels, adds: (g.index.length + groups) * pixels };
 }
 
 export function modelReport(model: IntegerModel): ModelReport {
