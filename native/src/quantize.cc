@@ -171,7 +171,7 @@ TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, in
 /**
  * gx and the five per-channel sums. The terms of the sums go through small blocks on the stack
  * (the vectorizer handles the elementwise loop, not float64 reductions inside it); each block is
- * then added in float64, in order.
+ * then summed in float64 (a fixed order for a given CPU, so results are reproducible).
  */
 template <class Projection>
 TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restrict gy, float* __restrict gx, int64_t n,
@@ -197,19 +197,27 @@ TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restric
       const bool isAbove = xn > r.aboveLimit;
       const bool isInside = !(isBelow | isAbove);
       out[i] = floatOf(bitsOf(scaled * c.inputScale) & (maskOf(isInside) | r.passClipped));
-      inside[i] = isInside ? scaled : 0.0f;
-      insideXn[i] = inside[i] * xn;
-      insideError[i] = inside[i] * (q - xn);
-      below[i] = isBelow ? g : 0.0f;
-      above[i] = isAbove ? g : 0.0f;
+      const float in = floatOf(bitsOf(scaled) & maskOf(isInside));
+      inside[i] = in;
+      insideXn[i] = in * xn;
+      insideError[i] = in * (q - xn);
+      below[i] = floatOf(bitsOf(g) & maskOf(isBelow));
+      above[i] = floatOf(bitsOf(g) & maskOf(isAbove));
     }
+    double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
+#pragma omp simd reduction(+ : t0, t1, t2, t3, t4)
     for (int64_t i = 0; i < m; i++) {
-      total[0] += inside[i];
-      total[1] += insideXn[i];
-      total[2] += insideError[i];
-      total[3] += below[i];
-      total[4] += above[i];
+      t0 += inside[i];
+      t1 += insideXn[i];
+      t2 += insideError[i];
+      t3 += below[i];
+      t4 += above[i];
     }
+    total[0] += t0;
+    total[1] += t1;
+    total[2] += t2;
+    total[3] += t3;
+    total[4] += t4;
   }
   for (int k = 0; k < kQuantSums; k++) sums[k] += total[k];
 }
