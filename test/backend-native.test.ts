@@ -763,6 +763,53 @@ describe('native backend', { skip }, () => {
     });
   });
 
+  // ---- threads ------------------------------------------------------------------------------
+
+  describe('worker threads', () => {
+    it('runs ops from a worker and the main thread at the same time with the same results', async () => {
+      const moduleUrl = new URL('../src/backend/native/index.js', import.meta.url).href;
+      // Each side convolves the same input 20 times and reports the sum of the last output.
+      const source = `
+        const { parentPort } = require('node:worker_threads');
+        import(${JSON.stringify(moduleUrl)}).then(({ loadNativeBackend }) => {
+          const be = loadNativeBackend(1);
+          const x = be.upload(Float32Array.from({ length: 4 * 16 * 16 * 16 }, (_, i) => Math.sin(i)), [4, 16, 16, 16]);
+          const w = be.upload(Float32Array.from({ length: 16 * 16 * 9 }, (_, i) => Math.cos(i) / 12), [16, 16, 3, 3]);
+          parentPort.postMessage('ready');
+          let sum = 0;
+          for (let k = 0; k < 20; k++) {
+            const y = be.conv2d(x, w, null, { stride: [1, 1], padding: [1, 1], groups: 1 });
+            sum = be.download(y).reduce((a, b) => a + b, 0);
+            be.free(y);
+          }
+          be.free(x);
+          be.free(w);
+          parentPort.postMessage(sum);
+        });`;
+      const { Worker } = await import('node:worker_threads');
+      const worker = new Worker(source, { eval: true });
+      const message = (): Promise<unknown> => new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      assert.equal(await message(), 'ready');
+      const fromWorker = message();
+      const be = loadNativeBackend(1)!;
+      const x = be.upload(Float32Array.from({ length: 4 * 16 * 16 * 16 }, (_, i) => Math.sin(i)), [4, 16, 16, 16]);
+      const w = be.upload(Float32Array.from({ length: 16 * 16 * 9 }, (_, i) => Math.cos(i) / 12), [16, 16, 3, 3]);
+      let sum = 0;
+      for (let k = 0; k < 20; k++) {
+        const y = be.conv2d(x, w, null, conv(1, 1));
+        sum = be.download(y).reduce((a, b) => a + b, 0);
+        be.free(y);
+      }
+      be.free(x);
+      be.free(w);
+      assert.equal(await fromWorker, sum);
+      await worker.terminate();
+    });
+  });
+
   // ---- argument validation --------------------------------------------------------------------
 
   describe('argument validation', () => {

@@ -1,5 +1,6 @@
 // Entry point of the addon: the Context class (one per backend instance, holding its thread
 // count) whose methods are the backend ops, plus a few module-level diagnostics.
+#include <mutex>
 #include <string>
 
 #include "binding.hpp"
@@ -7,6 +8,11 @@
 
 namespace tq::binding {
 namespace {
+
+std::mutex& opMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
 
 Napi::Value wrap(Napi::Env env, Tensor&& t) { return TensorHandle::create(env, std::move(t)); }
 
@@ -109,6 +115,9 @@ class Context : public Napi::ObjectWrap<Context> {
     const std::string name(op);
     try {
       const Args a(info, op, argc);
+      // One op at a time in the process: worker threads may load the addon too, and the caches,
+      // the scratchpad and the OpenMP thread count are shared.
+      const std::lock_guard<std::mutex> lock(opMutex());
       useThreads(threads_);
       return body(a);
     } catch (const Napi::Error&) {
