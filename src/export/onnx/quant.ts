@@ -129,7 +129,7 @@ function lowerGridActivation(g: GraphBuilder, form: IntegerForm, input: string, 
   const { spec } = form;
   const offset = spec.offset[0];
   const step = spec.scale[0] / spec.steps;
-  const codeMin = uint8Code(spec.lo * spec.steps + 0, 'lowest code', form, scope);
+  const codeMin = uint8Code(spec.lo * spec.steps + 0, 'lowest code', form, scope); // + 0: LSQ's lo is -0
   const codeMax = uint8Code(spec.hi * spec.steps, 'highest code', form, scope);
   const at = `${scope}.act`;
   let x = input;
