@@ -5,7 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { gridDisplay } from '../experiments/display.js';
-import { type ExecuteSummary, executePlan } from '../experiments/executor.js';
+import { DataPreparationError, type ExecuteSummary, executePlan } from '../experiments/executor.js';
 import { type Plan, type Scale, expandGrid, readGrid } from '../experiments/grid.js';
 import { defaultDataDir } from '../experiments/paths.js';
 import { writeReport } from '../experiments/report/index.js';
@@ -101,7 +101,7 @@ export async function runGrid(opts: RunGridOptions): Promise<RunGridResult> {
   try {
     summary = await executePlan(plan, { resultsDir, jobs, threads, retryFailed: opts.retryFailed, observer: display });
   } catch (e) {
-    if (e instanceof ResultsError) throw new UsageError(e.message);
+    if (e instanceof ResultsError || e instanceof DataPreparationError) throw new UsageError(e.message);
     throw e;
   } finally {
     display.close();

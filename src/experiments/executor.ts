@@ -112,6 +112,9 @@ function checkSameGrid(previous: ResultsIndex | null, plan: Plan, resultsDir: st
   }
 }
 
+/** A dataset the plan needs cannot be loaded (the message says where it was looked for). */
+export class DataPreparationError extends Error {}
+
 /** Load (and so decode into the cache, once) every dataset split the plan uses, before any worker does. */
 async function prepareData(plan: Plan, log: (text: string) => void): Promise<void> {
   const seen = new Set<string>();
@@ -120,7 +123,9 @@ async function prepareData(plan: Plan, log: (text: string) => void): Promise<voi
       const key = `${run.config.dataset}|${run.config.dataDir ?? ''}|${split}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      const ds = await loadDataset({ name: run.config.dataset, split, dataDir: run.config.dataDir, log });
+      const ds = await loadDataset({ name: run.config.dataset, split, dataDir: run.config.dataDir, log }).catch((e: Error) => {
+        throw new DataPreparationError(e.message);
+      });
       log(`data: ${run.config.dataset} ${split}: ${ds.count} images (${ds.source})`);
     }
   }
@@ -128,7 +133,6 @@ async function prepareData(plan: Plan, log: (text: string) => void): Promise<voi
 
 interface Active {
   readonly child: ChildProcess;
-  readonly started: number;
   readonly done: Promise<void>;
 }
 
@@ -137,103 +141,127 @@ export async function executePlan(plan: Plan, opts: ExecuteOptions): Promise<Exe
   mkdirSync(resultsDir, { recursive: true });
   const unlock = lockResults(resultsDir);
   try {
-    return await execute(plan, { ...opts, resultsDir });
+    const previous = readResultsIndex(resultsDir);
+    checkSameGrid(previous, plan, resultsDir);
+    const records = reconcile(plan, resultsDir, previous, opts.retryFailed === true);
+    const execution = new Execution(plan, { ...opts, resultsDir }, records, previous);
+    return await execution.run();
   } finally {
     unlock();
   }
 }
 
-async function execute(plan: Plan, opts: ExecuteOptions): Promise<ExecuteSummary> {
-  const { resultsDir } = opts;
-  const observer = opts.observer ?? { event() {} };
-  const previous = readResultsIndex(resultsDir);
-  checkSameGrid(previous, plan, resultsDir);
-  const records = new Map(reconcile(plan, resultsDir, previous, opts.retryFailed === true).map((r) => [r.id, r]));
-  let index = newIndex(plan, { jobs: opts.jobs, threads: opts.threads, cores: cpus().length }, [...records.values()], previous);
-  const save = (): void => {
-    index = { ...index, runs: plan.runs.map((r) => records.get(r.id)!) };
-    writeResultsIndex(resultsDir, index);
-  };
-  save();
-  observer.event({ type: 'plan', runs: [...records.values()], jobs: opts.jobs, threads: opts.threads, scale: plan.scale, name: plan.grid.name });
-  const skipped = [...records.values()].filter((r) => r.status !== 'pending').map((r) => r.id);
-  if (skipped.length === records.size) return { index, interrupted: false, ran: [], skipped };
+/** One invocation over a plan: the records, the index, the running workers and the stop request. */
+class Execution {
+  readonly #records: Map<string, RunRecord>;
+  readonly #active = new Map<string, Active>();
+  readonly #ran: string[] = [];
+  readonly #observer: RunObserver;
+  #index: ResultsIndex;
+  #stopping = false;
 
-  await prepareData(plan, (text) => observer.event({ type: 'line', id: null, text }));
+  constructor(
+    readonly plan: Plan,
+    readonly opts: ExecuteOptions,
+    records: RunRecord[],
+    previous: ResultsIndex | null,
+  ) {
+    this.#records = new Map(records.map((r) => [r.id, r]));
+    this.#observer = opts.observer ?? { event() {} };
+    this.#index = newIndex(plan, { jobs: opts.jobs, threads: opts.threads, cores: cpus().length }, records, previous);
+  }
 
-  const active = new Map<string, Active>();
-  const ran: string[] = [];
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals, force: boolean): void => {
-    if (force || !stopping) observer.event({ type: 'stopping', force });
-    stopping = true;
-    for (const [id, a] of active) {
-      if (!force) writeFileSync(join(resultsDir, runDirName(id), STOP_FILE), `${signal}\n`);
+  #save(): void {
+    this.#index = { ...this.#index, runs: this.plan.runs.map((r) => this.#records.get(r.id)!) };
+    writeResultsIndex(this.opts.resultsDir, this.#index);
+  }
+
+  async run(): Promise<ExecuteSummary> {
+    const { plan, opts } = this;
+    this.#save();
+    const records = [...this.#records.values()];
+    this.#observer.event({ type: 'plan', runs: records, jobs: opts.jobs, threads: opts.threads, scale: plan.scale, name: plan.grid.name });
+    const skipped = records.filter((r) => r.status !== 'pending').map((r) => r.id);
+    if (skipped.length < records.length) {
+      await prepareData(plan, (text) => this.#observer.event({ type: 'line', id: null, text }));
+      await this.#schedule();
+    }
+    return { index: this.#index, interrupted: this.#stopping, ran: this.#ran, skipped };
+  }
+
+  /** Start ready runs up to `jobs` at a time until none is running and none can start. */
+  async #schedule(): Promise<void> {
+    const onSignal = (signal: NodeJS.Signals): void => this.#stop(signal, this.#stopping);
+    const onAbort = (): void => this.#stop('SIGINT', false);
+    const signals = this.opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
+    for (const s of signals) process.on(s, onSignal);
+    this.opts.signal?.addEventListener('abort', onAbort);
+    try {
+      for (;;) {
+        const blocked = blockDependents(this.plan, this.#records);
+        if (blocked.length > 0) this.#save();
+        for (const record of blocked) this.#observer.event({ type: 'end', record });
+        if (!this.#stopping) {
+          for (const run of this.plan.runs) {
+            if (this.#active.size >= this.opts.jobs) break;
+            if (this.#ready(run)) this.#launch(run);
+          }
+        }
+        if (this.#active.size === 0) break;
+        await Promise.race([...this.#active.values()].map((a) => a.done));
+      }
+    } finally {
+      for (const s of signals) process.off(s, onSignal);
+      this.opts.signal?.removeEventListener('abort', onAbort);
+    }
+    this.#save();
+  }
+
+  #ready(run: RunSpec): boolean {
+    return this.#records.get(run.id)!.status === 'pending' && run.dependsOn.every((d) => this.#records.get(d)?.status === 'finished');
+  }
+
+  /** Ask every worker to save and stop (a stop file and a signal), or with `force` kill them. */
+  #stop(signal: NodeJS.Signals, force: boolean): void {
+    if (force || !this.#stopping) this.#observer.event({ type: 'stopping', force });
+    this.#stopping = true;
+    for (const [id, a] of this.#active) {
+      if (!force) writeFileSync(join(this.opts.resultsDir, runDirName(id), STOP_FILE), `${signal}\n`);
       a.child.kill(force ? 'SIGKILL' : signal);
     }
-  };
-  const onSignal = (signal: NodeJS.Signals): void => stop(signal, stopping);
-  const signals = opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
-  for (const s of signals) process.on(s, onSignal);
-  const onAbort = (): void => stop('SIGINT', false);
-  opts.signal?.addEventListener('abort', onAbort);
+  }
 
-  const launch = (run: RunSpec): void => {
-    const dir = join(resultsDir, runDirName(run.id));
+  #launch(run: RunSpec): void {
+    const dir = join(this.opts.resultsDir, runDirName(run.id));
     const resuming = existsSync(join(dir, 'last.json'));
     mkdirSync(dir, { recursive: true });
     rmSync(join(dir, STOP_FILE), { force: true });
-    records.set(run.id, { ...records.get(run.id)!, status: 'running', error: undefined, log: undefined });
-    save();
-    observer.event({ type: 'start', id: run.id, resuming });
+    this.#records.set(run.id, { ...this.#records.get(run.id)!, status: 'running', error: undefined, log: undefined });
+    this.#save();
+    this.#observer.event({ type: 'start', id: run.id, resuming });
     const started = Date.now();
     const child = fork(WORKER, [], {
-      cwd: resultsDir,
-      env: { ...(opts.env ?? process.env), TINYQUANT_THREADS: String(opts.threads) },
+      cwd: this.opts.resultsDir,
+      env: { ...(this.opts.env ?? process.env), TINYQUANT_THREADS: String(this.opts.threads) },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     const done = superviseWorker(child, run, (m) => {
-      if (m.type === 'step') observer.event({ type: 'step', id: run.id, progress: m.progress });
-      else if (m.type === 'line') observer.event({ type: 'line', id: run.id, text: m.text });
-    }).then((end) => {
-      const interrupted = end.message?.type === 'interrupted' || (stopping && end.message === null);
-      const record: RunRecord = {
-        ...records.get(run.id)!,
-        ...outcomeFields(end, interrupted),
-        seconds: (Date.now() - started) / 1000,
-        finishedAt: new Date().toISOString(),
-      };
-      records.set(run.id, record);
-      active.delete(run.id);
-      if (record.status === 'finished') ran.push(run.id);
-      save();
-      observer.event({ type: 'end', record });
-    });
-    active.set(run.id, { child, started, done });
+      if (m.type === 'step') this.#observer.event({ type: 'step', id: run.id, progress: m.progress });
+      else if (m.type === 'line') this.#observer.event({ type: 'line', id: run.id, text: m.text });
+    }).then((end) => this.#finish(run, end, (Date.now() - started) / 1000));
+    this.#active.set(run.id, { child, done });
     child.send({ kind: run.kind, config: run.config, outDir: runDirName(run.id) } satisfies WorkerRequest);
-  };
-
-  try {
-    for (;;) {
-      const blocked = blockDependents(plan, records);
-      if (blocked.length > 0) save();
-      for (const record of blocked) observer.event({ type: 'end', record });
-      if (!stopping) {
-        for (const run of plan.runs) {
-          if (active.size >= opts.jobs) break;
-          const r = records.get(run.id)!;
-          if (r.status === 'pending' && run.dependsOn.every((d) => records.get(d)?.status === 'finished')) launch(run);
-        }
-      }
-      if (active.size === 0) break;
-      await Promise.race([...active.values()].map((a) => a.done));
-    }
-  } finally {
-    for (const s of signals) process.off(s, onSignal);
-    opts.signal?.removeEventListener('abort', onAbort);
   }
-  save();
-  return { index, interrupted: stopping, ran, skipped };
+
+  #finish(run: RunSpec, end: WorkerEnd, seconds: number): void {
+    const interrupted = end.message?.type === 'interrupted' || (this.#stopping && end.message === null);
+    const record: RunRecord = { ...this.#records.get(run.id)!, ...outcomeFields(end, interrupted), seconds, finishedAt: new Date().toISOString() };
+    this.#records.set(run.id, record);
+    this.#active.delete(run.id);
+    if (record.status === 'finished') this.#ran.push(run.id);
+    this.#save();
+    this.#observer.event({ type: 'end', record });
+  }
 }
 
 /** Mark pending runs whose start did not (and will not) finish as blocked; returns them. */
