@@ -857,6 +857,7 @@ describe('native backend', { skip }, () => {
         ['reshape size', () => be.reshape(a, [4, 2]), /reshape: cannot reshape \[2, 3\]/],
         ['upload size', () => be.upload(new Float32Array(5), [2, 3]), /upload: 5 values do not fill shape \[2, 3\]/],
         ['negative dimension', () => be.zeros([2, -1]), /zeros: shape must be an array of non-negative integers/],
+        ['too large', () => be.zeros([1 << 20, 1 << 11]), /zeros: tensor of shape \[1048576, 2048\] needs 8192 MiB, more than the 4 GiB/],
         ['stats channels', () => be.stats(a, 3), /stats: dimension 0 of \[2, 3\] does not split into 3 channels/],
         ['quant spec', () => be.quantize(a, { channels: 2, scale: new Float32Array(1) } as unknown as QuantSpec), /quantize: spec.scale must be a Float32Array of 2 values/],
         ['momentum without buffer', () => be.sgdStep(a, a, null, { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false }), /needs a momentum buffer/],

@@ -123,7 +123,8 @@ class Context : public Napi::ObjectWrap<Context> {
     } catch (const Napi::Error&) {
       throw;
     } catch (const OpError& e) {
-      throw Napi::Error::New(info.Env(), e.what());
+      const std::string message = e.what();
+      throw Napi::Error::New(info.Env(), message.rfind(name + ":", 0) == 0 ? message : name + ": " + message);
     } catch (const dnnl::error& e) {
       throw Napi::Error::New(info.Env(), name + ": oneDNN error: " + e.what());
     } catch (const std::bad_alloc&) {

@@ -23,8 +23,22 @@ int64_t numelOf(const Shape& shape) {
   return n;
 }
 
+namespace {
+// Larger requests are refused with an error instead of risking the OS killing the process.
+constexpr size_t kMaxTensorBytes = size_t{1} << 32;
+
+size_t checkedSize(const Shape& shape, const memory::desc& md) {
+  const size_t bytes = md.get_size();
+  if (bytes > kMaxTensorBytes) {
+    throw OpError("tensor of shape " + shapeStr(shape) + " needs " + std::to_string(bytes >> 20) +
+        " MiB, more than the 4 GiB a native buffer may have");
+  }
+  return bytes;
+}
+}  // namespace
+
 Tensor::Tensor(Shape shape, const memory::desc& md)
-    : shape_(std::move(shape)), md_(md), block_(md.get_size()) {}
+    : shape_(std::move(shape)), md_(md), block_(checkedSize(shape_, md)) {}
 
 const dnnl::memory& Tensor::mem() const {
   if (!mem_) mem_ = dnnl::memory(md_, cpuEngine(), block_.get());
