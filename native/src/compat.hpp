@@ -62,9 +62,13 @@ inline Blocking blockingOf(const memory::desc& md) {
 inline dnnl::convolution_forward::primitive_desc makeConvForwardPd(const dnnl::engine& eng,
     dnnl::algorithm alg, const memory::desc& src, const memory::desc& weights, const memory::desc* bias,
     const memory::desc& dst, const ConvGeometry& g, const dnnl::primitive_attr& attr) {
-  return dnnl::convolution_forward::primitive_desc(eng, dnnl::prop_kind::forward_training,
-      alg, src, weights, bias ? *bias : memory::desc(), dst,
-      g.strides, g.padLeft, g.padRight, attr);
+  const auto prop = dnnl::prop_kind::forward_training;
+  if (bias) {
+    return dnnl::convolution_forward::primitive_desc(
+        eng, prop, alg, src, weights, *bias, dst, g.strides, g.padLeft, g.padRight, attr);
+  }
+  return dnnl::convolution_forward::primitive_desc(
+      eng, prop, alg, src, weights, dst, g.strides, g.padLeft, g.padRight, attr);
 }
 
 inline dnnl::convolution_backward_data::primitive_desc makeConvBackwardDataPd(
@@ -79,9 +83,12 @@ inline dnnl::convolution_backward_weights::primitive_desc makeConvBackwardWeight
     const dnnl::engine& eng, dnnl::algorithm alg, const memory::desc& src, const memory::desc& diffWeights,
     const memory::desc* diffBias, const memory::desc& diffDst, const ConvGeometry& g,
     const dnnl::convolution_forward::primitive_desc& hint, const dnnl::primitive_attr& attr) {
-  return dnnl::convolution_backward_weights::primitive_desc(eng,
-      alg, src, diffWeights,
-      diffBias ? *diffBias : memory::desc(), diffDst, g.strides, g.padLeft, g.padRight, hint, attr);
+  if (diffBias) {
+    return dnnl::convolution_backward_weights::primitive_desc(
+        eng, alg, src, diffWeights, *diffBias, diffDst, g.strides, g.padLeft, g.padRight, hint, attr);
+  }
+  return dnnl::convolution_backward_weights::primitive_desc(
+      eng, alg, src, diffWeights, diffDst, g.strides, g.padLeft, g.padRight, hint, attr);
 }
 
 inline dnnl::batch_normalization_forward::primitive_desc makeBatchNormForwardPd(
@@ -119,7 +126,8 @@ inline dnnl::pooling_backward::primitive_desc makeAvgPoolBackwardPd(const dnnl::
 inline dnnl::matmul::primitive_desc makeMatmulPd(const dnnl::engine& eng, const memory::desc& src,
     const memory::desc& weights, const memory::desc* bias, const memory::desc& dst,
     const dnnl::primitive_attr& attr) {
-  return dnnl::matmul::primitive_desc(eng, src, weights, bias ? *bias : memory::desc(), dst, attr);
+  if (bias) return dnnl::matmul::primitive_desc(eng, src, weights, *bias, dst, attr);
+  return dnnl::matmul::primitive_desc(eng, src, weights, dst, attr);
 }
 
 #else  // oneDNN 2.x
