@@ -2,20 +2,35 @@
 /** The `tinyquant` command line. */
 import { UsageError } from './args.js';
 import { benchCommand } from './bench.js';
+import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
+import { exportCommand } from './export.js';
+import { inspectCommand } from './inspect.js';
+import { reportCommand } from './report.js';
+import { runCommand } from './run.js';
 import { trainCommand } from './train.js';
 
 const commands: Record<string, (argv: string[]) => void | Promise<void>> = {
+  demo: demoCommand,
   train: trainCommand,
   eval: evalCommand,
+  run: runCommand,
+  report: reportCommand,
+  export: exportCommand,
+  inspect: inspectCommand,
   bench: benchCommand,
 };
 
 const USAGE = `usage: tinyquant <command> [options]
 
 commands:
-  train         train a model (float or quantization-aware); --help for the options
+  demo          the kiots2023 study at --quick scale from the shipped float model, with its report
+  train         train a model (float or quantization-aware)
   eval          accuracy of a checkpoint on a test set
+  run           run an experiment grid (a preset name or a YAML/JSON file); skips finished runs
+  report        render a results directory as Markdown and one self-contained HTML page
+  export        export a trained checkpoint (tqm, c, onnx)
+  inspect       per-layer bits, sizes, MACs and bit-operations of an exported model
   bench train   measure training (or --eval inference) speed on synthetic data`;
 
 async function main(argv: string[]): Promise<void> {
