@@ -17,7 +17,7 @@ const UNUSED_RNG = new Rng(0);
 export interface QuantizedLayer extends Module {
   readonly weightQuantizer: TensorQuantizer | null;
   readonly actQuantizer: TensorQuantizer | null;
-  /** EWGS's learnable output scale (|alpha| multiplies the layer output), or null. */
+  /** EWGS's learnable output scale (|alpha| multiplies the layer output; applied to the weights), or null. */
   readonly outputScale: Parameter | null;
   /** When set, the next forward pass initializes the quantizers from its input first. */
   calibrating: boolean;
@@ -71,8 +71,9 @@ function quantizedForward(
   }
   const input = aq ? aq.apply(x, path) : x;
   const w = wq ? wq.apply(weight, path) : weight;
-  const y = op(input, w);
-  return layer.outputScale ? ops.scaleByAbs(y, layer.outputScale) : y;
+  // |alpha| * op(a, w) == op(a, |alpha| * w): scaling the (small) weight tensor instead of the
+  // output saves two passes over every activation map, with the same gradients.
+  return op(input, layer.outputScale ? ops.scaleByAbs(w, layer.outputScale) : w);
 }
 
 export class QConv2d extends Conv2d implements QuantizedLayer {
