@@ -12,6 +12,8 @@ import { GraphBuilder } from '../src/export/onnx/graph.js';
 import { ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUT, exportOnnx, writeOnnxFile } from '../src/export/onnx/index.js';
 import { DataType, encodeModel } from '../src/export/onnx/proto.js';
 import { lowerActivation } from '../src/export/onnx/quant.js';
+import { compareWithOnnxRuntime } from '../src/export/onnx/verify.js';
+import { type ImageDataset, createEvalLoader } from '../src/data/index.js';
 import { ResNet, type ShortcutOption } from '../src/models/index.js';
 import { ApotActivationQuantizer } from '../src/quant/apot.js';
 import { EwgsQuantizer } from '../src/quant/ewgs.js';
@@ -374,5 +376,42 @@ describe('writeOnnxFile', () => {
     assert.throws(() => writeOnnxFile(join(dir, 'bad.onnx'), model), /training mode/);
     assert.deepEqual(readdirSync(dir), ['model.onnx']);
     assert.equal(existsSync(join(dir, 'bad.onnx')), false);
+  });
+});
+
+describe('compareWithOnnxRuntime', () => {
+  test('classifies a loader with both and reports agreement, accuracies and speed', async () => {
+    const { model } = prepare(CASES[4], 9);
+    const [, channels, height, width] = SHAPE;
+    const rng = Rng.derive(9, 1);
+    const count = 24;
+    const dataset: ImageDataset = {
+      name: 'random',
+      split: 'test',
+      images: Uint8Array.from({ length: count * channels * height * width }, () => rng.int(256)),
+      labels: Int32Array.from({ length: count }, () => rng.int(CLASSES)),
+      count,
+      channels,
+      height,
+      width,
+      classes: Array.from({ length: CLASSES }, (_, k) => `class${k}`),
+      source: 'test',
+    };
+    const loader = createEvalLoader(dataset, { batchSize: 10, normalization: 'apot', workers: 0 });
+    try {
+      const r = await compareWithOnnxRuntime(model, exportOnnx(model), loader);
+      assert.equal(r.images, count);
+      assert.equal(r.sameTop1, 100);
+      assert.equal(r.top1Onnx, r.top1Model);
+      // Logits are O(1); the differences are float rounding unless a rare code flip (see QUANTIZED_TOLERANCE).
+      assert.ok(r.maxLogitDiff < 5e-2, `max logit difference ${r.maxLogitDiff}`);
+      assert.ok(r.onnxImagesPerSecond > 0);
+    } finally {
+      await loader.close();
+    }
+    model.train();
+    const unused = createEvalLoader(dataset, { batchSize: 10, workers: 0 });
+    await assert.rejects(compareWithOnnxRuntime(model, new Uint8Array(0), unused), /eval mode/);
+    await unused.close();
   });
 });
