@@ -13,6 +13,8 @@ import { ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUT, exportOnnx, writeOnnxFile } from '
 import { DataType, encodeModel } from '../src/export/onnx/proto.js';
 import { lowerActivation } from '../src/export/onnx/quant.js';
 import { compareWithOnnxRuntime } from '../src/export/onnx/verify.js';
+import { onnxExporter } from '../src/export/onnx/exporter.js';
+import { DEFAULT_CONFIG } from '../src/train/config.js';
 import { type ImageDataset, createEvalLoader } from '../src/data/index.js';
 import { ResNet, type ShortcutOption } from '../src/models/index.js';
 import { ApotActivationQuantizer } from '../src/quant/apot.js';
@@ -190,9 +192,13 @@ interface Structure {
   readonly opTypes: string[];
   /** Initializer name -> ONNX data type. */
   readonly initializers: Map<string, number>;
+  readonly metadata: Map<string, string>;
 }
 
-/** ModelProto: opset_import (8) version (2); graph (7): nodes (1) op_type (4), initializers (5) name (8), data_type (2). */
+/**
+ * ModelProto: opset_import (8) version (2); metadata_props (14) key (1), value (2); graph (7):
+ * nodes (1) op_type (4), initializers (5) name (8), data_type (2).
+ */
 function structure(bytes: Uint8Array): Structure {
   const model = readFields(bytes);
   const graph = readFields(sub(model, 7)[0].bytes);
@@ -204,7 +210,13 @@ function structure(bytes: Uint8Array): Structure {
       return [text(sub(f, 8)[0].bytes), Number(sub(f, 2)[0].int)] as const;
     }),
   );
-  return { opset, opTypes, initializers };
+  const metadata = new Map(
+    sub(model, 14).map((entry) => {
+      const f = readFields(entry.bytes);
+      return [text(sub(f, 1)[0].bytes), text(sub(f, 2)[0].bytes)] as const;
+    }),
+  );
+  return { opset, opTypes, initializers, metadata };
 }
 
 // ---- tests ------------------------------------------------------------------------------------
@@ -376,6 +388,23 @@ describe('writeOnnxFile', () => {
     assert.throws(() => writeOnnxFile(join(dir, 'bad.onnx'), model), /training mode/);
     assert.deepEqual(readdirSync(dir), ['model.onnx']);
     assert.equal(existsSync(join(dir, 'bad.onnx')), false);
+  });
+});
+
+describe('onnxExporter (tinyquant export --format onnx)', () => {
+  test('returns the model for --out, with the normalization in its metadata, and a summary', async () => {
+    const { model, images } = prepare(CASES[0], 10);
+    const config = { ...DEFAULT_CONFIG, method: 'apot' as const, wbits: 2, abits: 2 };
+    const trained = { model, config, firstLast: 'int8', source: 'run/last.safetensors' };
+    const noModel = () => Promise.reject(new Error('the ONNX exporter does not use the integer model'));
+    const r = await onnxExporter({ trained, integerModel: noModel, out: 'model.onnx', warn: () => {} });
+    assert.equal(r.files.length, 1);
+    assert.equal(r.files[0].path, 'model.onnx');
+    assert.match(r.summary[0], /model\.onnx: \d+ bytes, ONNX opset 13/);
+    const { metadata } = structure(r.files[0].bytes);
+    assert.equal(metadata.get('tinyquant.normalization.mean'), '0.491,0.482,0.447');
+    assert.equal(metadata.get('tinyquant.method'), 'apot W2A2, first/last int8');
+    assert.equal(agreement(modelLogits(model, images), await onnxLogits(r.files[0].bytes, images)).sameTop1, SHAPE[0]);
   });
 });
 
