@@ -93,3 +93,50 @@ describe('training runs', () => {
     assert.equal(c.abits, 3);
   });
 });
+
+describe('memory and initialization', () => {
+  test('backend memory stays flat over training steps (every backend)', async () => {
+    const { createBackend, withBackend } = await import('../src/backend/index.js');
+    const { createModel } = await import('../src/models/index.js');
+    const { Sgd, groupParameters } = await import('../src/optim/index.js');
+    const { trainStep } = await import('../src/train/step.js');
+    const backends = [createBackend('js')];
+    try {
+      backends.push(createBackend('native'));
+    } catch {
+      // js only
+    }
+    for (const be of backends) {
+      withBackend(be, () => {
+        const model = createModel('resnet8', { seed: 1 });
+        const opt = new Sgd(groupParameters(model, [], { lr: 0.01, weightDecay: 1e-4 }), { momentum: 0.9 });
+        const batch = { images: new Float32Array(4 * 3 * 32 * 32).fill(0.5), labels: Int32Array.of(0, 1, 2, 3), shape: [4, 3, 32, 32] as const };
+        trainStep(model, opt, batch);
+        const after1 = be.liveBytes();
+        for (let i = 0; i < 6; i++) trainStep(model, opt, batch);
+        assert.equal(be.liveBytes(), after1, `${be.name}: live bytes grew over steps`);
+        opt.dispose();
+        for (const [, t] of model.stateEntries()) t.dispose();
+      });
+    }
+  });
+
+  test('progressive initialization: a 3-bit run starts from a 4-bit checkpoint and inherits its quantizer parameters', async () => {
+    const four = join(root.dir, 'apot4');
+    await train({ config: config({ method: 'apot', wbits: 4, abits: 4, epochs: 1 }), outDir: four, handleSignals: false });
+    const alpha4 = readCheckpoint(four).state.get('layer1.0.conv1.act_alpha')!.data[0];
+    assert.notEqual(alpha4, 8, 'alpha moved away from its initial value during the 4-bit run');
+    const three = join(root.dir, 'apot3');
+    await train({ config: config({ method: 'apot', wbits: 3, abits: 3, epochs: 1, lr: 1e-9, paramGroups: [{ name: 'q', match: 'kind:quant', lr: 1e-12, weightDecay: 0 }], init: join(four, 'last.json') }), outDir: three, handleSignals: false });
+    const alpha3 = readCheckpoint(three).state.get('layer1.0.conv1.act_alpha')!.data[0];
+    assert.ok(Math.abs(alpha3 - alpha4) < 1e-6, `alpha ${alpha3} was not inherited from ${alpha4}`);
+  });
+
+  test('starting weights of another architecture are refused, naming the file and entries', async () => {
+    const src = join(root.dir, 'apot4');
+    await assert.rejects(
+      train({ config: config({ model: 'resnet20', method: 'apot', wbits: 4, epochs: 1, init: join(src, 'last.json') }), outDir: join(root.dir, 'wrongarch'), handleSignals: false }),
+      /last-e0001-s000000\.safetensors.*(has shape|entries the model does not have|lack)/,
+    );
+  });
+});
