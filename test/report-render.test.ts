@@ -73,7 +73,7 @@ describe('report', () => {
     }
     assert.ok(report.findings.some((f) => /^QUICK scale: two epochs on 40 images/.test(f)));
     assert.ok(report.findings.some((f) => /resnet8 \/ cifar10, W4A4: (ewgs|lsq) leads with [\d.]+ ± [\d.]+% final \(2 seeds\)/.test(f)));
-    assert.ok(report.findings.some((f) => /ewgs W4A4 ends [\d.]+ points (below|above) float .*: (NOT )?within 2 points/.test(f)));
+    assert.ok(report.findings.some((f) => /ewgs W4A4 ends [\d.]+ points (below|above) float .*: (NOT )?within 2 points of float/.test(f)));
   });
 
   test('Markdown and one self-contained HTML page, rendered by headless Chromium without errors', async (t) => {

@@ -224,6 +224,21 @@ function seedsNote(s: Stat): string {
   return s.n === 1 ? 'one seed, so no spread' : `${s.n} seeds`;
 }
 
+/** A drop from float beyond which a configuration is called out as collapsed. */
+const COLLAPSE_POINTS = 20;
+
+/** "1.20 points below float" / "0.40 points above float". */
+function versusFloat(value: number, float: number): string {
+  const d = value - float;
+  return `${Math.abs(d).toFixed(2)} points ${d < 0 ? 'below' : 'above'} float`;
+}
+
+/** How a lead compares with the seed spread of the two methods (nothing to say with one seed). */
+function spreadVerdict(gap: number, a: Stat, b: Stat): string {
+  if (a.std === null || b.std === null) return '';
+  return gap > Math.max(a.std, b.std) ? '; larger than the seed spread' : '; within the seed spread';
+}
+
 /** Short, generated statements: who wins at each bit-width and by how much, and the W4A4 check. */
 export function findings(studies: readonly Study[], index: ResultsIndex): string[] {
   const out: string[] = [];
@@ -238,23 +253,24 @@ export function findings(studies: readonly Study[], index: ResultsIndex): string
       let text = `${where}, ${bits}: ${first.method} leads with ${formatStat(first.final)}% final (${seedsNote(first.final)})`;
       if (second) {
         const gap = first.final.mean - second.final.mean;
-        const spread = Math.max(first.final.std ?? 0, second.final.std ?? 0);
-        const verdict = first.final.std === null || second.final.std === null ? 'spread not measured' : gap > spread ? 'larger than the seed spread' : 'within the seed spread';
-        text += `, ${gap.toFixed(2)} points ahead of ${second.method} (${formatStat(second.final)}%; ${verdict})`;
+        text += `, ${gap.toFixed(2)} points ahead of ${second.method} (${formatStat(second.final)}%${spreadVerdict(gap, first.final, second.final)})`;
       }
-      if (s.float) text += `; ${(s.float.top1 - first.final.mean).toFixed(2)} points below float`;
+      if (s.float) text += `; ${versusFloat(first.final.mean, s.float.top1)}`;
       const last = ranked[ranked.length - 1];
       if (ranked.length > 2) text += `; last is ${last.method} at ${formatStat(last.final)}%`;
       out.push(`${text}.`);
     }
+    const collapsed = s.float ? s.configs.filter((c) => c.final.n > 0 && s.float!.top1 - c.final.mean > COLLAPSE_POINTS) : [];
+    if (collapsed.length > 0) {
+      out.push(`${where}: ${collapsed.map((c) => `${c.method} ${c.bits} (${formatStat(c.final)}%)`).join(', ')} end more than ${COLLAPSE_POINTS} points below float.`);
+    }
     for (const method of ['apot', 'ewgs'] as const) {
       const c = s.configs.find((x) => x.method === method && x.wbits === 4 && x.abits === 4 && x.final.n > 0);
       if (!c || !s.float) continue;
-      const drop = s.float.top1 - c.final.mean;
-      const within = drop <= 2;
+      const within = s.float.top1 - c.final.mean <= 2;
       out.push(
-        `${where}: ${method} W4A4 ends ${Math.abs(drop).toFixed(2)} points ${drop >= 0 ? 'below' : 'above'} float (final ${formatStat(c.final)}% vs ${s.float.top1.toFixed(2)}%; ` +
-          `best epoch ${formatStat(c.best)}%): ${within ? 'within' : 'NOT within'} 2 points.`,
+        `${where}: ${method} W4A4 ends ${versusFloat(c.final.mean, s.float.top1)} (final ${formatStat(c.final)}% vs ${s.float.top1.toFixed(2)}%; ` +
+          `best epoch ${formatStat(c.best)}%): ${within ? 'within' : 'NOT within'} 2 points of float.`,
       );
     }
   }
