@@ -51,7 +51,8 @@ function quantizedForward(
   layer: QuantizedLayer,
   x: Tensor,
   weight: Parameter,
-  op: (input: Tensor, w: Tensor) => Tensor,
+  bias: Parameter | null,
+  op: (input: Tensor, w: Tensor, b: Tensor | null) => Tensor,
 ): Tensor {
   const path = layer.path;
   const wq = layer.weightQuantizer;
@@ -62,8 +63,8 @@ function quantizedForward(
       if (aq?.needsCalibration) aq.calibrate(x);
       if (layer.outputScale) {
         // EWGS: alpha = mean|op(x, W)| / mean|op(Q(x), Q(W))| on the calibration batch.
-        const full = tensorStats(op(x, weight))[0].meanAbs;
-        const quantized = tensorStats(op(aq ? aq.apply(x, path) : x, wq ? wq.apply(weight, path) : weight))[0].meanAbs;
+        const full = tensorStats(op(x, weight, bias))[0].meanAbs;
+        const quantized = tensorStats(op(aq ? aq.apply(x, path) : x, wq ? wq.apply(weight, path) : weight, bias))[0].meanAbs;
         layer.outputScale.assign(Float32Array.of(full / quantized));
       }
     });
@@ -71,9 +72,11 @@ function quantizedForward(
   }
   const input = aq ? aq.apply(x, path) : x;
   const w = wq ? wq.apply(weight, path) : weight;
-  // |alpha| * op(a, w) == op(a, |alpha| * w): scaling the (small) weight tensor instead of the
-  // output saves two passes over every activation map, with the same gradients.
-  return op(input, layer.outputScale ? ops.scaleByAbs(w, layer.outputScale) : w);
+  const scale = layer.outputScale;
+  if (!scale) return op(input, w, bias);
+  // |alpha| * op(a, w, b) == op(a, |alpha| w, |alpha| b): scaling the (small) weight and bias
+  // instead of the output saves two passes over every activation map, with the same gradients.
+  return op(input, ops.scaleByAbs(w, scale), bias ? ops.scaleByAbs(bias, scale) : null);
 }
 
 export class QConv2d extends Conv2d implements QuantizedLayer {
@@ -96,7 +99,7 @@ export class QConv2d extends Conv2d implements QuantizedLayer {
   }
 
   override forward(x: Tensor): Tensor {
-    return quantizedForward(this, x, this.weight, (input, w) => ops.conv2d(input, w, this.bias, this.params));
+    return quantizedForward(this, x, this.weight, this.bias, (input, w, b) => ops.conv2d(input, w, b, this.params));
   }
 }
 
@@ -115,6 +118,6 @@ export class QLinear extends Linear implements QuantizedLayer {
   }
 
   override forward(x: Tensor): Tensor {
-    return quantizedForward(this, x, this.weight, (input, w) => ops.linear(input, w, this.bias));
+    return quantizedForward(this, x, this.weight, this.bias, (input, w, b) => ops.linear(input, w, b));
   }
 }

@@ -50,8 +50,9 @@ function scaled(values: Float32Array, factor: number): Float32Array {
 
 /**
  * Input, weight and bias of a convolution or linear layer. A quantized layer computes
- * op(Q_A(x), |output_scale| * Q_W(w)) + bias (qlayers.ts applies EWGS's output scale to the
- * weight); with Q_A(x) = valueScale * (ONNX activation), both factors move into the weight scale.
+ * |output_scale| * (op(Q_A(x), Q_W(w)) + bias) (EWGS's output scale, as its reference does); with
+ * Q_A(x) = valueScale * (ONNX activation), both factors move into the weight scale and the output
+ * scale into the bias.
  */
 function lowerOperands(g: GraphBuilder, layer: Conv2d | Linear, x: string): { input: string; weight: string; bias: string | null } {
   const scope = layer.path;
@@ -62,7 +63,7 @@ function lowerOperands(g: GraphBuilder, layer: Conv2d | Linear, x: string): { in
   const weight = q?.weightQuantizer
     ? lowerWeight(g, q.weightQuantizer, layer.weight, scope, factor)
     : g.float(`${scope}.weight`, scaled(layer.weight.toArray(), factor), layer.weight.shape);
-  const bias = layer.bias ? g.float(`${scope}.bias`, layer.bias.toArray(), layer.bias.shape) : null;
+  const bias = layer.bias ? g.float(`${scope}.bias`, scaled(layer.bias.toArray(), outputScale), layer.bias.shape) : null;
   return { input: act.output, weight, bias };
 }
 
