@@ -17,7 +17,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadDataset } from '../src/data/load.js';
-import { measureAgreement } from '../src/export/agreement.js';
+import { measureAgreement, perturbedTop1 } from '../src/export/agreement.js';
+import { resolveNormalization } from '../src/data/augment.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel, pickImages } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
@@ -36,6 +37,7 @@ const { values, positionals } = parseArgs({
   options: {
     limit: { type: 'string' },
     'residual-bits': { type: 'string', default: '16' },
+    'input-bits': { type: 'string', default: '8' },
     'calibration-images': { type: 'string', default: '256' },
     'data-dir': { type: 'string' },
     'tqm-dir': { type: 'string' },
@@ -56,11 +58,12 @@ async function agreement(): Promise<void> {
     const t0 = performance.now();
     const trained = loadTrainedModel(run);
     const residualBits = Number(values['residual-bits']) as 8 | 16;
-    const ir = await lowerTrainedModel(trained, { dataDir: values['data-dir'], calibrationImages: Number(values['calibration-images']), residualBits });
+    const inputBits = Number(values['input-bits']) as 8 | 16;
+    const ir = await lowerTrainedModel(trained, { dataDir: values['data-dir'], calibrationImages: Number(values['calibration-images']), residualBits, inputBits });
     let tqmBytes = encodeTqm(ir).length;
     if (values['tqm-dir']) {
       mkdirSync(values['tqm-dir'], { recursive: true });
-      tqmBytes = writeTqm(join(values['tqm-dir'], `${run.split('/').filter(Boolean).at(-1)}-r${residualBits}.tqm`), ir);
+      tqmBytes = writeTqm(join(values['tqm-dir'], `${run.split('/').filter(Boolean).at(-1)}-i${inputBits}-r${residualBits}.tqm`), ir);
     }
     const test = await loadDataset({ name: trained.config.dataset, split: 'test', dataDir: values['data-dir'] ?? trained.config.dataDir });
     const r = measureAgreement(trained.model, ir, test, {
@@ -68,18 +71,22 @@ async function agreement(): Promise<void> {
       progress: (done, total) => process.stderr.write(`\r${run}: ${done}/${total}`),
     });
     process.stderr.write('\n');
+    const normalization = resolveNormalization(trained.config.normalization, test.channels);
+    const limit = values.limit ? Number(values.limit) : undefined;
+    const noiseFloor = { eps1e5: perturbedTop1(trained.model, test, normalization, 1e-5, limit), eps1e4: perturbedTop1(trained.model, test, normalization, 1e-4, limit) };
     const c = trained.config;
-    const row = { run, model: c.model, method: c.method, wbits: c.wbits, abits: c.abits, firstLast: trained.firstLast, residualBits, tqmBytes, ...r, seconds: (performance.now() - t0) / 1000 };
+    const row = { run, model: c.model, method: c.method, wbits: c.wbits, abits: c.abits, firstLast: trained.firstLast, inputBits, residualBits, tqmBytes, ...r, noiseFloor, seconds: (performance.now() - t0) / 1000 };
     console.log(JSON.stringify(row));
     rows.push(row);
     save(rows);
   }
-  console.log('\n| run | method | W/A | first/last | residual | same top-1 % | fake-quant top-1 % | integer top-1 % | diff | mean rel. logit error | tqm bytes |');
+  console.log('\n| run | method | W/A | first/last | input/residual | same top-1 % | fake-quant top-1 % | integer top-1 % | diff | fake-quant vs itself, noise 1e-5 / 1e-4 % | tqm bytes |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.run.split('/').filter(Boolean).at(-1)} | ${r.method} | ${r.wbits}/${r.abits} | ${r.firstLast} | int${r.residualBits} | ${r.sameTop1.toFixed(2)} | ` +
-        `${r.fakeQuantTop1.toFixed(2)} | ${r.integerTop1.toFixed(2)} | ${(r.integerTop1 - r.fakeQuantTop1).toFixed(2)} | ${r.meanRelativeLogitError.toFixed(4)} | ${r.tqmBytes} |`,
+      `| ${r.run.split('/').filter(Boolean).at(-1)} | ${r.method} | ${r.wbits}/${r.abits} | ${r.firstLast} | int${r.inputBits}/int${r.residualBits} | ${r.sameTop1.toFixed(2)} | ` +
+        `${r.fakeQuantTop1.toFixed(2)} | ${r.integerTop1.toFixed(2)} | ${(r.integerTop1 - r.fakeQuantTop1).toFixed(2)} | ` +
+        `${r.noiseFloor.eps1e5.toFixed(2)} / ${r.noiseFloor.eps1e4.toFixed(2)} | ${r.tqmBytes} |`,
     );
   }
 }

@@ -6,7 +6,7 @@ import type { Normalization } from '../src/data/augment.js';
 import type { CalibrationImages } from '../src/export/calibrate.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { lowerResNet } from '../src/export/lower.js';
+import { type LowerOptions, lowerResNet } from '../src/export/lower.js';
 import { ResNet, type ShortcutOption } from '../src/models/resnet.js';
 import { type FirstLastPolicy, calibrate, quantize, quantizedLayers } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
@@ -88,13 +88,14 @@ export function tinyQuantizedModel(o: TinyOptions): TinyModel {
   return { model, images };
 }
 
+export type LoweringChoices = Partial<Pick<LowerOptions, 'residualBits' | 'inputBits' | 'residualHeadroom' | 'warn'>>;
+
 /** Lower a tiny model with its own images as calibration data. */
-export function lowerTiny(t: TinyModel, o: TinyOptions, residualBits: 8 | 16 = 16, warn?: (m: string) => void): IntegerModel {
+export function lowerTiny(t: TinyModel, o: TinyOptions, choices: LoweringChoices = {}): IntegerModel {
   return lowerResNet(t.model, {
     normalization: NORMALIZATION,
     calibration: t.images,
-    residualBits,
     meta: { model: 'tiny', method: o.method, wbits: o.wbits, abits: o.abits ?? o.wbits, firstLast: o.firstLast ?? 'int8', classes: CLASSES },
-    warn,
+    ...choices,
   });
 }

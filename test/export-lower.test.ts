@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { setBackend } from '../src/backend/index.js';
 import { IntegerEngine, type IntArray } from '../src/export/engine.js';
-import { argmax } from '../src/export/int-ops.js';
+import { argmax, fixedValue } from '../src/export/int-ops.js';
 import type { ConvOp, IntegerModel, QuantizeOp } from '../src/export/ir.js';
 import { LoweringError } from '../src/export/lower.js';
 import { BasicBlock, ResNet } from '../src/models/resnet.js';
@@ -165,10 +165,10 @@ function fakeQuantLogitsOnEngineInput(model: ResNet, ir: IntegerModel, images: U
   return tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [count, ...shape])).toArray()));
 }
 
-const CASES: (TinyOptions & { readonly label: string })[] = [
+const CASES: (TinyOptions & { readonly label: string; readonly inputBits?: 8 | 16 })[] = [
   ...[2, 3, 4, 5].map((b) => ({ label: `apot W${b}A${b}`, method: 'apot' as const, wbits: b })),
   { label: 'apot W4A4 option B, apot8 first/last', method: 'apot', wbits: 4, shortcut: 'B', firstLast: 'apot8' },
-  { label: 'apot W3A3 per-channel, same first/last', method: 'apot', wbits: 3, perChannel: true, firstLast: 'same' },
+  { label: 'apot W3A3 per-channel, same first/last, int16 input', method: 'apot', wbits: 3, perChannel: true, firstLast: 'same', inputBits: 16 },
   ...[1, 2, 4].map((b) => ({ label: `ewgs W${b}A${b}`, method: 'ewgs' as const, wbits: b })),
   { label: 'ewgs W2A2 float first/last, BN head', method: 'ewgs', wbits: 2, firstLast: 'float', headBatchNorm: true },
   ...[2, 4].map((b) => ({ label: `uniform W${b}A${b}`, method: 'uniform' as const, wbits: b })),
@@ -182,7 +182,7 @@ describe('lowered integer model vs the fake-quantized model', () => {
     test(c.label, () => {
       const tiny = tinyQuantizedModel(c);
       const warnings: string[] = [];
-      const ir = lowerTiny(tiny, c, 16, (m) => warnings.push(m));
+      const ir = lowerTiny(tiny, c, { inputBits: c.inputBits, warn: (m) => warnings.push(m) });
       const count = 12;
       const { images } = tiny.images;
       const size = 3 * 16 * 16;
@@ -216,7 +216,7 @@ describe('lowering choices and refusals', () => {
     w[w.indexOf(Math.min(...w))] = -1.5 * max;
     tiny.model.conv1.weight.assign(w);
     const warnings: string[] = [];
-    const ir = lowerTiny(tiny, o, 16, (m) => warnings.push(m));
+    const ir = lowerTiny(tiny, o, { warn: (m) => warnings.push(m) });
     assert.ok(warnings.some((m) => /^conv1: \d+ int8 weight code\(s\) below -127 \(lowest -19\d/.test(m)), warnings.join('\n'));
     const conv1 = ir.ops.find((op): op is ConvOp => op.kind === 'conv' && op.name === 'conv1')!;
     assert.equal(Math.min(...conv1.weights.levels), -127);
@@ -225,8 +225,8 @@ describe('lowering choices and refusals', () => {
   test('residual stream: int8 mode stores int8 tensors and stays close to the int16 model', () => {
     const o: TinyOptions = { method: 'lsq', wbits: 4 };
     const tiny = tinyQuantizedModel(o);
-    const wide = lowerTiny(tiny, o, 16);
-    const narrow = lowerTiny(tiny, o, 8);
+    const wide = lowerTiny(tiny, o, { residualBits: 16 });
+    const narrow = lowerTiny(tiny, o, { residualBits: 8 });
     const residual = (ir: IntegerModel) => ir.tensors.filter((t) => /output$/.test(t.name) && !/shortcut/.test(t.name)).map((t) => t.dtype);
     assert.ok(residual(wide).every((d) => d === 'int16'));
     assert.ok(residual(narrow).every((d) => d === 'int8'));
@@ -237,13 +237,35 @@ describe('lowering choices and refusals', () => {
     assert.ok(a.filter((p, i) => p === b[i]).length >= count - 4);
   });
 
-  test('the input lookup table folds the normalization: zero-padding stays integer 0', () => {
+  test('the input lookup table folds the normalization (int8 or int16): zero-padding stays integer 0', () => {
     const o: TinyOptions = { method: 'uniform', wbits: 2 };
-    const ir = lowerTiny(tinyQuantizedModel(o), o);
-    const input = ir.ops[0];
-    assert.equal(input.kind, 'input');
-    const scale = ir.tensors[input.output].scale;
+    const tiny = tinyQuantizedModel(o);
     const x = normalizeImages(Uint8Array.from({ length: 3 * 256 }, (_, i) => i % 256), 1, 3, NORMALIZATION);
-    x.forEach((v, i) => assert.ok(Math.abs(input.lut[i] * scale - v) <= scale / 2 + 1e-6, `pixel ${i % 256} of channel ${Math.floor(i / 256)}`));
+    for (const [bits, dtype, top] of [[8, 'int8', 127], [16, 'int16', 32767]] as const) {
+      const ir = lowerTiny(tiny, o, { inputBits: bits });
+      const input = ir.ops[0];
+      assert.equal(input.kind, 'input');
+      const { scale, dtype: actual } = ir.tensors[input.output];
+      assert.equal(actual, dtype);
+      assert.equal(Math.max(...input.lut.map(Math.abs)), top);
+      x.forEach((v, i) => assert.ok(Math.abs(input.lut[i] * scale - v) <= scale / 2 + 1e-6, `${bits} bits: pixel ${i % 256} of channel ${Math.floor(i / 256)}`));
+    }
+  });
+
+  test('identity shortcuts inside a stage add without rescaling; stage transitions rescale', () => {
+    const o: TinyOptions = { method: 'ewgs', wbits: 4 };
+    const tiny = tinyQuantizedModel(o);
+    const ir = lowerTiny(tiny, o);
+    const shortcuts = ir.ops.filter((op): op is ConvOp => op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut !== null);
+    const identity = shortcuts.filter((op) => op.name === 'layer1.0.conv2');
+    assert.equal(identity.length, 1);
+    const s = identity[0].epilogue.kind === 'residual' ? identity[0].epilogue.shortcut! : null;
+    assert.deepEqual([s!.mult, s!.shift], [2 ** 30, 30]);
+    assert.equal(ir.tensors[s!.input].scale, ir.tensors[identity[0].output].scale);
+    const transition = shortcuts.find((op) => op.name === 'layer2.0.conv2')!;
+    const t = transition.epilogue.kind === 'residual' ? transition.epilogue.shortcut! : null;
+    const ratio = ir.tensors[t!.input].scale / ir.tensors[transition.output].scale;
+    assert.notEqual(ratio, 1);
+    assert.ok(Math.abs(fixedValue(t!) / ratio - 1) < 1e-8, `${fixedValue(t!)} vs ${ratio}`);
   });
 });

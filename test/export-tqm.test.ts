@@ -126,7 +126,7 @@ describe('damaged files are refused with a clear error', () => {
     expectError(resign(badEnum), /tensor 0 dtype 9 is not one of 0..3/);
     const badShape = bytes.slice();
     new DataView(badShape.buffer).setUint32(dtype + 1, 4, true); // tensor 0 ("image") gets 4 channels
-    expectError(resign(badShape), /op 0 \(input\): lut needs 1024 int8 entries/, IntegerModelError);
+    expectError(resign(badShape), /op 0 \(input\): lut needs 1024 entries/, IntegerModelError);
     const badMeta = bytes.slice();
     badMeta[TQM_HEADER_BYTES + 4] = 0x7b + 1; // '{' -> '|'
     expectError(resign(badMeta), /meta is not valid JSON/);

@@ -25,6 +25,7 @@ export const EXPORT_USAGE = `usage: tinyquant export --checkpoint FILE --format 
   --data-dir DIR           where the dataset is (training images calibrate the fixed-point scales)
   --calibration-images N   training images for calibration (default 256)
   --residual-bits 16|8     precision of the residual stream (default 16)
+  --input-bits 8|16        precision of the image after the normalization lookup table (default 8)
   --verify N               afterwards, compare the integer model with the fake-quantized one on N test images
   --json                   print the summary as JSON
   --model M --method M --wbits W --abits A --first-last P --normalization N --dataset D
@@ -38,6 +39,7 @@ const EXPORT_OPTIONS = {
   'data-dir': { type: 'string' },
   'calibration-images': { type: 'string' },
   'residual-bits': { type: 'string' },
+  'input-bits': { type: 'string' },
   verify: { type: 'string' },
   json: { type: 'boolean' },
   model: { type: 'string' },
@@ -85,6 +87,8 @@ export async function exportCommand(argv: string[]): Promise<void> {
   if (!exporter) throw new UsageError(`export: unknown format "${format}"; available: ${Object.keys(exporters).join(', ')}`);
   const residualBits = num(args, 'residual-bits', 16, { integer: true });
   if (residualBits !== 8 && residualBits !== 16) throw new UsageError(`--residual-bits must be 16 or 8, got ${residualBits}`);
+  const inputBits = num(args, 'input-bits', 8, { integer: true });
+  if (inputBits !== 8 && inputBits !== 16) throw new UsageError(`--input-bits must be 8 or 16, got ${inputBits}`);
   const calibrationImages = num(args, 'calibration-images', 256, { integer: true, min: 1 });
   const verifyImages = num(args, 'verify', 0, { integer: true, min: 0 });
   const dataDir = str(args, 'data-dir');
@@ -101,7 +105,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
       trained,
       out,
       warn,
-      integerModel: () => (lowered ??= lowerTrainedModel(trained, { dataDir, calibrationImages, residualBits, warn })),
+      integerModel: () => (lowered ??= lowerTrainedModel(trained, { dataDir, calibrationImages, residualBits, inputBits, warn })),
     };
     const result = await exporter(ctx);
     writeAll(result.files);

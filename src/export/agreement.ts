@@ -7,6 +7,7 @@ import type { Normalization } from '../data/augment.js';
 import type { ImageDataset } from '../data/dataset.js';
 import type { ResNet } from '../models/resnet.js';
 import { Tensor, noGrad, tidy } from '../tensor/tensor.js';
+import { Rng } from '../util/rng.js';
 import { normalizeImages } from './calibrate.js';
 import { type Arithmetic, IntegerEngine } from './engine.js';
 import { argmax } from './int-ops.js';
@@ -48,6 +49,35 @@ export function fakeQuantLogits(model: ResNet, images: Uint8Array, count: number
     model.train(wasTraining);
   }
   return out;
+}
+
+/**
+ * How stable the fake-quantized model itself is: the share of images (in percent) whose top-1
+ * class stays the same when every normalized input value moves by uniform noise in [-eps, eps].
+ * Quantized networks are discontinuous (a value crossing a threshold jumps a whole level), so this
+ * is the agreement any finite-precision implementation of the same model can expect.
+ */
+export function perturbedTop1(model: ResNet, data: ImageDataset, normalization: Normalization, eps: number, limit = data.count, seed = 0): number {
+  const count = Math.min(limit, data.count);
+  const shape = [data.channels, data.height, data.width] as const;
+  const size = shape[0] * shape[1] * shape[2];
+  const classes = model.config.numClasses;
+  const rng = new Rng(seed);
+  const wasTraining = model.training;
+  model.eval();
+  let same = 0;
+  try {
+    for (let start = 0; start < count; start += 200) {
+      const n = Math.min(200, count - start);
+      const x = normalizeImages(data.images.subarray(start * size, (start + n) * size), n, shape[0], normalization);
+      const noisy = Float32Array.from(x, (v) => v + eps * (2 * rng.next() - 1));
+      const [a, b] = [x, noisy].map((input) => tidy(() => noGrad(() => model.call(Tensor.fromArray(input, [n, ...shape])).toArray())));
+      for (let i = 0; i < n; i++) same += argmax(a, i * classes, classes) === argmax(b, i * classes, classes) ? 1 : 0;
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return (100 * same) / count;
 }
 
 export function measureAgreement(model: ResNet, ir: IntegerModel, data: ImageDataset, opts: AgreementOptions = {}): AgreementResult {

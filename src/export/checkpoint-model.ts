@@ -87,6 +87,7 @@ export interface LowerCheckpointOptions {
   /** Calibration images from the training split (default 256). */
   readonly calibrationImages?: number;
   readonly residualBits?: 8 | 16;
+  readonly inputBits?: 8 | 16;
   readonly warn?: (message: string) => void;
 }
 
@@ -101,6 +102,7 @@ export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOp
     normalization,
     calibration,
     residualBits: opts.residualBits,
+    inputBits: opts.inputBits,
     meta: { model: t.config.model, method: t.config.method, wbits: t.config.wbits, abits: t.config.abits, firstLast: t.firstLast, classes: train.classes },
     warn: opts.warn,
   });

@@ -162,13 +162,21 @@ class ConvRunner {
     const blockedChannels = channels - (channels % 4);
     const blockedPixels = pixels - (pixels % 2);
     for (let px = 0; px < blockedPixels; px += 2) {
-      const [b0, b1] = [px * patch, (px + 1) * patch];
+      const b0 = px * patch;
+      const b1 = b0 + patch;
       for (let o = 0; o < blockedChannels; o += 4) {
-        const [r0, r1, r2, r3] = [o * patch, (o + 1) * patch, (o + 2) * patch, (o + 3) * patch];
-        let [s00, s01, s02, s03, s10, s11, s12, s13] = [0, 0, 0, 0, 0, 0, 0, 0];
+        const r0 = o * patch;
+        const r1 = r0 + patch;
+        const r2 = r1 + patch;
+        const r3 = r2 + patch;
+        let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0; // prettier-ignore
         for (let k = 0; k < patch; k++) {
-          const [x0, x1] = [columns[b0 + k], columns[b1 + k]];
-          const [w0, w1, w2, w3] = [weights[r0 + k], weights[r1 + k], weights[r2 + k], weights[r3 + k]];
+          const x0 = columns[b0 + k];
+          const x1 = columns[b1 + k];
+          const w0 = weights[r0 + k];
+          const w1 = weights[r1 + k];
+          const w2 = weights[r2 + k];
+          const w3 = weights[r3 + k];
           s00 += w0 * x0;
           s01 += w1 * x0;
           s02 += w2 * x0;
@@ -303,7 +311,7 @@ export class IntegerEngine {
     }
   }
 
-  #input(output: number, lut: Int8Array, image: Uint8Array): void {
+  #input(output: number, lut: Int16Array, image: Uint8Array): void {
     const out = this.#buffers[output];
     const [channels, h, w] = this.inputShape;
     const plane = h * w;

@@ -24,7 +24,7 @@
  *   window of max|weight| * max|input|).
  *
  * ## Ops, in execution order
- * `input` -> output int8 [C,H,W]: out[c,y,x] = lut[c*256 + image[c,y,x]].
+ * `input` -> output int8 or int16 [C,H,W]: out[c,y,x] = lut[c*256 + image[c,y,x]].
  *
  * `conv` (also the classifier, as a 1x1 conv on a [C,1,1] input):
  *   w[o,c,i,j] = weights.levels[weights.codes[((o*C + c)*K + i)*K + j]]   (integer weight value)
@@ -131,8 +131,8 @@ export type Epilogue =
 export interface InputOp {
   readonly kind: 'input';
   readonly output: number;
-  /** channels * 256 entries: the normalized pixel in units of the output scale. */
-  readonly lut: Int8Array;
+  /** channels * 256 entries: the normalized pixel in units of the output scale (int8 or int16 values). */
+  readonly lut: Int16Array;
 }
 
 export interface ConvOp {

@@ -11,10 +11,12 @@
  *   units of whatever consumes the output.
  * - Inside a block the output of conv1 goes straight to conv2's activation codes (ReLU and the
  *   quantizer's thresholds applied to the requantized value). Block inputs and outputs (the
- *   residual stream) are int16 fixed point (or int8 with `residualBits: 8`), one scale per tensor
- *   chosen from calibration images: scale = headroom * max / (2^(bits-1) - 1), headroom 2 for
- *   int16 (values up to twice the calibration maximum fit; resolution stays ~1e-4 of the maximum)
- *   and 1 for int8. Both branches are brought to the block output's scale before the add.
+ *   residual stream) are int16 fixed point (or int8 with `residualBits: 8`), with scales chosen
+ *   from calibration images: scale = headroom * max / (2^(bits-1) - 1), headroom 2 for int16
+ *   (values up to twice the calibration maximum fit; resolution stays ~1e-4 of the maximum) and 1
+ *   for int8. Tensors joined by identity shortcuts share a scale (one per stage), so identity
+ *   shortcuts add exactly; elsewhere both branches are brought to the block output's scale
+ *   before the add.
  * - The image: normalization folded into a per-channel lookup table to int8, one scale for all
  *   channels (max |normalized pixel| / 127), so padding (normalized 0) stays integer 0.
  * - Global average pooling: int32 sums; 1/(H*W) and the head batch norm fold into the
@@ -61,6 +63,11 @@ export interface LowerOptions {
   /** A few hundred training images for the fixed-point scales. */
   readonly calibration: CalibrationImages;
   readonly residualBits?: 8 | 16;
+  /**
+   * Bits of the image after the lookup table (default 8). 16 keeps the normalized pixels almost
+   * exactly (the int8 table's rounding is the largest deviation from the fake-quantized model).
+   */
+  readonly inputBits?: 8 | 16;
   /** Multiple of the calibration maximum that the residual scale covers (default 2 for int16, 1 for int8). */
   readonly residualHeadroom?: number;
   readonly meta: Omit<ModelMeta, 'normalization' | 'residualBits' | 'notes'>;
@@ -387,11 +394,25 @@ function quantizeResidual(ctx: LoweringContext, input: number, layer: Conv2d, pa
   return emitQuantize(ctx, path, input, { M: Float64Array.of(scale), B: Float64Array.of(0) }, quantizerScheme(aq, path), false, `${path}.input`);
 }
 
-function residualScale(ctx: LoweringContext, range: ValueRange, where: string): number {
-  if (!(range.max > 0)) {
-    ctx.notes.push(`${where}: all calibration values were <= 0; residual scale set from 1.0`);
-  }
-  return (ctx.residualHeadroom * (range.max > 0 ? range.max : 1)) / (2 ** (ctx.residualBits - 1) - 1);
+/**
+ * Residual scales. Tensors joined by identity shortcuts (the stem output and the blocks of the
+ * first stage; the blocks of each later stage) share one scale, so an identity shortcut adds
+ * without rescaling, exactly; the scale covers the largest calibration value of its group times
+ * the headroom.
+ */
+function residualScales(ctx: LoweringContext, model: ResNet, ranges: CalibrationRanges): { stem: number; blocks: number[] } {
+  const groups = [0];
+  for (const block of model.blocks()) groups.push(block.shortcut === null ? groups[groups.length - 1] : groups[groups.length - 1] + 1);
+  const values = [ranges.stem, ...ranges.blocks];
+  const maxima = new Map<number, number>();
+  groups.forEach((g, i) => maxima.set(g, Math.max(maxima.get(g) ?? 0, values[i].max)));
+  const top = 2 ** (ctx.residualBits - 1) - 1;
+  const scales = groups.map((g) => {
+    const max = maxima.get(g)!;
+    if (!(max > 0)) ctx.notes.push(`residual group ${g}: all calibration values were <= 0; its scale is set from 1.0`);
+    return (ctx.residualHeadroom * (max > 0 ? max : 1)) / top;
+  });
+  return { stem: scales[0], blocks: scales.slice(1) };
 }
 
 function rescale(from: number, to: number, where: string): { mult: number; shift: number } {
@@ -404,14 +425,13 @@ function requireQuantized(layer: Module | null, path: string): asserts layer is 
   }
 }
 
-function emitBlock(ctx: LoweringContext, block: BasicBlock, path: string, x: number, range: ValueRange): number {
+function emitBlock(ctx: LoweringContext, block: BasicBlock, path: string, x: number, outScale: number): number {
   requireQuantized(block.conv1, `${path}.conv1`);
   requireQuantized(block.conv2, `${path}.conv2`);
   const xInfo = ctx.tensors[x];
   const a1 = quantizeResidual(ctx, x, block.conv1, `${path}.conv1`);
   const conv2Scheme = quantizerScheme(block.conv2.actQuantizer!, `${path}.conv2`);
   const a2 = emitConv(ctx, `${path}.conv1`, block.conv1, a1, block.bn1, { kind: 'activation', scheme: conv2Scheme, relu: true, name: `${path}.conv2.input` });
-  const outScale = residualScale(ctx, range, path);
   let shortcut: Shortcut;
   const sc = block.shortcut;
   if (sc === null) {
@@ -430,11 +450,12 @@ function emitBlock(ctx: LoweringContext, block: BasicBlock, path: string, x: num
   return emitConv(ctx, `${path}.conv2`, block.conv2, a2, block.bn2, { kind: 'residual', scale: outScale, relu: true, bits: ctx.residualBits, shortcut, name: `${path}.output` });
 }
 
-/** The int8 input lookup table with the normalization folded in. */
-function inputTable(norm: Normalization): { lut: Int8Array; scale: number } {
+/** The input lookup table (int8 or int16 values) with the normalization folded in. */
+function inputTable(norm: Normalization, bits: 8 | 16): { lut: Int16Array; scale: number } {
   const table = normalizationTable(norm);
-  const scale = table.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / 127;
-  return { lut: Int8Array.from(table, (v) => Math.max(-127, Math.min(127, roundHalfEven(v / scale)))), scale };
+  const top = 2 ** (bits - 1) - 1;
+  const scale = table.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / top;
+  return { lut: Int16Array.from(table, (v) => Math.max(-top, Math.min(top, roundHalfEven(v / scale)))), scale };
 }
 
 function checkModel(model: ResNet): void {
@@ -483,17 +504,20 @@ export function lowerResNet(model: ResNet, opts: LowerOptions): IntegerModel {
   }
   const ranges = calibrationRanges(model, opts.calibration, opts.normalization);
   const { channels, height, width } = opts.calibration;
-  const { lut, scale } = inputTable(opts.normalization);
-  const image = addTensor(ctx, { name: 'image', dtype: 'int8', shape: [channels, height, width], scale, range: [Math.min(...lut), Math.max(...lut)] });
+  const inputBits = opts.inputBits ?? 8;
+  if (inputBits !== 8 && inputBits !== 16) throw new LoweringError(`input bits must be 8 or 16, got ${inputBits}`);
+  const { lut, scale } = inputTable(opts.normalization, inputBits);
+  const image = addTensor(ctx, { name: 'image', dtype: inputBits === 8 ? 'int8' : 'int16', shape: [channels, height, width], scale, range: [Math.min(...lut), Math.max(...lut)] });
   ctx.ops.push({ kind: 'input', output: image, lut });
-  notes.push(`input: normalization folded into an int8 lookup table (one scale ${scale.toPrecision(4)} for all channels); the float model sees the exact normalized pixels`);
+  notes.push(`input: normalization folded into an int${inputBits} lookup table (one scale ${scale.toPrecision(4)} for all channels); the float model sees the exact normalized pixels`);
   notes.push(
     `residual stream: int${residualBits} fixed point, scales from ${ranges.images} calibration images with headroom x${residualHeadroom}; the fake-quantized model keeps it float`,
   );
-  let x = emitConv(ctx, 'conv1', model.conv1, image, model.bn1, { kind: 'residual', scale: residualScale(ctx, ranges.stem, 'conv1'), relu: model.bn1.relu, bits: residualBits, shortcut: null, name: 'stem.output' });
+  const scales = residualScales(ctx, model, ranges);
+  let x = emitConv(ctx, 'conv1', model.conv1, image, model.bn1, { kind: 'residual', scale: scales.stem, relu: model.bn1.relu, bits: residualBits, shortcut: null, name: 'stem.output' });
   const blockPaths = model.stages.flatMap((stage, s) => stage.layers.map((_, b) => `layer${s + 1}.${b}`));
   model.blocks().forEach((block, i) => {
-    x = emitBlock(ctx, block, blockPaths[i], x, ranges.blocks[i]);
+    x = emitBlock(ctx, block, blockPaths[i], x, scales.blocks[i]);
   });
   const output = emitClassifier(ctx, model, x, ranges);
   const ir: IntegerModel = {

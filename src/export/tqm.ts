@@ -16,7 +16,7 @@
  *   tensors   u32 count, then per tensor: str name, u8 dtype (0 int8, 1 uint8, 2 int16, 3 int32),
  *             u32 C, H, W, f64 scale, i32 range min, i32 range max
  *   ops       u32 count, then per op a u8 kind and its fields:
- *     0 input     u32 output, i8[] lut
+ *     0 input     u32 output, u32 count + i16 lut
  *     1 conv      str name, u32 input, output, inChannels, outChannels, kernel, stride, padding,
  *                 weights: u8 bits, u8 scheme (0 apot, 1 uniform, 2 int8), u32 count + i16 levels,
  *                          u32 count + packed codes (ceil(count * bits / 8) bytes, see bitpack.ts),
@@ -165,7 +165,7 @@ function writeOp(w: ByteWriter, op: Op): void {
     case 'input':
       w.u32(op.output);
       w.u32(op.lut.length);
-      w.bytes(new Uint8Array(op.lut.buffer, op.lut.byteOffset, op.lut.length));
+      op.lut.forEach((v) => w.i16(v));
       return;
     case 'conv':
       w.str(op.name);
@@ -333,9 +333,7 @@ function readOp(r: ByteReader, index: number): Op {
   switch (kind) {
     case 'input': {
       const output = r.u32(`${where} output`);
-      const n = r.u32(`${where} lut length`);
-      const lut = r.bytes(n, `${where} lut`);
-      return { kind, output, lut: new Int8Array(lut.buffer, lut.byteOffset, lut.length) };
+      return { kind, output, lut: Int16Array.from(r.i16s(`${where} lut`)) };
     }
     case 'conv': {
       const name = r.str(`${where} name`);

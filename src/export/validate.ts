@@ -188,7 +188,7 @@ function checkOp(op: Op, index: number, model: IntegerModel, written: Set<number
   switch (op.kind) {
     case 'input': {
       if (index !== 0) fail(where, 'the input op must come first');
-      if (!(op.lut instanceof Int8Array) || op.lut.length !== output.shape[0] * 256) fail(where, `lut needs ${output.shape[0] * 256} int8 entries`);
+      if (!(op.lut instanceof Int16Array) || op.lut.length !== output.shape[0] * 256) fail(where, `lut needs ${output.shape[0] * 256} entries`);
       checkCovers(output, Math.min(...op.lut), Math.max(...op.lut), where);
       break;
     }
