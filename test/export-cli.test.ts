@@ -93,7 +93,7 @@ describe('export', () => {
 
     const report = await capture(() => inspectCommand([out]));
     for (const layer of ['conv1', 'layer1.0.conv1', 'layer3.0.conv2', 'linear', 'total']) assert.match(report, new RegExp(`^${layer.replace(/[.]/g, '\\.')} `, 'm'));
-    assert.match(report, /resnet8, apot W3A3, first\/last int8, int16 residual stream, 10 classes/);
+    assert.match(report, /resnet8, apot W3A3, first\/last int8, int8 input, int16 residual stream, 10 classes/);
     assert.match(report, new RegExp(`file ${bytes} bytes`));
     const json = JSON.parse(await capture(() => inspectCommand([out, '--json'])));
     assert.equal(json.fileBytes, bytes);

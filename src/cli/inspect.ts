@@ -26,6 +26,7 @@ function table(rows: string[][]): string {
 /** The human-readable report. */
 export function formatReport(file: string, fileBytes: number, r: ModelReport): string {
   const m = r.model;
+  const input = r.layers[0]?.inputBits ?? 8;
   const header = ['layer', 'W/A bits', 'params', 'stored B', 'MACs', 'BOPs', 'multiplies', 'shifts', 'adds', 'act. mem B'];
   const rows = r.layers.map((l) => [
     l.name,
@@ -42,7 +43,7 @@ export function formatReport(file: string, fileBytes: number, r: ModelReport): s
   const t = r.totals;
   rows.push(['total', '', String(t.params), String(t.storedBytes), human(t.macs), human(t.bops), human(t.multiplies), human(t.shifts), human(t.adds), `peak ${t.peakActivationBytes}`]);
   return [
-    `${file}: ${m.model}, ${m.method} W${m.wbits}A${m.abits}, first/last ${m.firstLast}, int${m.residualBits} residual stream, ${m.classes.length} classes`,
+    `${file}: ${m.model}, ${m.method} W${m.wbits}A${m.abits}, first/last ${m.firstLast}, int${input} input, int${m.residualBits} residual stream, ${m.classes.length} classes`,
     `file ${fileBytes} bytes; packed weights ${t.weightBytes} bytes; ${human(t.requantizations)} requantizations per inference`,
     'multiplies: the multiply path (dense); shifts and adds: the shift-add path (terms summed per power of two, one shift per power)',
     '',

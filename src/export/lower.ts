@@ -93,7 +93,6 @@ interface Affine {
 
 /** How a consumer's quantizer maps a real value to the integer its conv reads. */
 interface ActivationScheme {
-  readonly bits: number;
   /** Real value of one unit of v at fracBits 0 (the quantizer's step). */
   readonly baseUnit: number;
   /** Real value at v = 0 (the quantizer's offset). */
@@ -140,7 +139,6 @@ function quantizerScheme(q: TensorQuantizer, layer: string): ActivationScheme {
     if (spec.hi !== 1 || codes[0] !== 0 || spec.levels.length !== codes.length) throw new LoweringError(`${layer}: unexpected non-uniform activation levels`);
     const baseUnit = spec.scale[0] / top;
     return {
-      bits: q.bits,
       baseUnit,
       offset: spec.offset[0],
       rule: (f) => ({
@@ -160,7 +158,6 @@ function quantizerScheme(q: TensorQuantizer, layer: string): ActivationScheme {
     throw new LoweringError(`${layer}: ${q.method} activation codes [${codes[0]}..${codes.at(-1)}] do not match its clip range [${spec.lo}, ${spec.hi}] x ${steps}`);
   }
   return {
-    bits: q.bits,
     baseUnit: spec.scale[0] / steps,
     offset: spec.offset[0],
     rule: (f) => ({ kind: 'round', fracBits: f, minCode, maxCode }),
@@ -176,7 +173,6 @@ function calibratedScheme(range: ValueRange): ActivationScheme {
   const top = signed ? 127 : 255;
   const unit = (rangeMaxAbs(range) || 1) / top;
   return {
-    bits: 8,
     baseUnit: unit,
     offset: 0,
     rule: (f) => ({ kind: 'round', fracBits: f, minCode: signed ? -127 : 0, maxCode: top }),
@@ -187,10 +183,6 @@ function calibratedScheme(range: ValueRange): ActivationScheme {
 }
 
 // ---- weights ---------------------------------------------------------------------------------
-
-function kernelOf(layer: Conv2d | Linear): number {
-  return layer instanceof Conv2d ? layer.kernelSize : 1;
-}
 
 function outChannelsOf(layer: Conv2d | Linear): number {
   return layer instanceof Conv2d ? layer.outChannels : layer.outFeatures;
