@@ -171,6 +171,7 @@ const CASES: (TinyOptions & { readonly label: string; readonly inputBits?: 8 | 1
   { label: 'apot W3A3 per-channel, same first/last, int16 input', method: 'apot', wbits: 3, perChannel: true, firstLast: 'same', inputBits: 16 },
   ...[1, 2, 4].map((b) => ({ label: `ewgs W${b}A${b}`, method: 'ewgs' as const, wbits: b })),
   { label: 'ewgs W2A2 float first/last, BN head', method: 'ewgs', wbits: 2, firstLast: 'float', headBatchNorm: true },
+  { label: 'ewgs W3A3 same first/last (output scales on conv1 and linear)', method: 'ewgs', wbits: 3, firstLast: 'same' },
   ...[2, 4].map((b) => ({ label: `uniform W${b}A${b}`, method: 'uniform' as const, wbits: b })),
   ...[2, 4].map((b) => ({ label: `pact W${b}A${b}`, method: 'pact' as const, wbits: b })),
   ...[2, 3, 8].map((b) => ({ label: `lsq W${b}A${b}`, method: 'lsq' as const, wbits: b })),
