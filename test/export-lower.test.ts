@@ -22,8 +22,9 @@ import type { Module } from '../src/nn/module.js';
 import { isQuantizedLayer, type QuantizedLayer } from '../src/quant/qlayers.js';
 import * as ops from '../src/tensor/ops.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
-import { NORMALIZATION, type TinyOptions, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
+import { CLASSES, NORMALIZATION, type TinyOptions, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
 import { normalizeImages } from '../src/export/calibrate.js';
+import { fakeQuantLogits, measureAgreement, perturbedTop1 } from '../src/export/agreement.js';
 
 before(() => setBackend('js'));
 
@@ -199,6 +200,25 @@ describe('lowered integer model vs the fake-quantized model', () => {
       if (c.firstLast === 'float') assert.ok(ir.meta.notes.some((n) => /post-training/.test(n)), 'float first/last layers are noted as a deviation');
     });
   }
+});
+
+test('agreement measurement: both models on labelled images, and the float model against itself', () => {
+  const o: TinyOptions = { method: 'lsq', wbits: 3 };
+  const tiny = tinyQuantizedModel(o);
+  const ir = lowerTiny(tiny, o);
+  const count = 12;
+  const { images, channels, height, width } = tiny.images;
+  const labels = Int32Array.from({ length: count }, (_, i) => i % 10);
+  const data = { name: 'tiny', split: 'test' as const, images: images.subarray(0, count * 768), labels, count, channels, height, width, classes: [...CLASSES], source: 'synthetic' };
+  const r = measureAgreement(tiny.model, ir, data);
+  const float = fakeQuantLogits(tiny.model, data.images, count, [channels, height, width], NORMALIZATION);
+  const ints = new IntegerEngine(ir).inferBatch(data.images, count);
+  const pct = (pred: (n: number) => number): number => (100 * labels.filter((l, n) => pred(n) === l).length) / count;
+  assert.equal(r.images, count);
+  assert.equal(r.fakeQuantTop1, pct((n) => argmax(float, n * 10, 10)));
+  assert.equal(r.integerTop1, pct((n) => argmax(ints, n * 10, 10)));
+  assert.equal(r.sameTop1, (100 * labels.filter((_, n) => argmax(float, n * 10, 10) === argmax(ints, n * 10, 10)).length) / count);
+  assert.equal(perturbedTop1(tiny.model, data, NORMALIZATION, 0), 100);
 });
 
 describe('lowering choices and refusals', () => {
