@@ -149,5 +149,7 @@ describe('inspect', () => {
     writeFileSync(out, bytes.subarray(0, 30));
     await assert.rejects(inspectCommand([out]), /damaged\.tqm: truncated/);
     await assert.rejects(inspectCommand([]), /expected one file/);
+    assert.match(await capture(() => inspectCommand(['--help'])), /^usage: tinyquant inspect/);
+    assert.match(await capture(() => exportCommand(['--help'])), /^usage: tinyquant export --checkpoint FILE --format FORMAT --out PATH/);
   });
 });

@@ -42,6 +42,7 @@ const EXPORT_OPTIONS = {
   'input-bits': { type: 'string' },
   verify: { type: 'string' },
   json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
   model: { type: 'string' },
   normalization: { type: 'string' },
   dataset: { type: 'string' },
@@ -78,6 +79,10 @@ async function verify(trained: TrainedModel, ir: IntegerModel, images: number, d
 
 export async function exportCommand(argv: string[]): Promise<void> {
   const args = parse('export', argv, EXPORT_OPTIONS);
+  if (flag(args, 'help')) {
+    console.log(EXPORT_USAGE);
+    return;
+  }
   if (args.positionals.length > 0) throw new UsageError(`export: unexpected argument "${args.positionals[0]}"\n${EXPORT_USAGE}`);
   const checkpoint = str(args, 'checkpoint');
   const out = str(args, 'out');

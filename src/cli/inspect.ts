@@ -53,7 +53,11 @@ export function formatReport(file: string, fileBytes: number, r: ModelReport): s
 }
 
 export async function inspectCommand(argv: string[]): Promise<void> {
-  const args = parse('inspect', argv, { json: { type: 'boolean' } });
+  const args = parse('inspect', argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+  if (flag(args, 'help')) {
+    console.log(INSPECT_USAGE);
+    return;
+  }
   if (args.positionals.length !== 1) throw new UsageError(`inspect: expected one file\n${INSPECT_USAGE}`);
   const file = args.positionals[0];
   try {
