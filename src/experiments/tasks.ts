@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { getBackend } from '../backend/index.js';
 import { type ImageDataset, createEvalLoader, loadDataset } from '../data/index.js';
 import { writeJsonAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
@@ -53,6 +54,8 @@ export async function runTask(request: WorkerRequest, emit: (m: WorkerMessage) =
   const progress = workerProgress(emit, request.outDir);
   let result: WorkerMessage;
   try {
+    const backend = getBackend();
+    progress.line(`backend ${backend.name}, ${backend.threads} thread(s)`);
     if (request.kind === 'evaluate') {
       result = { type: 'done', outcome: await evaluateStart(request.config, request.outDir, progress) };
     } else {
