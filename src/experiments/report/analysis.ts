@@ -39,7 +39,7 @@ export interface HistogramPanel {
   readonly levelCount: number;
   /** Clipping bounds in the input domain (null: none on that side). */
   readonly clip: readonly [number | null, number | null];
-  /** Share of values beyond the clipping bounds. */
+  /** Share of the non-zero values beyond the clipping bounds (zeros, e.g. after ReLU, stay zero). */
   readonly clipped: number;
 }
 
@@ -159,15 +159,17 @@ function histogram(capture: Capture, meta: Omit<HistogramPanel, 'lo' | 'hi' | 'c
   const pad = (hi - lo) * 0.04 || 1;
   [lo, hi] = [lo - pad, hi + pad];
   const counts = new Array<number>(BINS).fill(0);
-  let clipped = 0;
+  let [clipped, nonZero] = [0, 0];
   for (const v of values) {
     const bin = Math.floor(((v - lo) / (hi - lo)) * BINS);
     if (bin >= 0 && bin < BINS) counts[bin]++;
+    if (v === 0) continue;
+    nonZero++;
     if ((clip[0] !== null && v < clip[0]) || (clip[1] !== null && v > clip[1])) clipped++;
   }
   const xn = [(lo - offset) / scale, (hi - offset) / scale].sort((a, b) => a - b);
   const levels = normalizedLevels(spec, xn[0], xn[1]).map(toInput).filter((x) => x >= lo && x <= hi);
-  return { ...meta, domain, lo, hi, counts, levels, levelCount, clip, clipped: clipped / values.length };
+  return { ...meta, domain, lo, hi, counts, levels, levelCount, clip, clipped: clipped / Math.max(1, nonZero) };
 }
 
 /** The layer drawn: the middle one of those the method quantizes (not the 8-bit first/last layers). */

@@ -15,7 +15,7 @@ th, td { border: 1px solid #d6d6d6; padding: 3px 8px; vertical-align: top; }
 th { background: #f3f4f6; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.status-failed td, tr.status-diverged td, tr.status-blocked td { background: #fde8e8; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; } .charts svg { border: 1px solid #eee; }
-.hist { display: grid; gap: 6px; } .hist .label { font-size: 12px; font-weight: 600; align-self: center; }
+.hist { display: grid; gap: 4px; overflow-x: auto; } .hist .label { font-size: 12px; font-weight: 600; align-self: center; }
 nav a { margin-right: 12px; font-size: 14px; } code { background: #f3f4f6; padding: 0 3px; }
 ul.findings li { margin: 4px 0; }
 `;
@@ -115,7 +115,7 @@ function histogramGrid(s: Study, panels: readonly HistogramPanel[], role: Histog
       const p = mine.find((x) => x.method === m && x.bits === bits);
       if (!p) return '<div></div>';
       return histogramChart({
-        title: `${m} ${bits}: ${p.levelCount} levels, ${(100 * p.clipped).toFixed(1)}% clipped`,
+        title: `${m} ${bits}: ${p.levelCount} levels, ${(100 * p.clipped).toFixed(1)}% clip`,
         xLabel: p.domain,
         lo: p.lo,
         hi: p.hi,
@@ -128,8 +128,8 @@ function histogramGrid(s: Study, panels: readonly HistogramPanel[], role: Histog
   ]);
   const layer = mine[0].layer;
   return (
-    `<h4>${role === 'weight' ? 'Weights' : 'Input activations'} of ${esc(layer)} (final checkpoint of the first seed; coloured lines: quantization levels, dashed: clipping bounds)</h4>` +
-    `<div class="hist" style="grid-template-columns: 60px repeat(${methods.length}, 262px)"><div></div>${methods.map((m) => `<div class="label">${esc(m)}</div>`).join('')}${cells.join('')}</div>`
+    `<h4>${role === 'weight' ? 'Weights' : 'Input activations'} of ${esc(layer)} (final checkpoint of the first seed; coloured lines: quantization levels, dashed: clipping bounds; clip: share of non-zero values beyond them)</h4>` +
+    `<div class="hist" style="grid-template-columns: 60px repeat(${methods.length}, 234px)"><div></div>${methods.map((m) => `<div class="label">${esc(m)}</div>`).join('')}${cells.join('')}</div>`
   );
 }
 

@@ -179,7 +179,7 @@ export interface HistogramChartOptions {
 
 /** Counts on a log scale (log10(1 + count)) so that a spike at zero does not hide the rest. */
 export function histogramChart(o: HistogramChartOptions): string {
-  const f = { ...frame(o.width ?? 260, o.height ?? 170), left: 34, top: 22 };
+  const f = { ...frame(o.width ?? 232, o.height ?? 170), left: 34, top: 22 };
   const x = scale([o.lo, o.hi], [f.left, f.width - f.right]);
   const heights = o.counts.map((c) => Math.log10(1 + c));
   const top = Math.max(1e-9, ...heights);
