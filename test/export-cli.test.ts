@@ -110,6 +110,16 @@ describe('export', () => {
     assert.equal(readTqm(out).meta.residualBits, 8);
   });
 
+  test('onnx: a QDQ model whose metadata names its source', async () => {
+    const out = join(dir, 'apot.onnx');
+    const json = JSON.parse(await capture(() => exportCommand(['--checkpoint', apotRun, '--format', 'onnx', '--out', out, '--data-dir', dir, '--calibration-images', '4', '--json'])));
+    assert.equal(json.format, 'onnx');
+    assert.deepEqual(json.files, [{ path: out, bytes: readFileSync(out).length }]);
+    assert.match(json.summary[0], /ONNX opset \d+ in QDQ form/);
+    const text = readFileSync(out).toString('latin1');
+    for (const op of ['QuantizeLinear', 'DequantizeLinear', 'tinyquant.source', 'apot W3A3']) assert.ok(text.includes(op), op);
+  });
+
   test('bad input is a clear error and leaves no file', async () => {
     const floatRun = checkpoint('float', { method: 'float' });
     const cases: [string[], RegExp][] = [

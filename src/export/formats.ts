@@ -1,12 +1,13 @@
 /**
  * Export formats by name. An exporter turns a trained model into output files (bytes only: the
  * caller writes them, atomically, after the exporter succeeded, so a failure never leaves a
- * partial output). `tqm` lives here; the C and ONNX exporters register themselves with
- * `registerExporter('c', ...)` / `registerExporter('onnx', ...)` (or an entry in `exporters`).
+ * partial output). `tqm` lives here; ONNX (src/export/onnx) and C (src/export/c) have their own folders
+ * and an entry in `exporters`.
  */
 import type { IntegerModel } from './ir.js';
 import type { TrainedModel } from './checkpoint-model.js';
 import { encodeTqm } from './tqm.js';
+import { onnxExporter } from './onnx/exporter.js';
 
 export interface ExportContext {
   /** The trained fake-quantized model, its config and checkpoint. */
@@ -37,9 +38,4 @@ async function exportTqm(ctx: ExportContext): Promise<ExportResult> {
   return { files: [{ path: ctx.out, bytes }], summary: [`${ctx.out}: ${bytes.length} bytes, ${model.ops.length} ops`, ...model.meta.notes] };
 }
 
-export const exporters: Record<string, Exporter> = { tqm: exportTqm };
-
-export function registerExporter(name: string, exporter: Exporter): void {
-  if (!/^[a-z0-9-]+$/.test(name)) throw new Error(`export format name "${name}" must be lowercase letters, digits or '-'`);
-  exporters[name] = exporter;
-}
+export const exporters: Record<string, Exporter> = { tqm: exportTqm, onnx: onnxExporter };

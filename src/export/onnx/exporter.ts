@@ -1,6 +1,6 @@
 /**
- * The `onnx` format of `tinyquant export` (src/export/formats.ts): register it with
- * `registerExporter('onnx', onnxExporter)`. The caller writes the returned bytes atomically.
+ * The `onnx` format of `tinyquant export` (listed in src/export/formats.ts). The caller writes the
+ * returned bytes atomically.
  */
 import { resolveNormalization } from '../../data/augment.js';
 import type { ExportContext, ExportResult } from '../formats.js';
