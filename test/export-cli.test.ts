@@ -20,21 +20,9 @@ import { saveCheckpoint } from '../src/train/checkpoint.js';
 import { resolveConfig } from '../src/train/config.js';
 import { buildModel } from '../src/train/trainer.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
-import { NORMALIZATION, syntheticImages } from './export-fixtures.js';
+import { NORMALIZATION, cifarBinaryFolder, syntheticImages } from './export-fixtures.js';
 
 let dir: string;
-const IMAGE = 3 * 32 * 32;
-
-/** CIFAR-10 binary records: label byte + 3072 pixels. */
-function records(count: number, seed: number): Uint8Array {
-  const { images } = syntheticImages(count, 3, 32, 32, seed);
-  const out = new Uint8Array(count * (IMAGE + 1));
-  for (let i = 0; i < count; i++) {
-    out[i * (IMAGE + 1)] = (i * 3 + seed) % 10;
-    out.set(images.subarray(i * IMAGE, (i + 1) * IMAGE), i * (IMAGE + 1) + 1);
-  }
-  return out;
-}
 
 /** A run directory with a `last` checkpoint of a resnet8 trained (here: calibrated) as `fields` say. */
 function checkpoint(name: string, fields: Record<string, unknown>): string {
@@ -71,11 +59,7 @@ let apotRun: string;
 before(() => {
   setBackend('js');
   dir = mkdtempSync(join(tmpdir(), 'tq-export-cli-'));
-  const data = join(dir, 'cifar-10-batches-bin');
-  mkdirSync(data);
-  for (let i = 1; i <= 5; i++) writeFileSync(join(data, `data_batch_${i}.bin`), records(6, i));
-  writeFileSync(join(data, 'test_batch.bin'), records(8, 9));
-  writeFileSync(join(data, 'batches.meta.txt'), `${CIFAR10_CLASSES.join('\n')}\n`);
+  cifarBinaryFolder(dir, 6, 8);
   apotRun = checkpoint('apot', { method: 'apot', wbits: 3 });
 });
 after(() => rmSync(dir, { recursive: true, force: true }));

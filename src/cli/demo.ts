@@ -9,8 +9,9 @@ import { printOutcome, runGrid } from './run.js';
 
 export const DEMO_USAGE = `usage: tinyquant demo [--out DIR] [--jobs N] [--threads T] [--data-dir DIR]
 
-Runs the kiots2023 preset at its quick scale (CIFAR-10, one seed, 1 epoch on a subset) from the
-float model shipped with tinyquant, writes the report and prints where it is.
+Runs the kiots2023 preset at its quick scale (CIFAR-10, one seed, 2 epochs on a subset) from the
+float model shipped with tinyquant (presets/kiots2023.yaml, "quick:"), writes the report and prints
+where it is.
   --out DIR    results directory (default results/kiots2023-quick)`;
 
 const DEMO_OPTIONS = {

@@ -1,0 +1,108 @@
+/**
+ * `tinyquant train` and `tinyquant eval` as a user runs them (the CLI in a child process, on a tiny
+ * CIFAR-10 folder made here): the JSON line and the predictions file of eval, bare weights evaluated
+ * with architecture flags, and SIGTERM during training saving a checkpoint that --resume continues.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { cifarBinaryFolder } from './export-fixtures.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const TEST_IMAGES = 40;
+let dir: string;
+
+interface Finished {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function start(args: string[]): { child: ChildProcess; done: Promise<Finished> } {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, TINYQUANT_THREADS: '1' } });
+  let [stdout, stderr] = ['', ''];
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<Finished>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  return { child, done };
+}
+
+async function cli(args: string[]): Promise<Finished> {
+  const result = await start(args).done;
+  assert.equal(result.code, 0, `tinyquant ${args.join(' ')} failed:\n${result.stderr}`);
+  return result;
+}
+
+const trainArgs = (out: string, epochs: number): string[] =>
+  ['train', '--model', 'resnet8', '--dataset', 'cifar10', '--data-dir', dir, '--epochs', String(epochs), '--batch', '8', '--lr', '0.05', '--out', out, '--quiet'];
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tq-cli-train-eval-'));
+  cifarBinaryFolder(dir, 16, TEST_IMAGES);
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('train then eval', () => {
+  test('eval prints one JSON line and writes one prediction per image, in dataset order', async () => {
+    const run = join(dir, 'run');
+    const trained = JSON.parse((await cli(trainArgs(run, 1))).stdout.trim()) as { top1: number };
+    const predictions = join(dir, 'predictions.txt');
+    const { stdout } = await cli(['eval', '--checkpoint', join(run, 'last.json'), '--data-dir', dir, '--json', '--predictions', predictions]);
+    const summary = JSON.parse(stdout.trim()) as { top1: number; top5: number; n: number; loss: number };
+    assert.equal(summary.n, TEST_IMAGES);
+    assert.ok(Number.isFinite(summary.loss) && summary.top5 >= summary.top1);
+    assert.equal(summary.top1, trained.top1, 'eval of the last checkpoint repeats the final evaluation of training');
+
+    const predicted = readFileSync(predictions, 'utf8').trim().split('\n').map(Number);
+    assert.equal(predicted.length, TEST_IMAGES);
+    assert.ok(predicted.every((c) => Number.isInteger(c) && c >= 0 && c < 10));
+    const labels = readFileSync(join(dir, 'cifar-10-batches-bin', 'test_batch.bin')).filter((_, i) => i % (3 * 32 * 32 + 1) === 0);
+    const correct = predicted.filter((c, i) => c === labels[i]).length;
+    assert.equal(summary.top1, (100 * correct) / TEST_IMAGES);
+  });
+
+  test('bare weights (no sidecar) are evaluated with the architecture given as flags', async () => {
+    const run = join(dir, 'run');
+    const meta = JSON.parse(readFileSync(join(run, 'last.json'), 'utf8')) as { weights: { file: string } };
+    const weights = join(run, meta.weights.file);
+    const withSidecar = JSON.parse((await cli(['eval', '--checkpoint', join(run, 'last.json'), '--data-dir', dir, '--json'])).stdout.trim());
+    const bare = JSON.parse((await cli(['eval', '--checkpoint', weights, '--model', 'resnet8', '--dataset', 'cifar10', '--data-dir', dir, '--json'])).stdout.trim());
+    assert.deepEqual([bare.top1, bare.loss], [withSidecar.top1, withSidecar.loss]);
+    const wrong = await start(['eval', '--checkpoint', weights, '--model', 'resnet20', '--dataset', 'cifar10', '--data-dir', dir]).done;
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /layer2\.1|shape|missing/);
+  });
+});
+
+describe('signals', () => {
+  test('SIGTERM saves a checkpoint before exit, and --resume finishes the run', async () => {
+    const run = join(dir, 'interrupted');
+    const { child, done } = start([...trainArgs(run, 12).filter((a) => a !== '--quiet')]);
+    // Wait until training is under way (a progress line), then ask it to stop.
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer): void => {
+        if (/epoch 1\/12/.test(d.toString())) {
+          child.stderr!.off('data', onData);
+          resolve();
+        }
+      };
+      child.stderr!.on('data', onData);
+    });
+    child.kill('SIGTERM');
+    const stopped = await done;
+    assert.equal(stopped.code, 130, stopped.stderr);
+    assert.ok(existsSync(join(run, 'last.json')), 'a checkpoint was saved on SIGTERM');
+    const saved = JSON.parse(readFileSync(join(run, 'last.json'), 'utf8')) as { progress: { epoch: number } };
+    assert.ok(saved.progress.epoch < 12);
+
+    await cli([...trainArgs(run, 12), '--resume']);
+    const epochs = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { epoch: number }).epoch);
+    assert.deepEqual(epochs, Array.from({ length: 12 }, (_, i) => i), 'each epoch trained once: the resumed run continued, it did not restart');
+    const final = JSON.parse(readFileSync(join(run, 'last.json'), 'utf8')) as { progress: { epoch: number } };
+    assert.equal(final.progress.epoch, 12);
+  });
+});
