@@ -1,0 +1,48 @@
+/**
+ * tinyquant's library API (`import { ... } from 'tinyquant'`), in the order data flows:
+ * tensors and backends -> layers and models -> quantizers -> data -> training -> export -> experiments.
+ *
+ *   const model = createModel('resnet20');
+ *   quantize(model, { method: 'apot', wbits: 4, abits: 4 });
+ *   const result = await train({ config: resolveConfig({ model: 'resnet20', method: 'apot', wbits: 4, abits: 4 }), outDir: 'runs/x' });
+ */
+export { TINYQUANT_VERSION } from './version.js';
+
+// Tensors, autograd and the backends.
+export { Tensor, backward, keep, noGrad, tidy, isGradEnabled } from './tensor/tensor.js';
+export * as ops from './tensor/ops.js';
+export type { Backend, BackendName, Shape } from './backend/backend.js';
+export { createBackend, getBackend, setBackend, withBackend } from './backend/index.js';
+
+// Layers, models, optimizers.
+export { Module, Parameter, type ParamKind, type StateDict, type StateTensor } from './nn/module.js';
+export { AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Identity, Linear, ReLU, Sequential, ShortcutPad } from './nn/layers.js';
+export { ResNet, type ResNetConfig, type ModelName, type ModelOptions, createModel, modelNames } from './models/index.js';
+export * from './optim/index.js';
+
+// Quantization.
+export { type MethodName, type IntegerForm, type TensorQuantizer, methodNames } from './quant/quantizer.js';
+export { type FirstLastPolicy, type QuantizeOptions, allQuantizers, calibrate, quantize, quantizedLayers } from './quant/quantize.js';
+
+// Data.
+export { type ImageDataset, type DatasetName, DataLoader, createEvalLoader, loadDataset } from './data/index.js';
+export { loadStateDict, readSafetensorsFile, writeSafetensorsFile, writeFileAtomic } from './io/index.js';
+
+// Training and evaluation.
+export { type TrainConfig, ConfigError, resolveConfig, readConfigFile } from './train/config.js';
+export { type TrainOptions, type TrainResult, DivergedError, buildModel, train } from './train/trainer.js';
+export { type LoadedCheckpoint, readCheckpoint, saveCheckpoint } from './train/checkpoint.js';
+export { type EvalSummary, evaluate } from './train/evaluate.js';
+
+// Deployment.
+export type { IntegerModel } from './export/ir.js';
+export { type LowerOptions, lowerResNet } from './export/lower.js';
+export { type CalibrationImages, normalizeImages } from './export/calibrate.js';
+export { IntegerEngine } from './export/engine.js';
+export { readTqm, writeTqm } from './export/tqm-file.js';
+export { exportOnnx, writeOnnxFile } from './export/onnx/index.js';
+
+// Experiments.
+export { type GridSpec, type Plan, expandGrid, readGrid } from './experiments/grid.js';
+export { executePlan } from './experiments/executor.js';
+export { writeReport } from './experiments/report/index.js';
