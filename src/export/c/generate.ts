@@ -1,0 +1,301 @@
+/**
+ * C99 code generation for an integer model (ir.ts): a source file with the runtime (runtime.ts),
+ * the model's tables as `const` arrays (flash on a microcontroller), one static arena planned by
+ * plan.ts, and `tq_infer`; plus a header with the API and the sizes as macros. The logits equal
+ * the TypeScript integer engine's bit for bit (int32: the engine's logits are int32).
+ */
+import { TINYQUANT_VERSION } from '../../version.js';
+import { packBits } from '../bitpack.js';
+import { type ConvOp, type DType, type IntegerModel, type Op, type QuantizeOp, inputShape, tensorSize } from '../ir.js';
+import type { ActivationQuant, Requant } from '../ir.js';
+import { validateIntegerModel } from '../validate.js';
+import { type ArenaPlan, planArena } from './plan.js';
+import { C_DTYPE_TAG, C_TYPE, runtimeSource } from './runtime.js';
+
+/** Byte order of the image tq_infer reads: channel planes (CIFAR's binary files) or interleaved pixels. */
+export type ImageLayout = 'chw' | 'hwc';
+export const IMAGE_LAYOUTS: readonly ImageLayout[] = ['chw', 'hwc'];
+
+export interface CGenerateOptions {
+  /** File name of the header, as the source #includes it (e.g. `model.h`). */
+  readonly headerName: string;
+  readonly imageLayout?: ImageLayout;
+}
+
+export interface GeneratedC {
+  readonly source: string;
+  readonly header: string;
+  readonly plan: ArenaPlan;
+}
+
+/** Refused model: the message names the layer or field. */
+export class CExportError extends Error {
+  override name = 'CExportError';
+}
+
+const PER_LINE = 20;
+
+/** A C integer literal (INT32_MIN has no literal of type int32). */
+function literal(v: number): string {
+  return v === -0x80000000 ? '(-2147483647 - 1)' : String(v);
+}
+
+function array(type: string, name: string, values: ArrayLike<number>, comment = ''): string {
+  const items = Array.from(values.length > 0 ? values : [0], literal);
+  const lines: string[] = [];
+  for (let i = 0; i < items.length; i += PER_LINE) lines.push(`    ${items.slice(i, i + PER_LINE).join(', ')},`);
+  return `${comment ? `/* ${comment} */\n` : ''}static const ${type} ${name}[${items.length}] = {\n${lines.join('\n')}\n};\n`;
+}
+
+/** A C string literal: printable ASCII as is, everything else as octal escapes of its UTF-8 bytes. */
+function cString(s: string): string {
+  let out = '';
+  for (const byte of new TextEncoder().encode(s)) {
+    const ch = String.fromCharCode(byte);
+    if (ch === '"' || ch === '\\') out += `\\${ch}`;
+    else if (byte >= 0x20 && byte < 0x7f && ch !== '?') out += ch;
+    else out += `\\${byte.toString(8).padStart(3, '0')}`;
+  }
+  return `"${out}"`;
+}
+
+/** Keeps comments well formed whatever a layer name contains. */
+function commentText(s: string): string {
+  return s.replace(/\*\//g, '* /').replace(/[^\x20-\x7e]/g, '?');
+}
+
+class Emitter {
+  readonly data: string[] = [];
+  readonly calls: string[] = [];
+  readonly model: IntegerModel;
+  readonly plan: ArenaPlan;
+  readonly layout: ImageLayout;
+
+  constructor(model: IntegerModel, plan: ArenaPlan, layout: ImageLayout) {
+    this.model = model;
+    this.plan = plan;
+    this.layout = layout;
+  }
+
+  tensor(id: number): string {
+    return `tq_arena.bytes + ${this.plan.tensorOffset[id]}`;
+  }
+
+  dtype(id: number): string {
+    return C_DTYPE_TAG[this.model.tensors[id].dtype];
+  }
+
+  requant(r: Requant, k: number): void {
+    this.data.push(array('int32_t', `tq_mult_${k}`, r.mult), array('uint8_t', `tq_shift_${k}`, r.shift), array('int32_t', `tq_bias_${k}`, r.bias));
+  }
+
+  /** Initializer of a tq_activation (its tables emitted as op k's). */
+  activation(q: ActivationQuant, k: number): string {
+    const rule = q.rule;
+    const fields = [`.zero_point = ${literal(q.zeroPoint)}`, `.relu = ${q.relu ? 1 : 0}`];
+    if (rule.kind === 'thresholds') {
+      this.data.push(array('int32_t', `tq_thresholds_${k}`, rule.thresholds), array('int16_t', `tq_values_${k}`, rule.values));
+      fields.push(`.thresholds = tq_thresholds_${k}`, `.values = tq_values_${k}`, `.count = ${rule.thresholds.length}`);
+    } else {
+      fields.push('.thresholds = NULL', '.values = NULL', `.frac_bits = ${rule.fracBits}`, `.min_code = ${literal(rule.minCode)}`, `.max_code = ${literal(rule.maxCode)}`);
+    }
+    return `{ ${fields.join(', ')} }`;
+  }
+
+  op(op: Op, k: number): void {
+    switch (op.kind) {
+      case 'input':
+        return this.input(op.lut, op.output, k);
+      case 'conv':
+        return this.conv(op, k);
+      case 'quantize':
+        return this.quantize(op, k);
+      case 'sumpool': {
+        const [c, h, w] = this.model.tensors[op.input].shape;
+        this.calls.push(`tq_sumpool(${this.tensor(op.input)}, ${this.dtype(op.input)}, (int32_t *)(${this.tensor(op.output)}), ${c}, ${h * w});`);
+      }
+    }
+  }
+
+  input(lut: Int16Array, output: number, k: number): void {
+    const [c, h, w] = inputShape(this.model);
+    this.data.push(array('int16_t', `tq_lut_${k}`, lut, 'input: the normalized pixel per channel and byte value'));
+    const [channelStride, pixelStride] = this.layout === 'chw' ? [h * w, 1] : [1, c];
+    this.calls.push(`tq_input(image, tq_lut_${k}, ${this.tensor(output)}, ${this.dtype(output)}, ${c}, ${h * w}, ${channelStride}, ${pixelStride});`);
+  }
+
+  conv(op: ConvOp, k: number): void {
+    const { model } = this;
+    const [inC, inH, inW] = model.tensors[op.input].shape;
+    const [outC, outH, outW] = model.tensors[op.output].shape;
+    const w = op.weights;
+    const codes = packBits(w.codes, w.bits);
+    const padded = new Uint8Array(codes.length + 1); // tq_weight_row reads two bytes at a time
+    padded.set(codes);
+    this.data.push(
+      array('uint8_t', `tq_codes_${k}`, padded, `${commentText(op.name)}: ${outC}x${inC}x${op.kernel}x${op.kernel}, ${w.bits}-bit ${w.scheme} weights`),
+      array('int16_t', `tq_levels_${k}`, w.levels),
+    );
+    this.requant(op.requant, k);
+    const e = op.epilogue;
+    const fields = [
+      `.codes = tq_codes_${k}`, `.levels = tq_levels_${k}`, `.mult = tq_mult_${k}`, `.shift = tq_shift_${k}`, `.bias = tq_bias_${k}`,
+      `.in_c = ${inC}`, `.in_h = ${inH}`, `.in_w = ${inW}`, `.out_c = ${outC}`, `.out_h = ${outH}`, `.out_w = ${outW}`,
+      `.kernel = ${op.kernel}`, `.stride = ${op.stride}`, `.padding = ${op.padding}`, `.bits = ${w.bits}`,
+      `.out_dtype = ${this.dtype(op.output)}`,
+    ]; // prettier-ignore
+    let shortcut = 'NULL';
+    if (e.kind === 'activation') {
+      this.data.push(`static const tq_activation tq_activation_${k} = ${this.activation(e, k)};\n`);
+      fields.push('.epilogue = TQ_ACTIVATION', `.activation = &tq_activation_${k}`);
+    } else if (e.kind === 'residual') {
+      fields.push('.epilogue = TQ_RESIDUAL', `.residual_relu = ${e.relu ? 1 : 0}`, `.residual_bits = ${e.bits}`);
+      if (e.shortcut) {
+        const s = e.shortcut;
+        const [c, h, wd] = model.tensors[s.input].shape;
+        this.data.push(
+          `static const tq_shortcut tq_shortcut_${k} = { .mult = ${literal(s.mult)}, .shift = ${s.shift}, .stride = ${s.stride}, .channel_offset = ${s.channelOffset}, ` +
+            `.channels = ${c}, .height = ${h}, .width = ${wd}, .dtype = ${this.dtype(s.input)} };\n`,
+        );
+        fields.push(`.shortcut = &tq_shortcut_${k}`);
+        shortcut = this.tensor(s.input);
+      }
+    } else {
+      fields.push('.epilogue = TQ_LOGITS');
+    }
+    this.data.push(`static const tq_conv tq_conv_${k} = {\n    ${fields.join(',\n    ')}\n};\n`);
+    const scratch = `tq_arena.bytes + ${this.plan.scratchOffset[k]}`;
+    const accumulate = `tq_accumulate_${model.tensors[op.input].dtype}`;
+    this.calls.push(`tq_conv_run(&tq_conv_${k}, ${accumulate}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
+  }
+
+  quantize(op: QuantizeOp, k: number): void {
+    const [c, h, w] = this.model.tensors[op.input].shape;
+    this.requant(op.requant, k);
+    const fields = [
+      `.mult = tq_mult_${k}`, `.shift = tq_shift_${k}`, `.bias = tq_bias_${k}`, `.per_channel = ${op.requant.mult.length > 1 ? 1 : 0}`,
+      `.channels = ${c}`, `.plane = ${h * w}`, `.in_dtype = ${this.dtype(op.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
+      `.activation = ${this.activation(op, k)}`,
+    ]; // prettier-ignore
+    this.data.push(`static const tq_quantize_op tq_quantize_${k} = {\n    ${fields.join(',\n    ')}\n};\n`);
+    this.calls.push(`tq_quantize(&tq_quantize_${k}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* ${commentText(op.name)} */`);
+  }
+}
+
+function guardName(headerName: string): string {
+  return `TQ_${headerName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
+}
+
+function describe(model: IntegerModel): string {
+  const m = model.meta;
+  return `${m.model}, ${m.method} W${m.wbits}A${m.abits}, first/last ${m.firstLast}, int${m.residualBits} residual stream`;
+}
+
+function header(model: IntegerModel, o: Required<CGenerateOptions>, plan: ArenaPlan): string {
+  const [c, h, w] = inputShape(model);
+  const classes = tensorSize(model.tensors[model.output]);
+  const layout =
+    o.imageLayout === 'chw'
+      ? 'channel planes (CHW: all of channel 0 row by row, then channel 1, ...; the layout of CIFAR binary files)'
+      : 'interleaved pixels (HWC: row by row, each pixel its channels in order)';
+  const guard = guardName(o.headerName);
+  const { mean, std } = model.meta.normalization;
+  return `/*
+ * ${o.headerName}: integer-only inference of ${describe(model)}.
+ * Generated by tinyquant ${TINYQUANT_VERSION} (tinyquant export --format c); do not edit.
+ *
+ * C99, no allocation, no floating point, no library calls; not reentrant (one static arena of
+ * TQ_ARENA_BYTES bytes holds every intermediate tensor). Weights and tables are const.
+ */
+#ifndef ${guard}
+#define ${guard}
+
+#include <stdint.h>
+
+#define TQ_IMAGE_CHANNELS ${c}
+#define TQ_IMAGE_HEIGHT ${h}
+#define TQ_IMAGE_WIDTH ${w}
+#define TQ_IMAGE_BYTES ${c * h * w}
+#define TQ_CLASSES ${classes}
+#define TQ_ARENA_BYTES ${plan.bytes}
+/* Real logit = TQ_LOGIT_SCALE * logits[i] (informational; the class is the index of the largest). */
+#define TQ_LOGIT_SCALE ${model.tensors[model.output].scale.toPrecision(9)}
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Classifies one image and returns its class (the index of the first largest logit).
+ * image: TQ_IMAGE_BYTES raw uint8 pixels (0..255), ${layout}.
+ *   The normalization the model was trained with (mean ${mean.map((v) => v.toPrecision(4)).join('/')}, std ${std.map((v) => v.toPrecision(4)).join('/')}
+ *   of pixel/255) is applied inside, through a lookup table.
+ * logits: TQ_CLASSES int32 values, written when not NULL; bit-identical to the logits of
+ *   tinyquant's TypeScript integer engine (src/export/engine.ts) for the same image.
+ */
+int tq_infer(const uint8_t *image, int32_t *logits);
+
+/* Class names, TQ_CLASSES entries. */
+extern const char *const tq_class_names[TQ_CLASSES];
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
+`;
+}
+
+/** Check what the C target can hold beyond the model's own validation. */
+function checkTarget(model: IntegerModel): void {
+  for (const op of model.ops) {
+    if (op.kind !== 'conv') continue;
+    const w = op.weights;
+    if (!Number.isInteger(w.bits) || w.bits < 1 || w.bits > 8) throw new CExportError(`${op.name}: ${w.bits}-bit weights cannot be represented in the C target (1 to 8 bits)`);
+    if (w.levels.some((v) => v < -32768 || v > 32767)) throw new CExportError(`${op.name}: weight levels must fit int16`);
+  }
+}
+
+export function generateC(model: IntegerModel, opts: CGenerateOptions): GeneratedC {
+  validateIntegerModel(model);
+  checkTarget(model);
+  const o: Required<CGenerateOptions> = { imageLayout: 'chw', ...opts };
+  if (!IMAGE_LAYOUTS.includes(o.imageLayout)) throw new CExportError(`image layout must be one of ${IMAGE_LAYOUTS.join(', ')}, got "${o.imageLayout}"`);
+  if (!/^[A-Za-z0-9_.-]+\.h$/.test(o.headerName)) throw new CExportError(`header name "${o.headerName}" must be a plain file name ending in .h`);
+  const plan = planArena(model);
+  const emit = new Emitter(model, plan, o.imageLayout);
+  model.ops.forEach((op, k) => emit.op(op, k));
+  const convInputs = [...new Set(model.ops.filter((op): op is ConvOp => op.kind === 'conv').map((op) => model.tensors[op.input].dtype))] as DType[];
+  const runtime = runtimeSource({ convInputs, quantize: model.ops.some((op) => op.kind === 'quantize'), sumpool: model.ops.some((op) => op.kind === 'sumpool') });
+  const logits = `(const int32_t *)(${emit.tensor(model.output)})`;
+  const source = `/* Generated by tinyquant ${TINYQUANT_VERSION} (tinyquant export --format c): ${describe(model)}. Do not edit; see ${o.headerName}. */
+#include "${o.headerName}"
+
+#include <stddef.h>
+#include <stdint.h>
+${runtime}
+/* ---- the model ---- */
+
+${emit.data.join('\n')}
+/* Every intermediate tensor and each conv's scratch space, at offsets planned from the op graph. */
+static union {
+    int32_t align;
+    uint8_t bytes[TQ_ARENA_BYTES];
+} tq_arena;
+
+const char *const tq_class_names[TQ_CLASSES] = { ${model.meta.classes.map(cString).join(', ')} };
+
+int tq_infer(const uint8_t *image, int32_t *logits)
+{
+    const int32_t *out = ${logits};
+    int32_t i, best = 0;
+    ${emit.calls.join('\n    ')}
+    for (i = 0; i < TQ_CLASSES; ++i) {
+        if (logits) logits[i] = out[i];
+        if (out[i] > out[best]) best = i;
+    }
+    return best;
+}
+`;
+  return { source, header: header(model, o, plan), plan };
+}

@@ -1,0 +1,147 @@
+/**
+ * Static memory plan of an integer model (ir.ts) for the C target: every tensor and every conv's
+ * scratch space gets a byte offset in one arena, so the generated C needs no allocator.
+ *
+ * - Lifetimes: a tensor lives from the op that writes it to the last op that reads it (the logits
+ *   to the end, when they are copied out); a conv's scratch (one int32 accumulator plane and one
+ *   decoded weight row) lives during that conv only.
+ * - In place: an op whose output is written index by index in ascending order, each index after the
+ *   same index of an input was read, may write over that input when the input dies at this op and
+ *   the output's elements are not wider: element-wise quantize ops, and residual convs over their
+ *   shortcut (stride 1, no channel offset, same shape). Aliased tensors share one buffer.
+ * - Placement: buffers by size, largest first, each at the lowest 4-byte aligned offset that does
+ *   not overlap a placed buffer with an intersecting lifetime (greedy by size).
+ */
+import { DTYPE_INFO, type ConvOp, type IntegerModel, type Op, tensorSize } from '../ir.js';
+
+export interface Buffer {
+  readonly bytes: number;
+  /** First and last op index during which the buffer is live (inclusive). */
+  readonly first: number;
+  readonly last: number;
+  /** Tensor ids stored in it (none for a scratch buffer). */
+  readonly tensors: readonly number[];
+  /** The conv op index whose scratch space this is, or -1. */
+  readonly scratchOf: number;
+  readonly offset: number;
+}
+
+export interface ArenaPlan {
+  /** Arena size in bytes (a multiple of 4). */
+  readonly bytes: number;
+  /** Byte offset of each tensor. */
+  readonly tensorOffset: readonly number[];
+  /** Byte offset of each conv op's scratch (by op index; -1 for other ops). */
+  readonly scratchOffset: readonly number[];
+  /** Largest sum of live buffer sizes over ops: no placement of these buffers can be smaller. */
+  readonly lowerBound: number;
+  readonly buffers: readonly Buffer[];
+}
+
+const ALIGN = 4;
+
+function alignUp(n: number): number {
+  return Math.ceil(n / ALIGN) * ALIGN;
+}
+
+/** Bytes of a conv's scratch: an int32 accumulator per output pixel and an int16 weight per patch entry. */
+export function convScratchBytes(model: IntegerModel, op: ConvOp): number {
+  const [, h, w] = model.tensors[op.output].shape;
+  return alignUp(4 * h * w) + alignUp(2 * op.inChannels * op.kernel * op.kernel);
+}
+
+/** Tensors an op reads. */
+export function opInputs(op: Op): number[] {
+  if (op.kind === 'input') return [];
+  if (op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut) return [op.input, op.epilogue.shortcut.input];
+  return [op.input];
+}
+
+/** The input tensor an op may overwrite with its output (see the file comment), if any. */
+function inPlaceSource(model: IntegerModel, op: Op): number | null {
+  const out = model.tensors[op.output];
+  let source: number;
+  if (op.kind === 'quantize') {
+    source = op.input;
+  } else if (op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut) {
+    const s = op.epilogue.shortcut;
+    const src = model.tensors[s.input];
+    if (s.stride !== 1 || s.channelOffset !== 0 || src.shape.some((d, i) => d !== out.shape[i]) || s.input === op.input) return null;
+    source = s.input;
+  } else {
+    return null;
+  }
+  return DTYPE_INFO[out.dtype].bytes <= DTYPE_INFO[model.tensors[source].dtype].bytes ? source : null;
+}
+
+interface Group {
+  tensors: number[];
+  bytes: number;
+  first: number;
+  last: number;
+  scratchOf: number;
+}
+
+/** Greedy placement; returns offsets in the order of `groups`. */
+function place(groups: readonly Group[]): number[] {
+  const order = groups.map((_, i) => i).sort((a, b) => groups[b].bytes - groups[a].bytes || groups[a].first - groups[b].first);
+  const offsets = new Array<number>(groups.length).fill(-1);
+  for (const g of order) {
+    const busy = order
+      .filter((h) => offsets[h] >= 0 && groups[h].first <= groups[g].last && groups[g].first <= groups[h].last)
+      .map((h) => [offsets[h], offsets[h] + groups[h].bytes] as const)
+      .sort((a, b) => a[0] - b[0]);
+    let at = 0;
+    for (const [start, end] of busy) {
+      if (at + groups[g].bytes <= start) break;
+      at = Math.max(at, alignUp(end));
+    }
+    offsets[g] = at;
+  }
+  return offsets;
+}
+
+export function planArena(model: IntegerModel): ArenaPlan {
+  const { tensors, ops } = model;
+  const first = new Array<number>(tensors.length).fill(-1);
+  const last = new Array<number>(tensors.length).fill(-1);
+  ops.forEach((op, k) => {
+    first[op.output] = k;
+    last[op.output] = Math.max(last[op.output], k);
+    for (const t of opInputs(op)) last[t] = k;
+  });
+  last[model.output] = ops.length;
+  // Union of aliased tensors: owner[t] is the tensor whose buffer t uses.
+  const owner = tensors.map((_, t) => t);
+  ops.forEach((op, k) => {
+    const source = inPlaceSource(model, op);
+    if (source !== null && last[source] === k) owner[op.output] = owner[source];
+  });
+  const groups = new Map<number, Group>();
+  tensors.forEach((t, id) => {
+    if (first[id] < 0) return;
+    const root = owner[id];
+    const g = groups.get(root) ?? { tensors: [], bytes: 0, first: first[id], last: last[id], scratchOf: -1 };
+    g.tensors.push(id);
+    g.bytes = Math.max(g.bytes, alignUp(tensorSize(t) * DTYPE_INFO[t.dtype].bytes));
+    g.first = Math.min(g.first, first[id]);
+    g.last = Math.max(g.last, last[id]);
+    groups.set(root, g);
+  });
+  const all = [...groups.values()];
+  ops.forEach((op, k) => {
+    if (op.kind === 'conv') all.push({ tensors: [], bytes: convScratchBytes(model, op), first: k, last: k, scratchOf: k });
+  });
+  const offsets = place(all);
+  const buffers: Buffer[] = all.map((g, i) => ({ ...g, offset: offsets[i] }));
+  const tensorOffset = new Array<number>(tensors.length).fill(-1);
+  const scratchOffset = new Array<number>(ops.length).fill(-1);
+  for (const b of buffers) {
+    for (const t of b.tensors) tensorOffset[t] = b.offset;
+    if (b.scratchOf >= 0) scratchOffset[b.scratchOf] = b.offset;
+  }
+  let lowerBound = 0;
+  for (let k = 0; k <= ops.length; k++) lowerBound = Math.max(lowerBound, buffers.reduce((s, b) => s + (b.first <= k && k <= b.last ? b.bytes : 0), 0));
+  const bytes = alignUp(buffers.reduce((m, b) => Math.max(m, b.offset + b.bytes), 0));
+  return { bytes, tensorOffset, scratchOffset, lowerBound, buffers };
+}

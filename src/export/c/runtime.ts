@@ -1,0 +1,259 @@
+/**
+ * The fixed part of the generated C (C99, integers only, no allocation, no library calls): the
+ * operations of an integer model (ir.ts), each computing exactly what src/export/engine.ts
+ * computes. Only the parts a model uses are emitted, so the file compiles without warnings under
+ * -Wall -Wextra. Rounding and `>>` of negative values follow int-ops.ts: arithmetic right shifts
+ * (what GCC, Clang and Arm compilers do; C99 leaves it implementation-defined).
+ *
+ * Convolution order (weight stationary, chosen for small RAM and no per-pixel bounds checks): per
+ * output channel, the weight row is decoded from its packed codes into int16 values, then every
+ * nonzero weight adds weight * input over the output pixels whose input pixel lies inside the
+ * image (padding reads zero) into an int32 accumulator plane, and the epilogue requantizes the
+ * plane. Dense multiplies: the sums are the engine's exactly (integer sums that never overflow,
+ * checked when the model was validated), whatever the order or the engine's arithmetic path.
+ */
+import type { DType } from '../ir.js';
+
+/** The C element type of each storage type. */
+export const C_TYPE: Readonly<Record<DType, string>> = { int8: 'int8_t', uint8: 'uint8_t', int16: 'int16_t', int32: 'int32_t' };
+/** The runtime's dtype tags. */
+export const C_DTYPE_TAG: Readonly<Record<DType, string>> = { int8: 'TQ_INT8', uint8: 'TQ_UINT8', int16: 'TQ_INT16', int32: 'TQ_INT32' };
+
+/** Which parts of the runtime a model needs. */
+export interface RuntimeUse {
+  /** Element types that convolutions read (one accumulate function each). */
+  readonly convInputs: readonly DType[];
+  readonly quantize: boolean;
+  readonly sumpool: boolean;
+}
+
+const COMMON = String.raw`
+enum { TQ_INT8, TQ_UINT8, TQ_INT16, TQ_INT32 };
+
+static int32_t tq_load(const void *p, int dtype, int32_t i)
+{
+    switch (dtype) {
+    case TQ_INT8: return ((const int8_t *)p)[i];
+    case TQ_UINT8: return ((const uint8_t *)p)[i];
+    case TQ_INT16: return ((const int16_t *)p)[i];
+    default: return ((const int32_t *)p)[i];
+    }
+}
+
+static void tq_store(void *p, int dtype, int32_t i, int32_t v)
+{
+    switch (dtype) {
+    case TQ_INT8: ((int8_t *)p)[i] = (int8_t)v; break;
+    case TQ_UINT8: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    case TQ_INT16: ((int16_t *)p)[i] = (int16_t)v; break;
+    default: ((int32_t *)p)[i] = v; break;
+    }
+}
+
+/* Rounding multiply-shift: floor((a * m + 2^(n-1)) / 2^n), a * m for n = 0 (int-ops.ts). */
+static int32_t tq_rms(int32_t a, int32_t m, int32_t n)
+{
+    int64_t p = (int64_t)a * m;
+    if (n == 0) return (int32_t)p;
+    return (int32_t)((p + ((int64_t)1 << (n - 1))) >> n);
+}
+
+/* The image through the per-channel lookup table (normalization folded in) into channel planes;
+   pixel p of channel c is image[c * channel_stride + p * pixel_stride]. */
+static void tq_input(const uint8_t *image, const int16_t *lut, void *out, int dtype, int32_t channels, int32_t plane,
+                     int32_t channel_stride, int32_t pixel_stride)
+{
+    int32_t c, p;
+    for (c = 0; c < channels; ++c)
+        for (p = 0; p < plane; ++p) tq_store(out, dtype, c * plane + p, lut[c * 256 + image[c * channel_stride + p * pixel_stride]]);
+}
+`;
+
+const ACTIVATION = String.raw`
+/* Activation quantization of a requantized value v: ReLU at the zero point, then thresholds
+   (non-uniform levels; ties to the lower level) or uniform rounding (ties to the lower code). */
+typedef struct {
+    int32_t zero_point;
+    int32_t relu;
+    const int32_t *thresholds; /* ascending, count entries; NULL: uniform rounding */
+    const int16_t *values;     /* count + 1 entries */
+    int32_t count;
+    int32_t frac_bits, min_code, max_code;
+} tq_activation;
+
+static int32_t tq_activation_value(const tq_activation *q, int32_t v)
+{
+    int32_t k;
+    if (q->relu && v < q->zero_point) v = q->zero_point;
+    if (q->thresholds) {
+        int32_t lo = 0, hi = q->count;
+        while (lo < hi) {
+            int32_t mid = (lo + hi) >> 1;
+            if (v > q->thresholds[mid]) lo = mid + 1;
+            else hi = mid;
+        }
+        return q->values[lo];
+    }
+    k = q->frac_bits == 0 ? v : (v + (1 << (q->frac_bits - 1)) - 1) >> q->frac_bits;
+    return k < q->min_code ? q->min_code : k > q->max_code ? q->max_code : k;
+}
+`;
+
+const CONV = String.raw`
+enum { TQ_ACTIVATION, TQ_RESIDUAL, TQ_LOGITS };
+
+typedef struct {
+    int32_t mult, shift, stride, channel_offset;
+    int32_t channels, height, width, dtype;
+} tq_shortcut;
+
+typedef struct {
+    const uint8_t *codes;  /* level index per weight, OIHW, bits each, LSB first, one pad byte */
+    const int16_t *levels; /* level index -> integer weight */
+    const int32_t *mult;   /* requantization per output channel */
+    const uint8_t *shift;
+    const int32_t *bias;
+    int32_t in_c, in_h, in_w, out_c, out_h, out_w;
+    int32_t kernel, stride, padding, bits;
+    int32_t epilogue, out_dtype;
+    const tq_activation *activation;  /* TQ_ACTIVATION */
+    int32_t residual_relu, residual_bits; /* TQ_RESIDUAL */
+    const tq_shortcut *shortcut;      /* TQ_RESIDUAL, may be NULL */
+} tq_conv;
+
+typedef void (*tq_accumulate)(const tq_conv *L, const void *input, const int16_t *row, int32_t *acc);
+
+/* Output positions lo..hi-1 whose input position o * stride + tap - padding lies in [0, size). */
+static void tq_valid(int32_t size, int32_t out, int32_t tap, int32_t stride, int32_t padding, int32_t *lo, int32_t *hi)
+{
+    int32_t last = size - 1 + padding - tap;
+    *lo = padding > tap ? (padding - tap + stride - 1) / stride : 0;
+    *hi = last < 0 ? 0 : last / stride + 1;
+    if (*hi > out) *hi = out;
+}
+
+/* Integer weights of output channel o. */
+static void tq_weight_row(const tq_conv *L, int32_t o, int16_t *row)
+{
+    const int32_t n = L->in_c * L->kernel * L->kernel;
+    const uint32_t mask = (1u << L->bits) - 1u;
+    uint32_t bit = (uint32_t)o * (uint32_t)n * (uint32_t)L->bits;
+    int32_t k;
+    for (k = 0; k < n; ++k, bit += (uint32_t)L->bits) {
+        uint32_t pair = L->codes[bit >> 3] | ((uint32_t)L->codes[(bit >> 3) + 1] << 8);
+        row[k] = L->levels[(pair >> (bit & 7u)) & mask];
+    }
+}
+
+static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t v, const void *sc)
+{
+    const tq_shortcut *s = L->shortcut;
+    const int32_t limit = (int32_t)1 << (L->residual_bits - 1);
+    if (s) {
+        int32_t c = o - s->channel_offset;
+        if (c >= 0 && c < s->channels) {
+            int32_t i = (c * s->height + y * s->stride) * s->width + x * s->stride;
+            v += tq_rms(tq_load(sc, s->dtype, i), s->mult, s->shift);
+        }
+    }
+    if (L->residual_relu && v < 0) v = 0;
+    return v < -limit ? -limit : v > limit - 1 ? limit - 1 : v;
+}
+
+static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *in, void *out, const void *sc, void *scratch)
+{
+    const int32_t plane = L->out_h * L->out_w;
+    int32_t *acc = (int32_t *)scratch;
+    int16_t *row = (int16_t *)(acc + plane);
+    int32_t o, y, x;
+    for (o = 0; o < L->out_c; ++o) {
+        const int32_t mult = L->mult[o], shift = L->shift[o], bias = L->bias[o];
+        tq_weight_row(L, o, row);
+        accumulate(L, in, row, acc);
+        for (y = 0; y < L->out_h; ++y) {
+            for (x = 0; x < L->out_w; ++x) {
+                const int32_t i = y * L->out_w + x;
+                int32_t v = tq_rms(acc[i], mult, shift) + bias;
+                if (L->epilogue == TQ_ACTIVATION) v = tq_activation_value(L->activation, v);
+                else if (L->epilogue == TQ_RESIDUAL) v = tq_residual(L, o, y, x, v, sc);
+                tq_store(out, L->out_dtype, o * plane + i, v);
+            }
+        }
+    }
+}
+`;
+
+/** acc[pixel] = sum over the patch of weight * input, for inputs of C type `type`. */
+function accumulate(dtype: DType): string {
+  const type = C_TYPE[dtype];
+  return String.raw`
+static void tq_accumulate_${dtype}(const tq_conv *L, const void *input, const int16_t *row, int32_t *acc)
+{
+    const ${type} *in = (const ${type} *)input;
+    const int32_t K = L->kernel, S = L->stride, P = L->padding;
+    const int32_t plane = L->out_h * L->out_w;
+    int32_t c, i, j, y, x, y0, y1, x0, x1;
+    for (i = 0; i < plane; ++i) acc[i] = 0;
+    for (i = 0; i < K; ++i) {
+        tq_valid(L->in_h, L->out_h, i, S, P, &y0, &y1);
+        for (j = 0; j < K; ++j) {
+            tq_valid(L->in_w, L->out_w, j, S, P, &x0, &x1);
+            for (c = 0; c < L->in_c; ++c) {
+                const int32_t w = row[(c * K + i) * K + j];
+                if (w == 0) continue;
+                for (y = y0; y < y1; ++y) {
+                    const ${type} *src = in + (c * L->in_h + y * S + i - P) * L->in_w + x0 * S + j - P;
+                    int32_t *dst = acc + y * L->out_w + x0;
+                    for (x = x0; x < x1; ++x, src += S) *dst++ += w * *src;
+                }
+            }
+        }
+    }
+}
+`;
+}
+
+const QUANTIZE = String.raw`
+typedef struct {
+    const int32_t *mult; /* one entry per channel, or one for all */
+    const uint8_t *shift;
+    const int32_t *bias;
+    int32_t per_channel, channels, plane, in_dtype, out_dtype;
+    tq_activation activation;
+} tq_quantize_op;
+
+static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
+{
+    int32_t c, i;
+    for (c = 0; c < q->channels; ++c) {
+        const int32_t r = q->per_channel ? c : 0;
+        for (i = c * q->plane; i < (c + 1) * q->plane; ++i) {
+            int32_t v = tq_rms(tq_load(in, q->in_dtype, i), q->mult[r], q->shift[r]) + q->bias[r];
+            tq_store(out, q->out_dtype, i, tq_activation_value(&q->activation, v));
+        }
+    }
+}
+`;
+
+const SUMPOOL = String.raw`
+static void tq_sumpool(const void *in, int dtype, int32_t *out, int32_t channels, int32_t plane)
+{
+    int32_t c, i;
+    for (c = 0; c < channels; ++c) {
+        int32_t sum = 0;
+        for (i = c * plane; i < (c + 1) * plane; ++i) sum += tq_load(in, dtype, i);
+        out[c] = sum;
+    }
+}
+`;
+
+/** The runtime functions a model needs, as C source. */
+export function runtimeSource(use: RuntimeUse): string {
+  const parts = [COMMON];
+  // Conv epilogues and quantize ops share the activation quantization.
+  if (use.convInputs.length > 0 || use.quantize) parts.push(ACTIVATION);
+  if (use.convInputs.length > 0) parts.push(CONV, ...use.convInputs.map(accumulate));
+  if (use.quantize) parts.push(QUANTIZE);
+  if (use.sumpool) parts.push(SUMPOOL);
+  return parts.join('');
+}
