@@ -5,6 +5,9 @@
       "sources": [
         "src/addon.cc",
         "src/binding.cc",
+        "src/int8_binding.cc",
+        "src/int8_kernels.cc",
+        "src/int8_model.cc",
         "src/kernels.cc",
         "src/layout.cc",
         "src/ops_batchnorm.cc",

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "binding.hpp"
+#include "int8_binding.hpp"
 #include "layout.hpp"
 
 namespace tq::binding {
@@ -428,6 +429,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Context", Context::define(env));
   exports.Set("liveBytes", Napi::Function::New(env, liveBytes, "liveBytes"));
   exports.Set("layoutOf", Napi::Function::New(env, layoutOf, "layoutOf"));
+  exports.Set("IntModel", defineIntModel(env, opMutex()));
   exports.Set("onednnVersion", Napi::String::New(env, std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch)));
   exports.Set("defaultThreads", Napi::Number::New(env, defaultThreads()));
   return exports;

@@ -1,0 +1,250 @@
+// Reads the plain-data model spec that src/export/host/native-spec.ts builds, and exposes
+// IntModel to JavaScript. Errors name the op and the field.
+#include "int8_binding.hpp"
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "int8_model.hpp"
+#include "runtime.hpp"
+
+namespace tq::binding {
+namespace {
+
+using namespace tq::int8;
+
+std::mutex* sharedMutex = nullptr;
+
+/** Typed fields of one JavaScript object; every error names `where` and the field. */
+class Fields {
+ public:
+  Fields(const Napi::Value& value, std::string where) : where_(std::move(where)) {
+    if (!value.IsObject()) throw OpError("IntModel: " + where_ + " must be an object");
+    obj_ = value.As<Napi::Object>();
+  }
+
+  int64_t integer(const char* key, int64_t lo = INT32_MIN, int64_t hi = INT32_MAX) const {
+    const Napi::Value v = obj_.Get(key);
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi) && d == static_cast<double>(static_cast<int64_t>(d)))) {
+      bad(key, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return static_cast<int64_t>(d);
+  }
+
+  bool flag(const char* key) const {
+    const Napi::Value v = obj_.Get(key);
+    if (!v.IsBoolean()) bad(key, "a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+
+  std::string text(const char* key) const {
+    const Napi::Value v = obj_.Get(key);
+    if (!v.IsString()) bad(key, "a string");
+    return v.As<Napi::String>().Utf8Value();
+  }
+
+  bool has(const char* key) const {
+    const Napi::Value v = obj_.Get(key);
+    return !v.IsNull() && !v.IsUndefined();
+  }
+
+  Fields object(const char* key) const { return Fields(obj_.Get(key), where_ + "." + key); }
+
+  template <class T, napi_typedarray_type Kind>
+  std::vector<T> array(const char* key) const {
+    const Napi::Value v = obj_.Get(key);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Kind) bad(key, Kind == napi_int16_array ? "an Int16Array" : "an Int32Array");
+    const auto a = v.As<Napi::TypedArrayOf<T>>();
+    return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+  }
+  std::vector<int32_t> int32s(const char* key) const { return array<int32_t, napi_int32_array>(key); }
+
+  Napi::Array list(const char* key) const {
+    const Napi::Value v = obj_.Get(key);
+    if (!v.IsArray()) bad(key, "an array");
+    return v.As<Napi::Array>();
+  }
+
+ private:
+  [[noreturn]] void bad(const char* key, const std::string& expected) const {
+    throw OpError("IntModel: " + where_ + "." + key + " must be " + expected);
+  }
+  Napi::Object obj_;
+  std::string where_;
+};
+
+ActivationRule readRule(const Fields& f) {
+  ActivationRule r;
+  r.relu = f.flag("relu");
+  r.zeroPoint = static_cast<int32_t>(f.integer("zeroPoint"));
+  r.useThresholds = f.has("thresholds");
+  if (r.useThresholds) {
+    r.thresholds = f.int32s("thresholds");
+    r.values = f.int32s("values");
+    for (int32_t v : r.values) {
+      if (v < -128 || v > 255) throw OpError("IntModel: activation values must be 8-bit integers");
+    }
+  } else {
+    r.fracBits = static_cast<int32_t>(f.integer("fracBits", 0, 30));
+    r.minCode = static_cast<int32_t>(f.integer("minCode", -128, 255));
+    r.maxCode = static_cast<int32_t>(f.integer("maxCode", -128, 255));
+  }
+  return r;
+}
+
+Requant readRequant(const Fields& f) { return Requant(f.int32s("mult"), f.int32s("shift"), f.int32s("bias")); }
+
+ConvStep readConv(const Fields& f) {
+  ConvStep c;
+  c.name = f.text("name");
+  c.input = f.integer("input");
+  c.output = f.integer("output");
+  c.inChannels = f.integer("inChannels", 1);
+  c.outChannels = f.integer("outChannels", 1);
+  c.kernel = f.integer("kernel", 1, 64);
+  c.stride = f.integer("stride", 1, 64);
+  c.padding = f.integer("padding", 0, 64);
+  c.weights = f.int32s("weights");
+  c.requant = readRequant(f);
+  const std::string epilogue = f.text("epilogue");
+  if (epilogue == "activation") {
+    c.epilogue = EpilogueKind::activation;
+    c.activation = readRule(f.object("activation"));
+  } else if (epilogue == "residual") {
+    c.epilogue = EpilogueKind::residual;
+    c.residualRelu = f.flag("residualRelu");
+    c.residualBits = static_cast<int>(f.integer("residualBits", 8, 16));
+    if (f.has("shortcut")) {
+      const Fields s = f.object("shortcut");
+      c.shortcut = ShortcutSpec{s.integer("input"), s.integer("stride", 1), s.integer("channelOffset", 0), static_cast<int32_t>(s.integer("mult")),
+          static_cast<int32_t>(s.integer("shift", 0, 62))};
+    }
+  } else if (epilogue == "logits") {
+    c.epilogue = EpilogueKind::logits;
+  } else {
+    throw OpError("IntModel: " + c.name + ": unknown epilogue \"" + epilogue + "\"");
+  }
+  return c;
+}
+
+ModelSpec readSpec(const Napi::Value& value) {
+  const Fields root(value, "spec");
+  ModelSpec spec;
+  const std::vector<int32_t> tensors = root.int32s("tensors");
+  if (tensors.size() % 4 != 0) throw OpError("IntModel: spec.tensors must hold [type, channels, height, width] per tensor");
+  for (size_t i = 0; i < tensors.size(); i += 4) {
+    if (tensors[i] < 0 || tensors[i] > 3 || tensors[i + 1] < 1 || tensors[i + 2] < 1 || tensors[i + 3] < 1) {
+      throw OpError("IntModel: spec.tensors entry " + std::to_string(i / 4) + " is not a valid type and shape");
+    }
+    spec.tensors.push_back({static_cast<IntType>(tensors[i]), tensors[i + 1], tensors[i + 2], tensors[i + 3]});
+  }
+  spec.output = root.integer("output");
+  const Napi::Array ops = root.list("ops");
+  for (uint32_t i = 0; i < ops.Length(); i++) {
+    const Fields f(ops.Get(i), "spec.ops[" + std::to_string(i) + "]");
+    const std::string kind = f.text("kind");
+    if (kind == "input") {
+      spec.steps.push_back({Step::Kind::input, spec.inputs.size()});
+      spec.inputs.push_back({f.integer("output"), f.array<int16_t, napi_int16_array>("lut")});
+    } else if (kind == "conv") {
+      spec.steps.push_back({Step::Kind::conv, spec.convs.size()});
+      spec.convs.push_back(readConv(f));
+    } else if (kind == "quantize") {
+      spec.steps.push_back({Step::Kind::quantize, spec.quantizes.size()});
+      spec.quantizes.push_back({f.text("name"), f.integer("input"), f.integer("output"), readRequant(f), readRule(f.object("activation"))});
+    } else if (kind == "sumpool") {
+      spec.steps.push_back({Step::Kind::sumpool, spec.sumpools.size()});
+      spec.sumpools.push_back({f.integer("input"), f.integer("output")});
+    } else {
+      throw OpError("IntModel: spec.ops[" + std::to_string(i) + "].kind \"" + kind + "\" is not input, conv, quantize or sumpool");
+    }
+  }
+  return spec;
+}
+
+class IntModelObject : public Napi::ObjectWrap<IntModelObject> {
+ public:
+  /** new IntModel(spec, threads, batch) */
+  explicit IntModelObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IntModelObject>(info) {
+    guarded(info, [&] {
+      if (info.Length() != 3) throw OpError("IntModel: expected (spec, threads, batch)");
+      const int64_t threads = Napi::Value(info[1]).IsNumber() ? info[1].As<Napi::Number>().Int64Value() : -1;
+      const int64_t batch = Napi::Value(info[2]).IsNumber() ? info[2].As<Napi::Number>().Int64Value() : -1;
+      if (threads < 0 || threads > 4096) throw OpError("IntModel: threads must be an integer in [0, 4096] (0: all cores)");
+      threads_ = threads > 0 ? static_cast<int>(threads) : defaultThreads();
+      useThreads(threads_);
+      ModelSpec spec = readSpec(info[0]);
+      model_ = std::make_unique<IntModel>(std::move(spec), batch);
+      return info.Env().Undefined();
+    });
+  }
+
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "IntModel",
+        {InstanceMethod<&IntModelObject::infer>("infer"), InstanceMethod<&IntModelObject::describe>("describe"),
+            InstanceAccessor<&IntModelObject::threads>("threads")});
+  }
+
+ private:
+  /** Run `body` under the addon's op lock with this model's thread count; C++ errors become JavaScript errors. */
+  template <class Body>
+  Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
+    try {
+      const std::lock_guard<std::mutex> lock(*sharedMutex);
+      if (threads_ > 0) useThreads(threads_);
+      return body();
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const dnnl::error& e) {
+      throw Napi::Error::New(info.Env(), std::string("IntModel: oneDNN error: ") + e.what());
+    } catch (const std::bad_alloc&) {
+      throw Napi::Error::New(info.Env(), "IntModel: out of memory");
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  /** infer(images: Uint8Array, count) -> Int32Array of count x classes logits. */
+  Napi::Value infer(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      if (info.Length() != 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || !info[1].IsNumber()) {
+        throw OpError("IntModel.infer: expected (images: Uint8Array, count: number)");
+      }
+      const auto images = info[0].As<Napi::Uint8Array>();
+      const int64_t count = info[1].As<Napi::Number>().Int64Value();
+      if (count < 0 || static_cast<int64_t>(images.ElementLength()) != count * model_->imageBytes()) {
+        throw OpError("IntModel.infer: " + std::to_string(count) + " images need " + std::to_string(count * model_->imageBytes()) +
+            " bytes, got " + std::to_string(images.ElementLength()));
+      }
+      Napi::Int32Array logits = Napi::Int32Array::New(info.Env(), static_cast<size_t>(count * model_->classes()));
+      model_->infer(images.Data(), count, logits.Data());
+      return logits;
+    });
+  }
+
+  Napi::Value describe(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      const std::vector<std::string> lines = model_->describe();
+      Napi::Array arr = Napi::Array::New(info.Env(), lines.size());
+      for (uint32_t i = 0; i < lines.size(); i++) arr.Set(i, lines[i]);
+      return arr;
+    });
+  }
+
+  Napi::Value threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), threads_); }
+
+  int threads_ = 0;
+  std::unique_ptr<IntModel> model_;
+};
+
+}  // namespace
+
+Napi::Function defineIntModel(Napi::Env env, std::mutex& opMutex) {
+  sharedMutex = &opMutex;
+  return IntModelObject::define(env);
+}
+
+}  // namespace tq::binding

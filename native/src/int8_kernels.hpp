@@ -1,0 +1,86 @@
+// The integer epilogues of the host int8 path (int8_model.cc): requantization, activation codes,
+// residual adds, pooling and the input table, with exactly the arithmetic of the TypeScript
+// integer engine (src/export/int-ops.ts, src/export/engine.ts). Every tensor is NHWC: the
+// channels of one pixel are contiguous, so per-channel tables index the innermost loop and the
+// loops vectorize.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace tq::int8 {
+
+/** Storage types of the integer model's tensors (ir.ts DType). */
+enum class IntType : int { i8 = 0, u8 = 1, i16 = 2, i32 = 3 };
+
+size_t bytesOf(IntType t);
+
+/** Per-channel fixed-point requantization: v = floor((x * mult + 2^(shift-1)) / 2^shift) + bias. */
+struct Requant {
+  std::vector<int32_t> mult;
+  std::vector<int32_t> shift;
+  std::vector<int64_t> rounding;  // 2^(shift-1), 0 for shift 0
+  std::vector<int32_t> bias;
+
+  Requant() = default;
+  Requant(std::vector<int32_t> mult, std::vector<int32_t> shift, std::vector<int32_t> bias);
+  size_t channels() const { return mult.size(); }
+};
+
+/** The quantization of a requantized value to the integer an activation tensor holds (ir.ts ActivationQuant). */
+struct ActivationRule {
+  bool relu = false;
+  int32_t zeroPoint = 0;
+  bool useThresholds = false;
+  std::vector<int32_t> thresholds;  // ascending; code = number of thresholds below v
+  std::vector<int32_t> values;      // code -> value
+  int32_t fracBits = 0;             // round rule: clamp((v + 2^(f-1) - 1) >> f, minCode, maxCode)
+  int32_t minCode = 0;
+  int32_t maxCode = 0;
+};
+
+/** The shortcut term of a residual epilogue: rms(sc[n, y*stride, x*stride, o - offset], mult, shift). */
+struct ShortcutAdd {
+  const void* data = nullptr;  // NHWC [batch, height, width, channels]
+  IntType type = IntType::i16;
+  int64_t height = 0, width = 0, channels = 0;
+  int64_t stride = 1, offset = 0;
+  int32_t mult = 0, shift = 0;
+};
+
+/** Pixels [begin, end) of an NHWC tensor with `channels` channels and `height` x `width` pixels per image. */
+struct PixelRange {
+  int64_t begin, end;
+  int64_t channels;
+  int64_t height, width;
+};
+
+/** In place: acc[p, c] = rms(acc[p, c], mult[c], shift[c]) + bias[c] for the pixels of `r`. */
+void requantize(int32_t* acc, const PixelRange& r, const Requant& q);
+
+/** Elements [0, n) of a row of any storage type, widened to int32. */
+void widen(const void* src, IntType type, int64_t first, int64_t n, int32_t* dst);
+
+/** Apply `rule` to n requantized values in place (scratch: n int32). */
+void activate(int32_t* v, int64_t n, const ActivationRule& rule, int32_t* scratch);
+
+/** Residual epilogue on requantized values: + shortcut (when given), ReLU, clamp to `bits`. */
+void residual(int32_t* v, const PixelRange& r, const ShortcutAdd* sc, bool relu, int bits);
+
+/** Narrow n int32 values (already in the type's range) to `type` at element `first` of dst. */
+void narrow(const int32_t* src, int64_t n, void* dst, IntType type, int64_t first);
+
+/** Image n (uint8 CHW planes) through the per-channel table into NHWC `out` (int8 or int16). */
+void inputTable(const uint8_t* image, int64_t channels, int64_t pixels, const int16_t* lut, void* out, IntType type);
+
+/** out[c] = sum over pixels of in[p, c] (one image). */
+void sumPool(const void* in, IntType type, int64_t pixels, int64_t channels, int32_t* out);
+
+/** int16 x = hi * 256 + lo with hi int8, lo uint8 (for int8 convolutions of an int16 tensor). */
+void splitInt16(const int16_t* x, int64_t n, int8_t* hi, uint8_t* lo);
+
+/** acc += (term << shift), wrapping in uint32 (the exact total fits int32). */
+void accumulateShifted(int32_t* acc, const int32_t* term, int64_t n, int shift);
+
+}  // namespace tq::int8
