@@ -8,6 +8,7 @@ import type { IntegerModel } from './ir.js';
 import type { TrainedModel } from './checkpoint-model.js';
 import { encodeTqm } from './tqm.js';
 import { onnxExporter } from './onnx/exporter.js';
+import { cExporter } from './c/exporter.js';
 
 export interface ExportContext {
   /** The trained fake-quantized model, its config and checkpoint. */
@@ -38,4 +39,4 @@ async function exportTqm(ctx: ExportContext): Promise<ExportResult> {
   return { files: [{ path: ctx.out, bytes }], summary: [`${ctx.out}: ${bytes.length} bytes, ${model.ops.length} ops`, ...model.meta.notes] };
 }
 
-export const exporters: Record<string, Exporter> = { tqm: exportTqm, onnx: onnxExporter };
+export const exporters: Record<string, Exporter> = { tqm: exportTqm, onnx: onnxExporter, c: cExporter };

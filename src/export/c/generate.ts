@@ -8,6 +8,7 @@ import { TINYQUANT_VERSION } from '../../version.js';
 import { packBits } from '../bitpack.js';
 import { type ConvOp, type DType, type IntegerModel, type Op, type QuantizeOp, inputShape, tensorSize } from '../ir.js';
 import type { ActivationQuant, Requant } from '../ir.js';
+import { LoweringError } from '../lower.js';
 import { validateIntegerModel } from '../validate.js';
 import { type ArenaPlan, planArena } from './plan.js';
 import { C_DTYPE_TAG, C_TYPE, runtimeSource } from './runtime.js';
@@ -28,8 +29,8 @@ export interface GeneratedC {
   readonly plan: ArenaPlan;
 }
 
-/** Refused model: the message names the layer or field. */
-export class CExportError extends Error {
+/** A model or an output the C target cannot take: the message names the layer, field or path. */
+export class CExportError extends LoweringError {
   override name = 'CExportError';
 }
 

@@ -1,0 +1,219 @@
+/**
+ * `tinyquant export --format c`: the generated C compiled with gcc (-std=c99 -Wall -Wextra -Werror
+ * -pedantic) computes the integer engine's logits bit for bit on tiny quantized ResNets (APoT and
+ * uniform methods, int8/int16 inputs and residual streams, option A and B shortcuts, both image
+ * layouts); the arena plan never overlaps live buffers; the same C cross-compiled for a Cortex-M4
+ * runs under QEMU (mps2-an386) with the same logits, no allocator and no floating point; and bad
+ * input fails clearly without leaving files.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setBackend } from '../src/backend/index.js';
+import { UsageError } from '../src/cli/args.js';
+import { exportCommand } from '../src/cli/export.js';
+import { CIFAR10_CLASSES } from '../src/data/cifar.js';
+import { loadDataset } from '../src/data/load.js';
+import { cOutputPaths } from '../src/export/c/exporter.js';
+import { type GeneratedC, generateC } from '../src/export/c/generate.js';
+import { planArena } from '../src/export/c/plan.js';
+import { deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
+import { normalizeImages } from '../src/export/calibrate.js';
+import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
+import { IntegerEngine } from '../src/export/engine.js';
+import type { IntegerModel } from '../src/export/ir.js';
+import { calibrate } from '../src/quant/quantize.js';
+import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { resolveConfig } from '../src/train/config.js';
+import { buildModel } from '../src/train/trainer.js';
+import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
+import { type LoweringChoices, NORMALIZATION, type TinyOptions, cifarBinaryFolder, lowerTiny, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
+
+interface Case {
+  readonly label: string;
+  readonly options: TinyOptions;
+  readonly lowering?: LoweringChoices;
+}
+
+const CASES: readonly Case[] = [
+  { label: 'APoT W4A4, option A, int8 image, int16 residual', options: { method: 'apot', wbits: 4 } },
+  { label: 'uniform W3A3, option B, int16 image, int8 residual', options: { method: 'uniform', wbits: 3, shortcut: 'B' }, lowering: { inputBits: 16, residualBits: 8 } },
+  { label: 'LSQ W2A2 per channel, head batch norm', options: { method: 'lsq', wbits: 2, perChannel: true, headBatchNorm: true } },
+  { label: 'PACT W8A8, APoT first/last layers', options: { method: 'pact', wbits: 8, firstLast: 'apot8' } },
+];
+
+const lowered = new Map<string, { model: IntegerModel; images: Uint8Array; count: number }>();
+
+function tiny(c: Case): { model: IntegerModel; images: Uint8Array; count: number } {
+  if (!lowered.has(c.label)) {
+    const t = tinyQuantizedModel(c.options);
+    lowered.set(c.label, { model: lowerTiny(t, c.options, c.lowering), images: t.images.images, count: t.images.count });
+  }
+  return lowered.get(c.label)!;
+}
+
+/** Interleave channel planes (CHW) into pixels (HWC). */
+function toHwc(images: Uint8Array, count: number, [c, h, w]: readonly number[]): Uint8Array {
+  const out = new Uint8Array(images.length);
+  const size = c * h * w;
+  for (let n = 0; n < count; n++) for (let ch = 0; ch < c; ch++) for (let p = 0; p < h * w; p++) out[n * size + p * c + ch] = images[n * size + ch * h * w + p];
+  return out;
+}
+
+function assertSameLogits(actual: Int32Array, expected: Int32Array, what: string): void {
+  assert.equal(actual.length, expected.length, what);
+  const first = actual.findIndex((v, i) => v !== expected[i]);
+  assert.equal(first, -1, `${what}: logit ${first} is ${actual[first]}, the engine's ${expected[first]}`);
+}
+
+let dir: string;
+before(() => {
+  setBackend('js');
+  dir = mkdtempSync(join(tmpdir(), 'tq-export-c-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('generated C on the host', () => {
+  for (const c of CASES) {
+    test(`${c.label}: logits bit-identical to the integer engine`, () => {
+      const { model, images, count } = tiny(c);
+      const expected = new IntegerEngine(model).inferBatch(images, count);
+      const run = runOnHost(generateC(model, { headerName: 'model.h' }), images, count);
+      assertSameLogits(run.logits, expected, c.label);
+      const engine = new IntegerEngine(model);
+      assert.deepEqual(Array.from(run.top1), Array.from(engine.predict(images, count)));
+    });
+  }
+
+  test('interleaved (HWC) images give the same logits', () => {
+    const { model, images, count } = tiny(CASES[0]);
+    const generated = generateC(model, { headerName: 'net.h', imageLayout: 'hwc' });
+    assert.match(generated.header, /interleaved pixels \(HWC/);
+    const run = runOnHost(generated, toHwc(images, count, model.tensors[0].shape), count);
+    assertSameLogits(run.logits, new IntegerEngine(model).inferBatch(images, count), 'HWC');
+  });
+
+  test('the arena plan never overlaps buffers that are live at the same time, and reuses storage', () => {
+    for (const c of CASES) {
+      const { model } = tiny(c);
+      const plan = planArena(model);
+      for (const [i, a] of plan.buffers.entries()) {
+        assert.ok(a.offset >= 0 && a.offset % 4 === 0 && a.offset + a.bytes <= plan.bytes, `${c.label}: buffer ${i} outside the arena`);
+        for (const b of plan.buffers.slice(i + 1)) {
+          const live = a.first <= b.last && b.first <= a.last;
+          const overlap = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+          assert.ok(!(live && overlap), `${c.label}: buffers of tensors [${a.tensors}] and [${b.tensors}] overlap while both are live`);
+        }
+      }
+      const separate = plan.buffers.reduce((s, b) => s + b.bytes, 0);
+      assert.ok(plan.bytes >= plan.lowerBound && plan.bytes < separate / 2, `${c.label}: arena ${plan.bytes}, lower bound ${plan.lowerBound}, all buffers ${separate}`);
+      assert.ok(plan.buffers.some((b) => b.tensors.length > 1), `${c.label}: no tensor is computed in place`);
+      assert.match(generateC(model, { headerName: 'model.h' }).header, new RegExp(`#define TQ_ARENA_BYTES ${plan.bytes}\\b`));
+    }
+  });
+});
+
+describe('generated C on a Cortex-M4 (QEMU mps2-an386)', () => {
+  const missing = deviceToolsMissing();
+  test('same logits as the engine; no allocation, no floating point; sizes and instruction counts', { skip: missing ? `skipped: ${missing}` : false }, () => {
+    const { model, images, count } = tiny(CASES[0]);
+    const n = 3;
+    const some = images.subarray(0, (images.length / count) * n);
+    const generated: GeneratedC = generateC(model, { headerName: 'model.h' });
+    let symbols: readonly string[] = [];
+    const run = runOnDevice(generated, some, n, { onModelSymbols: (s) => (symbols = s) });
+    assertSameLogits(run.logits, new IntegerEngine(model).inferBatch(some, n), 'Cortex-M4');
+    // The model may call the compiler's memset/memcpy (loops it recognizes) and nothing else.
+    assert.deepEqual(symbols.filter((s) => !/^(memset|memcpy|__aeabi_mem(set|clr|cpy)\d*)$/.test(s)), [], `model.o needs ${symbols.join(', ')}`);
+    assert.equal(run.instructionsPerTick, 40, 'mps2-an386: 25 MHz SysTick, one instruction per ns under -icount shift=0');
+    for (const i of run.instructions) assert.ok(i > 100_000 && Math.abs(i - run.instructions[0]) < run.instructions[0] * 0.01, `instructions ${Array.from(run.instructions)}`);
+    assert.equal(run.model.bss, generated.plan.bytes, 'the model keeps its state in the arena only');
+    assert.equal(run.model.data, 0);
+    assert.ok(run.model.rodata > 0 && run.model.text > 0 && run.flashBytes >= run.model.text + run.model.rodata);
+    assert.ok(run.inferStackBytes > 0 && run.stackBytes >= run.inferStackBytes && run.stackBytes < 4096, `stack ${run.inferStackBytes}/${run.stackBytes}`);
+    assert.equal(run.ramBytes, run.elf.data + run.elf.bss + run.stackBytes);
+  });
+});
+
+describe('bad input', () => {
+  test('a weight bit-width the C target cannot represent names the layer', () => {
+    const { model } = tiny(CASES[0]);
+    const ops = model.ops.map((op) => (op.kind === 'conv' && op.name === 'layer2.0.conv1' ? { ...op, weights: { ...op.weights, bits: 9 } } : op));
+    assert.throws(() => generateC({ ...model, ops }, { headerName: 'model.h' }), /layer2\.0\.conv1.*weight bits must be 1\.\.8, got 9/);
+  });
+
+  test('images of the wrong size are refused before anything runs', () => {
+    const { model } = tiny(CASES[0]);
+    const generated = generateC(model, { headerName: 'model.h' });
+    assert.throws(() => runOnHost(generated, new Uint8Array(3 * 16 * 16 + 1), 1), /1 images of 768 bytes need 768 bytes, got 769/);
+    assert.throws(() => generateC(model, { headerName: 'model h.h' }), /header name "model h\.h" must be a plain file name/);
+  });
+
+  test('--out: NAME.c, NAME or a directory; anything else is refused', () => {
+    assert.deepEqual(cOutputPaths(join(dir, 'net.c')), { source: join(dir, 'net.c'), header: join(dir, 'net.h') });
+    assert.deepEqual(cOutputPaths(join(dir, 'net')), { source: join(dir, 'net.c'), header: join(dir, 'net.h') });
+    assert.deepEqual(cOutputPaths(dir), { source: join(dir, 'model.c'), header: join(dir, 'model.h') });
+    assert.throws(() => cOutputPaths(join(dir, 'net.tqm')), /give NAME\.c, NAME \(no extension\) or a directory/);
+    assert.throws(() => cOutputPaths(join(dir, 'missing', 'net.c')), /directory .*missing does not exist/);
+    assert.throws(() => cOutputPaths(join(dir, 'my net.c')), /"my net" must be letters, digits/);
+  });
+});
+
+describe('tinyquant export --format c', () => {
+  /** A run directory with a resnet8 checkpoint quantized (calibrated, not trained) as `fields` say. */
+  function checkpoint(name: string, fields: Record<string, unknown>): string {
+    const config = resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir: dir, normalization: 'apot', ...fields });
+    const { model } = buildModel(config, { classes: CIFAR10_CLASSES, channels: 3 });
+    const { images } = syntheticImages(8, 3, 32, 32, 4);
+    const x = normalizeImages(images, 8, 3, NORMALIZATION);
+    calibrate(model, x, [8, 3, 32, 32]);
+    model.train();
+    tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [8, 3, 32, 32]))));
+    const run = join(dir, name);
+    mkdirSync(run);
+    const progress = { epoch: 1, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: 0, bestEpoch: 0, hessianEpoch: -1 };
+    saveCheckpoint(run, 'last', model, null, { config, progress, metrics: {} });
+    return run;
+  }
+
+  let apotRun: string;
+  before(() => {
+    cifarBinaryFolder(dir, 4, 6);
+    apotRun = checkpoint('apot3', { method: 'apot', wbits: 3 });
+  });
+
+  async function quietly(run: () => Promise<void>): Promise<void> {
+    const [log, error] = [console.log, console.error];
+    console.log = console.error = () => {};
+    try {
+      await run();
+    } finally {
+      [console.log, console.error] = [log, error];
+    }
+  }
+
+  test('writes model.c and model.h into a directory; they compute the engine logits of the same checkpoint', async () => {
+    const out = join(dir, 'c-out');
+    mkdirSync(out);
+    await quietly(() => exportCommand(['--checkpoint', apotRun, '--format', 'c', '--out', `${out}/`, '--data-dir', dir, '--calibration-images', '8']));
+    assert.deepEqual(readdirSync(out).sort(), ['model.c', 'model.h']);
+    const model = await lowerTrainedModel(loadTrainedModel(apotRun), { dataDir: dir, calibrationImages: 8 });
+    const test = await loadDataset({ name: 'cifar10', split: 'test', dataDir: dir });
+    const files = { source: readFileSync(join(out, 'model.c'), 'utf8'), header: readFileSync(join(out, 'model.h'), 'utf8') };
+    assert.match(files.header, /int tq_infer\(const uint8_t \*image, int32_t \*logits\);/);
+    const c = runOnHost(files, test.images, test.count);
+    assertSameLogits(c.logits, new IntegerEngine(model).inferBatch(test.images, test.count), 'exported files');
+  });
+
+  test('an --out the format cannot write is a clear error and writes nothing', async () => {
+    for (const out of [join(dir, 'net.tqm'), join(dir, 'absent', 'net.c')]) {
+      await assert.rejects(
+        exportCommand(['--checkpoint', apotRun, '--format', 'c', '--out', out, '--data-dir', dir, '--calibration-images', '4']),
+        (e: Error) => e instanceof UsageError && /give NAME\.c|does not exist/.test(e.message),
+      );
+    }
+    assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp') || f.startsWith('net')), []);
+  });
+});
