@@ -22,6 +22,8 @@ import { applyBackendFlags, configFromFlags } from './train.js';
 export const EXPORT_USAGE = `usage: tinyquant export --checkpoint FILE --format FORMAT --out PATH [options]
 
   --format F               ${Object.keys(exporters).join(', ')}
+  --out PATH               the output file; format c writes a C99 source and its header:
+                           NAME.c or NAME gives NAME.c + NAME.h, a directory gives DIR/model.c + DIR/model.h
   --data-dir DIR           where the dataset is (training images calibrate the fixed-point scales)
   --calibration-images N   training images for calibration (default 256)
   --residual-bits 16|8     precision of the residual stream (default 16)
