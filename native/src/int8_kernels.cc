@@ -9,7 +9,7 @@
 // plain x86-64); the loader picks one for the CPU it runs on. Other compilers and targets get the
 // portable code only.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TQ_CLONES __attribute__((target_clones("default", "avx2", "arch=skylake-avx512")))
+#define TQ_CLONES __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
 #else
 #define TQ_CLONES
 #endif
@@ -68,9 +68,11 @@ void withType(Ptr data, IntType type, Body body) {
   }
 }
 
-TQ_CLONES void requantizeRow(int32_t* v, int64_t channels, const int32_t* mult, const int32_t* shift,
+TQ_CLONES void requantizeRows(int32_t* v, int64_t rows, int64_t channels, const int32_t* mult, const int32_t* shift,
     const int64_t* rounding, const int32_t* bias) {
-  for (int64_t c = 0; c < channels; c++) v[c] = roundingMulShift(v[c], mult[c], shift[c], rounding[c]) + bias[c];
+  for (int64_t p = 0; p < rows; p++, v += channels) {
+    for (int64_t c = 0; c < channels; c++) v[c] = roundingMulShift(v[c], mult[c], shift[c], rounding[c]) + bias[c];
+  }
 }
 
 TQ_CLONES void reluAt(int32_t* v, int64_t n, int32_t floor) {
@@ -100,9 +102,17 @@ TQ_CLONES void clampAll(int32_t* v, int64_t n, int32_t lo, int32_t hi) {
   for (int64_t i = 0; i < n; i++) v[i] = std::clamp(v[i], lo, hi);
 }
 
+/** v[p, first..last) += rms(shortcut value) for the pixels of r (see residual()). */
 template <class T>
-TQ_CLONES void addShortcutRow(int32_t* v, const T* sc, int64_t n, int32_t mult, int32_t shift, int64_t rounding) {
-  for (int64_t i = 0; i < n; i++) v[i] += roundingMulShift(sc[i], mult, shift, rounding);
+TQ_CLONES void addShortcut(int32_t* v, const PixelRange& r, const ShortcutAdd& sc, const T* data, int64_t first, int64_t last) {
+  const int64_t pixelsPerImage = r.height * r.width;
+  const int64_t rounding = sc.shift > 0 ? int64_t{1} << (sc.shift - 1) : 0;
+  for (int64_t p = r.begin; p < r.end; p++) {
+    const int64_t image = p / pixelsPerImage, y = (p % pixelsPerImage) / r.width, x = p % r.width;
+    const T* in = data + ((image * sc.height + y * sc.stride) * sc.width + x * sc.stride) * sc.channels - sc.offset;
+    int32_t* out = v + (p - r.begin) * r.channels;
+    for (int64_t c = first; c < last; c++) out[c] += roundingMulShift(in[c], sc.mult, sc.shift, rounding);
+  }
 }
 
 template <class T>
@@ -125,9 +135,7 @@ TQ_CLONES void sumPoolT(const T* in, int64_t pixels, int64_t channels, int32_t* 
 }  // namespace
 
 void requantize(int32_t* acc, const PixelRange& r, const Requant& q) {
-  for (int64_t p = r.begin; p < r.end; p++) {
-    requantizeRow(acc + (p - r.begin) * r.channels, r.channels, q.mult.data(), q.shift.data(), q.rounding.data(), q.bias.data());
-  }
+  requantizeRows(acc, r.end - r.begin, r.channels, q.mult.data(), q.shift.data(), q.rounding.data(), q.bias.data());
 }
 
 void widen(const void* src, IntType type, int64_t first, int64_t n, int32_t* dst) {
@@ -151,20 +159,10 @@ void activate(int32_t* v, int64_t n, const ActivationRule& rule, int32_t* scratc
 void residual(int32_t* v, const PixelRange& r, const ShortcutAdd* sc, bool relu, int bits) {
   const int64_t n = (r.end - r.begin) * r.channels;
   if (sc) {
-    const int64_t pixelsPerImage = r.height * r.width;
+    // Output channels [first, last) have a shortcut channel (option A pads zero channels around it).
     const int64_t first = std::max<int64_t>(0, sc->offset);
-    const int64_t last = std::min(r.channels, sc->offset + sc->channels);  // channels [first, last) get a term
-    const int64_t rounding = sc->shift > 0 ? int64_t{1} << (sc->shift - 1) : 0;
-    if (first < last) {
-      withType(sc->data, sc->type, [&](const auto* data) {
-        for (int64_t p = r.begin; p < r.end; p++) {
-          const int64_t image = p / pixelsPerImage, y = (p % pixelsPerImage) / r.width, x = p % r.width;
-          const int64_t scPixel = (image * sc->height + y * sc->stride) * sc->width + x * sc->stride;
-          addShortcutRow(v + (p - r.begin) * r.channels + first, data + scPixel * sc->channels + (first - sc->offset),
-              last - first, sc->mult, sc->shift, rounding);
-        }
-      });
-    }
+    const int64_t last = std::min(r.channels, sc->offset + sc->channels);
+    if (first < last) withType(sc->data, sc->type, [&](const auto* data) { addShortcut(v, r, *sc, data, first, last); });
   }
   const int32_t limit = int32_t{1} << (bits - 1);
   clampAll(v, n, relu ? 0 : -limit, limit - 1);
