@@ -35,7 +35,7 @@ int main(void)
 `;
 
 /** Instructions in the calibration loop (two per iteration: subs, bne). */
-export const CALIBRATION_INSTRUCTIONS = 200000;
+export const CALIBRATION_INSTRUCTIONS = 2_000_000;
 
 /**
  * Cortex-M4 program. Reads `images.bin` (whole images) through semihosting, prints one line per

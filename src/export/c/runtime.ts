@@ -5,12 +5,11 @@
  * -Wall -Wextra. Rounding and `>>` of negative values follow int-ops.ts: arithmetic right shifts
  * (what GCC, Clang and Arm compilers do; C99 leaves it implementation-defined).
  *
- * Convolution order (weight stationary, chosen for small RAM and no per-pixel bounds checks): per
- * output channel, the weight row is decoded from its packed codes into int16 values, then every
- * nonzero weight adds weight * input over the output pixels whose input pixel lies inside the
- * image (padding reads zero) into an int32 accumulator plane, and the epilogue requantizes the
- * plane. Dense multiplies: the sums are the engine's exactly (integer sums that never overflow,
- * checked when the model was validated), whatever the order or the engine's arithmetic path.
+ * Convolution: per output channel, the weight row is decoded from its packed codes into int16
+ * values (once per channel), each output pixel's window sum goes into an int32 accumulator plane,
+ * and the epilogue requantizes the plane. Dense multiplies (one MLA per MAC on a Cortex-M4): the
+ * sums are the engine's exactly (integer sums that never overflow, checked when the model was
+ * validated), whatever the order or the engine's arithmetic path (multiply or shift-add).
  */
 import type { DType } from '../ir.js';
 
@@ -123,15 +122,6 @@ typedef struct {
 
 typedef void (*tq_accumulate)(const tq_conv *L, const void *input, const int16_t *row, int32_t *acc);
 
-/* Output positions lo..hi-1 whose input position o * stride + tap - padding lies in [0, size). */
-static void tq_valid(int32_t size, int32_t out, int32_t tap, int32_t stride, int32_t padding, int32_t *lo, int32_t *hi)
-{
-    int32_t last = size - 1 + padding - tap;
-    *lo = padding > tap ? (padding - tap + stride - 1) / stride : 0;
-    *hi = last < 0 ? 0 : last / stride + 1;
-    if (*hi > out) *hi = out;
-}
-
 /* Integer weights of output channel o. */
 static void tq_weight_row(const tq_conv *L, int32_t o, int16_t *row)
 {
@@ -183,30 +173,63 @@ static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *
 }
 `;
 
-/** acc[pixel] = sum over the patch of weight * input, for inputs of C type `type`. */
+/**
+ * acc[pixel] = sum over the window of weight * input, for inputs of `dtype`. Per output pixel the
+ * sum stays in a register; the taps are limited to the part of the window inside the input
+ * (padding adds zero); pairs of neighbouring pixels whose 3x3 windows lie inside the input (most
+ * pixels of a ResNet) are unrolled and share the weight loads.
+ */
 function accumulate(dtype: DType): string {
   const type = C_TYPE[dtype];
   return String.raw`
 static void tq_accumulate_${dtype}(const tq_conv *L, const void *input, const int16_t *row, int32_t *acc)
 {
     const ${type} *in = (const ${type} *)input;
-    const int32_t K = L->kernel, S = L->stride, P = L->padding;
-    const int32_t plane = L->out_h * L->out_w;
-    int32_t c, i, j, y, x, y0, y1, x0, x1;
-    for (i = 0; i < plane; ++i) acc[i] = 0;
-    for (i = 0; i < K; ++i) {
-        tq_valid(L->in_h, L->out_h, i, S, P, &y0, &y1);
-        for (j = 0; j < K; ++j) {
-            tq_valid(L->in_w, L->out_w, j, S, P, &x0, &x1);
-            for (c = 0; c < L->in_c; ++c) {
-                const int32_t w = row[(c * K + i) * K + j];
-                if (w == 0) continue;
-                for (y = y0; y < y1; ++y) {
-                    const ${type} *src = in + (c * L->in_h + y * S + i - P) * L->in_w + x0 * S + j - P;
-                    int32_t *dst = acc + y * L->out_w + x0;
-                    for (x = x0; x < x1; ++x, src += S) *dst++ += w * *src;
+    const int32_t K = L->kernel, S = L->stride, P = L->padding, H = L->in_h, W = L->in_w, C = L->in_c;
+    int32_t y, x, c, i, j, i0, i1, j0, j1;
+    for (y = 0; y < L->out_h; ++y) {
+        const int32_t top = y * S - P;
+        int32_t *out = acc + y * L->out_w;
+        i0 = top < 0 ? -top : 0;
+        i1 = H - top < K ? H - top : K;
+        for (x = 0; x < L->out_w; ++x) {
+            const int32_t left = x * S - P;
+            int32_t sum = 0;
+            j0 = left < 0 ? -left : 0;
+            j1 = W - left < K ? W - left : K;
+            if (K == 3 && i0 == 0 && i1 == 3 && j0 == 0 && x + 1 < L->out_w && W - left - S >= 3) {
+                /* Two horizontally adjacent 3x3 windows inside the input: each weight load serves two pixels. */
+                const ${type} *r0 = in + top * W + left;
+                const int16_t *w = row;
+                int32_t next = 0;
+                for (c = 0; c < C; ++c, w += 9, r0 += H * W) {
+                    const ${type} *r1 = r0 + W, *r2 = r1 + W;
+                    int32_t k;
+                    k = w[0]; sum += k * r0[0]; next += k * r0[S];
+                    k = w[1]; sum += k * r0[1]; next += k * r0[S + 1];
+                    k = w[2]; sum += k * r0[2]; next += k * r0[S + 2];
+                    k = w[3]; sum += k * r1[0]; next += k * r1[S];
+                    k = w[4]; sum += k * r1[1]; next += k * r1[S + 1];
+                    k = w[5]; sum += k * r1[2]; next += k * r1[S + 2];
+                    k = w[6]; sum += k * r2[0]; next += k * r2[S];
+                    k = w[7]; sum += k * r2[1]; next += k * r2[S + 1];
+                    k = w[8]; sum += k * r2[2]; next += k * r2[S + 2];
                 }
+                out[x] = sum;
+                out[++x] = next;
+                continue;
             }
+            /* The part of the window inside the input: rows i0..i1-1, columns j0..j1-1. */
+            for (c = 0; c < C; ++c)
+                for (i = i0; i < i1; ++i) {
+                    const ${type} *src = in + (c * H + top + i) * W + left + j0;
+                    const int16_t *w = row + (c * K + i) * K + j0;
+                    if (j1 - j0 == 3) sum += w[0] * src[0] + w[1] * src[1] + w[2] * src[2];
+                    else if (j1 - j0 == 2) sum += w[0] * src[0] + w[1] * src[1];
+                    else
+                        for (j = 0; j < j1 - j0; ++j) sum += w[j] * src[j];
+                }
+            out[x] = sum;
         }
     }
 }

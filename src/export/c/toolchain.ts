@@ -145,7 +145,10 @@ function parseDevice(out: string, count: number): Omit<DeviceRun, 'elf' | 'model
   const field = (l: string, name: string): number => Number(new RegExp(`\\b${name} (-?\\d+)`).exec(l)?.[1] ?? NaN);
   const calibration = lines.find((l) => l.startsWith('calibration '));
   if (!calibration || results.length !== count) throw new ToolchainError(`the Cortex-M4 program printed ${results.length} of ${count} results:\n${out.slice(-2000)}`);
-  const instructionsPerTick = field(calibration, 'instructions') / field(calibration, 'ticks');
+  // The ratio is a whole number (1 ns per instruction, a clock period of whole ns); the loop measures it to within a tick.
+  const measured = field(calibration, 'instructions') / field(calibration, 'ticks');
+  const instructionsPerTick = Math.round(measured);
+  if (!(Math.abs(measured - instructionsPerTick) < 0.01 * measured)) throw new ToolchainError(`calibration: ${measured} instructions per SysTick tick is not a whole number: ${calibration}`);
   const ticks = Float64Array.from(results, (l) => field(l, 'ticks'));
   const run = parseLogits(results.map((l) => `${field(l, 'class')} ${l.split(' logits ')[1]}`), count);
   return {

@@ -1,0 +1,162 @@
+/**
+ * The C export on a Cortex-M4 (issue 6): for each bit-width, a ResNet-20 integer model is turned
+ * into C (src/export/c), cross-compiled with arm-none-eabi-gcc -O2 -mcpu=cortex-m4 -mthumb
+ * -mfloat-abi=soft (newlib; the generated code has no floating point, so the float ABI does not
+ * change it) and run under `qemu-system-arm -M mps2-an386 -icount shift=0` with semihosting on
+ * CIFAR-10 test images; its logits are compared with the TypeScript integer engine's.
+ *
+ *   node dist/bench/device.js [--bits 2,3,4,8] [--images N] [--method ewgs] [--model resnet20]
+ *        [--float FILE.safetensors] [--normalization apot] [--run BITS=RUN_DIR ...] [--data-dir DIR]
+ *        [--json] [--out FILE.json]
+ *
+ * Models: with `--run BITS=DIR` the trained checkpoint of that bit-width (lowered as `tinyquant
+ * export` lowers it, calibrating on its training split); otherwise the architecture quantized with
+ * `--method` at W=A=bits, started from `--float` weights when given (else random weights), with
+ * quantizers and fixed-point scales calibrated on 256 test images that are not among those run.
+ * Sizes and instruction counts do not depend on training; accuracy does (printed for reference).
+ *
+ * Measured: flash = text + rodata (+ initialized data) of the linked program (model, runtime,
+ * startup, harness); RAM = data + bss (the model's arena, the image buffer) + the stack
+ * high-water mark (stack painted before each inference); instructions per inference = SysTick
+ * ticks x instructions per tick (40: 25 MHz clock, -icount shift=0 runs one instruction per ns;
+ * measured by the harness on a loop of known length; resolution one tick).
+ */
+import { existsSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { type NormalizationPreset, resolveNormalization } from '../src/data/augment.js';
+import type { ImageDataset } from '../src/data/dataset.js';
+import { loadDataset } from '../src/data/load.js';
+import { generateC } from '../src/export/c/generate.js';
+import { CORTEX_M4_FLAGS, deviceToolsMissing, runOnDevice } from '../src/export/c/toolchain.js';
+import { normalizeImages } from '../src/export/calibrate.js';
+import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
+import { IntegerEngine } from '../src/export/engine.js';
+import { argmax } from '../src/export/int-ops.js';
+import type { IntegerModel } from '../src/export/ir.js';
+import { lowerResNet } from '../src/export/lower.js';
+import { createModel } from '../src/models/index.js';
+import { calibrate, quantize } from '../src/quant/quantize.js';
+import type { MethodName } from '../src/quant/quantizer.js';
+import { readWeights } from '../src/train/checkpoint.js';
+
+const DEFAULT_FLOAT = 'models/resnet20-cifar10-float.safetensors';
+const CALIBRATION_START = 5000;
+const CALIBRATION_IMAGES = 256;
+/** Issue 6's targets, KiB = 1024 bytes. */
+const TARGETS: Record<number, { flash: number; ram?: number }> = { 4: { flash: 200 * 1024, ram: 96 * 1024 }, 2: { flash: 120 * 1024 } };
+
+const { values } = parseArgs({
+  options: {
+    bits: { type: 'string', default: '2,3,4,8' },
+    images: { type: 'string', default: '10' },
+    method: { type: 'string', default: 'ewgs' },
+    model: { type: 'string', default: 'resnet20' },
+    normalization: { type: 'string', default: 'apot' },
+    float: { type: 'string' },
+    run: { type: 'string', multiple: true, default: [] },
+    'data-dir': { type: 'string', default: '/work/shared/data' },
+    json: { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+});
+
+function log(message: string): void {
+  if (!values.json) console.error(message);
+}
+
+/** Images [start, start + count) of a dataset. */
+function slice(data: ImageDataset, start: number, count: number): { images: Uint8Array; labels: Int32Array; count: number } {
+  const size = data.channels * data.height * data.width;
+  const n = Math.min(count, data.count - start);
+  return { images: data.images.subarray(start * size, (start + n) * size), labels: data.labels.subarray(start, start + n), count: n };
+}
+
+function quantizedModel(bits: number, test: ImageDataset, floatFile: string | undefined): IntegerModel {
+  const net = createModel(values.model);
+  if (floatFile) net.loadStateDict(readWeights(floatFile), { source: floatFile });
+  const method = values.method as MethodName;
+  quantize(net, { method, wbits: bits, abits: bits, firstLast: 'int8' });
+  const calibration = slice(test, CALIBRATION_START, CALIBRATION_IMAGES);
+  const normalization = resolveNormalization(values.normalization as NormalizationPreset, test.channels);
+  const shape = [calibration.count, test.channels, test.height, test.width];
+  calibrate(net, normalizeImages(calibration.images, calibration.count, test.channels, normalization), shape);
+  net.eval();
+  return lowerResNet(net, {
+    normalization,
+    calibration: { images: calibration.images, count: calibration.count, channels: test.channels, height: test.height, width: test.width },
+    meta: { model: values.model, method, wbits: bits, abits: bits, firstLast: 'int8', classes: test.classes },
+  });
+}
+
+async function integerModel(bits: number, test: ImageDataset, floatFile: string | undefined): Promise<{ model: IntegerModel; source: string }> {
+  const run = values.run.find((r) => r.startsWith(`${bits}=`))?.slice(`${bits}=`.length);
+  if (run) return { model: await lowerTrainedModel(loadTrainedModel(run), { dataDir: values['data-dir'] }), source: run };
+  const source = `${values.method} W${bits}A${bits}, ${floatFile ? `from ${floatFile}` : 'random weights'}, calibrated (not trained)`;
+  return { model: quantizedModel(bits, test, floatFile), source };
+}
+
+async function main(): Promise<void> {
+  const missing = deviceToolsMissing();
+  if (missing) throw new Error(`bench/device: ${missing}`);
+  const bits = values.bits.split(',').map(Number);
+  const count = Number(values.images);
+  const floatFile = values.float ?? (existsSync(DEFAULT_FLOAT) ? DEFAULT_FLOAT : undefined);
+  const test = await loadDataset({ name: 'cifar10', split: 'test', dataDir: values['data-dir'] });
+  const sample = slice(test, 0, count);
+  const rows = [];
+  for (const b of bits) {
+    log(`W${b}A${b}: lowering`);
+    const { model, source } = await integerModel(b, test, floatFile);
+    const generated = generateC(model, { headerName: 'model.h' });
+    log(`W${b}A${b}: running ${sample.count} images under QEMU`);
+    const device = runOnDevice(generated, sample.images, sample.count);
+    const engine = new IntegerEngine(model).inferBatch(sample.images, sample.count);
+    const classes = model.meta.classes.length;
+    const engineTop1 = Array.from({ length: sample.count }, (_, n) => argmax(engine, n * classes, classes));
+    const row = {
+      bits: b,
+      source,
+      flashBytes: device.flashBytes,
+      text: device.elf.text,
+      rodata: device.elf.rodata,
+      ramBytes: device.ramBytes,
+      data: device.elf.data,
+      bss: device.elf.bss,
+      arenaBytes: generated.plan.bytes,
+      stackBytes: device.stackBytes,
+      modelFlashBytes: device.model.text + device.model.rodata,
+      instructions: Math.round(device.instructions.reduce((s, v) => s + v, 0) / sample.count),
+      instructionsMin: Math.min(...device.instructions),
+      instructionsMax: Math.max(...device.instructions),
+      images: sample.count,
+      identicalLogits: Array.from({ length: sample.count }, (_, n) => device.logits.subarray(n * classes, (n + 1) * classes).every((v, i) => v === engine[n * classes + i])).filter(Boolean).length,
+      top1Agreement: (100 * engineTop1.filter((c, n) => c === device.top1[n]).length) / sample.count,
+      top1Accuracy: (100 * Array.from(device.top1).filter((c, n) => c === sample.labels[n]).length) / sample.count,
+      target: TARGETS[b] ?? null,
+    };
+    log(JSON.stringify(row));
+    rows.push(row);
+  }
+  const result = { flags: [...CORTEX_M4_FLAGS], qemu: 'qemu-system-arm -M mps2-an386 -icount shift=0', rows };
+  if (values.out) writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
+  if (values.json) {
+    console.log(JSON.stringify(result));
+    return;
+  }
+  const kib = (n: number): string => (n / 1024).toFixed(1);
+  console.log(`\nResNet-20 on a Cortex-M4 (${CORTEX_M4_FLAGS.join(' ')}; QEMU mps2-an386, -icount shift=0), ${count} CIFAR-10 test images`);
+  console.log('| bits | flash B (text + rodata) | flash KiB | RAM B (data + bss + stack) | RAM KiB | arena B | stack B | instructions / inference | logits identical to TS engine | top-1 agreement % | top-1 accuracy % | target |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const t = r.target;
+    const verdict = t ? `flash <= ${kib(t.flash)} KiB: ${r.flashBytes <= t.flash ? 'met' : 'MISSED'}${t.ram ? `; RAM <= ${kib(t.ram)} KiB: ${r.ramBytes <= t.ram ? 'met' : 'MISSED'}` : ''}` : '';
+    console.log(
+      `| ${r.bits} | ${r.flashBytes} (${r.text} + ${r.rodata}${r.data ? ` + ${r.data}` : ''}) | ${kib(r.flashBytes)} | ${r.ramBytes} (${r.data} + ${r.bss} + ${r.stackBytes}) | ${kib(r.ramBytes)} | ` +
+        `${r.arenaBytes} | ${r.stackBytes} | ${r.instructions.toLocaleString('en-US')} | ${r.identicalLogits}/${r.images} | ${r.top1Agreement.toFixed(1)} | ${r.top1Accuracy.toFixed(1)} | ${verdict} |`,
+    );
+  }
+  console.log(`models: ${[...new Set(rows.map((r) => r.source))].join('; ')}`);
+}
+
+await main();
