@@ -10,6 +10,7 @@ import type { BatchNormParams, Conv2dParams, Pool2dParams, QuantSpec, Shape } fr
 import { QUANT_SUMS, STAT_FIELDS, numel } from '../src/backend/backend.js';
 import { JsBackend, type JsBuf } from '../src/backend/js/index.js';
 import { type NativeBackend, type NativeBuf, loadNativeBackend, nativeUnavailableReason } from '../src/backend/native/index.js';
+import { apotLevels as apotLevelSet } from '../src/quant/apot.js';
 import { Rng } from '../src/util/rng.js';
 
 const TOL = 1e-4;
@@ -532,6 +533,38 @@ describe('native backend', { skip }, () => {
         t.done();
       });
     }
+
+    /** The floats within `radius` steps of each midpoint of consecutive levels, both signs, and NaN. */
+    function aroundMidpoints(levels: Float32Array, radius: number): Float32Array {
+      const bits = new Uint32Array(1);
+      const value = new Float32Array(bits.buffer);
+      const out: number[] = [Number.NaN, 0, -0, 2, -2];
+      for (let k = 0; k + 1 < levels.length; k++) {
+        value[0] = (levels[k] + levels[k + 1]) / 2;
+        const center = bits[0];
+        for (let d = -radius; d <= radius; d++) {
+          bits[0] = center + d;
+          out.push(value[0], -value[0]);
+        }
+      }
+      return Float32Array.from(out);
+    }
+
+    it('level projection picks exactly the level js picks, at every float next to a midpoint', () => {
+      const t = new Twin(91);
+      // 4 to 64 levels: every size class of the native projection.
+      for (const [bits, symmetric] of [[2, false], [3, true], [4, false], [5, false], [6, true]] as const) {
+        const levels = apotLevelSet(bits);
+        const values = aroundMidpoints(levels, 3);
+        const x = t.pair(values, [values.length]);
+        const s = spec(1, [1], { lo: -2, hi: 2, symmetric, levels });
+        const want = t.js.quantize(x.js, s);
+        const got = t.nat.quantize(x.nat, s);
+        assert.deepEqual(t.nat.download(got), t.js.download(want), `${levels.length} levels${symmetric ? ', symmetric' : ''}`);
+        t.free(x, { js: want, nat: got });
+      }
+      t.done();
+    });
   });
 
   // ---- a ResNet chain: layouts flow from op to op -------------------------------------------------

@@ -84,53 +84,15 @@ struct GridProjection {
 };
 
 /**
- * Nearest level, ties to the lower one: the level index is the number of midpoints below the
- * value, found by binary search. The tables are padded to 2^Depth entries so that the search is
- * Depth branch-free halvings, written out (so the loop vectorizes, with gathers).
- * thresholds[k] is the smallest float above midpoint k, so a float v exceeds the (float64)
- * midpoint exactly when v >= thresholds[k]. NaN stays NaN.
+ * The smallest float above each midpoint of consecutive levels (a float v exceeds the float64
+ * midpoint exactly when v >= threshold), and the levels, padded to `size` levels: thresholds with
+ * +infinity, levels with the last one.
  */
-template <int Step>
-TQ_INLINE int searchFrom(const float* thresholds, float a, int idx) {
-  idx += a >= thresholds[idx + Step - 1] ? Step : 0;
-  if constexpr (Step > 1) {
-    return searchFrom<Step / 2>(thresholds, a, idx);
-  } else {
-    return idx;
-  }
-}
-
-template <int Depth>
-struct LevelProjection {
-  const float* thresholds;
-  const float* levels;
-  TQ_INLINE float operator()(float a) const {
-    const float level = levels[searchFrom<(1 << Depth) / 2>(thresholds, a, 0)];
-    return a != a ? a : level;
-  }
-};
-
-/** The same search for level sets beyond the unrolled depths (a loop; not vectorized). */
-struct DeepLevelProjection {
-  const float* thresholds;
-  const float* levels;
-  int depth;
-  float operator()(float a) const {
-    int idx = 0;
-    for (int step = 1 << (depth - 1); step >= 1; step >>= 1) idx += a >= thresholds[idx + step - 1] ? step : 0;
-    return a != a ? a : levels[idx];
-  }
-};
-
 class LevelTables {
  public:
-  /** Tables of 2^depth entries, depth at least `minDepth`. */
-  LevelTables(const std::vector<float>& levels, int minDepth) {
-    size_t size = size_t{1} << minDepth;
-    while (size < levels.size()) size *= 2;
+  LevelTables(const std::vector<float>& levels, size_t size) : levels_(size, levels.back()) {
     const float inf = std::numeric_limits<float>::infinity();
     thresholds_.assign(size - 1, inf);
-    levels_.assign(size, levels.back());
     std::copy(levels.begin(), levels.end(), levels_.begin());
     for (size_t k = 0; k + 1 < levels.size(); k++) {
       const double mid = (static_cast<double>(levels[k]) + levels[k + 1]) / 2.0;
@@ -138,16 +100,53 @@ class LevelTables {
       if (static_cast<double>(t) <= mid) t = std::nextafter(t, inf);
       thresholds_[k] = t;
     }
-    depth_ = 0;
-    while ((size_t{1} << depth_) < size) depth_++;
   }
   const float* thresholds() const { return thresholds_.data(); }
   const float* levels() const { return levels_.data(); }
-  int depth() const { return depth_; }
 
  private:
   std::vector<float> thresholds_, levels_;
-  int depth_;
+};
+
+/**
+ * Nearest level, ties to the lower one, for sets of up to Size levels: a chain of selects over the
+ * sorted thresholds (each one passed moves the result up one level), unrolled at compile time so
+ * that it vectorizes as compares and blends, without gathers or branches. NaN stays NaN.
+ */
+template <int Size>
+struct LevelProjection {
+  float thresholds[Size - 1];
+  float levels[Size];
+  explicit LevelProjection(const LevelTables& t) {
+    std::copy(t.thresholds(), t.thresholds() + Size - 1, thresholds);
+    std::copy(t.levels(), t.levels() + Size, levels);
+  }
+  TQ_INLINE float operator()(float a) const {
+    return choose(maskOf(a != a), a, selectFrom<0>(a, levels[0]));
+  }
+
+ private:
+  template <int K>
+  TQ_INLINE float selectFrom(float a, float level) const {
+    level = choose(maskOf(a >= thresholds[K]), levels[K + 1], level);
+    if constexpr (K + 2 < Size) {
+      return selectFrom<K + 1>(a, level);
+    } else {
+      return level;
+    }
+  }
+};
+
+/** Larger level sets: binary search for the number of thresholds at or below the value (scalar). */
+struct DeepLevelProjection {
+  const float* thresholds;
+  const float* levels;
+  size_t size;  // a power of two
+  float operator()(float a) const {
+    size_t idx = 0;
+    for (size_t step = size / 2; step >= 1; step >>= 1) idx += a >= thresholds[idx + step - 1] ? step : 0;
+    return a != a ? a : levels[idx];
+  }
 };
 
 /** project(xc): the magnitude's projection with the sign restored when symmetric (sign(0) = 0). */
@@ -169,55 +168,47 @@ TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, in
 }
 
 /**
- * gx and the five per-channel sums. The terms of the sums go through small blocks on the stack
- * (the vectorizer handles the elementwise loop, not float64 reductions inside it); each block is
- * then summed in float64 (a fixed order for a given CPU, so results are reproducible).
+ * gx and the five per-channel sums. Each block of kSumBlock elements sums its terms in float32
+ * vector lanes inside the elementwise loop (the vectorizer cannot widen to float64 there); the
+ * block sums are then accumulated in float64. The order is fixed for a given CPU, so results are
+ * reproducible.
  */
 template <class Projection>
 TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restrict gy, float* __restrict gx, int64_t n,
     const Range& r, const Channel& c, const Projection& magnitudeOf, double* sums) {
-  constexpr int64_t kBlock = 256;
-  alignas(64) float inside[kBlock], insideXn[kBlock], insideError[kBlock], below[kBlock], above[kBlock];
+  constexpr int64_t kSumBlock = 512;
   double total[kQuantSums] = {0.0, 0.0, 0.0, 0.0, 0.0};
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t m = std::min(kBlock, n - start);
+  for (int64_t start = 0; start < n; start += kSumBlock) {
+    const int64_t m = std::min(kSumBlock, n - start);
     const float* xs = x + start;
     const float* gs = gy + start;
     float* out = gx + start;
-#pragma omp simd
+    float inside = 0.0f, insideXn = 0.0f, insideError = 0.0f, below = 0.0f, above = 0.0f;
+#pragma omp simd reduction(+ : inside, insideXn, insideError, below, above)
     for (int64_t i = 0; i < m; i++) {
       const float g = gs[i];
       const float xn = (xs[i] - c.offset) / c.scale;
       const float xc = clip(xn, r.lo, r.hi);
       const float q = project(magnitudeOf, r, xc);
       // EWGS: g' = g (1 + delta sign(g) (xc - q)); delta = 0 is the straight-through estimator.
-      const float sign = g > 0.0f ? 1.0f : (g < 0.0f ? -1.0f : 0.0f);
+      const float sign = choose(maskOf(g != 0.0f), floatOf((bitsOf(g) & kSignBit) | bitsOf(1.0f)), 0.0f);
       const float scaled = choose(r.ewgs, g * (1.0f + r.delta * sign * (xc - q)), g);
-      const bool isBelow = xn < r.belowLimit;
-      const bool isAbove = xn > r.aboveLimit;
-      const bool isInside = !(isBelow | isAbove);
-      out[i] = floatOf(bitsOf(scaled * c.inputScale) & (maskOf(isInside) | r.passClipped));
-      const float in = floatOf(bitsOf(scaled) & maskOf(isInside));
-      inside[i] = in;
-      insideXn[i] = in * xn;
-      insideError[i] = in * (q - xn);
-      below[i] = floatOf(bitsOf(g) & maskOf(isBelow));
-      above[i] = floatOf(bitsOf(g) & maskOf(isAbove));
+      const Bits isBelow = maskOf(xn < r.belowLimit);
+      const Bits isAbove = maskOf(xn > r.aboveLimit);
+      const Bits isInside = ~(isBelow | isAbove);
+      out[i] = floatOf(bitsOf(scaled * c.inputScale) & (isInside | r.passClipped));
+      const float in = floatOf(bitsOf(scaled) & isInside);
+      inside += in;
+      insideXn += in * xn;
+      insideError += in * (q - xn);
+      below += floatOf(bitsOf(g) & isBelow);
+      above += floatOf(bitsOf(g) & isAbove);
     }
-    double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
-#pragma omp simd reduction(+ : t0, t1, t2, t3, t4)
-    for (int64_t i = 0; i < m; i++) {
-      t0 += inside[i];
-      t1 += insideXn[i];
-      t2 += insideError[i];
-      t3 += below[i];
-      t4 += above[i];
-    }
-    total[0] += t0;
-    total[1] += t1;
-    total[2] += t2;
-    total[3] += t3;
-    total[4] += t4;
+    total[0] += inside;
+    total[1] += insideXn;
+    total[2] += insideError;
+    total[3] += below;
+    total[4] += above;
   }
   for (int k = 0; k < kQuantSums; k++) sums[k] += total[k];
 }
@@ -229,18 +220,21 @@ void withProjection(const QuantSpec& spec, Run run) {
     run(GridProjection{static_cast<float>(spec.steps)});
     return;
   }
-  const LevelTables tables(spec.levels, spec.levels.size() <= 16 ? 4 : 8);
-  if (tables.depth() == 4) {
-    run(LevelProjection<4>{tables.thresholds(), tables.levels()});
-  } else if (tables.depth() == 8) {
-    run(LevelProjection<8>{tables.thresholds(), tables.levels()});
-  } else {
-    run(DeepLevelProjection{tables.thresholds(), tables.levels(), tables.depth()});
+  size_t size = 4;
+  while (size < spec.levels.size()) size *= 2;
+  const LevelTables tables(spec.levels, size);
+  switch (size) {
+    case 4: run(LevelProjection<4>(tables)); break;
+    case 8: run(LevelProjection<8>(tables)); break;
+    case 16: run(LevelProjection<16>(tables)); break;
+    case 32: run(LevelProjection<32>(tables)); break;
+    default: run(DeepLevelProjection{tables.thresholds(), tables.levels(), size});
   }
 }
 
-// A level search costs about as much as a few elementwise passes.
-constexpr int64_t kWorkPerElement = 8;
+// Work per element, for the decision to start threads: memory bound like an elementwise op. Weight
+// tensors (up to a few 10^4 elements) stay on one thread: waking a team costs more than it saves.
+constexpr int64_t kWorkPerElement = 1;
 
 }  // namespace
 

@@ -56,7 +56,8 @@ export class UniformQuantizer implements TensorQuantizer {
       return this.#quantize(x, uniformSpec(m, 0, m, 0, 1, { lo: -Infinity, hi: Infinity, symmetric: true, levels: Float32Array.of(1) }));
     }
     const t = ops.tanh(x);
-    const m = Math.max(Math.abs(tensorStats(t)[0].min), Math.abs(tensorStats(t)[0].max));
+    const { min, max } = tensorStats(t)[0];
+    const m = Math.max(Math.abs(min), Math.abs(max));
     return this.#quantize(t, uniformSpec(2 * m, -m, 2, -1, n));
   }
 
