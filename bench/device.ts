@@ -3,11 +3,12 @@
  * into C (src/export/c), cross-compiled with arm-none-eabi-gcc -O2 -mcpu=cortex-m4 -mthumb
  * -mfloat-abi=soft (newlib; the generated code has no floating point, so the float ABI does not
  * change it) and run under `qemu-system-arm -M mps2-an386 -icount shift=0` with semihosting on
- * CIFAR-10 test images; its logits are compared with the TypeScript integer engine's.
+ * CIFAR-10 test images; its logits (and those of the same C built with the host's gcc, also with
+ * -std=c99 -Wall -Wextra -Werror) are compared with the TypeScript integer engine's.
  *
  *   node dist/bench/device.js [--bits 2,3,4,8] [--images N] [--method ewgs] [--model resnet20]
- *        [--float FILE.safetensors] [--normalization apot] [--run BITS=RUN_DIR ...] [--data-dir DIR]
- *        [--json] [--out FILE.json]
+ *        [--float FILE.safetensors] [--normalization apot] [--residual-bits 16|8] [--input-bits 8|16]
+ *        [--run BITS=RUN_DIR ...] [--data-dir DIR] [--json] [--out FILE.json]
  *
  * Models: with `--run BITS=DIR` the trained checkpoint of that bit-width (lowered as `tinyquant
  * export` lowers it, calibrating on its training split); otherwise the architecture quantized with
@@ -28,7 +29,7 @@ import { type NormalizationPreset, resolveNormalization } from '../src/data/augm
 import type { ImageDataset } from '../src/data/dataset.js';
 import { loadDataset } from '../src/data/load.js';
 import { generateC } from '../src/export/c/generate.js';
-import { CORTEX_M4_FLAGS, deviceToolsMissing, runOnDevice } from '../src/export/c/toolchain.js';
+import { CORTEX_M4_FLAGS, deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
@@ -53,6 +54,8 @@ const { values } = parseArgs({
     method: { type: 'string', default: 'ewgs' },
     model: { type: 'string', default: 'resnet20' },
     normalization: { type: 'string', default: 'apot' },
+    'residual-bits': { type: 'string', default: '16' },
+    'input-bits': { type: 'string', default: '8' },
     float: { type: 'string' },
     run: { type: 'string', multiple: true, default: [] },
     'data-dir': { type: 'string', default: '/work/shared/data' },
@@ -84,6 +87,8 @@ function quantizedModel(bits: number, test: ImageDataset, floatFile: string | un
   net.eval();
   return lowerResNet(net, {
     normalization,
+    residualBits: Number(values['residual-bits']) as 8 | 16,
+    inputBits: Number(values['input-bits']) as 8 | 16,
     calibration: { images: calibration.images, count: calibration.count, channels: test.channels, height: test.height, width: test.width },
     meta: { model: values.model, method, wbits: bits, abits: bits, firstLast: 'int8', classes: test.classes },
   });
@@ -91,8 +96,11 @@ function quantizedModel(bits: number, test: ImageDataset, floatFile: string | un
 
 async function integerModel(bits: number, test: ImageDataset, floatFile: string | undefined): Promise<{ model: IntegerModel; source: string }> {
   const run = values.run.find((r) => r.startsWith(`${bits}=`))?.slice(`${bits}=`.length);
-  if (run) return { model: await lowerTrainedModel(loadTrainedModel(run), { dataDir: values['data-dir'] }), source: run };
-  const source = `${values.method} W${bits}A${bits}, ${floatFile ? `from ${floatFile}` : 'random weights'}, calibrated (not trained)`;
+  if (run) {
+    const lowering = { dataDir: values['data-dir'], residualBits: Number(values['residual-bits']) as 8 | 16, inputBits: Number(values['input-bits']) as 8 | 16 };
+    return { model: await lowerTrainedModel(loadTrainedModel(run), lowering), source: run };
+  }
+  const source = `${values.model} ${values.method} W${bits}A${bits}, ${floatFile ? `from ${floatFile}` : 'random weights'}, calibrated (not trained)`;
   return { model: quantizedModel(bits, test, floatFile), source };
 }
 
@@ -112,7 +120,10 @@ async function main(): Promise<void> {
     log(`W${b}A${b}: running ${sample.count} images under QEMU`);
     const device = runOnDevice(generated, sample.images, sample.count);
     const engine = new IntegerEngine(model).inferBatch(sample.images, sample.count);
+    const host = runOnHost(generated, sample.images, sample.count);
     const classes = model.meta.classes.length;
+    const identical = (logits: Int32Array): number =>
+      Array.from({ length: sample.count }, (_, n) => logits.subarray(n * classes, (n + 1) * classes).every((v, i) => v === engine[n * classes + i])).filter(Boolean).length;
     const engineTop1 = Array.from({ length: sample.count }, (_, n) => argmax(engine, n * classes, classes));
     const row = {
       bits: b,
@@ -130,7 +141,8 @@ async function main(): Promise<void> {
       instructionsMin: Math.min(...device.instructions),
       instructionsMax: Math.max(...device.instructions),
       images: sample.count,
-      identicalLogits: Array.from({ length: sample.count }, (_, n) => device.logits.subarray(n * classes, (n + 1) * classes).every((v, i) => v === engine[n * classes + i])).filter(Boolean).length,
+      identicalLogits: identical(device.logits),
+      hostIdenticalLogits: identical(host.logits),
       top1Agreement: (100 * engineTop1.filter((c, n) => c === device.top1[n]).length) / sample.count,
       top1Accuracy: (100 * Array.from(device.top1).filter((c, n) => c === sample.labels[n]).length) / sample.count,
       target: TARGETS[b] ?? null,
@@ -145,15 +157,18 @@ async function main(): Promise<void> {
     return;
   }
   const kib = (n: number): string => (n / 1024).toFixed(1);
-  console.log(`\nResNet-20 on a Cortex-M4 (${CORTEX_M4_FLAGS.join(' ')}; QEMU mps2-an386, -icount shift=0), ${count} CIFAR-10 test images`);
-  console.log('| bits | flash B (text + rodata) | flash KiB | RAM B (data + bss + stack) | RAM KiB | arena B | stack B | instructions / inference | logits identical to TS engine | top-1 agreement % | top-1 accuracy % | target |');
+  console.log(
+    `\n${values.model} (int${values['input-bits']} image, int${values['residual-bits']} residual stream) on a Cortex-M4 ` +
+      `(${CORTEX_M4_FLAGS.join(' ')}; QEMU mps2-an386, -icount shift=0), ${sample.count} CIFAR-10 test images`,
+  );
+  console.log('| bits | flash B (text + rodata) | flash KiB | RAM B (data + bss + stack) | RAM KiB | arena B | stack B | instructions / inference | logits identical to TS engine (M4 / host gcc) | top-1 agreement % | top-1 accuracy % | target |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const t = r.target;
     const verdict = t ? `flash <= ${kib(t.flash)} KiB: ${r.flashBytes <= t.flash ? 'met' : 'MISSED'}${t.ram ? `; RAM <= ${kib(t.ram)} KiB: ${r.ramBytes <= t.ram ? 'met' : 'MISSED'}` : ''}` : '';
     console.log(
       `| ${r.bits} | ${r.flashBytes} (${r.text} + ${r.rodata}${r.data ? ` + ${r.data}` : ''}) | ${kib(r.flashBytes)} | ${r.ramBytes} (${r.data} + ${r.bss} + ${r.stackBytes}) | ${kib(r.ramBytes)} | ` +
-        `${r.arenaBytes} | ${r.stackBytes} | ${r.instructions.toLocaleString('en-US')} | ${r.identicalLogits}/${r.images} | ${r.top1Agreement.toFixed(1)} | ${r.top1Accuracy.toFixed(1)} | ${verdict} |`,
+        `${r.arenaBytes} | ${r.stackBytes} | ${r.instructions.toLocaleString('en-US')} | ${r.identicalLogits}/${r.images} / ${r.hostIdenticalLogits}/${r.images} | ${r.top1Agreement.toFixed(1)} | ${r.top1Accuracy.toFixed(1)} | ${verdict} |`,
     );
   }
   console.log(`models: ${[...new Set(rows.map((r) => r.source))].join('; ')}`);

@@ -113,7 +113,7 @@ class Emitter {
         return this.quantize(op, k);
       case 'sumpool': {
         const [c, h, w] = this.model.tensors[op.input].shape;
-        this.calls.push(`tq_sumpool(${this.tensor(op.input)}, ${this.dtype(op.input)}, (int32_t *)(${this.tensor(op.output)}), ${c}, ${h * w});`);
+        this.calls.push(`tq_sumpool(${this.tensor(op.input)}, ${this.dtype(op.input)}, (int32_t *)(${this.tensor(op.output)}), ${c}, ${h * w}); /* global sum pool */`);
       }
     }
   }
@@ -179,7 +179,7 @@ class Emitter {
       `.activation = ${this.activation(op, k)}`,
     ]; // prettier-ignore
     this.data.push(`static const tq_quantize_op tq_quantize_${k} = {\n    ${fields.join(',\n    ')}\n};\n`);
-    this.calls.push(`tq_quantize(&tq_quantize_${k}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* ${commentText(op.name)} */`);
+    this.calls.push(`tq_quantize(&tq_quantize_${k}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* quantize for ${commentText(op.name)} */`);
   }
 }
 

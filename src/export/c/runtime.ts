@@ -174,10 +174,35 @@ static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *
 `;
 
 /**
+ * C statements of `n` neighbouring 3x3 windows in one row, `step` input columns apart ('1' or 'S'):
+ * per input channel, each of the nine weights is loaded once and multiplies one input of each
+ * window. Requires `n` sums (sum, s1, s2, ...), row pointers r0 (window top-left), w (weights).
+ */
+function windowBlock(type: string, n: number, step: '1' | 'S'): string {
+  const sums = ['sum', ...Array.from({ length: n - 1 }, (_, p) => `s${p + 1}`)];
+  const column = (p: number, j: number): string => (p === 0 ? `${j}` : step === '1' ? `${p + j}` : `${p === 1 ? 'S' : `${p} * S`} + ${j}`);
+  const taps = Array.from({ length: 9 }, (_, t) => {
+    const [r, j] = [Math.floor(t / 3), t % 3];
+    return `k = w[${t}];${sums.map((sum, p) => ` ${sum} += k * r${r}[${column(p, j)}];`).join('')}`;
+  });
+  return `                const ${type} *r0 = in + top * W + left;
+                const int16_t *w = row;
+                int32_t ${sums.slice(1).map((sum) => `${sum} = 0`).join(', ')};
+                for (c = 0; c < C; ++c, w += 9, r0 += H * W) {
+                    const ${type} *r1 = r0 + W, *r2 = r1 + W;
+                    int32_t k;
+                    ${taps.join('\n                    ')}
+                }
+                ${sums.map((sum, p) => `out[x${p ? ` + ${p}` : ''}] = ${sum};`).join(' ')}
+                x += ${n - 1};
+                continue;`;
+}
+
+/**
  * acc[pixel] = sum over the window of weight * input, for inputs of `dtype`. Per output pixel the
  * sum stays in a register; the taps are limited to the part of the window inside the input
- * (padding adds zero); pairs of neighbouring pixels whose 3x3 windows lie inside the input (most
- * pixels of a ResNet) are unrolled and share the weight loads.
+ * (padding adds zero). Where the 3x3 windows of neighbouring pixels lie inside the input (most
+ * pixels of a ResNet), four (stride 1) or two of them share each weight load.
  */
 function accumulate(dtype: DType): string {
   const type = C_TYPE[dtype];
@@ -197,27 +222,11 @@ static void tq_accumulate_${dtype}(const tq_conv *L, const void *input, const in
             int32_t sum = 0;
             j0 = left < 0 ? -left : 0;
             j1 = W - left < K ? W - left : K;
+            if (K == 3 && S == 1 && i0 == 0 && i1 == 3 && j0 == 0 && x + 3 < L->out_w && W - left >= 6) {
+${windowBlock(type, 4, '1')}
+            }
             if (K == 3 && i0 == 0 && i1 == 3 && j0 == 0 && x + 1 < L->out_w && W - left - S >= 3) {
-                /* Two horizontally adjacent 3x3 windows inside the input: each weight load serves two pixels. */
-                const ${type} *r0 = in + top * W + left;
-                const int16_t *w = row;
-                int32_t next = 0;
-                for (c = 0; c < C; ++c, w += 9, r0 += H * W) {
-                    const ${type} *r1 = r0 + W, *r2 = r1 + W;
-                    int32_t k;
-                    k = w[0]; sum += k * r0[0]; next += k * r0[S];
-                    k = w[1]; sum += k * r0[1]; next += k * r0[S + 1];
-                    k = w[2]; sum += k * r0[2]; next += k * r0[S + 2];
-                    k = w[3]; sum += k * r1[0]; next += k * r1[S];
-                    k = w[4]; sum += k * r1[1]; next += k * r1[S + 1];
-                    k = w[5]; sum += k * r1[2]; next += k * r1[S + 2];
-                    k = w[6]; sum += k * r2[0]; next += k * r2[S];
-                    k = w[7]; sum += k * r2[1]; next += k * r2[S + 1];
-                    k = w[8]; sum += k * r2[2]; next += k * r2[S + 2];
-                }
-                out[x] = sum;
-                out[++x] = next;
-                continue;
+${windowBlock(type, 2, 'S')}
             }
             /* The part of the window inside the input: rows i0..i1-1, columns j0..j1-1. */
             for (c = 0; c < C; ++c)
