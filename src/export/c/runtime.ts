@@ -49,10 +49,16 @@ static void tq_store(void *p, int dtype, int32_t i, int32_t v)
     }
 }
 
-/* Rounding multiply-shift: floor((a * m + 2^(n-1)) / 2^n), a * m for n = 0 (int-ops.ts). */
+/* Rounding multiply-shift: floor((a * m + 2^(n-1)) / 2^n), a * m for n = 0 (int-ops.ts). For n > 32
+   the same value from the product's high word: floor((p + 2^(n-1)) / 2^n) = ceil(q / 2) with
+   q = floor(p / 2^(n-1)) = floor(high / 2^(n-33)), two 32-bit shifts instead of a 64-bit one. */
 static int32_t tq_rms(int32_t a, int32_t m, int32_t n)
 {
-    int64_t p = (int64_t)a * m;
+    const int64_t p = (int64_t)a * m;
+    if (n > 32) {
+        const int32_t q = (int32_t)(p >> 32) >> (n - 33);
+        return (q >> 1) + (q & 1);
+    }
     if (n == 0) return (int32_t)p;
     return (int32_t)((p + ((int64_t)1 << (n - 1))) >> n);
 }
@@ -152,7 +158,9 @@ static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, in
 
 static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *in, void *out, const void *sc, void *scratch)
 {
-    const int32_t plane = L->out_h * L->out_w;
+    /* Fields in locals: the stores through out could alias them as far as the compiler knows. */
+    const int32_t out_h = L->out_h, out_w = L->out_w, plane = out_h * out_w, epilogue = L->epilogue, out_dtype = L->out_dtype;
+    const tq_activation *activation = L->activation;
     int32_t *acc = (int32_t *)scratch;
     int16_t *row = (int16_t *)(acc + plane);
     int32_t o, y, x;
@@ -160,13 +168,13 @@ static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *
         const int32_t mult = L->mult[o], shift = L->shift[o], bias = L->bias[o];
         tq_weight_row(L, o, row);
         accumulate(L, in, row, acc);
-        for (y = 0; y < L->out_h; ++y) {
-            for (x = 0; x < L->out_w; ++x) {
-                const int32_t i = y * L->out_w + x;
+        for (y = 0; y < out_h; ++y) {
+            for (x = 0; x < out_w; ++x) {
+                const int32_t i = y * out_w + x;
                 int32_t v = tq_rms(acc[i], mult, shift) + bias;
-                if (L->epilogue == TQ_ACTIVATION) v = tq_activation_value(L->activation, v);
-                else if (L->epilogue == TQ_RESIDUAL) v = tq_residual(L, o, y, x, v, sc);
-                tq_store(out, L->out_dtype, o * plane + i, v);
+                if (epilogue == TQ_ACTIVATION) v = tq_activation_value(activation, v);
+                else if (epilogue == TQ_RESIDUAL) v = tq_residual(L, o, y, x, v, sc);
+                tq_store(out, out_dtype, o * plane + i, v);
             }
         }
     }
@@ -256,12 +264,14 @@ typedef struct {
 
 static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
 {
+    const int32_t plane = q->plane, in_dtype = q->in_dtype, out_dtype = q->out_dtype;
     int32_t c, i;
     for (c = 0; c < q->channels; ++c) {
         const int32_t r = q->per_channel ? c : 0;
-        for (i = c * q->plane; i < (c + 1) * q->plane; ++i) {
-            int32_t v = tq_rms(tq_load(in, q->in_dtype, i), q->mult[r], q->shift[r]) + q->bias[r];
-            tq_store(out, q->out_dtype, i, tq_activation_value(&q->activation, v));
+        const int32_t mult = q->mult[r], shift = q->shift[r], bias = q->bias[r];
+        for (i = c * plane; i < (c + 1) * plane; ++i) {
+            int32_t v = tq_rms(tq_load(in, in_dtype, i), mult, shift) + bias;
+            tq_store(out, out_dtype, i, tq_activation_value(&q->activation, v));
         }
     }
 }
