@@ -181,39 +181,55 @@ static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *
 }
 `;
 
+/** A run of neighbouring output pixels whose 3x3 windows have the same part inside the input. */
+interface WindowBlock {
+  /** Pixels (sums) at once. */
+  readonly pixels: number;
+  /** Input columns between neighbouring windows: the stride, known to be 1 or read from S. */
+  readonly step: '1' | 'S';
+  /** Window rows and columns inside the input (3 inside, 2 at a border). */
+  readonly rows: number;
+  readonly cols: number;
+}
+
 /**
- * C statements of `n` neighbouring 3x3 windows in one row, `step` input columns apart ('1' or 'S'):
- * per input channel, each of the nine weights is loaded once and multiplies one input of each
- * window. Requires `n` sums (sum, s1, s2, ...), row pointers r0 (window top-left), w (weights).
+ * C statements summing the windows of a block (each ends with `continue`): per input channel each
+ * weight of the window's inside part is loaded once and multiplies one input of each pixel.
+ * Expects in, row, top, left, i0, j0, W, H, C, out, x and sum in scope.
  */
-function windowBlock(type: string, n: number, step: '1' | 'S'): string {
-  const sums = ['sum', ...Array.from({ length: n - 1 }, (_, p) => `s${p + 1}`)];
-  const column = (p: number, j: number): string => (p === 0 ? `${j}` : step === '1' ? `${p + j}` : `${p === 1 ? 'S' : `${p} * S`} + ${j}`);
-  const taps = Array.from({ length: 9 }, (_, t) => {
-    const [r, j] = [Math.floor(t / 3), t % 3];
-    return `k = w[${t}];${sums.map((sum, p) => ` ${sum} += k * r${r}[${column(p, j)}];`).join('')}`;
-  });
-  return `                const ${type} *r0 = in + top * W + left;
-                const int16_t *w = row;
-                int32_t ${sums.slice(1).map((sum) => `${sum} = 0`).join(', ')};
-                for (c = 0; c < C; ++c, w += 9, r0 += H * W) {
-                    const ${type} *r1 = r0 + W, *r2 = r1 + W;
-                    int32_t k;
-                    ${taps.join('\n                    ')}
-                }
-                ${sums.map((sum, p) => `out[x${p ? ` + ${p}` : ''}] = ${sum};`).join(' ')}
-                x += ${n - 1};
-                continue;`;
+function windowBlock(type: string, b: WindowBlock): string {
+  const sums = ['sum', ...Array.from({ length: b.pixels - 1 }, (_, p) => `s${p + 1}`)];
+  const column = (p: number, j: number): string => (p === 0 ? `${j}` : b.step === '1' ? `${p + j}` : `${p === 1 ? 'S' : `${p} * S`} + ${j}`);
+  const taps: string[] = [];
+  for (let r = 0; r < b.rows; r++) {
+    for (let j = 0; j < b.cols; j++) taps.push(`k = w[${r * 3 + j}];${sums.map((sum, p) => ` ${sum} += k * r${r}[${column(p, j)}];`).join('')}`);
+  }
+  const pad = '                    ';
+  const lines = [
+    `const ${type} *r0 = in + (top + i0) * W + left + j0;`,
+    'const int16_t *w = row + i0 * 3 + j0;',
+    ...(b.pixels > 1 ? [`int32_t ${sums.slice(1).map((sum) => `${sum} = 0`).join(', ')};`] : []),
+    'for (c = 0; c < C; ++c, w += 9, r0 += H * W) {',
+    `    const ${type} *${Array.from({ length: b.rows - 1 }, (_, r) => `r${r + 1} = r${r} + W`).join(', *')};`,
+    '    int32_t k;',
+    ...taps.map((t) => `    ${t}`),
+    '}',
+    sums.map((sum, p) => `out[x${p ? ` + ${p}` : ''}] = ${sum};`).join(' '),
+    ...(b.pixels > 1 ? [`x += ${b.pixels - 1};`] : []),
+    'continue;',
+  ];
+  return `${pad}{\n${lines.map((l) => `${pad}    ${l}`).join('\n')}\n${pad}}`;
 }
 
 /**
  * acc[pixel] = sum over the window of weight * input, for inputs of `dtype`. Per output pixel the
- * sum stays in a register; the taps are limited to the part of the window inside the input
- * (padding adds zero). Where the 3x3 windows of neighbouring pixels lie inside the input (most
- * pixels of a ResNet), four (stride 1) or two of them share each weight load.
+ * sum stays in a register; only the part of the window inside the input is summed (padding adds
+ * zero). 3x3 windows are unrolled for each shape of that part (inside, at an edge, at a corner);
+ * four (stride 1) or two neighbouring windows of the same shape share each weight load.
  */
 function accumulate(dtype: DType): string {
   const type = C_TYPE[dtype];
+  const block = (pixels: number, step: '1' | 'S', rows: number, cols: number): string => windowBlock(type, { pixels, step, rows, cols });
   return String.raw`
 static void tq_accumulate_${dtype}(const tq_conv *L, const void *input, const int16_t *row, int32_t *acc)
 {
@@ -230,21 +246,29 @@ static void tq_accumulate_${dtype}(const tq_conv *L, const void *input, const in
             int32_t sum = 0;
             j0 = left < 0 ? -left : 0;
             j1 = W - left < K ? W - left : K;
-            if (K == 3 && S == 1 && i0 == 0 && i1 == 3 && j0 == 0 && x + 3 < L->out_w && W - left >= 6) {
-${windowBlock(type, 4, '1')}
+            if (K == 3 && j1 - j0 == 3 && (i1 - i0 == 3 || i1 - i0 == 2)) {
+                /* Full window rows: runs of neighbours (their windows start inside, and the last one ends inside). */
+                if (S == 1 && x + 3 < L->out_w && W - left >= 6) {
+                    if (i1 - i0 == 3)
+${block(4, '1', 3, 3)}
+${block(4, '1', 2, 3)}
+                }
+                if (i1 - i0 == 3 && x + 1 < L->out_w && W - left - S >= 3)
+${block(2, 'S', 3, 3)}
+                if (i1 - i0 == 3)
+${block(1, '1', 3, 3)}
+${block(1, '1', 2, 3)}
             }
-            if (K == 3 && i0 == 0 && i1 == 3 && j0 == 0 && x + 1 < L->out_w && W - left - S >= 3) {
-${windowBlock(type, 2, 'S')}
-            }
-            /* The part of the window inside the input: rows i0..i1-1, columns j0..j1-1. */
+            if (K == 3 && j1 - j0 == 2 && i1 - i0 == 3)
+${block(1, '1', 3, 2)}
+            if (K == 3 && j1 - j0 == 2 && i1 - i0 == 2)
+${block(1, '1', 2, 2)}
+            /* Any other window: rows i0..i1-1, columns j0..j1-1 of it. */
             for (c = 0; c < C; ++c)
                 for (i = i0; i < i1; ++i) {
                     const ${type} *src = in + (c * H + top + i) * W + left + j0;
                     const int16_t *w = row + (c * K + i) * K + j0;
-                    if (j1 - j0 == 3) sum += w[0] * src[0] + w[1] * src[1] + w[2] * src[2];
-                    else if (j1 - j0 == 2) sum += w[0] * src[0] + w[1] * src[1];
-                    else
-                        for (j = 0; j < j1 - j0; ++j) sum += w[j] * src[j];
+                    for (j = 0; j < j1 - j0; ++j) sum += w[j] * src[j];
                 }
             out[x] = sum;
         }
