@@ -6,8 +6,7 @@
  */
 import { TINYQUANT_VERSION } from '../../version.js';
 import { packBits } from '../bitpack.js';
-import { type ConvOp, type DType, type IntegerModel, type Op, type QuantizeOp, inputShape, tensorSize } from '../ir.js';
-import type { ActivationQuant, Requant } from '../ir.js';
+import { type ActivationQuant, type ConvOp, type DType, type IntegerModel, type Op, type QuantizeOp, type Requant, inputShape, tensorSize } from '../ir.js';
 import { LoweringError } from '../lower.js';
 import { validateIntegerModel } from '../validate.js';
 import { type ArenaPlan, planArena } from './plan.js';
@@ -48,7 +47,7 @@ function array(type: string, name: string, values: ArrayLike<number>, comment = 
   return `${comment ? `/* ${comment} */\n` : ''}static const ${type} ${name}[${items.length}] = {\n${lines.join('\n')}\n};\n`;
 }
 
-/** A C string literal: printable ASCII as is, everything else as octal escapes of its UTF-8 bytes. */
+/** A C string literal: printable ASCII as is, everything else (and '?', so no trigraph forms) as octal escapes of its UTF-8 bytes. */
 function cString(s: string): string {
   let out = '';
   for (const byte of new TextEncoder().encode(s)) {
@@ -247,19 +246,8 @@ extern const char *const tq_class_names[TQ_CLASSES];
 `;
 }
 
-/** Check what the C target can hold beyond the model's own validation. */
-function checkTarget(model: IntegerModel): void {
-  for (const op of model.ops) {
-    if (op.kind !== 'conv') continue;
-    const w = op.weights;
-    if (!Number.isInteger(w.bits) || w.bits < 1 || w.bits > 8) throw new CExportError(`${op.name}: ${w.bits}-bit weights cannot be represented in the C target (1 to 8 bits)`);
-    if (w.levels.some((v) => v < -32768 || v > 32767)) throw new CExportError(`${op.name}: weight levels must fit int16`);
-  }
-}
-
 export function generateC(model: IntegerModel, opts: CGenerateOptions): GeneratedC {
-  validateIntegerModel(model);
-  checkTarget(model);
+  validateIntegerModel(model); // names the layer of anything the runtime cannot hold (e.g. weights beyond 8 bits)
   const o: Required<CGenerateOptions> = { imageLayout: 'chw', ...opts };
   if (!IMAGE_LAYOUTS.includes(o.imageLayout)) throw new CExportError(`image layout must be one of ${IMAGE_LAYOUTS.join(', ')}, got "${o.imageLayout}"`);
   if (!/^[A-Za-z0-9_.-]+\.h$/.test(o.headerName)) throw new CExportError(`header name "${o.headerName}" must be a plain file name ending in .h`);
