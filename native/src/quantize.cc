@@ -128,7 +128,8 @@ struct LevelProjection {
  private:
   template <int K>
   TQ_INLINE float selectFrom(float a, float level) const {
-    level = choose(maskOf(a >= thresholds[K]), levels[K + 1], level);
+    const float above = levels[K + 1];
+    level = a >= thresholds[K] ? above : level;  // a compare and a masked move per threshold
     if constexpr (K + 2 < Size) {
       return selectFrom<K + 1>(a, level);
     } else {
