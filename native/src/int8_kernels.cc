@@ -1,6 +1,8 @@
 #include "int8_kernels.hpp"
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -75,27 +77,72 @@ TQ_CLONES void requantizeRows(int32_t* v, int64_t rows, int64_t channels, const 
   }
 }
 
-TQ_CLONES void reluAt(int32_t* v, int64_t n, int32_t floor) {
-  for (int64_t i = 0; i < n; i++) v[i] = std::max(v[i], floor);
+/** The activation rule as the fused kernel uses it: thresholds with value steps (values[k+1] - values[k]). */
+struct RuleTables {
+  int32_t floor;  // ReLU floor (zero point), INT32_MIN without ReLU
+  const int32_t* thresholds;
+  int32_t steps[256];
+  int64_t count;
+  int32_t base;  // values[0]
+  int32_t roundBias, fracBits, minCode, maxCode;
+};
+
+/** GCC/Clang vector extensions: `Lanes` integers of type T operated on as one value. */
+template <class T, int64_t Lanes>
+using Vec __attribute__((vector_size(sizeof(T) * Lanes))) = T;
+
+template <class V, class T>
+inline V loadVec(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
 
-/** code = number of thresholds below v (int-ops.ts countBelow), counted threshold by threshold. */
-TQ_CLONES void countBelow(const int32_t* v, int64_t n, const int32_t* thresholds, int64_t count, int32_t* codes) {
-  for (int64_t i = 0; i < n; i++) codes[i] = 0;
-  for (int64_t k = 0; k < count; k++) {
-    const int32_t t = thresholds[k];
-    for (int64_t i = 0; i < n; i++) codes[i] += v[i] > t ? 1 : 0;
+/** Where `mask` (all ones / zeros per lane) is set, b, else a. */
+template <class V>
+inline V select(V mask, V a, V b) {
+  return (a & ~mask) | (b & mask);
+}
+
+/**
+ * `Lanes` channels at a time (16: one AVX-512 register; 1: any channel count): requantize, ReLU at
+ * the zero point, then the code rule. Thresholds become values directly: thresholds ascend, so
+ * values[countBelow(v)] = values[0] + the sum of the steps of the thresholds below v (no table
+ * lookup, only compares and masked adds).
+ */
+template <class T, bool Thresholds, int64_t Lanes>
+TQ_CLONES void requantizeActivateT(const int32_t* in, int64_t rows, int64_t channels, const Requant& q, const RuleTables& t, T* out) {
+  using V32 = Vec<int32_t, Lanes>;
+  using V64 = Vec<int64_t, Lanes>;
+  using VOut = Vec<T, Lanes>;
+  const V32 zero{};
+  for (int64_t p = 0; p < rows; p++) {
+    const int32_t* x = in + p * channels;
+    T* o = out + p * channels;
+    for (int64_t c = 0; c < channels; c += Lanes) {
+      const V64 product = __builtin_convertvector(loadVec<V32>(x + c), V64) * __builtin_convertvector(loadVec<V32>(q.mult.data() + c), V64) +
+          loadVec<V64>(q.rounding.data() + c);
+      V32 v = __builtin_convertvector(product >> __builtin_convertvector(loadVec<V32>(q.shift.data() + c), V64), V32) + loadVec<V32>(q.bias.data() + c);
+      v = select(v < t.floor, v, zero + t.floor);
+      V32 r;
+      if constexpr (Thresholds) {
+        r = zero + t.base;
+        for (int64_t k = 0; k < t.count; k++) r += (v > t.thresholds[k]) & t.steps[k];
+      } else {
+        r = (v + t.roundBias) >> t.fracBits;
+        r = select(r < t.minCode, r, zero + t.minCode);
+        r = select(r > t.maxCode, r, zero + t.maxCode);
+      }
+      const VOut narrowed = __builtin_convertvector(r, VOut);
+      std::memcpy(o + c, &narrowed, sizeof narrowed);
+    }
   }
 }
 
-TQ_CLONES void lookUp(const int32_t* codes, int64_t n, const int32_t* values, int32_t* out) {
-  for (int64_t i = 0; i < n; i++) out[i] = values[codes[i]];
-}
-
-/** int-ops.ts roundToCode: ties to the lower code. */
-TQ_CLONES void roundToCode(int32_t* v, int64_t n, int32_t fracBits, int32_t minCode, int32_t maxCode) {
-  const int32_t bias = fracBits > 0 ? (int32_t{1} << (fracBits - 1)) - 1 : 0;
-  for (int64_t i = 0; i < n; i++) v[i] = std::clamp((v[i] + bias) >> fracBits, minCode, maxCode);
+template <class T, bool Thresholds>
+void requantizeActivateLanes(const int32_t* in, int64_t rows, int64_t channels, const Requant& q, const RuleTables& t, T* out) {
+  if (channels % 16 == 0) requantizeActivateT<T, Thresholds, 16>(in, rows, channels, q, t, out);
+  else requantizeActivateT<T, Thresholds, 1>(in, rows, channels, q, t, out);
 }
 
 TQ_CLONES void clampAll(int32_t* v, int64_t n, int32_t lo, int32_t hi) {
@@ -146,14 +193,23 @@ void narrow(const int32_t* src, int64_t n, void* dst, IntType type, int64_t firs
   withType(dst, type, [&](auto* d) { narrowT(src, n, d + first); });
 }
 
-void activate(int32_t* v, int64_t n, const ActivationRule& rule, int32_t* scratch) {
-  if (rule.relu) reluAt(v, n, rule.zeroPoint);
-  if (rule.useThresholds) {
-    countBelow(v, n, rule.thresholds.data(), static_cast<int64_t>(rule.thresholds.size()), scratch);
-    lookUp(scratch, n, rule.values.data(), v);
-  } else {
-    roundToCode(v, n, rule.fracBits, rule.minCode, rule.maxCode);
-  }
+void requantizeActivate(const int32_t* in, int64_t rows, int64_t channels, const Requant& q, const ActivationRule& rule, void* out, IntType type, int64_t first) {
+  RuleTables t{};
+  t.floor = rule.relu ? rule.zeroPoint : std::numeric_limits<int32_t>::min();
+  t.thresholds = rule.thresholds.data();
+  t.count = static_cast<int64_t>(rule.thresholds.size());
+  if (t.count > 255) throw std::invalid_argument("an activation rule has more than 255 thresholds");
+  for (int64_t k = 0; k < t.count; k++) t.steps[k] = rule.values[k + 1] - rule.values[k];
+  t.base = rule.useThresholds ? rule.values[0] : 0;
+  t.roundBias = rule.fracBits > 0 ? (int32_t{1} << (rule.fracBits - 1)) - 1 : 0;
+  t.fracBits = rule.fracBits;
+  t.minCode = rule.minCode;
+  t.maxCode = rule.maxCode;
+  withType(out, type, [&](auto* o) {
+    using T = std::remove_pointer_t<decltype(o)>;
+    if (rule.useThresholds) requantizeActivateLanes<T, true>(in, rows, channels, q, t, o + first);
+    else requantizeActivateLanes<T, false>(in, rows, channels, q, t, o + first);
+  });
 }
 
 void residual(int32_t* v, const PixelRange& r, const ShortcutAdd* sc, bool relu, int bits) {

@@ -62,8 +62,11 @@ void requantize(int32_t* acc, const PixelRange& r, const Requant& q);
 /** Elements [0, n) of a row of any storage type, widened to int32. */
 void widen(const void* src, IntType type, int64_t first, int64_t n, int32_t* dst);
 
-/** Apply `rule` to n requantized values in place (scratch: n int32). */
-void activate(int32_t* v, int64_t n, const ActivationRule& rule, int32_t* scratch);
+/**
+ * Requantize `rows` pixels of `channels` int32 values, quantize them with `rule` and store them as
+ * `type` at element `first` of out (the conv activation epilogue and the quantize op, fused).
+ */
+void requantizeActivate(const int32_t* in, int64_t rows, int64_t channels, const Requant& q, const ActivationRule& rule, void* out, IntType type, int64_t first);
 
 /** Residual epilogue on requantized values: + shortcut (when given), ReLU, clamp to `bits`. */
 void residual(int32_t* v, const PixelRange& r, const ShortcutAdd* sc, bool relu, int bits);

@@ -122,7 +122,7 @@ struct IntModel::Impl {
   Buffer splitHigh, splitLow;   // int16 conv inputs as int8 pieces
   std::vector<std::vector<WeightPiece>> weights;  // per conv
   std::map<std::pair<size_t, int64_t>, std::vector<Term>> terms;  // (conv, images) -> terms
-  std::vector<Buffer> scratch;  // per thread: two blocks of int32
+  std::vector<Buffer> scratch;  // per thread: one block of int32
 
   Impl(ModelSpec s, int64_t b) : spec(std::move(s)), batch(b) {}
 
@@ -337,8 +337,11 @@ void IntModel::Impl::runConv(size_t index, int64_t n) {
     const PixelRange r{b * kBlockPixels, std::min(pixels, (b + 1) * kBlockPixels), c.outChannels, out.height, out.width};
     int32_t* v = accData + r.begin * r.channels;
     const int64_t count = (r.end - r.begin) * r.channels;
+    if (c.epilogue == EpilogueKind::activation) {
+      requantizeActivate(v, r.end - r.begin, r.channels, c.requant, c.activation, data(c.output), out.type, r.begin * r.channels);
+      continue;
+    }
     requantize(v, r, c.requant);
-    if (c.epilogue == EpilogueKind::activation) activate(v, count, c.activation, scratch[static_cast<size_t>(omp_get_thread_num())].as<int32_t>());
     if (c.epilogue == EpilogueKind::residual) residual(v, r, c.shortcut ? &shortcut : nullptr, c.residualRelu, c.residualBits);
     narrow(v, count, data(c.output), out.type, r.begin * r.channels);
   }
@@ -360,16 +363,13 @@ void IntModel::Impl::runQuantize(const QuantizeStep& s, int64_t n) {
   const TensorSpec& out = tensor(s.output);
   const int64_t pixels = n * in.pixels();
   const int64_t blocks = (pixels + kBlockPixels - 1) / kBlockPixels;
-  const int64_t block = kBlockPixels * maxChannels();
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < blocks; b++) {
     const PixelRange r{b * kBlockPixels, std::min(pixels, (b + 1) * kBlockPixels), in.channels, in.height, in.width};
     int32_t* v = scratch[static_cast<size_t>(omp_get_thread_num())].as<int32_t>();
     const int64_t count = (r.end - r.begin) * r.channels;
     widen(data(s.input), in.type, r.begin * r.channels, count, v);
-    requantize(v, r, s.requant);
-    activate(v, count, s.activation, v + block);
-    narrow(v, count, data(s.output), out.type, r.begin * r.channels);
+    requantizeActivate(v, r.end - r.begin, r.channels, s.requant, s.activation, data(s.output), out.type, r.begin * r.channels);
   }
 }
 
@@ -398,7 +398,7 @@ void IntModel::infer(const uint8_t* images, int64_t count, int32_t* logits) {
   Impl& m = *impl_;
   const int64_t size = imageBytes();
   const int64_t classes = this->classes();
-  const size_t blockBytes = static_cast<size_t>(2 * kBlockPixels * m.maxChannels()) * 4;
+  const size_t blockBytes = static_cast<size_t>(kBlockPixels * m.maxChannels()) * 4;
   while (m.scratch.size() < static_cast<size_t>(omp_get_max_threads())) m.scratch.emplace_back(blockBytes);
   for (int64_t start = 0; start < count; start += m.batch) {
     const int64_t n = std::min(m.batch, count - start);

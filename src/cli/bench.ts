@@ -11,6 +11,7 @@ import { type Batch, evalBatch, trainStep } from '../train/step.js';
 import { Rng } from '../util/rng.js';
 import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from './args.js';
 import { calibrate } from '../quant/quantize.js';
+import { BENCH_INT_USAGE, benchIntCommand } from '../export/host/bench-int.js';
 import { applyQuantization, quantizationChoice, quantizationOptions } from './quant-flags.js';
 
 export interface BenchResult {
@@ -95,9 +96,10 @@ export function runBench(args: ParsedArgs): BenchResult {
   };
 }
 
-export function benchCommand(argv: string[]): void {
+export function benchCommand(argv: string[]): void | Promise<void> {
   const [what, ...rest] = argv;
-  if (what !== 'train') throw new UsageError('usage: tinyquant bench train [--model M] [--batch B] [--iters N] [--eval] [--json]');
+  if (what === 'int') return benchIntCommand(rest);
+  if (what !== 'train') throw new UsageError(`usage: tinyquant bench train [--model M] [--batch B] [--iters N] [--eval] [--json]\n   or: ${BENCH_INT_USAGE.replace('usage: ', '')}`);
   const args = parse('bench train', rest, BENCH_OPTIONS);
   const r = runBench(args);
   if (flag(args, 'json')) {

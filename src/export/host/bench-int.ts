@@ -1,0 +1,152 @@
+/**
+ * `tinyquant bench int --model FILE.tqm`: images/s of the host int8 path and of the TypeScript
+ * integer engine on the same model, and (with a test set) how well they agree. bench/host-int.ts
+ * adds PyTorch float inference of the same network side by side.
+ */
+import { DATASET_NAMES, type DatasetName, loadDataset } from '../../data/load.js';
+import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from '../../cli/args.js';
+import { IntegerEngine } from '../engine.js';
+import type { IntegerModel } from '../ir.js';
+import { readTqm } from '../tqm-file.js';
+import { Rng } from '../../util/rng.js';
+import { HostIntegerEngine } from './engine.js';
+import { type EngineAgreement, compareEngines, imagesPerSecond } from './measure.js';
+
+export interface HostBenchOptions {
+  readonly batch: number;
+  /** 0: TINYQUANT_THREADS, else all cores. */
+  readonly threads: number;
+  /** Images timed on the host path. */
+  readonly images: number;
+  /** Images timed on the TypeScript engine (it is slow). */
+  readonly engineImages: number;
+  /** Labelled test images on which the two engines are compared (0: none). */
+  readonly agreement: number;
+  readonly dataset: DatasetName;
+  readonly dataDir?: string;
+}
+
+export interface HostBenchResult {
+  readonly model: string;
+  readonly method: string;
+  readonly wbits: number;
+  readonly abits: number;
+  readonly batch: number;
+  readonly threads: number;
+  readonly hostImgPerSec: number;
+  readonly engineImgPerSec: number;
+  /** oneDNN implementation -> number of convolutions that use it. */
+  readonly convolutions: Record<string, number>;
+  readonly agreement: EngineAgreement | null;
+  /** Where the timed images came from. */
+  readonly images: string;
+}
+
+export const HOST_BENCH_DEFAULTS: HostBenchOptions = { batch: 64, threads: 0, images: 1024, engineImages: 32, agreement: 200, dataset: 'cifar10' };
+
+/** `count` images: the test set's first ones when it is available, else seeded random pixels. */
+async function benchImages(model: IntegerModel, count: number, o: HostBenchOptions): Promise<{ images: Uint8Array; labels: Int32Array | null; source: string }> {
+  const [c, h, w] = model.tensors[0].shape;
+  const size = c * h * w;
+  try {
+    const test = await loadDataset({ name: o.dataset, split: 'test', dataDir: o.dataDir });
+    if (test.channels * test.height * test.width === size) {
+      const n = Math.min(count, test.count);
+      const images = new Uint8Array(count * size);
+      for (let i = 0; i < count; i += n) images.set(test.images.subarray(0, Math.min(n, count - i) * size), i * size);
+      return { images, labels: test.labels.subarray(0, Math.min(count, test.count)), source: `${o.dataset} test` };
+    }
+  } catch {
+    // No test set here: time random images instead (speed does not depend on the pixels).
+  }
+  const rng = new Rng(7);
+  return { images: Uint8Array.from({ length: count * size }, () => rng.int(256)), labels: null, source: 'random' };
+}
+
+function implementations(engine: HostIntegerEngine): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const line of engine.describe()) {
+    for (const impl of line.slice(line.indexOf(':') + 1).trim().split(' ').filter((part) => part.includes(':'))) counts[impl] = (counts[impl] ?? 0) + 1;
+  }
+  return counts;
+}
+
+/** Host int8 and TypeScript engine speed on one model, plus their agreement on test images. */
+export async function runHostBench(model: IntegerModel, o: HostBenchOptions): Promise<HostBenchResult> {
+  const size = model.tensors[0].shape.reduce((a, b) => a * b, 1);
+  const count = Math.max(o.images, o.agreement);
+  const { images, labels, source } = await benchImages(model, count, o);
+  const host = new HostIntegerEngine(model, { batch: o.batch, threads: o.threads });
+  const hostImgPerSec = imagesPerSecond((x, n) => host.inferBatch(x, n), images.subarray(0, o.images * size), o.images, o.batch);
+  const ts = new IntegerEngine(model);
+  const engineImgPerSec = imagesPerSecond((x, n) => ts.inferBatch(x, n), images.subarray(0, o.engineImages * size), o.engineImages, 2);
+  const agreement =
+    o.agreement > 0 && labels ? compareEngines(model, images.subarray(0, o.agreement * size), o.agreement, labels.subarray(0, o.agreement), { batch: o.batch, threads: o.threads }) : null;
+  const m = model.meta;
+  return {
+    model: m.model,
+    method: m.method,
+    wbits: m.wbits,
+    abits: m.abits,
+    batch: o.batch,
+    threads: host.threads,
+    hostImgPerSec,
+    engineImgPerSec,
+    convolutions: implementations(host),
+    agreement,
+    images: source,
+  };
+}
+
+export function formatHostBench(r: HostBenchResult): string {
+  const lines = [
+    `${r.model} ${r.method} W${r.wbits}A${r.abits}, batch ${r.batch}, ${r.threads} threads, ${r.images} images`,
+    `  host int8 (oneDNN): ${r.hostImgPerSec.toFixed(1)} img/s   [${Object.entries(r.convolutions).map(([k, v]) => `${v}x ${k}`).join(', ')}]`,
+    `  TypeScript engine:  ${r.engineImgPerSec.toFixed(1)} img/s   (host / TS = ${(r.hostImgPerSec / r.engineImgPerSec).toFixed(1)}x)`,
+  ];
+  const a = r.agreement;
+  if (a) {
+    lines.push(
+      `  agreement on ${a.images} test images: identical logits ${a.identicalImages}/${a.images}, same top-1 ${a.sameTop1.toFixed(2)}%, ` +
+        `top-1 host ${a.hostTop1?.toFixed(2)}% / TS ${a.engineTop1?.toFixed(2)}%`,
+    );
+  }
+  return lines.join('\n');
+}
+
+const OPTIONS = {
+  model: { type: 'string' },
+  batch: { type: 'string' },
+  threads: { type: 'string' },
+  images: { type: 'string' },
+  'engine-images': { type: 'string' },
+  agreement: { type: 'string' },
+  dataset: { type: 'string' },
+  'data-dir': { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+export const BENCH_INT_USAGE =
+  'usage: tinyquant bench int --model FILE.tqm [--batch 64] [--threads T] [--images 1024] [--engine-images 32] [--agreement 200] [--dataset cifar10] [--data-dir DIR] [--json]';
+
+/** Parse the options shared by `tinyquant bench int` and bench/host-int.ts. */
+export function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {
+  const d = HOST_BENCH_DEFAULTS;
+  return {
+    batch: num(argsOf, 'batch', d.batch, { integer: true, min: 1 }),
+    threads: num(argsOf, 'threads', d.threads, { integer: true, min: 0 }),
+    images: num(argsOf, 'images', d.images, { integer: true, min: 1 }),
+    engineImages: num(argsOf, 'engine-images', d.engineImages, { integer: true, min: 1 }),
+    agreement: num(argsOf, 'agreement', d.agreement, { integer: true, min: 0 }),
+    dataset: oneOf(argsOf, 'dataset', DATASET_NAMES, d.dataset),
+    dataDir: str(argsOf, 'data-dir'),
+  };
+}
+
+export async function benchIntCommand(argv: string[]): Promise<void> {
+  const args = parse('bench int', argv, OPTIONS);
+  const file = str(args, 'model');
+  if (!file) throw new UsageError(BENCH_INT_USAGE);
+  const r = await runHostBench(readTqm(file), hostBenchOptions(args));
+  console.log(flag(args, 'json') ? JSON.stringify(r) : formatHostBench(r));
+}
