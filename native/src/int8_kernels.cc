@@ -77,16 +77,6 @@ TQ_CLONES void requantizeRows(int32_t* v, int64_t rows, int64_t channels, const 
   }
 }
 
-/** The activation rule as the fused kernel uses it: thresholds with value steps (values[k+1] - values[k]). */
-struct RuleTables {
-  int32_t floor;  // ReLU floor (zero point), INT32_MIN without ReLU
-  const int32_t* thresholds;
-  int32_t steps[256];
-  int64_t count;
-  int32_t base;  // values[0]
-  int32_t roundBias, fracBits, minCode, maxCode;
-};
-
 /** GCC/Clang vector extensions: `Lanes` integers of type T operated on as one value. */
 template <class T, int64_t Lanes>
 using Vec __attribute__((vector_size(sizeof(T) * Lanes))) = T;
@@ -103,6 +93,40 @@ template <class V>
 inline V select(V mask, V a, V b) {
   return (a & ~mask) | (b & mask);
 }
+
+/** The activation rule as the fused kernel uses it: thresholds with value steps (values[k+1] - values[k]). */
+struct RuleTables {
+  int32_t floor;  // ReLU floor (zero point), INT32_MIN without ReLU
+  const int32_t* thresholds;
+  int32_t steps[256];
+  int64_t count;
+  int32_t base;  // values[0]
+  int32_t roundBias, fracBits, minCode, maxCode;
+  // Up to 31 thresholds also as a 32-slot search table (padded with INT32_MAX) and the values by code.
+  static constexpr int64_t kSearchSlots = 32;
+  bool searchable;
+  alignas(64) int32_t searchThresholds[kSearchSlots];
+  alignas(64) int32_t searchValues[kSearchSlots];
+};
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define TQ_VECTOR_SEARCH 1
+/**
+ * values[countBelow(v)] for 16 lanes by a branchless binary search over the 32-slot table: five
+ * steps of (permute, compare, select), then one permute for the value (GCC's __builtin_shuffle:
+ * vpermi2d with AVX-512).
+ */
+inline Vec<int32_t, 16> searchValues(Vec<int32_t, 16> v, const RuleTables& t) {
+  using V = Vec<int32_t, 16>;
+  const V lowT = loadVec<V>(t.searchThresholds), highT = loadVec<V>(t.searchThresholds + 16);
+  V code{};
+  for (int32_t step = 16; step >= 1; step /= 2) {
+    const V probe = code + (step - 1);
+    code = select(v > __builtin_shuffle(lowT, highT, probe), code, code + step);
+  }
+  return __builtin_shuffle(loadVec<V>(t.searchValues), loadVec<V>(t.searchValues + 16), code);
+}
+#endif
 
 /**
  * `Lanes` channels at a time (16: one AVX-512 register; 1: any channel count): requantize, ReLU at
@@ -126,7 +150,18 @@ TQ_CLONES void requantizeActivateT(const int32_t* in, int64_t rows, int64_t chan
       v = select(v < t.floor, v, zero + t.floor);
       V32 r;
       if constexpr (Thresholds) {
+#ifdef TQ_VECTOR_SEARCH
+        if constexpr (Lanes == 16) {
+          if (t.searchable) {
+            r = searchValues(v, t);
+            const VOut narrowed = __builtin_convertvector(r, VOut);
+            std::memcpy(o + c, &narrowed, sizeof narrowed);
+            continue;
+          }
+        }
+#endif
         r = zero + t.base;
+#pragma GCC unroll 16
         for (int64_t k = 0; k < t.count; k++) r += (v > t.thresholds[k]) & t.steps[k];
       } else {
         r = (v + t.roundBias) >> t.fracBits;
@@ -145,21 +180,51 @@ void requantizeActivateLanes(const int32_t* in, int64_t rows, int64_t channels, 
   else requantizeActivateT<T, Thresholds, 1>(in, rows, channels, q, t, out);
 }
 
-TQ_CLONES void clampAll(int32_t* v, int64_t n, int32_t lo, int32_t hi) {
-  for (int64_t i = 0; i < n; i++) v[i] = std::clamp(v[i], lo, hi);
+/**
+ * The residual epilogue, `Lanes` output channels at a time: requantize, add the shortcut term
+ * (output channels [first, last) have one; option A pads zero channels around it), ReLU and clamp
+ * to [lo, hi], store. `acc` and `out` start at pixel r.begin.
+ */
+template <class TOut, class TSc, int64_t Lanes>
+TQ_CLONES void residualT(const int32_t* acc, const PixelRange& r, const Requant& q, const ShortcutAdd* sc, int32_t lo, int32_t hi, TOut* out) {
+  using V32 = Vec<int32_t, Lanes>;
+  using V64 = Vec<int64_t, Lanes>;
+  const V32 zero{};
+  const int64_t pixelsPerImage = r.height * r.width, channels = r.channels;
+  const int64_t first = sc ? std::max<int64_t>(0, sc->offset) : 0, last = sc ? std::min(channels, sc->offset + sc->channels) : 0;
+  const int64_t scRounding = sc && sc->shift > 0 ? int64_t{1} << (sc->shift - 1) : 0;
+  for (int64_t p = r.begin; p < r.end; p++) {
+    const int32_t* x = acc + (p - r.begin) * channels;
+    TOut* o = out + (p - r.begin) * channels;
+    const TSc* s = nullptr;  // the shortcut pixel; output channel j reads s[j - offset]
+    if (sc) {
+      const int64_t image = p / pixelsPerImage, y = (p % pixelsPerImage) / r.width, xx = p % r.width;
+      s = static_cast<const TSc*>(sc->data) + ((image * sc->height + y * sc->stride) * sc->width + xx * sc->stride) * sc->channels;
+    }
+    for (int64_t c = 0; c < channels; c += Lanes) {
+      const V64 product = __builtin_convertvector(loadVec<V32>(x + c), V64) * __builtin_convertvector(loadVec<V32>(q.mult.data() + c), V64) +
+          loadVec<V64>(q.rounding.data() + c);
+      V32 v = __builtin_convertvector(product >> __builtin_convertvector(loadVec<V32>(q.shift.data() + c), V64), V32) + loadVec<V32>(q.bias.data() + c);
+      if (sc && c >= first && c + Lanes <= last) {
+        const V64 term = __builtin_convertvector(loadVec<Vec<TSc, Lanes>>(s + c - sc->offset), V64) * static_cast<int64_t>(sc->mult) + scRounding;
+        v += __builtin_convertvector(term >> static_cast<int64_t>(sc->shift), V32);
+      } else if (sc) {
+        for (int64_t j = std::max(c, first); j < std::min(c + Lanes, last); j++) v[j - c] += roundingMulShift(s[j - sc->offset], sc->mult, sc->shift, scRounding);
+      }
+      v = select(v < lo, v, zero + lo);
+      v = select(v > hi, v, zero + hi);
+      const Vec<TOut, Lanes> narrowed = __builtin_convertvector(v, Vec<TOut, Lanes>);
+      std::memcpy(o + c, &narrowed, sizeof narrowed);
+    }
+  }
 }
 
-/** v[p, first..last) += rms(shortcut value) for the pixels of r (see residual()). */
-template <class T>
-TQ_CLONES void addShortcut(int32_t* v, const PixelRange& r, const ShortcutAdd& sc, const T* data, int64_t first, int64_t last) {
-  const int64_t pixelsPerImage = r.height * r.width;
-  const int64_t rounding = sc.shift > 0 ? int64_t{1} << (sc.shift - 1) : 0;
-  for (int64_t p = r.begin; p < r.end; p++) {
-    const int64_t image = p / pixelsPerImage, y = (p % pixelsPerImage) / r.width, x = p % r.width;
-    const T* in = data + ((image * sc.height + y * sc.stride) * sc.width + x * sc.stride) * sc.channels - sc.offset;
-    int32_t* out = v + (p - r.begin) * r.channels;
-    for (int64_t c = first; c < last; c++) out[c] += roundingMulShift(in[c], sc.mult, sc.shift, rounding);
-  }
+/** body(T*) with T = int8_t or int16_t, the types of a residual stream. */
+template <class Body>
+void withResidualType(IntType type, Body body) {
+  if (type == IntType::i8) return body(static_cast<int8_t*>(nullptr));
+  if (type == IntType::i16) return body(static_cast<int16_t*>(nullptr));
+  throw std::invalid_argument("a residual tensor must be int8 or int16");
 }
 
 template <class T>
@@ -205,6 +270,13 @@ void requantizeActivate(const int32_t* in, int64_t rows, int64_t channels, const
   t.fracBits = rule.fracBits;
   t.minCode = rule.minCode;
   t.maxCode = rule.maxCode;
+  t.searchable = rule.useThresholds && t.count < RuleTables::kSearchSlots;
+  if (t.searchable) {
+    for (int64_t k = 0; k < RuleTables::kSearchSlots; k++) {
+      t.searchThresholds[k] = k < t.count ? rule.thresholds[k] : std::numeric_limits<int32_t>::max();
+      t.searchValues[k] = rule.values[std::min(k, t.count)];
+    }
+  }
   withType(out, type, [&](auto* o) {
     using T = std::remove_pointer_t<decltype(o)>;
     if (rule.useThresholds) requantizeActivateLanes<T, true>(in, rows, channels, q, t, o + first);
@@ -212,16 +284,18 @@ void requantizeActivate(const int32_t* in, int64_t rows, int64_t channels, const
   });
 }
 
-void residual(int32_t* v, const PixelRange& r, const ShortcutAdd* sc, bool relu, int bits) {
-  const int64_t n = (r.end - r.begin) * r.channels;
-  if (sc) {
-    // Output channels [first, last) have a shortcut channel (option A pads zero channels around it).
-    const int64_t first = std::max<int64_t>(0, sc->offset);
-    const int64_t last = std::min(r.channels, sc->offset + sc->channels);
-    if (first < last) withType(sc->data, sc->type, [&](const auto* data) { addShortcut(v, r, *sc, data, first, last); });
-  }
+void residual(const int32_t* acc, const PixelRange& r, const Requant& q, const ShortcutAdd* sc, bool relu, int bits, void* out, IntType type) {
   const int32_t limit = int32_t{1} << (bits - 1);
-  clampAll(v, n, relu ? 0 : -limit, limit - 1);
+  const int32_t lo = relu ? 0 : -limit;
+  withResidualType(type, [&](auto* outTyped) {
+    using TOut = std::remove_pointer_t<decltype(outTyped)>;
+    withResidualType(sc ? sc->type : IntType::i16, [&](auto* scTyped) {
+      using TSc = std::remove_pointer_t<decltype(scTyped)>;
+      TOut* o = static_cast<TOut*>(out) + r.begin * r.channels;
+      if (r.channels % 16 == 0) residualT<TOut, TSc, 16>(acc, r, q, sc, lo, limit - 1, o);
+      else residualT<TOut, TSc, 1>(acc, r, q, sc, lo, limit - 1, o);
+    });
+  });
 }
 
 void inputTable(const uint8_t* image, int64_t channels, int64_t pixels, const int16_t* lut, void* out, IntType type) {

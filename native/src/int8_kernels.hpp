@@ -68,8 +68,8 @@ void widen(const void* src, IntType type, int64_t first, int64_t n, int32_t* dst
  */
 void requantizeActivate(const int32_t* in, int64_t rows, int64_t channels, const Requant& q, const ActivationRule& rule, void* out, IntType type, int64_t first);
 
-/** Residual epilogue on requantized values: + shortcut (when given), ReLU, clamp to `bits`. */
-void residual(int32_t* v, const PixelRange& r, const ShortcutAdd* sc, bool relu, int bits);
+/** The residual epilogue on accumulators (from pixel r.begin): requantize, + shortcut (when given), ReLU, clamp to `bits`, store in out. */
+void residual(const int32_t* acc, const PixelRange& r, const Requant& q, const ShortcutAdd* sc, bool relu, int bits, void* out, IntType type);
 
 /** Narrow n int32 values (already in the type's range) to `type` at element `first` of dst. */
 void narrow(const int32_t* src, int64_t n, void* dst, IntType type, int64_t first);

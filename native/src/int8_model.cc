@@ -341,8 +341,11 @@ void IntModel::Impl::runConv(size_t index, int64_t n) {
       requantizeActivate(v, r.end - r.begin, r.channels, c.requant, c.activation, data(c.output), out.type, r.begin * r.channels);
       continue;
     }
-    requantize(v, r, c.requant);
-    if (c.epilogue == EpilogueKind::residual) residual(v, r, c.shortcut ? &shortcut : nullptr, c.residualRelu, c.residualBits);
+    if (c.epilogue == EpilogueKind::residual) {
+      residual(v, r, c.requant, c.shortcut ? &shortcut : nullptr, c.residualRelu, c.residualBits, data(c.output), out.type);
+      continue;
+    }
+    requantize(v, r, c.requant);  // logits
     narrow(v, count, data(c.output), out.type, r.begin * r.channels);
   }
 }
