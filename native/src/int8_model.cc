@@ -74,7 +74,7 @@ dnnl::convolution_forward::primitive_desc makeConvPd(const memory::desc& src, co
  * int32. Elsewhere (aarch64) the int8 kernels accumulate in int32.
  */
 void requireExactInt8() {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   if (!__builtin_cpu_supports("avx512vnni") && !__builtin_cpu_supports("avxvnni")) {
     throw OpError(std::string(kOp) + ": this CPU has no VNNI instructions; oneDNN's int8 convolutions would not be exact here "
         "(int16 saturation), so the host int8 path is unavailable (use the TypeScript integer engine)");

@@ -42,7 +42,7 @@ export interface HostBenchResult {
   readonly images: string;
 }
 
-export const HOST_BENCH_DEFAULTS: HostBenchOptions = { batch: 64, threads: 0, images: 1024, engineImages: 32, agreement: 200, dataset: 'cifar10' };
+export const HOST_BENCH_DEFAULTS: HostBenchOptions = { batch: 128, threads: 0, images: 1024, engineImages: 32, agreement: 200, dataset: 'cifar10' };
 
 /** `count` images: the test set's first ones when it is available, else seeded random pixels. */
 async function benchImages(model: IntegerModel, count: number, o: HostBenchOptions): Promise<{ images: Uint8Array; labels: Int32Array | null; source: string }> {
@@ -127,7 +127,7 @@ const OPTIONS = {
 } as const;
 
 export const BENCH_INT_USAGE =
-  'usage: tinyquant bench int --model FILE.tqm [--batch 64] [--threads T] [--images 1024] [--engine-images 32] [--agreement 200] [--dataset cifar10] [--data-dir DIR] [--json]';
+  'usage: tinyquant bench int --model FILE.tqm [--batch 128] [--threads T] [--images 1024] [--engine-images 32] [--agreement 200] [--dataset cifar10] [--data-dir DIR] [--json]';
 
 /** Parse the options shared by `tinyquant bench int` and bench/host-int.ts. */
 export function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {

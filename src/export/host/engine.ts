@@ -26,7 +26,7 @@ interface HostAddon {
 export interface HostEngineOptions {
   /** OpenMP threads; default TINYQUANT_THREADS, else all cores. */
   readonly threads?: number;
-  /** Images per pass (default 64): larger batches amortize more, smaller ones use less memory. */
+  /** Images per pass (default 128): larger batches amortize the per-op overhead, smaller ones use less memory. */
   readonly batch?: number;
 }
 
@@ -66,7 +66,7 @@ export class HostIntegerEngine {
     const found = loadIntModelClass();
     if (typeof found === 'string') throw new Error(`host int8 engine: not available: ${found}`);
     const threads = opts.threads ?? threadsFromEnvironment();
-    const batch = opts.batch ?? 64;
+    const batch = opts.batch ?? 128;
     if (!Number.isInteger(threads) || threads < 0) throw new Error(`host int8 engine: threads must be a non-negative integer, got ${threads}`);
     if (!Number.isInteger(batch) || batch < 1 || batch > 65536) throw new Error(`host int8 engine: batch must be an integer in [1, 65536], got ${batch}`);
     validateIntegerModel(model);
