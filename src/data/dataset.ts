@@ -2,6 +2,7 @@
  * The in-memory dataset shape every reader produces: all images of one split as one planar
  * uint8 block (N x C x H x W, channel planes per image, the CIFAR binary layout), labels as int32.
  */
+import { Rng } from '../util/rng.js';
 
 export type Split = 'train' | 'test';
 
@@ -63,3 +64,18 @@ export function checkLabelRange(labels: ArrayLike<number>, classCount: number, w
     }
   }
 }
+
+/**
+ * A fixed subset of at most n images, the same for every seed and method (train and test subsets
+ * of the quick scales; the float baseline is measured on the same test images as the runs).
+ */
+export function fixedSubset(ds: ImageDataset, n: number): ImageDataset {
+  if (n <= 0 || n >= ds.count) return ds;
+  const pick = Rng.derive(SUBSET_TAG, n).permutation(ds.count).subarray(0, n).sort();
+  const size = imageSize(ds);
+  const images = new Uint8Array(n * size);
+  pick.forEach((src, i) => images.set(ds.images.subarray(src * size, (src + 1) * size), i * size));
+  return { ...ds, images, labels: Int32Array.from(pick, (i) => ds.labels[i]), count: n, source: `${ds.source} (subset of ${n})` };
+}
+
+const SUBSET_TAG = 0x5b5e7;

@@ -6,14 +6,13 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getBackend } from '../backend/index.js';
-import { type ImageDataset, createEvalLoader, loadDataset } from '../data/index.js';
+import { createEvalLoader, fixedSubset, loadDataset } from '../data/index.js';
 import { writeJsonAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
 import { evaluate } from '../train/evaluate.js';
 import type { ProgressSink, StepProgress } from '../train/progress.js';
 import { DivergedError, buildModel, train } from '../train/trainer.js';
-import { Rng } from '../util/rng.js';
 import { STOP_FILE, type WorkerMessage, type WorkerRequest } from './protocol.js';
 import type { RunOutcome } from './results.js';
 
@@ -79,24 +78,11 @@ function outcomeOf(r: { top1: number; top5: number; loss: number; n: number }): 
   return { top1: r.top1, top5: r.top5, loss: r.loss, n: r.n };
 }
 
-/**
- * The fixed test subset the trainer evaluates on (its `subset`: the same images for every seed and
- * method). Kept in step with src/train/trainer.ts; a test checks that both give the same accuracy.
- */
-export function testSubset(ds: ImageDataset, n: number): ImageDataset {
-  if (n <= 0 || n >= ds.count) return ds;
-  const pick = Rng.derive(0x5b5e7, n).permutation(ds.count).subarray(0, n).sort();
-  const size = ds.channels * ds.height * ds.width;
-  const images = new Uint8Array(n * size);
-  pick.forEach((src, i) => images.set(ds.images.subarray(src * size, (src + 1) * size), i * size));
-  return { ...ds, images, labels: Int32Array.from(pick, (i) => ds.labels[i]), count: n, source: `${ds.source} (subset of ${n})` };
-}
-
 /** Test accuracy of the float checkpoint `config.init`, on the test images a run of `config` uses. */
 export async function evaluateStart(config: TrainConfig, outDir: string, progress: ProgressSink): Promise<RunOutcome> {
   if (!config.init) throw new Error('evaluating a start point needs a checkpoint (init)');
   mkdirSync(outDir, { recursive: true });
-  const test = testSubset(await loadDataset({ name: config.dataset, split: 'test', dataDir: config.dataDir, log: (m) => progress.line(m) }), config.testSubset);
+  const test = fixedSubset(await loadDataset({ name: config.dataset, split: 'test', dataDir: config.dataDir, log: (m) => progress.line(m) }), config.testSubset);
   const checkpoint = readCheckpoint(config.init);
   const { model } = buildModel({ ...config, method: 'float' }, test);
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });

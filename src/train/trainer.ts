@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, loadDataset } from '../data/index.js';
+import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset, loadDataset } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { createModel } from '../models/index.js';
 import type { Module, Parameter } from '../nn/module.js';
@@ -18,7 +18,6 @@ import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFact
 import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
-import { Rng } from '../util/rng.js';
 import { type CheckpointMeta, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
@@ -28,7 +27,6 @@ import { trainStep } from './step.js';
 /** Distinct stream ids for the loader passes that are not training epochs. */
 const CALIBRATION_PASS = 1_000_000;
 const HESSIAN_PASS = 2_000_000;
-const SUBSET_TAG = 0x5b5e7;
 
 export interface TrainOptions {
   readonly config: TrainConfig;
@@ -85,16 +83,6 @@ export class InterruptedError extends Error {}
 
 function sha256(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-/** A fixed subset (the same for every seed and method) of at most n images. */
-function subset(ds: ImageDataset, n: number): ImageDataset {
-  if (n <= 0 || n >= ds.count) return ds;
-  const pick = Rng.derive(SUBSET_TAG, n).permutation(ds.count).subarray(0, n).sort();
-  const size = ds.channels * ds.height * ds.width;
-  const images = new Uint8Array(n * size);
-  pick.forEach((src, i) => images.set(ds.images.subarray(src * size, (src + 1) * size), i * size));
-  return { ...ds, images, labels: Int32Array.from(pick, (i) => ds.labels[i]), count: n, source: `${ds.source} (subset of ${n})` };
 }
 
 function paramGroupSpecs(config: TrainConfig): ParamGroupSpec[] {
@@ -222,8 +210,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const [trainSet, testSet] = await Promise.all(
     (['train', 'test'] as const).map((split) => loadDataset({ name: config.dataset, split, dataDir: config.dataDir, log: (m) => progressSink.line(m) })),
   );
-  const trainData = subset(trainSet, config.trainSubset);
-  const testData = subset(testSet, config.testSubset);
+  const trainData = fixedSubset(trainSet, config.trainSubset);
+  const testData = fixedSubset(testSet, config.testSubset);
   const trainLoader = new DataLoader(trainData, {
     batchSize: config.batch,
     seed: config.seed,

@@ -10,7 +10,7 @@ import { type ActivationQuant, type ConvOp, type DType, type IntegerModel, type 
 import { LoweringError } from '../lower.js';
 import { validateIntegerModel } from '../validate.js';
 import { type ArenaPlan, planArena } from './plan.js';
-import { C_DTYPE_TAG, C_TYPE, runtimeSource } from './runtime.js';
+import { C_DTYPE_TAG, runtimeSource } from './runtime.js';
 
 /** Byte order of the image tq_infer reads: channel planes (CIFAR's binary files) or interleaved pixels. */
 export type ImageLayout = 'chw' | 'hwc';

@@ -14,7 +14,7 @@
 import type { DType } from '../ir.js';
 
 /** The C element type of each storage type. */
-export const C_TYPE: Readonly<Record<DType, string>> = { int8: 'int8_t', uint8: 'uint8_t', int16: 'int16_t', int32: 'int32_t' };
+const C_TYPE: Readonly<Record<DType, string>> = { int8: 'int8_t', uint8: 'uint8_t', int16: 'int16_t', int32: 'int32_t' };
 /** The runtime's dtype tags. */
 export const C_DTYPE_TAG: Readonly<Record<DType, string>> = { int8: 'TQ_INT8', uint8: 'TQ_UINT8', int16: 'TQ_INT16', int32: 'TQ_INT32' };
 
