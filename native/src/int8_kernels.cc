@@ -16,6 +16,12 @@
 #define TQ_CLONES
 #endif
 
+// Vectors are passed by value only between inline functions of this file (inlined into the clones
+// that use them), so GCC's note that their calling convention differs between ISAs does not apply.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 namespace tq::int8 {
 
 size_t bytesOf(IntType t) {
