@@ -31,9 +31,10 @@ export interface EngineAgreement {
 
 /** Run both engines on `count` images (and labels, if any) and compare their logits. */
 export function compareEngines(model: IntegerModel, images: Uint8Array, count: number, labels: Int32Array | null, opts: HostEngineOptions = {}): EngineAgreement {
-  const classes = new IntegerEngine(model).classes;
+  const engine = new IntegerEngine(model);
+  const classes = engine.classes;
   const host = new HostIntegerEngine(model, opts).inferBatch(images, count);
-  const reference = new IntegerEngine(model).inferBatch(images, count);
+  const reference = engine.inferBatch(images, count);
   let [identical, same, hostCorrect, engineCorrect] = [0, 0, 0, 0];
   for (let n = 0; n < count; n++) {
     const at = n * classes;
