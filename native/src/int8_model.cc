@@ -123,6 +123,7 @@ struct IntModel::Impl {
   std::vector<std::vector<WeightPiece>> weights;  // per conv
   std::map<std::pair<size_t, int64_t>, std::vector<Term>> terms;  // (conv, images) -> terms
   std::vector<Buffer> scratch;  // per thread: one block of int32
+  Buffer staging;               // a short batch padded to a power of two
 
   Impl(ModelSpec s, int64_t b) : spec(std::move(s)), batch(b) {}
 
@@ -405,7 +406,19 @@ void IntModel::infer(const uint8_t* images, int64_t count, int32_t* logits) {
   while (m.scratch.size() < static_cast<size_t>(omp_get_max_threads())) m.scratch.emplace_back(blockBytes);
   for (int64_t start = 0; start < count; start += m.batch) {
     const int64_t n = std::min(m.batch, count - start);
-    for (const Step& step : m.spec.steps) m.run(step, images + start * size, n);
+    // A short batch runs padded with blank images to a power of two, so that at most log2(batch) + 1
+    // sets of primitives are ever made, whatever counts the caller passes.
+    int64_t padded = 1;
+    while (padded < n) padded *= 2;
+    padded = std::min(padded, m.batch);
+    const uint8_t* chunk = images + start * size;
+    if (padded > n) {
+      if (!m.staging.as()) m.staging = Buffer(static_cast<size_t>(m.batch * size));
+      std::memcpy(m.staging.as(), chunk, static_cast<size_t>(n * size));
+      std::memset(m.staging.as<char>() + n * size, 0, static_cast<size_t>((padded - n) * size));
+      chunk = m.staging.as<uint8_t>();
+    }
+    for (const Step& step : m.spec.steps) m.run(step, chunk, padded);
     std::memcpy(logits + start * classes, m.data(m.spec.output), static_cast<size_t>(n * classes) * 4);
   }
 }
