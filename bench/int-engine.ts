@@ -1,10 +1,19 @@
 /**
  * Integer-engine measurements (issue 6):
  *
- *   node dist/bench/int-engine.js agreement RUN_DIR... [--limit N] [--residual-bits 16|8]
+ *   node dist/bench/int-engine.js agreement RUN... [--limit N] [--residual-bits 16|8]
  *        [--calibration-images N] [--data-dir DIR] [--tqm-dir DIR] [--out FILE.json]
- *     Per trained run: lower (calibrating on training images), write the tqm, and compare the
- *     integer engine with the fake-quantized model on the test set (same top-1, both accuracies).
+ *        [--c-images N] [--ts-images N] [--no-onnx] [--no-host] [--noise-floor]
+ *     Per trained run (a run directory, or its best.json / last.json): lower (calibrating on
+ *     training images) and check issue 6's agreement targets on the test set (all of it, or the
+ *     first `--limit` images): the TypeScript integer engine against the fake-quantized model (same
+ *     top-1 >= 99.5 %, accuracy within 0.3 points); onnxruntime on the ONNX export against the
+ *     integer engine (same top-1 >= 99.5 %) and the fake-quantized model; the generated C on the
+ *     host's gcc (first `--c-images`, default 200; 0 skips) against the integer engine, logits
+ *     bit-identical. The integer logits of all images come from the host int8 path when the native
+ *     addon has it (bit-identical, ~100x faster; `--no-host` avoids it), and the TypeScript engine
+ *     then runs the first `--ts-images` (default 500) and must give the same logits bit for bit. `--noise-floor` adds the
+ *     fake-quantized model against itself under input noise (how stable its top-1 is).
  *
  *   node dist/bench/int-engine.js sizes [--out FILE.json]
  *     Stored sizes of ResNet-20 (option B with APoT, option A with EWGS; 8 bits: LSQ and EWGS)
@@ -17,13 +26,18 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadDataset } from '../src/data/load.js';
-import { measureAgreement, perturbedTop1 } from '../src/export/agreement.js';
-import { resolveNormalization } from '../src/data/augment.js';
+import { type Normalization } from '../src/data/augment.js';
+import type { ImageDataset } from '../src/data/dataset.js';
+import { compareLogits, measureAgreement, perturbedTop1, top1Accuracy } from '../src/export/agreement.js';
+import { generateC } from '../src/export/c/generate.js';
+import { runOnHost } from '../src/export/c/toolchain.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel, pickImages } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
+import { HostIntegerEngine, hostEngineAvailability } from '../src/export/host/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
 import { lowerResNet } from '../src/export/lower.js';
+import { ONNX_INPUT, ONNX_OUTPUT, exportOnnx } from '../src/export/onnx/index.js';
 import { modelReport } from '../src/export/report.js';
 import { encodeTqm } from '../src/export/tqm.js';
 import { writeTqm } from '../src/export/tqm-file.js';
@@ -43,6 +57,11 @@ const { values, positionals } = parseArgs({
     'tqm-dir': { type: 'string' },
     out: { type: 'string' },
     images: { type: 'string', default: '200' },
+    'c-images': { type: 'string', default: '200' },
+    'ts-images': { type: 'string', default: '500' },
+    'no-onnx': { type: 'boolean', default: false },
+    'no-host': { type: 'boolean', default: false },
+    'noise-floor': { type: 'boolean', default: false },
   },
 });
 
@@ -52,8 +71,53 @@ function save(result: unknown): void {
   if (values.out) writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
 }
 
+/** A row's name: the run directory, plus the sidecar when one was named (`run/best.json`). */
+function runLabel(path: string): string {
+  const parts = path.split('/').filter(Boolean);
+  return parts.at(-1)?.endsWith('.json') ? parts.slice(-2).join('/') : (parts.at(-1) ?? path);
+}
+
+/** onnxruntime's logits for the first `count` images of `data`, normalized as for evaluation. */
+async function onnxLogits(onnx: Uint8Array, data: ImageDataset, count: number, normalization: Normalization, classes: number): Promise<Float32Array> {
+  const ort = await import('onnxruntime-node');
+  const session = await ort.InferenceSession.create(onnx, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const shape = [data.channels, data.height, data.width] as const;
+  const size = shape[0] * shape[1] * shape[2];
+  const out = new Float32Array(count * classes);
+  try {
+    for (let start = 0; start < count; start += 200) {
+      const n = Math.min(200, count - start);
+      const x = normalizeImages(data.images.subarray(start * size, (start + n) * size), n, shape[0], normalization);
+      const result = await session.run({ [ONNX_INPUT]: new ort.Tensor('float32', x, [n, ...shape]) });
+      out.set(result[ONNX_OUTPUT].data as Float32Array, start * classes);
+    }
+  } finally {
+    await session.release();
+  }
+  return out;
+}
+
+/** Issue 6's agreement targets, in percent of images / points of accuracy. */
+const TARGETS = { sameTop1: 99.5, accuracyPoints: 0.3 };
+
+interface ImplementationCheck {
+  readonly images: number;
+  readonly top1: number;
+  /** Same top-1 as the TypeScript integer engine, percent. */
+  readonly sameTop1VsInteger: number;
+  readonly identicalToInteger: number;
+}
+
+/** Another implementation's logits (first images of the test set) against the integer engine's. */
+function checkAgainstInteger(logits: ArrayLike<number>, integer: Int32Array, labels: Int32Array, classes: number): ImplementationCheck {
+  const c = compareLogits(logits, integer, classes);
+  return { images: c.images, top1: top1Accuracy(logits, labels, classes), sameTop1VsInteger: c.sameTop1, identicalToInteger: c.identicalImages };
+}
+
 async function agreement(): Promise<void> {
   const rows = [];
+  const host = hostEngineAvailability();
+  if (!host.available) process.stderr.write(`host int8 path skipped: ${host.reason}\n`);
   for (const run of runs) {
     const t0 = performance.now();
     const trained = loadTrainedModel(run);
@@ -63,31 +127,75 @@ async function agreement(): Promise<void> {
     let tqmBytes = encodeTqm(ir).length;
     if (values['tqm-dir']) {
       mkdirSync(values['tqm-dir'], { recursive: true });
-      tqmBytes = writeTqm(join(values['tqm-dir'], `${run.split('/').filter(Boolean).at(-1)}-i${inputBits}-r${residualBits}.tqm`), ir);
+      tqmBytes = writeTqm(join(values['tqm-dir'], `${runLabel(run).replace('/', '-')}-i${inputBits}-r${residualBits}.tqm`), ir);
     }
     const test = await loadDataset({ name: trained.config.dataset, split: 'test', dataDir: values['data-dir'] ?? trained.config.dataDir });
+    const limit = values.limit ? Number(values.limit) : undefined;
+    // The host int8 path is bit-identical to the TypeScript engine and far faster: with it, it
+    // computes the integer logits of every image and the TypeScript engine checks the first ones.
+    const hostEngine = host.available && !values['no-host'] ? new HostIntegerEngine(ir) : null;
     const r = measureAgreement(trained.model, ir, test, {
-      limit: values.limit ? Number(values.limit) : undefined,
-      progress: (done, total) => process.stderr.write(`\r${run}: ${done}/${total}`),
+      limit,
+      keepLogits: true,
+      engine: hostEngine ?? undefined,
+      progress: (done, total) => process.stderr.write(`\r${runLabel(run)}: fake-quant and ${hostEngine ? 'host int8' : 'integer engine'} ${done}/${total}`),
     });
     process.stderr.write('\n');
-    const normalization = resolveNormalization(trained.config.normalization, test.channels);
-    const limit = values.limit ? Number(values.limit) : undefined;
-    const noiseFloor = { eps1e5: perturbedTop1(trained.model, test, normalization, 1e-5, limit), eps1e4: perturbedTop1(trained.model, test, normalization, 1e-4, limit) };
+    const { logits, ...integerVsFakeQuant } = r;
+    if (!logits) throw new Error('measureAgreement returned no logits');
+    const classes = trained.model.config.numClasses;
+    const labels = test.labels.subarray(0, r.images);
+    const normalization = ir.meta.normalization;
+    const imageSize = test.channels * test.height * test.width;
+
+    let onnx = null;
+    if (!values['no-onnx']) {
+      const onnxBytes = exportOnnx(trained.model, { normalization, inputSize: [test.height, test.width] });
+      const theirs = await onnxLogits(onnxBytes, test, r.images, normalization, classes);
+      const maxLogitDiffVsFakeQuant = theirs.reduce((m, v, i) => Math.max(m, Math.abs(v - logits.fakeQuant[i])), 0);
+      onnx = { ...checkAgainstInteger(theirs, logits.integer, labels, classes), sameTop1VsFakeQuant: compareLogits(theirs, logits.fakeQuant, classes).sameTop1, maxLogitDiffVsFakeQuant };
+    }
+    const tsImages = Math.min(Number(values['ts-images']), r.images);
+    const tsEngine = hostEngine && tsImages > 0 ? checkAgainstInteger(new IntegerEngine(ir).inferBatch(test.images.subarray(0, tsImages * imageSize), tsImages), logits.integer, labels, classes) : null;
+    const cImages = Math.min(Number(values['c-images']), r.images);
+    let cHost = null;
+    if (cImages > 0) {
+      const c = runOnHost(generateC(ir, { headerName: 'model.h' }), test.images.subarray(0, cImages * imageSize), cImages);
+      cHost = checkAgainstInteger(c.logits, logits.integer, labels, classes);
+    }
+    const noiseFloor = values['noise-floor']
+      ? { eps1e5: perturbedTop1(trained.model, test, normalization, 1e-5, limit), eps1e4: perturbedTop1(trained.model, test, normalization, 1e-4, limit) }
+      : null;
     const c = trained.config;
-    const row = { run, model: c.model, method: c.method, wbits: c.wbits, abits: c.abits, firstLast: trained.firstLast, inputBits, residualBits, tqmBytes, ...r, noiseFloor, seconds: (performance.now() - t0) / 1000 };
+    const targets = {
+      integerSameTop1: integerVsFakeQuant.sameTop1 >= TARGETS.sameTop1,
+      integerAccuracy: Math.abs(integerVsFakeQuant.integerTop1 - integerVsFakeQuant.fakeQuantTop1) <= TARGETS.accuracyPoints,
+      onnxSameTop1: onnx ? onnx.sameTop1VsInteger >= TARGETS.sameTop1 : null,
+      hostIdentical: tsEngine ? tsEngine.identicalToInteger === tsEngine.images : null,
+      cIdentical: cHost ? cHost.identicalToInteger === cHost.images : null,
+    };
+    const row = { run, model: c.model, method: c.method, wbits: c.wbits, abits: c.abits, firstLast: trained.firstLast, inputBits, residualBits, tqmBytes, integerLogitsFrom: hostEngine ? 'host int8' : 'typescript engine', ...integerVsFakeQuant, onnx, tsEngine, cHost, noiseFloor, targets, seconds: (performance.now() - t0) / 1000 };
     console.log(JSON.stringify(row));
     rows.push(row);
     save(rows);
   }
-  console.log('\n| run | method | W/A | first/last | input/residual | same top-1 % | fake-quant top-1 % | integer top-1 % | diff | fake-quant vs itself, noise 1e-5 / 1e-4 % | tqm bytes |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+  const pct = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(2));
+  const count = (x: ImplementationCheck | null): string => (x ? `${x.identicalToInteger}/${x.images}` : '-');
+  const verdict = (t: Record<string, boolean | null>): string => {
+    const missed = Object.entries(t).filter(([, ok]) => ok === false).map(([name]) => name);
+    return missed.length === 0 ? 'all met' : `missed: ${missed.join(', ')}`;
+  };
+  console.log('\n| run | W/A | images | fake-quant top-1 % | integer top-1 % | diff | same top-1 integer/fake-quant % | onnx top-1 % | same top-1 onnx/integer % | same top-1 onnx/fake-quant % | TS engine identical to host int8 | C (gcc) identical | targets |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.run.split('/').filter(Boolean).at(-1)} | ${r.method} | ${r.wbits}/${r.abits} | ${r.firstLast} | int${r.inputBits}/int${r.residualBits} | ${r.sameTop1.toFixed(2)} | ` +
-        `${r.fakeQuantTop1.toFixed(2)} | ${r.integerTop1.toFixed(2)} | ${(r.integerTop1 - r.fakeQuantTop1).toFixed(2)} | ` +
-        `${r.noiseFloor.eps1e5.toFixed(2)} / ${r.noiseFloor.eps1e4.toFixed(2)} | ${r.tqmBytes} |`,
+      `| ${runLabel(r.run)} | ${r.wbits}/${r.abits} | ${r.images} | ${pct(r.fakeQuantTop1)} | ${pct(r.integerTop1)} | ${(r.integerTop1 - r.fakeQuantTop1).toFixed(2)} | ${pct(r.sameTop1)} | ` +
+        `${pct(r.onnx?.top1)} | ${pct(r.onnx?.sameTop1VsInteger)} | ${pct(r.onnx?.sameTop1VsFakeQuant)} | ${count(r.tsEngine)} | ${count(r.cHost)} | ${verdict(r.targets)} |`,
     );
+  }
+  if (rows.some((r) => r.noiseFloor)) {
+    console.log('\nfake-quant model against itself under input noise 1e-5 / 1e-4 (same top-1 %):');
+    for (const r of rows) if (r.noiseFloor) console.log(`  ${runLabel(r.run)}: ${pct(r.noiseFloor.eps1e5)} / ${pct(r.noiseFloor.eps1e4)}`);
   }
 }
 

@@ -22,6 +22,13 @@ export interface AgreementResult {
   /** Mean over images of max |float logit - scale * integer logit|, relative to the largest |float logit| of the image. */
   readonly meanRelativeLogitError: number;
   readonly engineImagesPerSecond: number;
+  /** Both models' logits, image after image (only with `keepLogits`). */
+  readonly logits?: { readonly fakeQuant: Float32Array; readonly integer: Int32Array };
+}
+
+/** Anything that runs a lowered model on uint8 images stored back to back. */
+export interface IntegerInference {
+  inferBatch(images: Uint8Array, count: number): Int32Array;
 }
 
 export interface AgreementOptions {
@@ -29,6 +36,13 @@ export interface AgreementOptions {
   readonly limit?: number;
   readonly batch?: number;
   readonly arithmetic?: Arithmetic;
+  /**
+   * What computes the integer logits (default: the TypeScript IntegerEngine); e.g. the host int8
+   * path, which is bit-identical and much faster.
+   */
+  readonly engine?: IntegerInference;
+  /** Return both models' logits too, to compare other implementations with (compareLogits). */
+  readonly keepLogits?: boolean;
   readonly progress?: (done: number, total: number) => void;
 }
 
@@ -86,10 +100,11 @@ export function measureAgreement(model: ResNet, ir: IntegerModel, data: ImageDat
   const size = shape[0] * shape[1] * shape[2];
   const classes = model.config.numClasses;
   const normalization = ir.meta.normalization;
-  const engine = new IntegerEngine(ir, { arithmetic: opts.arithmetic });
+  const engine = opts.engine ?? new IntegerEngine(ir, { arithmetic: opts.arithmetic });
   const scale = ir.tensors[ir.output].scale;
   let [same, fakeCorrect, intCorrect, errorSum, engineMs] = [0, 0, 0, 0, 0];
   const batch = opts.batch ?? 200;
+  const kept = opts.keepLogits ? { fakeQuant: new Float32Array(count * classes), integer: new Int32Array(count * classes) } : undefined;
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);
     const pixels = data.images.subarray(start * size, (start + n) * size);
@@ -97,6 +112,8 @@ export function measureAgreement(model: ResNet, ir: IntegerModel, data: ImageDat
     const t0 = performance.now();
     const ints = engine.inferBatch(pixels, n);
     engineMs += performance.now() - t0;
+    kept?.fakeQuant.set(float, start * classes);
+    kept?.integer.set(ints, start * classes);
     for (let i = 0; i < n; i++) {
       const label = data.labels[start + i];
       const a = argmax(float, i * classes, classes);
@@ -121,5 +138,43 @@ export function measureAgreement(model: ResNet, ir: IntegerModel, data: ImageDat
     integerTop1: pct(intCorrect),
     meanRelativeLogitError: errorSum / count,
     engineImagesPerSecond: count / (engineMs / 1000),
+    ...(kept && { logits: kept }),
   };
+}
+
+/** How one implementation's logits compare with another's on the same images. */
+export interface LogitComparison {
+  readonly images: number;
+  /** Images whose top-1 class (first maximum) is the same in both, in percent. */
+  readonly sameTop1: number;
+  /** Images whose logits are all exactly equal (bit-identical, for integer logits). */
+  readonly identicalImages: number;
+}
+
+/**
+ * Compare two implementations' logits, `classes` per image, on the first `count` images (default:
+ * all of `a`; `b` may hold more, e.g. when `a` ran on a subset).
+ */
+export function compareLogits(a: ArrayLike<number>, b: ArrayLike<number>, classes: number, count = a.length / classes): LogitComparison {
+  if (!Number.isInteger(count) || count < 1 || a.length < count * classes || b.length < count * classes) {
+    throw new RangeError(`compareLogits: ${count} images of ${classes} logits need ${count * classes} values, got ${a.length} and ${b.length}`);
+  }
+  let [same, identical] = [0, 0];
+  for (let n = 0; n < count; n++) {
+    const at = n * classes;
+    let equal = true;
+    for (let k = at; k < at + classes; k++) equal &&= a[k] === b[k];
+    identical += equal ? 1 : 0;
+    same += argmax(a, at, classes) === argmax(b, at, classes) ? 1 : 0;
+  }
+  return { images: count, sameTop1: (100 * same) / count, identicalImages: identical };
+}
+
+/** Top-1 accuracy in percent of logits (`classes` per image) against the first labels. */
+export function top1Accuracy(logits: ArrayLike<number>, labels: ArrayLike<number>, classes: number): number {
+  const count = logits.length / classes;
+  if (!Number.isInteger(count) || count < 1 || labels.length < count) throw new RangeError(`top1Accuracy: ${logits.length} logits of ${classes} classes with ${labels.length} labels`);
+  let correct = 0;
+  for (let n = 0; n < count; n++) correct += argmax(logits, n * classes, classes) === labels[n] ? 1 : 0;
+  return (100 * correct) / count;
 }
