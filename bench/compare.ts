@@ -3,10 +3,12 @@
  * loss, optimizer and synthetic data, run alternately in one go so both see the same machine state;
  * prints each run, the medians and the ratio tinyquant / PyTorch for training and inference.
  *
- * Options: --model M --batch B --iters N --rounds R --threads T (forwarded to both sides).
+ * Options: --model M --batch B --iters N --rounds R --threads T (both sides; default: every core,
+ * because PyTorch's own default here is 1 thread: it counts the machine's 2 vCPUs as one core).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -25,7 +27,7 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '128' },
     iters: { type: 'string', default: '20' },
     rounds: { type: 'string', default: '3' },
-    threads: { type: 'string', default: '' },
+    threads: { type: 'string', default: String(availableParallelism()) },
     'skip-eval': { type: 'boolean', default: false },
   },
 });
@@ -49,8 +51,8 @@ function median(xs: number[]): number {
 function compare(mode: 'train' | 'eval'): { ratio: number; rssRatio: number } {
   const common = ['--model', values.model!, '--batch', values.batch!, '--iters', values.iters!];
   const evalFlag = mode === 'eval' ? ['--eval'] : [];
-  const env = { ...process.env, ...(values.threads ? { TINYQUANT_THREADS: values.threads } : {}) };
-  const threadArgs = values.threads ? ['--threads', values.threads] : [];
+  const env = { ...process.env, TINYQUANT_THREADS: values.threads };
+  const threadArgs = ['--threads', values.threads!];
   const ours: BenchLine[] = [];
   const theirs: BenchLine[] = [];
   for (let r = 0; r < Number(values.rounds); r++) {
