@@ -8,7 +8,8 @@ import { loadNativeBackend, nativeUnavailableReason } from './native/index.js';
 
 let current: Backend | null = null;
 
-function defaultThreads(): number {
+/** Backend threads from TINYQUANT_THREADS; 0 (unset) means all cores. */
+export function defaultThreads(): number {
   const env = process.env.TINYQUANT_THREADS;
   if (env === undefined || env === '') return 0;
   const n = Number(env);

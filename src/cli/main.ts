@@ -31,7 +31,8 @@ commands:
   report        render a results directory as Markdown and one self-contained HTML page
   export        export a trained checkpoint (tqm, c, onnx)
   inspect       per-layer bits, sizes, MACs and bit-operations of an exported model
-  bench train   measure training (or --eval inference) speed on synthetic data`;
+  bench train   measure training (or --eval inference) speed on synthetic data
+  bench int     host int8 (oneDNN) speed and agreement of an exported .tqm against the TypeScript engine`;
 
 async function main(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;

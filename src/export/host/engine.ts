@@ -5,6 +5,7 @@
  * pooling) in C++ kernels with the integer engine's arithmetic. Same logits as `IntegerEngine`
  * (src/export/engine.ts), bit for bit, many times faster. Images run in batches (NHWC).
  */
+import { defaultThreads } from '../../backend/index.js';
 import { loadAddon } from '../../backend/native/addon.js';
 import { argmax } from '../int-ops.js';
 import type { IntegerModel } from '../ir.js';
@@ -45,14 +46,6 @@ export function hostEngineAvailability(): HostAvailability {
   return typeof found === 'string' ? { available: false, reason: found } : { available: true };
 }
 
-function threadsFromEnvironment(): number {
-  const env = process.env.TINYQUANT_THREADS;
-  if (env === undefined || env === '') return 0;
-  const n = Number(env);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`TINYQUANT_THREADS must be a positive integer, got "${env}"`);
-  return n;
-}
-
 export class HostIntegerEngine {
   readonly model: IntegerModel;
   readonly inputShape: readonly [number, number, number];
@@ -65,7 +58,7 @@ export class HostIntegerEngine {
   constructor(model: IntegerModel, opts: HostEngineOptions = {}) {
     const found = loadIntModelClass();
     if (typeof found === 'string') throw new Error(`host int8 engine: not available: ${found}`);
-    const threads = opts.threads ?? threadsFromEnvironment();
+    const threads = opts.threads ?? defaultThreads();
     const batch = opts.batch ?? 128;
     if (!Number.isInteger(threads) || threads < 0) throw new Error(`host int8 engine: threads must be a non-negative integer, got ${threads}`);
     if (!Number.isInteger(batch) || batch < 1 || batch > 65536) throw new Error(`host int8 engine: batch must be an integer in [1, 65536], got ${batch}`);
