@@ -29,8 +29,8 @@ namespace {
 
 #define TQ_INLINE inline __attribute__((always_inline))
 
-// Loop-invariant choices (symmetric, EWGS, passClipped) are applied as bit masks rather than
-// branches or selects on a scalar flag, which the vectorizer cannot handle.
+// Loop-invariant choices are compile-time variants (symmetric, EWGS: they add work) or bit masks
+// (passClipped) rather than branches or selects on a scalar flag, which the vectorizer cannot handle.
 using Bits = uint32_t;
 constexpr Bits kAllBits = ~Bits{0};
 constexpr Bits kSignBit = Bits{1} << 31;
@@ -56,16 +56,19 @@ struct Range {
   // the limits (the next float inward for an exclusive bound), exact for float32 xn.
   float belowLimit, aboveLimit;
   float delta;
-  Bits ewgs;         // delta != 0
   Bits passClipped;  // gradient also where clipped
-  Bits magnitude;    // symmetric: clears the sign bit; else all bits
-  Bits sign;         // symmetric: the sign bit; else 0
   explicit Range(const QuantSpec& s)
       : lo(static_cast<float>(s.lo)), hi(static_cast<float>(s.hi)),
         belowLimit(s.loInclusive ? lo : std::nextafter(lo, std::numeric_limits<float>::infinity())),
         aboveLimit(s.hiInclusive ? hi : std::nextafter(hi, -std::numeric_limits<float>::infinity())),
-        delta(static_cast<float>(s.delta)), ewgs(maskOf(s.delta != 0)), passClipped(maskOf(s.passClipped)),
-        magnitude(s.symmetric ? ~kSignBit : kAllBits), sign(s.symmetric ? kSignBit : 0) {}
+        delta(static_cast<float>(s.delta)), passClipped(maskOf(s.passClipped)) {}
+};
+
+/** The spec's flags that change the work per element, as compile-time choices. */
+template <bool Symmetric, bool Ewgs>
+struct Variant {
+  static constexpr bool symmetric = Symmetric;
+  static constexpr bool ewgs = Ewgs;  // delta != 0
 };
 
 struct Channel {
@@ -151,20 +154,23 @@ struct DeepLevelProjection {
 };
 
 /** project(xc): the magnitude's projection with the sign restored when symmetric (sign(0) = 0). */
-template <class Projection>
-TQ_INLINE float project(const Projection& magnitudeOf, const Range& r, float v) {
-  const float m = magnitudeOf(floatOf(bitsOf(v) & r.magnitude));
-  const float q = floatOf(bitsOf(m) | (bitsOf(v) & r.sign));
-  return choose(maskOf(v == 0.0f) & r.sign, 0.0f, q);  // symmetric: a zero input projects to zero
+template <class V, class Projection>
+TQ_INLINE float project(const Projection& magnitudeOf, float v) {
+  if constexpr (V::symmetric) {
+    const float q = floatOf(bitsOf(magnitudeOf(floatOf(bitsOf(v) & ~kSignBit))) | (bitsOf(v) & kSignBit));
+    return choose(maskOf(v == 0.0f), 0.0f, q);  // a zero input projects to zero
+  } else {
+    return magnitudeOf(v);
+  }
 }
 
-template <class Projection>
+template <class V, class Projection>
 TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, int64_t n, const Range& r, const Channel& c,
     const Projection& magnitudeOf) {
 #pragma omp simd
   for (int64_t i = 0; i < n; i++) {
     const float xn = (x[i] - c.offset) / c.scale;
-    y[i] = project(magnitudeOf, r, clip(xn, r.lo, r.hi)) * c.outScale + c.outOffset;
+    y[i] = project<V>(magnitudeOf, clip(xn, r.lo, r.hi)) * c.outScale + c.outOffset;
   }
 }
 
@@ -174,7 +180,7 @@ TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, in
  * block sums are then accumulated in float64. The order is fixed for a given CPU, so results are
  * reproducible.
  */
-template <class Projection>
+template <class V, class Projection>
 TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restrict gy, float* __restrict gx, int64_t n,
     const Range& r, const Channel& c, const Projection& magnitudeOf, double* sums) {
   constexpr int64_t kSumBlock = 512;
@@ -190,10 +196,13 @@ TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restric
       const float g = gs[i];
       const float xn = (xs[i] - c.offset) / c.scale;
       const float xc = clip(xn, r.lo, r.hi);
-      const float q = project(magnitudeOf, r, xc);
+      const float q = project<V>(magnitudeOf, xc);
       // EWGS: g' = g (1 + delta sign(g) (xc - q)); delta = 0 is the straight-through estimator.
-      const float sign = choose(maskOf(g != 0.0f), floatOf((bitsOf(g) & kSignBit) | bitsOf(1.0f)), 0.0f);
-      const float scaled = choose(r.ewgs, g * (1.0f + r.delta * sign * (xc - q)), g);
+      float scaled = g;
+      if constexpr (V::ewgs) {
+        const float sign = choose(maskOf(g != 0.0f), floatOf((bitsOf(g) & kSignBit) | bitsOf(1.0f)), 0.0f);
+        scaled = g * (1.0f + r.delta * sign * (xc - q));
+      }
       const Bits isBelow = maskOf(xn < r.belowLimit);
       const Bits isAbove = maskOf(xn > r.aboveLimit);
       const Bits isInside = ~(isBelow | isAbove);
@@ -233,6 +242,17 @@ void withProjection(const QuantSpec& spec, Run run) {
   }
 }
 
+/** Calls run(variant) with the compile-time variant of the spec's flags (EWGS only when `withEwgs`). */
+template <class Run>
+void withVariant(const QuantSpec& spec, bool withEwgs, Run run) {
+  const bool ewgs = withEwgs && spec.delta != 0;
+  if (spec.symmetric) {
+    ewgs ? run(Variant<true, true>{}) : run(Variant<true, false>{});
+  } else {
+    ewgs ? run(Variant<false, true>{}) : run(Variant<false, false>{});
+  }
+}
+
 // Work per element, for the decision to start threads: memory bound like an elementwise op. Weight
 // tensors (up to a few 10^4 elements) stay on one thread: waking a team costs more than it saves.
 constexpr int64_t kWorkPerElement = 1;
@@ -242,8 +262,10 @@ constexpr int64_t kWorkPerElement = 1;
 void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) {
   const Range r(spec);
   withProjection(spec, [&](const auto& magnitudeOf) {
-    forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int, int64_t c, int64_t begin, int64_t end) {
-      forwardSegment(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
+    withVariant(spec, false, [&](auto variant) {
+      forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int, int64_t c, int64_t begin, int64_t end) {
+        forwardSegment<decltype(variant)>(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
+      });
     });
   });
 }
@@ -254,9 +276,11 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
   const int64_t perThread = spec.channels * kQuantSums;
   std::vector<double> partial(static_cast<size_t>(team) * perThread, 0.0);
   withProjection(spec, [&](const auto& magnitudeOf) {
-    forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
-      backwardSegment(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
-          &partial[t * perThread + c * kQuantSums]);
+    withVariant(spec, true, [&](auto variant) {
+      forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
+        backwardSegment<decltype(variant)>(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
+            &partial[t * perThread + c * kQuantSums]);
+      });
     });
   });
   std::fill(sums, sums + perThread, 0.0);
