@@ -4,10 +4,17 @@
  * configuration in a fresh process, medians).
  *
  * Options: --model M --batch B --iters N --rounds R --methods a,b,c --bits 4,2
+ *
+ * --profile: instead, where the time of a training step goes, per backend op (wall ms and calls per
+ * step), for float and every configuration, each in a fresh process. A step is what runs between
+ * two consecutive loss evaluations (backward, update, next forward), averaged over the timed
+ * iterations. Run it under the CPU lock like the throughput table.
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { getBackend } from '../src/backend/index.js';
+import { runBench } from '../src/cli/bench.js';
 
 const { values } = parseArgs({
   options: {
@@ -18,16 +25,22 @@ const { values } = parseArgs({
     methods: { type: 'string', default: 'apot,ewgs,uniform,pact,lsq' },
     bits: { type: 'string', default: '4,2' },
     'first-last': { type: 'string', default: 'int8' },
+    profile: { type: 'boolean', default: false },
+    /** Internal: profile one configuration (a JSON array of `tinyquant bench train` options) here. */
+    'profile-child': { type: 'string' },
   },
 });
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const self = fileURLToPath(import.meta.url);
+const WARMUP = 3;
 
 interface Config {
   readonly label: string;
   readonly args: string[];
 }
 
+const common = ['--model', values.model!, '--batch', values.batch!, '--iters', values.iters!, '--warmup', String(WARMUP)];
 const configs: Config[] = [{ label: 'float', args: [] }];
 for (const bits of values.bits!.split(',')) {
   for (const method of values.methods!.split(',')) {
@@ -35,34 +48,95 @@ for (const bits of values.bits!.split(',')) {
   }
 }
 
-function measure(c: Config): number {
-  const out = execFileSync(
-    process.execPath,
-    [cli, 'bench', 'train', '--model', values.model!, '--batch', values.batch!, '--iters', values.iters!, '--json', ...c.args],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  return (JSON.parse(out.trim().split('\n').at(-1)!) as { imgPerSec: number }).imgPerSec;
+/** The last line a child printed, as JSON. */
+function runChild(args: string[]): unknown {
+  const out = execFileSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(out.trim().split('\n').at(-1)!);
 }
 
-const samples = new Map<string, number[]>(configs.map((c) => [c.label, []]));
-for (let r = 0; r < Number(values.rounds); r++) {
+function measure(c: Config): number {
+  return (runChild([cli, 'bench', 'train', ...common, '--json', ...c.args]) as { imgPerSec: number }).imgPerSec;
+}
+
+interface OpCost {
+  readonly op: string;
+  readonly ms: number;
+  readonly calls: number;
+}
+
+/**
+ * Train one configuration in this process with every backend method timed; print the per-step
+ * costs as one JSON line. Ops on 4-d tensors are split into activation-sized (batch first) and
+ * weight-sized ones, whose costs differ in kind.
+ */
+function profileHere(benchArgs: string[]): void {
+  const backend = getBackend() as unknown as Record<string, unknown>;
+  const totals = new Map<string, { ms: number; calls: number }>();
+  const options = Object.fromEntries(
+    ['model', 'batch', 'iters', 'warmup', 'method', 'wbits', 'abits', 'first-last'].map((k) => [k, { type: 'string' }] as const),
+  );
+  const args = parseArgs({ args: benchArgs, options }).values;
+  const iters = Number(args.iters);
+  // Whole steps: the ops from the first timed loss up to (not including) the last one.
+  let losses = 0;
+  for (const name of Object.getOwnPropertyNames(Object.getPrototypeOf(backend))) {
+    const method = backend[name];
+    if (name === 'constructor' || typeof method !== 'function') continue;
+    backend[name] = (...a: unknown[]) => {
+      if (name === 'softmaxCrossEntropy') losses++;
+      if (losses <= WARMUP || losses >= WARMUP + iters) return method.apply(backend, a);
+      const start = process.hrtime.bigint();
+      const result = method.apply(backend, a);
+      const shape = (a[0] as { shape?: readonly number[] } | undefined)?.shape;
+      const key = shape?.length === 4 ? `${name} (${shape[0] === Number(args.batch) ? 'activation' : 'weight'})` : name;
+      const t = totals.get(key) ?? { ms: 0, calls: 0 };
+      t.ms += Number(process.hrtime.bigint() - start) / 1e6;
+      t.calls++;
+      totals.set(key, t);
+      return result;
+    };
+  }
+  runBench({ values: args, positionals: [] });
+  const steps = iters - 1;
+  const ops: OpCost[] = [...totals].map(([op, t]) => ({ op, ms: t.ms / steps, calls: t.calls / steps })).sort((a, b) => b.ms - a.ms);
+  console.log(JSON.stringify(ops));
+}
+
+function profile(): void {
   for (const c of configs) {
-    const v = measure(c);
-    samples.get(c.label)!.push(v);
-    console.log(`round ${r + 1}: ${c.label.padEnd(16)} ${v.toFixed(1)} img/s`);
+    const ops = runChild([self, '--profile-child', JSON.stringify([...common, ...c.args])]) as OpCost[];
+    const total = ops.reduce((s, o) => s + o.ms, 0);
+    console.log(`\n${c.label}: ${total.toFixed(1)} ms per step in backend ops`);
+    for (const o of ops.filter((o) => o.ms >= 0.5)) {
+      console.log(`  ${o.op.padEnd(36)} ${o.ms.toFixed(1).padStart(7)} ms ${o.calls.toFixed(1).padStart(6)} calls`);
+    }
   }
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const float = median(samples.get('float')!);
-console.log(`\n${'configuration'.padEnd(16)} img/s   ratio to float (${float.toFixed(1)} img/s)`);
-const summary: Record<string, { imgPerSec: number; ratio: number }> = {};
-for (const c of configs) {
-  const m = median(samples.get(c.label)!);
-  summary[c.label] = { imgPerSec: m, ratio: m / float };
-  console.log(`${c.label.padEnd(16)} ${m.toFixed(1).padStart(6)}  ${(m / float).toFixed(3)}`);
+function throughput(): void {
+  const samples = new Map<string, number[]>(configs.map((c) => [c.label, []]));
+  for (let r = 0; r < Number(values.rounds); r++) {
+    for (const c of configs) {
+      const v = measure(c);
+      samples.get(c.label)!.push(v);
+      console.log(`round ${r + 1}: ${c.label.padEnd(16)} ${v.toFixed(1)} img/s`);
+    }
+  }
+  const median = (xs: number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
+  const float = median(samples.get('float')!);
+  console.log(`\n${'configuration'.padEnd(16)} img/s   ratio to float (${float.toFixed(1)} img/s)`);
+  const summary: Record<string, { imgPerSec: number; ratio: number }> = {};
+  for (const c of configs) {
+    const m = median(samples.get(c.label)!);
+    summary[c.label] = { imgPerSec: m, ratio: m / float };
+    console.log(`${c.label.padEnd(16)} ${m.toFixed(1).padStart(6)}  ${(m / float).toFixed(3)}`);
+  }
+  console.log(JSON.stringify({ model: values.model, batch: Number(values.batch), summary }));
 }
-console.log(JSON.stringify({ model: values.model, batch: Number(values.batch), summary }));
+
+if (values['profile-child'] !== undefined) profileHere(JSON.parse(values['profile-child']) as string[]);
+else if (values.profile) profile();
+else throughput();
