@@ -74,12 +74,12 @@ for (let round = 1; round <= Number(values.rounds); round++) {
   }
 }
 
-console.log(`\n${'config'.padEnd(8)} ${'1 run x 2 threads'.padStart(18)} ${'2 runs x 1 thread'.padStart(18)}  ratio`);
+console.log(`\n${'config'.padEnd(8)} ${'1 run x 2 threads'.padStart(18)} ${'2 runs x 1 thread'.padStart(18)}  ratio (median of the rounds' ratios)`);
 const summary: Record<string, { sequential: number; parallel: number; ratio: number }> = {};
 for (const config of configs) {
   const s = samples.get(config)!;
-  const [seq, par] = [median(s.sequential), median(s.parallel)];
-  summary[config] = { sequential: seq, parallel: par, ratio: par / seq };
-  console.log(`${config.padEnd(8)} ${seq.toFixed(1).padStart(18)} ${par.toFixed(1).padStart(18)}  ${(par / seq).toFixed(3)}`);
+  const ratio = median(s.parallel.map((p, i) => p / s.sequential[i]));
+  summary[config] = { sequential: median(s.sequential), parallel: median(s.parallel), ratio };
+  console.log(`${config.padEnd(8)} ${summary[config].sequential.toFixed(1).padStart(18)} ${summary[config].parallel.toFixed(1).padStart(18)}  ${ratio.toFixed(3)}`);
 }
 if (values.json) console.log(JSON.stringify({ model: values.model, batch: Number(values.batch), iters: Number(values.iters), summary }));
