@@ -168,7 +168,7 @@ async function agreement(): Promise<void> {
       const c = runOnHost(generateC(ir, { headerName: 'model.h' }), test.images.subarray(0, cImages * imageSize), cImages);
       cHost = checkAgainstInteger(c.logits, logits.integer, labels, classes);
     }
-    const noiseFloor = values['noise-floor'] ? Object.fromEntries(NOISE_LEVELS.map((eps) => [String(eps), perturbedTop1(trained.model, test, normalization, eps, limit)])) : null;
+    const noiseFloor = values['noise-floor'] ? Object.fromEntries(NOISE_LEVELS.map((eps) => [eps.toExponential(), perturbedTop1(trained.model, test, normalization, eps, limit)])) : null;
     const c = trained.config;
     const targets = {
       integerSameTop1: integerVsFakeQuant.sameTop1 >= TARGETS.sameTop1,
@@ -197,7 +197,7 @@ async function agreement(): Promise<void> {
     );
   }
   if (rows.some((r) => r.noiseFloor)) {
-    console.log(`\nfake-quant model against itself under input noise ${NOISE_LEVELS.join(' / ')} (same top-1 %):`);
+    console.log(`\nfake-quant model against itself under input noise ${NOISE_LEVELS.map((e) => e.toExponential()).join(' / ')} (same top-1 %):`);
     for (const r of rows) if (r.noiseFloor) console.log(`  ${runLabel(r.run)}: ${Object.values(r.noiseFloor).map(pct).join(' / ')}`);
   }
 }
