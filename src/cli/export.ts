@@ -7,7 +7,7 @@
 import { writeFileAtomic } from '../io/atomic.js';
 import { rmSync } from 'node:fs';
 import { loadDataset } from '../data/load.js';
-import { measureAgreement } from '../export/agreement.js';
+import { type AgreementResult, measureAgreement } from '../export/agreement.js';
 import { ExportInputError, type TrainedModel, loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
 import { type ExportContext, type ExportedFile, exporters } from '../export/formats.js';
 import type { IntegerModel } from '../export/ir.js';
@@ -73,10 +73,9 @@ export function writeAll(files: readonly ExportedFile[]): void {
   }
 }
 
-async function verify(trained: TrainedModel, ir: IntegerModel, images: number, dataDir: string | undefined): Promise<Record<string, number>> {
+async function verify(trained: TrainedModel, ir: IntegerModel, images: number, dataDir: string | undefined): Promise<AgreementResult> {
   const test = await loadDataset({ name: trained.config.dataset, split: 'test', dataDir: dataDir ?? trained.config.dataDir });
-  const r = measureAgreement(trained.model, ir, test, { limit: images });
-  return { ...r };
+  return measureAgreement(trained.model, ir, test, { limit: images });
 }
 
 export async function exportCommand(argv: string[]): Promise<void> {

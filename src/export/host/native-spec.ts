@@ -27,16 +27,8 @@ export interface NativeRequant {
 
 export type NativeOp =
   | { readonly kind: 'input'; readonly output: number; readonly lut: Int16Array }
-  | (NativeRequant & {
-      readonly kind: 'conv';
-      readonly name: string;
-      readonly input: number;
-      readonly output: number;
-      readonly inChannels: number;
-      readonly outChannels: number;
-      readonly kernel: number;
-      readonly stride: number;
-      readonly padding: number;
+  | (NativeRequant &
+      Pick<ConvOp, 'kind' | 'name' | 'input' | 'output' | 'inChannels' | 'outChannels' | 'kernel' | 'stride' | 'padding'> & {
       /** Integer weight values, OIHW. */
       readonly weights: Int32Array;
       readonly epilogue: 'activation' | 'residual' | 'logits';
