@@ -78,6 +78,15 @@ describe('train then eval', () => {
   });
 });
 
+describe('help', () => {
+  test('every command prints its usage with --help', async () => {
+    for (const command of [['train'], ['eval'], ['run'], ['report'], ['export'], ['inspect'], ['demo'], ['bench', 'train'], ['bench', 'int']]) {
+      const { stdout } = await cli([...command, '--help']);
+      assert.match(stdout, new RegExp(`^usage: tinyquant ${command.join(' ')}`), command.join(' '));
+    }
+  });
+});
+
 describe('signals', () => {
   test('SIGTERM saves a checkpoint before exit, and --resume finishes the run', async () => {
     const run = join(dir, 'interrupted');

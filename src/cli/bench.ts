@@ -29,6 +29,8 @@ export interface BenchResult {
   readonly threads: number;
 }
 
+const BENCH_TRAIN_USAGE = 'usage: tinyquant bench train [--model M] [--batch B] [--iters N] [--warmup N] [--eval] [--json] [--backend js|native] [--method M --wbits W --abits A --first-last P]';
+
 const BENCH_OPTIONS = {
   model: { type: 'string', default: 'resnet20' },
   batch: { type: 'string', default: '128' },
@@ -39,6 +41,7 @@ const BENCH_OPTIONS = {
   json: { type: 'boolean' },
   backend: { type: 'string' },
   seed: { type: 'string', default: '0' },
+  help: { type: 'boolean', short: 'h' },
   ...quantizationOptions,
 } as const;
 
@@ -99,8 +102,12 @@ export function runBench(args: ParsedArgs): BenchResult {
 export function benchCommand(argv: string[]): void | Promise<void> {
   const [what, ...rest] = argv;
   if (what === 'int') return benchIntCommand(rest);
-  if (what !== 'train') throw new UsageError(`usage: tinyquant bench train [--model M] [--batch B] [--iters N] [--eval] [--json]\n   or: ${BENCH_INT_USAGE.replace('usage: ', '')}`);
+  if (what !== 'train') throw new UsageError(`${BENCH_TRAIN_USAGE}\n   or: ${BENCH_INT_USAGE.replace('usage: ', '')}`);
   const args = parse('bench train', rest, BENCH_OPTIONS);
+  if (flag(args, 'help')) {
+    console.log(BENCH_TRAIN_USAGE);
+    return;
+  }
   const r = runBench(args);
   if (flag(args, 'json')) {
     console.log(JSON.stringify(r));

@@ -14,6 +14,16 @@ import { type ParsedArgs, UsageError, flag, num, parse, str } from './args.js';
 import { quantizationOptions } from './quant-flags.js';
 import { applyBackendFlags, configFromFlags } from './train.js';
 
+export const EVAL_USAGE = `usage: tinyquant eval --checkpoint FILE [--dataset D] [--data-dir DIR] [--json] [--predictions FILE]
+
+  --checkpoint FILE    a tinyquant checkpoint (its .json sidecar or weights), or safetensors / PyTorch .pth weights
+  --split test|train   which split (default test)
+  --batch N            images per forward pass (default 500)
+  --predictions FILE   write each image's predicted class, one a line, in dataset order
+  --model M --normalization N --method M --wbits W --abits A --first-last P
+                       the architecture and quantization of weights without a tinyquant sidecar (or overrides)
+  --backend js|native --threads T`;
+
 const EVAL_OPTIONS = {
   checkpoint: { type: 'string' },
   dataset: { type: 'string' },
@@ -26,6 +36,7 @@ const EVAL_OPTIONS = {
   json: { type: 'boolean' },
   backend: { type: 'string' },
   threads: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
   ...quantizationOptions,
 } as const;
 
@@ -42,6 +53,10 @@ function evalConfig(args: ParsedArgs, saved: TrainConfig | null): TrainConfig {
 
 export async function evalCommand(argv: string[]): Promise<void> {
   const args = parse('eval', argv, EVAL_OPTIONS);
+  if (flag(args, 'help')) {
+    console.log(EVAL_USAGE);
+    return;
+  }
   applyBackendFlags(args);
   const path = str(args, 'checkpoint');
   if (!path) throw new UsageError('eval: --checkpoint FILE is required');

@@ -46,6 +46,7 @@ const TRAIN_OPTIONS = {
   backend: { type: 'string' },
   threads: { type: 'string' },
   quiet: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
   ...quantizationOptions,
 } as const;
 
@@ -114,6 +115,10 @@ export function applyBackendFlags(args: ParsedArgs): void {
 
 export async function trainCommand(argv: string[]): Promise<void> {
   const args = parse('train', argv, TRAIN_OPTIONS);
+  if (flag(args, 'help')) {
+    console.log(TRAIN_USAGE);
+    return;
+  }
   if (args.positionals.length > 0) throw new UsageError(`train: unexpected argument "${args.positionals[0]}"\n${TRAIN_USAGE}`);
   applyBackendFlags(args);
   const file = str(args, 'config');

@@ -124,6 +124,7 @@ const OPTIONS = {
   dataset: { type: 'string' },
   'data-dir': { type: 'string' },
   json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
 } as const;
 
 export const BENCH_INT_USAGE =
@@ -145,6 +146,10 @@ export function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {
 
 export async function benchIntCommand(argv: string[]): Promise<void> {
   const args = parse('bench int', argv, OPTIONS);
+  if (flag(args, 'help')) {
+    console.log(BENCH_INT_USAGE);
+    return;
+  }
   const file = str(args, 'model');
   if (!file) throw new UsageError(BENCH_INT_USAGE);
   const r = await runHostBench(readTqm(file), hostBenchOptions(args));
