@@ -39,8 +39,10 @@ export type { IntegerModel } from './export/ir.js';
 export { type LowerOptions, lowerResNet } from './export/lower.js';
 export { type CalibrationImages, normalizeImages } from './export/calibrate.js';
 export { IntegerEngine } from './export/engine.js';
+export { HostIntegerEngine, hostEngineAvailability } from './export/host/engine.js';
 export { readTqm, writeTqm } from './export/tqm-file.js';
 export { exportOnnx, writeOnnxFile } from './export/onnx/index.js';
+export { generateC } from './export/c/generate.js';
 
 // Experiments.
 export { type GridSpec, type Plan, expandGrid, readGrid } from './experiments/grid.js';
