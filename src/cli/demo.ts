@@ -3,7 +3,6 @@
  * the float ResNet-20 shipped with tinyquant; progress throughout, then the findings and where the
  * report is. Opens nothing. Running it again reuses what is done.
  */
-import { buildReportModel } from '../experiments/report/model.js';
 import { UsageError, flag, num, parse, str } from './args.js';
 import { printOutcome, runGrid } from './run.js';
 
@@ -44,7 +43,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
   });
   if (result.report) {
     console.log('\nfindings:');
-    for (const line of buildReportModel(result.resultsDir).findings) console.log(`  - ${line}`);
+    for (const line of result.report.findings) console.log(`  - ${line}`);
     console.log('');
   }
   printOutcome(result);

@@ -8,7 +8,7 @@ import { gridDisplay } from '../experiments/display.js';
 import { DataPreparationError, type ExecuteSummary, executePlan } from '../experiments/executor.js';
 import { type Plan, type Scale, expandGrid, readGrid } from '../experiments/grid.js';
 import { defaultDataDir } from '../experiments/paths.js';
-import { writeReport } from '../experiments/report/index.js';
+import { type WrittenReport, writeReport } from '../experiments/report/index.js';
 import { ResultsError } from '../experiments/results.js';
 import { StartError, checkStarts } from '../experiments/starts.js';
 import { ConfigError } from '../train/config.js';
@@ -70,7 +70,7 @@ export interface RunGridResult {
   readonly plan: Plan;
   readonly resultsDir: string;
   readonly summary: ExecuteSummary;
-  readonly report: { markdown: string; html: string } | null;
+  readonly report: WrittenReport | null;
 }
 
 /** Plan a grid (checked, starts present) without running anything. */

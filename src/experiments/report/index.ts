@@ -17,7 +17,14 @@ export interface ReportOptions {
   readonly log?: (message: string) => void;
 }
 
-export async function writeReport(resultsDir: string, opts: ReportOptions = {}): Promise<{ markdown: string; html: string }> {
+export interface WrittenReport {
+  readonly markdown: string;
+  readonly html: string;
+  /** The generated findings (also in both files). */
+  readonly findings: readonly string[];
+}
+
+export async function writeReport(resultsDir: string, opts: ReportOptions = {}): Promise<WrittenReport> {
   const dir = resolve(resultsDir);
   const report = buildReportModel(dir);
   const analyses: Map<string, StudyAnalysis> = opts.analysis === false ? new Map() : await analyze(report, opts.log);
@@ -26,5 +33,5 @@ export async function writeReport(resultsDir: string, opts: ReportOptions = {}):
   const html = join(outDir, 'report.html');
   writeFileAtomic(markdown, renderMarkdown(report, analyses));
   writeFileAtomic(html, renderHtml(report, analyses));
-  return { markdown, html };
+  return { markdown, html, findings: report.findings };
 }
