@@ -100,6 +100,16 @@ inline V select(V mask, V a, V b) {
   return (a & ~mask) | (b & mask);
 }
 
+/** `Lanes` accumulators x of channels [c, c + Lanes) requantized: the vector form of requantizeRows. */
+template <int64_t Lanes>
+inline Vec<int32_t, Lanes> requantizeLanes(const int32_t* x, const Requant& q, int64_t c) {
+  using V32 = Vec<int32_t, Lanes>;
+  using V64 = Vec<int64_t, Lanes>;
+  const V64 product = __builtin_convertvector(loadVec<V32>(x), V64) * __builtin_convertvector(loadVec<V32>(q.mult.data() + c), V64) +
+      loadVec<V64>(q.rounding.data() + c);
+  return __builtin_convertvector(product >> __builtin_convertvector(loadVec<V32>(q.shift.data() + c), V64), V32) + loadVec<V32>(q.bias.data() + c);
+}
+
 /** The activation rule as the fused kernel uses it: thresholds with value steps (values[k+1] - values[k]). */
 struct RuleTables {
   int32_t floor;  // ReLU floor (zero point), INT32_MIN without ReLU
@@ -143,16 +153,13 @@ inline Vec<int32_t, 16> searchValues(Vec<int32_t, 16> v, const RuleTables& t) {
 template <class T, bool Thresholds, int64_t Lanes>
 TQ_CLONES void requantizeActivateT(const int32_t* in, int64_t rows, int64_t channels, const Requant& q, const RuleTables& t, T* out) {
   using V32 = Vec<int32_t, Lanes>;
-  using V64 = Vec<int64_t, Lanes>;
   using VOut = Vec<T, Lanes>;
   const V32 zero{};
   for (int64_t p = 0; p < rows; p++) {
     const int32_t* x = in + p * channels;
     T* o = out + p * channels;
     for (int64_t c = 0; c < channels; c += Lanes) {
-      const V64 product = __builtin_convertvector(loadVec<V32>(x + c), V64) * __builtin_convertvector(loadVec<V32>(q.mult.data() + c), V64) +
-          loadVec<V64>(q.rounding.data() + c);
-      V32 v = __builtin_convertvector(product >> __builtin_convertvector(loadVec<V32>(q.shift.data() + c), V64), V32) + loadVec<V32>(q.bias.data() + c);
+      V32 v = requantizeLanes<Lanes>(x + c, q, c);
       v = select(v < t.floor, v, zero + t.floor);
       V32 r;
       if constexpr (Thresholds) {
@@ -208,9 +215,7 @@ TQ_CLONES void residualT(const int32_t* acc, const PixelRange& r, const Requant&
       s = static_cast<const TSc*>(sc->data) + ((image * sc->height + y * sc->stride) * sc->width + xx * sc->stride) * sc->channels;
     }
     for (int64_t c = 0; c < channels; c += Lanes) {
-      const V64 product = __builtin_convertvector(loadVec<V32>(x + c), V64) * __builtin_convertvector(loadVec<V32>(q.mult.data() + c), V64) +
-          loadVec<V64>(q.rounding.data() + c);
-      V32 v = __builtin_convertvector(product >> __builtin_convertvector(loadVec<V32>(q.shift.data() + c), V64), V32) + loadVec<V32>(q.bias.data() + c);
+      V32 v = requantizeLanes<Lanes>(x + c, q, c);
       if (sc && c >= first && c + Lanes <= last) {
         const V64 term = __builtin_convertvector(loadVec<Vec<TSc, Lanes>>(s + c - sc->offset), V64) * static_cast<int64_t>(sc->mult) + scRounding;
         v += __builtin_convertvector(term >> static_cast<int64_t>(sc->shift), V32);
