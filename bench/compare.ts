@@ -6,11 +6,9 @@
  * Options: --model M --batch B --iters N --rounds R --threads T (both sides; default: every core,
  * because PyTorch's own default here is 1 thread: it counts the machine's 2 vCPUs as one core).
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { PYTHON, TINYQUANT_CLI, TORCH_BENCH, median, runJson } from './common.js';
 
 interface BenchLine {
   readonly mode: string;
@@ -32,22 +30,6 @@ const { values } = parseArgs({
   },
 });
 
-/** Debian's python3 has python3-torch; a python3 earlier on PATH (pyenv) may not. */
-const PYTHON = process.env.TINYQUANT_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const torchScript = fileURLToPath(new URL('../../bench/torch_bench.py', import.meta.url));
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): BenchLine {
-  const out = execFileSync(cmd, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const line = out.trim().split('\n').at(-1) ?? '';
-  return JSON.parse(line) as BenchLine;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 function compare(mode: 'train' | 'eval'): { ratio: number; rssRatio: number } {
   const common = ['--model', values.model!, '--batch', values.batch!, '--iters', values.iters!];
   const evalFlag = mode === 'eval' ? ['--eval'] : [];
@@ -56,19 +38,20 @@ function compare(mode: 'train' | 'eval'): { ratio: number; rssRatio: number } {
   const ours: BenchLine[] = [];
   const theirs: BenchLine[] = [];
   for (let r = 0; r < Number(values.rounds); r++) {
-    ours.push(run(process.execPath, [cli, 'bench', 'train', ...common, ...evalFlag, '--json'], env));
-    theirs.push(run(PYTHON, [torchScript, ...common, ...evalFlag, ...threadArgs], env));
+    ours.push(runJson<BenchLine>(process.execPath, [TINYQUANT_CLI, 'bench', 'train', ...common, ...evalFlag, '--json'], env));
+    theirs.push(runJson<BenchLine>(PYTHON, [TORCH_BENCH, ...common, ...evalFlag, ...threadArgs], env));
     const [a, b] = [ours.at(-1)!, theirs.at(-1)!];
     console.log(
       `${mode} round ${r + 1}: tinyquant ${a.imgPerSec.toFixed(1)} img/s (${a.backend}, ${a.threads} thr, ${a.peakRssMB.toFixed(0)} MB)` +
         ` | PyTorch ${b.imgPerSec.toFixed(1)} img/s (${b.backend}, ${b.threads} thr, ${b.peakRssMB.toFixed(0)} MB)`,
     );
   }
-  const ratio = median(ours.map((o) => o.imgPerSec)) / median(theirs.map((t) => t.imgPerSec));
+  const [oursRate, theirsRate] = [median(ours.map((o) => o.imgPerSec)), median(theirs.map((t) => t.imgPerSec))];
+  const ratio = oursRate / theirsRate;
   const rssRatio = median(ours.map((o) => o.peakRssMB)) / median(theirs.map((t) => t.peakRssMB));
   console.log(
-    `${mode}: median tinyquant ${median(ours.map((o) => o.imgPerSec)).toFixed(1)} img/s, PyTorch ` +
-      `${median(theirs.map((t) => t.imgPerSec)).toFixed(1)} img/s, ratio tinyquant/PyTorch = ${ratio.toFixed(3)}; ` +
+    `${mode}: median tinyquant ${oursRate.toFixed(1)} img/s, PyTorch ${theirsRate.toFixed(1)} img/s, ` +
+      `ratio tinyquant/PyTorch = ${ratio.toFixed(3)}; ` +
       `peak RSS ratio = ${rssRatio.toFixed(3)}`,
   );
   return { ratio, rssRatio };

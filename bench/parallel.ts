@@ -8,8 +8,8 @@
  * Options: --model M --batch B --iters N --rounds R --configs float,apot:4,ewgs:4
  */
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { TINYQUANT_CLI, lastJsonLine, median } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -22,8 +22,6 @@ const { values } = parseArgs({
   },
 });
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
 /** `apot:4` -> the quantization flags of `tinyquant bench train`. */
 function configArgs(config: string): string[] {
   if (config === 'float') return [];
@@ -33,14 +31,14 @@ function configArgs(config: string): string[] {
 
 /** One `tinyquant bench train` process with `threads` backend threads; resolves to its images/s. */
 function bench(config: string, threads: number): Promise<number> {
-  const args = [cli, 'bench', 'train', '--model', values.model!, '--batch', values.batch!, '--iters', values.iters!, '--json', ...configArgs(config)];
+  const args = [TINYQUANT_CLI, 'bench', 'train', '--model', values.model!, '--batch', values.batch!, '--iters', values.iters!, '--json', ...configArgs(config)];
   const child = spawn(process.execPath, args, { env: { ...process.env, TINYQUANT_THREADS: String(threads) }, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   return new Promise((resolve, reject) =>
     child.on('close', (code) => {
       if (code !== 0) reject(new Error(`bench train ${config} with ${threads} threads exited with ${code}`));
-      else resolve((JSON.parse(out.trim().split('\n').at(-1)!) as { imgPerSec: number }).imgPerSec);
+      else resolve(lastJsonLine<{ imgPerSec: number }>(out).imgPerSec);
     }),
   );
 }
@@ -57,11 +55,6 @@ async function parallel(config: string): Promise<number> {
   const [a, b] = await Promise.all([bench(config, 1), bench(config, 1)]);
   return a + b;
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((x, y) => x - y);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const configs = values.configs!.split(',');
 const samples = new Map(configs.map((c) => [c, { sequential: [] as number[], parallel: [] as number[] }]));

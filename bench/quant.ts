@@ -10,11 +10,11 @@
  * two consecutive loss evaluations (backward, update, next forward), averaged over the timed
  * iterations. Run it under the CPU lock like the throughput table.
  */
-import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getBackend } from '../src/backend/index.js';
 import { runBench } from '../src/cli/bench.js';
+import { TINYQUANT_CLI, median, runJson } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -31,7 +31,6 @@ const { values } = parseArgs({
   },
 });
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const self = fileURLToPath(import.meta.url);
 const WARMUP = 3;
 
@@ -48,14 +47,8 @@ for (const bits of values.bits!.split(',')) {
   }
 }
 
-/** The last line a child printed, as JSON. */
-function runChild(args: string[]): unknown {
-  const out = execFileSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  return JSON.parse(out.trim().split('\n').at(-1)!);
-}
-
 function measure(c: Config): number {
-  return (runChild([cli, 'bench', 'train', ...common, '--json', ...c.args]) as { imgPerSec: number }).imgPerSec;
+  return runJson<{ imgPerSec: number }>(process.execPath, [TINYQUANT_CLI, 'bench', 'train', ...common, '--json', ...c.args]).imgPerSec;
 }
 
 interface OpCost {
@@ -104,7 +97,7 @@ function profileHere(benchArgs: string[]): void {
 
 function profile(): void {
   for (const c of configs) {
-    const ops = runChild([self, '--profile-child', JSON.stringify([...common, ...c.args])]) as OpCost[];
+    const ops = runJson<OpCost[]>(process.execPath, [self, '--profile-child', JSON.stringify([...common, ...c.args])]);
     const total = ops.reduce((s, o) => s + o.ms, 0);
     console.log(`\n${c.label}: ${total.toFixed(1)} ms per step in backend ops`);
     for (const o of ops.filter((o) => o.ms >= 0.5)) {
@@ -122,10 +115,6 @@ function throughput(): void {
       console.log(`round ${r + 1}: ${c.label.padEnd(16)} ${v.toFixed(1)} img/s`);
     }
   }
-  const median = (xs: number[]): number => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  };
   const float = median(samples.get('float')!);
   console.log(`\n${'configuration'.padEnd(16)} img/s   ratio to float (${float.toFixed(1)} img/s)`);
   const summary: Record<string, { imgPerSec: number; ratio: number }> = {};
