@@ -22,18 +22,17 @@
  * ticks x instructions per tick (40: 25 MHz clock, -icount shift=0 runs one instruction per ns;
  * measured by the harness on a loop of known length; resolution one tick).
  */
-import { existsSync } from 'node:fs';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { type NormalizationPreset, resolveNormalization } from '../src/data/augment.js';
 import type { ImageDataset } from '../src/data/dataset.js';
 import { loadDataset } from '../src/data/load.js';
+import { compareLogits, top1Accuracy } from '../src/export/agreement.js';
 import { generateC } from '../src/export/c/generate.js';
 import { CORTEX_M4_FLAGS, deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
-import { argmax } from '../src/export/int-ops.js';
 import type { IntegerModel } from '../src/export/ir.js';
 import { lowerResNet } from '../src/export/lower.js';
 import { createModel } from '../src/models/index.js';
@@ -122,9 +121,8 @@ async function main(): Promise<void> {
     const engine = new IntegerEngine(model).inferBatch(sample.images, sample.count);
     const host = runOnHost(generated, sample.images, sample.count);
     const classes = model.meta.classes.length;
-    const identical = (logits: Int32Array): number =>
-      Array.from({ length: sample.count }, (_, n) => logits.subarray(n * classes, (n + 1) * classes).every((v, i) => v === engine[n * classes + i])).filter(Boolean).length;
-    const engineTop1 = Array.from({ length: sample.count }, (_, n) => argmax(engine, n * classes, classes));
+    // The C program's class is the first maximum of its logits, as compareLogits and top1Accuracy take it.
+    const onDevice = compareLogits(device.logits, engine, classes);
     const row = {
       bits: b,
       source,
@@ -141,10 +139,10 @@ async function main(): Promise<void> {
       instructionsMin: Math.min(...device.instructions),
       instructionsMax: Math.max(...device.instructions),
       images: sample.count,
-      identicalLogits: identical(device.logits),
-      hostIdenticalLogits: identical(host.logits),
-      top1Agreement: (100 * engineTop1.filter((c, n) => c === device.top1[n]).length) / sample.count,
-      top1Accuracy: (100 * Array.from(device.top1).filter((c, n) => c === sample.labels[n]).length) / sample.count,
+      identicalLogits: onDevice.identicalImages,
+      hostIdenticalLogits: compareLogits(host.logits, engine, classes).identicalImages,
+      top1Agreement: onDevice.sameTop1,
+      top1Accuracy: top1Accuracy(device.logits, sample.labels, classes),
       target: TARGETS[b] ?? null,
     };
     log(JSON.stringify(row));
