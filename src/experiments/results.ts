@@ -32,6 +32,8 @@ export interface RunOutcome {
   readonly bestTop1?: number;
   readonly bestEpoch?: number;
   readonly fingerprint?: RunFingerprint;
+  /** Evaluation runs: the checkpoint they evaluated (its file's sha256). */
+  readonly checkpoint?: { readonly path: string; readonly sha256: string };
 }
 
 export interface RunRecord {

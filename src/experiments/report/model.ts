@@ -10,7 +10,7 @@ import type { TrainConfig } from '../../train/config.js';
 import type { EpochMetrics, RunFingerprint } from '../../train/trainer.js';
 import { TINYQUANT_VERSION } from '../../version.js';
 import { type GridMethod, bitsLabel } from '../grid.js';
-import { type ResultsIndex, ResultsError, type RunOutcome, type RunRecord, readResultsIndex } from '../results.js';
+import { type ResultsIndex, ResultsError, type RunOutcome, type RunRecord, readOutcome, readResultsIndex, readRunConfig } from '../results.js';
 import { type PublishedResult, publishedFor } from './published.js';
 
 export interface RunData {
@@ -19,7 +19,7 @@ export interface RunData {
   readonly metrics: readonly EpochMetrics[];
   readonly outcome: RunOutcome | null;
   /** Evaluation jobs: the checkpoint they evaluated. */
-  readonly checkpoint?: { readonly path: string; readonly sha256: string };
+  readonly checkpoint?: RunOutcome['checkpoint'];
 }
 
 export interface Stat {
@@ -85,10 +85,6 @@ export interface ReportModel {
   readonly findings: readonly string[];
 }
 
-function readJson<T>(file: string): T | null {
-  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : null;
-}
-
 function readMetrics(file: string): EpochMetrics[] {
   if (!existsSync(file)) return [];
   return readFileSync(file, 'utf8')
@@ -99,12 +95,11 @@ function readMetrics(file: string): EpochMetrics[] {
 
 export function loadRuns(resultsDir: string, index: ResultsIndex): RunData[] {
   return index.runs.map((record) => {
-    const dir = join(resultsDir, record.dir);
-    const final = readJson<RunOutcome & { checkpoint?: RunData['checkpoint'] }>(join(dir, 'final.json'));
+    const final = readOutcome(resultsDir, record.id);
     return {
       record,
-      config: readJson<TrainConfig>(join(dir, 'config.json')),
-      metrics: readMetrics(join(dir, 'metrics.jsonl')),
+      config: readRunConfig(resultsDir, record.id),
+      metrics: readMetrics(join(resultsDir, record.dir, 'metrics.jsonl')),
       outcome: record.status === 'finished' ? (final ?? record.outcome ?? null) : null,
       ...(final?.checkpoint && { checkpoint: final.checkpoint }),
     };
