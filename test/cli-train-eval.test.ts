@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { cifarBinaryFolder } from './export-fixtures.js';
+import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const TEST_IMAGES = 40;
@@ -42,7 +42,7 @@ const trainArgs = (out: string, epochs: number): string[] =>
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'tq-cli-train-eval-'));
-  cifarBinaryFolder(dir, 16, TEST_IMAGES);
+  cifar10Folder(dir, (i) => cifarRecords(Array.from({ length: 16 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: TEST_IMAGES }, (_, r) => [(r * 3 + 9) % 10]), 9));
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -29,7 +29,8 @@ import { saveCheckpoint } from '../src/train/checkpoint.js';
 import { resolveConfig } from '../src/train/config.js';
 import { buildModel } from '../src/train/trainer.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
-import { type LoweringChoices, NORMALIZATION, type TinyOptions, cifarBinaryFolder, lowerTiny, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
+import { type LoweringChoices, NORMALIZATION, type TinyOptions, lowerTiny, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
+import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 
 interface Case {
   readonly label: string;
@@ -180,7 +181,7 @@ describe('tinyquant export --format c', () => {
 
   let apotRun: string;
   before(() => {
-    cifarBinaryFolder(dir, 4, 6);
+    cifar10Folder(dir, (i) => cifarRecords(Array.from({ length: 4 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: 6 }, (_, r) => [(r * 3 + 9) % 10]), 9));
     apotRun = checkpoint('apot3', { method: 'apot', wbits: 3 });
   });
 

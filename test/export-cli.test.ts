@@ -20,7 +20,8 @@ import { saveCheckpoint } from '../src/train/checkpoint.js';
 import { resolveConfig } from '../src/train/config.js';
 import { buildModel } from '../src/train/trainer.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
-import { NORMALIZATION, cifarBinaryFolder, syntheticImages } from './export-fixtures.js';
+import { NORMALIZATION, syntheticImages } from './export-fixtures.js';
+import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 
 let dir: string;
 
@@ -59,7 +60,7 @@ let apotRun: string;
 before(() => {
   setBackend('js');
   dir = mkdtempSync(join(tmpdir(), 'tq-export-cli-'));
-  cifarBinaryFolder(dir, 6, 8);
+  cifar10Folder(dir, (i) => cifarRecords(Array.from({ length: 6 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: 8 }, (_, r) => [(r * 3 + 9) % 10]), 9));
   apotRun = checkpoint('apot', { method: 'apot', wbits: 3 });
 });
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,11 +1,7 @@
 /**
  * Shared fixtures of the export tests (no tests here): tiny quantized ResNets with batch-norm
- * statistics from synthetic images, their lowered integer models, and a CIFAR-10 binary folder of
- * synthetic images.
+ * statistics from synthetic images, and their lowered integer models.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { CIFAR10_CLASSES } from '../src/data/cifar.js';
 import type { Normalization } from '../src/data/augment.js';
 import type { CalibrationImages } from '../src/export/calibrate.js';
 import { normalizeImages } from '../src/export/calibrate.js';
@@ -104,23 +100,3 @@ export function lowerTiny(t: TinyModel, o: TinyOptions, choices: LoweringChoices
   });
 }
 
-/** A CIFAR-10 binary folder (`cifar-10-batches-bin` under `dir`) of synthetic images: 5 train batches of `perBatch` records and a test batch of `testCount`. */
-export function cifarBinaryFolder(dir: string, perBatch: number, testCount: number): void {
-  const folder = join(dir, 'cifar-10-batches-bin');
-  mkdirSync(folder, { recursive: true });
-  for (let i = 1; i <= 5; i++) writeFileSync(join(folder, `data_batch_${i}.bin`), cifarRecords(perBatch, i));
-  writeFileSync(join(folder, 'test_batch.bin'), cifarRecords(testCount, 9));
-  writeFileSync(join(folder, 'batches.meta.txt'), `${CIFAR10_CLASSES.join('\n')}\n`);
-}
-
-/** CIFAR-10 binary records: label byte + 3072 pixels. */
-function cifarRecords(count: number, seed: number): Uint8Array {
-  const image = 3 * 32 * 32;
-  const { images } = syntheticImages(count, 3, 32, 32, seed);
-  const out = new Uint8Array(count * (image + 1));
-  for (let i = 0; i < count; i++) {
-    out[i * (image + 1)] = (i * 3 + seed) % 10;
-    out.set(images.subarray(i * image, (i + 1) * image), i * (image + 1) + 1);
-  }
-  return out;
-}

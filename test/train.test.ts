@@ -1,24 +1,23 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { readCheckpoint } from '../src/train/checkpoint.js';
 import { type TrainConfig, resolveConfig } from '../src/train/config.js';
 import { DivergedError, train } from '../src/train/trainer.js';
-import { cifarRecords, tempDir } from './fixtures/data/make.js';
+import { cifar10Folder, cifarRecords, tempDir } from './fixtures/data/make.js';
 
 let root: { dir: string; cleanup: () => void };
 let dataDir: string;
 
 before(() => {
   root = tempDir('tq-train-');
-  dataDir = join(root.dir, 'data');
-  const bin = join(dataDir, 'cifar-10-batches-bin');
-  mkdirSync(bin, { recursive: true });
-  for (let i = 1; i <= 5; i++) writeFileSync(join(bin, `data_batch_${i}.bin`), cifarRecords(Array.from({ length: 8 }, (_, r) => [(r + i) % 10]), i * 100));
-  writeFileSync(join(bin, 'test_batch.bin'), cifarRecords(Array.from({ length: 12 }, (_, r) => [r % 10]), 7));
-  writeFileSync(join(bin, 'batches.meta.txt'), 'airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n');
+  dataDir = cifar10Folder(
+    join(root.dir, 'data'),
+    (i) => cifarRecords(Array.from({ length: 8 }, (_, r) => [(r + i) % 10]), i * 100),
+    cifarRecords(Array.from({ length: 12 }, (_, r) => [r % 10]), 7),
+  );
 });
 after(() => root.cleanup());
 
