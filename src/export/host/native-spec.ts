@@ -3,6 +3,7 @@
  * (native/src/int8_binding.cc): typed arrays and small objects only, weights as integer values
  * (level codes resolved), per-channel requantization tables expanded, shift tables as Int32Array.
  */
+import { weightValues } from '../engine.js';
 import type { ActivationQuant, ConvOp, DType, IntegerModel, Op, Requant } from '../ir.js';
 
 /** The addon's type numbers (int8_kernels.hpp IntType). */
@@ -76,7 +77,7 @@ function convOp(op: ConvOp): NativeOp {
     kernel: op.kernel,
     stride: op.stride,
     padding: op.padding,
-    weights: Int32Array.from(op.weights.codes, (c) => op.weights.levels[c]),
+    weights: Int32Array.from(weightValues(op)),
     ...requant(op.requant, op.outChannels),
     epilogue: e.kind,
     activation: e.kind === 'activation' ? rule(e) : null,
