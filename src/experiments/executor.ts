@@ -78,7 +78,7 @@ function recordOf(run: RunSpec): RunRecord {
  * Each run's state from its directory and the previous index: finished (final.json), failed or
  * diverged (kept unless retrying), else pending. A run started with another config is an error.
  */
-export function reconcile(plan: Plan, resultsDir: string, previous: ResultsIndex | null, retryFailed: boolean): RunRecord[] {
+function reconcile(plan: Plan, resultsDir: string, previous: ResultsIndex | null, retryFailed: boolean): RunRecord[] {
   const changed: string[] = [];
   const records = plan.runs.map((run) => {
     const base = recordOf(run);
@@ -87,9 +87,9 @@ export function reconcile(plan: Plan, resultsDir: string, previous: ResultsIndex
       const diff = configDifferences(saved, run.config);
       if (diff.length > 0) changed.push(`${run.id} (${diff.join(', ')})`);
     }
-    const outcome = readOutcome(resultsDir, run.id);
-    if (outcome) return { ...base, status: 'finished' as const, outcome, seconds: previous?.runs.find((r) => r.id === run.id)?.seconds };
     const before = previous?.runs.find((r) => r.id === run.id);
+    const outcome = readOutcome(resultsDir, run.id);
+    if (outcome) return { ...base, status: 'finished' as const, outcome, seconds: before?.seconds };
     if (before && (before.status === 'failed' || before.status === 'diverged') && !retryFailed) {
       return { ...base, status: before.status, error: before.error, log: before.log, seconds: before.seconds };
     }
