@@ -15,9 +15,6 @@
  * --method/--bits and calibrated on training images (speed does not depend on the weights;
  * agreement on it says little about accuracy, so give a trained model for that).
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setBackend } from '../src/backend/index.js';
 import { resolveNormalization } from '../src/data/augment.js';
@@ -33,6 +30,7 @@ import { readTqm } from '../src/export/tqm-file.js';
 import { createModel } from '../src/models/index.js';
 import { calibrate, quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
+import { PYTHON, TORCH_BENCH, median, runJson } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,8 +51,6 @@ const { values } = parseArgs({
   },
 });
 
-const PYTHON = process.env.TINYQUANT_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-const torchScript = fileURLToPath(new URL('../../bench/torch_bench.py', import.meta.url));
 const NORMALIZATION = resolveNormalization('apot', 3);
 const [batch, threads, rounds, iters] = ['batch', 'threads', 'rounds', 'iters'].map((k) => Number(values[k as keyof typeof values]));
 const log = (line: string): void => {
@@ -83,14 +79,8 @@ async function loadModel(): Promise<{ model: IntegerModel; source: string }> {
 }
 
 function torchImagesPerSecond(model: string): { imgPerSec: number; backend: string; threads: number } {
-  const args = [torchScript, '--model', model, '--eval', '--batch', String(batch), '--iters', String(iters), '--warmup', '1', '--threads', String(threads)];
-  const out = execFileSync(PYTHON, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  return JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { imgPerSec: number; backend: string; threads: number };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  const args = [TORCH_BENCH, '--model', model, '--eval', '--batch', String(batch), '--iters', String(iters), '--warmup', '1', '--threads', String(threads)];
+  return runJson(PYTHON, args);
 }
 
 setBackend('js');
@@ -118,6 +108,7 @@ const engineImgPerSec = imagesPerSecond((x, n) => ts.inferBatch(x, n), images.su
 const agreementCount = Math.min(Number(values.agreement), test.count);
 const agreement = agreementCount > 0 ? compareEngines(model, test.images.subarray(0, agreementCount * size), agreementCount, test.labels.subarray(0, agreementCount), { batch, threads }) : null;
 
+const [torchImgPerSec, hostImgPerSec] = [median(torch), median(ours)];
 const result = {
   model: source,
   architecture: model.meta.model,
@@ -127,9 +118,9 @@ const result = {
   batch,
   threads: host.threads,
   torchBackend,
-  torchImgPerSec: median(torch),
-  hostImgPerSec: median(ours),
-  ratioHostOverTorch: median(ours) / median(torch),
+  torchImgPerSec,
+  hostImgPerSec,
+  ratioHostOverTorch: hostImgPerSec / torchImgPerSec,
   engineImgPerSec,
   rounds: { torch, host: ours },
   convolutions: host.describe(),
