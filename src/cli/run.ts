@@ -9,7 +9,7 @@ import { DataPreparationError, type ExecuteSummary, executePlan } from '../exper
 import { type Plan, type Scale, expandGrid, readGrid } from '../experiments/grid.js';
 import { defaultDataDir } from '../experiments/paths.js';
 import { type WrittenReport, writeReport } from '../experiments/report/index.js';
-import { ResultsError } from '../experiments/results.js';
+import { ResultsError, didNotFinish } from '../experiments/results.js';
 import { StartError, checkStarts } from '../experiments/starts.js';
 import { ConfigError } from '../train/config.js';
 import { type ParsedArgs, UsageError, flag, num, parse, str } from './args.js';
@@ -149,7 +149,7 @@ export async function runCommand(argv: string[]): Promise<void> {
 /** Where the results and the report are, and what did not finish; sets the exit code. */
 export function printOutcome(result: RunGridResult): void {
   const runs = result.summary.index.runs;
-  const failed = runs.filter((r) => r.status === 'failed' || r.status === 'diverged' || r.status === 'blocked');
+  const failed = runs.filter((r) => didNotFinish(r.status));
   if (result.summary.interrupted) {
     console.log(`stopped; ${result.resultsDir} keeps every checkpoint: run the same command again to resume`);
     process.exitCode = 130;

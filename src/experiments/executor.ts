@@ -20,6 +20,7 @@ import {
   ResultsError,
   type RunRecord,
   configDifferences,
+  didNotFinish,
   lockResults,
   newIndex,
   readOutcome,
@@ -270,7 +271,7 @@ function blockDependents(plan: Plan, records: Map<string, RunRecord>): RunRecord
   for (const run of plan.runs) {
     // Dependencies come first in the plan, so one pass sees blocked chains through.
     const r = records.get(run.id)!;
-    const bad = run.dependsOn.find((d) => ['failed', 'diverged', 'blocked'].includes(records.get(d)!.status));
+    const bad = run.dependsOn.find((d) => didNotFinish(records.get(d)!.status));
     if (r.status !== 'pending' || !bad) continue;
     const record: RunRecord = { ...r, status: 'blocked', error: `it starts from ${bad}, which ${records.get(bad)!.status === 'blocked' ? 'was blocked' : 'did not finish'}` };
     records.set(run.id, record);

@@ -22,6 +22,11 @@ export const INDEX_FILE = 'results.json';
  */
 export type RunStatus = 'pending' | 'running' | 'finished' | 'failed' | 'diverged' | 'interrupted' | 'blocked';
 
+/** Ended without a result: failed, diverged or blocked (interrupted runs resume instead). */
+export function didNotFinish(status: RunStatus): boolean {
+  return status === 'failed' || status === 'diverged' || status === 'blocked';
+}
+
 /** Final evaluation of a run (final.json): test accuracy after the last epoch, and the best epoch's. */
 export interface RunOutcome {
   readonly top1: number;

@@ -10,7 +10,7 @@ import type { TrainConfig } from '../../train/config.js';
 import type { EpochMetrics, RunFingerprint } from '../../train/trainer.js';
 import { TINYQUANT_VERSION } from '../../version.js';
 import { type GridMethod, bitsLabel } from '../grid.js';
-import { type ResultsIndex, ResultsError, type RunOutcome, type RunRecord, readOutcome, readResultsIndex, readRunConfig } from '../results.js';
+import { type ResultsIndex, ResultsError, type RunOutcome, type RunRecord, didNotFinish, readOutcome, readResultsIndex, readRunConfig } from '../results.js';
 import { type PublishedResult, publishedFor } from './published.js';
 
 export interface RunData {
@@ -277,7 +277,7 @@ export function buildReportModel(resultsDir: string): ReportModel {
   if (!index) throw new ResultsError(`${resultsDir}: no results.json here (run a grid into it first: tinyquant run GRID --out ${resultsDir})`);
   const runs = loadRuns(resultsDir, index);
   const studies = buildStudies(runs);
-  const failed = runs.filter((r) => ['failed', 'diverged', 'blocked'].includes(r.record.status));
+  const failed = runs.filter((r) => didNotFinish(r.record.status));
   const extra = failed.length > 0 ? [`${failed.length} run(s) did not finish: ${failed.map((r) => `${r.record.id} (${r.record.status})`).join(', ')}.`] : [];
   return {
     resultsDir,
