@@ -42,12 +42,10 @@ export interface HostBenchResult {
   readonly images: string;
 }
 
-export const HOST_BENCH_DEFAULTS: HostBenchOptions = { batch: 128, threads: 0, images: 1024, engineImages: 32, agreement: 200, dataset: 'cifar10' };
+const HOST_BENCH_DEFAULTS: HostBenchOptions = { batch: 128, threads: 0, images: 1024, engineImages: 32, agreement: 200, dataset: 'cifar10' };
 
-/** `count` images: the test set's first ones when it is available, else seeded random pixels. */
-async function benchImages(model: IntegerModel, count: number, o: HostBenchOptions): Promise<{ images: Uint8Array; labels: Int32Array | null; source: string }> {
-  const [c, h, w] = model.tensors[0].shape;
-  const size = c * h * w;
+/** `count` images of `size` bytes: the test set's first ones when it is available, else seeded random pixels. */
+async function benchImages(size: number, count: number, o: HostBenchOptions): Promise<{ images: Uint8Array; labels: Int32Array | null; source: string }> {
   try {
     const test = await loadDataset({ name: o.dataset, split: 'test', dataDir: o.dataDir });
     if (test.channels * test.height * test.width === size) {
@@ -73,10 +71,10 @@ function implementations(engine: HostIntegerEngine): Record<string, number> {
 
 /** Host int8 and TypeScript engine speed on one model, plus their agreement on test images. */
 export async function runHostBench(model: IntegerModel, o: HostBenchOptions): Promise<HostBenchResult> {
-  const size = model.tensors[0].shape.reduce((a, b) => a * b, 1);
-  const count = Math.max(o.images, o.agreement);
-  const { images, labels, source } = await benchImages(model, count, o);
   const host = new HostIntegerEngine(model, { batch: o.batch, threads: o.threads });
+  const size = host.imageSize;
+  const count = Math.max(o.images, o.agreement);
+  const { images, labels, source } = await benchImages(size, count, o);
   const hostImgPerSec = imagesPerSecond((x, n) => host.inferBatch(x, n), images.subarray(0, o.images * size), o.images, o.batch);
   const ts = new IntegerEngine(model);
   const engineImgPerSec = imagesPerSecond((x, n) => ts.inferBatch(x, n), images.subarray(0, o.engineImages * size), o.engineImages, 2);
@@ -130,8 +128,7 @@ const OPTIONS = {
 export const BENCH_INT_USAGE =
   'usage: tinyquant bench int --model FILE.tqm [--batch 128] [--threads T] [--images 1024] [--engine-images 32] [--agreement 200] [--dataset cifar10] [--data-dir DIR] [--json]';
 
-/** Parse the options shared by `tinyquant bench int` and bench/host-int.ts. */
-export function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {
+function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {
   const d = HOST_BENCH_DEFAULTS;
   return {
     batch: num(argsOf, 'batch', d.batch, { integer: true, min: 1 }),
