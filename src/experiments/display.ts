@@ -155,6 +155,3 @@ function estimateRemaining(records: RunRecord[], running: Map<string, RunningRun
 function mean(xs: number[]): number | null {
   return xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length;
 }
-
-/** No display (tests, library use). */
-export const silentObserver: RunObserver = { event() {} };
