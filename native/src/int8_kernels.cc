@@ -37,12 +37,10 @@ size_t bytesOf(IntType t) {
   throw std::invalid_argument("unknown integer type");
 }
 
-Requant::Requant(std::vector<int32_t> m, std::vector<int32_t> s, std::vector<int32_t> b)
-    : mult(std::move(m)), shift(std::move(s)), rounding(shift.size()), bias(std::move(b)) {
-  for (size_t c = 0; c < shift.size(); c++) rounding[c] = shift[c] > 0 ? int64_t{1} << (shift[c] - 1) : 0;
-}
-
 namespace {
+
+/** The rounding term roundingMulShift adds before shifting right by `shift`: 2^(shift-1), 0 for shift 0. */
+inline int64_t roundingTerm(int32_t shift) { return shift > 0 ? int64_t{1} << (shift - 1) : 0; }
 
 /** int-ops.ts roundingMulShift: an arithmetic shift of the 64-bit product (the result fits int32). */
 inline int32_t roundingMulShift(int32_t a, int32_t mult, int32_t shift, int64_t rounding) {
@@ -205,7 +203,7 @@ TQ_CLONES void residualT(const int32_t* acc, const PixelRange& r, const Requant&
   const V32 zero{};
   const int64_t pixelsPerImage = r.height * r.width, channels = r.channels;
   const int64_t first = sc ? std::max<int64_t>(0, sc->offset) : 0, last = sc ? std::min(channels, sc->offset + sc->channels) : 0;
-  const int64_t scRounding = sc && sc->shift > 0 ? int64_t{1} << (sc->shift - 1) : 0;
+  const int64_t scRounding = sc ? roundingTerm(sc->shift) : 0;
   for (int64_t p = r.begin; p < r.end; p++) {
     const int32_t* x = acc + (p - r.begin) * channels;
     TOut* o = out + (p - r.begin) * channels;
@@ -256,6 +254,11 @@ TQ_CLONES void sumPoolT(const T* in, int64_t pixels, int64_t channels, int32_t* 
 }
 
 }  // namespace
+
+Requant::Requant(std::vector<int32_t> m, std::vector<int32_t> s, std::vector<int32_t> b)
+    : mult(std::move(m)), shift(std::move(s)), rounding(shift.size()), bias(std::move(b)) {
+  for (size_t c = 0; c < shift.size(); c++) rounding[c] = roundingTerm(shift[c]);
+}
 
 void requantize(int32_t* acc, const PixelRange& r, const Requant& q) {
   requantizeRows(acc, r.end - r.begin, r.channels, q.mult.data(), q.shift.data(), q.rounding.data(), q.bias.data());
