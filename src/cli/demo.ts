@@ -3,8 +3,8 @@
  * the float ResNet-20 shipped with tinyquant; progress throughout, then the findings and where the
  * report is. Opens nothing. Running it again reuses what is done.
  */
-import { UsageError, flag, num, parse, str } from './args.js';
-import { printOutcome, runGrid } from './run.js';
+import { UsageError, flag, parse, str } from './args.js';
+import { optionalInt, printOutcome, runGrid } from './run.js';
 
 export const DEMO_USAGE = `usage: tinyquant demo [--out DIR] [--jobs N] [--threads T] [--data-dir DIR]
 
@@ -28,7 +28,6 @@ export async function demoCommand(argv: string[]): Promise<void> {
     return;
   }
   if (args.positionals.length > 0) throw new UsageError(`demo: unexpected argument "${args.positionals[0]}"\n${DEMO_USAGE}`);
-  const count = (name: string): number | undefined => (str(args, name) === undefined ? undefined : num(args, name, 1, { integer: true, min: 1 }));
   process.stderr.write(
     'tinyquant demo: APoT and EWGS against uniform, PACT and LSQ at W/A 2, 3 and 4 bits on CIFAR-10,\n' +
       'all from the shipped float ResNet-20 with one recipe (kiots2023 preset, QUICK scale: minutes, not the study).\n',
@@ -37,8 +36,8 @@ export async function demoCommand(argv: string[]): Promise<void> {
     grid: 'kiots2023',
     scale: 'quick',
     out: str(args, 'out'),
-    jobs: count('jobs'),
-    threads: count('threads'),
+    jobs: optionalInt(args, 'jobs'),
+    threads: optionalInt(args, 'threads'),
     dataDir: str(args, 'data-dir'),
   });
   if (result.report) {

@@ -119,7 +119,8 @@ function describePlan(plan: Plan): string {
   return `${plan.grid.name} (${plan.scale} scale): ${plan.runs.length} runs\n${lines.join('\n')}`;
 }
 
-function optionalInt(args: ParsedArgs, name: string): number | undefined {
+/** A positive integer option, or undefined when it is not given. */
+export function optionalInt(args: ParsedArgs, name: string): number | undefined {
   return str(args, name) === undefined ? undefined : num(args, name, 1, { integer: true, min: 1 });
 }
 
