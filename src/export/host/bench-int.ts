@@ -6,7 +6,7 @@
 import { DATASET_NAMES, type DatasetName, loadDataset } from '../../data/load.js';
 import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from '../../cli/args.js';
 import { IntegerEngine } from '../engine.js';
-import type { IntegerModel } from '../ir.js';
+import type { IntegerModel, ModelMeta } from '../ir.js';
 import { readTqm } from '../tqm-file.js';
 import { Rng } from '../../util/rng.js';
 import { HostIntegerEngine } from './engine.js';
@@ -26,11 +26,8 @@ export interface HostBenchOptions {
   readonly dataDir?: string;
 }
 
-export interface HostBenchResult {
-  readonly model: string;
-  readonly method: string;
-  readonly wbits: number;
-  readonly abits: number;
+/** The model's architecture, method and bit widths (its meta) and the measurements. */
+export interface HostBenchResult extends Pick<ModelMeta, 'model' | 'method' | 'wbits' | 'abits'> {
   readonly batch: number;
   readonly threads: number;
   readonly hostImgPerSec: number;
