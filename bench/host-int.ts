@@ -137,5 +137,5 @@ if (values.json) {
         `top-1 accuracy host ${agreement.hostTop1!.toFixed(2)}% / TS engine ${agreement.engineTop1!.toFixed(2)}%`,
     );
   }
-  console.log(`convolutions: ${[...new Set(host.describe().map((l) => l.slice(l.indexOf(':') + 2)))].join('; ')}`);
+  console.log(`convolutions: ${[...new Set(result.convolutions.map((l) => l.slice(l.indexOf(':') + 2)))].join('; ')}`);
 }
