@@ -1,8 +1,9 @@
 /** The HTML report: one self-contained page (inline CSS and SVG; no scripts, nothing fetched). */
+import type { GridMethod } from '../grid.js';
 import type { HistogramPanel, StudyAnalysis } from './analysis.js';
 import { fairnessText } from './markdown.js';
 import type { ConfigSummary, ReportModel, Study } from './model.js';
-import { escapeXml as esc, histogramChart, lineChart, methodColor } from './svg.js';
+import { type LinePoint, escapeXml as esc, histogramChart, lineChart, methodColor } from './svg.js';
 import { type Table, accuracyTable, costTable, fairnessSummaryTable, fingerprintTable, pivotTable, recipeLines, runsTable } from './tables.js';
 
 const CSS = `
@@ -35,17 +36,16 @@ function ascendingBits(s: Study): string[] {
 function accuracyVsBits(s: Study): string {
   const labels = ascendingBits(s);
   const xTicks = labels.map((label, i) => ({ value: i, label }));
-  const series = s.methods.map((m) => ({
-    name: m,
-    color: methodColor(m),
-    points: s.configs.filter((c) => c.method === m && c.final.n > 0).map((c) => ({ x: labels.indexOf(c.bits), y: c.final.mean, err: c.final.std })),
-  }));
+  /** A method's final top-1 per bit-width, shifted by `minus` (0, or the float baseline for drops). */
+  const finalPoints = (m: GridMethod, minus: number): LinePoint[] =>
+    s.configs.filter((c) => c.method === m && c.final.n > 0).map((c) => ({ x: labels.indexOf(c.bits), y: c.final.mean - minus, err: c.final.std }));
+  const series = s.methods.map((m) => ({ name: m, color: methodColor(m), points: finalPoints(m, 0) }));
   const refLines = s.float ? [{ y: s.float.top1, label: `float ${s.float.top1.toFixed(2)}`, color: methodColor('float') }] : [];
   const absolute = lineChart({ title: `${s.model} / ${s.dataset}: final top-1 vs bit-width (mean ± std)`, xLabel: 'bit-width (weights/activations)', yLabel: 'test top-1 %', series, xTicks, refLines, width: 480 });
   if (!s.float) return absolute;
   const float = s.float.top1;
   const drops = s.methods.flatMap((m) => {
-    const ours = { name: `${m} (ours)`, color: methodColor(m), points: s.configs.filter((c) => c.method === m && c.final.n > 0).map((c) => ({ x: labels.indexOf(c.bits), y: c.final.mean - float, err: c.final.std })) };
+    const ours = { name: `${m} (ours)`, color: methodColor(m), points: finalPoints(m, float) };
     const theirs = s.configs
       .filter((c) => c.method === m)
       .flatMap((c) => c.published.map((p) => ({ source: p.result.source, x: labels.indexOf(c.bits), y: p.top1 - p.result.float })));
