@@ -30,13 +30,12 @@ import { loadDataset } from '../src/data/load.js';
 import { compareLogits, top1Accuracy } from '../src/export/agreement.js';
 import { generateC } from '../src/export/c/generate.js';
 import { CORTEX_M4_FLAGS, deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
-import { normalizeImages } from '../src/export/calibrate.js';
-import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
+import type { CalibrationImages } from '../src/export/calibrate.js';
+import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { lowerResNet } from '../src/export/lower.js';
 import { createModel } from '../src/models/index.js';
-import { calibrate, quantize } from '../src/quant/quantize.js';
+import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
 import { readWeights } from '../src/train/checkpoint.js';
 
@@ -67,11 +66,12 @@ function log(message: string): void {
   if (!values.json) console.error(message);
 }
 
-/** Images [start, start + count) of a dataset. */
-function slice(data: ImageDataset, start: number, count: number): { images: Uint8Array; labels: Int32Array; count: number } {
-  const size = data.channels * data.height * data.width;
+/** Images [start, start + count) of a dataset, with their labels. */
+function slice(data: ImageDataset, start: number, count: number): CalibrationImages & { labels: Int32Array } {
+  const { channels, height, width } = data;
+  const size = channels * height * width;
   const n = Math.min(count, data.count - start);
-  return { images: data.images.subarray(start * size, (start + n) * size), labels: data.labels.subarray(start, start + n), count: n };
+  return { images: data.images.subarray(start * size, (start + n) * size), labels: data.labels.subarray(start, start + n), count: n, channels, height, width };
 }
 
 function quantizedModel(bits: number, test: ImageDataset, floatFile: string | undefined): IntegerModel {
@@ -79,16 +79,11 @@ function quantizedModel(bits: number, test: ImageDataset, floatFile: string | un
   if (floatFile) net.loadStateDict(readWeights(floatFile), { source: floatFile });
   const method = values.method as MethodName;
   quantize(net, { method, wbits: bits, abits: bits, firstLast: 'int8' });
-  const calibration = slice(test, CALIBRATION_START, CALIBRATION_IMAGES);
-  const normalization = resolveNormalization(values.normalization as NormalizationPreset, test.channels);
-  const shape = [calibration.count, test.channels, test.height, test.width];
-  calibrate(net, normalizeImages(calibration.images, calibration.count, test.channels, normalization), shape);
-  net.eval();
-  return lowerResNet(net, {
-    normalization,
+  return lowerUntrainedModel(net, {
+    normalization: resolveNormalization(values.normalization as NormalizationPreset, test.channels),
     residualBits: Number(values['residual-bits']) as 8 | 16,
     inputBits: Number(values['input-bits']) as 8 | 16,
-    calibration: { images: calibration.images, count: calibration.count, channels: test.channels, height: test.height, width: test.width },
+    calibration: slice(test, CALIBRATION_START, CALIBRATION_IMAGES),
     meta: { model: values.model, method, wbits: bits, abits: bits, firstLast: 'int8', classes: test.classes },
   });
 }

@@ -34,17 +34,16 @@ import { compareLogits, measureAgreement, perturbedTop1, top1Accuracy } from '..
 import { generateC } from '../src/export/c/generate.js';
 import { runOnHost } from '../src/export/c/toolchain.js';
 import { normalizeImages } from '../src/export/calibrate.js';
-import { loadTrainedModel, lowerTrainedModel, pickImages } from '../src/export/checkpoint-model.js';
+import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel, pickImages } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { HostIntegerEngine, hostEngineAvailability } from '../src/export/host/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { lowerResNet } from '../src/export/lower.js';
 import { ONNX_INPUT, ONNX_OUTPUT, exportOnnx } from '../src/export/onnx/index.js';
 import { modelReport } from '../src/export/report.js';
 import { encodeTqm } from '../src/export/tqm.js';
 import { writeTqm } from '../src/export/tqm-file.js';
 import { createModel } from '../src/models/index.js';
-import { calibrate, quantize } from '../src/quant/quantize.js';
+import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -209,11 +208,8 @@ function untrainedLowered(model: string, method: MethodName, bits: number): Inte
   const rng = new Rng(1);
   const count = 8;
   const images = Uint8Array.from({ length: count * 3 * 32 * 32 }, () => rng.int(256));
-  const normalization = { mean: [0.491, 0.482, 0.447], std: [0.247, 0.243, 0.262] };
-  calibrate(net, normalizeImages(images, count, 3, normalization), [count, 3, 32, 32]);
-  net.eval();
-  return lowerResNet(net as ReturnType<typeof createModel>, {
-    normalization,
+  return lowerUntrainedModel(net, {
+    normalization: { mean: [0.491, 0.482, 0.447], std: [0.247, 0.243, 0.262] },
     calibration: { images, count, channels: 3, height: 32, width: 32 },
     meta: { model, method, wbits: bits, abits: bits, firstLast: 'int8', classes: Array.from({ length: 10 }, (_, i) => `class${i}`) },
   });

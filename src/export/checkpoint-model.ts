@@ -8,11 +8,12 @@ import { loadDataset } from '../data/load.js';
 import { ResNet } from '../models/resnet.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import { type TrainConfig, resolveConfig } from '../train/config.js';
+import { calibrate } from '../quant/quantize.js';
 import { buildModel } from '../train/trainer.js';
 import { Rng } from '../util/rng.js';
-import type { CalibrationImages } from './calibrate.js';
+import { type CalibrationImages, normalizeImages } from './calibrate.js';
 import type { IntegerModel } from './ir.js';
-import { LoweringError, lowerResNet } from './lower.js';
+import { type LowerOptions, LoweringError, lowerResNet } from './lower.js';
 
 const CALIBRATION_TAG = 0xca11b;
 
@@ -106,4 +107,16 @@ export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOp
     meta: { model: t.config.model, method: t.config.method, wbits: t.config.wbits, abits: t.config.abits, firstLast: t.firstLast, classes: train.classes },
     warn: opts.warn,
   });
+}
+
+/**
+ * Lower a quantized model that was not trained (benchmarks of size and speed, which do not depend
+ * on training): its quantizers are initialized on the calibration images, then the fixed-point
+ * scales are calibrated on the same images.
+ */
+export function lowerUntrainedModel(model: ResNet, opts: LowerOptions): IntegerModel {
+  const { images, count, channels, height, width } = opts.calibration;
+  calibrate(model, normalizeImages(images, count, channels, opts.normalization), [count, channels, height, width]);
+  model.eval();
+  return lowerResNet(model, opts);
 }
