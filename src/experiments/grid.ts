@@ -394,7 +394,7 @@ export function readGrid(nameOrPath: string): GridSpec {
 
 // ---- expansion ------------------------------------------------------------------------------------
 
-function matches(s: RunSelector, run: { method: GridMethod; model: ModelName; dataset: DatasetName; wbits: number; abits: number }): boolean {
+function matches(s: RunSelector, run: Omit<Cell, 'seed'>): boolean {
   return (
     (!s.method || s.method.includes(run.method)) &&
     (!s.model || s.model.includes(run.model)) &&
