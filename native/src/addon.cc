@@ -113,7 +113,6 @@ class Context : public Napi::ObjectWrap<Context> {
    */
   template <class Body>
   Napi::Value run(const Napi::CallbackInfo& info, const char* op, size_t argc, Body body) {
-    const std::string name(op);
     try {
       const Args a(info, op, argc);
       // One op at a time in the process: worker threads may load the addon too, and the caches,
@@ -121,19 +120,8 @@ class Context : public Napi::ObjectWrap<Context> {
       const std::lock_guard<std::mutex> lock(opMutex());
       useThreads(threads_);
       return body(a);
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const OpError& e) {
-      const std::string message = e.what();
-      throw Napi::Error::New(info.Env(), message.rfind(name + ":", 0) == 0 ? message : name + ": " + message);
-    } catch (const dnnl::error& e) {
-      throw Napi::Error::New(info.Env(), name + ": oneDNN error: " + e.what());
-    } catch (const std::bad_alloc&) {
-      throw Napi::Error::New(info.Env(), name + ": out of memory");
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), name + ": " + e.what());
     } catch (...) {
-      throw Napi::Error::New(info.Env(), name + ": unknown native error");
+      throwAsJsError(info.Env(), op);
     }
   }
 

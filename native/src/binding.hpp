@@ -12,6 +12,27 @@
 
 namespace tq::binding {
 
+/**
+ * Call inside a catch block: rethrows the exception being handled as a JavaScript error whose
+ * message starts with `where` (the op or class), so every native failure names what failed.
+ */
+[[noreturn]] inline void throwAsJsError(Napi::Env env, const std::string& where) {
+  try {
+    throw;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const dnnl::error& e) {
+    throw Napi::Error::New(env, where + ": oneDNN error: " + e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, where + ": out of memory");
+  } catch (const std::exception& e) {
+    const std::string message = e.what();
+    throw Napi::Error::New(env, message.rfind(where + ":", 0) == 0 ? message : where + ": " + message);
+  } catch (...) {
+    throw Napi::Error::New(env, where + ": unknown native error");
+  }
+}
+
 /** Per-environment data: the classes of the handle objects. */
 struct AddonData {
   Napi::FunctionReference tensorClass;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "binding.hpp"
 #include "int8_model.hpp"
 #include "runtime.hpp"
 
@@ -196,14 +197,8 @@ class IntModelObject : public Napi::ObjectWrap<IntModelObject> {
       const std::lock_guard<std::mutex> lock(*sharedMutex);
       if (threads_ > 0) useThreads(threads_);
       return body();
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const dnnl::error& e) {
-      throw Napi::Error::New(info.Env(), std::string("IntModel: oneDNN error: ") + e.what());
-    } catch (const std::bad_alloc&) {
-      throw Napi::Error::New(info.Env(), "IntModel: out of memory");
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), e.what());
+    } catch (...) {
+      throwAsJsError(info.Env(), "IntModel");
     }
   }
 
