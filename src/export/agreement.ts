@@ -46,23 +46,35 @@ export interface AgreementOptions {
   readonly progress?: (done: number, total: number) => void;
 }
 
+/** Float logits of a model for normalized images `x` of `shape` (batch first). */
+function forward(model: ResNet, x: Float32Array, shape: number[]): Float32Array {
+  return tidy(() => noGrad(() => model.call(Tensor.fromArray(x, shape)).toArray()));
+}
+
+/** Run `use` with the model in eval mode, restoring its training flag after. */
+function inEvalMode<T>(model: ResNet, use: () => T): T {
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    return use();
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
 /** Float logits of the fake-quantized model (eval mode) for `count` uint8 images. */
 export function fakeQuantLogits(model: ResNet, images: Uint8Array, count: number, shape: readonly [number, number, number], norm: Normalization, batch = 200): Float32Array {
   const size = shape[0] * shape[1] * shape[2];
   const classes = model.config.numClasses;
   const out = new Float32Array(count * classes);
-  const wasTraining = model.training;
-  model.eval();
-  try {
+  return inEvalMode(model, () => {
     for (let start = 0; start < count; start += batch) {
       const n = Math.min(batch, count - start);
       const x = normalizeImages(images.subarray(start * size, (start + n) * size), n, shape[0], norm);
-      out.set(tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [n, ...shape])).toArray())), start * classes);
+      out.set(forward(model, x, [n, ...shape]), start * classes);
     }
-  } finally {
-    model.train(wasTraining);
-  }
-  return out;
+    return out;
+  });
 }
 
 /**
@@ -77,20 +89,16 @@ export function perturbedTop1(model: ResNet, data: ImageDataset, normalization: 
   const size = shape[0] * shape[1] * shape[2];
   const classes = model.config.numClasses;
   const rng = new Rng(seed);
-  const wasTraining = model.training;
-  model.eval();
   let same = 0;
-  try {
+  inEvalMode(model, () => {
     for (let start = 0; start < count; start += 200) {
       const n = Math.min(200, count - start);
       const x = normalizeImages(data.images.subarray(start * size, (start + n) * size), n, shape[0], normalization);
       const noisy = Float32Array.from(x, (v) => v + eps * (2 * rng.next() - 1));
-      const [a, b] = [x, noisy].map((input) => tidy(() => noGrad(() => model.call(Tensor.fromArray(input, [n, ...shape])).toArray())));
+      const [a, b] = [x, noisy].map((input) => forward(model, input, [n, ...shape]));
       for (let i = 0; i < n; i++) same += argmax(a, i * classes, classes) === argmax(b, i * classes, classes) ? 1 : 0;
     }
-  } finally {
-    model.train(wasTraining);
-  }
+  });
   return (100 * same) / count;
 }
 
