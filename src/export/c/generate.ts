@@ -47,6 +47,11 @@ function array(type: string, name: string, values: ArrayLike<number>, comment = 
   return `${comment ? `/* ${comment} */\n` : ''}static const ${type} ${name}[${items.length}] = {\n${lines.join('\n')}\n};\n`;
 }
 
+/** A const instance of one of the runtime's structs, a designated initializer per line. */
+function struct(type: string, name: string, fields: readonly string[]): string {
+  return `static const ${type} ${name} = {\n    ${fields.join(',\n    ')}\n};\n`;
+}
+
 /** A C string literal: printable ASCII as is, everything else (and '?', so no trigraph forms) as octal escapes of its UTF-8 bytes. */
 function cString(s: string): string {
   let out = '';
@@ -163,7 +168,7 @@ class Emitter {
     } else {
       fields.push('.epilogue = TQ_LOGITS');
     }
-    this.data.push(`static const tq_conv tq_conv_${k} = {\n    ${fields.join(',\n    ')}\n};\n`);
+    this.data.push(struct('tq_conv', `tq_conv_${k}`, fields));
     const scratch = `tq_arena.bytes + ${this.plan.scratchOffset[k]}`;
     const accumulate = `tq_accumulate_${model.tensors[op.input].dtype}`;
     this.calls.push(`tq_conv_run(&tq_conv_${k}, ${accumulate}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
@@ -177,7 +182,7 @@ class Emitter {
       `.channels = ${c}`, `.plane = ${h * w}`, `.in_dtype = ${this.dtype(op.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
       `.activation = ${this.activation(op, k)}`,
     ]; // prettier-ignore
-    this.data.push(`static const tq_quantize_op tq_quantize_${k} = {\n    ${fields.join(',\n    ')}\n};\n`);
+    this.data.push(struct('tq_quantize_op', `tq_quantize_${k}`, fields));
     this.calls.push(`tq_quantize(&tq_quantize_${k}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* quantize for ${commentText(op.name)} */`);
   }
 }
