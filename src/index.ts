@@ -6,7 +6,7 @@
  *   quantize(model, { method: 'apot', wbits: 4, abits: 4 });
  *   const result = await train({ config: resolveConfig({ model: 'resnet20', method: 'apot', wbits: 4, abits: 4 }), outDir: 'runs/x' });
  */
-export { TINYQUANT_VERSION } from './version.js';
+export { TINYQUANT_VERSION } from './package.js';
 
 // Tensors, autograd and the backends.
 export { Tensor, backward, keep, noGrad, tidy, isGradEnabled } from './tensor/tensor.js';

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BatchNormParams, Conv2dParams, Pool2dParams, QuantSpec, Shape } from '../src/backend/backend.js';
-import { QUANT_SUMS, STAT_FIELDS, numel } from '../src/backend/backend.js';
+import { QUANT_SUMS, numel } from '../src/backend/backend.js';
 import { JsBackend, type JsBuf } from '../src/backend/js/index.js';
 import { type NativeBackend, type NativeBuf, loadNativeBackend, nativeUnavailableReason } from '../src/backend/native/index.js';
 import { apotLevels as apotLevelSet } from '../src/quant/apot.js';

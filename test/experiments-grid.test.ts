@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type GridSpec, expandGrid, parseGrid, readGrid } from '../src/experiments/grid.js';
-import { packageRoot } from '../src/experiments/paths.js';
+import { packageRoot } from '../src/package.js';
 import { sidecarOf, checkStarts } from '../src/experiments/starts.js';
 import { tempDir } from './fixtures/data/make.js';
 

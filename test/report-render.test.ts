@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { executePlan } from '../src/experiments/executor.js';
 import { expandGrid, parseGrid } from '../src/experiments/grid.js';
-import { packageRoot } from '../src/experiments/paths.js';
+import { packageRoot } from '../src/package.js';
 import { writeReport } from '../src/experiments/report/index.js';
 import { buildReportModel } from '../src/experiments/report/model.js';
 import { resolveConfig } from '../src/train/config.js';

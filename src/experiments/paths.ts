@@ -2,21 +2,9 @@
  * Where things live relative to the installed package (never the current directory): the package
  * root, the shipped presets and models, and the shared data folder of the development layout.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-/** The directory holding tinyquant's package.json, found upward from this module (src/ or dist/src/). */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'tinyquant') return dir;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`cannot find tinyquant's package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
-}
+import { existsSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { packageRoot } from '../package.js';
 
 export const PACKAGE_PREFIX = 'package:';
 

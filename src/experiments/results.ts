@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readJsonFile, writeJsonAtomic } from '../io/index.js';
 import type { TrainConfig } from '../train/config.js';
 import type { RunFingerprint } from '../train/trainer.js';
-import { TINYQUANT_VERSION } from '../version.js';
+import { TINYQUANT_VERSION } from '../package.js';
 import { type FairnessRules, type GridMethod, type Plan, type RunKind, type Scale, runDirName } from './grid.js';
 
 export const RESULTS_FORMAT = 'tinyquant-results';

@@ -9,7 +9,7 @@ import { relative } from 'node:path';
 import { readJsonFile } from '../io/index.js';
 import type { TrainConfig } from '../train/config.js';
 import type { Plan } from './grid.js';
-import { packageRoot } from './paths.js';
+import { packageRoot } from '../package.js';
 
 export class StartError extends Error {}
 

@@ -15,7 +15,7 @@ import { type TensorMap, loadStateDict, makeTensor, readJsonFile, serializeSafet
 import type { Module, StateDict } from '../nn/module.js';
 import type { Optimizer, OptimizerState } from '../optim/optimizer.js';
 import type { TrainConfig } from './config.js';
-import { TINYQUANT_VERSION } from '../version.js';
+import { TINYQUANT_VERSION } from '../package.js';
 
 export const CHECKPOINT_FORMAT = 'tinyquant-checkpoint';
 export const CHECKPOINT_VERSION = 1;

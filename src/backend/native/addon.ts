@@ -2,10 +2,10 @@
  * The compiled addon (`native/build/Release/tinyquant.node`, built by `npm run build:native`):
  * its JavaScript-facing types and how it is located and loaded.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../../package.js';
 import type { BatchNormSaved, Buf, QuantSpec, Shape } from '../backend.js';
 
 declare const nativeBrand: unique symbol;
@@ -90,20 +90,6 @@ export interface Addon {
 }
 
 const ADDON_RELATIVE_PATH = join('native', 'build', 'Release', 'tinyquant.node');
-
-/** The package root: the nearest directory above this module with tinyquant's package.json. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'tinyquant') {
-      return dir;
-    }
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('cannot find the tinyquant package root above ' + fileURLToPath(import.meta.url));
-    dir = parent;
-  }
-}
 
 export type AddonLoad = { addon: Addon } | { reason: string };
 

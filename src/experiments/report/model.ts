@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TrainConfig } from '../../train/config.js';
 import type { EpochMetrics, RunFingerprint } from '../../train/trainer.js';
-import { TINYQUANT_VERSION } from '../../version.js';
+import { TINYQUANT_VERSION } from '../../package.js';
 import { type GridMethod, bitsLabel } from '../grid.js';
 import { type ResultsIndex, ResultsError, type RunOutcome, type RunRecord, didNotFinish, readOutcome, readResultsIndex, readRunConfig } from '../results.js';
 import { type PublishedResult, publishedFor } from './published.js';

@@ -4,7 +4,7 @@
  * plan.ts, and `tq_infer`; plus a header with the API and the sizes as macros. The logits equal
  * the TypeScript integer engine's bit for bit (int32: the engine's logits are int32).
  */
-import { TINYQUANT_VERSION } from '../../version.js';
+import { TINYQUANT_VERSION } from '../../package.js';
 import { packBits } from '../bitpack.js';
 import { type ActivationQuant, type ConvOp, type DType, type IntegerModel, type Op, type QuantizeOp, type Requant, inputShape, tensorSize } from '../ir.js';
 import { LoweringError } from '../lower.js';

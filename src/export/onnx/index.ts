@@ -16,7 +16,7 @@ import { writeFileAtomic } from '../../io/index.js';
 import { ResNet } from '../../models/resnet.js';
 import type { Module } from '../../nn/module.js';
 import { quantizedLayers } from '../../quant/quantize.js';
-import { TINYQUANT_VERSION } from '../../version.js';
+import { TINYQUANT_VERSION } from '../../package.js';
 import { GraphBuilder } from './graph.js';
 import { lowerModule } from './lower.js';
 import { DataType, encodeModel } from './proto.js';
