@@ -10,19 +10,14 @@ import { evaluateStart } from '../src/experiments/tasks.js';
 import { resolveConfig } from '../src/train/config.js';
 import { silentProgress } from '../src/train/progress.js';
 import { train } from '../src/train/trainer.js';
-import { cifarRecords, tempDir } from './fixtures/data/make.js';
+import { cifar10Folder, cifarRecords, tempDir } from './fixtures/data/make.js';
 
 let root: { dir: string; cleanup: () => void };
 let dataDir: string;
 
 before(() => {
   root = tempDir('tq-experiments-');
-  dataDir = join(root.dir, 'data');
-  const bin = join(dataDir, 'cifar-10-batches-bin');
-  mkdirSync(bin, { recursive: true });
-  for (let i = 1; i <= 5; i++) writeFileSync(join(bin, `data_batch_${i}.bin`), cifarRecords(Array.from({ length: 8 }, (_, r) => [(r * 3 + i) % 10]), i * 100));
-  writeFileSync(join(bin, 'test_batch.bin'), cifarRecords(Array.from({ length: 12 }, (_, r) => [r % 10]), 7));
-  writeFileSync(join(bin, 'batches.meta.txt'), 'airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n');
+  dataDir = cifar10Folder(join(root.dir, 'data'), (i) => cifarRecords(Array.from({ length: 8 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: 12 }, (_, r) => [r % 10]), 7));
 });
 after(() => root.cleanup());
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -10,7 +10,7 @@ import { writeReport } from '../src/experiments/report/index.js';
 import { buildReportModel } from '../src/experiments/report/model.js';
 import { resolveConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
-import { cifarRecords, tempDir } from './fixtures/data/make.js';
+import { cifar10Folder, cifarRecords, tempDir } from './fixtures/data/make.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -23,12 +23,7 @@ let resultsDir: string;
  */
 before(async () => {
   root = tempDir('tq-report-');
-  const dataDir = join(root.dir, 'data');
-  const bin = join(dataDir, 'cifar-10-batches-bin');
-  mkdirSync(bin, { recursive: true });
-  for (let i = 1; i <= 5; i++) writeFileSync(join(bin, `data_batch_${i}.bin`), cifarRecords(Array.from({ length: 8 }, (_, r) => [(r * 7 + i) % 10]), i * 50));
-  writeFileSync(join(bin, 'test_batch.bin'), cifarRecords(Array.from({ length: 16 }, (_, r) => [r % 10]), 3));
-  writeFileSync(join(bin, 'batches.meta.txt'), 'airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n');
+  const dataDir = cifar10Folder(join(root.dir, 'data'), (i) => cifarRecords(Array.from({ length: 8 }, (_, r) => [(r * 7 + i) % 10]), i * 50), cifarRecords(Array.from({ length: 16 }, (_, r) => [r % 10]), 3));
   const floatDir = join(root.dir, 'float');
   await train({ config: resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir, batch: 8, epochs: 1, workers: 0 }), outDir: floatDir, handleSignals: false });
   const grid = parseGrid(
