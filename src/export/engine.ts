@@ -111,7 +111,7 @@ class ConvRunner {
   readonly acc: Int32Array;
   /** Integer weight values, [channel][patch]. */
   readonly weights: Int16Array;
-  readonly groups: ShiftAddGroups;
+  #groups: ShiftAddGroups | undefined;
 
   constructor(op: ConvOp, input: TensorInfo, output: TensorInfo) {
     this.op = op;
@@ -124,7 +124,11 @@ class ConvRunner {
     this.columns = new Int16Array(this.outH * this.outW * this.patch);
     this.acc = new Int32Array(op.outChannels * this.outH * this.outW);
     this.weights = weightValues(op);
-    this.groups = shiftAddGroups(this.weights, op.outChannels);
+  }
+
+  /** The shift-add form of the weights, built on first use (most of the setup time, and only the shift-add path reads it). */
+  get groups(): ShiftAddGroups {
+    return (this.#groups ??= shiftAddGroups(this.weights, this.op.outChannels));
   }
 
   /** Padded copy (the border stays zero) and the patches of every output pixel. */
