@@ -103,6 +103,11 @@ class ByteWriter {
   i16(v: number): void {
     this.#view.setInt16(this.#reserve(2), v, true);
   }
+  /** A count, then the values (ByteReader.i16s reads them back). */
+  i16s(values: ArrayLike<number>): void {
+    this.u32(values.length);
+    for (let i = 0; i < values.length; i++) this.i16(values[i]);
+  }
   i32s(values: ArrayLike<number>, withCount = true): void {
     if (withCount) this.u32(values.length);
     for (let i = 0; i < values.length; i++) this.i32(values[i]);
@@ -134,8 +139,7 @@ function writeRule(w: ByteWriter, rule: CodeRule): void {
 function writeWeights(w: ByteWriter, weights: WeightTensor): void {
   w.u8(weights.bits);
   w.u8(SCHEMES.indexOf(weights.scheme));
-  w.u32(weights.levels.length);
-  weights.levels.forEach((v) => w.i16(v));
+  w.i16s(weights.levels);
   w.u32(weights.codes.length);
   w.bytes(packBits(weights.codes, weights.bits));
 }
@@ -164,8 +168,7 @@ function writeOp(w: ByteWriter, op: Op): void {
   switch (op.kind) {
     case 'input':
       w.u32(op.output);
-      w.u32(op.lut.length);
-      op.lut.forEach((v) => w.i16(v));
+      w.i16s(op.lut);
       return;
     case 'conv':
       w.str(op.name);
