@@ -4,12 +4,11 @@
  * quantization; for other weight files (safetensors, PyTorch .pth from the reference code) give
  * them as flags (--model, --method, --wbits, --abits, --first-last).
  */
-import { createEvalLoader, loadDataset } from '../data/index.js';
+import { loadDataset } from '../data/index.js';
 import { writeFileAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import { DEFAULT_CONFIG, type TrainConfig, resolveConfig } from '../train/config.js';
-import { evaluate } from '../train/evaluate.js';
-import { buildModel } from '../train/trainer.js';
+import { evaluateCheckpoint } from '../train/trainer.js';
 import { type ParsedArgs, UsageError, flag, num, parse, str } from './args.js';
 import { quantizationOptions } from './quant-flags.js';
 import { applyBackendFlags, configFromFlags } from './train.js';
@@ -64,17 +63,10 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const config = evalConfig(args, checkpoint.meta?.config ?? null);
   const split = str(args, 'split') === 'train' ? 'train' : 'test';
   const dataset = await loadDataset({ name: config.dataset, split, dataDir: str(args, 'data-dir') ?? config.dataDir });
-  const { model } = buildModel(config, dataset);
-  model.loadStateDict(checkpoint.state, { source: checkpoint.source });
-  const loader = createEvalLoader(dataset, { batchSize: num(args, 'batch', 500, { integer: true, min: 1 }), normalization: config.normalization, workers: 1 });
-  try {
-    const r = await evaluate(model, loader);
-    const predictionsFile = str(args, 'predictions');
-    if (predictionsFile) writeFileAtomic(predictionsFile, Array.from(r.predictions).join('\n') + '\n');
-    const summary = { top1: r.top1, top5: r.top5, n: r.n, loss: r.loss, checkpoint: path, dataset: config.dataset, split };
-    console.log(flag(args, 'json') ? JSON.stringify(summary) : `${path}: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%, loss ${r.loss.toFixed(4)} on ${r.n} ${config.dataset} ${split} images`);
-  } finally {
-    await loader.close();
-  }
+  const r = await evaluateCheckpoint(config, checkpoint, dataset, num(args, 'batch', 500, { integer: true, min: 1 }));
+  const predictionsFile = str(args, 'predictions');
+  if (predictionsFile) writeFileAtomic(predictionsFile, Array.from(r.predictions).join('\n') + '\n');
+  const summary = { top1: r.top1, top5: r.top5, n: r.n, loss: r.loss, checkpoint: path, dataset: config.dataset, split };
+  console.log(flag(args, 'json') ? JSON.stringify(summary) : `${path}: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%, loss ${r.loss.toFixed(4)} on ${r.n} ${config.dataset} ${split} images`);
 }
 

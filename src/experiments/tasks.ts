@@ -6,13 +6,12 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getBackend } from '../backend/index.js';
-import { createEvalLoader, fixedSubset, loadDataset } from '../data/index.js';
+import { fixedSubset, loadDataset } from '../data/index.js';
 import { writeJsonAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
-import { evaluate } from '../train/evaluate.js';
 import type { ProgressSink, StepProgress } from '../train/progress.js';
-import { DivergedError, buildModel, train } from '../train/trainer.js';
+import { DivergedError, evaluateCheckpoint, train } from '../train/trainer.js';
 import { STOP_FILE, type WorkerMessage, type WorkerRequest } from './protocol.js';
 import type { RunOutcome } from './results.js';
 
@@ -84,20 +83,13 @@ export async function evaluateStart(config: TrainConfig, outDir: string, progres
   mkdirSync(outDir, { recursive: true });
   const test = fixedSubset(await loadDataset({ name: config.dataset, split: 'test', dataDir: config.dataDir, log: (m) => progress.line(m) }), config.testSubset);
   const checkpoint = readCheckpoint(config.init);
-  const { model } = buildModel({ ...config, method: 'float' }, test);
-  model.loadStateDict(checkpoint.state, { source: checkpoint.source });
-  const loader = createEvalLoader(test, { batchSize: config.evalBatch, normalization: config.normalization, workers: config.workers });
-  try {
-    progress.line(`evaluating ${config.init} on ${test.count} ${config.dataset} test images`);
-    const r = await evaluate(model, loader);
-    const outcome: RunOutcome = outcomeOf(r);
-    writeJsonAtomic(join(outDir, 'config.json'), config);
-    writeJsonAtomic(join(outDir, 'final.json'), { ...outcome, checkpoint: { path: config.init, sha256: fileSha256(checkpoint.source) } });
-    progress.line(`float start: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% on ${r.n} images`);
-    return outcome;
-  } finally {
-    await loader.close();
-  }
+  progress.line(`evaluating ${config.init} on ${test.count} ${config.dataset} test images`);
+  const r = await evaluateCheckpoint({ ...config, method: 'float' }, checkpoint, test, config.evalBatch);
+  const outcome: RunOutcome = outcomeOf(r);
+  writeJsonAtomic(join(outDir, 'config.json'), config);
+  writeJsonAtomic(join(outDir, 'final.json'), { ...outcome, checkpoint: { path: config.init, sha256: fileSha256(checkpoint.source) } });
+  progress.line(`float start: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% on ${r.n} images`);
+  return outcome;
 }
 
 function fileSha256(file: string): string {

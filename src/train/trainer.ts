@@ -18,7 +18,7 @@ import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFact
 import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
-import { type CheckpointMeta, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
@@ -118,6 +118,21 @@ export function buildModel(config: TrainConfig, dataset: Pick<ImageDataset, 'cla
     ewgs: { delta: config.ewgs.delta },
   });
   return { model, quantization };
+}
+
+/**
+ * Accuracy of checkpoint weights on `data` (every image, in order), in the model `config` describes:
+ * what `tinyquant eval` prints and what a grid measures for its float start.
+ */
+export async function evaluateCheckpoint(config: TrainConfig, checkpoint: LoadedCheckpoint, data: ImageDataset, batchSize: number): Promise<EvalSummary> {
+  const { model } = buildModel(config, data);
+  model.loadStateDict(checkpoint.state, { source: checkpoint.source });
+  const loader = createEvalLoader(data, { batchSize, normalization: config.normalization, workers: config.workers });
+  try {
+    return await evaluate(model, loader);
+  } finally {
+    await loader.close();
+  }
 }
 
 /** Fingerprint of the float part of the starting point: everything but quantizer state. */
