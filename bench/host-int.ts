@@ -19,16 +19,14 @@ import { parseArgs } from 'node:util';
 import { setBackend } from '../src/backend/index.js';
 import { resolveNormalization } from '../src/data/augment.js';
 import { loadDataset } from '../src/data/load.js';
-import { normalizeImages } from '../src/export/calibrate.js';
-import { loadTrainedModel, lowerTrainedModel, pickImages } from '../src/export/checkpoint-model.js';
+import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel, pickImages } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { HostIntegerEngine } from '../src/export/host/engine.js';
 import { compareEngines, imagesPerSecond } from '../src/export/host/measure.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { lowerResNet } from '../src/export/lower.js';
 import { readTqm } from '../src/export/tqm-file.js';
 import { createModel } from '../src/models/index.js';
-import { calibrate, quantize } from '../src/quant/quantize.js';
+import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
 import { PYTHON, TORCH_BENCH, median, runJson } from './common.js';
 
@@ -64,9 +62,7 @@ async function calibratedModel(): Promise<IntegerModel> {
   quantize(net, { method, wbits: bits, abits: bits, firstLast: 'int8' });
   const train = await loadDataset({ name: 'cifar10', split: 'train', dataDir: values['data-dir'] });
   const calibration = pickImages(train, 64);
-  calibrate(net, normalizeImages(calibration.images, calibration.count, 3, NORMALIZATION), [calibration.count, 3, 32, 32]);
-  net.eval();
-  return lowerResNet(net, { normalization: NORMALIZATION, calibration, meta: { model, method, wbits: bits, abits: bits, firstLast: 'int8', classes: train.classes } });
+  return lowerUntrainedModel(net, { normalization: NORMALIZATION, calibration, meta: { model, method, wbits: bits, abits: bits, firstLast: 'int8', classes: train.classes } });
 }
 
 async function loadModel(): Promise<{ model: IntegerModel; source: string }> {
