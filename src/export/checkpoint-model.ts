@@ -61,7 +61,8 @@ export function loadTrainedModel(path: string, overrides: Record<string, unknown
   return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source };
 }
 
-function numClasses(state: ReturnType<typeof readCheckpoint>['state']): number {
+/** The number of classes of a checkpoint's classifier. */
+export function numClasses(state: ReturnType<typeof readCheckpoint>['state']): number {
   const bias = state.get('linear.bias') ?? state.get('linear.weight');
   if (!bias) throw new LoweringError('the checkpoint has no classifier (linear.weight)');
   return bias.shape[0];

@@ -17,6 +17,7 @@ import { modelCost } from '../../quant/cost.js';
 import { quantizedLayers } from '../../quant/quantize.js';
 import type { Role, TensorQuantizer } from '../../quant/quantizer.js';
 import { Tensor, noGrad, tidy } from '../../tensor/tensor.js';
+import { numClasses } from '../../export/checkpoint-model.js';
 import { readCheckpoint } from '../../train/checkpoint.js';
 import type { TrainConfig } from '../../train/config.js';
 import { buildModel } from '../../train/trainer.js';
@@ -72,12 +73,6 @@ function costRow(config: TrainConfig, classes: number, label: { method: string; 
 }
 
 /** Classes of a run's model, from its checkpoint's classifier. */
-function classCount(state: ReturnType<typeof readCheckpoint>['state']): number {
-  const w = state.get('linear.weight');
-  if (!w) throw new Error('checkpoint has no linear.weight (classifier)');
-  return w.shape[0];
-}
-
 interface Capture {
   values: Float32Array;
   spec: QuantSpec;
@@ -196,7 +191,7 @@ async function testBatch(config: TrainConfig): Promise<{ images: Float32Array; s
 function panelsOf(summary: ConfigSummary, run: RunData, resultsDir: string, batch: { images: Float32Array; shape: number[] } | null): HistogramPanel[] {
   const checkpoint = readCheckpoint(join(resultsDir, run.record.dir));
   const config = checkpoint.meta?.config ?? run.config!;
-  const { model } = buildModel(config, { classes: new Array<string>(classCount(checkpoint.state)).fill(''), channels: 3 });
+  const { model } = buildModel(config, { classes: new Array<string>(numClasses(checkpoint.state)).fill(''), channels: 3 });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
   const chosen = histogramLayer(model);
@@ -219,7 +214,7 @@ async function analyzeStudy(study: Study, resultsDir: string, log: (m: string) =
   const notes: string[] = [];
   const anyRun = study.configs.flatMap((c) => c.runs)[0];
   if (!anyRun?.config) return { histograms: [], costs: [], notes: ['no finished quantized runs'] };
-  const classes = classCount(readCheckpoint(join(resultsDir, anyRun.record.dir)).state);
+  const classes = numClasses(readCheckpoint(join(resultsDir, anyRun.record.dir)).state);
   const costs = [costRow({ ...anyRun.config, method: 'float', wbits: 32, abits: 32 }, classes, { method: 'float', bits: 'float' })];
   for (const c of study.configs) if (c.runs[0]?.config) costs.push(costRow(c.runs[0].config, classes, { method: c.method, bits: c.bits }));
   const batch = await testBatch(anyRun.config);
