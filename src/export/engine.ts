@@ -12,7 +12,7 @@
  * products with the weight rows, accumulating in a local int32 variable (the fastest shape for the
  * JIT); typed arrays are int16 where values fit (weights, inputs), int32 for accumulators.
  */
-import { argmax, countBelow, powerOfTwoTerms, roundToCode, roundingMulShift } from './int-ops.js';
+import { argmaxRows, countBelow, powerOfTwoTerms, roundToCode, roundingMulShift } from './int-ops.js';
 import type { ActivationQuant, ConvOp, DType, IntegerModel, Op, QuantizeOp, Requant, SumPoolOp, TensorInfo } from './ir.js';
 import { inputShape, tensorSize } from './ir.js';
 import { validateIntegerModel } from './validate.js';
@@ -294,8 +294,7 @@ export class IntegerEngine {
 
   /** Top-1 class of each of `count` images (first maximum on ties). */
   predict(images: Uint8Array, count: number): Int32Array {
-    const logits = this.inferBatch(images, count);
-    return Int32Array.from({ length: count }, (_, n) => argmax(logits, n * this.classes, this.classes));
+    return argmaxRows(this.inferBatch(images, count), this.classes);
   }
 
   #run(op: Op, image: Uint8Array): void {

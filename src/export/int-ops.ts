@@ -110,16 +110,21 @@ export function roundToCode(y: number, fracBits: number, minCode: number, maxCod
   return clamp(k, minCode, maxCode);
 }
 
-/** Index of the largest value, the first one on ties (like the training code's top-1). */
+/** Powers of two whose signed sum is v: the set bits of |v|, as shift amounts ascending. */
+export function powerOfTwoTerms(v: number): number[] {
+  const terms: number[] = [];
+  for (let rest = Math.abs(v), p = 0; rest > 0; rest >>>= 1, p++) if (rest & 1) terms.push(p);
+  return terms;
+}
+
+/** Index of the first largest of `length` values from `start` (the class a row of logits picks). */
 export function argmax(values: ArrayLike<number>, start = 0, length = values.length - start): number {
   let best = 0;
   for (let i = 1; i < length; i++) if (values[start + i] > values[start + best]) best = i;
   return best;
 }
 
-/** Powers of two whose signed sum is v: the set bits of |v|, as shift amounts ascending. */
-export function powerOfTwoTerms(v: number): number[] {
-  const terms: number[] = [];
-  for (let rest = Math.abs(v), p = 0; rest > 0; rest >>>= 1, p++) if (rest & 1) terms.push(p);
-  return terms;
+/** `argmax` of each row of `classes` values: the predicted class of every image of a batch of logits. */
+export function argmaxRows(values: ArrayLike<number>, classes: number): Int32Array {
+  return Int32Array.from({ length: values.length / classes }, (_, row) => argmax(values, row * classes, classes));
 }

@@ -3,6 +3,7 @@ import type { Module } from '../nn/module.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, backward, noGrad, tidy } from '../tensor/tensor.js';
 import type { Optimizer } from '../optim/optimizer.js';
+import { argmaxRows } from '../export/int-ops.js';
 
 export interface Batch {
   /** NCHW float32 pixels, already normalized. */
@@ -73,15 +74,4 @@ export function topKCorrect(values: Float32Array, classes: number, labels: Int32
     if (ahead < k) hits++;
   }
   return hits;
-}
-
-export function argmaxRows(values: Float32Array, classes: number): Int32Array {
-  const n = values.length / classes;
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    let best = 0;
-    for (let j = 1; j < classes; j++) if (values[i * classes + j] > values[i * classes + best]) best = j;
-    out[i] = best;
-  }
-  return out;
 }

@@ -7,7 +7,7 @@
  */
 import { defaultThreads } from '../../backend/index.js';
 import { loadAddon } from '../../backend/native/addon.js';
-import { argmax } from '../int-ops.js';
+import { argmaxRows } from '../int-ops.js';
 import type { IntegerModel } from '../ir.js';
 import { inputShape, tensorSize } from '../ir.js';
 import { validateIntegerModel } from '../validate.js';
@@ -90,8 +90,7 @@ export class HostIntegerEngine {
 
   /** Top-1 class of each of `count` images (first maximum on ties). */
   predict(images: Uint8Array, count: number): Int32Array {
-    const logits = this.inferBatch(images, count);
-    return Int32Array.from({ length: count }, (_, n) => argmax(logits, n * this.classes, this.classes));
+    return argmaxRows(this.inferBatch(images, count), this.classes);
   }
 
   /** The oneDNN implementation of each convolution (e.g. `brg:avx512_core_amx`), one line per conv. */

@@ -7,6 +7,7 @@ import type { DataLoader } from '../../data/index.js';
 import type { Module } from '../../nn/module.js';
 import { Tensor, noGrad, tidy } from '../../tensor/tensor.js';
 import { ONNX_INPUT, ONNX_OUTPUT } from './index.js';
+import { argmaxRows } from '../int-ops.js';
 
 export interface OnnxAgreement {
   readonly images: number;
@@ -25,15 +26,6 @@ export interface VerifyOptions {
   readonly threads?: number;
 }
 
-function argmaxRows(logits: Float32Array, rows: number): Int32Array {
-  const classes = logits.length / rows;
-  return Int32Array.from({ length: rows }, (_, r) => {
-    let best = 0;
-    for (let k = 1; k < classes; k++) if (logits[r * classes + k] > logits[r * classes + best]) best = k;
-    return best;
-  });
-}
-
 export async function compareWithOnnxRuntime(model: Module, onnx: Uint8Array, loader: DataLoader, opts: VerifyOptions = {}): Promise<OnnxAgreement> {
   if (model.training) throw new Error('compareWithOnnxRuntime: put the model in eval mode first');
   const ort = await import('onnxruntime-node');
@@ -49,7 +41,7 @@ export async function compareWithOnnxRuntime(model: Module, onnx: Uint8Array, lo
       onnxMs += performance.now() - start;
       const theirs = result[ONNX_OUTPUT].data as Float32Array;
       for (let i = 0; i < ours.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ours[i] - theirs[i]));
-      const [predModel, predOnnx] = [argmaxRows(ours, b.size), argmaxRows(theirs, b.size)];
+      const [predModel, predOnnx] = [argmaxRows(ours, ours.length / b.size), argmaxRows(theirs, theirs.length / b.size)];
       for (let i = 0; i < b.size; i++) {
         same += Number(predModel[i] === predOnnx[i]);
         correctModel += Number(predModel[i] === b.labels[i]);
