@@ -14,22 +14,15 @@ import { after, before, describe, test } from 'node:test';
 import { setBackend } from '../src/backend/index.js';
 import { UsageError } from '../src/cli/args.js';
 import { exportCommand } from '../src/cli/export.js';
-import { CIFAR10_CLASSES } from '../src/data/cifar.js';
 import { loadDataset } from '../src/data/load.js';
 import { cOutputPaths } from '../src/export/c/exporter.js';
 import { type GeneratedC, generateC } from '../src/export/c/generate.js';
 import { planArena } from '../src/export/c/plan.js';
 import { deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
-import { normalizeImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { calibrate } from '../src/quant/quantize.js';
-import { saveCheckpoint } from '../src/train/checkpoint.js';
-import { resolveConfig } from '../src/train/config.js';
-import { buildModel } from '../src/train/trainer.js';
-import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
-import { type LoweringChoices, NORMALIZATION, type TinyOptions, lowerTiny, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
+import { type LoweringChoices, type TinyOptions, calibratedRun, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 
 interface Case {
@@ -164,25 +157,10 @@ describe('bad input', () => {
 
 describe('tinyquant export --format c', () => {
   /** A run directory with a resnet8 checkpoint quantized (calibrated, not trained) as `fields` say. */
-  function checkpoint(name: string, fields: Record<string, unknown>): string {
-    const config = resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir: dir, normalization: 'apot', ...fields });
-    const { model } = buildModel(config, { classes: CIFAR10_CLASSES, channels: 3 });
-    const { images } = syntheticImages(8, 3, 32, 32, 4);
-    const x = normalizeImages(images, 8, 3, NORMALIZATION);
-    calibrate(model, x, [8, 3, 32, 32]);
-    model.train();
-    tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [8, 3, 32, 32]))));
-    const run = join(dir, name);
-    mkdirSync(run);
-    const progress = { epoch: 1, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: 0, bestEpoch: 0, hessianEpoch: -1 };
-    saveCheckpoint(run, 'last', model, null, { config, progress, metrics: {} });
-    return run;
-  }
-
   let apotRun: string;
   before(() => {
     cifar10Folder(dir, (i) => cifarRecords(Array.from({ length: 4 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: 6 }, (_, r) => [(r * 3 + 9) % 10]), 9));
-    apotRun = checkpoint('apot3', { method: 'apot', wbits: 3 });
+    apotRun = calibratedRun(dir, 'apot3', { method: 'apot', wbits: 3 }, 8, 1);
   });
 
   async function quietly(run: () => Promise<void>): Promise<void> {

@@ -13,33 +13,11 @@ import { UsageError } from '../src/cli/args.js';
 import { exportCommand, writeAll } from '../src/cli/export.js';
 import { inspectCommand } from '../src/cli/inspect.js';
 import { CIFAR10_CLASSES } from '../src/data/cifar.js';
-import { normalizeImages } from '../src/export/calibrate.js';
 import { readTqm } from '../src/export/tqm-file.js';
-import { calibrate } from '../src/quant/quantize.js';
-import { saveCheckpoint } from '../src/train/checkpoint.js';
-import { resolveConfig } from '../src/train/config.js';
-import { buildModel } from '../src/train/trainer.js';
-import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
-import { NORMALIZATION, syntheticImages } from './export-fixtures.js';
+import { calibratedRun } from './export-fixtures.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 
 let dir: string;
-
-/** A run directory with a `last` checkpoint of a resnet8 trained (here: calibrated) as `fields` say. */
-function checkpoint(name: string, fields: Record<string, unknown>): string {
-  const config = resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir: dir, normalization: 'apot', ...fields });
-  const { model } = buildModel(config, { classes: CIFAR10_CLASSES, channels: 3 });
-  const { images } = syntheticImages(16, 3, 32, 32, 4);
-  const x = normalizeImages(images, 16, 3, NORMALIZATION);
-  if (config.method !== 'float') calibrate(model, x, [16, 3, 32, 32]);
-  model.train();
-  for (let pass = 0; pass < 2; pass++) tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [16, 3, 32, 32]))));
-  const run = join(dir, name);
-  mkdirSync(run);
-  const progress = { epoch: 1, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: 0, bestEpoch: 0, hessianEpoch: -1 };
-  saveCheckpoint(run, 'last', model, null, { config, progress, metrics: {} });
-  return run;
-}
 
 /** Run a command, returning what it printed. */
 async function capture(run: () => Promise<void>): Promise<string> {
@@ -61,7 +39,7 @@ before(() => {
   setBackend('js');
   dir = mkdtempSync(join(tmpdir(), 'tq-export-cli-'));
   cifar10Folder(dir, (i) => cifarRecords(Array.from({ length: 6 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: 8 }, (_, r) => [(r * 3 + 9) % 10]), 9));
-  apotRun = checkpoint('apot', { method: 'apot', wbits: 3 });
+  apotRun = calibratedRun(dir, 'apot', { method: 'apot', wbits: 3 });
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -106,7 +84,7 @@ describe('export', () => {
   });
 
   test('bad input is a clear error and leaves no file', async () => {
-    const floatRun = checkpoint('float', { method: 'float' });
+    const floatRun = calibratedRun(dir, 'float', { method: 'float' });
     const cases: [string[], RegExp][] = [
       [['--checkpoint', floatRun], /no quantizers \(method float\)/],
       [['--checkpoint', apotRun, '--format', 'xyz'], /unknown format "xyz"; available: .*tqm/],

@@ -1,8 +1,12 @@
 /**
  * Shared fixtures of the export tests (no tests here): tiny quantized ResNets with batch-norm
- * statistics from synthetic images, and their lowered integer models.
+ * statistics from synthetic images, their lowered integer models, and run directories of tiny
+ * calibrated checkpoints for the export commands.
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Normalization } from '../src/data/augment.js';
+import { CIFAR10_CLASSES } from '../src/data/cifar.js';
 import type { CalibrationImages } from '../src/export/calibrate.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import type { IntegerModel } from '../src/export/ir.js';
@@ -11,6 +15,9 @@ import { ResNet, type ShortcutOption } from '../src/models/resnet.js';
 import { type FirstLastPolicy, calibrate, quantize, quantizedLayers } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
+import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { resolveConfig } from '../src/train/config.js';
+import { buildModel } from '../src/train/trainer.js';
 import { Rng } from '../src/util/rng.js';
 
 export const NORMALIZATION: Normalization = { mean: [0.491, 0.482, 0.447], std: [0.247, 0.243, 0.262] };
@@ -100,3 +107,22 @@ export function lowerTiny(t: TinyModel, o: TinyOptions, choices: LoweringChoices
   });
 }
 
+/**
+ * A run directory `dir/name` holding a `last` checkpoint of a resnet8 configured by `fields` (a
+ * tinyquant train config), its quantizers calibrated and its batch-norm statistics gathered over
+ * `passes` train-mode passes on `count` synthetic images: what `tinyquant export` reads.
+ */
+export function calibratedRun(dir: string, name: string, fields: Record<string, unknown>, count = 16, passes = 2): string {
+  const config = resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir: dir, normalization: 'apot', ...fields });
+  const { model } = buildModel(config, { classes: CIFAR10_CLASSES, channels: 3 });
+  const shape = [count, 3, 32, 32];
+  const x = normalizeImages(syntheticImages(count, 3, 32, 32, 4).images, count, 3, NORMALIZATION);
+  if (config.method !== 'float') calibrate(model, x, shape);
+  model.train();
+  for (let pass = 0; pass < passes; pass++) tidy(() => noGrad(() => model.call(Tensor.fromArray(x, shape))));
+  const run = join(dir, name);
+  mkdirSync(run);
+  const progress = { epoch: 1, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: 0, bestEpoch: 0, hessianEpoch: -1 };
+  saveCheckpoint(run, 'last', model, null, { config, progress, metrics: {} });
+  return run;
+}
