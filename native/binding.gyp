@@ -10,6 +10,7 @@
         "src/int8_model.cc",
         "src/kernels.cc",
         "src/layout.cc",
+        "src/norm_quantize.cc",
         "src/ops_batchnorm.cc",
         "src/ops_common.cc",
         "src/ops_conv.cc",

@@ -534,6 +534,83 @@ describe('native backend', { skip }, () => {
       });
     }
 
+    const normCases = [
+      { name: 'APoT 4-bit levels (top clip only), ReLU, blocked', shape: [8, 16, 16, 16], blocked: true, relu: true,
+        spec: () => spec(1, [1.7], { lo: -Infinity, levels: apotLevelSet(4) }) },
+      { name: 'EWGS grid with an offset and scaling, ReLU, blocked', shape: [8, 32, 8, 8], blocked: true, relu: true,
+        spec: () => ({ ...spec(1, [2.1], { delta: 0.05, steps: 7 }), offset: Float32Array.of(-0.1) }) },
+      { name: 'PACT grid (exclusive top), no ReLU, plain with 5 channels', shape: [4, 5, 6, 7], blocked: false, relu: false,
+        spec: () => spec(1, [1.2], { hiInclusive: false, steps: 3 }) },
+    ];
+    for (const c of normCases) {
+      it(`batch norm fused with quantize agrees with js and with the separate native ops: ${c.name}`, () => {
+        const t = new Twin(92);
+        const channels = c.shape[1];
+        const s = c.spec();
+        const x = c.blocked ? t.blockedPair(c.shape, 2, 0.5) : t.randomPair(c.shape, 2, 0.5);
+        const gq = c.blocked ? t.blockedPair(c.shape) : t.randomPair(c.shape);
+        const gamma = t.randomPair([channels], 0.2, 1);
+        const beta = t.randomPair([channels], 0.5);
+        const stats = () => [t.randomPair([channels], 0.1), t.pair(Float32Array.from({ length: channels }, (_, i) => 1 + i / channels), [channels])];
+        const [rm, rv] = stats();
+        const [rmSeparate, rvSeparate] = stats();
+        const p: BatchNormParams = { eps: 1e-5, momentum: 0.1, relu: c.relu };
+        const ref = t.js.batchNormQuantizeTrain(x.js, gamma.js, beta.js, rm.js, rv.js, p, s);
+        const got = t.nat.batchNormQuantizeTrain(x.nat, gamma.nat, beta.nat, rm.nat, rv.nat, p, s);
+        if (c.blocked) assert.equal(t.nat.layoutOf(got.y), t.nat.layoutOf(x.nat), 'q stays in the input layout');
+        const q = t.nat.download(got.y);
+        // Separately on native: oneDNN's batch norm, then the quantize kernel.
+        const bn = t.nat.batchNormTrain(x.nat, gamma.nat, beta.nat, rmSeparate.nat, rvSeparate.nat, p);
+        const separate = t.nat.quantize(bn.y, s);
+        for (const [what, want] of [['js', t.js.download(ref.y)], ['separate ops', t.nat.download(separate)]] as const) {
+          // Values agree to float rounding; the batch-norm output may differ in its last bit, moving an
+          // element across a level threshold.
+          const step = 1e-5 * maxAbs(want);
+          const moved = q.filter((v, i) => !(Math.abs(v - want[i]) <= step)).length;
+          assert.ok(moved <= q.length / 1000, `q vs ${what}: ${moved} of ${q.length} elements on another level`);
+        }
+        assertClose(t.nat.download(rm.nat), t.js.download(rm.js), 'running mean');
+        assertClose(t.nat.download(rv.nat), t.js.download(rv.js), 'running variance');
+        assertClose(t.nat.download(rv.nat), t.nat.download(rvSeparate.nat), 'running variance vs oneDNN');
+
+        const want = t.js.batchNormQuantizeBackward(gq.js, x.js, gamma.js, beta.js, ref.saved, p, s);
+        const grads = t.nat.batchNormQuantizeBackward(gq.nat, x.nat, gamma.nat, beta.nat, got.saved, p, s);
+        assertClose(grads.sums, want.sums, 'quantizer sums');
+        const qb = t.nat.quantizeBackward(bn.y, gq.nat, s);
+        const bnb = t.nat.batchNormBackward(qb.gx, x.nat, bn.y, gamma.nat, bn.saved, p);
+        assertClose(grads.sums, qb.sums, 'quantizer sums vs separate ops');
+        for (const [what, a, b, sep] of [['gx', grads.gx, want.gx, bnb.gx], ['gGamma', grads.gGamma, want.gGamma, bnb.gGamma], ['gBeta', grads.gBeta, want.gBeta, bnb.gBeta]] as const) {
+          assertClose(t.nat.download(a), t.nat.download(sep), `${what} vs separate ops`);
+          t.agree(b, a, what);
+          t.nat.free(sep);
+        }
+        t.nat.free(qb.gx);
+        t.nat.free(separate);
+        t.nat.free(bn.y);
+        t.nat.freeSaved(bn.saved);
+        t.js.free(ref.y);
+        t.nat.free(got.y);
+        t.js.freeSaved(ref.saved);
+        t.nat.freeSaved(got.saved);
+        t.free(x, gq, gamma, beta, rm, rv, rmSeparate, rvSeparate);
+        t.done();
+      });
+    }
+
+    it('batch norm fused with quantize refuses a per-channel quantizer, naming the op', () => {
+      const t = new Twin(93);
+      const x = t.randomPair([2, 4, 3, 3]);
+      const v = t.pair(new Float32Array(4).fill(1), [4]);
+      const perChannel = spec(2, [1, 1], {});
+      for (const be of [t.js, t.nat] as const) {
+        const b = be === t.js ? 'js' : 'nat';
+        assert.throws(() => be.batchNormQuantizeTrain(x[b] as never, v[b] as never, v[b] as never, v[b] as never, v[b] as never, { eps: 1e-5, momentum: 0.1, relu: true }, perChannel),
+          /batchNormQuantizeTrain: the quantizer must be per tensor \(1 channel\), got 2 channels/);
+      }
+      t.free(x, v);
+      t.done();
+    });
+
     /** The floats within `radius` steps of each midpoint of consecutive levels, both signs, and NaN. */
     function aroundMidpoints(levels: Float32Array, radius: number): Float32Array {
       const bits = new Uint32Array(1);

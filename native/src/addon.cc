@@ -88,6 +88,8 @@ class Context : public Napi::ObjectWrap<Context> {
             InstanceMethod<&Context::batchNormTrain>("batchNormTrain"),
             InstanceMethod<&Context::batchNormInfer>("batchNormInfer"),
             InstanceMethod<&Context::batchNormBackward>("batchNormBackward"),
+            InstanceMethod<&Context::batchNormQuantizeTrain>("batchNormQuantizeTrain"),
+            InstanceMethod<&Context::batchNormQuantizeBackward>("batchNormQuantizeBackward"),
             InstanceMethod<&Context::avgPool2d>("avgPool2d"),
             InstanceMethod<&Context::avgPool2dBackward>("avgPool2dBackward"),
             InstanceMethod<&Context::globalAvgPool>("globalAvgPool"),
@@ -281,6 +283,25 @@ class Context : public Napi::ObjectWrap<Context> {
       if (!state) throw OpError("batchNormBackward: saved was used after it was freed");
       auto g = ops::batchNormBackward(a.tensor(0, "gy"), a.tensor(1, "x"), a.tensor(2, "gamma"), *state, batchNormParams(a, 4));
       return tuple(a.env(), wrap(a.env(), std::move(g.gx)), wrap(a.env(), std::move(g.gGamma)), wrap(a.env(), std::move(g.gBeta)));
+    });
+  }
+
+  Napi::Value batchNormQuantizeTrain(const Napi::CallbackInfo& info) {
+    return run(info, "batchNormQuantizeTrain", 9, [](const Args& a) {
+      auto r = ops::batchNormQuantizeTrain(a.tensor(0, "x"), a.tensor(1, "gamma"), a.tensor(2, "beta"),
+          a.tensor(3, "runningMean"), a.tensor(4, "runningVar"), batchNormParams(a, 5), a.quantSpec(8, "spec"));
+      return tuple(a.env(), wrap(a.env(), std::move(r.y)), StateHandle::create(a.env(), std::move(r.state)));
+    });
+  }
+
+  Napi::Value batchNormQuantizeBackward(const Napi::CallbackInfo& info) {
+    return run(info, "batchNormQuantizeBackward", 9, [](const Args& a) {
+      const ops::BatchNormState* state = a.stateHandle(4, "saved").payload();
+      if (!state) throw OpError("batchNormQuantizeBackward: saved was used after it was freed");
+      auto g = ops::batchNormQuantizeBackward(a.tensor(0, "gq"), a.tensor(1, "x"), a.tensor(2, "gamma"), a.tensor(3, "beta"),
+          *state, batchNormParams(a, 5), a.quantSpec(8, "spec"));
+      return tuple(a.env(), wrap(a.env(), std::move(g.grads.gx)), wrap(a.env(), std::move(g.grads.gGamma)),
+          wrap(a.env(), std::move(g.grads.gBeta)), float64Array(a.env(), g.sums));
     });
   }
 

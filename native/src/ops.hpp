@@ -72,6 +72,15 @@ struct BatchNormGrads {
 };
 BatchNormGrads batchNormBackward(const Tensor& gy, const Tensor& x, const Tensor& gamma,
     const BatchNormState& state, const BatchNormParams& p);
+/** Training-mode batch norm (and ReLU) whose output goes through a per-tensor quantize; returns q. */
+BatchNormTrainResult batchNormQuantizeTrain(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+    Tensor& runningMean, Tensor& runningVar, const BatchNormParams& p, const kernels::QuantSpec& spec);
+struct NormQuantizeGrads {
+  BatchNormGrads grads;
+  std::vector<double> sums;  // the quantizer's
+};
+NormQuantizeGrads batchNormQuantizeBackward(const Tensor& gq, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+    const BatchNormState& state, const BatchNormParams& p, const kernels::QuantSpec& spec);
 
 // ---- pooling ---------------------------------------------------------------------------------
 struct PoolParams {

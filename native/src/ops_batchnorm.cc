@@ -1,6 +1,9 @@
 // Batch normalization through oneDNN, in the layout of its input (the convolution's blocked
 // layout), with the ReLU fused (its mask kept in the workspace for the backward). The running
-// statistics update (PyTorch convention, unbiased variance) is done here.
+// statistics update (PyTorch convention, unbiased variance) is done here. Batch normalization
+// fused with the fake-quantize of its output runs on the addon's own kernels (norm_quantize.cc).
+#include <cmath>
+
 #include "compat.hpp"
 #include "ops.hpp"
 #include "ops_common.hpp"
@@ -143,6 +146,85 @@ BatchNormGrads batchNormBackward(const Tensor& gy, const Tensor& x, const Tensor
   if (shiftDesc.get_size() > 0) args.emplace(DNNL_ARG_SHIFT, args.at(DNNL_ARG_SCALE));
   execute(e.prim, e.pd, std::move(args));
   return g;
+}
+
+// ---- fused with the fake-quantize of the output ---------------------------------------------------
+
+namespace {
+
+/** x in a layout the norm-quantize kernels take: dense, plain or with a channel block dividing 16. */
+const Tensor& normQuantizeLayout(const Tensor& x, std::optional<Tensor>& holder) {
+  const int block = channelBlock(x.desc());
+  if (block > 0 && 16 % block == 0 && !hasPadding(x.desc())) return x;
+  return asPlain(x, holder);
+}
+
+void checkNormQuantizeSpec(const char* op, const Tensor& x, const kernels::QuantSpec& spec) {
+  checkQuantSpec(op, x, spec);
+  if (spec.channels != 1) fail(op, "the quantizer must be per tensor (1 channel), got ", spec.channels, " channels");
+}
+
+std::vector<float> asFloats(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+/** The per-channel normalization (mean, gamma / sqrt(variance + eps), beta) and the inverse std. */
+struct Normalization {
+  std::vector<float> scale, invStd;
+  Normalization(const Tensor& gamma, const Tensor& variance, float eps) : scale(gamma.numel()), invStd(gamma.numel()) {
+    for (int64_t c = 0; c < gamma.numel(); c++) {
+      invStd[c] = 1.0f / std::sqrt(variance.data()[c] + eps);
+      scale[c] = gamma.data()[c] * invStd[c];
+    }
+  }
+  kernels::NormAffine affine(const Tensor& mean, const Tensor& beta, bool relu) const {
+    return {mean.data(), scale.data(), beta.data(), relu};
+  }
+};
+
+}  // namespace
+
+BatchNormTrainResult batchNormQuantizeTrain(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& runningMean,
+    Tensor& runningVar, const BatchNormParams& p, const kernels::QuantSpec& spec) {
+  const char* op = "batchNormQuantizeTrain";
+  const int64_t channels = checkBatchNorm(op, x,
+      {{"gamma", &gamma}, {"beta", &beta}, {"runningMean", &runningMean}, {"runningVar", &runningVar}}, p);
+  checkNormQuantizeSpec(op, x, spec);
+  const int64_t count = x.numel() / channels;
+  if (count < 2) fail(op, "x ", shapeStr(x.shape()), " has one value per channel; training needs more");
+  std::optional<Tensor> hx;
+  const Tensor& src = normQuantizeLayout(x, hx);
+  const kernels::BlockedImage image = imageView(src);
+  std::vector<double> mean(channels), variance(channels);
+  kernels::channelMoments(image, mean.data(), variance.data());
+  const Shape stat{channels};
+  BatchNormTrainResult r{Tensor(x.shape(), src.desc()),
+      BatchNormState{x.shape(), src.desc(), p, upload(asFloats(mean).data(), channels, stat),
+          upload(asFloats(variance).data(), channels, stat), std::nullopt}};
+  updateRunningStats(runningMean, runningVar, r.state.mean, r.state.variance, count, p.momentum);
+  const Normalization norm(gamma, r.state.variance, p.eps);
+  kernels::normQuantize(image, norm.affine(r.state.mean, beta, p.relu), spec, r.y.data());
+  return r;
+}
+
+NormQuantizeGrads batchNormQuantizeBackward(const Tensor& gq, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+    const BatchNormState& state, const BatchNormParams& p, const kernels::QuantSpec& spec) {
+  const char* op = "batchNormQuantizeBackward";
+  const int64_t channels = checkBatchNorm(op, x, {{"gamma", &gamma}, {"beta", &beta}}, p);
+  requireSameShape(op, "gq", gq, "x", x);
+  checkNormQuantizeSpec(op, x, spec);
+  if (x.shape() != state.shape || state.workspace) {
+    fail(op, "the saved state (shape ", shapeStr(state.shape), ") is not a batchNormQuantizeTrain state of x ",
+        shapeStr(x.shape()));
+  }
+  std::optional<Tensor> hx, hg;
+  const Tensor& src = inLayout(x, state.data, hx);
+  const Tensor& g = inLayout(gq, state.data, hg);
+  const Shape stat{channels};
+  NormQuantizeGrads out{{Tensor(x.shape(), state.data), Tensor(stat, plainDesc(stat)), Tensor(stat, plainDesc(stat))},
+      std::vector<double>(kernels::kQuantSums)};
+  const Normalization norm(gamma, state.variance, p.eps);
+  kernels::normQuantizeBackward(imageView(src), g.data(), norm.affine(state.mean, beta, p.relu), norm.invStd.data(), spec,
+      out.grads.gx.data(), out.grads.gGamma.data(), out.grads.gBeta.data(), out.sums.data());
+  return out;
 }
 
 }  // namespace tq::ops

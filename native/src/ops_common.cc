@@ -51,4 +51,29 @@ int64_t floatKey(float v) {
   return bits;
 }
 
+void checkQuantSpec(const char* op, const Tensor& x, const kernels::QuantSpec& spec) {
+  const size_t c = static_cast<size_t>(spec.channels);
+  if (spec.scale.size() != c || spec.offset.size() != c || spec.outScale.size() != c || spec.outOffset.size() != c) {
+    fail(op, "scale, offset, outScale and outOffset must each have ", c, " values (one per channel)");
+  }
+  if (!(spec.lo <= spec.hi)) fail(op, "lo (", spec.lo, ") must not exceed hi (", spec.hi, ")");
+  if (spec.levels.empty() && !(spec.steps > 0)) fail(op, "steps must be positive without levels, got ", spec.steps);
+  for (size_t k = 0; k < spec.levels.size(); k++) {
+    if (!(spec.levels[k] >= 0) || (k > 0 && !(spec.levels[k] >= spec.levels[k - 1]))) {
+      fail(op, "levels must be sorted and non-negative");
+    }
+  }
+  if (x.numel() == 0) fail(op, "x ", shapeStr(x.shape()), " is empty");
+}
+
+const Tensor& blockedImage(const Tensor& x, std::optional<Tensor>& holder) {
+  return channelBlock(x.desc()) > 0 ? x : asPlain(x, holder);
+}
+
+kernels::BlockedImage imageView(const Tensor& t) {
+  const Shape& s = t.shape();
+  const bool image = s.size() == 4;
+  return {t.data(), s[0], s[1], image ? s[2] : 1, image ? s[3] : 1, channelBlock(t.desc())};
+}
+
 }  // namespace tq::ops

@@ -4,7 +4,9 @@
 
 #include <optional>
 
+#include "kernels.hpp"
 #include "layout.hpp"
+#include "quantize.hpp"
 #include "runtime.hpp"
 
 namespace tq::ops {
@@ -62,6 +64,15 @@ void inPlaceAs(Tensor& t, const memory::desc& md, Fn fn) {
 inline memory::desc argDesc(const dnnl::primitive_desc_base& pd, int arg) {
   return pd.query_md(dnnl::query::exec_arg_md, arg);
 }
+
+/** The spec's per-channel arrays, bounds, grid and levels are consistent and x is not empty. */
+void checkQuantSpec(const char* op, const Tensor& x, const kernels::QuantSpec& spec);
+
+/** x itself when it is plain or channel-blocked NCHW, else a plain copy owned by `holder`. */
+const Tensor& blockedImage(const Tensor& x, std::optional<Tensor>& holder);
+
+/** A plain or channel-blocked (N, C, H, W) tensor, or (N, C) as (N, C, 1, 1), for the addon's kernels. */
+kernels::BlockedImage imageView(const Tensor& t);
 
 /** Bit pattern of a float, for cache keys. */
 int64_t floatKey(float v);

@@ -49,21 +49,6 @@ const Tensor& channelChunked(const char* op, const Tensor& x, int64_t channels, 
   return dim0Contiguous(x.desc()) ? x : asPlain(x, holder);
 }
 
-void checkQuantSpec(const char* op, const Tensor& x, const kernels::QuantSpec& spec) {
-  const size_t c = static_cast<size_t>(spec.channels);
-  if (spec.scale.size() != c || spec.offset.size() != c || spec.outScale.size() != c || spec.outOffset.size() != c) {
-    fail(op, "scale, offset, outScale and outOffset must each have ", c, " values (one per channel)");
-  }
-  if (!(spec.lo <= spec.hi)) fail(op, "lo (", spec.lo, ") must not exceed hi (", spec.hi, ")");
-  if (spec.levels.empty() && !(spec.steps > 0)) fail(op, "steps must be positive without levels, got ", spec.steps);
-  for (size_t k = 0; k < spec.levels.size(); k++) {
-    if (!(spec.levels[k] >= 0) || (k > 0 && !(spec.levels[k] >= spec.levels[k - 1]))) {
-      fail(op, "levels must be sorted and non-negative");
-    }
-  }
-  if (x.numel() == 0) fail(op, "x ", shapeStr(x.shape()), " is empty");
-}
-
 }  // namespace
 
 // ---- memory --------------------------------------------------------------------------------

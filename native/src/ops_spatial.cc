@@ -37,16 +37,6 @@ Key poolKey(int64_t tag, const memory::desc& src, const PoolParams& p) {
   return k;
 }
 
-/** x itself when it is plain or channel-blocked NCHW, else a plain copy. */
-const Tensor& blockedImage(const Tensor& x, std::optional<Tensor>& holder) {
-  return channelBlock(x.desc()) > 0 ? x : asPlain(x, holder);
-}
-
-kernels::BlockedImage imageView(const Tensor& t) {
-  const Shape& s = t.shape();
-  return {t.data(), s[0], s[1], s[2], s[3], channelBlock(t.desc())};
-}
-
 }  // namespace
 
 Tensor avgPool2d(const Tensor& x, const PoolParams& p) {

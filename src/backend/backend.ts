@@ -196,6 +196,17 @@ export interface Backend<B extends Buf = Buf, S extends BatchNormSaved = BatchNo
   /** y is the forward output (needed when `p.relu`). */
   batchNormBackward(gy: B, x: B, y: B, gamma: B, saved: S, p: BatchNormParams): { gx: B; gGamma: B; gBeta: B };
 
+  /**
+   * `quantize(batchNormTrain(x, ...).y, spec)` without storing the batch-norm output: the input of a
+   * quantized layer after batch norm (and ReLU) in training. `spec` must be per tensor (1 channel).
+   * Updates the running statistics as batchNormTrain does; returns the quantized output as `y`.
+   */
+  batchNormQuantizeTrain(x: B, gamma: B, beta: B, runningMean: B, runningVar: B, p: BatchNormParams, spec: QuantSpec): { y: B; saved: S };
+  /** Backward of batchNormQuantizeTrain from the gradient of its output; `sums` are the quantizer's (see QuantSpec). */
+  batchNormQuantizeBackward(
+    gq: B, x: B, gamma: B, beta: B, saved: S, p: BatchNormParams, spec: QuantSpec,
+  ): { gx: B; gGamma: B; gBeta: B; sums: Float64Array };
+
   // ---- pooling ------------------------------------------------------------------------------
   avgPool2d(x: B, p: Pool2dParams): B;
   avgPool2dBackward(gy: B, xShape: Shape, p: Pool2dParams): B;

@@ -313,6 +313,47 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
     return { gx: this.#wrap(r.gx, x.shape), gGamma: this.#wrap(r.gGamma, gamma.shape), gBeta: this.#wrap(r.gBeta, gamma.shape) };
   }
 
+  /** The reference: batchNormTrain, then quantize (the native backend fuses them). */
+  batchNormQuantizeTrain(
+    x: JsBuf,
+    gamma: JsBuf,
+    beta: JsBuf,
+    runningMean: JsBuf,
+    runningVar: JsBuf,
+    p: BatchNormParams,
+    spec: QuantSpec,
+  ): { y: JsBuf; saved: JsBatchNormSaved } {
+    checkPerTensor('batchNormQuantizeTrain', spec);
+    const { y, saved } = this.batchNormTrain(x, gamma, beta, runningMean, runningVar, p);
+    const q = this.quantize(y, spec);
+    this.free(y);
+    return { y: q, saved };
+  }
+
+  /** The reference: the batch-norm output recomputed from the saved statistics, then quantizeBackward and batchNormBackward. */
+  batchNormQuantizeBackward(
+    gq: JsBuf,
+    x: JsBuf,
+    gamma: JsBuf,
+    beta: JsBuf,
+    saved: JsBatchNormSaved,
+    p: BatchNormParams,
+    spec: QuantSpec,
+  ): { gx: JsBuf; gGamma: JsBuf; gBeta: JsBuf; sums: Float64Array } {
+    const op = 'batchNormQuantizeBackward';
+    checkPerTensor(op, spec);
+    checkBatchNormParams(op, p);
+    const { mean, invStd } = savedOf(op, saved).get(op);
+    const g = batchNormGeometry(op, x.shape, { gamma: gamma.shape, beta: beta.shape });
+    const { scale, shift } = normalizationAffine(mean, invStd, valuesOf(op, 'gamma', gamma), valuesOf(op, 'beta', beta));
+    const y = this.#wrap(applyChannelAffine(valuesOf(op, 'input', x), g, scale, shift, p.relu), x.shape);
+    const { gx: gy, sums } = this.quantizeBackward(y, gq, spec);
+    const grads = this.batchNormBackward(gy, x, y, gamma, saved, p);
+    this.free(y);
+    this.free(gy);
+    return { ...grads, sums };
+  }
+
   // ---- pooling ------------------------------------------------------------------------------
 
   avgPool2d(x: JsBuf, p: Pool2dParams): JsBuf {
@@ -487,4 +528,8 @@ function shortcutGeometry(x: Shape, out: Shape, stride: number, padBefore: numbe
     outChannels: out[1], outH: out[2], outW: out[3],
     stride, padBefore,
   };
+}
+
+function checkPerTensor(op: string, spec: QuantSpec): void {
+  if (spec.channels !== 1) fail(op, `the quantizer must be per tensor (1 channel), got ${spec.channels} channels`);
 }

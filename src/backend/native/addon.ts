@@ -52,6 +52,12 @@ export interface AddonContext {
   batchNormTrain(x: B, gamma: B, beta: B, runningMean: B, runningVar: B, ...bn: BatchNormArgs): [B, NativeSaved];
   batchNormInfer(x: B, gamma: B, beta: B, runningMean: B, runningVar: B, ...bn: BatchNormArgs): B;
   batchNormBackward(gy: B, x: B, gamma: B, saved: NativeSaved, ...bn: BatchNormArgs): [B, B, B];
+  batchNormQuantizeTrain(
+    x: B, gamma: B, beta: B, runningMean: B, runningVar: B, eps: number, momentum: number, relu: boolean, spec: QuantSpec,
+  ): [B, NativeSaved];
+  batchNormQuantizeBackward(
+    gq: B, x: B, gamma: B, beta: B, saved: NativeSaved, eps: number, momentum: number, relu: boolean, spec: QuantSpec,
+  ): [B, B, B, Float64Array];
   avgPool2d(x: B, ...pool: PoolArgs): B;
   avgPool2dBackward(gy: B, xShape: Shape, ...pool: PoolArgs): B;
   globalAvgPool(x: B): B;

@@ -171,6 +171,23 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
     return { gx, gGamma, gBeta };
   }
 
+  batchNormQuantizeTrain(
+    x: NativeBuf, gamma: NativeBuf, beta: NativeBuf, runningMean: NativeBuf, runningVar: NativeBuf, p: BatchNormParams, spec: QuantSpec,
+  ): { y: NativeBuf; saved: NativeSaved } {
+    const op = 'batchNormQuantizeTrain';
+    checkQuantSpec(op, shapeOf(op, 'x', x), spec);
+    const [y, saved] = this.#ctx.batchNormQuantizeTrain(x, gamma, beta, runningMean, runningVar, ...batchNormArgs(op, p), spec);
+    return { y, saved };
+  }
+  batchNormQuantizeBackward(
+    gq: NativeBuf, x: NativeBuf, gamma: NativeBuf, beta: NativeBuf, saved: NativeSaved, p: BatchNormParams, spec: QuantSpec,
+  ): { gx: NativeBuf; gGamma: NativeBuf; gBeta: NativeBuf; sums: Float64Array } {
+    const op = 'batchNormQuantizeBackward';
+    checkQuantSpec(op, shapeOf(op, 'x', x), spec);
+    const [gx, gGamma, gBeta, sums] = this.#ctx.batchNormQuantizeBackward(gq, x, gamma, beta, saved, ...batchNormArgs(op, p), spec);
+    return { gx, gGamma, gBeta, sums };
+  }
+
   // ---- pooling ------------------------------------------------------------------------------
   avgPool2d(x: NativeBuf, p: Pool2dParams): NativeBuf {
     return this.#ctx.avgPool2d(x, ...poolArgs(p));
