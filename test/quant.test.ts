@@ -280,6 +280,69 @@ for (const backend of availableBackends()) {
 }
 
 describe('quantization-aware training', () => {
+  for (const backend of availableBackends()) {
+    test(`${backend.name}: a quantized convolution after batch norm + ReLU quantizes its input fused with the batch norm in training, with the loss, gradients and running statistics of the separate ops`, async () => {
+      const { ResNet } = await import('../src/models/resnet.js');
+      const { Conv2d } = await import('../src/nn/layers.js');
+      const { calibrate, quantize } = await import('../src/quant/quantize.js');
+      const { crossEntropy } = await import('../src/tensor/ops.js');
+      const { withBackend } = await import('../src/backend/index.js');
+      const { Rng } = await import('../src/util/rng.js');
+      const rng = new Rng(9);
+      const shape = [8, 3, 8, 8] as const;
+      const images = Float32Array.from({ length: 8 * 3 * 8 * 8 }, () => rng.normal());
+      const labels = Int32Array.from({ length: 8 }, (_, i) => i % 4);
+      withBackend(backend, () => {
+        for (const method of ['apot', 'ewgs', 'uniform', 'pact', 'lsq'] as const) {
+          const model = (fused: boolean) => {
+            const m = new ResNet({ blocks: [1, 1], widths: [16, 32], numClasses: 4, inChannels: 3, shortcut: 'A', headBatchNorm: false, init: 'kaiming-normal-fan-in', seed: 3 });
+            quantize(m, { method, wbits: 4, abits: 4, firstLast: 'int8' });
+            calibrate(m, images, shape);
+            // The float layer's callAfter: batch norm, then the convolution (which quantizes its input).
+            if (!fused) for (const block of m.blocks()) Object.assign(block.conv2, { callAfter: Conv2d.prototype.callAfter });
+            return m;
+          };
+          const step = (fused: boolean) => {
+            const m = model(fused);
+            let fusedCalls = 0;
+            const be = getBackend();
+            const original = be.batchNormQuantizeTrain;
+            be.batchNormQuantizeTrain = (...args) => (fusedCalls++, original.apply(be, args));
+            try {
+              const loss = tidy(() => {
+                const ce = crossEntropy(m.call(Tensor.fromArray(images, shape)), labels);
+                backward(ce.loss);
+                return ce.lossValue;
+              });
+              const grads = new Map([...m.namedParameters()].map(([name, p]) => [name, p.grad?.toArray() ?? null]));
+              const buffers = new Map([...m.stateDict()].filter(([name]) => name.includes('running')).map(([k, v]) => [k, v.data]));
+              return { loss, grads, buffers, fusedCalls };
+            } finally {
+              be.batchNormQuantizeTrain = original;
+            }
+          };
+          const fused = step(true);
+          const separate = step(false);
+          assert.equal(fused.fusedCalls, 2, `${method}: both blocks' conv2 inputs are quantized by the fused op`);
+          assert.equal(separate.fusedCalls, 0);
+          // js: the fused op is the composition of the same ops, bit for bit. native: own kernels vs
+          // oneDNN's, relative 1e-4, and 1e-6 absolute for sums that cancel to ~0 (an output scale's).
+          const [tol, floor] = backend.name === 'js' ? [0, 0] : [1e-4, 1e-6];
+          const close = (a: ArrayLike<number>, b: ArrayLike<number>, what: string) => {
+            const scale = Math.max(...Array.from(b, Math.abs));
+            for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= tol * scale + floor, `${method} ${what}[${i}]: ${a[i]} vs ${b[i]}`);
+          };
+          close([fused.loss], [separate.loss], 'loss');
+          for (const [name, g] of separate.grads) {
+            assert.ok(g !== null && fused.grads.get(name) !== null, `${method}: ${name} has a gradient`);
+            close(fused.grads.get(name)!, g, `gradient of ${name}`);
+          }
+          for (const [name, v] of separate.buffers) close(fused.buffers.get(name)!, v, name);
+        }
+      });
+    });
+  }
+
   test('a few QAT steps lower the loss for every method, and the same seed gives the same weights', async () => {
     const { ResNet } = await import('../src/models/resnet.js');
     const { Sgd, byKind, groupParameters } = await import('../src/optim/index.js');

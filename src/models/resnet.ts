@@ -57,7 +57,7 @@ export class BasicBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const out = this.bn2.call(this.conv2.call(this.bn1.call(this.conv1.call(x))));
+    const out = this.bn2.call(this.conv2.callAfter(this.bn1, this.conv1.call(x)));
     return ops.addRelu(out, this.shortcut ? this.shortcut.call(x) : x);
   }
 

@@ -49,6 +49,11 @@ export class Conv2d extends Module {
   forward(x: Tensor): Tensor {
     return ops.conv2d(x, this.weight, this.bias, this.params);
   }
+
+  /** this(bn(x)); a quantized convolution runs its input quantizer fused into the batch norm. */
+  callAfter(bn: BatchNorm, x: Tensor): Tensor {
+    return this.call(bn.call(x));
+  }
 }
 
 export interface BatchNormOptions {
@@ -82,15 +87,15 @@ export class BatchNorm extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return ops.batchNorm(x, this.weight, this.bias, this.runningMean, this.runningVar, this.backendParams(x));
+  }
+
+  /** The backend op's options for input x, after checking that x has this layer's channels. */
+  backendParams(x: Tensor): ops.BatchNormOptions {
     if (x.shape[1] !== this.channels) {
       throw new Error(`BatchNorm: expects ${this.channels} channels, input has shape [${x.shape.join(', ')}]`);
     }
-    return ops.batchNorm(x, this.weight, this.bias, this.runningMean, this.runningVar, {
-      training: this.training,
-      eps: this.eps,
-      momentum: this.momentum,
-      relu: this.relu,
-    });
+    return { training: this.training, eps: this.eps, momentum: this.momentum, relu: this.relu };
   }
 }
 

@@ -165,8 +165,13 @@ export abstract class Module {
 
   /** Run the forward pass; an error is prefixed with the path of the innermost failing layer. */
   call(x: Tensor): Tensor {
+    return this.inContext(() => this.forward(x));
+  }
+
+  /** Run fn with an error prefixed with this layer's path, as `call` does for `forward`. */
+  inContext<T>(fn: () => T): T {
     try {
-      return this.forward(x);
+      return fn();
     } catch (e) {
       throw withLayerContext(e, `${this.path || 'model'} (${this.constructor.name})`);
     }

@@ -7,13 +7,14 @@
  * weights are ternary. Activations: divided by alpha, clipped at 1, projected onto the unsigned
  * level set of b bits. Alpha's gradient is the RCF rule (projection error inside, +-1 outside).
  */
-import type { QuantSpec } from '../backend/backend.js';
+import type { QuantSpec, Shape } from '../backend/backend.js';
 import { getBackend } from '../backend/index.js';
 import { record, type Tensor } from '../tensor/tensor.js';
 import {
   type IntegerForm,
   type NamedParameter,
   type TensorQuantizer,
+  type FakeQuantOp,
   S,
   channelArray,
   checkBits,
@@ -139,9 +140,13 @@ export class ApotWeightQuantizer implements TensorQuantizer {
     this.#lastSpec = spec;
     const k = this.#alphaGradScale;
     const input = this.variant === 'imagenet' ? throughStandardization(w, mean, std) : w;
-    return fakeQuantize(input, spec, [this.alpha], (sums) => [
-      perChannel(sums, (c) => k * (quantSum(sums, S.insideErr, c) + quantSum(sums, S.above, c) - quantSum(sums, S.below, c))),
-    ]);
+    return fakeQuantize(input, {
+      spec,
+      params: [this.alpha],
+      rule: (sums) => [
+        perChannel(sums, (c) => k * (quantSum(sums, S.insideErr, c) + quantSum(sums, S.above, c) - quantSum(sums, S.below, c))),
+      ],
+    });
   }
 
   calibrate(): void {}
@@ -212,6 +217,10 @@ export class ApotActivationQuantizer implements TensorQuantizer {
   }
 
   apply(a: Tensor, layer: string): Tensor {
+    return fakeQuantize(a, this.fakeQuantOp(a.shape, layer));
+  }
+
+  fakeQuantOp(_shape: Shape, layer: string): FakeQuantOp {
     const [alpha] = checkedValues(this.alpha, 'activation clipping alpha (act_alpha)', layer, 'apot', true);
     const spec: QuantSpec = {
       channels: 1,
@@ -232,9 +241,11 @@ export class ApotActivationQuantizer implements TensorQuantizer {
     };
     this.#lastSpec = spec;
     const k = this.#alphaGradScale;
-    return fakeQuantize(a, spec, [this.alpha], (sums) => [
-      Float32Array.of(k * (quantSum(sums, S.insideErr) + quantSum(sums, S.above))),
-    ]);
+    return {
+      spec,
+      params: [this.alpha],
+      rule: (sums) => [Float32Array.of(k * (quantSum(sums, S.insideErr) + quantSum(sums, S.above)))],
+    };
   }
 
   calibrate(): void {}

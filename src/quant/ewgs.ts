@@ -7,7 +7,7 @@
  * multiplies its output by |output_scale|. Backward: g * (1 + delta * sign(g) * (xn - xq)), with
  * delta fixed or estimated from the Hessian trace (src/quant/hessian.ts).
  */
-import type { Buf, QuantSpec } from '../backend/backend.js';
+import type { Buf, QuantSpec, Shape } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import {
   type IntegerForm,
@@ -15,6 +15,7 @@ import {
   type NamedParameter,
   type Role,
   type TensorQuantizer,
+  type FakeQuantOp,
   S,
   channelArray,
   checkBits,
@@ -135,21 +136,28 @@ export class EwgsQuantizer implements TensorQuantizer {
 
   /** The quantizer's own forward, also when a probe is installed. */
   applyDirect(x: Tensor, layer: string): Tensor {
+    const probe = this.probe;
+    return fakeQuantize(x, { ...this.#op(layer), observe: probe ? (g: Buf) => probe.observe(g) : undefined });
+  }
+
+  fakeQuantOp(_shape: Shape, layer: string): FakeQuantOp | null {
+    return this.probe ? null : this.#op(layer);
+  }
+
+  #op(layer: string): FakeQuantOp {
     const spec = this.spec(layer);
     this.#lastSpec = spec;
     const k = this.outScale;
     const width = spec.scale;
     // dL/dl = sum_in g_xn (xn - 1) / (u - l), dL/du = -sum_in g_xn xn / (u - l), g_xn = outScale * g'.
-    return fakeQuantize(
-      x,
+    return {
       spec,
-      [this.upper, this.lower],
-      (sums) => [
+      params: [this.upper, this.lower],
+      rule: (sums) => [
         perChannel(sums, (c) => (-k * quantSum(sums, S.insideX, c)) / width[c]),
         perChannel(sums, (c) => (k * (quantSum(sums, S.insideX, c) - quantSum(sums, S.inside, c))) / width[c]),
       ],
-      this.probe ? (g: Buf) => this.probe?.observe(g) : undefined,
-    );
+    };
   }
 
   /** Reference init: weights l, u = -+3 std(W); activations l = min(a), u = 3 std(a) / sqrt(1 - 2/pi). */

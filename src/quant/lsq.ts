@@ -7,13 +7,14 @@
  * layer for weights and the number of features per example (C*H*W) for activations (the paper's
  * "number of features" is ambiguous; this is our reading).
  */
-import type { QuantSpec } from '../backend/backend.js';
+import { type QuantSpec, type Shape, numel } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import {
   type IntegerForm,
   type NamedParameter,
   type Role,
   type TensorQuantizer,
+  type FakeQuantOp,
   S,
   channelArray,
   checkBits,
@@ -61,6 +62,10 @@ export class LsqQuantizer implements TensorQuantizer {
   }
 
   apply(v: Tensor, layer: string): Tensor {
+    return fakeQuantize(v, this.fakeQuantOp(v.shape, layer));
+  }
+
+  fakeQuantOp(shape: Shape, layer: string): FakeQuantOp {
     const s = checkedValues(this.step, `step size (${this.parameters[0][0]})`, layer, 'lsq', true);
     const c = this.#channels;
     const spec: QuantSpec = {
@@ -80,12 +85,17 @@ export class LsqQuantizer implements TensorQuantizer {
       delta: 0,
     };
     this.#lastSpec = spec;
-    const perExample = this.role === 'weight' ? v.size / c : v.shape.length > 1 ? v.size / v.shape[0] : v.size;
+    const size = numel(shape);
+    const perExample = this.role === 'weight' ? size / c : shape.length > 1 ? size / shape[0] : size;
     const gradScale = 1 / Math.sqrt(perExample * this.qp);
     const { qn, qp } = this;
-    return fakeQuantize(v, spec, [this.step], (sums) => [
-      perChannel(sums, (ch) => gradScale * (quantSum(sums, S.insideErr, ch) - qn * quantSum(sums, S.below, ch) + qp * quantSum(sums, S.above, ch))),
-    ]);
+    return {
+      spec,
+      params: [this.step],
+      rule: (sums) => [
+        perChannel(sums, (ch) => gradScale * (quantSum(sums, S.insideErr, ch) - qn * quantSum(sums, S.below, ch) + qp * quantSum(sums, S.above, ch))),
+      ],
+    };
   }
 
   /** s = 2 mean|v| / sqrt(Q_P), from the float weights or the first batch of activations. */

@@ -4,12 +4,13 @@
  * gradient over a >= alpha only. Its L2 regularization of alpha is the parameter group's weight
  * decay. Weights use the DoReFa scheme (src/quant/uniform.ts), as in the PACT paper.
  */
-import type { QuantSpec } from '../backend/backend.js';
+import type { QuantSpec, Shape } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import {
   type IntegerForm,
   type NamedParameter,
   type TensorQuantizer,
+  type FakeQuantOp,
   S,
   checkBits,
   checkedValues,
@@ -39,10 +40,14 @@ export class PactQuantizer implements TensorQuantizer {
   }
 
   apply(a: Tensor, layer: string): Tensor {
+    return fakeQuantize(a, this.fakeQuantOp(a.shape, layer));
+  }
+
+  fakeQuantOp(_shape: Shape, layer: string): FakeQuantOp {
     const [alpha] = checkedValues(this.alpha, 'activation clipping alpha (act_alpha)', layer, 'pact', true);
     const spec = uniformSpec(alpha, 0, alpha, 0, 2 ** this.bits - 1, { hiInclusive: false });
     this.#lastSpec = spec;
-    return fakeQuantize(a, spec, [this.alpha], (sums) => [Float32Array.of(quantSum(sums, S.above))]);
+    return { spec, params: [this.alpha], rule: (sums) => [Float32Array.of(quantSum(sums, S.above))] };
   }
 
   calibrate(): void {}

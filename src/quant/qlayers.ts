@@ -4,12 +4,12 @@
  * weights of the layer they replace (QAT continues from them) and register the quantizers'
  * parameters and buffers under the reference implementations' names.
  */
-import { Conv2d, Linear } from '../nn/layers.js';
+import { type BatchNorm, Conv2d, Linear } from '../nn/layers.js';
 import { type Module, Parameter } from '../nn/module.js';
 import * as ops from '../tensor/ops.js';
 import { type Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
-import { type TensorQuantizer, quantParameter, tensorStats } from './quantizer.js';
+import { type TensorQuantizer, batchNormFakeQuantize, quantParameter, tensorStats } from './quantizer.js';
 
 /** Layers never draw random numbers when they take over existing weights. */
 const UNUSED_RNG = new Rng(0);
@@ -53,6 +53,7 @@ function quantizedForward(
   weight: Parameter,
   bias: Parameter | null,
   op: (input: Tensor, w: Tensor, b: Tensor | null) => Tensor,
+  inputQuantized = false,
 ): Tensor {
   const path = layer.path;
   const wq = layer.weightQuantizer;
@@ -70,7 +71,7 @@ function quantizedForward(
     });
     layer.calibrating = false;
   }
-  const input = aq ? aq.apply(x, path) : x;
+  const input = aq && !inputQuantized ? aq.apply(x, path) : x;
   const w = wq ? wq.apply(weight, path) : weight;
   const scale = layer.outputScale;
   if (!scale) return op(input, w, bias);
@@ -99,7 +100,23 @@ export class QConv2d extends Conv2d implements QuantizedLayer {
   }
 
   override forward(x: Tensor): Tensor {
-    return quantizedForward(this, x, this.weight, this.bias, (input, w, b) => ops.conv2d(input, w, b, this.params));
+    return this.#forward(x, false);
+  }
+
+  /**
+   * In training, the input quantizer runs fused into the batch norm (one pass over the activation
+   * instead of three forward and backward). Not on a calibration pass: that needs the float input.
+   */
+  override callAfter(bn: BatchNorm, x: Tensor): Tensor {
+    const op = this.training && bn.training && !this.calibrating ? this.actQuantizer?.fakeQuantOp?.(x.shape, this.path) : null;
+    if (!op || op.spec.channels !== 1) return super.callAfter(bn, x);
+    const q = bn.inContext(() => batchNormFakeQuantize(x, bn, op));
+    return this.inContext(() => this.#forward(q, true));
+  }
+
+  #forward(x: Tensor, inputQuantized: boolean): Tensor {
+    const conv = (input: Tensor, w: Tensor, b: Tensor | null): Tensor => ops.conv2d(input, w, b, this.params);
+    return quantizedForward(this, x, this.weight, this.bias, conv, inputQuantized);
   }
 }
 

@@ -7,6 +7,7 @@
  */
 import { type Buf, QUANT_SUMS, type QuantSpec, STAT_FIELDS, type Shape } from '../backend/backend.js';
 import { getBackend } from '../backend/index.js';
+import type { BatchNorm } from '../nn/layers.js';
 import { Parameter } from '../nn/module.js';
 import { Tensor, record } from '../tensor/tensor.js';
 
@@ -50,6 +51,12 @@ export interface TensorQuantizer {
   readonly needsCalibration: boolean;
   /** Fake-quantize x (differentiable w.r.t. x and the parameters). */
   apply(x: Tensor, layer: string): Tensor;
+  /**
+   * The one fake-quantize op that `apply` runs on a tensor of this shape, so that the op producing
+   * the tensor may run it fused (batch norm + ReLU + quantize); null when `apply` does more (weight
+   * preprocessing, an EWGS Hessian probe). Absent on weight-only quantizers.
+   */
+  fakeQuantOp?(shape: Shape, layer: string): FakeQuantOp | null;
   /**
    * Data-driven initialization from the tensor this quantizer will see: the (loaded) float weights,
    * or a batch of inputs. Runs on the calibration pass (see quantize.ts `calibrate`).
@@ -95,28 +102,57 @@ export type ParamGradRule = (sums: Float64Array) => Float32Array[];
 /** Observer of the gradient w.r.t. the quantizer output (EWGS's Hessian estimation uses it). */
 export type GradObserver = (gOut: Buf) => void;
 
-/**
- * The differentiable fake-quantize op. `params` are the tensors whose gradients `rule` computes
- * from the per-channel sums (in the same order).
- */
-export function fakeQuantize(
-  x: Tensor,
-  spec: QuantSpec,
-  params: readonly Tensor[],
-  rule: ParamGradRule,
-  observe?: GradObserver,
-): Tensor {
+/** One fake-quantize: the spec, and the parameters whose gradients `rule` computes from its sums (in order). */
+export interface FakeQuantOp {
+  readonly spec: QuantSpec;
+  readonly params: readonly Tensor[];
+  readonly rule: ParamGradRule;
+  readonly observe?: GradObserver;
+}
+
+/** The differentiable fake-quantize op. */
+export function fakeQuantize(x: Tensor, op: FakeQuantOp): Tensor {
   const be = getBackend();
-  const y = be.quantize(x.buf, spec);
-  return record('fakeQuantize', y, [x, ...params], (g) => {
-    observe?.(g);
-    const { gx, sums } = be.quantizeBackward(x.buf, g, spec);
-    const grads = params.some((p) => p.requiresGrad) ? rule(sums) : [];
-    return [
-      x.requiresGrad ? gx : (be.free(gx), null),
-      ...params.map((p, i) => (p.requiresGrad ? be.upload(grads[i], p.shape) : null)),
-    ];
+  const y = be.quantize(x.buf, op.spec);
+  return record('fakeQuantize', y, [x, ...op.params], (g) => {
+    op.observe?.(g);
+    const { gx, sums } = be.quantizeBackward(x.buf, g, op.spec);
+    return [keepIf(x, gx), ...paramGrads(op, sums)];
   });
+}
+
+/**
+ * bn(x) fake-quantized by `op` in one backend op that never stores the batch-norm output (training
+ * mode; `op` per tensor): the input of a quantized layer that follows batch norm (and ReLU).
+ */
+export function batchNormFakeQuantize(x: Tensor, bn: BatchNorm, op: FakeQuantOp): Tensor {
+  const be = getBackend();
+  const p = bn.backendParams(x);
+  const [gamma, beta] = [bn.weight, bn.bias];
+  const { y, saved } = be.batchNormQuantizeTrain(x.buf, gamma.buf, beta.buf, bn.runningMean.buf, bn.runningVar.buf, p, op.spec);
+  return record(
+    'batchNormFakeQuantize',
+    y,
+    [x, gamma, beta, ...op.params],
+    (g) => {
+      op.observe?.(g);
+      const r = be.batchNormQuantizeBackward(g, x.buf, gamma.buf, beta.buf, saved, p, op.spec);
+      return [keepIf(x, r.gx), keepIf(gamma, r.gGamma), keepIf(beta, r.gBeta), ...paramGrads(op, r.sums)];
+    },
+    () => be.freeSaved(saved),
+  );
+}
+
+/** The gradient when t needs one; else it is freed. */
+function keepIf(t: Tensor, grad: Buf): Buf | null {
+  if (t.requiresGrad) return grad;
+  getBackend().free(grad);
+  return null;
+}
+
+function paramGrads(op: FakeQuantOp, sums: Float64Array): (Buf | null)[] {
+  const grads = op.params.some((p) => p.requiresGrad) ? op.rule(sums) : [];
+  return op.params.map((p, i) => (p.requiresGrad ? getBackend().upload(grads[i], p.shape) : null));
 }
 
 /** Sum of field `k` (0..QUANT_SUMS-1) over all channels, or per channel. */

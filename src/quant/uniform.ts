@@ -9,7 +9,7 @@
 import type { QuantSpec } from '../backend/backend.js';
 import * as ops from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type IntegerForm, type Role, type TensorQuantizer, checkBits, fakeQuantize, tensorStats } from './quantizer.js';
+import { type FakeQuantOp, type IntegerForm, type Role, type TensorQuantizer, checkBits, fakeQuantize, tensorStats } from './quantizer.js';
 
 export const UNIFORM_BITS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
 
@@ -50,7 +50,7 @@ export class UniformQuantizer implements TensorQuantizer {
 
   apply(x: Tensor): Tensor {
     const n = 2 ** this.bits - 1;
-    if (this.role === 'activation') return this.#quantize(x, uniformSpec(1, 0, 1, 0, n));
+    if (this.role === 'activation') return fakeQuantize(x, this.fakeQuantOp()!);
     if (this.bits === 1) {
       const m = tensorStats(x)[0].meanAbs;
       return this.#quantize(x, uniformSpec(m, 0, m, 0, 1, { lo: -Infinity, hi: Infinity, symmetric: true, levels: Float32Array.of(1) }));
@@ -61,9 +61,17 @@ export class UniformQuantizer implements TensorQuantizer {
     return this.#quantize(t, uniformSpec(2 * m, -m, 2, -1, n));
   }
 
+  /** Activations only: weights go through tanh (or a mean scale) first. */
+  fakeQuantOp(): FakeQuantOp | null {
+    if (this.role !== 'activation') return null;
+    const spec = uniformSpec(1, 0, 1, 0, 2 ** this.bits - 1);
+    this.#lastSpec = spec;
+    return { spec, params: [], rule: () => [] };
+  }
+
   #quantize(x: Tensor, spec: QuantSpec): Tensor {
     this.#lastSpec = spec;
-    return fakeQuantize(x, spec, [], () => []);
+    return fakeQuantize(x, { spec, params: [], rule: () => [] });
   }
 
   calibrate(): void {}
