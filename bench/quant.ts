@@ -1,7 +1,7 @@
 /**
  * `npm run bench:quant`: training images/s of every quantization method at W4A4 and W2A2 as a
- * ratio to float training on the same engine, all measured in one run (interleaved rounds, each
- * configuration in a fresh process, medians).
+ * ratio to float training on the same engine, all measured in one run (each configuration in a fresh
+ * process, float run before and after every one, medians over rounds).
  *
  * Options: --model M --batch B --iters N --rounds R --methods a,b,c --bits 4,2
  *
@@ -106,22 +106,38 @@ function profile(): void {
   }
 }
 
+/**
+ * Every round runs float before and after each quantized configuration, and a configuration's
+ * ratio in that round is its speed over the mean of the two float runs around it: a slow drift of
+ * the (shared, noisy) machine cancels out. Reported: medians over the rounds.
+ */
 function throughput(): void {
-  const samples = new Map<string, number[]>(configs.map((c) => [c.label, []]));
+  const [float, ...quantized] = configs;
+  const speeds = new Map<string, number[]>(configs.map((c) => [c.label, []]));
+  const ratios = new Map<string, number[]>(quantized.map((c) => [c.label, []]));
+  const run = (r: number, c: Config): number => {
+    const v = measure(c);
+    speeds.get(c.label)!.push(v);
+    console.log(`round ${r + 1}: ${c.label.padEnd(16)} ${v.toFixed(1)} img/s`);
+    return v;
+  };
   for (let r = 0; r < Number(values.rounds); r++) {
-    for (const c of configs) {
-      const v = measure(c);
-      samples.get(c.label)!.push(v);
-      console.log(`round ${r + 1}: ${c.label.padEnd(16)} ${v.toFixed(1)} img/s`);
+    let before = run(r, float);
+    for (const c of quantized) {
+      const v = run(r, c);
+      const after = run(r, float);
+      ratios.get(c.label)!.push(v / ((before + after) / 2));
+      before = after;
     }
   }
-  const float = median(samples.get('float')!);
-  console.log(`\n${'configuration'.padEnd(16)} img/s   ratio to float (${float.toFixed(1)} img/s)`);
-  const summary: Record<string, { imgPerSec: number; ratio: number }> = {};
-  for (const c of configs) {
-    const m = median(samples.get(c.label)!);
-    summary[c.label] = { imgPerSec: m, ratio: m / float };
-    console.log(`${c.label.padEnd(16)} ${m.toFixed(1).padStart(6)}  ${(m / float).toFixed(3)}`);
+  const floatSpeed = median(speeds.get(float.label)!);
+  console.log(`\n${'configuration'.padEnd(16)} img/s   ratio to float (median of per-round ratios; float ${floatSpeed.toFixed(1)} img/s)`);
+  const summary: Record<string, { imgPerSec: number; ratio: number }> = { float: { imgPerSec: floatSpeed, ratio: 1 } };
+  for (const c of quantized) {
+    const m = median(speeds.get(c.label)!);
+    const ratio = median(ratios.get(c.label)!);
+    summary[c.label] = { imgPerSec: m, ratio };
+    console.log(`${c.label.padEnd(16)} ${m.toFixed(1).padStart(6)}  ${ratio.toFixed(3)}   (rounds: ${ratios.get(c.label)!.map((x) => x.toFixed(3)).join(', ')})`);
   }
   console.log(JSON.stringify({ model: values.model, batch: Number(values.batch), summary }));
 }
