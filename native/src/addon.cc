@@ -411,9 +411,12 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   Napi::Value quantizeBackward(const Napi::CallbackInfo& info) {
-    return run(info, "quantizeBackward", 3, [](const Args& a) {
-      auto g = ops::quantizeBackward(a.tensor(0, "x"), a.tensor(1, "gy"), a.quantSpec(2, "spec"));
-      return tuple(a.env(), wrap(a.env(), std::move(g.gx)), float64Array(a.env(), g.sums));
+    return run(info, "quantizeBackward", 4, [&info](const Args& a) {
+      Tensor* into = a.optionalTensor(3, "accumulate");
+      auto g = ops::quantizeBackward(a.tensor(0, "x"), a.tensor(1, "gy"), a.quantSpec(2, "spec"), into);
+      // Accumulated: gx is the buffer passed in, returned as the same JavaScript object.
+      const Napi::Value gx = into ? info[3] : wrap(a.env(), std::move(*g.gx));
+      return tuple(a.env(), gx, float64Array(a.env(), g.sums));
     });
   }
 

@@ -113,9 +113,10 @@ void adamStep(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const ker
 
 Tensor quantize(const Tensor& x, const kernels::QuantSpec& spec);
 struct QuantizeGrads {
-  Tensor gx;
+  std::optional<Tensor> gx;  // none when accumulated into the caller's tensor
   std::vector<double> sums;
 };
-QuantizeGrads quantizeBackward(const Tensor& x, const Tensor& gy, const kernels::QuantSpec& spec);
+/** gx and the sums; with `into`, gx is added into *into instead (same shape). */
+QuantizeGrads quantizeBackward(const Tensor& x, const Tensor& gy, const kernels::QuantSpec& spec, Tensor* into = nullptr);
 
 }  // namespace tq::ops

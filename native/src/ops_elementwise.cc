@@ -190,14 +190,23 @@ Tensor quantize(const Tensor& x, const kernels::QuantSpec& spec) {
   return y;
 }
 
-QuantizeGrads quantizeBackward(const Tensor& x, const Tensor& gy, const kernels::QuantSpec& spec) {
+QuantizeGrads quantizeBackward(const Tensor& x, const Tensor& gy, const kernels::QuantSpec& spec, Tensor* into) {
   requireSameShape("quantizeBackward", "x", x, "gy", gy);
+  if (into) requireSameShape("quantizeBackward", "x", x, "accumulate", *into);
   checkQuantSpec("quantizeBackward", x, spec);
   std::optional<Tensor> hx, hg;
   const Tensor& cx = channelChunked("quantizeBackward", x, spec.channels, hx);
   const Tensor& g = inLayout(gy, cx.desc(), hg);
-  QuantizeGrads out{Tensor(x.shape(), cx.desc()), std::vector<double>(static_cast<size_t>(spec.channels) * kernels::kQuantSums)};
-  kernels::quantizeBackward(cx.data(), g.data(), out.gx.data(), cx.physicalSize(), spec, out.sums.data());
+  QuantizeGrads out{std::nullopt, std::vector<double>(static_cast<size_t>(spec.channels) * kernels::kQuantSums)};
+  // In place when the accumulated gradient is in x's layout, else computed apart and added.
+  const bool inPlace = into && into->desc() == cx.desc();
+  if (!inPlace) out.gx.emplace(x.shape(), cx.desc());
+  kernels::quantizeBackward(cx.data(), g.data(), inPlace ? into->data() : out.gx->data(), cx.physicalSize(), spec,
+      out.sums.data(), inPlace);
+  if (into && !inPlace) {
+    axpyInPlace(*into, *out.gx, 1.0f);
+    out.gx.reset();
+  }
   return out;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "parallel.hpp"
@@ -25,7 +26,7 @@ TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, in
  * block sums are then accumulated in float64. The order is fixed for a given CPU, so results are
  * reproducible.
  */
-template <class V, class Projection>
+template <class V, bool Accumulate, class Projection>
 TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restrict gy, float* __restrict gx, int64_t n,
     const Range& r, const Channel& c, const Projection& magnitudeOf, double* sums) {
   constexpr int64_t kSumBlock = 512;
@@ -38,7 +39,7 @@ TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restric
 #pragma omp simd reduction(+ : inside, insideXn, insideError, below, above)
     for (int64_t i = 0; i < m; i++) {
       const ElementGrad e = backwardElement<V>(xs[i], gs[i], r, c, magnitudeOf);
-      out[i] = e.gx;
+      out[i] = Accumulate ? out[i] + e.gx : e.gx;
       inside += e.inside;
       insideXn += e.insideXn;
       insideError += e.insideError;
@@ -66,7 +67,8 @@ void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) {
   });
 }
 
-void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, const QuantSpec& spec, double* sums) {
+void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, const QuantSpec& spec, double* sums,
+    bool accumulate) {
   const Range r(spec);
   const int team = maxTeam();
   const int64_t perThread = spec.channels * kQuantSums;
@@ -74,7 +76,9 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
   withProjection(spec, [&](const auto& magnitudeOf) {
     withVariant(spec, true, [&](auto variant) {
       forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
-        backwardSegment<decltype(variant)>(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
+        auto segment = accumulate ? backwardSegment<decltype(variant), true, std::decay_t<decltype(magnitudeOf)>>
+                                  : backwardSegment<decltype(variant), false, std::decay_t<decltype(magnitudeOf)>>;
+        segment(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
             &partial[t * perThread + c * kQuantSums]);
       });
     });

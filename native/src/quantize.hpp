@@ -26,8 +26,12 @@ struct QuantSpec {
 /** y = project(clip((x - offset) / scale)) * outScale + outOffset, per chunk of dimension 0. */
 void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec);
 
-/** gx and, per channel, QUANT_SUMS float64 sums (layout: sums[c * kQuantSums + k]). */
-void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, const QuantSpec& spec, double* sums);
+/**
+ * gx (added into gx's values when `accumulate`) and, per channel, QUANT_SUMS float64 sums
+ * (layout: sums[c * kQuantSums + k]).
+ */
+void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, const QuantSpec& spec, double* sums,
+    bool accumulate);
 
 /** Training-mode batch normalization per channel: y = (x - mean) * scale + beta, scale = gamma / std. */
 struct NormAffine {

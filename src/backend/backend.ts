@@ -243,8 +243,11 @@ export interface Backend<B extends Buf = Buf, S extends BatchNormSaved = BatchNo
 
   // ---- quantization ---------------------------------------------------------------------------
   quantize(x: B, spec: QuantSpec): B;
-  /** Returns gx and the per-channel sums (length QUANT_SUMS * channels). */
-  quantizeBackward(x: B, gy: B, spec: QuantSpec): { gx: B; sums: Float64Array };
+  /**
+   * Returns gx and the per-channel sums (length QUANT_SUMS * channels). With `accumulate` (a
+   * gradient of x's shape), gx is added into it in place and `accumulate` itself is returned as gx.
+   */
+  quantizeBackward(x: B, gy: B, spec: QuantSpec, accumulate?: B): { gx: B; sums: Float64Array };
 }
 
 /** Number of elements of a shape. */

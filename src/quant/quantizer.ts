@@ -114,9 +114,10 @@ export interface FakeQuantOp {
 export function fakeQuantize(x: Tensor, op: FakeQuantOp): Tensor {
   const be = getBackend();
   const y = be.quantize(x.buf, op.spec);
-  return record('fakeQuantize', y, [x, ...op.params], (g) => {
+  return record('fakeQuantize', y, [x, ...op.params], (g, pending) => {
     op.observe?.(g);
-    const { gx, sums } = be.quantizeBackward(x.buf, g, op.spec);
+    // x's gradient from its other consumers (a residual shortcut) takes this one in place.
+    const { gx, sums } = be.quantizeBackward(x.buf, g, op.spec, x.requiresGrad ? pending[0] : undefined);
     return [keepIf(x, gx), ...paramGrads(op, sums)];
   });
 }

@@ -15,8 +15,13 @@ export interface TapeNode {
   readonly op: string;
   readonly inputs: readonly Tensor[];
   readonly output: Tensor;
-  /** One entry per input: its gradient, or null when it needs none. Owns nothing of gOut. */
-  backward(gOut: Buf): (Buf | null)[];
+  /**
+   * One entry per input: its gradient, or null when it needs none. Owns nothing of gOut.
+   * `pending` holds the gradient accumulated so far for each input produced by a recorded op
+   * (undefined for leaves and inputs with none yet); an op may add its gradient into one in place
+   * and return that very buffer, which saves the separate accumulation pass.
+   */
+  backward(gOut: Buf, pending: readonly (Buf | undefined)[]): (Buf | null)[];
   /** Free what the op saved for backward (not its input or output tensors). */
   release?(): void;
 }
@@ -139,7 +144,7 @@ export function record(
   op: string,
   out: Buf,
   inputs: readonly Tensor[],
-  backward: (gOut: Buf) => (Buf | null)[],
+  backward: TapeNode['backward'],
   release?: () => void,
 ): Tensor {
   const result = new Tensor(out);
@@ -210,6 +215,7 @@ function releaseTape(from: number): void {
 
 function accumulate(grads: Map<Tensor, Buf>, t: Tensor, g: Buf, backend: Backend): void {
   const existing = grads.get(t);
+  if (existing === g) return; // the op accumulated into the pending gradient itself
   if (existing) {
     backend.axpyInPlace(existing, g, 1);
     backend.free(g);
@@ -248,7 +254,7 @@ export function backward(root: Tensor, gradient?: Tensor): void {
     const gOut = grads.get(node.output);
     if (!gOut) continue;
     grads.delete(node.output);
-    const gIns = node.backward(gOut);
+    const gIns = node.backward(gOut, node.inputs.map((t) => (t.node ? grads.get(t) : undefined)));
     backend.free(gOut);
     node.inputs.forEach((input, k) => {
       const g = gIns[k];

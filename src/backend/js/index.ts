@@ -502,14 +502,18 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
     return this.#wrap(quantizeForward(xs, spec, chunk), x.shape);
   }
 
-  quantizeBackward(x: JsBuf, gy: JsBuf, spec: QuantSpec): { gx: JsBuf; sums: Float64Array } {
+  quantizeBackward(x: JsBuf, gy: JsBuf, spec: QuantSpec, accumulate?: JsBuf): { gx: JsBuf; sums: Float64Array } {
     const op = 'quantizeBackward';
     const xs = valuesOf(op, 'input', x);
     const gys = valuesOf(op, 'gradient', gy);
     expectSameShape(op, 'input', x.shape, 'gradient', gy.shape);
     const chunk = checkQuantSpec(op, x.shape, spec);
     const { gx, sums } = quantizeBackwardPass(xs, gys, spec, chunk);
-    return { gx: this.#wrap(gx, x.shape), sums };
+    if (!accumulate) return { gx: this.#wrap(gx, x.shape), sums };
+    expectSameShape(op, 'input', x.shape, 'accumulated gradient', accumulate.shape);
+    const total = valuesOf(op, 'accumulated gradient', accumulate);
+    for (let i = 0; i < total.length; i++) total[i] += gx[i];
+    return { gx: accumulate, sums };
   }
 }
 

@@ -78,7 +78,8 @@ export interface AddonContext {
     lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, decoupled: boolean, step: number,
   ): void;
   quantize(x: B, spec: QuantSpec): B;
-  quantizeBackward(x: B, gy: B, spec: QuantSpec): [B, Float64Array];
+  /** With `accumulate`, gx is added into it and that same buffer is returned. */
+  quantizeBackward(x: B, gy: B, spec: QuantSpec, accumulate: B | null): [B, Float64Array];
 }
 
 export type ConvArgs = [strideH: number, strideW: number, padH: number, padW: number, groups: number];

@@ -246,9 +246,9 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
     checkQuantSpec('quantize', shapeOf('quantize', 'x', x), spec);
     return this.#ctx.quantize(x, spec);
   }
-  quantizeBackward(x: NativeBuf, gy: NativeBuf, spec: QuantSpec): { gx: NativeBuf; sums: Float64Array } {
+  quantizeBackward(x: NativeBuf, gy: NativeBuf, spec: QuantSpec, accumulate?: NativeBuf): { gx: NativeBuf; sums: Float64Array } {
     checkQuantSpec('quantizeBackward', shapeOf('quantizeBackward', 'x', x), spec);
-    const [gx, sums] = this.#ctx.quantizeBackward(x, gy, spec);
+    const [gx, sums] = this.#ctx.quantizeBackward(x, gy, spec, accumulate ?? null);
     return { gx, sums };
   }
 }
