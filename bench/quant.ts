@@ -1,20 +1,23 @@
 /**
  * `npm run bench:quant`: training images/s of every quantization method at W4A4 and W2A2 as a
- * ratio to float training on the same engine, all measured in one run (each configuration in a fresh
- * process, float run before and after every one, medians over rounds).
+ * ratio to float training on the same engine, all measured in one run: per configuration and round,
+ * a float process and a quantized one take training steps in turn (medians over the step pairs).
  *
- * Options: --model M --batch B --iters N --rounds R --methods a,b,c --bits 4,2
+ * Options: --model M --batch B --iters N (step pairs per process) --rounds R --methods a,b,c --bits 4,2
  *
  * --profile: instead, where the time of a training step goes, per backend op (wall ms and calls per
  * step), for float and every configuration, each in a fresh process. A step is what runs between
  * two consecutive loss evaluations (backward, update, next forward), averaged over the timed
  * iterations. Run it under the CPU lock like the throughput table.
  */
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getBackend } from '../src/backend/index.js';
-import { runBench } from '../src/cli/bench.js';
-import { TINYQUANT_CLI, median, runJson } from './common.js';
+import { benchSetup, runBench } from '../src/cli/bench.js';
+import { median, runJson } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +31,8 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     /** Internal: profile one configuration (a JSON array of `tinyquant bench train` options) here. */
     'profile-child': { type: 'string' },
+    /** Internal: serve training steps of one configuration on stdin (see StepServer). */
+    'step-server': { type: 'string' },
   },
 });
 
@@ -45,10 +50,6 @@ for (const bits of values.bits!.split(',')) {
   for (const method of values.methods!.split(',')) {
     configs.push({ label: `${method} W${bits}A${bits}`, args: ['--method', method, '--wbits', bits, '--abits', bits, '--first-last', values['first-last']!] });
   }
-}
-
-function measure(c: Config): number {
-  return runJson<{ imgPerSec: number }>(process.execPath, [TINYQUANT_CLI, 'bench', 'train', ...common, '--json', ...c.args]).imgPerSec;
 }
 
 interface OpCost {
@@ -107,41 +108,113 @@ function profile(): void {
 }
 
 /**
- * Every round runs float before and after each quantized configuration, and a configuration's
- * ratio in that round is its speed over the mean of the two float runs around it: a slow drift of
- * the (shared, noisy) machine cancels out. Reported: medians over the rounds.
+ * Serve training steps of one configuration: set up and warm up, print "ready", then for every
+ * line read from stdin run one step and print its milliseconds.
  */
-function throughput(): void {
-  const [float, ...quantized] = configs;
-  const speeds = new Map<string, number[]>(configs.map((c) => [c.label, []]));
+async function serveSteps(benchArgs: string[]): Promise<void> {
+  const options = Object.fromEntries(
+    ['model', 'batch', 'iters', 'warmup', 'method', 'wbits', 'abits', 'first-last'].map((k) => [k, { type: 'string' }] as const),
+  );
+  const { step } = benchSetup({ values: parseArgs({ args: benchArgs, options }).values, positionals: [] });
+  for (let i = 0; i < WARMUP; i++) step(i);
+  console.log('ready');
+  let i = 0;
+  for await (const _line of createInterface({ input: process.stdin })) {
+    const start = process.hrtime.bigint();
+    step(i++);
+    console.log(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+}
+
+/** A step server in a child process (its own memory pool and threads); `step()` resolves to its ms. */
+class StepServer {
+  readonly #child: ChildProcessByStdio<Writable, Readable, null>;
+  readonly #lines: AsyncIterator<string>;
+
+  constructor(benchArgs: string[]) {
+    this.#child = spawn(process.execPath, [self, '--step-server', JSON.stringify(benchArgs)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.#lines = createInterface({ input: this.#child.stdout })[Symbol.asyncIterator]();
+  }
+
+  async #next(): Promise<string> {
+    const { value, done } = await this.#lines.next();
+    if (done) throw new Error('bench:quant: a step server exited early');
+    return value;
+  }
+
+  async ready(): Promise<void> {
+    if ((await this.#next()) !== 'ready') throw new Error('bench:quant: a step server did not start');
+  }
+
+  async step(): Promise<number> {
+    this.#child.stdin.write('step\n');
+    return Number(await this.#next());
+  }
+
+  close(): void {
+    this.#child.stdin.end();
+  }
+}
+
+/**
+ * One configuration against float: two processes (float and quantized, same synthetic data, seed
+ * and optimizer) train in alternating steps, one at a time, the order swapped every pair, so that
+ * the shared, noisy machine slows both alike. Returns the per-pair milliseconds.
+ */
+async function pairs(c: Config): Promise<{ floatMs: number[]; quantizedMs: number[] }> {
+  const float = new StepServer(common);
+  const quantized = new StepServer([...common, ...c.args]);
+  try {
+    await float.ready();
+    await quantized.ready();
+    const out = { floatMs: [] as number[], quantizedMs: [] as number[] };
+    for (let i = 0; i < Number(values.iters); i++) {
+      if (i % 2 === 0) {
+        out.floatMs.push(await float.step());
+        out.quantizedMs.push(await quantized.step());
+      } else {
+        out.quantizedMs.push(await quantized.step());
+        out.floatMs.push(await float.step());
+      }
+    }
+    return out;
+  } finally {
+    float.close();
+    quantized.close();
+  }
+}
+
+/**
+ * Every configuration, each round in fresh processes, trained step by step alternating with float
+ * (see pairs); a configuration's ratio is the median over all its pairs of float ms / its ms.
+ */
+async function throughput(): Promise<void> {
+  const batch = Number(values.batch);
+  const [, ...quantized] = configs;
   const ratios = new Map<string, number[]>(quantized.map((c) => [c.label, []]));
-  const run = (r: number, c: Config): number => {
-    const v = measure(c);
-    speeds.get(c.label)!.push(v);
-    console.log(`round ${r + 1}: ${c.label.padEnd(16)} ${v.toFixed(1)} img/s`);
-    return v;
-  };
+  const ms = new Map<string, { float: number[]; quantized: number[] }>(quantized.map((c) => [c.label, { float: [], quantized: [] }]));
   for (let r = 0; r < Number(values.rounds); r++) {
-    let before = run(r, float);
     for (const c of quantized) {
-      const v = run(r, c);
-      const after = run(r, float);
-      ratios.get(c.label)!.push(v / ((before + after) / 2));
-      before = after;
+      const p = await pairs(c);
+      const round = p.floatMs.map((f, i) => f / p.quantizedMs[i]);
+      ratios.get(c.label)!.push(...round);
+      ms.get(c.label)!.float.push(...p.floatMs);
+      ms.get(c.label)!.quantized.push(...p.quantizedMs);
+      console.log(`round ${r + 1}: ${c.label.padEnd(16)} ratio ${median(round).toFixed(3)} (median of ${round.length} step pairs)`);
     }
   }
-  const floatSpeed = median(speeds.get(float.label)!);
-  console.log(`\n${'configuration'.padEnd(16)} img/s   ratio to float (median of per-round ratios; float ${floatSpeed.toFixed(1)} img/s)`);
-  const summary: Record<string, { imgPerSec: number; ratio: number }> = { float: { imgPerSec: floatSpeed, ratio: 1 } };
+  console.log(`\n${'configuration'.padEnd(16)} img/s   float img/s   ratio (median over all step pairs)`);
+  const summary: Record<string, { imgPerSec: number; floatImgPerSec: number; ratio: number }> = {};
   for (const c of quantized) {
-    const m = median(speeds.get(c.label)!);
-    const ratio = median(ratios.get(c.label)!);
-    summary[c.label] = { imgPerSec: m, ratio };
-    console.log(`${c.label.padEnd(16)} ${m.toFixed(1).padStart(6)}  ${ratio.toFixed(3)}   (rounds: ${ratios.get(c.label)!.map((x) => x.toFixed(3)).join(', ')})`);
+    const m = ms.get(c.label)!;
+    const entry = { imgPerSec: (1000 * batch) / median(m.quantized), floatImgPerSec: (1000 * batch) / median(m.float), ratio: median(ratios.get(c.label)!) };
+    summary[c.label] = entry;
+    console.log(`${c.label.padEnd(16)} ${entry.imgPerSec.toFixed(1).padStart(6)}  ${entry.floatImgPerSec.toFixed(1).padStart(11)}   ${entry.ratio.toFixed(3)}`);
   }
-  console.log(JSON.stringify({ model: values.model, batch: Number(values.batch), summary }));
+  console.log(JSON.stringify({ model: values.model, batch, summary }));
 }
 
 if (values['profile-child'] !== undefined) profileHere(JSON.parse(values['profile-child']) as string[]);
+else if (values['step-server'] !== undefined) await serveSteps(JSON.parse(values['step-server']) as string[]);
 else if (values.profile) profile();
-else throughput();
+else await throughput();

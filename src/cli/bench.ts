@@ -55,14 +55,19 @@ function syntheticBatches(count: number, batch: number, classes: number, seed: n
   });
 }
 
-export function runBench(args: ParsedArgs): BenchResult {
+/** A model, optimizer and synthetic batches as `bench train` sets them up, and one step of it. */
+export interface BenchSetup {
+  readonly step: (i: number) => void;
+  /** The result of `iters` steps that took `seconds`. */
+  readonly result: (iters: number, seconds: number) => BenchResult;
+}
+
+export function benchSetup(args: ParsedArgs): BenchSetup {
   const backendName = str(args, 'backend');
   if (backendName !== undefined) setBackend(oneOf(args, 'backend', ['js', 'native'] as const, 'native'));
   const modelName = str(args, 'model') ?? 'resnet20';
   if (!(modelNames as string[]).includes(modelName)) throw new UsageError(`--model must be one of ${modelNames.join(', ')}`);
   const batch = num(args, 'batch', 128, { integer: true, min: 1 });
-  const iters = num(args, 'iters', 20, { integer: true, min: 1 });
-  const warmup = num(args, 'warmup', 3, { integer: true, min: 0 });
   const classes = num(args, 'classes', 10, { integer: true, min: 2 });
   const seed = num(args, 'seed', 0, { integer: true });
   const evalMode = flag(args, 'eval');
@@ -78,25 +83,34 @@ export function runBench(args: ParsedArgs): BenchResult {
     if (evalMode) noGrad(() => evalBatch(model, b));
     else trainStep(model, optimizer, b);
   };
+  const result = (iters: number, seconds: number): BenchResult => {
+    const backend = getBackend();
+    return {
+      mode: evalMode ? 'eval' : 'train',
+      model: modelName,
+      method: quant.method,
+      wbits: quant.wbits,
+      abits: quant.abits,
+      batch,
+      iters,
+      imgPerSec: (batch * iters) / seconds,
+      msPerStep: (seconds * 1000) / iters,
+      peakRssMB: process.resourceUsage().maxRSS / 1024,
+      backend: backend.name,
+      threads: backend.threads,
+    };
+  };
+  return { step, result };
+}
+
+export function runBench(args: ParsedArgs): BenchResult {
+  const iters = num(args, 'iters', 20, { integer: true, min: 1 });
+  const warmup = num(args, 'warmup', 3, { integer: true, min: 0 });
+  const { step, result } = benchSetup(args);
   for (let i = 0; i < warmup; i++) step(i);
   const start = process.hrtime.bigint();
   for (let i = 0; i < iters; i++) step(i);
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  const backend = getBackend();
-  return {
-    mode: evalMode ? 'eval' : 'train',
-    model: modelName,
-    method: quant.method,
-    wbits: quant.wbits,
-    abits: quant.abits,
-    batch,
-    iters,
-    imgPerSec: (batch * iters) / seconds,
-    msPerStep: (seconds * 1000) / iters,
-    peakRssMB: process.resourceUsage().maxRSS / 1024,
-    backend: backend.name,
-    threads: backend.threads,
-  };
+  return result(iters, Number(process.hrtime.bigint() - start) / 1e9);
 }
 
 export function benchCommand(argv: string[]): void | Promise<void> {
