@@ -60,13 +60,33 @@ struct NormLanes {
 };
 
 /** The gradient of the batch-norm output (the quantizer's, masked by the ReLU) and the quantizer's terms. */
+TQ_INLINE ElementGrad reluMasked(ElementGrad e, float y, Bits relu) {
+  e.gx = floatOf(bitsOf(e.gx) & (~relu | maskOf(y > 0.0f)));
+  return e;
+}
+
 template <class V, class Projection>
 TQ_INLINE ElementGrad normBackwardElement(float x, float g, const NormLanes& n, int l, Bits relu, const Range& r,
     const Channel& c, const Projection& magnitudeOf) {
   const float y = normalize(x, n.mean[l], n.scale[l], n.beta[l], relu);
-  ElementGrad e = backwardElement<V>(y, g, r, c, magnitudeOf);
-  e.gx = floatOf(bitsOf(e.gx) & (~relu | maskOf(y > 0.0f)));
-  return e;
+  return reluMasked(backwardElement<V>(y, g, r, c, magnitudeOf), y, relu);
+}
+
+/** One row's normalized values xn, clipped xc and projections q, the projection 16 at a time. */
+template <class V, class Projection>
+TQ_INLINE void projectRow(const float* __restrict x, const NormLanes& n, Bits relu, const Range& r, const Channel& c,
+    const Projection& magnitudeOf, float* y, float* xn, float* xc, float* q) {
+  alignas(64) Lanes m;
+#pragma omp simd
+  for (int l = 0; l < kLanes; l++) {
+    y[l] = normalize(x[l], n.mean[l], n.scale[l], n.beta[l], relu);
+    xn[l] = (y[l] - c.offset) / c.scale;
+    xc[l] = clip(xn[l], r.lo, r.hi);
+    m[l] = magnitudeInput<V>(xc[l]);
+  }
+  magnitudeOf.group(m, q);
+#pragma omp simd
+  for (int l = 0; l < kLanes; l++) q[l] = restored<V>(xc[l], q[l]);
 }
 
 TQ_CLONES void momentsSlab(const float* __restrict x, int64_t length, const float* shift, double* sum, double* sumSq) {
@@ -90,11 +110,18 @@ TQ_CLONES void momentsSlab(const float* __restrict x, int64_t length, const floa
   }
 }
 
-template <class V, class Projection>
+template <class V, bool Grouped, class Projection>
 TQ_CLONES void forwardSlab(const float* __restrict x, float* __restrict q, int64_t length, const NormLanes& n, Bits relu,
     const Range& r, const Channel& c, const Projection& magnitudeOf) {
   const int64_t rows = length / kLanes;
   for (int64_t row = 0; row < rows; row++) {
+    if constexpr (Grouped) {
+      alignas(64) Lanes y, xn, xc, projected;
+      projectRow<V>(x + row * kLanes, n, relu, r, c, magnitudeOf, y, xn, xc, projected);
+#pragma omp simd
+      for (int l = 0; l < kLanes; l++) q[row * kLanes + l] = projected[l] * c.outScale + c.outOffset;
+      continue;
+    }
 #pragma omp simd
     for (int l = 0; l < kLanes; l++) {
       const int64_t i = row * kLanes + l;
@@ -108,7 +135,7 @@ TQ_CLONES void forwardSlab(const float* __restrict x, float* __restrict q, int64
 }
 
 /** Pass 1: gy (the gradient of the batch-norm output); per lane, sum gy and sum gy (x - mean); the quantizer's five sums. */
-template <class V, class Projection>
+template <class V, bool Grouped, class Projection>
 TQ_CLONES void backwardSumsSlab(const float* __restrict x, const float* __restrict gq, float* __restrict gy, int64_t length,
     const NormLanes& n, Bits relu, const Range& r, const Channel& c, const Projection& magnitudeOf, double* sumG,
     double* sumGX, double* quantSums) {
@@ -116,10 +143,13 @@ TQ_CLONES void backwardSumsSlab(const float* __restrict x, const float* __restri
   for (int64_t r0 = 0; r0 < rows; r0 += kRowsPerFlush) {
     Lanes g = {}, gxc = {}, inside = {}, insideXn = {}, insideError = {}, below = {}, above = {};
     for (int64_t row = r0; row < std::min(rows, r0 + kRowsPerFlush); row++) {
+      alignas(64) Lanes y, xn, xc, q;
+      if constexpr (Grouped) projectRow<V>(x + row * kLanes, n, relu, r, c, magnitudeOf, y, xn, xc, q);
 #pragma omp simd
       for (int l = 0; l < kLanes; l++) {
         const int64_t i = row * kLanes + l;
-        const ElementGrad e = normBackwardElement<V>(x[i], gq[i], n, l, relu, r, c, magnitudeOf);
+        const ElementGrad e = Grouped ? reluMasked(gradientOf<V>(gq[i], xn[l], xc[l], q[l], r, c), y[l], relu)
+                                      : normBackwardElement<V>(x[i], gq[i], n, l, relu, r, c, magnitudeOf);
         gy[i] = e.gx;
         g[l] += e.gx;
         gxc[l] += e.gx * (x[i] - n.mean[l]);
@@ -231,9 +261,12 @@ void normQuantize(const BlockedImage& x, const NormAffine& norm, const QuantSpec
   const Bits relu = maskOf(norm.relu);
   withProjection(spec, [&](const auto& magnitudeOf) {
     withVariant(spec, false, [&](auto variant) {
-      forSlabs(s, [&](int, int64_t slab) {
-        const int64_t at = slab * s.length;
-        forwardSlab<decltype(variant)>(x.data + at, q + at, s.length, NormLanes(s, slab, norm), relu, r, c, magnitudeOf);
+      withGrouping(magnitudeOf, [&](auto grouped) {
+        forSlabs(s, [&](int, int64_t slab) {
+          const int64_t at = slab * s.length;
+          forwardSlab<decltype(variant), decltype(grouped)::value>(x.data + at, q + at, s.length, NormLanes(s, slab, norm),
+              relu, r, c, magnitudeOf);
+        });
       });
     });
   });
@@ -252,14 +285,16 @@ void normQuantizeBackward(const BlockedImage& x, const float* gq, const NormAffi
   withProjection(spec, [&](const auto& magnitudeOf) {
     withVariant(spec, true, [&](auto variant) {
       using V = decltype(variant);
-      forSlabs(s, [&](int t, int64_t slab) {
-        const int64_t at = slab * s.length;
-        LaneSums sumG = {}, sumGX = {};
-        double* p = partials.of(t);
-        backwardSumsSlab<V>(x.data + at, gq + at, gx + at, s.length, NormLanes(s, slab, norm), relu, r, c, magnitudeOf, sumG,
-            sumGX, p + 2 * channels);
-        s.gather(slab, sumG, p);
-        s.gather(slab, sumGX, p + channels);
+      withGrouping(magnitudeOf, [&](auto grouped) {
+        forSlabs(s, [&](int t, int64_t slab) {
+          const int64_t at = slab * s.length;
+          LaneSums sumG = {}, sumGX = {};
+          double* p = partials.of(t);
+          backwardSumsSlab<V, decltype(grouped)::value>(x.data + at, gq + at, gx + at, s.length, NormLanes(s, slab, norm),
+              relu, r, c, magnitudeOf, sumG, sumGX, p + 2 * channels);
+          s.gather(slab, sumG, p);
+          s.gather(slab, sumGX, p + channels);
+        });
       });
     });
   });

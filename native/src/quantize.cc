@@ -20,6 +20,25 @@ TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, in
   for (int64_t i = 0; i < n; i++) y[i] = quantizeElement<V>(x[i], r, c, magnitudeOf);
 }
 
+/** forwardSegment with the projection 16 elements at a time (see LevelProjection::group). */
+template <class V, class Projection>
+TQ_CLONES void forwardSegmentGrouped(const float* __restrict x, float* __restrict y, int64_t n, const Range& r,
+    const Channel& c, const Projection& magnitudeOf) {
+  int64_t start = 0;
+  for (; start + kGroup <= n; start += kGroup) {
+    alignas(64) float xc[kGroup], m[kGroup], projected[kGroup];
+#pragma omp simd
+    for (int l = 0; l < kGroup; l++) {
+      xc[l] = clip((x[start + l] - c.offset) / c.scale, r.lo, r.hi);
+      m[l] = magnitudeInput<V>(xc[l]);
+    }
+    magnitudeOf.group(m, projected);
+#pragma omp simd
+    for (int l = 0; l < kGroup; l++) y[start + l] = restored<V>(xc[l], projected[l]) * c.outScale + c.outOffset;
+  }
+  forwardSegment<V>(x + start, y + start, n - start, r, c, magnitudeOf);
+}
+
 /**
  * gx and the five per-channel sums. Each block of kSumBlock elements sums its terms in float32
  * vector lanes inside the elementwise loop (the vectorizer cannot widen to float64 there); the
@@ -50,6 +69,41 @@ TQ_CLONES void backwardSegment(const float* __restrict x, const float* __restric
   }
 }
 
+/** backwardSegment with the projection 16 elements at a time; the sums in per-lane float32 blocks. */
+template <class V, bool Accumulate, class Projection>
+TQ_CLONES void backwardSegmentGrouped(const float* __restrict x, const float* __restrict gy, float* __restrict gx, int64_t n,
+    const Range& r, const Channel& c, const Projection& magnitudeOf, double* sums) {
+  constexpr int64_t kGroupsPerBlock = 32;
+  int64_t start = 0;
+  while (start + kGroup <= n) {
+    alignas(64) float inside[kGroup] = {}, insideXn[kGroup] = {}, insideError[kGroup] = {}, below[kGroup] = {},
+                      above[kGroup] = {};
+    for (int64_t k = 0; k < kGroupsPerBlock && start + kGroup <= n; k++, start += kGroup) {
+      alignas(64) float xn[kGroup], xc[kGroup], m[kGroup], projected[kGroup];
+#pragma omp simd
+      for (int l = 0; l < kGroup; l++) {
+        xn[l] = (x[start + l] - c.offset) / c.scale;
+        xc[l] = clip(xn[l], r.lo, r.hi);
+        m[l] = magnitudeInput<V>(xc[l]);
+      }
+      magnitudeOf.group(m, projected);
+      float* out = gx + start;
+#pragma omp simd
+      for (int l = 0; l < kGroup; l++) {
+        const ElementGrad e = gradientOf<V>(gy[start + l], xn[l], xc[l], restored<V>(xc[l], projected[l]), r, c);
+        out[l] = Accumulate ? out[l] + e.gx : e.gx;
+        inside[l] += e.inside;
+        insideXn[l] += e.insideXn;
+        insideError[l] += e.insideError;
+        below[l] += e.below;
+        above[l] += e.above;
+      }
+    }
+    for (int l = 0; l < kGroup; l++) addSums(sums, inside[l], insideXn[l], insideError[l], below[l], above[l]);
+  }
+  backwardSegment<V, Accumulate>(x + start, gy + start, gx + start, n - start, r, c, magnitudeOf, sums);
+}
+
 // Work per element, for the decision to start threads: memory bound like an elementwise op. Weight
 // tensors (up to a few 10^4 elements) stay on one thread: waking a team costs more than it saves.
 constexpr int64_t kWorkPerElement = 1;
@@ -60,8 +114,15 @@ void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) {
   const Range r(spec);
   withProjection(spec, [&](const auto& magnitudeOf) {
     withVariant(spec, false, [&](auto variant) {
-      forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int, int64_t c, int64_t begin, int64_t end) {
-        forwardSegment<decltype(variant)>(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
+      using V = decltype(variant);
+      withGrouping(magnitudeOf, [&](auto grouped) {
+        forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int, int64_t c, int64_t begin, int64_t end) {
+          if constexpr (decltype(grouped)::value) {
+            forwardSegmentGrouped<V>(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
+          } else {
+            forwardSegment<V>(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
+          }
+        });
       });
     });
   });
@@ -75,11 +136,20 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
   std::vector<double> partial(static_cast<size_t>(team) * perThread, 0.0);
   withProjection(spec, [&](const auto& magnitudeOf) {
     withVariant(spec, true, [&](auto variant) {
-      forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
-        auto segment = accumulate ? backwardSegment<decltype(variant), true, std::decay_t<decltype(magnitudeOf)>>
-                                  : backwardSegment<decltype(variant), false, std::decay_t<decltype(magnitudeOf)>>;
-        segment(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
-            &partial[t * perThread + c * kQuantSums]);
+      using V = decltype(variant);
+      using P = std::decay_t<decltype(magnitudeOf)>;
+      withGrouping(magnitudeOf, [&](auto grouped) {
+        const auto segment = [&] {
+          if constexpr (decltype(grouped)::value) {
+            return accumulate ? backwardSegmentGrouped<V, true, P> : backwardSegmentGrouped<V, false, P>;
+          } else {
+            return accumulate ? backwardSegment<V, true, P> : backwardSegment<V, false, P>;
+          }
+        }();
+        forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
+          segment(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
+              &partial[t * perThread + c * kQuantSums]);
+        });
       });
     });
   });

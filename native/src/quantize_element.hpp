@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "quantize.hpp"
@@ -85,6 +86,7 @@ TQ_INLINE float clip(float v, float lo, float hi) { return v < lo ? lo : (v > hi
 
 /** The uniform grid: round half to even (std::nearbyint, default rounding mode) of a * steps. */
 struct GridProjection {
+  static constexpr bool kGroupable = false;
   float steps;
   TQ_INLINE float operator()(float a) const { return std::nearbyint(a * steps) / steps; }
 };
@@ -114,21 +116,57 @@ class LevelTables {
   std::vector<float> thresholds_, levels_;
 };
 
+/** One AVX-512 register of floats or int32s (GCC vector extensions: lowered for every clone). */
+using Floats16 = float __attribute__((vector_size(64)));
+using Ints16 = int32_t __attribute__((vector_size(64)));
+constexpr int kGroup = 16;
+
+/** Whether this CPU runs the grouped projection natively (vpermps); other clones emulate it slowly. */
+inline bool groupedProjectionAvailable() {
+  static const bool available = __builtin_cpu_supports("avx512f");
+  return available;
+}
+
 /**
  * Nearest level, ties to the lower one, for sets of up to Size levels: a chain of selects over the
  * sorted thresholds (each one passed moves the result up one level), unrolled at compile time so
  * that it vectorizes as compares and blends, without gathers or branches. NaN stays NaN.
+ * Up to 16 levels also project 16 values at once (`group`): a binary search whose table lookups
+ * are in-register permutes, about 2 instructions per level fewer than the chain.
  */
 template <int Size>
 struct LevelProjection {
+  static constexpr bool kGroupable = Size <= kGroup;
   float thresholds[Size - 1];
   float levels[Size];
+  // The tables again, padded to one register: thresholds with +infinity, levels with the last one.
+  alignas(64) float groupThresholds[kGroup];
+  alignas(64) float groupLevels[kGroup];
   explicit LevelProjection(const LevelTables& t) {
     std::copy(t.thresholds(), t.thresholds() + Size - 1, thresholds);
     std::copy(t.levels(), t.levels() + Size, levels);
+    std::fill(groupThresholds, groupThresholds + kGroup, std::numeric_limits<float>::infinity());
+    std::fill(groupLevels, groupLevels + kGroup, levels[Size - 1]);
+    if constexpr (kGroupable) {
+      std::copy(thresholds, thresholds + Size - 1, groupThresholds);
+      std::copy(levels, levels + Size, groupLevels);
+    }
   }
   TQ_INLINE float operator()(float a) const {
     return choose(maskOf(a != a), a, selectFrom<0>(a, levels[0]));
+  }
+  /** out[l] = (*this)(in[l]) for kGroup values. */
+  TQ_INLINE void group(const float* in, float* out) const {
+    Floats16 a, t, lv;
+    std::memcpy(&a, in, sizeof a);
+    std::memcpy(&t, groupThresholds, sizeof t);
+    std::memcpy(&lv, groupLevels, sizeof lv);
+    Ints16 idx = {};  // the number of thresholds at or below the value
+#pragma GCC unroll 8
+    for (int step = Size / 2; step >= 1; step /= 2) idx += (a >= __builtin_shuffle(t, idx + (step - 1))) & step;
+    const Floats16 q = __builtin_shuffle(lv, idx);
+    const Floats16 result = a != a ? a : q;
+    std::memcpy(out, &result, sizeof result);
   }
 
  private:
@@ -146,6 +184,7 @@ struct LevelProjection {
 
 /** Larger level sets: binary search for the number of thresholds at or below the value (scalar). */
 struct DeepLevelProjection {
+  static constexpr bool kGroupable = false;
   const float* thresholds;
   const float* levels;
   size_t size;  // a power of two
@@ -156,15 +195,31 @@ struct DeepLevelProjection {
   }
 };
 
-/** project(xc): the magnitude's projection with the sign restored when symmetric (sign(0) = 0). */
-template <class V, class Projection>
-TQ_INLINE float project(const Projection& magnitudeOf, float v) {
+/** What the magnitude projection sees of a clipped value: |v| when symmetric. */
+template <class V>
+TQ_INLINE float magnitudeInput(float v) {
   if constexpr (V::symmetric) {
-    const float q = floatOf(bitsOf(magnitudeOf(floatOf(bitsOf(v) & ~kSignBit))) | (bitsOf(v) & kSignBit));
+    return floatOf(bitsOf(v) & ~kSignBit);
+  } else {
+    return v;
+  }
+}
+
+/** The projection of the clipped value v from its magnitude's projection: the sign restored when symmetric (sign(0) = 0). */
+template <class V>
+TQ_INLINE float restored(float v, float projected) {
+  if constexpr (V::symmetric) {
+    const float q = floatOf(bitsOf(projected) | (bitsOf(v) & kSignBit));
     return choose(maskOf(v == 0.0f), 0.0f, q);  // a zero input projects to zero
   } else {
-    return magnitudeOf(v);
+    return projected;
   }
+}
+
+/** project(xc) of the spec. */
+template <class V, class Projection>
+TQ_INLINE float project(const Projection& magnitudeOf, float v) {
+  return restored<V>(v, magnitudeOf(magnitudeInput<V>(v)));
 }
 
 /** One element's quantize-dequantize: project(clip((x - offset) / scale)) * outScale + outOffset. */
@@ -180,23 +235,38 @@ struct ElementGrad {
   float inside, insideXn, insideError, below, above;
 };
 
-template <class V, class Projection>
-TQ_INLINE ElementGrad backwardElement(float x, float g, const Range& r, const Channel& c, const Projection& magnitudeOf) {
-  const float xn = (x - c.offset) / c.scale;
-  const float xc = clip(xn, r.lo, r.hi);
-  const float q = project<V>(magnitudeOf, xc);
-  // EWGS: g' = g (1 + delta sign(g) (xc - q)); delta = 0 is the straight-through estimator.
+/** The backward of an element with normalized value xn, clipped xc and projection q. */
+template <class V>
+TQ_INLINE ElementGrad gradientOf(float g, float xn, float xc, float q, const Range& r, const Channel& c) {
+  // EWGS: g' = g (1 + delta sign(g) (xc - q)) = g + delta |g| (xc - q); delta = 0 is the
+  // straight-through estimator.
   float scaled = g;
-  if constexpr (V::ewgs) {
-    const float sign = choose(maskOf(g != 0.0f), floatOf((bitsOf(g) & kSignBit) | bitsOf(1.0f)), 0.0f);
-    scaled = g * (1.0f + r.delta * sign * (xc - q));
-  }
+  if constexpr (V::ewgs) scaled = g + r.delta * floatOf(bitsOf(g) & ~kSignBit) * (xc - q);
   const Bits isBelow = maskOf(xn < r.belowLimit);
   const Bits isAbove = maskOf(xn > r.aboveLimit);
   const Bits isInside = ~(isBelow | isAbove);
   const float in = floatOf(bitsOf(scaled) & isInside);
   return {floatOf(bitsOf(scaled * c.inputScale) & (isInside | r.passClipped)), in, in * xn, in * (q - xn),
       floatOf(bitsOf(g) & isBelow), floatOf(bitsOf(g) & isAbove)};
+}
+
+template <class V, class Projection>
+TQ_INLINE ElementGrad backwardElement(float x, float g, const Range& r, const Channel& c, const Projection& magnitudeOf) {
+  const float xn = (x - c.offset) / c.scale;
+  const float xc = clip(xn, r.lo, r.hi);
+  return gradientOf<V>(g, xn, xc, project<V>(magnitudeOf, xc), r, c);
+}
+
+/**
+ * Calls run(std::true_type) when the projection is grouped (16 values at once, see LevelProjection),
+ * else run(std::false_type): per element, inside the vectorized loops.
+ */
+template <class Projection, class Run>
+void withGrouping(const Projection&, Run run) {
+  if constexpr (Projection::kGroupable) {
+    if (groupedProjectionAvailable()) return run(std::true_type{});
+  }
+  run(std::false_type{});
 }
 
 /** sums[0..4] += the five float32 partial sums of a block (see QuantSpec). */
