@@ -104,8 +104,9 @@ export class QConv2d extends Conv2d implements QuantizedLayer {
   }
 
   /**
-   * In training, the input quantizer runs fused into the batch norm (one pass over the activation
-   * instead of three forward and backward). Not on a calibration pass: that needs the float input.
+   * In training, the input quantizer runs fused into the batch norm, which then never stores its
+   * float output (a pass over the activation saved forward and one backward). Not on a calibration
+   * pass: that needs the float input.
    */
   override callAfter(bn: BatchNorm, x: Tensor): Tensor {
     const op = this.training && bn.training && !this.calibrating ? this.actQuantizer?.fakeQuantOp?.(x.shape, this.path) : null;
