@@ -504,6 +504,11 @@ describe('native backend', { skip }, () => {
         spec: () => spec(1, [2.5], { delta: 0.002 }),
       },
       {
+        name: 'PACT-style grid with only the clipped sums, EWGS scaling, blocked',
+        shape: [8, 16, 16, 16], blocked: true, scale: 1.5, shift: 1,
+        spec: () => spec(1, [2.5], { delta: 0.002, onlyClippedSums: true, hiInclusive: false }),
+      },
+      {
         name: 'unclipped 8-bit grid (infinite bounds)',
         shape: [16, 3, 3, 3], blocked: false, scale: 1, shift: 0,
         spec: () => spec(1, [0.05], { lo: -Infinity, hi: Infinity, steps: 1 }),
@@ -608,6 +613,28 @@ describe('native backend', { skip }, () => {
           /batchNormQuantizeTrain: the quantizer must be per tensor \(1 channel\), got 2 channels/);
       }
       t.free(x, v);
+      t.done();
+    });
+
+    it('onlyClippedSums: the in-range sums are 0, the clipped sums and gx are those of the full spec', () => {
+      const t = new Twin(94);
+      const x = t.blockedPair([4, 16, 8, 8], 1.5, 1);
+      const gy = t.blockedPair([4, 16, 8, 8]);
+      for (const delta of [0, 0.01]) {
+        const full = spec(1, [2.5], { delta });
+        const clipped = { ...full, onlyClippedSums: true };
+        for (const [be, xb, gb] of [[t.js, x.js, gy.js], [t.nat, x.nat, gy.nat]] as const) {
+          const a = (be as NativeBackend).quantizeBackward(xb as NativeBuf, gb as NativeBuf, full);
+          const b = (be as NativeBackend).quantizeBackward(xb as NativeBuf, gb as NativeBuf, clipped);
+          assert.deepEqual(Array.from(b.sums.subarray(0, 3)), [0, 0, 0], `${be.name}, delta ${delta}`);
+          assert.deepEqual(Array.from(b.sums.subarray(3)), Array.from(a.sums.subarray(3)), `${be.name}, delta ${delta}: clipped sums`);
+          assert.ok(a.sums[0] !== 0, 'the full spec has in-range terms');
+          assertSameBits(be.download(b.gx as never), be.download(a.gx as never), `${be.name} gx`);
+          be.free(a.gx as never);
+          be.free(b.gx as never);
+        }
+      }
+      t.free(x, gy);
       t.done();
     });
 

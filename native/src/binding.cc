@@ -160,6 +160,7 @@ kernels::QuantSpec Args::quantSpec(size_t i, const char* name) const {
   spec.hiInclusive = flag("hiInclusive");
   spec.passClipped = flag("passClipped");
   spec.delta = num("delta");
+  spec.onlyClippedSums = !field("onlyClippedSums").IsUndefined() && flag("onlyClippedSums");
   return spec;
 }
 

@@ -320,6 +320,7 @@ void normQuantizeBackward(const BlockedImage& x, const float* gq, const NormAffi
     backwardDataSlab(x.data + at, gx + at, s.length, mean, la, lb, lk);
   });
   std::copy(totals.begin() + 2 * channels, totals.end(), quantSums);
+  clearInRangeSums(spec, quantSums);
 }
 
 }  // namespace tq::kernels

@@ -157,6 +157,7 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
   for (int t = 0; t < team; t++) {
     for (int64_t j = 0; j < perThread; j++) sums[j] += partial[t * perThread + j];
   }
+  clearInRangeSums(spec, sums);
 }
 
 }  // namespace tq::kernels

@@ -21,6 +21,7 @@ struct QuantSpec {
   double steps = 1;
   bool loInclusive = true, hiInclusive = true, passClipped = false;
   double delta = 0;
+  bool onlyClippedSums = false;  // the sums of in-range terms ([0..2]) stay 0
 };
 
 /** y = project(clip((x - offset) / scale)) * outScale + outOffset, per chunk of dimension 0. */

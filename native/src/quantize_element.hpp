@@ -69,10 +69,11 @@ struct Range {
 };
 
 /** The spec's flags that change the work per element, as compile-time choices. */
-template <bool Symmetric, bool Ewgs>
+template <bool Symmetric, bool Ewgs, bool InRangeSums = true>
 struct Variant {
   static constexpr bool symmetric = Symmetric;
   static constexpr bool ewgs = Ewgs;  // delta != 0
+  static constexpr bool inRangeSums = InRangeSums;  // !onlyClippedSums
 };
 
 struct Channel {
@@ -245,9 +246,11 @@ TQ_INLINE ElementGrad gradientOf(float g, float xn, float xc, float q, const Ran
   const Bits isBelow = maskOf(xn < r.belowLimit);
   const Bits isAbove = maskOf(xn > r.aboveLimit);
   const Bits isInside = ~(isBelow | isAbove);
+  const float gx = floatOf(bitsOf(scaled * c.inputScale) & (isInside | r.passClipped));
+  const float below = floatOf(bitsOf(g) & isBelow), above = floatOf(bitsOf(g) & isAbove);
+  if constexpr (!V::inRangeSums) return {gx, 0.0f, 0.0f, 0.0f, below, above};  // q unused: no projection
   const float in = floatOf(bitsOf(scaled) & isInside);
-  return {floatOf(bitsOf(scaled * c.inputScale) & (isInside | r.passClipped)), in, in * xn, in * (q - xn),
-      floatOf(bitsOf(g) & isBelow), floatOf(bitsOf(g) & isAbove)};
+  return {gx, in, in * xn, in * (q - xn), below, above};
 }
 
 template <class V, class Projection>
@@ -267,6 +270,12 @@ void withGrouping(const Projection&, Run run) {
     if (groupedProjectionAvailable()) return run(std::true_type{});
   }
   run(std::false_type{});
+}
+
+/** With onlyClippedSums, sums [0..2] of every channel are 0 (EWGS's scaling still projects, so they were summed). */
+inline void clearInRangeSums(const QuantSpec& spec, double* sums) {
+  if (!spec.onlyClippedSums) return;
+  for (int64_t c = 0; c < spec.channels; c++) std::fill(sums + c * kQuantSums, sums + c * kQuantSums + 3, 0.0);
 }
 
 /** sums[0..4] += the five float32 partial sums of a block (see QuantSpec). */
@@ -297,14 +306,18 @@ void withProjection(const QuantSpec& spec, Run run) {
   }
 }
 
-/** Calls run(variant) with the compile-time variant of the spec's flags (EWGS only when `withEwgs`). */
+/**
+ * Calls run(variant) with the compile-time variant of the spec's flags (EWGS and the in-range sums
+ * only for the backward, `forBackward`).
+ */
 template <class Run>
-void withVariant(const QuantSpec& spec, bool withEwgs, Run run) {
-  const bool ewgs = withEwgs && spec.delta != 0;
+void withVariant(const QuantSpec& spec, bool forBackward, Run run) {
+  const bool ewgs = forBackward && spec.delta != 0;
+  const bool clippedOnly = forBackward && spec.onlyClippedSums && !ewgs;
   if (spec.symmetric) {
-    ewgs ? run(Variant<true, true>{}) : run(Variant<true, false>{});
+    ewgs ? run(Variant<true, true>{}) : clippedOnly ? run(Variant<true, false, false>{}) : run(Variant<true, false>{});
   } else {
-    ewgs ? run(Variant<false, true>{}) : run(Variant<false, false>{});
+    ewgs ? run(Variant<false, true>{}) : clippedOnly ? run(Variant<false, false, false>{}) : run(Variant<false, false>{});
   }
 }
 

@@ -115,7 +115,9 @@ export interface AdamParams {
  *   [0] sum over inside of g'          [1] sum over inside of g' * xn
  *   [2] sum over inside of g' * (q - xn)
  *   [3] sum of g over outside elements below the range   [4] ... above the range
- * from which each method derives the gradients of its own scalar parameters.
+ * from which each method derives the gradients of its own scalar parameters. With
+ * `onlyClippedSums` (a method whose rule reads [3] and [4] only, or that has no parameters), [0..2]
+ * are 0 and a backend may skip the projection where the gradient does not need it (delta = 0).
  */
 export interface QuantSpec {
   readonly channels: number;
@@ -132,6 +134,7 @@ export interface QuantSpec {
   readonly hiInclusive: boolean;
   readonly passClipped: boolean;
   readonly delta: number;
+  readonly onlyClippedSums?: boolean;
 }
 
 export const QUANT_SUMS = 5;

@@ -13,6 +13,10 @@ import { type FakeQuantOp, type IntegerForm, type Role, type TensorQuantizer, ch
 
 export const UNIFORM_BITS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
 
+/**
+ * A per-tensor grid spec. Its users have no learnable parameter (DoReFa, 8-bit layers) or one whose
+ * gradient sums clipped elements only (PACT's alpha), so the in-range sums are skipped.
+ */
 export function uniformSpec(scale: number, offset: number, outScale: number, outOffset: number, steps: number, rest: Partial<QuantSpec> = {}): QuantSpec {
   return {
     channels: 1,
@@ -29,6 +33,7 @@ export function uniformSpec(scale: number, offset: number, outScale: number, out
     hiInclusive: true,
     passClipped: false,
     delta: 0,
+    onlyClippedSums: true,
     ...rest,
   };
 }

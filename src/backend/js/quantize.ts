@@ -86,6 +86,7 @@ export function quantizeBackwardPass(
   const project = projection(spec);
   const { below, above } = rangeTest(spec);
   const { lo, hi, delta, passClipped } = spec;
+  const inRangeSums = !spec.onlyClippedSums;
   const gx = new Float32Array(x.length);
   const sums = new Float64Array(QUANT_SUMS * spec.channels);
   for (let c = 0; c < spec.channels; c++) {
@@ -102,9 +103,11 @@ export function quantizeBackwardPass(
       if (below(xn)) sumBelow += g;
       else if (above(xn)) sumAbove += g;
       else {
-        sumInside += scaled;
-        sumInsideXn += scaled * xn;
-        sumInsideError += scaled * (q - xn);
+        if (inRangeSums) {
+          sumInside += scaled;
+          sumInsideXn += scaled * xn;
+          sumInsideError += scaled * (q - xn);
+        }
         gx[i] = scaled * inputScale;
         continue;
       }

@@ -330,5 +330,8 @@ export function checkQuantSpec(op: string, x: Shape, spec: QuantSpec): number {
     fail(op, `spec.steps must be a positive number when spec.levels is null, got ${spec.steps}`);
   }
   if (!(Number.isFinite(spec.delta) && spec.delta >= 0)) fail(op, `spec.delta must be a finite number >= 0, got ${spec.delta}`);
+  if (spec.onlyClippedSums !== undefined && typeof spec.onlyClippedSums !== 'boolean') {
+    fail(op, `spec.onlyClippedSums must be a boolean or absent, got ${String(spec.onlyClippedSums)}`);
+  }
   return chunk;
 }
