@@ -602,6 +602,28 @@ describe('native backend', { skip }, () => {
       });
     }
 
+    it('the residual join fused with quantize equals addRelu then quantize, on both backends', () => {
+      const t = new Twin(95);
+      const a = t.blockedPair([4, 16, 8, 8], 1, 0.2);
+      const b = t.blockedPair([4, 16, 8, 8]);
+      for (const s of [spec(1, [1.3], { lo: -Infinity, levels: apotLevelSet(4) }), spec(1, [2], { steps: 7, delta: 0.1 })]) {
+        for (const [be, x, y] of [[t.js, a.js, b.js], [t.nat, a.nat, b.nat]] as const) {
+          const fused = (be as NativeBackend).addReluQuantize(x as NativeBuf, y as NativeBuf, s);
+          const sum = (be as NativeBackend).addRelu(x as NativeBuf, y as NativeBuf);
+          const q = (be as NativeBackend).quantize(sum, s);
+          assertSameBits(be.download(fused.y as never), be.download(sum as never), `${be.name} join`);
+          assertSameBits(be.download(fused.q as never), be.download(q as never), `${be.name} quantized join`);
+          for (const buf of [fused.y, fused.q, sum, q]) be.free(buf as never);
+        }
+        const want = t.js.addReluQuantize(a.js, b.js, s);
+        const got = t.nat.addReluQuantize(a.nat, b.nat, s);
+        t.agree(want.y, got.y, 'join');
+        t.agree(want.q, got.q, 'quantized join');
+      }
+      t.free(a, b);
+      t.done();
+    });
+
     it('batch norm fused with quantize refuses a per-channel quantizer, naming the op', () => {
       const t = new Twin(93);
       const x = t.randomPair([2, 4, 3, 3]);

@@ -281,7 +281,7 @@ for (const backend of availableBackends()) {
 
 describe('quantization-aware training', () => {
   for (const backend of availableBackends()) {
-    test(`${backend.name}: a quantized convolution after batch norm + ReLU quantizes its input fused with the batch norm in training, with the loss, gradients and running statistics of the separate ops`, async () => {
+    test(`${backend.name}: in training, quantized convolutions quantize their input fused with the batch norm + ReLU or the residual join before them, with the loss, gradients and running statistics of the separate ops`, async () => {
       const { ResNet } = await import('../src/models/resnet.js');
       const { Conv2d } = await import('../src/nn/layers.js');
       const { calibrate, quantize } = await import('../src/quant/quantize.js');
@@ -298,16 +298,21 @@ describe('quantization-aware training', () => {
             const m = new ResNet({ blocks: [1, 1], widths: [16, 32], numClasses: 4, inChannels: 3, shortcut: 'A', headBatchNorm: false, init: 'kaiming-normal-fan-in', seed: 3 });
             quantize(m, { method, wbits: 4, abits: 4, firstLast: 'int8' });
             calibrate(m, images, shape);
-            // The float layer's callAfter: batch norm, then the convolution (which quantizes its input).
-            if (!fused) for (const block of m.blocks()) Object.assign(block.conv2, { callAfter: Conv2d.prototype.callAfter });
+            // The float layer's hooks: batch norm or the residual join, then the convolution (which
+            // quantizes its input).
+            const { callAfter, join, callJoined } = Conv2d.prototype;
+            if (!fused) for (const block of m.blocks()) for (const conv of [block.conv1, block.conv2]) Object.assign(conv, { callAfter, join, callJoined });
             return m;
           };
           const step = (fused: boolean) => {
             const m = model(fused);
             let fusedCalls = 0;
+            let fusedJoins = 0;
             const be = getBackend();
             const original = be.batchNormQuantizeTrain;
+            const originalJoin = be.addReluQuantize;
             be.batchNormQuantizeTrain = (...args) => (fusedCalls++, original.apply(be, args));
+            be.addReluQuantize = (...args) => (fusedJoins++, originalJoin.apply(be, args));
             try {
               const loss = tidy(() => {
                 const ce = crossEntropy(m.call(Tensor.fromArray(images, shape)), labels);
@@ -316,15 +321,17 @@ describe('quantization-aware training', () => {
               });
               const grads = new Map([...m.namedParameters()].map(([name, p]) => [name, p.grad?.toArray() ?? null]));
               const buffers = new Map([...m.stateDict()].filter(([name]) => name.includes('running')).map(([k, v]) => [k, v.data]));
-              return { loss, grads, buffers, fusedCalls };
+              return { loss, grads, buffers, fusedCalls, fusedJoins };
             } finally {
               be.batchNormQuantizeTrain = original;
+              be.addReluQuantize = originalJoin;
             }
           };
           const fused = step(true);
           const separate = step(false);
           assert.equal(fused.fusedCalls, 2, `${method}: both blocks' conv2 inputs are quantized by the fused op`);
-          assert.equal(separate.fusedCalls, 0);
+          assert.equal(fused.fusedJoins, 1, `${method}: the second block's conv1 input is quantized in the first block's join`);
+          assert.equal(separate.fusedCalls + separate.fusedJoins, 0);
           // js: the fused op is the composition of the same ops, bit for bit. native: own kernels vs
           // oneDNN's, relative 1e-4, and 1e-6 absolute for sums that cancel to ~0 (an output scale's).
           const [tol, floor] = backend.name === 'js' ? [0, 0] : [1e-4, 1e-6];

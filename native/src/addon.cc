@@ -104,6 +104,7 @@ class Context : public Napi::ObjectWrap<Context> {
             InstanceMethod<&Context::sgdStep>("sgdStep"),
             InstanceMethod<&Context::adamStep>("adamStep"),
             InstanceMethod<&Context::quantize>("quantize"),
+            InstanceMethod<&Context::addReluQuantize>("addReluQuantize"),
             InstanceMethod<&Context::quantizeBackward>("quantizeBackward"),
         });
   }
@@ -407,6 +408,13 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value quantize(const Napi::CallbackInfo& info) {
     return run(info, "quantize", 2, [](const Args& a) {
       return wrap(a.env(), ops::quantize(a.tensor(0, "x"), a.quantSpec(1, "spec")));
+    });
+  }
+
+  Napi::Value addReluQuantize(const Napi::CallbackInfo& info) {
+    return run(info, "addReluQuantize", 3, [](const Args& a) {
+      auto r = ops::addReluQuantize(a.tensor(0, "a"), a.tensor(1, "b"), a.quantSpec(2, "spec"));
+      return tuple(a.env(), wrap(a.env(), std::move(r.y)), wrap(a.env(), std::move(r.q)));
     });
   }
 

@@ -112,6 +112,11 @@ void sgdStep(Tensor& param, const Tensor& grad, Tensor* momentumBuf, const kerne
 void adamStep(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const kernels::AdamParams& p);
 
 Tensor quantize(const Tensor& x, const kernels::QuantSpec& spec);
+struct JoinQuantized {
+  Tensor y, q;
+};
+/** y = relu(a + b) (a residual join) and q = quantize(y) with a per-tensor spec, in one pass. */
+JoinQuantized addReluQuantize(const Tensor& a, const Tensor& b, const kernels::QuantSpec& spec);
 struct QuantizeGrads {
   std::optional<Tensor> gx;  // none when accumulated into the caller's tensor
   std::vector<double> sums;

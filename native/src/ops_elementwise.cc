@@ -190,6 +190,19 @@ Tensor quantize(const Tensor& x, const kernels::QuantSpec& spec) {
   return y;
 }
 
+JoinQuantized addReluQuantize(const Tensor& a, const Tensor& b, const kernels::QuantSpec& spec) {
+  const char* op = "addReluQuantize";
+  requireSameShape(op, "a", a, "b", b);
+  checkQuantSpec(op, a, spec);
+  if (spec.channels != 1) fail(op, "the quantizer must be per tensor (1 channel), got ", spec.channels, " channels");
+  std::optional<Tensor> ha, hb;
+  const Tensor& da = asDense(a, ha);
+  const Tensor& db = inLayout(b, da.desc(), hb);
+  JoinQuantized out{Tensor(a.shape(), da.desc()), Tensor(a.shape(), da.desc())};
+  kernels::addReluQuantize(da.data(), db.data(), out.y.data(), out.q.data(), da.physicalSize(), spec);
+  return out;
+}
+
 QuantizeGrads quantizeBackward(const Tensor& x, const Tensor& gy, const kernels::QuantSpec& spec, Tensor* into) {
   requireSameShape("quantizeBackward", "x", x, "gy", gy);
   if (into) requireSameShape("quantizeBackward", "x", x, "accumulate", *into);

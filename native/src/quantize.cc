@@ -13,30 +13,50 @@ namespace {
 
 using namespace element;
 
-template <class V, class Projection>
-TQ_CLONES void forwardSegment(const float* __restrict x, float* __restrict y, int64_t n, const Range& r, const Channel& c,
+/** The quantizer's input, element by element: loaded from x. */
+struct Load {
+  const float* __restrict x;
+  TQ_INLINE float operator()(int64_t i) const { return x[i]; }
+  Load shifted(int64_t k) const { return {x + k}; }
+};
+
+/** The quantizer's input computed as the residual join relu(a + b), which is stored to `sum` too. */
+struct JoinSum {
+  const float* __restrict a;
+  const float* __restrict b;
+  float* __restrict sum;
+  TQ_INLINE float operator()(int64_t i) const {
+    const float s = a[i] + b[i];
+    sum[i] = s < 0.0f ? 0.0f : s;  // NaN stays NaN, as in addRelu
+    return sum[i];
+  }
+  JoinSum shifted(int64_t k) const { return {a + k, b + k, sum + k}; }
+};
+
+template <class V, class Source, class Projection>
+TQ_CLONES void forwardSegment(const Source& x, float* __restrict y, int64_t n, const Range& r, const Channel& c,
     const Projection& magnitudeOf) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; i++) y[i] = quantizeElement<V>(x[i], r, c, magnitudeOf);
+  for (int64_t i = 0; i < n; i++) y[i] = quantizeElement<V>(x(i), r, c, magnitudeOf);
 }
 
 /** forwardSegment with the projection 16 elements at a time (see LevelProjection::group). */
-template <class V, class Projection>
-TQ_CLONES void forwardSegmentGrouped(const float* __restrict x, float* __restrict y, int64_t n, const Range& r,
-    const Channel& c, const Projection& magnitudeOf) {
+template <class V, class Source, class Projection>
+TQ_CLONES void forwardSegmentGrouped(const Source& x, float* __restrict y, int64_t n, const Range& r, const Channel& c,
+    const Projection& magnitudeOf) {
   int64_t start = 0;
   for (; start + kGroup <= n; start += kGroup) {
     alignas(64) float xc[kGroup], m[kGroup], projected[kGroup];
 #pragma omp simd
     for (int l = 0; l < kGroup; l++) {
-      xc[l] = clip((x[start + l] - c.offset) / c.scale, r.lo, r.hi);
+      xc[l] = clip((x(start + l) - c.offset) / c.scale, r.lo, r.hi);
       m[l] = magnitudeInput<V>(xc[l]);
     }
     magnitudeOf.group(m, projected);
 #pragma omp simd
     for (int l = 0; l < kGroup; l++) y[start + l] = restored<V>(xc[l], projected[l]) * c.outScale + c.outOffset;
   }
-  forwardSegment<V>(x + start, y + start, n - start, r, c, magnitudeOf);
+  forwardSegment<V>(x.shifted(start), y + start, n - start, r, c, magnitudeOf);
 }
 
 /**
@@ -108,9 +128,9 @@ TQ_CLONES void backwardSegmentGrouped(const float* __restrict x, const float* __
 // tensors (up to a few 10^4 elements) stay on one thread: waking a team costs more than it saves.
 constexpr int64_t kWorkPerElement = 1;
 
-}  // namespace
-
-void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) {
+/** y = quantize(input) over n elements, the input read through `source` (see Load, JoinSum). */
+template <class Source>
+void quantizeFrom(const Source& source, float* y, int64_t n, const QuantSpec& spec) {
   const Range r(spec);
   withProjection(spec, [&](const auto& magnitudeOf) {
     withVariant(spec, false, [&](auto variant) {
@@ -118,14 +138,22 @@ void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) {
       withGrouping(magnitudeOf, [&](auto grouped) {
         forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int, int64_t c, int64_t begin, int64_t end) {
           if constexpr (decltype(grouped)::value) {
-            forwardSegmentGrouped<V>(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
+            forwardSegmentGrouped<V>(source.shifted(begin), y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
           } else {
-            forwardSegment<V>(x + begin, y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
+            forwardSegment<V>(source.shifted(begin), y + begin, end - begin, r, Channel(spec, c), magnitudeOf);
           }
         });
       });
     });
   });
+}
+
+}  // namespace
+
+void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec) { quantizeFrom(Load{x}, y, n, spec); }
+
+void addReluQuantize(const float* a, const float* b, float* sum, float* q, int64_t n, const QuantSpec& spec) {
+  quantizeFrom(JoinSum{a, b, sum}, q, n, spec);
 }
 
 void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, const QuantSpec& spec, double* sums,

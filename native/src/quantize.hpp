@@ -26,6 +26,8 @@ struct QuantSpec {
 
 /** y = project(clip((x - offset) / scale)) * outScale + outOffset, per chunk of dimension 0. */
 void quantize(const float* x, float* y, int64_t n, const QuantSpec& spec);
+/** sum = max(a + b, 0) and q = quantize(sum) in one pass. */
+void addReluQuantize(const float* a, const float* b, float* sum, float* q, int64_t n, const QuantSpec& spec);
 
 /**
  * gx (added into gx's values when `accumulate`) and, per channel, QUANT_SUMS float64 sums

@@ -247,6 +247,11 @@ export interface Backend<B extends Buf = Buf, S extends BatchNormSaved = BatchNo
   // ---- quantization ---------------------------------------------------------------------------
   quantize(x: B, spec: QuantSpec): B;
   /**
+   * The residual join y = addRelu(a, b) and q = quantize(y, spec) in one pass: the join's output
+   * and the next quantized layer's input. `spec` must be per tensor (1 channel).
+   */
+  addReluQuantize(a: B, b: B, spec: QuantSpec): { y: B; q: B };
+  /**
    * Returns gx and the per-channel sums (length QUANT_SUMS * channels). With `accumulate` (a
    * gradient of x's shape), gx is added into it in place and `accumulate` itself is returned as gx.
    */

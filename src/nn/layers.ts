@@ -54,6 +54,25 @@ export class Conv2d extends Module {
   callAfter(bn: BatchNorm, x: Tensor): Tensor {
     return this.call(bn.call(x));
   }
+
+  /**
+   * The residual join relu(a + b) whose output this layer consumes next: the output, and this
+   * layer's quantized input when a quantized convolution computes it in the same pass (else null).
+   */
+  join(a: Tensor, b: Tensor): Joined {
+    return { y: ops.addRelu(a, b), input: null };
+  }
+
+  /** this(x), given what `join` computed for x. */
+  callJoined(joined: Joined): Tensor {
+    return this.call(joined.y);
+  }
+}
+
+/** A residual join's output and, when the consuming layer quantized it there, its quantized form. */
+export interface Joined {
+  readonly y: Tensor;
+  readonly input: Tensor | null;
 }
 
 export interface BatchNormOptions {

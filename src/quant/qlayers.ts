@@ -4,12 +4,13 @@
  * weights of the layer they replace (QAT continues from them) and register the quantizers'
  * parameters and buffers under the reference implementations' names.
  */
-import { type BatchNorm, Conv2d, Linear } from '../nn/layers.js';
+import type { Shape } from '../backend/backend.js';
+import { type BatchNorm, Conv2d, type Joined, Linear } from '../nn/layers.js';
 import { type Module, Parameter } from '../nn/module.js';
 import * as ops from '../tensor/ops.js';
 import { type Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
-import { type TensorQuantizer, batchNormFakeQuantize, quantParameter, tensorStats } from './quantizer.js';
+import { type FakeQuantOp, type TensorQuantizer, addReluFakeQuantize, batchNormFakeQuantize, quantParameter, tensorStats } from './quantizer.js';
 
 /** Layers never draw random numbers when they take over existing weights. */
 const UNUSED_RNG = new Rng(0);
@@ -109,10 +110,30 @@ export class QConv2d extends Conv2d implements QuantizedLayer {
    * pass: that needs the float input.
    */
   override callAfter(bn: BatchNorm, x: Tensor): Tensor {
-    const op = this.training && bn.training && !this.calibrating ? this.actQuantizer?.fakeQuantOp?.(x.shape, this.path) : null;
-    if (!op || op.spec.channels !== 1) return super.callAfter(bn, x);
+    const op = bn.training ? this.#fusableInputOp(x.shape) : null;
+    if (!op) return super.callAfter(bn, x);
     const q = bn.inContext(() => batchNormFakeQuantize(x, bn, op));
     return this.inContext(() => this.#forward(q, true));
+  }
+
+  /** In training, the residual join before this layer also quantizes its output for it, in the same pass. */
+  override join(a: Tensor, b: Tensor): Joined {
+    const op = this.#fusableInputOp(a.shape);
+    if (!op) return super.join(a, b);
+    const { y, q } = addReluFakeQuantize(a, b, op);
+    return { y, input: q };
+  }
+
+  override callJoined(joined: Joined): Tensor {
+    const input = joined.input;
+    return input ? this.inContext(() => this.#forward(input, true)) : super.callJoined(joined);
+  }
+
+  /** The input quantizer's op when it can run fused into the op producing the input. */
+  #fusableInputOp(shape: Shape): FakeQuantOp | null {
+    if (!this.training || this.calibrating) return null;
+    const op = this.actQuantizer?.fakeQuantOp?.(shape, this.path) ?? null;
+    return op && op.spec.channels === 1 ? op : null;
   }
 
   #forward(x: Tensor, inputQuantized: boolean): Tensor {

@@ -9,6 +9,7 @@ import { type Buf, QUANT_SUMS, type QuantSpec, STAT_FIELDS, type Shape } from '.
 import { getBackend } from '../backend/index.js';
 import type { BatchNorm } from '../nn/layers.js';
 import { Parameter } from '../nn/module.js';
+import { recordAddRelu } from '../tensor/ops.js';
 import { Tensor, record } from '../tensor/tensor.js';
 
 export type MethodName = 'apot' | 'ewgs' | 'uniform' | 'pact' | 'lsq';
@@ -112,8 +113,22 @@ export interface FakeQuantOp {
 
 /** The differentiable fake-quantize op. */
 export function fakeQuantize(x: Tensor, op: FakeQuantOp): Tensor {
+  return recordFakeQuantize(x, getBackend().quantize(x.buf, op.spec), op);
+}
+
+/**
+ * The residual join relu(a + b) and its fake-quantized form by `op` (per tensor), computed in one
+ * backend pass: the block output and the next quantized layer's input.
+ */
+export function addReluFakeQuantize(a: Tensor, b: Tensor, op: FakeQuantOp): { y: Tensor; q: Tensor } {
+  const { y, q } = getBackend().addReluQuantize(a.buf, b.buf, op.spec);
+  const join = recordAddRelu(a, b, y);
+  return { y: join, q: recordFakeQuantize(join, q, op) };
+}
+
+/** Record y = fake-quantize(x) by `op`, computed by the caller, on the tape. */
+function recordFakeQuantize(x: Tensor, y: Buf, op: FakeQuantOp): Tensor {
   const be = getBackend();
-  const y = be.quantize(x.buf, op.spec);
   return record('fakeQuantize', y, [x, ...op.params], (g, pending) => {
     op.observe?.(g);
     // x's gradient from its other consumers (a residual shortcut) takes this one in place.

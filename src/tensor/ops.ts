@@ -90,8 +90,12 @@ export function add(a: Tensor, b: Tensor): Tensor {
 
 /** relu(a + b): the residual join. */
 export function addRelu(a: Tensor, b: Tensor): Tensor {
+  return recordAddRelu(a, b, getBackend().addRelu(a.buf, b.buf));
+}
+
+/** Record y = relu(a + b), computed by the caller (possibly fused with more), on the tape. */
+export function recordAddRelu(a: Tensor, b: Tensor, y: Buf): Tensor {
   const be = getBackend();
-  const y = be.addRelu(a.buf, b.buf);
   return record('addRelu', y, [a, b], (g) => {
     const gx = be.reluBackward(g, y);
     return [gx, be.clone(gx)];

@@ -502,6 +502,13 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
     return this.#wrap(quantizeForward(xs, spec, chunk), x.shape);
   }
 
+  /** The reference: addRelu, then quantize. */
+  addReluQuantize(a: JsBuf, b: JsBuf, spec: QuantSpec): { y: JsBuf; q: JsBuf } {
+    checkPerTensor('addReluQuantize', spec);
+    const y = this.addRelu(a, b);
+    return { y, q: this.quantize(y, spec) };
+  }
+
   quantizeBackward(x: JsBuf, gy: JsBuf, spec: QuantSpec, accumulate?: JsBuf): { gx: JsBuf; sums: Float64Array } {
     const op = 'quantizeBackward';
     const xs = valuesOf(op, 'input', x);

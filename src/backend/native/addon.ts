@@ -78,6 +78,7 @@ export interface AddonContext {
     lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, decoupled: boolean, step: number,
   ): void;
   quantize(x: B, spec: QuantSpec): B;
+  addReluQuantize(a: B, b: B, spec: QuantSpec): [B, B];
   /** With `accumulate`, gx is added into it and that same buffer is returned. */
   quantizeBackward(x: B, gy: B, spec: QuantSpec, accumulate: B | null): [B, Float64Array];
 }

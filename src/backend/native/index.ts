@@ -246,6 +246,11 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
     checkQuantSpec('quantize', shapeOf('quantize', 'x', x), spec);
     return this.#ctx.quantize(x, spec);
   }
+  addReluQuantize(a: NativeBuf, b: NativeBuf, spec: QuantSpec): { y: NativeBuf; q: NativeBuf } {
+    checkQuantSpec('addReluQuantize', shapeOf('addReluQuantize', 'a', a), spec);
+    const [y, q] = this.#ctx.addReluQuantize(a, b, spec);
+    return { y, q };
+  }
   quantizeBackward(x: NativeBuf, gy: NativeBuf, spec: QuantSpec, accumulate?: NativeBuf): { gx: NativeBuf; sums: Float64Array } {
     checkQuantSpec('quantizeBackward', shapeOf('quantizeBackward', 'x', x), spec);
     const [gx, sums] = this.#ctx.quantizeBackward(x, gy, spec, accumulate ?? null);
