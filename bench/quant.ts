@@ -52,6 +52,14 @@ for (const bits of values.bits!.split(',')) {
   }
 }
 
+/** A child process's `tinyquant bench train` options (see `common` and Config.args). */
+function childArgs(benchArgs: string[]): Record<string, string | undefined> {
+  const options = Object.fromEntries(
+    ['model', 'batch', 'iters', 'warmup', 'method', 'wbits', 'abits', 'first-last'].map((k) => [k, { type: 'string' }] as const),
+  );
+  return parseArgs({ args: benchArgs, options }).values;
+}
+
 interface OpCost {
   readonly op: string;
   readonly ms: number;
@@ -66,10 +74,7 @@ interface OpCost {
 function profileHere(benchArgs: string[]): void {
   const backend = getBackend() as unknown as Record<string, unknown>;
   const totals = new Map<string, { ms: number; calls: number }>();
-  const options = Object.fromEntries(
-    ['model', 'batch', 'iters', 'warmup', 'method', 'wbits', 'abits', 'first-last'].map((k) => [k, { type: 'string' }] as const),
-  );
-  const args = parseArgs({ args: benchArgs, options }).values;
+  const args = childArgs(benchArgs);
   const iters = Number(args.iters);
   // Whole steps: the ops from the first timed loss up to (not including) the last one.
   let losses = 0;
@@ -112,10 +117,7 @@ function profile(): void {
  * line read from stdin run one step and print its milliseconds.
  */
 async function serveSteps(benchArgs: string[]): Promise<void> {
-  const options = Object.fromEntries(
-    ['model', 'batch', 'iters', 'warmup', 'method', 'wbits', 'abits', 'first-last'].map((k) => [k, { type: 'string' }] as const),
-  );
-  const { step } = benchSetup({ values: parseArgs({ args: benchArgs, options }).values, positionals: [] });
+  const { step } = benchSetup({ values: childArgs(benchArgs), positionals: [] });
   for (let i = 0; i < WARMUP; i++) step(i);
   console.log('ready');
   let i = 0;
