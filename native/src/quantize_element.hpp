@@ -89,7 +89,10 @@ TQ_INLINE float clip(float v, float lo, float hi) { return v < lo ? lo : (v > hi
 struct GridProjection {
   static constexpr bool kGroupable = false;
   float steps;
-  TQ_INLINE float operator()(float a) const { return std::nearbyint(a * steps) / steps; }
+  // The level is decided by the rounding; its value may differ from a division in the last bit.
+  float stepSize;
+  explicit GridProjection(float steps) : steps(steps), stepSize(1.0f / steps) {}
+  TQ_INLINE float operator()(float a) const { return std::nearbyint(a * steps) * stepSize; }
 };
 
 /**
@@ -291,7 +294,7 @@ inline void addSums(double* sums, float inside, float insideXn, float insideErro
 template <class Run>
 void withProjection(const QuantSpec& spec, Run run) {
   if (spec.levels.empty()) {
-    run(GridProjection{static_cast<float>(spec.steps)});
+    run(GridProjection(static_cast<float>(spec.steps)));
     return;
   }
   size_t size = 4;
