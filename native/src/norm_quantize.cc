@@ -1,12 +1,14 @@
 // Batch normalization (training mode, optional ReLU) fused with the fake-quantize of its output:
 // the normalized activation y is never stored. Forward: per-channel moments, then one pass x -> q.
-// Backward: y is recomputed from x per element, the quantizer's backward and the ReLU mask give
-// the gradient of the batch-norm output, whose per-channel sums (pass 1) the gradient of x needs
-// (pass 2). Saves a write and a read of y forward and of its gradient backward.
+// Backward: pass 1 recomputes y from x per element, applies the quantizer's backward and the ReLU
+// mask, stores that gradient of the batch-norm output in gx's buffer and sums it per channel; pass 2
+// turns it into gx in place. Saves a write and a read of y forward, and the quantizer's separate
+// pass over the gradient backward.
 //
 // The image is a sequence of slabs (one image's block of channels: pixels x block values,
-// contiguous), each processed as rows of kLanes values: lane l holds channel block * slab + l % block,
-// so every per-channel quantity becomes a per-lane array and the rows vectorize without gathers.
+// contiguous), each processed as rows of kLanes values: lane l holds channel
+// (block index of the slab) * block + l % block, so every per-channel quantity becomes a per-lane
+// array and the rows vectorize without gathers.
 #include <stdexcept>
 
 #include "kernels.hpp"
