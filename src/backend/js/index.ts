@@ -44,6 +44,7 @@ import {
 } from './pool.js';
 import { quantizeBackwardPass, quantizeForward } from './quantize.js';
 import {
+  type BatchNormGeometry,
   batchNormGeometry,
   channelChunk,
   checkAdamParams,
@@ -266,8 +267,7 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
     const stats = batchStats(xs, g);
     const invStd = inverseStd(stats.variance, p.eps);
     updateRunning(stats, g.batch * g.spatial, p.momentum, rm, rv);
-    const { scale, shift } = normalizationAffine(stats.mean, invStd, gammas, betas);
-    const y = this.#wrap(applyChannelAffine(xs, g, scale, shift, p.relu), x.shape);
+    const y = this.#normalized(x, xs, g, stats.mean, invStd, gammas, betas, p.relu);
     return { y, saved: new JsBatchNormSaved(stats.mean, invStd, this.#ledger) };
   }
 
@@ -275,8 +275,22 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
     const op = 'batchNormInfer';
     const [xs, gammas, betas, rm, rv] = this.#batchNormInputs(op, x, gamma, beta, runningMean, runningVar, p);
     const g = batchNormGeometry(op, x.shape, channelVectorShapes(gamma, beta, runningMean, runningVar));
-    const { scale, shift } = normalizationAffine(rm, inverseStd(rv, p.eps), gammas, betas);
-    return this.#wrap(applyChannelAffine(xs, g, scale, shift, p.relu), x.shape);
+    return this.#normalized(x, xs, g, rm, inverseStd(rv, p.eps), gammas, betas, p.relu);
+  }
+
+  /** gamma (x - mean) invStd + beta per channel (then ReLU when asked), in a buffer of x's shape. */
+  #normalized(
+    x: JsBuf,
+    xs: Float32Array,
+    g: BatchNormGeometry,
+    mean: ArrayLike<number>,
+    invStd: ArrayLike<number>,
+    gammas: Float32Array,
+    betas: Float32Array,
+    relu: boolean,
+  ): JsBuf {
+    const { scale, shift } = normalizationAffine(mean, invStd, gammas, betas);
+    return this.#wrap(applyChannelAffine(xs, g, scale, shift, relu), x.shape);
   }
 
   #batchNormInputs(op: string, x: JsBuf, gamma: JsBuf, beta: JsBuf, rm: JsBuf, rv: JsBuf, p: BatchNormParams): Float32Array[] {
@@ -345,8 +359,7 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
     checkBatchNormParams(op, p);
     const { mean, invStd } = savedOf(op, saved).get(op);
     const g = batchNormGeometry(op, x.shape, { gamma: gamma.shape, beta: beta.shape });
-    const { scale, shift } = normalizationAffine(mean, invStd, valuesOf(op, 'gamma', gamma), valuesOf(op, 'beta', beta));
-    const y = this.#wrap(applyChannelAffine(valuesOf(op, 'input', x), g, scale, shift, p.relu), x.shape);
+    const y = this.#normalized(x, valuesOf(op, 'input', x), g, mean, invStd, valuesOf(op, 'gamma', gamma), valuesOf(op, 'beta', beta), p.relu);
     const { gx: gy, sums } = this.quantizeBackward(y, gq, spec);
     const grads = this.batchNormBackward(gy, x, y, gamma, saved, p);
     this.free(y);
