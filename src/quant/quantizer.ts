@@ -132,7 +132,7 @@ function recordFakeQuantize(x: Tensor, y: Buf, op: FakeQuantOp): Tensor {
   return record('fakeQuantize', y, [x, ...op.params], (g, pending) => {
     op.observe?.(g);
     // x's gradient from its other consumers (a residual shortcut) takes this one in place.
-    const { gx, sums } = be.quantizeBackward(x.buf, g, op.spec, x.requiresGrad ? pending[0] : undefined);
+    const { gx, sums } = be.quantizeBackward(x.buf, g, op.spec, x.requiresGrad ? pending(x) : undefined);
     return [keepIf(x, gx), ...paramGrads(op, sums)];
   });
 }

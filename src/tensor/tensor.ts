@@ -17,11 +17,11 @@ export interface TapeNode {
   readonly output: Tensor;
   /**
    * One entry per input: its gradient, or null when it needs none. Owns nothing of gOut.
-   * `pending` holds the gradient accumulated so far for each input produced by a recorded op
-   * (undefined for leaves and inputs with none yet); an op may add its gradient into one in place
+   * `pending(input)` is the gradient accumulated so far for an input produced by a recorded op
+   * (undefined for leaves and inputs with none yet); an op may add its gradient into it in place
    * and return that very buffer, which saves the separate accumulation pass.
    */
-  backward(gOut: Buf, pending: readonly (Buf | undefined)[]): (Buf | null)[];
+  backward(gOut: Buf, pending: (input: Tensor) => Buf | undefined): (Buf | null)[];
   /** Free what the op saved for backward (not its input or output tensors). */
   release?(): void;
 }
@@ -248,13 +248,14 @@ export function backward(root: Tensor, gradient?: Tensor): void {
   }
   const grads = new Map<Tensor, Buf>();
   grads.set(root, gradient ? backend.clone(gradient.buf) : backend.upload(Float32Array.of(1), root.shape));
+  const pending = (t: Tensor): Buf | undefined => (t.node ? grads.get(t) : undefined);
   const start = tape.indexOf(root.node);
   for (let i = start; i >= 0; i--) {
     const node = tape[i];
     const gOut = grads.get(node.output);
     if (!gOut) continue;
     grads.delete(node.output);
-    const gIns = node.backward(gOut, node.inputs.map((t) => (t.node ? grads.get(t) : undefined)));
+    const gIns = node.backward(gOut, pending);
     backend.free(gOut);
     node.inputs.forEach((input, k) => {
       const g = gIns[k];
