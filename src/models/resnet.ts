@@ -5,9 +5,8 @@
  * interchangeable with them.
  */
 import { type InitName, initializers } from '../nn/init.js';
-import { BatchNorm, Conv2d, GlobalAvgPool, type Joined, Linear, Sequential, ShortcutPad } from '../nn/layers.js';
+import { BatchNorm, Conv2d, GlobalAvgPool, type Joined, Linear, Sequential, ShortcutPad, residualJoin } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
-import * as ops from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
 
@@ -68,7 +67,7 @@ export class BasicBlock extends Module {
     const x = input.y;
     const out = this.bn2.call(this.conv2.callAfter(this.bn1, this.conv1.callJoined(input)));
     const shortcut = this.shortcut ? this.shortcut.call(x) : x;
-    return next ? next.join(out, shortcut) : { y: ops.addRelu(out, shortcut), input: null };
+    return next ? next.join(out, shortcut) : residualJoin(out, shortcut);
   }
 
   protected override onModuleReplaced(name: string, m: Module): void {

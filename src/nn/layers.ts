@@ -60,7 +60,7 @@ export class Conv2d extends Module {
    * layer's quantized input when a quantized convolution computes it in the same pass (else null).
    */
   join(a: Tensor, b: Tensor): Joined {
-    return { y: ops.addRelu(a, b), input: null };
+    return residualJoin(a, b);
   }
 
   /** this(x), given what `join` computed for x. */
@@ -73,6 +73,11 @@ export class Conv2d extends Module {
 export interface Joined {
   readonly y: Tensor;
   readonly input: Tensor | null;
+}
+
+/** relu(a + b) with nothing quantized in the join. */
+export function residualJoin(a: Tensor, b: Tensor): Joined {
+  return { y: ops.addRelu(a, b), input: null };
 }
 
 export interface BatchNormOptions {

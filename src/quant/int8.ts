@@ -7,7 +7,7 @@
  */
 import type { QuantSpec } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type IntegerForm, type TensorQuantizer, fakeQuantize, tensorStats } from './quantizer.js';
+import { type IntegerForm, type TensorQuantizer, fakeQuantize, fixedOp, tensorStats } from './quantizer.js';
 import { uniformSpec } from './uniform.js';
 
 export type Int8Mode = 'apot' | 'symmetric';
@@ -31,7 +31,7 @@ export class Int8WeightQuantizer implements TensorQuantizer {
     const spec = uniformSpec(m, 0, m, 0, 127, { lo: this.mode === 'apot' ? -Infinity : -1, hi: this.mode === 'apot' ? Infinity : 1, passClipped: true });
     this.#lastSpec = spec;
     this.#codeRange = [Math.min(-127, Math.round((min / m) * 127)), 127];
-    return fakeQuantize(w, { spec, params: [], rule: () => [] });
+    return fakeQuantize(w, fixedOp(spec));
   }
 
   calibrate(): void {}

@@ -111,6 +111,11 @@ export interface FakeQuantOp {
   readonly observe?: GradObserver;
 }
 
+/** A fake-quantize with nothing learnable (DoReFa, 8-bit layers). */
+export function fixedOp(spec: QuantSpec): FakeQuantOp {
+  return { spec, params: [], rule: () => [] };
+}
+
 /** The differentiable fake-quantize op. */
 export function fakeQuantize(x: Tensor, op: FakeQuantOp): Tensor {
   return recordFakeQuantize(x, getBackend().quantize(x.buf, op.spec), op);

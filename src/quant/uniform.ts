@@ -9,7 +9,7 @@
 import type { QuantSpec } from '../backend/backend.js';
 import * as ops from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type FakeQuantOp, type IntegerForm, type Role, type TensorQuantizer, checkBits, fakeQuantize, tensorStats } from './quantizer.js';
+import { type FakeQuantOp, type IntegerForm, type Role, type TensorQuantizer, checkBits, fakeQuantize, fixedOp, tensorStats } from './quantizer.js';
 
 export const UNIFORM_BITS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
 
@@ -71,12 +71,12 @@ export class UniformQuantizer implements TensorQuantizer {
     if (this.role !== 'activation') return null;
     const spec = uniformSpec(1, 0, 1, 0, 2 ** this.bits - 1);
     this.#lastSpec = spec;
-    return { spec, params: [], rule: () => [] };
+    return fixedOp(spec);
   }
 
   #quantize(x: Tensor, spec: QuantSpec): Tensor {
     this.#lastSpec = spec;
-    return fakeQuantize(x, { spec, params: [], rule: () => [] });
+    return fakeQuantize(x, fixedOp(spec));
   }
 
   calibrate(): void {}
