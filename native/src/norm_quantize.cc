@@ -61,12 +61,13 @@ struct NormLanes {
   }
 };
 
-/** The gradient of the batch-norm output (the quantizer's, masked by the ReLU) and the quantizer's terms. */
+/** e with its gradient zeroed where the ReLU output y is not positive (when `relu` is all ones). */
 TQ_INLINE ElementGrad reluMasked(ElementGrad e, float y, Bits relu) {
   e.gx = floatOf(bitsOf(e.gx) & (~relu | maskOf(y > 0.0f)));
   return e;
 }
 
+/** The gradient of the batch-norm output (the quantizer's, masked by the ReLU) and the quantizer's terms. */
 template <class V, class Projection>
 TQ_INLINE ElementGrad normBackwardElement(float x, float g, const NormLanes& n, int l, Bits relu, const Range& r,
     const Channel& c, const Projection& magnitudeOf) {
@@ -122,12 +123,12 @@ TQ_CLONES void forwardSlab(const float* __restrict x, float* __restrict q, int64
       projectRow<V>(x + row * kLanes, n, relu, r, c, magnitudeOf, y, xn, xc, projected);
 #pragma omp simd
       for (int l = 0; l < kLanes; l++) q[row * kLanes + l] = projected[l] * c.outScale + c.outOffset;
-      continue;
-    }
+    } else {
 #pragma omp simd
-    for (int l = 0; l < kLanes; l++) {
-      const int64_t i = row * kLanes + l;
-      q[i] = quantizeElement<V>(normalize(x[i], n.mean[l], n.scale[l], n.beta[l], relu), r, c, magnitudeOf);
+      for (int l = 0; l < kLanes; l++) {
+        const int64_t i = row * kLanes + l;
+        q[i] = quantizeElement<V>(normalize(x[i], n.mean[l], n.scale[l], n.beta[l], relu), r, c, magnitudeOf);
+      }
     }
   }
   for (int64_t i = rows * kLanes; i < length; i++) {
@@ -194,23 +195,6 @@ TQ_CLONES void backwardDataSlab(const float* __restrict x, float* __restrict gy,
     gy[i] = gy[i] * a[l] + (x[i] - mean[l]) * b[l] + k[l];
   }
 }
-
-/** Per-thread float64 partials of `width` values, combined in thread order into `out`. */
-class ThreadPartials {
- public:
-  explicit ThreadPartials(int64_t width) : width_(width), values_(static_cast<size_t>(maxTeam() * width), 0.0) {}
-  double* of(int thread) { return &values_[static_cast<size_t>(thread * width_)]; }
-  void combineInto(double* out) const {
-    std::fill(out, out + width_, 0.0);
-    for (size_t t = 0; t * width_ < values_.size(); t++) {
-      for (int64_t j = 0; j < width_; j++) out[j] += values_[t * width_ + j];
-    }
-  }
-
- private:
-  int64_t width_;
-  std::vector<double> values_;
-};
 
 /** body(thread, slab) for every slab, each thread over its static range. */
 template <class Body>

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace tq {
 
@@ -67,5 +68,22 @@ void parallelFor(int64_t n, int64_t work, Body body) {
 #pragma omp parallel for schedule(static) if (work >= kParallelThreshold)
   for (int64_t i = 0; i < n; i++) body(i);
 }
+
+/** Per-thread float64 partials of `width` values (zeroed), combined in thread order into `out`. */
+class ThreadPartials {
+ public:
+  explicit ThreadPartials(int64_t width) : width_(width), values_(static_cast<size_t>(maxTeam() * width), 0.0) {}
+  double* of(int thread) { return &values_[static_cast<size_t>(thread * width_)]; }
+  void combineInto(double* out) const {
+    std::fill(out, out + width_, 0.0);
+    for (size_t t = 0; t * width_ < values_.size(); t++) {
+      for (int64_t j = 0; j < width_; j++) out[j] += values_[t * width_ + j];
+    }
+  }
+
+ private:
+  int64_t width_;
+  std::vector<double> values_;
+};
 
 }  // namespace tq

@@ -159,9 +159,7 @@ void addReluQuantize(const float* a, const float* b, float* sum, float* q, int64
 void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, const QuantSpec& spec, double* sums,
     bool accumulate) {
   const Range r(spec);
-  const int team = maxTeam();
-  const int64_t perThread = spec.channels * kQuantSums;
-  std::vector<double> partial(static_cast<size_t>(team) * perThread, 0.0);
+  ThreadPartials partials(spec.channels * kQuantSums);
   withProjection(spec, [&](const auto& magnitudeOf) {
     withVariant(spec, true, [&](auto variant) {
       using V = decltype(variant);
@@ -176,15 +174,12 @@ void quantizeBackward(const float* x, const float* gy, float* gx, int64_t n, con
         }();
         forChannelSegments(n, spec.channels, n * kWorkPerElement, [&](int t, int64_t c, int64_t begin, int64_t end) {
           segment(x + begin, gy + begin, gx + begin, end - begin, r, Channel(spec, c), magnitudeOf,
-              &partial[t * perThread + c * kQuantSums]);
+              partials.of(t) + c * kQuantSums);
         });
       });
     });
   });
-  std::fill(sums, sums + perThread, 0.0);
-  for (int t = 0; t < team; t++) {
-    for (int64_t j = 0; j < perThread; j++) sums[j] += partial[t * perThread + j];
-  }
+  partials.combineInto(sums);
   clearInRangeSums(spec, sums);
 }
 
