@@ -26,26 +26,39 @@
  * ## Ops, in execution order
  * `input` -> output int8 or int16 [C,H,W]: out[c,y,x] = lut[c*256 + image[c,y,x]].
  *
- * `conv` (also the classifier, as a 1x1 conv on a [C,1,1] input):
- *   w[o,c,i,j] = weights.levels[weights.codes[((o*C + c)*K + i)*K + j]]   (integer weight value)
- *   acc[o,y,x] = sum_{c,i,j} w[o,c,i,j] * in[c, y*S + i - P, x*S + j - P]   (zero outside the input)
+ * `conv` (also a linear layer: a conv whose kernel covers its whole [C,H,W] input, since CHW order
+ *   is the flattened order; groups G: output channel o reads input channels g*C/G .. (g+1)*C/G - 1
+ *   of its group g = floor(o / (O/G)); depthwise is G = C = O):
+ *   w[o,c,i,j] = weights.levels[weights.codes[((o*(C/G) + c)*KH + i)*KW + j]]   (integer weight value)
+ *   acc[o,y,x] = sum_{c<C/G,i,j} w[o,c,i,j] * in[g*C/G + c, y*SH + i - PH, x*SW + j - PW]   (zero outside)
  *   v = rms(acc, requant.mult[o], requant.shift[o]) + requant.bias[o]      (int32; per output channel)
  *   then the epilogue:
  *   - `activation` (the input of the next conv, a quantized activation):
- *       if relu: v = max(v, zeroPoint);  code = rule(v);  out = value(code)   (uint8 or int8)
+ *       if relu: v = max(v, zeroPoint);  if ceiling !== null: v = min(v, ceiling) (clipped ReLU, ReLU6);
+ *       code = rule(v);  out = value(code)   (uint8 or int8)
  *   - `residual` (the ResNet residual stream, int16 or int8 fixed point):
  *       if shortcut: v += rms(sc[o - channelOffset, y*stride, x*stride], shortcut.mult, shortcut.shift)
  *                    when 0 <= o - channelOffset < channels of sc, else v += 0   (option A pads zero
  *                    channels; identity and option B use stride 1, offset 0)
- *       if relu: v = max(v, 0);  out = clamp(v, -2^(bits-1), 2^(bits-1) - 1)
+ *       if relu: v = max(v, 0);  if ceiling !== null: v = min(v, ceiling);
+ *       out = clamp(v, -2^(bits-1), 2^(bits-1) - 1)
  *   - `logits`: out = v (int32).
  *
  * `quantize` (residual stream or pooled sums -> the activation values of a quantized input):
  *   v = rms(in[c,y,x], requant.mult[c'], requant.shift[c']) + requant.bias[c'] with c' = c, or 0
  *   when requant has one entry; then as the `activation` epilogue (relu, zeroPoint, rule, value).
  *
- * `sumpool`: out[c,0,0] = sum over y, x of in[c,y,x] (int32; the 1/(H*W) of average pooling is
- *   folded into the next op's multiplier).
+ * `sumpool`: out[c,y,x] = sum over i < KH, j < KW of in[c, y*SH + i - PH, x*SW + j - PW] (int32, zero
+ *   outside the input; the 1/(KH*KW) of average pooling, padding counted as PyTorch's default does,
+ *   is folded into the next op's multiplier). Global average pooling is the window [H, W].
+ *
+ * `maxpool`: out[c,y,x] = max over the window positions inside the input of in[c, ...] (same dtype,
+ *   scale and values as the input: activation values grow with the real value, so the max commutes
+ *   with the quantization).
+ *
+ * `add` (a residual join of two tensors of equal shape, neither of them a conv's direct output):
+ *   v = rms(a[c,y,x], a.mult, a.shift) + rms(b[c,y,x], b.mult, b.shift);  then as the `residual`
+ *   epilogue (relu, ceiling, clamp to bits).
  *
  * Code rules: `thresholds` (non-uniform levels, APoT): code = countBelow(thresholds, v),
  *   value = values[code]. `round` (uniform levels): code = roundToCode(v, fracBits, minCode, maxCode),
@@ -63,7 +76,10 @@
  * (n_k + n_{k+1}) * 2^(fracBits-1)).
  */
 
-export const IR_VERSION = 1;
+export const IR_VERSION = 2;
+
+/** [height, width] of a kernel, stride or padding. */
+export type Pair = readonly [number, number];
 
 export type DType = 'int8' | 'uint8' | 'int16' | 'int32';
 export const DTYPES: readonly DType[] = ['int8', 'uint8', 'int16', 'int32'];
@@ -101,6 +117,8 @@ export type CodeRule =
 /** The quantization of a value v (after requantization) to the integer an activation tensor holds. */
 export interface ActivationQuant {
   readonly relu: boolean;
+  /** Upper clip of v (clipped ReLU such as ReLU6, in units of v), or null. */
+  readonly ceiling: number | null;
   /** v of real 0 (the quantizer's offset moved it off 0): the ReLU's floor. */
   readonly zeroPoint: number;
   readonly rule: CodeRule;
@@ -125,7 +143,7 @@ export interface Shortcut {
 
 export type Epilogue =
   | ({ readonly kind: 'activation' } & ActivationQuant)
-  | { readonly kind: 'residual'; readonly relu: boolean; readonly bits: number; readonly shortcut: Shortcut | null }
+  | { readonly kind: 'residual'; readonly relu: boolean; readonly ceiling: number | null; readonly bits: number; readonly shortcut: Shortcut | null }
   | { readonly kind: 'logits' };
 
 export interface InputOp {
@@ -143,9 +161,11 @@ export interface ConvOp {
   readonly output: number;
   readonly inChannels: number;
   readonly outChannels: number;
-  readonly kernel: number;
-  readonly stride: number;
-  readonly padding: number;
+  readonly kernel: Pair;
+  readonly stride: Pair;
+  readonly padding: Pair;
+  /** Channel groups (1: dense; inChannels = outChannels = groups: depthwise). */
+  readonly groups: number;
   readonly weights: WeightTensor;
   readonly requant: Requant;
   readonly epilogue: Epilogue;
@@ -159,13 +179,36 @@ export interface QuantizeOp extends ActivationQuant {
   readonly requant: Requant;
 }
 
-export interface SumPoolOp {
-  readonly kind: 'sumpool';
+export interface PoolOp {
+  readonly kind: 'sumpool' | 'maxpool';
+  readonly name: string;
   readonly input: number;
   readonly output: number;
+  readonly kernel: Pair;
+  readonly stride: Pair;
+  readonly padding: Pair;
 }
 
-export type Op = InputOp | ConvOp | QuantizeOp | SumPoolOp;
+/** One input of an `add`: rescaled by rms(x, mult, shift) to the output's units. */
+export interface AddInput {
+  readonly input: number;
+  readonly mult: number;
+  readonly shift: number;
+}
+
+export interface AddOp {
+  readonly kind: 'add';
+  readonly name: string;
+  readonly a: AddInput;
+  readonly b: AddInput;
+  readonly output: number;
+  readonly relu: boolean;
+  readonly ceiling: number | null;
+  /** 8 or 16: the output's storage bits (int8 or int16). */
+  readonly bits: number;
+}
+
+export type Op = InputOp | ConvOp | QuantizeOp | PoolOp | AddOp;
 
 export interface ModelMeta {
   /** Architecture name (e.g. `resnet20`). */
