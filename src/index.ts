@@ -36,7 +36,8 @@ export { type EvalSummary, evaluate } from './train/evaluate.js';
 
 // Deployment.
 export type { IntegerModel } from './export/ir.js';
-export { type LowerOptions, lowerResNet } from './export/lower.js';
+export { type LowerOptions, lowerGraph, lowerModel } from './export/lower.js';
+export { type Graph, type GraphNode, type NodeOp, GraphError, describeGraph, runGraph, trace } from './graph/index.js';
 export { type CalibrationImages, normalizeImages } from './export/calibrate.js';
 export { IntegerEngine } from './export/engine.js';
 export { HostIntegerEngine, hostEngineAvailability } from './export/host/engine.js';

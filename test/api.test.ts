@@ -36,7 +36,7 @@ test('model -> quantize -> train -> lower -> integer inference through the publi
   assert.ok(losses[7] < losses[0], `loss ${losses[0]} -> ${losses[7]}`);
 
   model.eval();
-  const integer = tq.lowerResNet(model as tq.ResNet, {
+  const integer = tq.lowerModel(model, {
     normalization: NORMALIZATION,
     calibration: images,
     meta: { model: 'resnet8', method: 'apot', wbits: 4, abits: 4, firstLast: 'int8', classes: Array.from({ length: 10 }, (_, i) => `c${i}`) },

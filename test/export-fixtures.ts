@@ -10,7 +10,7 @@ import { CIFAR10_CLASSES } from '../src/data/cifar.js';
 import type { CalibrationImages } from '../src/export/calibrate.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { type LowerOptions, lowerResNet } from '../src/export/lower.js';
+import { type LowerOptions, lowerModel } from '../src/export/lower.js';
 import { ResNet, type ShortcutOption } from '../src/models/resnet.js';
 import { type FirstLastPolicy, calibrate, quantize, quantizedLayers } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
@@ -99,7 +99,7 @@ export type LoweringChoices = Partial<Pick<LowerOptions, 'residualBits' | 'input
 
 /** Lower a tiny model with its own images as calibration data. */
 export function lowerTiny(t: TinyModel, o: TinyOptions, choices: LoweringChoices = {}): IntegerModel {
-  return lowerResNet(t.model, {
+  return lowerModel(t.model, {
     normalization: NORMALIZATION,
     calibration: t.images,
     meta: { model: 'tiny', method: o.method, wbits: o.wbits, abits: o.abits ?? o.wbits, firstLast: o.firstLast ?? 'int8', classes: CLASSES },

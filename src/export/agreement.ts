@@ -5,7 +5,7 @@
  */
 import type { Normalization } from '../data/augment.js';
 import type { ImageDataset } from '../data/dataset.js';
-import type { ResNet } from '../models/resnet.js';
+import type { Module } from '../nn/module.js';
 import { Tensor, noGrad, tidy } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
 import { normalizeImages } from './calibrate.js';
@@ -47,12 +47,12 @@ export interface AgreementOptions {
 }
 
 /** Float logits of a model for normalized images `x` of `shape` (batch first). */
-function forward(model: ResNet, x: Float32Array, shape: number[]): Float32Array {
+function forward(model: Module, x: Float32Array, shape: number[]): Float32Array {
   return tidy(() => noGrad(() => model.call(Tensor.fromArray(x, shape)).toArray()));
 }
 
 /** Run `use` with the model in eval mode, restoring its training flag after. */
-function inEvalMode<T>(model: ResNet, use: () => T): T {
+function inEvalMode<T>(model: Module, use: () => T): T {
   const wasTraining = model.training;
   model.eval();
   try {
@@ -63,17 +63,18 @@ function inEvalMode<T>(model: ResNet, use: () => T): T {
 }
 
 /** Float logits of the fake-quantized model (eval mode) for `count` uint8 images. */
-export function fakeQuantLogits(model: ResNet, images: Uint8Array, count: number, shape: readonly [number, number, number], norm: Normalization, batch = 200): Float32Array {
+export function fakeQuantLogits(model: Module, images: Uint8Array, count: number, shape: readonly [number, number, number], norm: Normalization, batch = 200): Float32Array {
   const size = shape[0] * shape[1] * shape[2];
-  const classes = model.config.numClasses;
-  const out = new Float32Array(count * classes);
+  let out: Float32Array | null = null;
   return inEvalMode(model, () => {
     for (let start = 0; start < count; start += batch) {
       const n = Math.min(batch, count - start);
       const x = normalizeImages(images.subarray(start * size, (start + n) * size), n, shape[0], norm);
-      out.set(forward(model, x, [n, ...shape]), start * classes);
+      const logits = forward(model, x, [n, ...shape]);
+      out ??= new Float32Array(count * (logits.length / n));
+      out.set(logits, start * (logits.length / n));
     }
-    return out;
+    return out ?? new Float32Array(0);
   });
 }
 
@@ -83,11 +84,10 @@ export function fakeQuantLogits(model: ResNet, images: Uint8Array, count: number
  * Quantized networks are discontinuous (a value crossing a threshold jumps a whole level), so this
  * is the agreement any finite-precision implementation of the same model can expect.
  */
-export function perturbedTop1(model: ResNet, data: ImageDataset, normalization: Normalization, eps: number, limit = data.count, seed = 0): number {
+export function perturbedTop1(model: Module, data: ImageDataset, normalization: Normalization, eps: number, limit = data.count, seed = 0): number {
   const count = Math.min(limit, data.count);
   const shape = [data.channels, data.height, data.width] as const;
   const size = shape[0] * shape[1] * shape[2];
-  const classes = model.config.numClasses;
   const rng = new Rng(seed);
   let same = 0;
   inEvalMode(model, () => {
@@ -96,17 +96,18 @@ export function perturbedTop1(model: ResNet, data: ImageDataset, normalization: 
       const x = normalizeImages(data.images.subarray(start * size, (start + n) * size), n, shape[0], normalization);
       const noisy = Float32Array.from(x, (v) => v + eps * (2 * rng.next() - 1));
       const [a, b] = [x, noisy].map((input) => forward(model, input, [n, ...shape]));
+      const classes = a.length / n;
       for (let i = 0; i < n; i++) same += argmax(a, i * classes, classes) === argmax(b, i * classes, classes) ? 1 : 0;
     }
   });
   return (100 * same) / count;
 }
 
-export function measureAgreement(model: ResNet, ir: IntegerModel, data: ImageDataset, opts: AgreementOptions = {}): AgreementResult {
+export function measureAgreement(model: Module, ir: IntegerModel, data: ImageDataset, opts: AgreementOptions = {}): AgreementResult {
   const count = Math.min(opts.limit ?? data.count, data.count);
   const shape = [data.channels, data.height, data.width] as const;
   const size = shape[0] * shape[1] * shape[2];
-  const classes = model.config.numClasses;
+  const classes = ir.tensors[ir.output].shape[0];
   const normalization = ir.meta.normalization;
   const engine = opts.engine ?? new IntegerEngine(ir, { arithmetic: opts.arithmetic });
   const scale = ir.tensors[ir.output].scale;

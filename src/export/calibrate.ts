@@ -1,12 +1,11 @@
 /**
- * Ranges of the float tensors the integer model stores in fixed point (the residual stream after
- * the stem and after each block, the classifier's input, the logits), measured by running the
- * fake-quantized model in eval mode on calibration images. The lowering picks the int16 (or int8)
- * scales of those tensors from these ranges.
+ * Calibration pass: the range of every value of the model graph (every node's output), measured by
+ * running the fake-quantized model in eval mode on calibration images. The lowering picks the
+ * fixed-point scales of the tensors it stores (residual streams, pooled sums, post-training
+ * quantized inputs, logits) from these ranges.
  */
 import { type Normalization, normalizationTable } from '../data/augment.js';
-import type { ResNet } from '../models/resnet.js';
-import type { Module } from '../nn/module.js';
+import { type Graph, runGraph } from '../graph/index.js';
 import { Tensor, noGrad, tidy } from '../tensor/tensor.js';
 
 /** Smallest and largest value seen. */
@@ -17,13 +16,8 @@ export interface ValueRange {
 
 export interface CalibrationRanges {
   readonly images: number;
-  /** Output of the stem (conv1, bn1, ReLU). */
-  readonly stem: ValueRange;
-  /** Output of each block, in network order. */
-  readonly blocks: ValueRange[];
-  /** Input of the classifier (pooled features, after the head batch norm if any). */
-  readonly classifierInput: ValueRange;
-  readonly logits: ValueRange;
+  /** By graph node id: the range of that node's output. */
+  readonly values: readonly ValueRange[];
 }
 
 /** Uint8 images, channel planes per image, back to back (the layout of ImageDataset.images). */
@@ -51,50 +45,31 @@ function widen(r: ValueRange, values: Float32Array): void {
   }
 }
 
-/** Temporarily wrap `m.call` so `observe` sees its input and output values. */
-function tap(m: Module, observe: (input: Tensor, output: Tensor) => void): () => void {
-  const call = m.call;
-  m.call = (x: Tensor): Tensor => {
-    const y = call.call(m, x);
-    observe(x, y);
-    return y;
-  };
-  return () => {
-    m.call = call;
-  };
-}
-
-const emptyRange = (): ValueRange => ({ min: Infinity, max: -Infinity });
-
-/** Run the model (eval mode) over the images in batches and record the ranges. */
-export function calibrationRanges(model: ResNet, data: CalibrationImages, norm: Normalization, batch = 100): CalibrationRanges {
+/** Run the graph (its model in eval mode) over the images in batches and record every value's range. */
+export function calibrationRanges(graph: Graph, data: CalibrationImages, norm: Normalization, batch = 100): CalibrationRanges {
   const { channels, height, width, count } = data;
   const imageSize = channels * height * width;
-  if (channels !== model.config.inChannels) throw new Error(`calibration images have ${channels} channels, the model takes ${model.config.inChannels}`);
+  const expected = graph.nodes[0].shape;
+  if (expected.length !== 3 || expected[0] !== channels || expected[1] !== height || expected[2] !== width) {
+    throw new Error(`calibration images are [${channels}, ${height}, ${width}], the traced model takes [${expected.join(', ')}]`);
+  }
   if (!(count >= 1) || data.images.length !== count * imageSize) {
     throw new Error(`calibration needs at least one image; ${count} images of [${channels}, ${height}, ${width}] need ${count * imageSize} bytes, got ${data.images.length}`);
   }
-  const ranges = { images: count, stem: emptyRange(), blocks: model.blocks().map(emptyRange), classifierInput: emptyRange(), logits: emptyRange() };
-  const untap = [
-    tap(model.bn1, (_, y) => widen(ranges.stem, y.toArray())),
-    ...model.blocks().map((b, i) => tap(b, (_, y) => widen(ranges.blocks[i], y.toArray()))),
-    tap(model.linear, (x, y) => {
-      widen(ranges.classifierInput, x.toArray());
-      widen(ranges.logits, y.toArray());
-    }),
-  ];
-  const wasTraining = model.training;
-  model.eval();
+  const values = graph.nodes.map((): ValueRange => ({ min: Infinity, max: -Infinity }));
+  // The graph's layers run in eval mode (batch-norm running statistics, no quantizer calibration).
+  const layers = graph.nodes.flatMap((n) => (n.module ? [n.module] : []));
+  const modes = layers.map((m) => m.training);
+  layers.forEach((m) => m.eval());
   try {
     for (let start = 0; start < count; start += batch) {
       const n = Math.min(batch, count - start);
       const pixels = data.images.subarray(start * imageSize, (start + n) * imageSize);
       const x = normalizeImages(pixels, n, channels, norm);
-      tidy(() => noGrad(() => model.call(Tensor.fromArray(x, [n, channels, height, width]))));
+      tidy(() => noGrad(() => runGraph(graph, Tensor.fromArray(x, [n, channels, height, width]), (node, y) => widen(values[node.id], y.toArray()))));
     }
   } finally {
-    untap.forEach((u) => u());
-    model.train(wasTraining);
+    layers.forEach((m, i) => m.train(modes[i]));
   }
-  return ranges;
+  return { images: count, values };
 }

@@ -5,7 +5,7 @@
 import { resolveNormalization } from '../data/augment.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { loadDataset } from '../data/load.js';
-import { ResNet } from '../models/resnet.js';
+import type { Module } from '../nn/module.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import { type TrainConfig, resolveConfig } from '../train/config.js';
 import { calibrate } from '../quant/quantize.js';
@@ -13,7 +13,7 @@ import { buildModel } from '../train/trainer.js';
 import { Rng } from '../util/rng.js';
 import { type CalibrationImages, normalizeImages } from './calibrate.js';
 import type { IntegerModel } from './ir.js';
-import { type LowerOptions, LoweringError, lowerResNet } from './lower.js';
+import { type LowerOptions, LoweringError, lowerModel } from './lower.js';
 
 const CALIBRATION_TAG = 0xca11b;
 
@@ -31,7 +31,7 @@ function asInput<T>(read: () => T): T {
 }
 
 export interface TrainedModel {
-  readonly model: ResNet;
+  readonly model: Module;
   readonly config: TrainConfig;
   /** The first/last-layer policy in effect ('reference' resolved). */
   readonly firstLast: string;
@@ -55,7 +55,6 @@ export function loadTrainedModel(path: string, overrides: Record<string, unknown
     throw new LoweringError(`${path}: the checkpoint has no quantizers (method float); export needs a quantization-aware trained model (tinyquant train --method apot|ewgs|uniform|pact|lsq)`);
   }
   const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels: inChannels(checkpoint.state) });
-  if (!(model instanceof ResNet)) throw new LoweringError(`${path}: model ${config.model} is not a ResNet`);
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
   return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source };
@@ -100,7 +99,7 @@ export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOp
   });
   const calibration = pickImages(train, opts.calibrationImages ?? 256);
   const normalization = resolveNormalization(t.config.normalization, train.channels);
-  return lowerResNet(t.model, {
+  return lowerModel(t.model, {
     normalization,
     calibration,
     residualBits: opts.residualBits,
@@ -115,9 +114,9 @@ export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOp
  * on training): its quantizers are initialized on the calibration images, then the fixed-point
  * scales are calibrated on the same images.
  */
-export function lowerUntrainedModel(model: ResNet, opts: LowerOptions): IntegerModel {
+export function lowerUntrainedModel(model: Module, opts: LowerOptions): IntegerModel {
   const { images, count, channels, height, width } = opts.calibration;
   calibrate(model, normalizeImages(images, count, channels, opts.normalization), [count, channels, height, width]);
   model.eval();
-  return lowerResNet(model, opts);
+  return lowerModel(model, opts);
 }

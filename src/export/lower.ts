@@ -1,61 +1,93 @@
 /**
- * Lowering: a trained fake-quantized ResNet (src/models/resnet.ts, quantized by src/quant) to the
- * integer model of ir.ts.
+ * Lowering pass: the traced graph (src/graph) of a trained fake-quantized model to the integer
+ * model of ir.ts. It reads node kinds and their tensors only, never a model class, so any network
+ * made of the graph's node kinds lowers the same way.
  *
  * What becomes what:
- * - Quantized convs: weights as level indices into the quantizer's integer levels (APoT: signed
- *   numerators over its denominator; uniform methods: their integer codes), taken from the
- *   fake-quant forward of the weights itself, so the projection is the training one.
- * - Batch norm, the weight and input scales and EWGS's |output_scale| fold into one real affine map
- *   per output channel, M_c * acc + B_c, stored as a fixed-point multiplier, shift and bias in the
- *   units of whatever consumes the output.
- * - Inside a block the output of conv1 goes straight to conv2's activation codes (ReLU and the
- *   quantizer's thresholds applied to the requantized value). Block inputs and outputs (the
- *   residual stream) are int16 fixed point (or int8 with `residualBits: 8`), with scales chosen
- *   from calibration images: scale = headroom * max / (2^(bits-1) - 1), headroom 2 for int16
- *   (values up to twice the calibration maximum fit; resolution stays ~1e-4 of the maximum) and 1
- *   for int8. Tensors joined by identity shortcuts share a scale (one per stage), so identity
- *   shortcuts add exactly; elsewhere both branches are brought to the block output's scale
- *   before the add.
- * - The image: normalization folded into a per-channel lookup table to int8, one scale for all
- *   channels (max |normalized pixel| / 127), so padding (normalized 0) stays integer 0.
- * - Global average pooling: int32 sums; 1/(H*W) and the head batch norm fold into the
- *   classifier's input quantization.
- * - First conv and classifier follow the training's policy: int8 weights ('int8', 'apot8'; APoT's
- *   codes below -127 are clamped to -127 with a warning) or the method's own quantizers ('same').
- *   Layers the training kept float ('float' policy) are quantized after training to int8 per
- *   output channel, and a float classifier input to 8 bits from the calibration range: deviations
- *   from the fake-quantized model, listed in the model's notes and measured by the agreement check.
+ * - A conv or linear node, with the batch norm and ReLU (or clipped ReLU) that alone read its
+ *   output, is one integer conv (a linear layer: a conv whose kernel covers its input). Weights
+ *   become level indices into the quantizer's integer levels, read off the fake-quant forward of
+ *   the weights itself (requant.ts); batch norm, the weight and input scales and EWGS's
+ *   |output_scale| fold into the requantization.
+ * - Where that output goes decides its form:
+ *   - read by exactly one quantized layer (through max pools and flattens): that layer's activation
+ *     codes, straight from the conv's epilogue;
+ *   - the graph's output: int32 logits;
+ *   - otherwise (read twice, by an add, a pool, ...): a fixed-point stream (int16, or int8 with
+ *     `residualBits: 8`) whose scale comes from calibration: headroom * max / (2^(bits-1) - 1),
+ *     headroom 2 for int16 (values up to twice the calibration maximum fit) and 1 for int8.
+ * - An add of such a conv output (not passed through a ReLU) and another tensor is that conv's
+ *   residual epilogue: the other input is added in the same loop (identity, the option-A zero-pad
+ *   shortcut by stride and channel offset, or a second conv computed at the join's scale first);
+ *   an add of two other tensors is an `add` op. Streams joined by identity adds share one scale,
+ *   so those adds need no rescaling and are exact.
+ * - A quantized layer reading a stream gets a `quantize` op (the stream's affine map, pending
+ *   batch norm and ReLU folded in) to its activation codes; a layer trained with a float input
+ *   (the 'float' first/last policy) gets 8-bit codes from the calibration range instead, and float
+ *   weights are quantized after training to int8 per output channel: deviations from the
+ *   fake-quantized model, listed in the model's notes and measured by the agreement check.
+ * - Average pooling: int32 window sums, 1/(KH*KW) folded into the consumer's requantization; max
+ *   pooling runs on the integers (activation codes and streams grow with the real value).
+ * - The image: normalization folded into a per-channel lookup table to int8 (or int16), one scale
+ *   for all channels (max |normalized pixel| / 127), so padding (normalized 0) stays integer 0.
+ *   The layers reading it must not quantize their input (the table is the input quantization).
  * - Uniform activation rounding sends exact ties to the lower code (training: half to even); APoT
  *   ties go to the lower level in both.
  */
 import { roundHalfEven } from '../backend/js/round.js';
 import { type Normalization, normalizationTable } from '../data/augment.js';
-import { BasicBlock, ResNet } from '../models/resnet.js';
-import { BatchNorm, Conv2d, Linear, Sequential, ShortcutPad } from '../nn/layers.js';
-import type { Module } from '../nn/module.js';
-import { type QuantizedLayer, isQuantizedLayer } from '../quant/qlayers.js';
-import { quantizedLayers } from '../quant/quantize.js';
-import type { TensorQuantizer } from '../quant/quantizer.js';
-import { noGrad, tidy } from '../tensor/tensor.js';
-import { type CalibrationImages, type CalibrationRanges, type ValueRange, calibrationRanges } from './calibrate.js';
-import { INT32_MAX, toFixedMultiplier } from './int-ops.js';
 import {
-  type ActivationQuant,
-  type CodeRule,
+  type AddNode,
+  type BatchNormNode,
+  type Graph,
+  type GraphNode,
+  type PoolNode,
+  consumers,
+  isKind,
+  trace,
+} from '../graph/index.js';
+import type { Module } from '../nn/module.js';
+import { type CalibrationImages, type CalibrationRanges, calibrationRanges } from './calibrate.js';
+import { toFixedMultiplier } from './int-ops.js';
+import {
   type ConvOp,
   type Epilogue,
   type IntegerModel,
   IR_VERSION,
   type ModelMeta,
   type Op,
+  type Pair,
   type Requant,
   type Shortcut,
   type TensorInfo,
-  type WeightTensor,
   convOutSize,
 } from './ir.js';
-import { VALUE_LIMIT, validateIntegerModel } from './validate.js';
+import {
+  type ActivationScheme,
+  type Affine,
+  type Clip,
+  IDENTITY,
+  LoweringError,
+  type LoweredWeights,
+  TARGET_LIMIT,
+  type WeightedOp,
+  accumulatorBound,
+  activationQuant,
+  calibratedScheme,
+  calibratedWeights,
+  chooseFracBits,
+  foldAffine,
+  foldBatchNorm,
+  quantizedWeights,
+  quantizerScheme,
+  rangeMaxAbs,
+  requantize,
+  valueBound,
+  maxAbs,
+} from './requant.js';
+import { validateIntegerModel } from './validate.js';
+
+export { LoweringError } from './requant.js';
 
 export interface LowerOptions {
   /** The normalization the model was trained with (folded into the input lookup table). */
@@ -75,371 +107,444 @@ export interface LowerOptions {
   readonly warn?: (message: string) => void;
 }
 
-/** The model cannot be lowered (not quantized, unsupported layer or bit-width): names the layer. */
-export class LoweringError extends Error {
-  override name = 'LoweringError';
+const NO_CLIP: Clip = { relu: false, ceiling: null };
+
+type WeightedNode = GraphNode<WeightedOp>;
+
+/** Where the output of a conv group goes. */
+type GroupTarget =
+  | { readonly kind: 'codes'; readonly consumer: WeightedNode }
+  | { readonly kind: 'stream' }
+  | { readonly kind: 'join'; readonly add: GraphNode<AddNode>; readonly other: number }
+  | { readonly kind: 'shortcut'; readonly join: ConvGroup }
+  | { readonly kind: 'logits' };
+
+/** A conv or linear node with the batch norm and ReLU folded into it (and the add it owns). */
+interface ConvGroup {
+  readonly layer: WeightedNode;
+  readonly bn: GraphNode<BatchNormNode> | null;
+  /** The node whose output is the group's value. */
+  end: number;
+  clip: Clip;
+  target: GroupTarget;
 }
 
-/** Requantized values are kept below this bound, half the validator's, so rounding never crosses it. */
-const TARGET_LIMIT = VALUE_LIMIT / 2;
-const MAX_FRAC_BITS = 16;
-const IDENTITY = { mult: 2 ** 30, shift: 30 };
-
-/** Real affine map of an integer input per output channel: y = M[c] * x + B[c]. */
-interface Affine {
-  readonly M: Float64Array;
-  readonly B: Float64Array;
+/** An add that no conv owns, and the ReLU folded into it. */
+interface StandaloneAdd {
+  readonly add: GraphNode<AddNode>;
+  readonly clip: Clip;
 }
 
-/** How a consumer's quantizer maps a real value to the integer its conv reads. */
-interface ActivationScheme {
-  /** Real value of one unit of v at fracBits 0 (the quantizer's step). */
-  readonly baseUnit: number;
-  /** Real value at v = 0 (the quantizer's offset). */
-  readonly offset: number;
-  readonly rule: (fracBits: number) => CodeRule;
-  /** Real value of integer 1 of the tensor it produces. */
-  readonly valueScale: number;
-  readonly dtype: 'uint8' | 'int8';
-  readonly range: readonly [number, number];
+/** A lowered value: an integer tensor whose real value is M[c] * t + B[c], with a ReLU still to apply. */
+interface Lowered {
+  readonly tensor: number;
+  readonly affine: Affine;
+  readonly clip: Clip;
+  /** The layer whose activation codes the tensor holds, or null. */
+  readonly codesFor: number | null;
 }
 
-interface LoweredWeights {
-  readonly weights: WeightTensor;
-  /** Real value of integer 1 per output channel. */
-  readonly scale: Float64Array;
+function perTensor(scale: number): Affine {
+  return { M: Float64Array.of(scale), B: Float64Array.of(0) };
 }
 
-function maxAbs(range: readonly [number, number]): number {
-  return Math.max(Math.abs(range[0]), Math.abs(range[1]));
+function isWeighted(node: GraphNode): node is WeightedNode {
+  return isKind(node, 'conv', 'linear');
 }
 
-function rangeMaxAbs(r: ValueRange): number {
-  return Math.max(Math.abs(r.min), Math.abs(r.max));
-}
+/** The structure of the lowered model: conv groups, their targets, and stream scale groups. */
+class Plan {
+  readonly groups: ConvGroup[] = [];
+  readonly groupByEnd = new Map<number, ConvGroup>();
+  readonly addByEnd = new Map<number, StandaloneAdd>();
+  readonly #consumers: readonly (readonly number[])[];
+  readonly #streamRoot = new Map<number, number>();
 
-/** Entry c of a per-channel array, or its only entry. */
-function at(values: Float64Array, c: number): number {
-  return values[values.length === 1 ? 0 : c];
-}
-
-// ---- activation schemes ----------------------------------------------------------------------
-
-function quantizerScheme(q: TensorQuantizer, layer: string): ActivationScheme {
-  const form = q.integerForm();
-  const spec = form.spec;
-  if (q.role !== 'activation' || spec.channels !== 1 || spec.symmetric || spec.outOffset[0] !== 0) {
-    throw new LoweringError(`${layer}: input quantizer ${q.method} is not a per-tensor activation quantizer with zero offset`);
+  constructor(readonly graph: Graph) {
+    this.#consumers = consumers(graph);
+    for (const node of graph.nodes) if (isWeighted(node)) this.#addGroup(node);
+    for (const node of graph.nodes) if (isKind(node, 'add')) this.#assignJoin(node);
+    for (const g of this.groups) if (g.target.kind === 'stream') g.target = this.#directTarget(g);
+    for (const g of this.groups) if (g.target.kind === 'stream' || g.target.kind === 'join') this.#streamRoot.set(g.end, g.end);
+    for (const end of this.addByEnd.keys()) this.#streamRoot.set(end, end);
+    this.#joinScaleGroups();
   }
-  if (q.bits > 8) throw new LoweringError(`${layer}: ${q.bits}-bit activations cannot be represented (at most 8 bits)`);
-  const codes = Array.from(form.codes);
-  if (spec.levels) {
-    // Non-uniform levels (APoT): integer numerators n_k; level k = n_k / n_last in units of spec.scale.
-    const top = codes[codes.length - 1];
-    if (spec.hi !== 1 || codes[0] !== 0 || spec.levels.length !== codes.length) throw new LoweringError(`${layer}: unexpected non-uniform activation levels`);
-    const baseUnit = spec.scale[0] / top;
-    return {
-      baseUnit,
-      offset: spec.offset[0],
-      rule: (f) => ({
-        kind: 'thresholds',
-        thresholds: Int32Array.from(codes.slice(1), (n, k) => Math.floor((codes[k] + n) * 2 ** (f - 1))),
-        values: Int32Array.from(codes),
-      }),
-      valueScale: spec.outScale[0] / top,
-      dtype: 'uint8',
-      range: [0, top],
-    };
+
+  /** The one node reading `id`'s output (null when none, several, or `id` is the model output). */
+  sole(id: number): GraphNode | null {
+    const c = this.#consumers[id];
+    return c.length === 1 && id !== this.graph.output ? this.graph.nodes[c[0]] : null;
   }
-  const steps = spec.steps;
-  const minCode = Math.ceil(spec.lo * steps) || 0;
-  const maxCode = Math.floor(spec.hi * steps);
-  if (!Number.isFinite(minCode) || !Number.isFinite(maxCode) || codes.length !== maxCode - minCode + 1 || codes.some((c, i) => c !== minCode + i)) {
-    throw new LoweringError(`${layer}: ${q.method} activation codes [${codes[0]}..${codes.at(-1)}] do not match its clip range [${spec.lo}, ${spec.hi}] x ${steps}`);
-  }
-  return {
-    baseUnit: spec.scale[0] / steps,
-    offset: spec.offset[0],
-    rule: (f) => ({ kind: 'round', fracBits: f, minCode, maxCode }),
-    valueScale: spec.outScale[0] / steps,
-    dtype: minCode < 0 ? 'int8' : 'uint8',
-    range: [minCode, maxCode],
-  };
-}
 
-/** 8-bit quantization of a float tensor after training, from its calibration range. */
-function calibratedScheme(range: ValueRange): ActivationScheme {
-  const signed = range.min < 0;
-  const top = signed ? 127 : 255;
-  const unit = (rangeMaxAbs(range) || 1) / top;
-  return {
-    baseUnit: unit,
-    offset: 0,
-    rule: (f) => ({ kind: 'round', fracBits: f, minCode: signed ? -127 : 0, maxCode: top }),
-    valueScale: unit,
-    dtype: signed ? 'int8' : 'uint8',
-    range: [signed ? -127 : 0, top],
-  };
-}
-
-// ---- weights ---------------------------------------------------------------------------------
-
-function outChannelsOf(layer: Conv2d | Linear): number {
-  return layer instanceof Conv2d ? layer.outChannels : layer.outFeatures;
-}
-
-
-/** Integer weights of a quantized layer, read off its own fake-quantized weights. */
-function quantizedWeights(layer: (Conv2d | Linear) & QuantizedLayer, path: string, warn: (m: string) => void): LoweredWeights {
-  const wq = layer.weightQuantizer!;
-  if (wq.bits > 8) throw new LoweringError(`${path}: ${wq.bits}-bit weights cannot be represented (at most 8 bits)`);
-  const values = tidy(() => noGrad(() => wq.apply(layer.weight, path).toArray()));
-  const form = wq.integerForm();
-  const outC = outChannelsOf(layer);
-  const perScale = values.length / form.scale.length;
-  const int8 = form.method === 'int8';
-  let levels = Int32Array.from(form.codes);
-  if (int8) levels = Int32Array.from(new Set(Array.from(levels, (v) => Math.max(v, -127))));
-  if (levels.length > 2 ** wq.bits) throw new LoweringError(`${path}: ${levels.length} weight levels do not fit ${wq.bits} bits`);
-  const index = new Map(Array.from(levels, (v, i) => [v, i]));
-  const codes = new Uint8Array(values.length);
-  let clamped = 0;
-  let lowest = 0;
-  for (let i = 0; i < values.length; i++) {
-    const exact = values[i] / form.scale[Math.floor(i / perScale)];
-    let k = Math.round(exact);
-    if (!(Math.abs(exact - k) <= 1e-3 * Math.max(1, Math.abs(k)))) throw new LoweringError(`${path}: weight ${i} (${values[i]}) is not on the quantizer's integer grid`);
-    if (int8 && k < -127) {
-      clamped++;
-      lowest = Math.min(lowest, k);
-      k = -127;
+  #addGroup(layer: WeightedNode): void {
+    let end: GraphNode = layer;
+    let bn: GraphNode<BatchNormNode> | null = null;
+    let clip = NO_CLIP;
+    const next = this.sole(end.id);
+    if (next && isKind(next, 'batchnorm')) {
+      bn = next;
+      end = next;
+      clip = { relu: next.op.relu, ceiling: null };
     }
-    const code = index.get(k);
-    if (code === undefined) throw new LoweringError(`${path}: weight ${i} has integer value ${k}, not one of the quantizer's levels`);
-    codes[i] = code;
+    if (!clip.relu) [end, clip] = this.#withRelu(end, clip);
+    const g: ConvGroup = { layer, bn, end: end.id, clip, target: { kind: 'stream' } };
+    this.groups.push(g);
+    this.groupByEnd.set(g.end, g);
   }
-  if (clamped > 0) {
-    warn(`${path}: ${clamped} int8 weight code(s) below -127 (lowest ${lowest}, APoT's signed-maximum scaling) clamped to -127; the fake-quantized model keeps them`);
+
+  /** A ReLU node that alone reads `node` folds into it. */
+  #withRelu(node: GraphNode, clip: Clip): [GraphNode, Clip] {
+    const next = this.sole(node.id);
+    return next && isKind(next, 'relu') ? [next, { relu: true, ceiling: next.op.ceiling }] : [node, clip];
   }
-  const scale = Float64Array.from({ length: outC }, (_, c) => form.scale[form.scale.length === 1 ? 0 : c]);
-  const scheme = form.method === 'apot' ? 'apot' : int8 ? 'int8' : 'uniform';
-  return { weights: { bits: wq.bits, scheme, levels, codes }, scale };
-}
 
-/** Post-training int8 weights of a layer that training kept float: symmetric, per output channel. */
-function calibratedWeights(layer: Conv2d | Linear): LoweredWeights {
-  const w = layer.weight.toArray();
-  const outC = outChannelsOf(layer);
-  const per = w.length / outC;
-  const scale = new Float64Array(outC);
-  const codes = new Uint8Array(w.length);
-  for (let c = 0; c < outC; c++) {
-    let m = 0;
-    for (let i = c * per; i < (c + 1) * per; i++) m = Math.max(m, Math.abs(w[i]));
-    scale[c] = m > 0 ? m / 127 : 1;
-    for (let i = c * per; i < (c + 1) * per; i++) codes[i] = Math.max(-127, Math.min(127, roundHalfEven(w[i] / scale[c]))) + 127;
+  /** The group whose value is `id` and that can take an add into its epilogue (no ReLU before the add). */
+  #joinable(id: number, add: GraphNode): ConvGroup | null {
+    const g = this.groupByEnd.get(id);
+    return g && g.target.kind === 'stream' && !g.clip.relu && this.sole(id)?.id === add.id ? g : null;
   }
-  return { weights: { bits: 8, scheme: 'int8', levels: Int32Array.from({ length: 255 }, (_, i) => i - 127), codes }, scale };
-}
 
-// ---- the graph ---------------------------------------------------------------------------------
-
-interface LoweringContext {
-  readonly tensors: TensorInfo[];
-  readonly ops: Op[];
-  readonly notes: string[];
-  readonly warn: (message: string) => void;
-  readonly residualBits: 8 | 16;
-  readonly residualHeadroom: number;
-}
-
-function addTensor(ctx: LoweringContext, t: TensorInfo): number {
-  ctx.tensors.push(t);
-  return ctx.tensors.length - 1;
-}
-
-function layerWeights(ctx: LoweringContext, layer: Conv2d | Linear, path: string): LoweredWeights {
-  if (layer instanceof Conv2d && layer.params.groups !== 1) throw new LoweringError(`${path}: grouped convolutions are not supported`);
-  if (isQuantizedLayer(layer) && layer.weightQuantizer) return quantizedWeights(layer as (Conv2d | Linear) & QuantizedLayer, path, ctx.warn);
-  ctx.notes.push(`${path}: float weights quantized after training to int8 per output channel (post-training quantization; the fake-quantized model keeps them float)`);
-  return calibratedWeights(layer);
-}
-
-/** y = M * acc + B of a layer (with |output_scale|) followed by an optional batch norm (eval). */
-function foldAffine(layer: Conv2d | Linear, w: LoweredWeights, inputScale: number, bn: BatchNorm | null): Affine {
-  const outC = w.scale.length;
-  const alpha = isQuantizedLayer(layer) && layer.outputScale ? Math.abs(layer.outputScale.item()) : 1;
-  const bias = layer.bias?.toArray() ?? new Float32Array(outC);
-  const M = Float64Array.from(w.scale, (s) => s * inputScale * alpha);
-  const B = Float64Array.from(bias, (b) => alpha * b);
-  return bn ? foldBatchNorm({ M, B }, bn) : { M, B };
-}
-
-function foldBatchNorm(a: Affine, bn: BatchNorm): Affine {
-  const [gamma, beta, mean, variance] = [bn.weight, bn.bias, bn.runningMean, bn.runningVar].map((t) => t.toArray());
-  const g = Float64Array.from(gamma, (v, c) => v / Math.sqrt(variance[c] + bn.eps));
-  return {
-    M: Float64Array.from(g, (gc, c) => at(a.M, c) * gc),
-    B: Float64Array.from(g, (gc, c) => gc * (at(a.B, c) - mean[c]) + beta[c]),
-  };
-}
-
-/** Largest |v| of an affine map over inputs |x| <= bound, in units of `unit` after removing `offset`. */
-function valueBound(a: Affine, inputBound: number, unit: number, offset: number): number {
-  let worst = 0;
-  for (let c = 0; c < a.M.length; c++) worst = Math.max(worst, (Math.abs(a.M[c]) * inputBound + Math.abs(a.B[c] - offset)) / unit + 2);
-  return worst;
-}
-
-/** The finest unit baseUnit / 2^f (f <= 16) that keeps every value below the limit. */
-function chooseFracBits(a: Affine, inputBound: number, baseUnit: number, offset: number, where: string): number {
-  for (let f = MAX_FRAC_BITS; f >= 0; f--) if (valueBound(a, inputBound, baseUnit / 2 ** f, offset) < TARGET_LIMIT) return f;
-  throw new LoweringError(`${where}: requantized values would overflow int32 even at the coarsest unit`);
-}
-
-function requantize(a: Affine, unit: number, offset: number, where: string): Requant {
-  const n = a.M.length;
-  const r = { mult: new Int32Array(n), shift: new Uint8Array(n), bias: new Int32Array(n) };
-  for (let c = 0; c < n; c++) {
-    const f = toFixedMultiplier(a.M[c] / unit, `${where} channel ${c}`);
-    r.mult[c] = f.mult;
-    r.shift[c] = f.shift;
-    r.bias[c] = Math.round((a.B[c] - offset) / unit);
+  #assignJoin(add: GraphNode<AddNode>): void {
+    const [a, b] = add.inputs;
+    const [end, clip] = add.op.relu ? [add, { relu: true, ceiling: null }] : this.#withRelu(add, NO_CLIP);
+    const owner = a === b ? null : (this.#joinable(a, add) ?? this.#joinable(b, add));
+    if (!owner) {
+      this.addByEnd.set(end.id, { add, clip });
+      return;
+    }
+    const other = owner.end === a ? b : a;
+    const second = this.#joinable(other, add);
+    this.groupByEnd.delete(owner.end);
+    owner.end = end.id;
+    owner.clip = clip;
+    owner.target = { kind: 'join', add, other };
+    this.groupByEnd.set(owner.end, owner);
+    if (second) second.target = { kind: 'shortcut', join: owner };
   }
-  return r;
-}
 
-function activationQuant(a: Affine, inputBound: number, s: ActivationScheme, relu: boolean, where: string): { requant: Requant; quant: ActivationQuant } {
-  const f = chooseFracBits(a, inputBound, s.baseUnit, s.offset, where);
-  const unit = s.baseUnit / 2 ** f;
-  return { requant: requantize(a, unit, s.offset, where), quant: { relu, zeroPoint: Math.round(-s.offset / unit) + 0, rule: s.rule(f) } };
-}
-
-function accumulatorBound(w: WeightTensor, outC: number, inputRange: readonly [number, number], where: string): number {
-  const per = w.codes.length / outC;
-  let worst = 0;
-  for (let o = 0; o < outC; o++) {
-    let sum = 0;
-    for (let i = o * per; i < (o + 1) * per; i++) sum += Math.abs(w.levels[w.codes[i]]);
-    worst = Math.max(worst, sum);
+  /** Codes for the one quantized layer that reads the group's value (through max pools and flattens), or a stream. */
+  #directTarget(g: ConvGroup): GroupTarget {
+    if (g.end === this.graph.output) return { kind: 'logits' };
+    let next = this.sole(g.end);
+    while (next && isKind(next, 'maxpool', 'flatten')) next = this.sole(next.id);
+    return next && isWeighted(next) ? { kind: 'codes', consumer: next } : { kind: 'stream' };
   }
-  const bound = worst * maxAbs(inputRange);
-  if (bound > INT32_MAX) throw new LoweringError(`${where}: the int32 accumulator could overflow (bound ${bound})`);
-  return bound;
+
+  #find(id: number): number {
+    let root = id;
+    while (this.#streamRoot.get(root) !== root) root = this.#streamRoot.get(root)!;
+    return root;
+  }
+
+  #union(a: number, b: number): void {
+    if (this.#streamRoot.has(a) && this.#streamRoot.has(b)) this.#streamRoot.set(this.#find(a), this.#find(b));
+  }
+
+  /** Streams joined by an identity add share one scale. */
+  #joinScaleGroups(): void {
+    for (const g of this.groups) if (g.target.kind === 'join') this.#union(g.target.other, g.end);
+    for (const [end, { add }] of this.addByEnd) for (const input of add.inputs) this.#union(input, end);
+  }
+
+  /** The stream values sharing a scale, by their representative. */
+  scaleGroups(): Map<number, number[]> {
+    const out = new Map<number, number[]>();
+    for (const id of this.#streamRoot.keys()) {
+      const root = this.#find(id);
+      out.set(root, [...(out.get(root) ?? []), id]);
+    }
+    return out;
+  }
+
+  streamRootOf(id: number): number {
+    if (!this.#streamRoot.has(id)) throw new LoweringError(`${this.graph.nodes[id].name}: not a fixed-point stream`);
+    return this.#find(id);
+  }
+}
+
+/** Emits the integer model's tensors and ops, value by value, producers first. */
+class Lowerer {
+  readonly tensors: TensorInfo[] = [];
+  readonly ops: Op[] = [];
+  readonly #values = new Map<number, Lowered>();
+  readonly #scales = new Map<number, number>();
+  readonly #nodes: readonly GraphNode[];
+
+  constructor(
+    readonly plan: Plan,
+    readonly ranges: CalibrationRanges,
+    readonly residualBits: 8 | 16,
+    readonly residualHeadroom: number,
+    readonly notes: string[],
+    readonly warn: (message: string) => void,
+    readonly image: Lowered,
+  ) {
+    this.#nodes = plan.graph.nodes;
+    this.#values.set(0, image);
+    this.#chooseScales();
+  }
+
+  #chooseScales(): void {
+    const top = 2 ** (this.residualBits - 1) - 1;
+    for (const [root, members] of this.plan.scaleGroups()) {
+      const max = Math.max(0, ...members.map((id) => rangeMaxAbs(this.ranges.values[id])));
+      if (!(max > 0)) this.notes.push(`${this.#nodes[root].name}: all calibration values were 0; its stream scale is set from 1.0`);
+      this.#scales.set(root, (this.residualHeadroom * (max > 0 ? max : 1)) / top);
+    }
+  }
+
+  #streamScale(id: number): number {
+    return this.#scales.get(this.plan.streamRootOf(id))!;
+  }
+
+  #addTensor(t: TensorInfo): number {
+    this.tensors.push(t);
+    return this.tensors.length - 1;
+  }
+
+  value(id: number): Lowered {
+    const known = this.#values.get(id);
+    if (known) return known;
+    const v = this.#lower(this.#nodes[id]);
+    this.#values.set(id, v);
+    return v;
+  }
+
+  #lower(node: GraphNode): Lowered {
+    const group = this.plan.groupByEnd.get(node.id);
+    if (group) return this.#emitGroup(group);
+    const add = this.plan.addByEnd.get(node.id);
+    if (add) return this.#emitAdd(add, node);
+    const op = node.op;
+    switch (op.kind) {
+      case 'batchnorm': {
+        const v = this.#unclipped(node.inputs[0], node.name);
+        return { ...v, affine: foldBatchNorm(v.affine, op), clip: { relu: op.relu, ceiling: null }, codesFor: null };
+      }
+      case 'relu':
+        return { ...this.value(node.inputs[0]), clip: { relu: true, ceiling: op.ceiling } };
+      case 'flatten':
+        return this.value(node.inputs[0]);
+      case 'maxpool':
+        return this.#emitMaxPool(node as GraphNode<PoolNode>);
+      case 'avgpool':
+        return this.#emitSumPool(node, op.kernel, op.stride, op.padding);
+      case 'globalavgpool': {
+        const [, h, w] = this.tensors[this.value(node.inputs[0]).tensor].shape;
+        return this.#emitSumPool(node, [h, w], [1, 1], [0, 0]);
+      }
+      case 'shortcutpad':
+        throw new LoweringError(`${node.name}: a zero-pad shortcut can be lowered only as an input of a residual add`);
+      default:
+        throw new LoweringError(`${node.name}: a ${op.kind} node whose output is read by several nodes cannot be lowered`);
+    }
+  }
+
+  /** A value with no ReLU pending (an op that does not commute with it reads it). */
+  #unclipped(id: number, where: string): Lowered {
+    const v = this.value(id);
+    if (v.clip.relu) throw new LoweringError(`${where}: reads a ReLU that no conv or quantizer absorbs (${this.#nodes[id].name})`);
+    return v;
+  }
+
+  /** A fixed-point tensor with one scale and no offset (what a shortcut or an add reads); returns its scale. */
+  #plainScale(v: Lowered, where: string): number {
+    if (v.affine.M.length !== 1 || v.affine.B[0] !== 0 || v.clip.relu) {
+      throw new LoweringError(`${where}: its input must be a fixed-point tensor with one scale (a conv's or an add's output), not a per-channel or ReLU-pending value`);
+    }
+    return v.affine.M[0];
+  }
+
+  /** The activation scheme a layer's input is quantized with. */
+  #schemeFor(layer: WeightedNode): ActivationScheme {
+    const aq = layer.op.quant?.activation;
+    if (aq) return quantizerScheme(aq, layer.name);
+    const scheme = calibratedScheme(this.ranges.values[layer.inputs[0]]);
+    this.notes.push(`${layer.name}: its float input is quantized after training to ${scheme.dtype} from the calibration range (post-training quantization)`);
+    return scheme;
+  }
+
+  /** The integer tensor a layer reads: the image, its own activation codes, or codes quantized from a stream. */
+  #inputFor(layer: WeightedNode): number {
+    const source = this.#nodes[layer.inputs[0]];
+    if (isKind(source, 'input')) {
+      if (layer.op.quant?.activation) throw new LoweringError(`${layer.name}: a quantizer on the image input is not supported (the image enters through the int8 lookup table)`);
+      return this.image.tensor;
+    }
+    const v = this.value(source.id);
+    if (v.codesFor === layer.id) return v.tensor;
+    const scheme = this.#schemeFor(layer);
+    const inInfo = this.tensors[v.tensor];
+    const { requant, quant } = activationQuant(v.affine, maxAbs(inInfo.range), scheme, v.clip, layer.name);
+    const output = this.#addTensor({ name: `${layer.name}.input`, dtype: scheme.dtype, shape: inInfo.shape, scale: scheme.valueScale, range: scheme.range });
+    this.ops.push({ kind: 'quantize', name: layer.name, input: v.tensor, output, requant, ...quant });
+    return output;
+  }
+
+  #emitGroup(g: ConvGroup): Lowered {
+    const input = this.#inputFor(g.layer);
+    const name = this.#nodes[g.end].name;
+    const t = g.target;
+    switch (t.kind) {
+      case 'codes': {
+        const scheme = this.#schemeFor(t.consumer);
+        const out = this.#emitConv(g, input, { kind: 'activation', scheme, name: `${t.consumer.name}.input` });
+        return { tensor: out, affine: perTensor(scheme.valueScale), clip: NO_CLIP, codesFor: t.consumer.id };
+      }
+      case 'logits': {
+        if (g.clip.relu) throw new LoweringError(`${name}: a ReLU on the model's output (the logits) is not supported`);
+        return { tensor: this.#emitConv(g, input, { kind: 'logits', name: 'logits' }), affine: perTensor(1), clip: NO_CLIP, codesFor: null };
+      }
+      case 'stream':
+      case 'join': {
+        const scale = this.#streamScale(g.end);
+        const shortcut = t.kind === 'join' ? this.#shortcut(t.other, scale, `${t.add.name}`) : null;
+        const out = this.#emitConv(g, input, { kind: 'residual', scale, bits: this.residualBits, shortcut, name });
+        return { tensor: out, affine: perTensor(scale), clip: NO_CLIP, codesFor: null };
+      }
+      case 'shortcut': {
+        // A second conv into a residual add: computed at the join's scale, then added exactly.
+        const scale = this.#streamScale(t.join.end);
+        const out = this.#emitConv(g, input, { kind: 'residual', scale, bits: 16, shortcut: null, name });
+        return { tensor: out, affine: perTensor(scale), clip: NO_CLIP, codesFor: null };
+      }
+    }
+  }
+
+  /** What a conv's residual epilogue adds: identity, zero-pad shortcut or a conv at the join's scale. */
+  #shortcut(id: number, scale: number, where: string): Shortcut {
+    const node = this.#nodes[id];
+    const group = this.plan.groupByEnd.get(id);
+    if (group?.target.kind === 'shortcut') return { input: this.value(id).tensor, stride: 1, channelOffset: 0, ...IDENTITY };
+    if (isKind(node, 'shortcutpad')) {
+      const source = this.value(node.inputs[0]);
+      const from = this.#plainScale(source, node.name);
+      return { input: source.tensor, stride: node.op.stride, channelOffset: node.op.padBefore, ...rescale(from, scale, node.name) };
+    }
+    const source = this.value(id);
+    return { input: source.tensor, stride: 1, channelOffset: 0, ...rescale(this.#plainScale(source, where), scale, `${where} identity shortcut`) };
+  }
+
+  #emitAdd({ add, clip }: StandaloneAdd, end: GraphNode): Lowered {
+    const scale = this.#streamScale(end.id);
+    const [a, b] = add.inputs.map((id) => {
+      const v = this.value(id);
+      return { input: v.tensor, ...rescale(this.#plainScale(v, add.name), scale, add.name) };
+    });
+    const { dtype, range } = streamInfo(this.residualBits, clip);
+    const shape = this.tensors[a.input].shape;
+    const output = this.#addTensor({ name: end.name, dtype, shape, scale, range });
+    this.ops.push({ kind: 'add', name: add.name, a, b, output, relu: clip.relu, ceiling: ceilingIn(clip, scale), bits: this.residualBits });
+    return { tensor: output, affine: perTensor(scale), clip: NO_CLIP, codesFor: null };
+  }
+
+  #emitSumPool(node: GraphNode, kernel: Pair, stride: Pair, padding: Pair): Lowered {
+    const v = this.#unclipped(node.inputs[0], node.name);
+    const inInfo = this.tensors[v.tensor];
+    const [c, h, w] = inInfo.shape;
+    const count = kernel[0] * kernel[1];
+    const padded = padding[0] > 0 || padding[1] > 0;
+    if (padded && v.affine.B.some((b) => b !== 0)) {
+      this.notes.push(`${node.name}: padded positions count as integer 0, which is not real 0 for its input's offset`);
+    }
+    const [lo, hi] = inInfo.range;
+    const shape = [c, convOutSize(h, kernel[0], stride[0], padding[0]), convOutSize(w, kernel[1], stride[1], padding[1])] as const;
+    const range = [count * (padded ? Math.min(lo, 0) : lo), count * (padded ? Math.max(hi, 0) : hi)] as const;
+    const output = this.#addTensor({ name: node.name, dtype: 'int32', shape, scale: inInfo.scale / count, range });
+    this.ops.push({ kind: 'sumpool', name: node.name, input: v.tensor, output, kernel, stride, padding });
+    const affine = { M: v.affine.M.map((m) => m / count), B: v.affine.B };
+    return { tensor: output, affine, clip: NO_CLIP, codesFor: null };
+  }
+
+  #emitMaxPool(node: GraphNode<PoolNode>): Lowered {
+    const v = this.value(node.inputs[0]);
+    if (v.affine.M.some((m) => !(m > 0))) throw new LoweringError(`${node.name}: max pooling needs an input that grows with its integer values (a positive scale per channel)`);
+    const inInfo = this.tensors[v.tensor];
+    const { kernel, stride, padding } = node.op;
+    const [c, h, w] = inInfo.shape;
+    const shape = [c, convOutSize(h, kernel[0], stride[0], padding[0]), convOutSize(w, kernel[1], stride[1], padding[1])] as const;
+    const output = this.#addTensor({ ...inInfo, name: node.name, shape });
+    this.ops.push({ kind: 'maxpool', name: node.name, input: v.tensor, output, kernel, stride, padding });
+    return { ...v, tensor: output };
+  }
+
+  #layerWeights(layer: WeightedNode): LoweredWeights {
+    const wq = layer.op.quant?.weight;
+    if (wq) return quantizedWeights(layer.op, wq, layer.name, this.warn);
+    this.notes.push(`${layer.name}: float weights quantized after training to int8 per output channel (post-training quantization; the fake-quantized model keeps them float)`);
+    return calibratedWeights(layer.op);
+  }
+
+  /** Emit one conv (a linear layer as a conv covering its input) with its epilogue; returns the output tensor. */
+  #emitConv(g: ConvGroup, input: number, target: ConvTarget): number {
+    const layer = g.layer;
+    const path = layer.name;
+    const inInfo = this.tensors[input];
+    const geometry = convGeometry(layer, inInfo);
+    const lw = this.#layerWeights(layer);
+    const affine = foldAffine(layer.op, lw, inInfo.scale, g.bn?.op ?? null);
+    const outC = lw.scale.length;
+    const { kernel, stride, padding } = geometry;
+    const shape = [outC, convOutSize(inInfo.shape[1], kernel[0], stride[0], padding[0]), convOutSize(inInfo.shape[2], kernel[1], stride[1], padding[1])] as const;
+    const accBound = accumulatorBound(lw.weights, outC, inInfo.range, path);
+    let requant: Requant;
+    let epilogue: Epilogue;
+    let info: Omit<TensorInfo, 'shape' | 'name'>;
+    if (target.kind === 'activation') {
+      const { requant: r, quant } = activationQuant(affine, accBound, target.scheme, g.clip, path);
+      requant = r;
+      epilogue = { kind: 'activation', ...quant };
+      info = { dtype: target.scheme.dtype, scale: target.scheme.valueScale, range: target.scheme.range };
+    } else if (target.kind === 'residual') {
+      if (!(valueBound(affine, accBound, target.scale, 0) < TARGET_LIMIT)) throw new LoweringError(`${path}: requantized values to the residual scale could overflow int32`);
+      requant = requantize(affine, target.scale, 0, path);
+      epilogue = { kind: 'residual', relu: g.clip.relu, ceiling: ceilingIn(g.clip, target.scale), bits: target.bits, shortcut: target.shortcut };
+      info = { ...streamInfo(target.bits, g.clip), scale: target.scale };
+    } else {
+      const f = chooseFracBits(affine, accBound, rangeMaxAbs(this.ranges.values[g.end]) || 1, 0, path);
+      const unit = (rangeMaxAbs(this.ranges.values[g.end]) || 1) / 2 ** f;
+      requant = requantize(affine, unit, 0, path);
+      epilogue = { kind: 'logits' };
+      const bound = Math.ceil(valueBound(affine, accBound, unit, 0));
+      info = { dtype: 'int32', scale: unit, range: [-bound, bound] };
+    }
+    const output = this.#addTensor({ name: target.name, shape, ...info });
+    const op: ConvOp = { kind: 'conv', name: path, input, output, inChannels: inInfo.shape[0], outChannels: outC, ...geometry, weights: lw.weights, requant, epilogue };
+    this.ops.push(op);
+    return output;
+  }
 }
 
 type ConvTarget =
-  | { readonly kind: 'activation'; readonly scheme: ActivationScheme; readonly relu: boolean; readonly name: string }
-  | { readonly kind: 'residual'; readonly scale: number; readonly relu: boolean; readonly bits: number; readonly shortcut: Shortcut | null; readonly name: string }
-  | { readonly kind: 'logits'; readonly baseUnit: number; readonly name: string };
+  | { readonly kind: 'activation'; readonly scheme: ActivationScheme; readonly name: string }
+  | { readonly kind: 'residual'; readonly scale: number; readonly bits: number; readonly shortcut: Shortcut | null; readonly name: string }
+  | { readonly kind: 'logits'; readonly name: string };
 
-/** Emit one conv (or the classifier as a 1x1 conv) with its epilogue; returns the output tensor. */
-function emitConv(ctx: LoweringContext, path: string, layer: Conv2d | Linear, input: number, bn: BatchNorm | null, target: ConvTarget): number {
-  const lw = layerWeights(ctx, layer, path);
-  const inInfo = ctx.tensors[input];
-  const affine = foldAffine(layer, lw, inInfo.scale, bn);
-  const outC = lw.scale.length;
-  const [kernel, stride, padding] = layer instanceof Conv2d ? [layer.kernelSize, layer.params.stride[0], layer.params.padding[0]] : [1, 1, 0];
-  const shape = [outC, convOutSize(inInfo.shape[1], kernel, stride, padding), convOutSize(inInfo.shape[2], kernel, stride, padding)] as const;
-  const accBound = accumulatorBound(lw.weights, outC, inInfo.range, path);
-  let requant: Requant;
-  let epilogue: Epilogue;
-  let info: Omit<TensorInfo, 'shape' | 'name'>;
-  if (target.kind === 'activation') {
-    const { requant: r, quant } = activationQuant(affine, accBound, target.scheme, target.relu, path);
-    requant = r;
-    epilogue = { kind: 'activation', ...quant };
-    info = { dtype: target.scheme.dtype, scale: target.scheme.valueScale, range: target.scheme.range };
-  } else if (target.kind === 'residual') {
-    if (!(valueBound(affine, accBound, target.scale, 0) < TARGET_LIMIT)) throw new LoweringError(`${path}: requantized values to the residual scale could overflow int32`);
-    requant = requantize(affine, target.scale, 0, path);
-    epilogue = { kind: 'residual', relu: target.relu, bits: target.bits, shortcut: target.shortcut };
-    const top = 2 ** (target.bits - 1) - 1;
-    info = { dtype: target.bits === 8 ? 'int8' : 'int16', scale: target.scale, range: [target.relu ? 0 : -top - 1, top] };
-  } else {
-    const f = chooseFracBits(affine, accBound, target.baseUnit, 0, path);
-    const unit = target.baseUnit / 2 ** f;
-    requant = requantize(affine, unit, 0, path);
-    epilogue = { kind: 'logits' };
-    const bound = Math.ceil(valueBound(affine, accBound, unit, 0));
-    info = { dtype: 'int32', scale: unit, range: [-bound, bound] };
+/** Kernel, stride, padding and groups of a conv; a linear layer's kernel covers its whole input. */
+function convGeometry(layer: WeightedNode, input: TensorInfo): Pick<ConvOp, 'kernel' | 'stride' | 'padding' | 'groups'> {
+  const [c, h, w] = input.shape;
+  const op = layer.op;
+  if (op.kind === 'conv') {
+    if (op.inChannels !== c) throw new LoweringError(`${layer.name}: expects ${op.inChannels} input channels, its input has ${c}`);
+    return { kernel: op.kernel, stride: op.stride, padding: op.padding, groups: op.groups };
   }
-  const output = addTensor(ctx, { name: target.name, shape, ...info });
-  const op: ConvOp = { kind: 'conv', name: path, input, output, inChannels: inInfo.shape[0], outChannels: outC, kernel, stride, padding, weights: lw.weights, requant, epilogue };
-  ctx.ops.push(op);
-  return output;
+  if (op.inFeatures !== c * h * w) throw new LoweringError(`${layer.name}: expects ${op.inFeatures} input features, its input has ${c}x${h}x${w}`);
+  return { kernel: [h, w], stride: [1, 1], padding: [0, 0], groups: 1 };
 }
 
-/** Emit a quantize op: an integer tensor with affine `a` (per channel or per tensor) to activation values. */
-function emitQuantize(ctx: LoweringContext, name: string, input: number, a: Affine, scheme: ActivationScheme, relu: boolean, outName: string): number {
-  const inInfo = ctx.tensors[input];
-  const { requant, quant } = activationQuant(a, maxAbs(inInfo.range), scheme, relu, name);
-  const output = addTensor(ctx, { name: outName, dtype: scheme.dtype, shape: inInfo.shape, scale: scheme.valueScale, range: scheme.range });
-  ctx.ops.push({ kind: 'quantize', name, input, output, requant, ...quant });
-  return output;
+/** dtype and range of a fixed-point stream of `bits` after an optional ReLU. */
+function streamInfo(bits: number, clip: Clip): Pick<TensorInfo, 'dtype' | 'range'> {
+  const top = 2 ** (bits - 1) - 1;
+  return { dtype: bits === 8 ? 'int8' : 'int16', range: [clip.relu ? 0 : -top - 1, top] };
 }
 
-/** The activation values a quantized layer reads, from a residual tensor. */
-function quantizeResidual(ctx: LoweringContext, input: number, layer: Conv2d, path: string): number {
-  const aq = (layer as Conv2d & QuantizedLayer).actQuantizer!;
-  const scale = ctx.tensors[input].scale;
-  return emitQuantize(ctx, path, input, { M: Float64Array.of(scale), B: Float64Array.of(0) }, quantizerScheme(aq, path), false, `${path}.input`);
-}
-
-/**
- * Residual scales. Tensors joined by identity shortcuts (the stem output and the blocks of the
- * first stage; the blocks of each later stage) share one scale, so an identity shortcut adds
- * without rescaling, exactly; the scale covers the largest calibration value of its group times
- * the headroom.
- */
-function residualScales(ctx: LoweringContext, model: ResNet, ranges: CalibrationRanges): { stem: number; blocks: number[] } {
-  const groups = [0];
-  for (const block of model.blocks()) groups.push(block.shortcut === null ? groups[groups.length - 1] : groups[groups.length - 1] + 1);
-  const values = [ranges.stem, ...ranges.blocks];
-  const maxima = new Map<number, number>();
-  groups.forEach((g, i) => maxima.set(g, Math.max(maxima.get(g) ?? 0, values[i].max)));
-  const top = 2 ** (ctx.residualBits - 1) - 1;
-  const scales = groups.map((g) => {
-    const max = maxima.get(g)!;
-    if (!(max > 0)) ctx.notes.push(`residual group ${g}: all calibration values were <= 0; its scale is set from 1.0`);
-    return (ctx.residualHeadroom * (max > 0 ? max : 1)) / top;
-  });
-  return { stem: scales[0], blocks: scales.slice(1) };
+/** A clipped ReLU's ceiling in units of `unit`, or null. */
+function ceilingIn(clip: Clip, unit: number): number | null {
+  return clip.ceiling === null ? null : Math.floor(clip.ceiling / unit);
 }
 
 function rescale(from: number, to: number, where: string): { mult: number; shift: number } {
   return from === to ? IDENTITY : toFixedMultiplier(from / to, where);
-}
-
-function requireQuantized(layer: Module | null, path: string): asserts layer is Conv2d & QuantizedLayer {
-  if (!(layer instanceof Conv2d) || !isQuantizedLayer(layer) || !layer.weightQuantizer || !layer.actQuantizer) {
-    throw new LoweringError(`${path}: expected a quantized convolution (weights and input), found ${layer?.constructor.name ?? 'nothing'}`);
-  }
-}
-
-function emitBlock(ctx: LoweringContext, block: BasicBlock, path: string, x: number, outScale: number): number {
-  requireQuantized(block.conv1, `${path}.conv1`);
-  requireQuantized(block.conv2, `${path}.conv2`);
-  const xInfo = ctx.tensors[x];
-  const a1 = quantizeResidual(ctx, x, block.conv1, `${path}.conv1`);
-  const conv2Scheme = quantizerScheme(block.conv2.actQuantizer!, `${path}.conv2`);
-  const a2 = emitConv(ctx, `${path}.conv1`, block.conv1, a1, block.bn1, { kind: 'activation', scheme: conv2Scheme, relu: true, name: `${path}.conv2.input` });
-  let shortcut: Shortcut;
-  const sc = block.shortcut;
-  if (sc === null) {
-    shortcut = { input: x, stride: 1, channelOffset: 0, ...rescale(xInfo.scale, outScale, `${path} identity shortcut`) };
-  } else if (sc instanceof ShortcutPad) {
-    shortcut = { input: x, stride: sc.stride, channelOffset: sc.padBefore, ...rescale(xInfo.scale, outScale, `${path}.shortcut`) };
-  } else if (sc instanceof Sequential && sc.layers.length === 2 && sc.layers[1] instanceof BatchNorm) {
-    const conv = sc.layers[0];
-    requireQuantized(conv, `${path}.shortcut.0`);
-    const as = quantizeResidual(ctx, x, conv, `${path}.shortcut.0`);
-    const s = emitConv(ctx, `${path}.shortcut.0`, conv, as, sc.layers[1], { kind: 'residual', scale: outScale, relu: false, bits: 16, shortcut: null, name: `${path}.shortcut` });
-    shortcut = { input: s, stride: 1, channelOffset: 0, ...IDENTITY };
-  } else {
-    throw new LoweringError(`${path}.shortcut: unsupported shortcut ${sc.constructor.name}`);
-  }
-  return emitConv(ctx, `${path}.conv2`, block.conv2, a2, block.bn2, { kind: 'residual', scale: outScale, relu: true, bits: ctx.residualBits, shortcut, name: `${path}.output` });
 }
 
 /** The input lookup table (int8 or int16 values) with the normalization folded in. */
@@ -450,75 +555,54 @@ function inputTable(norm: Normalization, bits: 8 | 16): { lut: Int16Array; scale
   return { lut: Int16Array.from(table, (v) => Math.max(-top, Math.min(top, roundHalfEven(v / scale)))), scale };
 }
 
-function checkModel(model: ResNet): void {
-  if (!(model instanceof ResNet)) throw new LoweringError('only ResNet models (src/models/resnet.ts) can be lowered');
-  if (quantizedLayers(model).length === 0) {
+function checkGraph(graph: Graph): void {
+  if (!graph.nodes.some((n) => isWeighted(n) && n.op.quant !== null)) {
     throw new LoweringError('the model has no quantizers (a float checkpoint?): export needs a quantization-aware trained model');
   }
+  const out = graph.nodes[graph.output];
+  const ok = isWeighted(out) || (isKind(out, 'batchnorm') && isWeighted(graph.nodes[out.inputs[0]]));
+  if (!ok) throw new LoweringError(`${out.name}: the model's output must be a linear or conv layer (logits), found ${out.op.kind}`);
 }
 
-function emitClassifier(ctx: LoweringContext, model: ResNet, x: number, ranges: CalibrationRanges): number {
-  const xInfo = ctx.tensors[x];
-  const [channels, h, w] = xInfo.shape;
-  const pool = addTensor(ctx, { name: 'pool', dtype: 'int32', shape: [channels, 1, 1], scale: xInfo.scale / (h * w), range: [h * w * xInfo.range[0], h * w * xInfo.range[1]] });
-  ctx.ops.push({ kind: 'sumpool', input: x, output: pool });
-  const linear = model.linear;
-  const pooled: Affine = { M: Float64Array.of(xInfo.scale / (h * w)), B: Float64Array.of(0) };
-  const features = model.bn2 ? foldBatchNorm(pooled, model.bn2) : pooled;
-  const aq = isQuantizedLayer(linear) ? linear.actQuantizer : null;
-  let scheme: ActivationScheme;
-  if (aq) {
-    scheme = quantizerScheme(aq, 'linear');
-  } else {
-    scheme = calibratedScheme(ranges.classifierInput);
-    ctx.notes.push(`linear: its float input is quantized after training to ${scheme.dtype} from the calibration range (post-training quantization)`);
-  }
-  const input = emitQuantize(ctx, 'linear.input', pool, features, scheme, false, 'linear.input');
-  const logitUnit = rangeMaxAbs(ranges.logits) || 1;
-  return emitConv(ctx, 'linear', linear, input, null, { kind: 'logits', baseUnit: logitUnit, name: 'logits' });
-}
-
-/** Lower a trained, quantized ResNet. Throws LoweringError naming the layer that cannot be lowered. */
-export function lowerResNet(model: ResNet, opts: LowerOptions): IntegerModel {
-  checkModel(model);
+/** Lower a traced graph. Throws LoweringError naming the node that cannot be lowered, before anything is written. */
+export function lowerGraph(graph: Graph, opts: LowerOptions): IntegerModel {
+  checkGraph(graph);
   const residualBits = opts.residualBits ?? 16;
   if (residualBits !== 8 && residualBits !== 16) throw new LoweringError(`residual bits must be 8 or 16, got ${residualBits}`);
   const residualHeadroom = opts.residualHeadroom ?? (residualBits === 16 ? 2 : 1);
   if (!(residualHeadroom >= 1)) throw new LoweringError(`residual headroom must be >= 1, got ${residualHeadroom}`);
+  const inputBits = opts.inputBits ?? 8;
+  if (inputBits !== 8 && inputBits !== 16) throw new LoweringError(`input bits must be 8 or 16, got ${inputBits}`);
   const notes: string[] = [];
   const warn = (m: string): void => {
     notes.push(m);
     opts.warn?.(m);
   };
-  const ctx: LoweringContext = { tensors: [], ops: [], notes, warn, residualBits, residualHeadroom };
-  if (model.conv1 instanceof Conv2d && isQuantizedLayer(model.conv1) && model.conv1.actQuantizer) {
-    throw new LoweringError('conv1: a quantizer on the image input is not supported (the image enters through the int8 lookup table)');
-  }
-  const ranges = calibrationRanges(model, opts.calibration, opts.normalization);
+  const plan = new Plan(graph);
+  const ranges = calibrationRanges(graph, opts.calibration, opts.normalization);
   const { channels, height, width } = opts.calibration;
-  const inputBits = opts.inputBits ?? 8;
-  if (inputBits !== 8 && inputBits !== 16) throw new LoweringError(`input bits must be 8 or 16, got ${inputBits}`);
   const { lut, scale } = inputTable(opts.normalization, inputBits);
-  const image = addTensor(ctx, { name: 'image', dtype: inputBits === 8 ? 'int8' : 'int16', shape: [channels, height, width], scale, range: [Math.min(...lut), Math.max(...lut)] });
-  ctx.ops.push({ kind: 'input', output: image, lut });
+  const imageInfo: TensorInfo = { name: 'image', dtype: inputBits === 8 ? 'int8' : 'int16', shape: [channels, height, width], scale, range: [Math.min(...lut), Math.max(...lut)] };
   notes.push(`input: normalization folded into an int${inputBits} lookup table (one scale ${scale.toPrecision(4)} for all channels); the float model sees the exact normalized pixels`);
-  notes.push(
-    `residual stream: int${residualBits} fixed point, scales from ${ranges.images} calibration images with headroom x${residualHeadroom}; the fake-quantized model keeps it float`,
-  );
-  const scales = residualScales(ctx, model, ranges);
-  let x = emitConv(ctx, 'conv1', model.conv1, image, model.bn1, { kind: 'residual', scale: scales.stem, relu: model.bn1.relu, bits: residualBits, shortcut: null, name: 'stem.output' });
-  const blockPaths = model.stages.flatMap((stage, s) => stage.layers.map((_, b) => `layer${s + 1}.${b}`));
-  model.blocks().forEach((block, i) => {
-    x = emitBlock(ctx, block, blockPaths[i], x, scales.blocks[i]);
-  });
-  const output = emitClassifier(ctx, model, x, ranges);
+  notes.push(`residual stream: int${residualBits} fixed point, scales from ${ranges.images} calibration images with headroom x${residualHeadroom}; the fake-quantized model keeps it float`);
+  const image: Lowered = { tensor: 0, affine: perTensor(scale), clip: NO_CLIP, codesFor: null };
+  const lowerer = new Lowerer(plan, ranges, residualBits, residualHeadroom, notes, warn, image);
+  lowerer.tensors.push(imageInfo);
+  lowerer.ops.push({ kind: 'input', output: 0, lut });
+  const output = lowerer.value(graph.output).tensor;
   const ir: IntegerModel = {
     version: IR_VERSION,
     meta: { ...opts.meta, normalization: { mean: [...opts.normalization.mean], std: [...opts.normalization.std] }, residualBits, notes },
-    tensors: ctx.tensors,
-    ops: ctx.ops,
+    tensors: lowerer.tensors,
+    ops: lowerer.ops,
     output,
   };
   validateIntegerModel(ir);
   return ir;
+}
+
+/** Trace a trained, quantized model on its calibration images' shape and lower it. */
+export function lowerModel(model: Module, opts: LowerOptions): IntegerModel {
+  const { channels, height, width } = opts.calibration;
+  return lowerGraph(trace(model, [channels, height, width]), opts);
 }

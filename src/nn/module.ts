@@ -165,7 +165,7 @@ export abstract class Module {
 
   /** Run the forward pass; an error is prefixed with the path of the innermost failing layer. */
   call(x: Tensor): Tensor {
-    return this.inContext(() => this.forward(x));
+    return this.inContext(() => (callObserver ? callObserver(this, x, () => this.forward(x)) : this.forward(x)));
   }
 
   /** Run fn with an error prefixed with this layer's path, as `call` does for `forward`. */
@@ -175,6 +175,21 @@ export abstract class Module {
     } catch (e) {
       throw withLayerContext(e, `${this.path || 'model'} (${this.constructor.name})`);
     }
+  }
+}
+
+/** Sees every module call (the graph tracer): must run `forward` and return its result. */
+export type CallObserver = (module: Module, x: Tensor, forward: () => Tensor) => Tensor;
+let callObserver: CallObserver | null = null;
+
+/** Run fn with `observer` around every module call it makes. */
+export function observeCalls<T>(observer: CallObserver, fn: () => T): T {
+  const before = callObserver;
+  callObserver = observer;
+  try {
+    return fn();
+  } finally {
+    callObserver = before;
   }
 }
 

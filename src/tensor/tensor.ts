@@ -136,6 +136,21 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   return gradEnabled && inputs.some((t) => t?.requiresGrad === true);
 }
 
+/** Sees every op as it runs (the graph tracer); null when nothing is tracing. */
+export type OpObserver = (op: string, inputs: readonly Tensor[], output: Tensor) => void;
+let opObserver: OpObserver | null = null;
+
+/** Run fn with `observer` seeing every op it runs. */
+export function observeOps<T>(observer: OpObserver, fn: () => T): T {
+  const before = opObserver;
+  opObserver = observer;
+  try {
+    return fn();
+  } finally {
+    opObserver = before;
+  }
+}
+
 /**
  * Wrap an op result as a tensor and record the node when any input requires a gradient. The
  * `backward` closure receives the output gradient and returns one gradient (or null) per input.
@@ -148,6 +163,7 @@ export function record(
   release?: () => void,
 ): Tensor {
   const result = new Tensor(out);
+  opObserver?.(op, inputs, result);
   if (needsGrad(...inputs)) {
     result.requiresGrad = true;
     const node: TapeNode = { op, inputs, output: result, backward, release };
