@@ -147,7 +147,7 @@ async function agreement(): Promise<void> {
     process.stderr.write('\n');
     const { logits, ...integerVsFakeQuant } = r;
     if (!logits) throw new Error('measureAgreement returned no logits');
-    const classes = trained.model.config.numClasses;
+    const classes = ir.tensors[ir.output].shape[0];
     const labels = test.labels.subarray(0, r.images);
     const normalization = ir.meta.normalization;
     const imageSize = test.channels * test.height * test.width;

@@ -37,6 +37,8 @@ export interface TrainedModel {
   readonly firstLast: string;
   /** The weights file the state came from. */
   readonly source: string;
+  /** [channels, height, width] of one input image. */
+  readonly inputShape: readonly [number, number, number];
 }
 
 /**
@@ -54,10 +56,11 @@ export function loadTrainedModel(path: string, overrides: Record<string, unknown
   if (config.method === 'float') {
     throw new LoweringError(`${path}: the checkpoint has no quantizers (method float); export needs a quantization-aware trained model (tinyquant train --method apot|ewgs|uniform|pact|lsq)`);
   }
-  const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels: inChannels(checkpoint.state) });
+  const channels = inChannels(checkpoint.state);
+  const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
-  return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source };
+  return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source, inputShape: [channels, 32, 32] };
 }
 
 /** The number of classes of a checkpoint's classifier. */

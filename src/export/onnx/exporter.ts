@@ -7,9 +7,10 @@ import type { ExportContext, ExportResult } from '../formats.js';
 import { ONNX_OPSET, exportOnnx } from './index.js';
 
 export async function onnxExporter(ctx: ExportContext): Promise<ExportResult> {
-  const { model, config, firstLast, source } = ctx.trained;
+  const { model, config, firstLast, source, inputShape } = ctx.trained;
   const bytes = exportOnnx(model, {
-    normalization: resolveNormalization(config.normalization, model.config.inChannels),
+    inputShape,
+    normalization: resolveNormalization(config.normalization, inputShape[0]),
     metadata: {
       'tinyquant.source': source,
       'tinyquant.method': `${config.method} W${config.wbits}A${config.abits}, first/last ${firstLast}`,

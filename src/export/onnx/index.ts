@@ -1,5 +1,5 @@
 /**
- * ONNX export: a (fake-)quantized or float tinyquant ResNet in eval mode as a standard ONNX model
+ * ONNX export: a (fake-)quantized or float tinyquant model in eval mode, traced into its graph, as a standard ONNX model
  * (opset 13) in QuantizeLinear/DequantizeLinear form that onnxruntime runs.
  *
  * Interface: input `input`, float32 [batch, channels, height, width]: the image normalized exactly
@@ -13,12 +13,12 @@
  * classifier are float, as in the model.
  */
 import { writeFileAtomic } from '../../io/index.js';
-import { ResNet } from '../../models/resnet.js';
+import { type Graph, trace } from '../../graph/index.js';
 import type { Module } from '../../nn/module.js';
 import { quantizedLayers } from '../../quant/quantize.js';
 import { TINYQUANT_VERSION } from '../../package.js';
 import { GraphBuilder } from './graph.js';
-import { lowerModule } from './lower.js';
+import { lowerGraphToOnnx } from './lower.js';
 import { DataType, encodeModel } from './proto.js';
 
 export const ONNX_OPSET = 13;
@@ -28,7 +28,9 @@ export const ONNX_INPUT = 'input';
 export const ONNX_OUTPUT = 'logits';
 
 export interface OnnxExportOptions {
-  /** Fix the input's height and width (default: symbolic). */
+  /** [channels, height, width] of one input image, to trace the model with (default [3, 32, 32]). */
+  readonly inputShape?: readonly [channels: number, height: number, width: number];
+  /** Fix the input's height and width in the ONNX interface (default: symbolic). */
   readonly inputSize?: readonly [height: number, width: number];
   /** The normalization the input must have, recorded in the model's metadata. */
   readonly normalization?: { readonly mean: readonly number[]; readonly std: readonly number[] };
@@ -39,8 +41,9 @@ export interface OnnxExportOptions {
 const INPUT_DOC =
   'float32 NCHW image, normalized per channel as for evaluation: (pixel / 255 - mean[c]) / std[c]';
 
-function checkExportable(model: Module): ResNet {
-  if (!(model instanceof ResNet)) throw new Error(`onnx export: expects a ResNet from tinyquant's model registry, got ${model.constructor.name}`);
+const CIFAR_SHAPE = [3, 32, 32] as const;
+
+function checkExportable(model: Module): void {
   const training = [...model.namedModules()].find(([, m]) => m.training);
   if (training) {
     throw new Error(
@@ -49,7 +52,6 @@ function checkExportable(model: Module): ResNet {
   }
   const calibrating = quantizedLayers(model).find(([, l]) => l.calibrating);
   if (calibrating) throw new Error(`onnx export: ${calibrating[0]} still waits for its calibration pass (quantize.ts calibrate)`);
-  return model;
 }
 
 /** One line per quantized layer, e.g. `layer1.0.conv1: weight apot 4-bit, activation apot 4-bit`. */
@@ -76,24 +78,25 @@ function metadataOf(model: Module, opts: OnnxExportOptions): Record<string, stri
 
 /** The serialized ONNX model (a ModelProto). Throws, naming the layer, for what ONNX cannot express. */
 export function exportOnnx(model: Module, opts: OnnxExportOptions = {}): Uint8Array {
-  const net = checkExportable(model);
+  checkExportable(model);
+  const graph: Graph = trace(model, opts.inputShape ?? CIFAR_SHAPE);
   const g = new GraphBuilder();
   const input = g.reserve(ONNX_INPUT);
-  g.nameOutput(lowerModule(g, net, input), ONNX_OUTPUT);
+  g.nameOutput(lowerGraphToOnnx(g, graph, input), ONNX_OUTPUT);
   const [height, width] = opts.inputSize ?? ['height', 'width'];
   return encodeModel({
     irVersion: ONNX_IR_VERSION,
     opset: ONNX_OPSET,
     producerName: 'tinyquant',
     producerVersion: TINYQUANT_VERSION,
-    doc: `tinyquant ResNet; input: ${INPUT_DOC}; output: logits`,
+    doc: `tinyquant model; input: ${INPUT_DOC}; output: logits`,
     metadata: metadataOf(model, opts),
     graph: {
       name: 'tinyquant',
       nodes: g.nodes,
       initializers: g.initializers,
-      inputs: [{ name: ONNX_INPUT, elemType: DataType.FLOAT, shape: ['batch', net.config.inChannels, height, width], doc: INPUT_DOC }],
-      outputs: [{ name: ONNX_OUTPUT, elemType: DataType.FLOAT, shape: ['batch', net.config.numClasses], doc: 'logits' }],
+      inputs: [{ name: ONNX_INPUT, elemType: DataType.FLOAT, shape: ['batch', graph.nodes[0].shape[0], height, width], doc: INPUT_DOC }],
+      outputs: [{ name: ONNX_OUTPUT, elemType: DataType.FLOAT, shape: ['batch', graph.nodes[graph.output].shape[0]], doc: 'logits' }],
       doc: '',
     },
   });
