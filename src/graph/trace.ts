@@ -56,10 +56,10 @@ class Tracer {
         this.#context.pop();
       }
     }
-    const where = `${m.path || 'model'} (${m.constructor.name})`;
+    // Errors thrown here reach Module.call, which prefixes them with the layer's path.
     const op = layerOp(m);
-    if (op === null) throw new GraphError(`${where}: a layer tinyquant cannot trace (no sub-modules and not one of the layers in src/nn or src/quant)`);
-    const input = this.#valueOf(x, where);
+    if (op === null) throw new GraphError('a layer tinyquant cannot trace (no sub-modules and not one of the layers in src/nn or src/quant)');
+    const input = this.#valueOf(x, 'its input');
     this.#insideLeaf++;
     let y: Tensor;
     try {
@@ -80,10 +80,10 @@ class Tracer {
   onOp(op: string, inputs: readonly Tensor[], output: Tensor): void {
     if (this.#insideLeaf > 0) return;
     const context = this.#context.at(-1) ?? '';
-    const where = `${context || 'model'}: op ${op}`;
+    const where = `op ${op}`;
     const node = functionalOp(op, inputs, output);
     if (node === null) {
-      throw new GraphError(`${where} on [${inputs.map((t) => shapeStr(t.shape)).join(', ')}] runs outside a layer and cannot be traced; use the layer for it (e.g. MaxPool2d, AvgPool2d, Flatten)`);
+      throw new GraphError(`${where} on ${inputs.map((t) => shapeStr(t.shape)).join(', ')} runs outside a layer and cannot be traced; use the layer for it (e.g. MaxPool2d, AvgPool2d, Flatten)`);
     }
     const ids = inputs.map((t) => this.#valueOf(t, where));
     this.#add(context ? `${context}.${node.kind}` : node.kind, node, ids, output, null);
