@@ -283,7 +283,7 @@ describe('quantization-aware training', () => {
   for (const backend of availableBackends()) {
     test(`${backend.name}: in training, quantized convolutions quantize their input fused with the batch norm + ReLU or the residual join before them, with the loss, gradients and running statistics of the separate ops`, async () => {
       const { ResNet } = await import('../src/models/resnet.js');
-      const { Conv2d } = await import('../src/nn/layers.js');
+      const { trainingForward } = await import('../src/graph/index.js');
       const { calibrate, quantize } = await import('../src/quant/quantize.js');
       const { crossEntropy } = await import('../src/tensor/ops.js');
       const { withBackend } = await import('../src/backend/index.js');
@@ -294,18 +294,12 @@ describe('quantization-aware training', () => {
       const labels = Int32Array.from({ length: 8 }, (_, i) => i % 4);
       withBackend(backend, () => {
         for (const method of ['apot', 'ewgs', 'uniform', 'pact', 'lsq'] as const) {
-          const model = (fused: boolean) => {
+          const step = (fused: boolean) => {
             const m = new ResNet({ blocks: [1, 1], widths: [16, 32], numClasses: 4, inChannels: 3, shortcut: 'A', headBatchNorm: false, init: 'kaiming-normal-fan-in', seed: 3 });
             quantize(m, { method, wbits: 4, abits: 4, firstLast: 'int8' });
             calibrate(m, images, shape);
-            // The float layer's hooks: batch norm or the residual join, then the convolution (which
-            // quantizes its input).
-            const { callAfter, join, callJoined } = Conv2d.prototype;
-            if (!fused) for (const block of m.blocks()) for (const conv of [block.conv1, block.conv2]) Object.assign(conv, { callAfter, join, callJoined });
-            return m;
-          };
-          const step = (fused: boolean) => {
-            const m = model(fused);
+            // Fused: the training graph (graph/fuse.ts); separate: the model's own forward.
+            const forward = fused ? trainingForward(m, shape.slice(1)) : (x: Tensor) => m.call(x);
             let fusedCalls = 0;
             let fusedJoins = 0;
             const be = getBackend();
@@ -315,7 +309,7 @@ describe('quantization-aware training', () => {
             be.addReluQuantize = (...args) => (fusedJoins++, originalJoin.apply(be, args));
             try {
               const loss = tidy(() => {
-                const ce = crossEntropy(m.call(Tensor.fromArray(images, shape)), labels);
+                const ce = crossEntropy(forward(Tensor.fromArray(images, shape)), labels);
                 backward(ce.loss);
                 return ce.lossValue;
               });
@@ -354,6 +348,7 @@ describe('quantization-aware training', () => {
     const { ResNet } = await import('../src/models/resnet.js');
     const { Sgd, byKind, groupParameters } = await import('../src/optim/index.js');
     const { trainStep } = await import('../src/train/step.js');
+    const { trainingForward } = await import('../src/graph/index.js');
     const { calibrate, quantize } = await import('../src/quant/quantize.js');
     const { Rng } = await import('../src/util/rng.js');
     const rng = new Rng(5);
@@ -367,7 +362,8 @@ describe('quantization-aware training', () => {
       quantize(m, { method, wbits: 2, abits: 2, firstLast: 'int8' });
       calibrate(m, batch.images, batch.shape);
       const opt = new Sgd(groupParameters(m, [{ name: 'q', match: byKind('quant'), lr: 0.01, weightDecay: 0 }], { lr: 0.05, weightDecay: 0 }), { momentum: 0.9 });
-      const losses = Array.from({ length: 12 }, () => trainStep(m, opt, batch).loss);
+      const forward = trainingForward(m, batch.shape.slice(1));
+      const losses = Array.from({ length: 12 }, () => trainStep(m, opt, batch, { forward }).loss);
       return { losses, state: m.stateDict() };
     };
     for (const method of ['apot', 'ewgs', 'uniform', 'pact', 'lsq'] as const) {

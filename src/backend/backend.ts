@@ -164,7 +164,7 @@ export interface Backend<B extends Buf = Buf, S extends BatchNormSaved = BatchNo
   // ---- elementwise and reductions -------------------------------------------------------------
   /** a + b (same shape). */
   add(a: B, b: B): B;
-  /** max(a + b, 0): the residual join of a ResNet block. */
+  /** max(a + b, 0): a residual join. */
   addRelu(a: B, b: B): B;
   /** alpha * x + beta, elementwise. */
   affine(x: B, alpha: number, beta: number): B;

@@ -7,6 +7,7 @@ import { getBackend, setBackend } from '../backend/index.js';
 import { createModel, modelNames } from '../models/index.js';
 import { Sgd, groupParameters } from '../optim/index.js';
 import { noGrad } from '../tensor/tensor.js';
+import { trainingForward } from '../graph/index.js';
 import { type Batch, evalBatch, trainStep } from '../train/step.js';
 import { Rng } from '../util/rng.js';
 import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from './args.js';
@@ -78,10 +79,11 @@ export function benchSetup(args: ParsedArgs): BenchSetup {
   if (applyQuantization(model, quant)) calibrate(model, data[0].images, data[0].shape);
   const optimizer = new Sgd(groupParameters(model, [], { lr: 0.01, weightDecay: 5e-4 }), { momentum: 0.9 });
   if (evalMode) model.eval();
+  const forward = trainingForward(model, data[0].shape.slice(1));
   const step = (i: number): void => {
     const b = data[i % data.length];
     if (evalMode) noGrad(() => evalBatch(model, b));
-    else trainStep(model, optimizer, b);
+    else trainStep(model, optimizer, b, { forward });
   };
   const result = (iters: number, seconds: number): BenchResult => {
     const backend = getBackend();

@@ -66,7 +66,7 @@ export function calibrationRanges(graph: Graph, data: CalibrationImages, norm: N
       const n = Math.min(batch, count - start);
       const pixels = data.images.subarray(start * imageSize, (start + n) * imageSize);
       const x = normalizeImages(pixels, n, channels, norm);
-      tidy(() => noGrad(() => runGraph(graph, Tensor.fromArray(x, [n, channels, height, width]), (node, y) => widen(values[node.id], y.toArray()))));
+      tidy(() => noGrad(() => runGraph(graph, Tensor.fromArray(x, [n, channels, height, width]), { observe: (node, y) => widen(values[node.id], y.toArray()) })));
     }
   } finally {
     layers.forEach((m, i) => m.train(modes[i]));

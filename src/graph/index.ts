@@ -1,4 +1,5 @@
 /** The model graph: tracing, the node types, and running a graph. */
 export * from './graph.js';
 export { trace } from './trace.js';
-export { runGraph } from './run.js';
+export { type RunOptions, runGraph, trainingForward } from './run.js';
+export { type TrainingFusion, fuseForTraining } from './fuse.js';

@@ -1,12 +1,19 @@
 /**
  * Run a traced graph on a batch: each layer node calls its layer, each functional node its op,
- * in graph order. Eval-mode results equal the model's own forward (the same ops in the same
- * order); passes use it to see every intermediate value (calibration ranges, per-node checks).
- * A value is freed as soon as its last reader has run.
+ * in graph order. Results equal the model's own forward (the same ops in the same order); passes
+ * use it to see every intermediate value (calibration ranges), and training runs it with the
+ * fusions of fuse.ts. Without gradients, a value is freed as soon as its last reader has run.
  */
+import type { BatchNorm } from '../nn/layers.js';
+import type { QConv2d } from '../quant/qlayers.js';
+import { addReluFakeQuantize, batchNormFakeQuantize } from '../quant/quantizer.js';
 import * as ops from '../tensor/ops.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { type Tensor, isGradEnabled } from '../tensor/tensor.js';
+import type { Shape } from '../backend/backend.js';
+import type { Module } from '../nn/module.js';
+import { type TrainingFusion, fuseForTraining, fusedInputOp } from './fuse.js';
 import { type Graph, GraphError, type GraphNode, consumers } from './graph.js';
+import { trace } from './trace.js';
 
 function runNode(node: GraphNode, inputs: Tensor[]): Tensor {
   if (node.module) return node.module.call(inputs[0]);
@@ -25,25 +32,58 @@ function runNode(node: GraphNode, inputs: Tensor[]): Tensor {
   throw new GraphError(`${node.name}: a functional ${op.kind} node has no op to run`);
 }
 
-/**
- * The graph's output for input x; `observe` sees every node's output (node 0: x itself) while it
- * is alive. The caller owns x and the returned tensor.
- */
-export function runGraph(graph: Graph, x: Tensor, observe?: (node: GraphNode, value: Tensor) => void): Tensor {
-  const readers = consumers(graph).map((c) => c.length);
+export interface RunOptions {
+  /** Sees every node's output (node 0: the input itself) while it is alive. */
+  readonly observe?: (node: GraphNode, value: Tensor) => void;
+  /** Fused training ops (fuse.ts). */
+  readonly fusion?: TrainingFusion;
+}
+
+/** The graph's output for input x. The caller owns x and the returned tensor. */
+export function runGraph(graph: Graph, x: Tensor, opts: RunOptions = {}): Tensor {
+  const release = !isGradEnabled();
+  const readers = release ? consumers(graph).map((c) => c.length) : [];
   const values: (Tensor | null)[] = graph.nodes.map(() => null);
+  /** Inputs already fake-quantized for the convolution (by node id) by the op before it. */
+  const quantized = new Map<number, Tensor>();
   values[0] = x;
-  observe?.(graph.nodes[0], x);
+  opts.observe?.(graph.nodes[0], x);
   for (const node of graph.nodes.slice(1)) {
-    const y = runNode(node, node.inputs.map((i) => values[i]!));
+    const inputs = node.inputs.map((i) => values[i]!);
+    const conv = opts.fusion?.get(node.id);
+    const op = conv === undefined ? null : fusedInputOp(graph.nodes[conv], inputs[0].shape);
+    let y: Tensor;
+    if (op && node.op.kind === 'batchnorm') {
+      const bn = node.module as BatchNorm;
+      quantized.set(conv!, bn.inContext(() => batchNormFakeQuantize(inputs[0], bn, op)));
+      continue;
+    } else if (op) {
+      const joined = addReluFakeQuantize(inputs[0], inputs[1], op);
+      quantized.set(conv!, joined.q);
+      y = joined.y;
+    } else {
+      const q = quantized.get(node.id);
+      y = q ? (node.module as QConv2d).forwardQuantized(q) : runNode(node, inputs);
+    }
     values[node.id] = y;
-    observe?.(node, y);
+    opts.observe?.(node, y);
+    if (!release) continue;
     for (const i of new Set(node.inputs)) {
       if (--readers[i] === 0 && i !== 0 && i !== graph.output) {
-        values[i]!.dispose();
+        values[i]?.dispose();
         values[i] = null;
       }
     }
   }
   return values[graph.output]!;
+}
+
+/**
+ * The model's training forward through its fused graph: trace once on one sample's shape, then
+ * every call runs the graph with the fusions. Trace again after replacing layers.
+ */
+export function trainingForward(model: Module, sampleShape: Shape): (x: Tensor) => Tensor {
+  const graph = trace(model, sampleShape);
+  const fusion = fuseForTraining(graph);
+  return (x) => runGraph(graph, x, { fusion });
 }

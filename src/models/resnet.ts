@@ -5,8 +5,9 @@
  * interchangeable with them.
  */
 import { type InitName, initializers } from '../nn/init.js';
-import { BatchNorm, Conv2d, GlobalAvgPool, type Joined, Linear, Sequential, ShortcutPad, residualJoin } from '../nn/layers.js';
+import { BatchNorm, Conv2d, GlobalAvgPool, Linear, Sequential, ShortcutPad } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
+import * as ops from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
 
@@ -55,19 +56,10 @@ export class BasicBlock extends Module {
     }
   }
 
+  /** relu(bn2(conv2(bn1(conv1(x)))) + shortcut(x)). */
   forward(x: Tensor): Tensor {
-    return this.run({ y: x, input: null }, null).y;
-  }
-
-  /**
-   * The block on x = `input.y` (with conv1's quantized input when the previous join computed it);
-   * `next` is the layer that consumes the block's output and may quantize it in the join.
-   */
-  run(input: Joined, next: Conv2d | null): Joined {
-    const x = input.y;
-    const out = this.bn2.call(this.conv2.callAfter(this.bn1, this.conv1.callJoined(input)));
-    const shortcut = this.shortcut ? this.shortcut.call(x) : x;
-    return next ? next.join(out, shortcut) : residualJoin(out, shortcut);
+    const out = this.bn2.call(this.conv2.call(this.bn1.call(this.conv1.call(x))));
+    return ops.addRelu(out, this.shortcut ? this.shortcut.call(x) : x);
   }
 
   protected override onModuleReplaced(name: string, m: Module): void {
@@ -110,30 +102,10 @@ export class ResNet extends Module {
 
   forward(x: Tensor): Tensor {
     let y = this.bn1.call(this.conv1.call(x));
-    y = this.training ? this.#trainBlocks(y) : this.stages.reduce((input, stage) => stage.call(input), y);
+    y = this.stages.reduce((input, stage) => stage.call(input), y);
     y = this.pool.call(y);
     if (this.bn2) y = this.bn2.call(y);
     return this.linear.call(y);
-  }
-
-  /**
-   * Training runs the blocks one by one, so that each residual join can hand the next block's conv1
-   * its quantized input (one pass, see Conv2d.join); otherwise stage by stage, through the module
-   * calls that tools tap (export calibration).
-   */
-  #trainBlocks(stem: Tensor): Tensor {
-    const blocks = this.blocks();
-    let joined: Joined = { y: stem, input: null };
-    blocks.forEach((block, i) => {
-      const input = joined;
-      joined = block.inContext(() => block.run(input, blocks[i + 1]?.conv1 ?? null));
-    });
-    return joined.y;
-  }
-
-  /** The blocks in network order. */
-  blocks(): BasicBlock[] {
-    return this.stages.flatMap((s) => s.layers as BasicBlock[]);
   }
 
   protected override onModuleReplaced(name: string, m: Module): void {

@@ -49,35 +49,6 @@ export class Conv2d extends Module {
   forward(x: Tensor): Tensor {
     return ops.conv2d(x, this.weight, this.bias, this.params);
   }
-
-  /** this(bn(x)); a quantized convolution runs its input quantizer fused into the batch norm. */
-  callAfter(bn: BatchNorm, x: Tensor): Tensor {
-    return this.call(bn.call(x));
-  }
-
-  /**
-   * The residual join relu(a + b) whose output this layer consumes next: the output, and this
-   * layer's quantized input when a quantized convolution computes it in the same pass (else null).
-   */
-  join(a: Tensor, b: Tensor): Joined {
-    return residualJoin(a, b);
-  }
-
-  /** this(x), given what `join` computed for x. */
-  callJoined(joined: Joined): Tensor {
-    return this.call(joined.y);
-  }
-}
-
-/** A residual join's output and, when the consuming layer quantized it there, its quantized form. */
-export interface Joined {
-  readonly y: Tensor;
-  readonly input: Tensor | null;
-}
-
-/** relu(a + b) with nothing quantized in the join. */
-export function residualJoin(a: Tensor, b: Tensor): Joined {
-  return { y: ops.addRelu(a, b), input: null };
 }
 
 export interface BatchNormOptions {

@@ -5,12 +5,12 @@
  * parameters and buffers under the reference implementations' names.
  */
 import type { Shape } from '../backend/backend.js';
-import { type BatchNorm, Conv2d, type Joined, Linear } from '../nn/layers.js';
+import { Conv2d, Linear } from '../nn/layers.js';
 import { type Module, Parameter } from '../nn/module.js';
 import * as ops from '../tensor/ops.js';
 import { type Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
-import { type FakeQuantOp, type TensorQuantizer, addReluFakeQuantize, batchNormFakeQuantize, quantParameter, tensorStats } from './quantizer.js';
+import { type FakeQuantOp, type TensorQuantizer, quantParameter, tensorStats } from './quantizer.js';
 
 /** Layers never draw random numbers when they take over existing weights. */
 const UNUSED_RNG = new Rng(0);
@@ -105,35 +105,20 @@ export class QConv2d extends Conv2d implements QuantizedLayer {
   }
 
   /**
-   * In training, the input quantizer runs fused into the batch norm, which then never stores its
-   * float output (a pass over the activation saved forward and one backward). Not on a calibration
-   * pass: that needs the float input.
+   * The input quantizer's op when the op producing this layer's input can apply it in the same
+   * pass (training only, a per-tensor quantizer, not on a calibration pass, which needs the float
+   * input); null otherwise. The training-fusion pass (src/graph/fuse.ts) uses it with
+   * `forwardQuantized`.
    */
-  override callAfter(bn: BatchNorm, x: Tensor): Tensor {
-    const op = bn.training ? this.#fusableInputOp(x.shape) : null;
-    if (!op) return super.callAfter(bn, x);
-    const q = bn.inContext(() => batchNormFakeQuantize(x, bn, op));
-    return this.inContext(() => this.#forward(q, true));
-  }
-
-  /** In training, the residual join before this layer also quantizes its output for it, in the same pass. */
-  override join(a: Tensor, b: Tensor): Joined {
-    const op = this.#fusableInputOp(a.shape);
-    if (!op) return super.join(a, b);
-    const { y, q } = addReluFakeQuantize(a, b, op);
-    return { y, input: q };
-  }
-
-  override callJoined(joined: Joined): Tensor {
-    const input = joined.input;
-    return input ? this.inContext(() => this.#forward(input, true)) : super.callJoined(joined);
-  }
-
-  /** The input quantizer's op when it can run fused into the op producing the input. */
-  #fusableInputOp(shape: Shape): FakeQuantOp | null {
+  fusableInputOp(shape: Shape): FakeQuantOp | null {
     if (!this.training || this.calibrating) return null;
     const op = this.actQuantizer?.fakeQuantOp?.(shape, this.path) ?? null;
     return op && op.spec.channels === 1 ? op : null;
+  }
+
+  /** The layer on an input its producer already fake-quantized with `fusableInputOp`'s op. */
+  forwardQuantized(q: Tensor): Tensor {
+    return this.inContext(() => this.#forward(q, true));
   }
 
   #forward(x: Tensor, inputQuantized: boolean): Tensor {

@@ -19,6 +19,8 @@ export interface StepResult {
 }
 
 export interface TrainStepOptions {
+  /** The model's forward for training (default model.call; the trainer passes graph/run.ts trainingForward). */
+  readonly forward?: (x: Tensor) => Tensor;
   readonly labelSmoothing?: number;
   /** Called after backward, before the update (e.g. to check gradients or quantizer parameters). */
   readonly beforeUpdate?: () => void;
@@ -28,7 +30,8 @@ export interface TrainStepOptions {
 export function trainStep(model: Module, optimizer: Optimizer, batch: Batch, opts: TrainStepOptions = {}): StepResult {
   return tidy(() => {
     const x = Tensor.fromArray(batch.images, batch.shape);
-    const { loss, lossValue, correct } = ops.crossEntropy(model.call(x), batch.labels, opts.labelSmoothing ?? 0);
+    const logits = opts.forward ? opts.forward(x) : model.call(x);
+    const { loss, lossValue, correct } = ops.crossEntropy(logits, batch.labels, opts.labelSmoothing ?? 0);
     backward(loss);
     opts.beforeUpdate?.();
     optimizer.step();

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset, loadDataset } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { createModel } from '../models/index.js';
+import { trainingForward } from '../graph/index.js';
 import type { Module, Parameter } from '../nn/module.js';
 import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFactor } from '../optim/index.js';
 import { EwgsQuantizer } from '../quant/ewgs.js';
@@ -23,6 +24,7 @@ import type { TrainConfig } from './config.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
 import { trainStep } from './step.js';
+import type { Tensor } from '../tensor/tensor.js';
 
 /** Distinct stream ids for the loader passes that are not training epochs. */
 const CALIBRATION_PASS = 1_000_000;
@@ -330,6 +332,8 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
   const signals = ctx.opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
   for (const s of signals) process.on(s, onSignal);
   let stepsThisProcess = 0;
+  // Traced on the first batch's image shape; training steps run through the graph's fusions.
+  let forward: ((x: Tensor) => Tensor) | null = null;
   try {
     for (let epoch = state.progress.epoch; epoch < config.epochs; epoch++) {
       if (state.progress.epoch !== epoch) state.progress = { ...state.progress, epoch, step: 0, partial: { lossSum: 0, correct: 0, count: 0 } };
@@ -345,7 +349,9 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
         const t0 = performance.now();
         let r;
         try {
+          forward ??= trainingForward(model, [batch.channels, batch.height, batch.width]);
           r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
+            forward,
             labelSmoothing: config.labelSmoothing,
             beforeUpdate: () => checkQuantizersFinite(model),
           });
