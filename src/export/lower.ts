@@ -49,13 +49,13 @@ import {
   IR_VERSION,
   type ModelMeta,
   type Op,
+  type Pair,
   type Requant,
   type Shortcut,
   type TensorInfo,
   type WeightTensor,
-  convOutSize,
 } from './ir.js';
-import { VALUE_LIMIT, validateIntegerModel } from './validate.js';
+import { VALUE_LIMIT, validateIntegerModel, windowOutSize } from './validate.js';
 
 export interface LowerOptions {
   /** The normalization the model was trained with (folded into the input lookup table). */
@@ -312,7 +312,7 @@ function requantize(a: Affine, unit: number, offset: number, where: string): Req
 function activationQuant(a: Affine, inputBound: number, s: ActivationScheme, relu: boolean, where: string): { requant: Requant; quant: ActivationQuant } {
   const f = chooseFracBits(a, inputBound, s.baseUnit, s.offset, where);
   const unit = s.baseUnit / 2 ** f;
-  return { requant: requantize(a, unit, s.offset, where), quant: { relu, zeroPoint: Math.round(-s.offset / unit) + 0, rule: s.rule(f) } };
+  return { requant: requantize(a, unit, s.offset, where), quant: { relu, ceiling: null, zeroPoint: Math.round(-s.offset / unit) + 0, rule: s.rule(f) } };
 }
 
 function accumulatorBound(w: WeightTensor, outC: number, inputRange: readonly [number, number], where: string): number {
@@ -339,8 +339,8 @@ function emitConv(ctx: LoweringContext, path: string, layer: Conv2d | Linear, in
   const inInfo = ctx.tensors[input];
   const affine = foldAffine(layer, lw, inInfo.scale, bn);
   const outC = lw.scale.length;
-  const [kernel, stride, padding] = layer instanceof Conv2d ? [layer.kernelSize, layer.params.stride[0], layer.params.padding[0]] : [1, 1, 0];
-  const shape = [outC, convOutSize(inInfo.shape[1], kernel, stride, padding), convOutSize(inInfo.shape[2], kernel, stride, padding)] as const;
+  const [kernel, stride, padding]: Pair[] = layer instanceof Conv2d ? [[layer.kernelSize, layer.kernelSize], layer.params.stride, layer.params.padding] : [[1, 1], [1, 1], [0, 0]];
+  const shape = [outC, ...windowOutSize(inInfo.shape[1], inInfo.shape[2], kernel, stride, padding)] as const;
   const accBound = accumulatorBound(lw.weights, outC, inInfo.range, path);
   let requant: Requant;
   let epilogue: Epilogue;
@@ -353,7 +353,7 @@ function emitConv(ctx: LoweringContext, path: string, layer: Conv2d | Linear, in
   } else if (target.kind === 'residual') {
     if (!(valueBound(affine, accBound, target.scale, 0) < TARGET_LIMIT)) throw new LoweringError(`${path}: requantized values to the residual scale could overflow int32`);
     requant = requantize(affine, target.scale, 0, path);
-    epilogue = { kind: 'residual', relu: target.relu, bits: target.bits, shortcut: target.shortcut };
+    epilogue = { kind: 'residual', relu: target.relu, ceiling: null, bits: target.bits, shortcut: target.shortcut };
     const top = 2 ** (target.bits - 1) - 1;
     info = { dtype: target.bits === 8 ? 'int8' : 'int16', scale: target.scale, range: [target.relu ? 0 : -top - 1, top] };
   } else {
@@ -365,7 +365,7 @@ function emitConv(ctx: LoweringContext, path: string, layer: Conv2d | Linear, in
     info = { dtype: 'int32', scale: unit, range: [-bound, bound] };
   }
   const output = addTensor(ctx, { name: target.name, shape, ...info });
-  const op: ConvOp = { kind: 'conv', name: path, input, output, inChannels: inInfo.shape[0], outChannels: outC, kernel, stride, padding, weights: lw.weights, requant, epilogue };
+  const op: ConvOp = { kind: 'conv', name: path, input, output, inChannels: inInfo.shape[0], outChannels: outC, kernel, stride, padding, groups: 1, weights: lw.weights, requant, epilogue };
   ctx.ops.push(op);
   return output;
 }
@@ -461,7 +461,7 @@ function emitClassifier(ctx: LoweringContext, model: ResNet, x: number, ranges: 
   const xInfo = ctx.tensors[x];
   const [channels, h, w] = xInfo.shape;
   const pool = addTensor(ctx, { name: 'pool', dtype: 'int32', shape: [channels, 1, 1], scale: xInfo.scale / (h * w), range: [h * w * xInfo.range[0], h * w * xInfo.range[1]] });
-  ctx.ops.push({ kind: 'sumpool', input: x, output: pool });
+  ctx.ops.push({ kind: 'sumpool', name: 'pool', input: x, output: pool, kernel: [h, w], stride: [1, 1], padding: [0, 0] });
   const linear = model.linear;
   const pooled: Affine = { M: Float64Array.of(xInfo.scale / (h * w)), B: Float64Array.of(0) };
   const features = model.bn2 ? foldBatchNorm(pooled, model.bn2) : pooled;
