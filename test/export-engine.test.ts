@@ -60,7 +60,7 @@ describe('malformed models are refused when the engine is built', () => {
       ['thresholds out of order', withOp(ir, 'layer1.0.conv1', (op) => (op.epilogue.kind === 'activation' && op.epilogue.rule.kind === 'thresholds' ? { ...op, epilogue: { ...op.epilogue, rule: { ...op.epilogue.rule, thresholds: op.epilogue.rule.thresholds.slice().reverse() } } } : op)), /thresholds must be strictly ascending/],
       ['a tensor read before it is written', { ...ir, ops: [ir.ops[0], ...ir.ops.slice(2)] }, /input 1 is not a tensor written by an earlier op/],
       ['a weight bit-width the target cannot represent', withOp(ir, 'layer1.0.conv2', (op) => ({ ...op, weights: { ...op.weights, bits: 9 } })), /layer1\.0\.conv2.*weight bits must be 1\.\.8, got 9/],
-      ['a shape mismatch', withOp(ir, 'layer2.0.conv1', (op) => ({ ...op, stride: 1 })), /layer2\.0\.conv1.*has shape \[16,8,8\], expected \[16,16,16\]/],
+      ['a shape mismatch', withOp(ir, 'layer2.0.conv1', (op) => ({ ...op, stride: [1, 1] as const })), /layer2\.0\.conv1.*has shape \[16,8,8\], expected \[16,16,16\]/],
     );
   });
   test('each case names the op and the problem', () => {

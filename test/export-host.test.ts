@@ -86,7 +86,7 @@ describe('host int8 engine', { skip }, () => {
     assert.throws(() => engine.inferBatch(new Uint8Array(768 * 3 - 1), 3), /3 images of uint8 \[3, 16, 16\] need 2304 bytes, got 2303/);
     assert.equal(engine.inferBatch(new Uint8Array(0), 0).length, 0);
     assert.throws(() => new HostIntegerEngine(model, { batch: 0 }), /batch must be an integer in \[1, 65536\], got 0/);
-    const broken = { ...model, ops: model.ops.map((op) => (op.kind === 'conv' && op.name === 'layer1.0.conv1' ? { ...op, stride: 2 } : op)) };
+    const broken = { ...model, ops: model.ops.map((op) => (op.kind === 'conv' && op.name === 'layer1.0.conv1' ? { ...op, stride: [2, 2] as const } : op)) };
     assert.throws(() => new HostIntegerEngine(broken), /layer1\.0\.conv1/);
   });
 });

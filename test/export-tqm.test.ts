@@ -113,9 +113,12 @@ describe('damaged files are refused with a clear error', () => {
     const magic = bytes.slice();
     magic[0] = 0x50;
     expectError(magic, /not a tqm file \(bad magic bytes\)/);
-    const version = bytes.slice();
-    version[4] = 2;
-    expectError(version, /tqm format version 2 is not supported \(this tinyquant reads version 1\)/);
+    const older = bytes.slice();
+    older[4] = 1;
+    expectError(older, /tqm format version 1 was written by an older tinyquant \(this one reads version 2\): re-export the model from its checkpoint with `tinyquant export --checkpoint <run>\/best.json --format tqm/);
+    const newer = bytes.slice();
+    newer[4] = 3;
+    expectError(newer, /tqm format version 3 was written by a newer tinyquant \(this one reads version 2\)/);
   });
 
   test('a bad field behind a valid checksum names the field', () => {

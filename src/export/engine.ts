@@ -8,12 +8,12 @@
  * and `shift-add` (no multiplies: every nonzero weight is a signed sum of powers of two, APoT levels
  * of at most two; the inputs are summed per power and each sum shifted once, see ShiftAddGroups).
  *
- * Convolutions unfold the zero-padded input into one patch per output pixel (im2col) and take dot
+ * Convolutions unfold the zero-padded input into one patch per output pixel and group (im2col) and take dot
  * products with the weight rows, accumulating in a local int32 variable (the fastest shape for the
  * JIT); typed arrays are int16 where values fit (weights, inputs), int32 for accumulators.
  */
 import { argmaxRows, countBelow, powerOfTwoTerms, roundToCode, roundingMulShift } from './int-ops.js';
-import type { ActivationQuant, ConvOp, DType, IntegerModel, Op, QuantizeOp, Requant, SumPoolOp, TensorInfo } from './ir.js';
+import type { ActivationQuant, AddOp, ConvOp, DType, IntegerModel, Op, PoolOp, QuantizeOp, Requant, TensorInfo } from './ir.js';
 import { inputShape, tensorSize } from './ir.js';
 import { validateIntegerModel } from './validate.js';
 
@@ -85,15 +85,17 @@ export function shiftAddGroups(weights: Int16Array, outChannels: number): ShiftA
   };
 }
 
-/** Integer weight values of a conv, [channel][patch] (OIHW). */
+/** Integer weight values of a conv, [channel][patch] (OIHW; a patch is one group's C/G x KH x KW window). */
 export function weightValues(op: ConvOp): Int16Array {
   return Int16Array.from(op.weights.codes, (c) => op.weights.levels[c]);
 }
 
 /**
- * One conv: the input is copied into a zero-padded buffer, unfolded into one patch per output
- * pixel (im2col, patch k = (c * K + i) * K + j, the weights' OIHW order), and each output is a
- * dot product of a weight row with a patch, accumulated in a local variable.
+ * One conv: the input is copied into a zero-padded buffer and unfolded, group by group, into one
+ * patch per output pixel (im2col, [group][pixel][patch], patch k = (c * KH + i) * KW + j over the
+ * group's C/G channels: the weights' OIHW order); each output is a dot product of a weight row
+ * with a patch of its group, accumulated in a local variable. Groups only move the row and column
+ * offsets, so the innermost loops are the same for dense, grouped and depthwise convs.
  */
 class ConvRunner {
   readonly op: ConvOp;
@@ -103,72 +105,90 @@ class ConvRunner {
   readonly inW: number;
   readonly paddedH: number;
   readonly paddedW: number;
+  /** Input channels of one group. */
+  readonly groupChannels: number;
+  /** Output channels of one group. */
+  readonly groupOutChannels: number;
   readonly patch: number;
   readonly padded: Int16Array;
-  /** [pixel][patch] */
+  /** [group][pixel][patch] */
   readonly columns: Int16Array;
   /** [channel][pixel] */
   readonly acc: Int32Array;
   /** Integer weight values, [channel][patch]. */
   readonly weights: Int16Array;
-  #groups: ShiftAddGroups | undefined;
+  #shiftAdd: ShiftAddGroups | undefined;
 
   constructor(op: ConvOp, input: TensorInfo, output: TensorInfo) {
     this.op = op;
     [, this.inH, this.inW] = input.shape;
     [, this.outH, this.outW] = output.shape;
-    this.paddedH = this.inH + 2 * op.padding;
-    this.paddedW = this.inW + 2 * op.padding;
-    this.patch = op.inChannels * op.kernel * op.kernel;
+    this.paddedH = this.inH + 2 * op.padding[0];
+    this.paddedW = this.inW + 2 * op.padding[1];
+    this.groupChannels = op.inChannels / op.groups;
+    this.groupOutChannels = op.outChannels / op.groups;
+    this.patch = this.groupChannels * op.kernel[0] * op.kernel[1];
     this.padded = new Int16Array(op.inChannels * this.paddedH * this.paddedW);
-    this.columns = new Int16Array(this.outH * this.outW * this.patch);
+    this.columns = new Int16Array(op.groups * this.outH * this.outW * this.patch);
     this.acc = new Int32Array(op.outChannels * this.outH * this.outW);
     this.weights = weightValues(op);
   }
 
   /** The shift-add form of the weights, built on first use (most of the setup time, and only the shift-add path reads it). */
-  get groups(): ShiftAddGroups {
-    return (this.#groups ??= shiftAddGroups(this.weights, this.op.outChannels));
+  get shiftAdd(): ShiftAddGroups {
+    return (this.#shiftAdd ??= shiftAddGroups(this.weights, this.op.outChannels));
   }
 
-  /** Padded copy (the border stays zero) and the patches of every output pixel. */
+  /** Padded copy (the border stays zero) and the patches of every output pixel, group after group. */
   load(input: IntArray): void {
-    const { inH, inW, paddedH, paddedW, padded, columns } = this;
-    const { padding: p, stride, kernel, inChannels } = this.op;
+    const { inH, inW, paddedH, paddedW, padded, columns, groupChannels } = this;
+    const { padding, stride, kernel, inChannels, groups } = this.op;
+    const [ph, pw] = padding;
+    const [sh, sw] = stride;
+    const [kh, kw] = kernel;
     for (let c = 0; c < inChannels; c++) {
       for (let y = 0; y < inH; y++) {
         const src = (c * inH + y) * inW;
-        const dst = (c * paddedH + y + p) * paddedW + p;
+        const dst = (c * paddedH + y + ph) * paddedW + pw;
         for (let x = 0; x < inW; x++) padded[dst + x] = input[src + x];
       }
     }
     let at = 0;
-    for (let y = 0; y < this.outH; y++) {
-      for (let x = 0; x < this.outW; x++) {
-        for (let c = 0; c < inChannels; c++) {
-          for (let i = 0; i < kernel; i++) {
-            const row = (c * paddedH + y * stride + i) * paddedW + x * stride;
-            for (let j = 0; j < kernel; j++) columns[at++] = padded[row + j];
+    for (let g = 0; g < groups; g++) {
+      const firstChannel = g * groupChannels;
+      for (let y = 0; y < this.outH; y++) {
+        for (let x = 0; x < this.outW; x++) {
+          for (let c = firstChannel; c < firstChannel + groupChannels; c++) {
+            for (let i = 0; i < kh; i++) {
+              const row = (c * paddedH + y * sh + i) * paddedW + x * sw;
+              for (let j = 0; j < kw; j++) columns[at++] = padded[row + j];
+            }
           }
         }
       }
     }
   }
 
-  /**
-   * acc[o][pixel] = sum_k w[o][k] * patch[pixel][k], in blocks of two pixels by four output
-   * channels (eight sums from six loads per patch index); remainders one by one.
-   */
+  /** acc[o][pixel] = sum_k w[o][k] * patch[pixel][k] for every group (see accumulateGroup). */
   accumulateMultiply(): void {
-    const { acc, columns, weights, patch } = this;
     const pixels = this.outH * this.outW;
-    const channels = this.op.outChannels;
+    for (let g = 0; g < this.op.groups; g++) this.#accumulateGroup(g * this.groupOutChannels, g * pixels * this.patch, pixels);
+  }
+
+  /**
+   * The dot products of output channels first .. first + groupOutChannels - 1 with the patches at
+   * `columnsStart`, in blocks of two pixels by four output channels (eight sums from six loads per
+   * patch index); remainders one by one.
+   */
+  #accumulateGroup(first: number, columnsStart: number, pixels: number): void {
+    const { acc, columns, weights, patch } = this;
+    const channels = this.groupOutChannels;
     const blockedChannels = channels - (channels % 4);
     const blockedPixels = pixels - (pixels % 2);
     for (let px = 0; px < blockedPixels; px += 2) {
-      const b0 = px * patch;
+      const b0 = columnsStart + px * patch;
       const b1 = b0 + patch;
-      for (let o = 0; o < blockedChannels; o += 4) {
+      for (let o = first; o < first + blockedChannels; o += 4) {
         const r0 = o * patch;
         const r1 = r0 + patch;
         const r2 = r1 + patch;
@@ -201,8 +221,8 @@ class ConvRunner {
       }
     }
     for (let px = 0; px < pixels; px++) {
-      const first = px < blockedPixels ? blockedChannels : 0;
-      for (let o = first; o < channels; o++) acc[o * pixels + px] = this.#dot(o * patch, px * patch);
+      const from = first + (px < blockedPixels ? blockedChannels : 0);
+      for (let o = from; o < first + channels; o++) acc[o * pixels + px] = this.#dot(o * patch, columnsStart + px * patch);
     }
   }
 
@@ -215,21 +235,24 @@ class ConvRunner {
 
   /** The same sums with adds and shifts only (see ShiftAddGroups). */
   accumulateShiftAdd(): void {
-    const { acc, columns, patch } = this;
-    const { groupStart, shift, plusStart, minusStart, index } = this.groups;
+    const { acc, columns, patch, groupOutChannels } = this;
+    const { groupStart, shift, plusStart, minusStart, index } = this.shiftAdd;
     const pixels = this.outH * this.outW;
-    const channels = this.op.outChannels;
-    for (let px = 0; px < pixels; px++) {
-      const base = px * patch;
-      for (let o = 0; o < channels; o++) {
-        let total = 0;
-        for (let g = groupStart[o]; g < groupStart[o + 1]; g++) {
-          let sum = 0;
-          for (let t = plusStart[g]; t < minusStart[g]; t++) sum += columns[base + index[t]];
-          for (let t = minusStart[g]; t < plusStart[g + 1]; t++) sum -= columns[base + index[t]];
-          total += sum << shift[g];
+    for (let group = 0; group < this.op.groups; group++) {
+      const columnsStart = group * pixels * patch;
+      const first = group * groupOutChannels;
+      for (let px = 0; px < pixels; px++) {
+        const base = columnsStart + px * patch;
+        for (let o = first; o < first + groupOutChannels; o++) {
+          let total = 0;
+          for (let g = groupStart[o]; g < groupStart[o + 1]; g++) {
+            let sum = 0;
+            for (let t = plusStart[g]; t < minusStart[g]; t++) sum += columns[base + index[t]];
+            for (let t = minusStart[g]; t < plusStart[g + 1]; t++) sum -= columns[base + index[t]];
+            total += sum << shift[g];
+          }
+          acc[o * pixels + px] = total;
         }
-        acc[o * pixels + px] = total;
       }
     }
   }
@@ -239,9 +262,18 @@ class ConvRunner {
 function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: number): number {
   let v = roundingMulShift(x, r.mult[c], r.shift[c]) + r.bias[c];
   if (q.relu && v < q.zeroPoint) v = q.zeroPoint;
+  if (q.ceiling !== null && v > q.ceiling) v = q.ceiling;
   const rule = q.rule;
   if (rule.kind === 'thresholds') return rule.values[countBelow(rule.thresholds, v)];
   return roundToCode(v, rule.fracBits, rule.minCode, rule.maxCode);
+}
+
+/** The `residual` epilogue's and `add`'s output: relu, ceiling, clamp to a signed `bits`-bit integer. */
+function residualValue(v: number, relu: boolean, ceiling: number | null, bits: number): number {
+  if (relu && v < 0) v = 0;
+  if (ceiling !== null && v > ceiling) v = ceiling;
+  const limit = 2 ** (bits - 1);
+  return v < -limit ? -limit : v > limit - 1 ? limit - 1 : v;
 }
 
 export class IntegerEngine {
@@ -309,7 +341,11 @@ export class IntegerEngine {
         this.#quantize(op);
         return;
       case 'sumpool':
-        this.#sumPool(op);
+      case 'maxpool':
+        this.#pool(op);
+        return;
+      case 'add':
+        this.#add(op);
         return;
     }
   }
@@ -357,9 +393,7 @@ export class IntegerEngine {
             const s = sc![scPlane + y * shortcut.stride * scShape![2] + x * shortcut.stride];
             v += roundingMulShift(s, shortcut.mult, shortcut.shift);
           }
-          if (e.relu && v < 0) v = 0;
-          const limit = 2 ** (e.bits - 1);
-          out[dst] = v < -limit ? -limit : v > limit - 1 ? limit - 1 : v;
+          out[dst] = residualValue(v, e.relu, e.ceiling, e.bits);
         }
       }
     }
@@ -377,15 +411,51 @@ export class IntegerEngine {
     }
   }
 
-  #sumPool(op: SumPoolOp): void {
+  /**
+   * Sum or max over each window, clipped to the input: the positions in the padding add 0 to a
+   * sum (they are counted in its divisor, folded into the next op) and take no part in a max.
+   */
+  #pool(op: PoolOp): void {
     const input = this.#buffers[op.input];
     const out = this.#buffers[op.output];
     const [channels, h, w] = this.model.tensors[op.input].shape;
-    const plane = h * w;
+    const [, outH, outW] = this.model.tensors[op.output].shape;
+    const [kh, kw] = op.kernel;
+    const [sh, sw] = op.stride;
+    const [ph, pw] = op.padding;
+    const isMax = op.kind === 'maxpool';
+    let at = 0;
     for (let c = 0; c < channels; c++) {
-      let sum = 0;
-      for (let i = c * plane; i < (c + 1) * plane; i++) sum += input[i];
-      out[c] = sum;
+      const plane = c * h * w;
+      for (let y = 0; y < outH; y++) {
+        const top = y * sh - ph;
+        const [i0, i1] = [Math.max(top, 0), Math.min(top + kh, h)];
+        for (let x = 0; x < outW; x++) {
+          const left = x * sw - pw;
+          const [j0, j1] = [Math.max(left, 0), Math.min(left + kw, w)];
+          let result = isMax ? -Infinity : 0;
+          for (let i = i0; i < i1; i++) {
+            const row = plane + i * w;
+            for (let j = j0; j < j1; j++) {
+              const v = input[row + j];
+              if (!isMax) result += v;
+              else if (v > result) result = v;
+            }
+          }
+          out[at++] = result;
+        }
+      }
+    }
+  }
+
+  #add(op: AddOp): void {
+    const a = this.#buffers[op.a.input];
+    const b = this.#buffers[op.b.input];
+    const out = this.#buffers[op.output];
+    const { a: ra, b: rb, relu, ceiling, bits } = op;
+    for (let i = 0; i < out.length; i++) {
+      const v = roundingMulShift(a[i], ra.mult, ra.shift) + roundingMulShift(b[i], rb.mult, rb.shift);
+      out[i] = residualValue(v, relu, ceiling, bits);
     }
   }
 }

@@ -60,7 +60,6 @@ import {
   type Requant,
   type Shortcut,
   type TensorInfo,
-  convOutSize,
 } from './ir.js';
 import {
   type ActivationScheme,
@@ -85,7 +84,7 @@ import {
   valueBound,
   maxAbs,
 } from './requant.js';
-import { validateIntegerModel } from './validate.js';
+import { validateIntegerModel, windowOutSize } from './validate.js';
 
 export { LoweringError } from './requant.js';
 
@@ -448,7 +447,7 @@ class Lowerer {
       this.notes.push(`${node.name}: padded positions count as integer 0, which is not real 0 for its input's offset`);
     }
     const [lo, hi] = inInfo.range;
-    const shape = [c, convOutSize(h, kernel[0], stride[0], padding[0]), convOutSize(w, kernel[1], stride[1], padding[1])] as const;
+    const shape = [c, ...windowOutSize(h, w, kernel, stride, padding)] as const;
     const range = [count * (padded ? Math.min(lo, 0) : lo), count * (padded ? Math.max(hi, 0) : hi)] as const;
     const output = this.#addTensor({ name: node.name, dtype: 'int32', shape, scale: inInfo.scale / count, range });
     this.ops.push({ kind: 'sumpool', name: node.name, input: v.tensor, output, kernel, stride, padding });
@@ -462,7 +461,7 @@ class Lowerer {
     const inInfo = this.tensors[v.tensor];
     const { kernel, stride, padding } = node.op;
     const [c, h, w] = inInfo.shape;
-    const shape = [c, convOutSize(h, kernel[0], stride[0], padding[0]), convOutSize(w, kernel[1], stride[1], padding[1])] as const;
+    const shape = [c, ...windowOutSize(h, w, kernel, stride, padding)] as const;
     const output = this.#addTensor({ ...inInfo, name: node.name, shape });
     this.ops.push({ kind: 'maxpool', name: node.name, input: v.tensor, output, kernel, stride, padding });
     return { ...v, tensor: output };
@@ -485,7 +484,7 @@ class Lowerer {
     const affine = foldAffine(layer.op, lw, inInfo.scale, g.bn?.op ?? null);
     const outC = lw.scale.length;
     const { kernel, stride, padding } = geometry;
-    const shape = [outC, convOutSize(inInfo.shape[1], kernel[0], stride[0], padding[0]), convOutSize(inInfo.shape[2], kernel[1], stride[1], padding[1])] as const;
+    const shape = [outC, ...windowOutSize(inInfo.shape[1], inInfo.shape[2], kernel, stride, padding)] as const;
     const accBound = accumulatorBound(lw.weights, outC, inInfo.range, path);
     let requant: Requant;
     let epilogue: Epilogue;

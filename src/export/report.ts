@@ -12,6 +12,7 @@
  */
 import { packedBytes } from './bitpack.js';
 import { shiftAddGroups, weightValues } from './engine.js';
+import { opInputs } from './validate.js';
 import { type ActivationQuant, type CodeRule, DTYPE_INFO, type IntegerModel, type Op, type Requant, tensorSize } from './ir.js';
 
 export interface LayerReport {
@@ -91,9 +92,7 @@ function liveBytes(model: IntegerModel): number[] {
   model.ops.forEach((op, i) => {
     firstUse[op.output] = Math.min(firstUse[op.output], i);
     lastUse[op.output] = Math.max(lastUse[op.output], i);
-    const inputs = op.kind === 'input' ? [] : [op.input];
-    if (op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut) inputs.push(op.epilogue.shortcut.input);
-    for (const t of inputs) lastUse[t] = Math.max(lastUse[t], i);
+    for (const t of opInputs(op)) lastUse[t] = Math.max(lastUse[t], i);
   });
   lastUse[model.output] = model.ops.length - 1;
   const bytes = model.tensors.map((t) => tensorSize(t) * DTYPE_INFO[t.dtype].bytes);
@@ -132,7 +131,7 @@ export function modelReport(model: IntegerModel): ModelReport {
     requantizations += tensorSize(output) * (e.kind === 'residual' && e.shortcut ? 2 : 1);
     layers.push({
       name: op.name,
-      kind: input.shape[1] === 1 && input.shape[2] === 1 && op.kernel === 1 ? 'linear' : 'conv',
+      kind: input.shape[1] === 1 && input.shape[2] === 1 && op.kernel[0] === 1 && op.kernel[1] === 1 ? 'linear' : 'conv',
       weightBits: op.weights.bits,
       inputBits: bits[op.input],
       inputShape: input.shape,

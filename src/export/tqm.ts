@@ -4,7 +4,7 @@
  *
  * Layout (all integers little-endian):
  *   0   4  magic "TQM\0"
- *   4   2  format version (u16, currently 1)
+ *   4   2  format version (u16, currently 2; version 1 held the IR version 1 op set)
  *   6   2  reserved, 0
  *   8   4  payload length in bytes (u32)
  *   12 32  SHA-256 of bytes 0..11 followed by the payload
@@ -17,21 +17,29 @@
  *             u32 C, H, W, f64 scale, i32 range min, i32 range max
  *   ops       u32 count, then per op a u8 kind and its fields:
  *     0 input     u32 output, u32 count + i16 lut
- *     1 conv      str name, u32 input, output, inChannels, outChannels, kernel, stride, padding,
+ *     1 conv      str name, u32 input, output, inChannels, outChannels, groups, window,
  *                 weights: u8 bits, u8 scheme (0 apot, 1 uniform, 2 int8), u32 count + i16 levels,
  *                          u32 count + packed codes (ceil(count * bits / 8) bytes, see bitpack.ts),
  *                 requant, epilogue: u8 kind (0 activation, 1 residual, 2 logits) then
- *                   activation: u8 relu, i32 zeroPoint, rule
- *                   residual:   u8 relu, u8 bits, u8 has shortcut, [u32 input, u32 stride,
+ *                   activation: activation
+ *                   residual:   u8 relu, ceiling, u8 bits, u8 has shortcut, [u32 input, u32 stride,
  *                               u32 channelOffset, i32 mult, u8 shift]
- *     2 quantize  str name, u32 input, output, requant, u8 relu, i32 zeroPoint, rule
- *     3 sumpool   u32 input, output
+ *     2 quantize  str name, u32 input, output, requant, activation
+ *     3 sumpool   str name, u32 input, output, window
+ *     4 maxpool   str name, u32 input, output, window
+ *     5 add       str name, addend a, addend b, u32 output, u8 relu, ceiling, u8 bits
  *   output    u32 tensor id
+ *   window     = u32 kernel h, w, u32 stride h, w, u32 padding h, w
+ *   activation = u8 relu, ceiling, i32 zeroPoint, rule
+ *   ceiling    = u8 has ceiling, [i32 ceiling]
+ *   addend     = u32 input, i32 mult, u8 shift
  *   requant = u32 n, i32[n] mult (no count), u8[n] shift, i32[n] bias
  *   rule    = u8 kind: 0 thresholds: i32[] thresholds, i32[] values; 1 round: u8 fracBits, i32 minCode, i32 maxCode
  */
 import { packBits, packedBytes, unpackBits } from './bitpack.js';
 import {
+  type ActivationQuant,
+  type AddInput,
   type CodeRule,
   DTYPES,
   type Epilogue,
@@ -39,6 +47,8 @@ import {
   IR_VERSION,
   type ModelMeta,
   type Op,
+  type Pair,
+  type PoolOp,
   type Requant,
   type TensorInfo,
   type WeightTensor,
@@ -47,10 +57,10 @@ import { sha256 } from './sha256.js';
 import { validateIntegerModel } from './validate.js';
 
 export const TQM_MAGIC = Uint8Array.of(0x54, 0x51, 0x4d, 0x00);
-export const TQM_VERSION = 1;
+export const TQM_VERSION = 2;
 export const TQM_HEADER_BYTES = 44;
 
-const OP_KINDS = ['input', 'conv', 'quantize', 'sumpool'] as const;
+const OP_KINDS = ['input', 'conv', 'quantize', 'sumpool', 'maxpool', 'add'] as const;
 const SCHEMES = ['apot', 'uniform', 'int8'] as const;
 const EPILOGUES = ['activation', 'residual', 'logits'] as const;
 const RULES = ['thresholds', 'round'] as const;
@@ -144,14 +154,35 @@ function writeWeights(w: ByteWriter, weights: WeightTensor): void {
   w.bytes(packBits(weights.codes, weights.bits));
 }
 
+function writeCeiling(w: ByteWriter, ceiling: number | null): void {
+  w.u8(ceiling === null ? 0 : 1);
+  if (ceiling !== null) w.i32(ceiling);
+}
+
+function writeActivation(w: ByteWriter, q: ActivationQuant): void {
+  w.u8(q.relu ? 1 : 0);
+  writeCeiling(w, q.ceiling);
+  w.i32(q.zeroPoint);
+  writeRule(w, q.rule);
+}
+
+function writeWindow(w: ByteWriter, op: { readonly kernel: Pair; readonly stride: Pair; readonly padding: Pair }): void {
+  [...op.kernel, ...op.stride, ...op.padding].forEach((v) => w.u32(v));
+}
+
+function writeAddend(w: ByteWriter, x: AddInput): void {
+  w.u32(x.input);
+  w.i32(x.mult);
+  w.u8(x.shift);
+}
+
 function writeEpilogue(w: ByteWriter, e: Epilogue): void {
   w.u8(EPILOGUES.indexOf(e.kind));
   if (e.kind === 'activation') {
-    w.u8(e.relu ? 1 : 0);
-    w.i32(e.zeroPoint);
-    writeRule(w, e.rule);
+    writeActivation(w, e);
   } else if (e.kind === 'residual') {
     w.u8(e.relu ? 1 : 0);
+    writeCeiling(w, e.ceiling);
     w.u8(e.bits);
     w.u8(e.shortcut ? 1 : 0);
     if (e.shortcut) {
@@ -172,7 +203,8 @@ function writeOp(w: ByteWriter, op: Op): void {
       return;
     case 'conv':
       w.str(op.name);
-      [op.input, op.output, op.inChannels, op.outChannels, op.kernel, op.stride, op.padding].forEach((v) => w.u32(v));
+      [op.input, op.output, op.inChannels, op.outChannels, op.groups].forEach((v) => w.u32(v));
+      writeWindow(w, op);
       writeWeights(w, op.weights);
       writeRequant(w, op.requant);
       writeEpilogue(w, op.epilogue);
@@ -182,13 +214,23 @@ function writeOp(w: ByteWriter, op: Op): void {
       w.u32(op.input);
       w.u32(op.output);
       writeRequant(w, op.requant);
-      w.u8(op.relu ? 1 : 0);
-      w.i32(op.zeroPoint);
-      writeRule(w, op.rule);
+      writeActivation(w, op);
       return;
     case 'sumpool':
+    case 'maxpool':
+      w.str(op.name);
       w.u32(op.input);
       w.u32(op.output);
+      writeWindow(w, op);
+      return;
+    case 'add':
+      w.str(op.name);
+      writeAddend(w, op.a);
+      writeAddend(w, op.b);
+      w.u32(op.output);
+      w.u8(op.relu ? 1 : 0);
+      writeCeiling(w, op.ceiling);
+      w.u8(op.bits);
   }
 }
 
@@ -291,6 +333,12 @@ class ByteReader {
     if (i >= names.length) throw new TqmError(`${what} ${i} is not one of 0..${names.length - 1} (${names.join(', ')})`);
     return names[i];
   }
+  /** A u32 that must lie in [lo, hi]. */
+  u32In(what: string, lo: number, hi: number): number {
+    const v = this.u32(what);
+    if (v < lo || v > hi) throw new TqmError(`${what} must be in [${lo}, ${hi}], got ${v}`);
+    return v;
+  }
   flag(what: string): boolean {
     const v = this.u8(what);
     if (v > 1) throw new TqmError(`${what} must be 0 or 1, got ${v}`);
@@ -318,16 +366,40 @@ function readWeights(r: ByteReader, where: string): WeightTensor {
   return { bits, scheme, levels, codes: unpackBits(r.bytes(packedBytes(count, bits), `${where} packed weights`), count, bits) };
 }
 
+/** Largest kernel, stride, padding, channel count or group count a file may hold (as validate.ts allows). */
+const MAX_EXTENT = 1 << 16;
+
+function readCeiling(r: ByteReader, where: string): number | null {
+  return r.flag(`${where} has ceiling`) ? r.i32(`${where} ceiling`) : null;
+}
+
+function readActivation(r: ByteReader, where: string): ActivationQuant {
+  return { relu: r.flag(`${where} relu`), ceiling: readCeiling(r, where), zeroPoint: r.i32(`${where} zeroPoint`), rule: readRule(r, where) };
+}
+
+function readPair(r: ByteReader, what: string, lo: number): Pair {
+  return [r.u32In(`${what} h`, lo, MAX_EXTENT), r.u32In(`${what} w`, lo, MAX_EXTENT)];
+}
+
+function readWindow(r: ByteReader, where: string): Pick<PoolOp, 'kernel' | 'stride' | 'padding'> {
+  return { kernel: readPair(r, `${where} kernel`, 1), stride: readPair(r, `${where} stride`, 1), padding: readPair(r, `${where} padding`, 0) };
+}
+
+function readAddend(r: ByteReader, what: string): AddInput {
+  return { input: r.u32(`${what} input`), mult: r.i32(`${what} mult`), shift: r.u8(`${what} shift`) };
+}
+
 function readEpilogue(r: ByteReader, where: string): Epilogue {
   const kind = r.oneOf(EPILOGUES, `${where} epilogue`);
-  if (kind === 'activation') return { kind, relu: r.flag(`${where} relu`), zeroPoint: r.i32(`${where} zeroPoint`), rule: readRule(r, where) };
+  if (kind === 'activation') return { kind, ...readActivation(r, where) };
   if (kind === 'logits') return { kind };
   const relu = r.flag(`${where} relu`);
+  const ceiling = readCeiling(r, where);
   const bits = r.u8(`${where} residual bits`);
   const shortcut = r.flag(`${where} has shortcut`)
     ? { input: r.u32(`${where} shortcut input`), stride: r.u32(`${where} shortcut stride`), channelOffset: r.u32(`${where} shortcut channel offset`), mult: r.i32(`${where} shortcut mult`), shift: r.u8(`${where} shortcut shift`) }
     : null;
-  return { kind, relu, bits, shortcut };
+  return { kind, relu, ceiling, bits, shortcut };
 }
 
 function readOp(r: ByteReader, index: number): Op {
@@ -340,18 +412,31 @@ function readOp(r: ByteReader, index: number): Op {
     }
     case 'conv': {
       const name = r.str(`${where} name`);
-      const [input, output, inChannels, outChannels, kernel, stride, padding] = ['input', 'output', 'inChannels', 'outChannels', 'kernel', 'stride', 'padding'].map((f) => r.u32(`${where} ${f}`));
-      return { kind, name, input, output, inChannels, outChannels, kernel, stride, padding, weights: readWeights(r, name), requant: readRequant(r, name), epilogue: readEpilogue(r, name) };
+      const at = `${where} ${name}`;
+      const [input, output] = [r.u32(`${at} input`), r.u32(`${at} output`)];
+      const [inChannels, outChannels, groups] = ['inChannels', 'outChannels', 'groups'].map((f) => r.u32In(`${at} ${f}`, 1, MAX_EXTENT));
+      const window = readWindow(r, at);
+      return { kind, name, input, output, inChannels, outChannels, groups, ...window, weights: readWeights(r, name), requant: readRequant(r, name), epilogue: readEpilogue(r, name) };
     }
     case 'quantize': {
       const name = r.str(`${where} name`);
       const input = r.u32(`${name} input`);
       const output = r.u32(`${name} output`);
       const requant = readRequant(r, name);
-      return { kind, name, input, output, requant, relu: r.flag(`${name} relu`), zeroPoint: r.i32(`${name} zeroPoint`), rule: readRule(r, name) };
+      return { kind, name, input, output, requant, ...readActivation(r, name) };
     }
     case 'sumpool':
-      return { kind, input: r.u32(`${where} input`), output: r.u32(`${where} output`) };
+    case 'maxpool': {
+      const name = r.str(`${where} name`);
+      const at = `${where} ${name}`;
+      return { kind, name, input: r.u32(`${at} input`), output: r.u32(`${at} output`), ...readWindow(r, at) };
+    }
+    case 'add': {
+      const name = r.str(`${where} name`);
+      const at = `${where} ${name}`;
+      const [a, b] = [readAddend(r, `${at} a`), readAddend(r, `${at} b`)];
+      return { kind, name, a, b, output: r.u32(`${at} output`), relu: r.flag(`${at} relu`), ceiling: readCeiling(r, at), bits: r.u8(`${at} bits`) };
+    }
   }
 }
 
@@ -383,7 +468,13 @@ function checkHeader(bytes: Uint8Array): number {
   if (!TQM_MAGIC.every((b, i) => bytes[i] === b)) throw new TqmError('not a tqm file (bad magic bytes)');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint16(4, true);
-  if (version !== TQM_VERSION) throw new TqmError(`tqm format version ${version} is not supported (this tinyquant reads version ${TQM_VERSION})`);
+  if (version < TQM_VERSION) {
+    throw new TqmError(
+      `tqm format version ${version} was written by an older tinyquant (this one reads version ${TQM_VERSION}): ` +
+        're-export the model from its checkpoint with `tinyquant export --checkpoint <run>/best.json --format tqm --out <file>`',
+    );
+  }
+  if (version !== TQM_VERSION) throw new TqmError(`tqm format version ${version} was written by a newer tinyquant (this one reads version ${TQM_VERSION})`);
   if (view.getUint16(6, true) !== 0) throw new TqmError('reserved header field is not 0');
   const payload = view.getUint32(8, true);
   const expected = TQM_HEADER_BYTES + payload;

@@ -8,12 +8,16 @@
 import { INT32_MAX, fixedValue } from './int-ops.js';
 import {
   type ActivationQuant,
+  type AddInput,
+  type AddOp,
   type ConvOp,
   DTYPES,
   DTYPE_INFO,
   type IntegerModel,
   IR_VERSION,
   type Op,
+  type Pair,
+  type PoolOp,
   type QuantizeOp,
   type Requant,
   type TensorInfo,
@@ -55,6 +59,48 @@ function checkTensor(t: TensorInfo, id: number): void {
   }
 }
 
+/** Tensors an op reads (a residual epilogue's shortcut included). */
+export function opInputs(op: Op): number[] {
+  switch (op.kind) {
+    case 'input':
+      return [];
+    case 'add':
+      return [op.a.input, op.b.input];
+    case 'conv':
+      return op.epilogue.kind === 'residual' && op.epilogue.shortcut ? [op.input, op.epilogue.shortcut.input] : [op.input];
+    default:
+      return [op.input];
+  }
+}
+
+/** [H, W] of a window op's (conv, pool) output: convOutSize along each axis. */
+export function windowOutSize(h: number, w: number, kernel: Pair, stride: Pair, padding: Pair): [number, number] {
+  return [convOutSize(h, kernel[0], stride[0], padding[0]), convOutSize(w, kernel[1], stride[1], padding[1])];
+}
+
+/** `field` must be an [h, w] pair of integers in [lo, hi]. */
+function checkPair(value: Pair, field: string, lo: number, hi: number, where: string): void {
+  if (!Array.isArray(value) || value.length !== 2 || !value.every((v) => isInt(v, lo, hi))) {
+    fail(where, `${field} must be an [h, w] pair of integers in [${lo}, ${hi}], got ${JSON.stringify(value)}`);
+  }
+}
+
+/** A ceiling (null, or an integer clip of v that the relu floor does not exceed); returns it as a bound (Infinity when null). */
+function checkCeiling(ceiling: number | null, floor: number | null, where: string): number {
+  if (ceiling === null) return Infinity;
+  if (!isInt(ceiling, -VALUE_LIMIT, VALUE_LIMIT)) fail(where, `ceiling must be null or an integer within ±2^30, got ${ceiling}`);
+  if (floor !== null && ceiling < floor) fail(where, `ceiling ${ceiling} is below the relu floor ${floor}`);
+  return ceiling;
+}
+
+/** Values a `residual` epilogue or an `add` can write: relu floor, ceiling, clamp to a signed `bits`-bit integer. */
+function residualRange(relu: boolean, ceiling: number | null, bits: number, where: string): [number, number] {
+  if (bits !== 8 && bits !== 16) fail(where, `bits must be 8 or 16, got ${bits}`);
+  const top = Math.min(checkCeiling(ceiling, relu ? 0 : null, where), 2 ** (bits - 1) - 1);
+  const bottom = relu ? 0 : -(2 ** (bits - 1));
+  return [Math.min(bottom, top), top];
+}
+
 /** The declared range of `t` must cover [lo, hi]. */
 function checkCovers(t: TensorInfo, lo: number, hi: number, where: string): void {
   if (lo < t.range[0] || hi > t.range[1]) fail(where, `output ${t.name} holds values in [${lo}, ${hi}] but declares range [${t.range[0]}, ${t.range[1]}]`);
@@ -80,6 +126,7 @@ function checkRequant(r: Requant, channels: number, inputBound: number, where: s
 /** Values an activation quantization can write, checked against the rule's tables. */
 function activationRange(q: ActivationQuant, where: string): [number, number] {
   if (!isInt(q.zeroPoint, -VALUE_LIMIT, VALUE_LIMIT)) fail(where, `zeroPoint must be an integer, got ${q.zeroPoint}`);
+  checkCeiling(q.ceiling, q.relu ? q.zeroPoint : null, where);
   const rule = q.rule;
   if (rule.kind === 'thresholds') {
     const { thresholds: t, values } = rule;
@@ -107,9 +154,9 @@ function checkWeights(op: ConvOp, where: string): number {
     fail(where, `weights need 1..${2 ** w.bits} levels for ${w.bits} bits, got ${w.levels?.length}`);
   }
   for (const v of w.levels) if (!isInt(v, -32767, 32767)) fail(where, `weight level ${v} is outside int16`);
-  const perOut = op.inChannels * op.kernel * op.kernel;
+  const perOut = (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1];
   if (!(w.codes instanceof Uint8Array) || w.codes.length !== op.outChannels * perOut) {
-    fail(where, `expected ${op.outChannels * perOut} weight codes, got ${w.codes?.length}`);
+    fail(where, `weights.codes: expected ${op.outChannels * perOut} codes (O * C/G * KH * KW = ${op.outChannels} * ${op.inChannels / op.groups} * ${op.kernel[0]} * ${op.kernel[1]}), got ${w.codes?.length}`);
   }
   let worst = 0;
   for (let o = 0; o < op.outChannels; o++) {
@@ -127,13 +174,18 @@ function checkWeights(op: ConvOp, where: string): number {
 function checkConv(op: ConvOp, tensors: readonly TensorInfo[], written: Set<number>, where: string): void {
   const input = tensors[op.input];
   const output = tensors[op.output];
-  for (const [k, lo] of [['inChannels', 1], ['outChannels', 1], ['kernel', 1], ['stride', 1], ['padding', 0]] as const) {
-    if (!isInt(op[k], lo, 1 << 16)) fail(where, `${k} must be an integer >= ${lo}, got ${op[k]}`);
+  for (const k of ['inChannels', 'outChannels', 'groups'] as const) {
+    if (!isInt(op[k], 1, 1 << 16)) fail(where, `${k} must be an integer in [1, 65536], got ${op[k]}`);
   }
-  const [c, h, w] = input.shape;
-  if (c !== op.inChannels) fail(where, `input ${input.name} has ${c} channels, the conv expects ${op.inChannels}`);
-  const expected = [op.outChannels, convOutSize(h, op.kernel, op.stride, op.padding), convOutSize(w, op.kernel, op.stride, op.padding)];
-  if (expected.some((d, i) => d !== output.shape[i])) fail(where, `output ${output.name} has shape [${output.shape}], expected [${expected}]`);
+  if (op.inChannels % op.groups !== 0 || op.outChannels % op.groups !== 0) {
+    fail(where, `groups ${op.groups} must divide inChannels ${op.inChannels} and outChannels ${op.outChannels}`);
+  }
+  checkWindow(op, input, output, op.outChannels, where);
+  if (input.shape[0] !== op.inChannels) fail(where, `input ${input.name} has ${input.shape[0]} channels, the conv expects ${op.inChannels}`);
+  // The engine holds conv inputs in int16 (and so does every integer kernel the exporters write).
+  if (input.range[0] < DTYPE_INFO.int16.min || input.range[1] > DTYPE_INFO.int16.max) {
+    fail(where, `input ${input.name} has range [${input.range}]; a conv input must fit int16`);
+  }
   const accBound = checkWeights(op, where) * maxAbs(input);
   if (accBound > INT32_MAX) fail(where, `the int32 accumulator can reach ${accBound}`);
   const vBound = checkRequant(op.requant, op.outChannels, accBound, where);
@@ -143,9 +195,9 @@ function checkConv(op: ConvOp, tensors: readonly TensorInfo[], written: Set<numb
     const [lo, hi] = activationRange(e, where);
     checkCovers(output, lo, hi, where);
   } else if (e.kind === 'residual') {
-    if (e.bits !== 8 && e.bits !== 16) fail(where, `residual bits must be 8 or 16, got ${e.bits}`);
+    const [lo, hi] = residualRange(e.relu, e.ceiling, e.bits, `${where} residual`);
     if (e.shortcut) checkShortcut(op, tensors, written, where);
-    checkCovers(output, e.relu ? 0 : -(2 ** (e.bits - 1)), 2 ** (e.bits - 1) - 1, where);
+    checkCovers(output, lo, hi, where);
   } else if (e.kind === 'logits') {
     checkCovers(output, -vBound, vBound, where);
   } else {
@@ -167,6 +219,59 @@ function checkShortcut(op: ConvOp, tensors: readonly TensorInfo[], written: Set<
   if (!(Math.abs(fixedValue(s)) * maxAbs(src) + 1 < VALUE_LIMIT)) fail(where, 'shortcut values can exceed ±2^30');
 }
 
+/**
+ * kernel, stride and padding of a conv or pool, and its output shape [channels, convOutSize per
+ * axis]. Pools keep padding within half the kernel (PyTorch's rule), so every window overlaps the input.
+ */
+function checkWindow(op: ConvOp | PoolOp, input: TensorInfo, output: TensorInfo, channels: number, where: string): void {
+  checkPair(op.kernel, 'kernel', 1, 1 << 16, where);
+  checkPair(op.stride, 'stride', 1, 1 << 16, where);
+  checkPair(op.padding, 'padding', 0, 1 << 16, where);
+  if (op.kind !== 'conv' && op.padding.some((p, i) => 2 * p > op.kernel[i])) {
+    fail(where, `padding [${op.padding}] must be at most half the kernel [${op.kernel}]`);
+  }
+  const [, h, w] = input.shape;
+  if (op.kernel[0] > h + 2 * op.padding[0] || op.kernel[1] > w + 2 * op.padding[1]) {
+    fail(where, `kernel [${op.kernel}] is larger than the padded input ${input.name} [${input.shape}]`);
+  }
+  const expected = [channels, ...windowOutSize(h, w, op.kernel, op.stride, op.padding)];
+  if (expected.some((d, i) => d !== output.shape[i])) fail(where, `output ${output.name} has shape [${output.shape}], expected [${expected}]`);
+}
+
+/** Sum of each window (int32; padding adds zeros) or its max (the input's values). */
+function checkPool(op: PoolOp, tensors: readonly TensorInfo[], where: string): void {
+  const input = tensors[op.input];
+  const output = tensors[op.output];
+  checkWindow(op, input, output, input.shape[0], where);
+  if (op.kind === 'maxpool') {
+    if (output.dtype !== input.dtype) fail(where, `output ${output.name} is ${output.dtype}; a maxpool keeps the input's dtype ${input.dtype}`);
+    checkCovers(output, input.range[0], input.range[1], where);
+    return;
+  }
+  const n = op.kernel[0] * op.kernel[1];
+  const padded = op.padding[0] > 0 || op.padding[1] > 0;
+  const [lo, hi] = padded ? [Math.min(input.range[0], 0), Math.max(input.range[1], 0)] : input.range;
+  checkCovers(output, n * lo, n * hi, where);
+}
+
+/** Bound of rms(x, mult, shift) over an add input's range. */
+function checkAddInput(x: AddInput, field: 'a' | 'b', tensors: readonly TensorInfo[], written: Set<number>, where: string): number {
+  if (!isInt(x.input, 0, tensors.length - 1) || !written.has(x.input)) fail(where, `${field}.input ${x.input} is not a tensor written by an earlier op`);
+  if (!isInt(x.mult, -INT32_MAX, INT32_MAX) || !isInt(x.shift, 0, 62)) fail(where, `${field} multiplier ${x.mult} >> ${x.shift} is invalid (int32 mult, shift 0..62)`);
+  return Math.abs(fixedValue(x)) * maxAbs(tensors[x.input]) + 1;
+}
+
+function checkAdd(op: AddOp, tensors: readonly TensorInfo[], written: Set<number>, where: string): void {
+  const bound = checkAddInput(op.a, 'a', tensors, written, where) + checkAddInput(op.b, 'b', tensors, written, where);
+  if (!(bound < VALUE_LIMIT)) fail(where, `the sum of the rescaled inputs can reach ${bound.toExponential(3)}, beyond ±2^30`);
+  const [a, b, output] = [tensors[op.a.input], tensors[op.b.input], tensors[op.output]];
+  for (const t of [b, output]) {
+    if (t.shape.some((d, i) => d !== a.shape[i])) fail(where, `${t.name} has shape [${t.shape}], a (${a.name}) has [${a.shape}]: an add needs equal shapes`);
+  }
+  const [lo, hi] = residualRange(op.relu, op.ceiling, op.bits, where);
+  checkCovers(output, lo, hi, where);
+}
+
 function checkQuantize(op: QuantizeOp, tensors: readonly TensorInfo[], where: string): void {
   const input = tensors[op.input];
   const output = tensors[op.output];
@@ -181,7 +286,7 @@ function checkOp(op: Op, index: number, model: IntegerModel, written: Set<number
   const { tensors } = model;
   if (!isInt(op.output, 0, tensors.length - 1)) fail(where, `output ${op.output} is not a tensor id`);
   if (written.has(op.output)) fail(where, `tensor ${op.output} is written twice`);
-  if (op.kind !== 'input' && (!isInt(op.input, 0, tensors.length - 1) || !written.has(op.input))) {
+  if (op.kind !== 'input' && op.kind !== 'add' && (!isInt(op.input, 0, tensors.length - 1) || !written.has(op.input))) {
     fail(where, `input ${op.input} is not a tensor written by an earlier op`);
   }
   const output = tensors[op.output];
@@ -198,13 +303,13 @@ function checkOp(op: Op, index: number, model: IntegerModel, written: Set<number
     case 'quantize':
       checkQuantize(op, tensors, where);
       break;
-    case 'sumpool': {
-      const input = tensors[op.input];
-      if (output.shape[0] !== input.shape[0] || output.shape[1] !== 1 || output.shape[2] !== 1) fail(where, `output must be [${input.shape[0]}, 1, 1]`);
-      const n = input.shape[1] * input.shape[2];
-      checkCovers(output, n * input.range[0], n * input.range[1], where);
+    case 'sumpool':
+    case 'maxpool':
+      checkPool(op, tensors, where);
       break;
-    }
+    case 'add':
+      checkAdd(op, tensors, written, where);
+      break;
     default:
       fail(where, `unknown op kind "${(op as { kind: string }).kind}"`);
   }

@@ -47,12 +47,13 @@ function alignUp(n: number): number {
 /** Bytes of a conv's scratch: an int32 accumulator per output pixel and an int16 weight per patch entry. */
 function convScratchBytes(model: IntegerModel, op: ConvOp): number {
   const [, h, w] = model.tensors[op.output].shape;
-  return alignUp(4 * h * w) + alignUp(2 * op.inChannels * op.kernel * op.kernel);
+  return alignUp(4 * h * w) + alignUp(2 * op.inChannels * op.kernel[0] * op.kernel[1]);
 }
 
 /** Tensors an op reads. */
 function opInputs(op: Op): number[] {
   if (op.kind === 'input') return [];
+  if (op.kind === 'add') return [op.a.input, op.b.input];
   if (op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut) return [op.input, op.epilogue.shortcut.input];
   return [op.input];
 }

@@ -97,6 +97,9 @@ function nativeOp(model: IntegerModel, op: Op): NativeOp {
       return { kind: 'quantize', name: op.name, input: op.input, output: op.output, ...requant(op.requant, model.tensors[op.input].shape[0]), activation: rule(op) };
     case 'sumpool':
       return { kind: 'sumpool', input: op.input, output: op.output };
+    case 'maxpool':
+    case 'add':
+      throw new Error(`host int8 engine: op ${op.name} (${op.kind}) is not supported yet`);
   }
 }
 
