@@ -102,7 +102,7 @@ function opByOp(model: ResNet, ir: IntegerModel, trace: IntArray[]): Mismatch[] 
 
 function checkQuantize(model: ResNet, ir: IntegerModel, trace: IntArray[], op: QuantizeOp, got: Float32Array): Mismatch {
   const scale = ir.tensors[op.output].scale;
-  if (op.name === 'linear.input') {
+  if (op.name === 'linear') {
     let features = dequantized(ir, trace[op.input], op.input, true);
     if (model.bn2) features = model.bn2.call(features);
     const aq = isQuantizedLayer(model.linear) ? model.linear.actQuantizer : null;

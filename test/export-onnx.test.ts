@@ -25,6 +25,8 @@ import { type FirstLastPolicy, calibrate, quantize, quantizedLayers } from '../s
 import type { MethodName, TensorQuantizer } from '../src/quant/quantizer.js';
 import { UniformQuantizer } from '../src/quant/uniform.js';
 import { BatchNorm } from '../src/nn/layers.js';
+import { Module } from '../src/nn/module.js';
+import * as ops from '../src/tensor/ops.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -368,8 +370,13 @@ describe('what ONNX export refuses', () => {
     assert.throws(() => exportOnnx(ewgs8), /layer1\.0\.conv1: ewgs 8-bit weight codes span \[-255, \d+\], outside int8/);
   });
 
-  test('a module other than a tinyquant ResNet', () => {
-    assert.throws(() => exportOnnx(new BatchNorm(4).train(false)), /expects a ResNet/);
+  test('a module the graph cannot trace: the error names the layer', () => {
+    class Doubler extends Module {
+      forward(x: Tensor): Tensor {
+        return ops.affine(x, 2, 0);
+      }
+    }
+    assert.throws(() => exportOnnx(new Doubler().train(false)), /model \(Doubler\): a layer tinyquant cannot trace/);
   });
 });
 
@@ -395,7 +402,7 @@ describe('onnxExporter (tinyquant export --format onnx)', () => {
   test('returns the model for --out, with the normalization in its metadata, and a summary', async () => {
     const { model, images } = prepare(CASES[0], 10);
     const config = { ...DEFAULT_CONFIG, method: 'apot' as const, wbits: 2, abits: 2 };
-    const trained = { model, config, firstLast: 'int8', source: 'run/last.safetensors' };
+    const trained = { model, config, firstLast: 'int8', source: 'run/last.safetensors', inputShape: [3, 32, 32] as const };
     const noModel = () => Promise.reject(new Error('the ONNX exporter does not use the integer model'));
     const r = await onnxExporter({ trained, integerModel: noModel, out: 'model.onnx', warn: () => {} });
     assert.equal(r.files.length, 1);
