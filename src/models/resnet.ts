@@ -62,10 +62,6 @@ export class BasicBlock extends Module {
     return ops.addRelu(out, this.shortcut ? this.shortcut.call(x) : x);
   }
 
-  protected override onModuleReplaced(name: string, m: Module): void {
-    if (name === 'conv1') this.conv1 = m as Conv2d;
-    if (name === 'conv2') this.conv2 = m as Conv2d;
-  }
 }
 
 export class ResNet extends Module {
@@ -108,10 +104,6 @@ export class ResNet extends Module {
     return this.linear.call(y);
   }
 
-  protected override onModuleReplaced(name: string, m: Module): void {
-    if (name === 'conv1') this.conv1 = m as Conv2d;
-    if (name === 'linear') this.linear = m as Linear;
-  }
 }
 
 function validateConfig(c: ResNetConfig): void {

@@ -73,8 +73,12 @@ export abstract class Module {
 
   /** Replace a registered sub-module (used to swap layers for their quantized versions). */
   replaceModule(name: string, m: Module): void {
-    if (!this.#children.has(name)) throw new Error(`replaceModule: no sub-module "${name}"`);
+    const old = this.#children.get(name);
+    if (!old) throw new Error(`replaceModule: no sub-module "${name}"`);
     this.registerModule(name, m);
+    // Fields that referred to the old layer (this.conv1 = this.registerModule(...)) now refer to the new one.
+    const fields = this as unknown as Record<string, unknown>;
+    for (const key of Object.keys(fields)) if (fields[key] === old) fields[key] = m;
     this.onModuleReplaced(name, m);
   }
 
@@ -83,7 +87,7 @@ export abstract class Module {
     return this.#parent ? join(this.#parent.module.path, this.#parent.name) : '';
   }
 
-  /** Subclasses that keep typed references to children update them here. */
+  /** Subclasses that keep children in other structures (arrays) update them here. */
   protected onModuleReplaced(_name: string, _m: Module): void {}
 
   children(): [string, Module][] {

@@ -1,0 +1,116 @@
+/**
+ * The graph lowering on networks that are not ResNets: a user-written net with a depthwise conv,
+ * a residual add of two ReLU'd tensors (an `add` op), a flatten before the classifier (a conv over
+ * the whole feature map), 1-channel non-square input; and what cannot be lowered is named before
+ * anything is written.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import {
+  BatchNorm,
+  Conv2d,
+  IntegerEngine,
+  Linear,
+  Module,
+  ReLU,
+  Sequential,
+  Tensor,
+  calibrate,
+  lowerModel,
+  normalizeImages,
+  ops,
+  quantize,
+  setBackend,
+} from '../src/index.js';
+import type { IntegerModel, MethodName } from '../src/index.js';
+import { fakeQuantLogits } from '../src/export/agreement.js';
+import { LoweringError } from '../src/export/lower.js';
+import { Rng } from '../src/util/rng.js';
+import { syntheticImages } from './export-fixtures.js';
+
+before(() => setBackend('js'));
+
+const NORM = { mean: [0.5], std: [0.25] };
+const [H, W] = [10, 8];
+
+class UserNet extends Module {
+  readonly stem: Sequential;
+  readonly body: Sequential;
+  readonly head: Linear;
+
+  constructor(seed: number) {
+    super();
+    const rng = new Rng(seed);
+    this.stem = this.registerModule('stem', new Sequential(new Conv2d(1, 8, 3, rng, { padding: 1, stride: 2 }), new BatchNorm(8, { relu: true })));
+    this.body = this.registerModule(
+      'body',
+      new Sequential(new Conv2d(8, 8, 3, rng, { padding: 1, groups: 8 }), new BatchNorm(8), new ReLU(), new Conv2d(8, 8, 1, rng), new BatchNorm(8), new ReLU()),
+    );
+    this.head = this.registerModule('head', new Linear(8 * (H / 2) * (W / 2), 4, rng));
+  }
+
+  forward(x: Tensor): Tensor {
+    const s = this.stem.call(x);
+    return this.head.call(ops.flatten(ops.add(this.body.call(s), s)));
+  }
+}
+
+function prepared(method: MethodName, seed: number): { model: UserNet; images: ReturnType<typeof syntheticImages> } {
+  const model = new UserNet(seed);
+  quantize(model, { method, wbits: 4, abits: 4, firstLast: 'int8' });
+  const images = syntheticImages(48, 1, H, W, seed);
+  const x = normalizeImages(images.images, images.count, 1, NORM);
+  calibrate(model, x, [images.count, 1, H, W]);
+  model.train();
+  for (let pass = 0; pass < 2; pass++) model.call(Tensor.fromArray(x, [images.count, 1, H, W]));
+  model.eval();
+  return { model, images };
+}
+
+function lower(model: Module, images: ReturnType<typeof syntheticImages>, method: string): IntegerModel {
+  // A 16-bit input table: the int8 table's rounding is the largest deviation otherwise.
+  return lowerModel(model, { inputBits: 16, normalization: NORM, calibration: images, meta: { model: 'user', method, wbits: 4, abits: 4, firstLast: 'int8', classes: ['a', 'b', 'c', 'd'] } });
+}
+
+describe('lowering a user-written network', () => {
+  for (const method of ['apot', 'ewgs', 'uniform', 'lsq'] as const) {
+    test(`${method}: ops for every node, and the integer logits follow the fake-quantized model`, () => {
+      const { model, images } = prepared(method, 3);
+      const ir = lower(model, images, method);
+      const kinds = ir.ops.map((op) => (op.kind === 'conv' ? `conv${op.groups > 1 ? '/dw' : ''}[${op.kernel.join('x')}]:${op.epilogue.kind}` : op.kind));
+      assert.deepEqual(kinds, ['input', 'conv[3x3]:residual', 'quantize', 'conv/dw[3x3]:activation', 'conv[1x1]:residual', 'add', 'quantize', 'conv[5x4]:logits']);
+      const add = ir.ops.find((op) => op.kind === 'add');
+      assert.ok(add && add.kind === 'add' && !add.relu, 'the join adds two ReLU outputs without a ReLU of its own');
+      const count = images.count;
+      const float = fakeQuantLogits(model, images.images, count, [1, H, W], NORM);
+      const ints = new IntegerEngine(ir).inferBatch(images.images, count);
+      const scale = ir.tensors[ir.output].scale;
+      const range = Math.max(...Array.from(float, Math.abs));
+      let worst = 0;
+      let same = 0;
+      for (let n = 0; n < count; n++) {
+        const row = (a: ArrayLike<number>, k: number) => a[n * 4 + k];
+        const argmax = (a: ArrayLike<number>, s: number) => [0, 1, 2, 3].reduce((b, k) => (row(a, k) * s > row(a, b) * s ? k : b), 0);
+        for (let k = 0; k < 4; k++) worst = Math.max(worst, Math.abs(row(ints, k) * scale - row(float, k)));
+        same += argmax(float, 1) === argmax(ints, 1) ? 1 : 0;
+      }
+      assert.ok(worst < 0.03 * range, `${method}: largest logit deviation ${worst} of a range ${range}`);
+      assert.ok(same >= count - 1, `${method}: same top-1 on ${same} of ${count}`);
+    });
+  }
+
+  test('what the lowering cannot represent is named by its node, before any model exists', () => {
+    // A field holding a layer keeps working after quantize() swaps the layer.
+    class ReluLogits extends Module {
+      readonly conv = this.registerModule('conv', new Conv2d(1, 4, 3, new Rng(1)));
+      readonly bn = this.registerModule('bn', new BatchNorm(4, { relu: true }));
+      forward(x: Tensor): Tensor {
+        return this.bn.call(this.conv.call(x));
+      }
+    }
+    const m = new ReluLogits();
+    quantize(m, { method: 'uniform', wbits: 4, abits: 4, firstLast: 'same' });
+    m.eval();
+    assert.throws(() => lower(m, syntheticImages(4, 1, H, W, 1), 'uniform'), (e: Error) => e instanceof LoweringError && /^bn: a ReLU on the model's output/.test(e.message));
+  });
+});
