@@ -53,6 +53,11 @@ export function expectFinite(op: string, what: string, v: number): void {
   if (!Number.isFinite(v)) fail(op, `${what} must be a finite number, got ${v}`);
 }
 
+/** A clipped ReLU's ceiling: positive and finite. */
+export function checkCeiling(op: string, ceiling: number): void {
+  if (!(Number.isFinite(ceiling) && ceiling > 0)) fail(op, `ceiling must be a positive finite number, got ${ceiling}`);
+}
+
 function expectInRange(op: string, what: string, v: number, lo: number, hi: number, hiInclusive: boolean): void {
   const ok = v >= lo && (hiInclusive ? v <= hi : v < hi);
   if (!ok) fail(op, `${what} must be in [${lo}, ${hi}${hiInclusive ? ']' : ')'}, got ${v}`);
