@@ -163,6 +163,25 @@ export class ReLU extends Module {
   }
 }
 
+/** min(max(x, 0), ceiling) (PyTorch's Hardtanh(0, ceiling)); the gradient is 0 at 0 and at the ceiling. */
+export class ClippedReLU extends Module {
+  constructor(readonly ceiling: number) {
+    super();
+    if (!(Number.isFinite(ceiling) && ceiling > 0)) throw new Error(`${new.target.name}: ceiling must be a positive finite number, got ${ceiling}`);
+  }
+
+  forward(x: Tensor): Tensor {
+    return ops.clippedRelu(x, this.ceiling);
+  }
+}
+
+/** min(max(x, 0), 6), as torch.nn.ReLU6 (MobileNet). */
+export class ReLU6 extends ClippedReLU {
+  constructor() {
+    super(6);
+  }
+}
+
 export class Identity extends Module {
   forward(x: Tensor): Tensor {
     return x;
@@ -190,16 +209,51 @@ export class Sequential extends Module {
   }
 }
 
+/** A window extent: one number for both axes, or [height, width]. */
+export type Size2 = number | readonly [number, number];
+
+function pair(v: Size2): readonly [number, number] {
+  return typeof v === 'number' ? [v, v] : v;
+}
+
+/** The backend parameters of a pooling layer, checked so that a bad size names the layer. */
+function poolParams(layer: string, kernel: Size2, stride: Size2, padding: Size2): Pool2dParams {
+  const p: Pool2dParams = { kernel: pair(kernel), stride: pair(stride), padding: pair(padding) };
+  const positive = (v: readonly number[]) => v.length === 2 && v.every((d) => Number.isInteger(d) && d > 0);
+  if (!positive(p.kernel) || !positive(p.stride)) {
+    throw new Error(`${layer}: kernel and stride must be positive integers, got kernel ${String(kernel)}, stride ${String(stride)}`);
+  }
+  if (!p.padding.every((d, i) => Number.isInteger(d) && d >= 0 && 2 * d <= p.kernel[i]) || p.padding.length !== 2) {
+    throw new Error(`${layer}: padding must be integers from 0 to half the kernel, got padding ${String(padding)}, kernel ${String(kernel)}`);
+  }
+  return p;
+}
+
+/** Average pooling, padding counted in the divisor (PyTorch's count_include_pad = true). */
 export class AvgPool2d extends Module {
   readonly params: Pool2dParams;
 
-  constructor(kernel: number, stride = kernel, padding = 0) {
+  constructor(kernel: Size2, stride: Size2 = kernel, padding: Size2 = 0) {
     super();
-    this.params = { kernel: [kernel, kernel], stride: [stride, stride], padding: [padding, padding] };
+    this.params = poolParams('AvgPool2d', kernel, stride, padding);
   }
 
   forward(x: Tensor): Tensor {
     return ops.avgPool2d(x, this.params);
+  }
+}
+
+/** Max pooling (torch.nn.MaxPool2d without dilation or ceil mode): padding never wins. */
+export class MaxPool2d extends Module {
+  readonly params: Pool2dParams;
+
+  constructor(kernel: Size2, stride: Size2 = kernel, padding: Size2 = 0) {
+    super();
+    this.params = poolParams('MaxPool2d', kernel, stride, padding);
+  }
+
+  forward(x: Tensor): Tensor {
+    return ops.maxPool2d(x, this.params);
   }
 }
 
