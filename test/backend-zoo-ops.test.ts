@@ -244,6 +244,7 @@ describe('zoo ops: native backend against js', { skip }, () => {
     { name: 'depthwise, multiplier 2 (16->32), blocked', x: [2, 16, 6, 6], w: [32, 1, 3, 3], p: conv(1, 1, 16), bias: false, blocked: true },
     { name: 'groups 4 (32->32) 3x3 stride 1 (no Winograd with groups), blocked', x: [2, 32, 8, 8], w: [32, 8, 3, 3], p: conv(1, 1, 4), bias: true, blocked: true },
     { name: '32->32 3x3 stride 1 padding [1, 0] (Winograd candidate), blocked', x: [2, 32, 8, 7], w: [32, 32, 3, 3], p: conv(1, [1, 0]), bias: false, blocked: true },
+    { name: '32->32 3x3 stride 1 padding 2 on 4x4 (Winograd candidate), blocked', x: [1, 32, 4, 4], w: [32, 32, 3, 3], p: conv(1, 2), bias: true, blocked: true },
     { name: '32->32 3x3 stride [1, 2] (not Winograd), blocked', x: [2, 32, 8, 9], w: [32, 32, 3, 3], p: conv([1, 2], 1), bias: false, blocked: true },
     { name: '1x1 stride 2 pointwise 32->64, blocked', x: [2, 32, 9, 9], w: [64, 32, 1, 1], p: conv(2, 0), bias: true, blocked: true },
   ];
