@@ -181,17 +181,9 @@ describe('zoo ops: native backend against js', { skip }, () => {
 
   /** Values on a coarse grid (steps of 0.5): many ties inside every window. */
   const tiedPair = (t: Twin, shape: Shape, blocked: boolean): Pair => {
-    const rough = inputPair(t, shape, blocked, 2);
-    const values = Float32Array.from(t.nat.download(rough.nat), (v) => Math.round(v * 2) / 2 + 0); // + 0: no -0 (the identity convolution below makes it +0)
-    t.free(rough);
-    const nat = t.nat.upload(values, shape);
-    if (!blocked) return { js: t.js.upload(values, shape), nat };
-    // Back into the blocked layout through an identity convolution (exact).
-    const c = shape[1];
-    const eye = t.nat.upload(Float32Array.from({ length: c * c }, (_, i) => (i % (c + 1) === 0 ? 1 : 0)), [c, c, 1, 1]);
-    const blockedNat = t.nat.conv2d(nat, eye, null, conv(1, 0));
-    [nat, eye].forEach((b) => t.nat.free(b));
-    return { js: t.js.upload(values, shape), nat: blockedNat };
+    // + 0: no -0, which the blocked copy would turn into +0
+    const values = Float32Array.from(t.random(shape, 2), (v) => Math.round(v * 2) / 2 + 0);
+    return blocked ? t.blockedPairOf(values, shape) : t.pair(values, shape);
   };
 
   const maxPools: [string, Shape, Pool2dParams, boolean][] = [

@@ -54,11 +54,18 @@ export class Twin {
   }
 
   /**
-   * The same values on both sides, the native one in the blocked layout a convolution produces
-   * (made by a 1x1 identity convolution, which copies exactly).
+   * Random values on both sides, the native one in the blocked layout a convolution produces
+   * (see `blockedPairOf`).
    */
   blockedPair(shape: Shape, scale = 1, shift = 0): Pair {
-    const values = this.random(shape, scale, shift);
+    return this.blockedPairOf(this.random(shape, scale, shift), shape);
+  }
+
+  /**
+   * `values` on both sides, the native one in the blocked layout a convolution produces (made by
+   * a 1x1 identity convolution, which copies exactly, except that -0 becomes +0).
+   */
+  blockedPairOf(values: Float32Array, shape: Shape): Pair {
     const c = shape[1];
     const eye = new Float32Array(c * c);
     for (let i = 0; i < c; i++) eye[i * c + i] = 1;
