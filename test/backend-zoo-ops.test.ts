@@ -144,6 +144,7 @@ describe('zoo ops on the js backend: max pooling and clipped ReLU semantics', ()
     const x = be.upload(new Float32Array(16), [1, 1, 4, 4]);
     assert.throws(() => be.clippedRelu(x, 0), /clippedRelu: ceiling must be a positive finite number, got 0/);
     assert.throws(() => be.clippedRelu(x, Infinity), /clippedRelu: ceiling must be a positive finite number/);
+    assert.throws(() => be.clippedRelu(x, 1e-50), /clippedRelu: ceiling must be a positive finite number, got 1e-50/, '0 as a float32');
     assert.throws(() => be.maxPool2d(x, pool(2, 2, 2)), /maxPool2d: padding \[2, 2\] must be at most half of kernel/);
     const wrong = be.upload(new Float32Array(9), [1, 1, 3, 3]);
     assert.throws(() => be.maxPool2dBackward(wrong, x, pool(2, 2, 0)), /maxPool2dBackward: gradient for input \[1, 1, 4, 4\]/);

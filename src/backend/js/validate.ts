@@ -53,9 +53,10 @@ export function expectFinite(op: string, what: string, v: number): void {
   if (!Number.isFinite(v)) fail(op, `${what} must be a finite number, got ${v}`);
 }
 
-/** A clipped ReLU's ceiling: positive and finite. */
+/** A clipped ReLU's ceiling: positive and finite as a float32 (the precision both backends clip at). */
 export function checkCeiling(op: string, ceiling: number): void {
-  if (!(Number.isFinite(ceiling) && ceiling > 0)) fail(op, `ceiling must be a positive finite number, got ${ceiling}`);
+  const c = Math.fround(ceiling);
+  if (!(Number.isFinite(c) && c > 0)) fail(op, `ceiling must be a positive finite number, got ${ceiling}`);
 }
 
 function expectInRange(op: string, what: string, v: number, lo: number, hi: number, hiInclusive: boolean): void {
