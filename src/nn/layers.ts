@@ -1,5 +1,6 @@
 /** Standard layers. Quantized variants live in src/quant and extend Conv2d / Linear. */
 import type { Conv2dParams, Pool2dParams } from '../backend/backend.js';
+import { checkCeiling } from '../backend/js/validate.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../util/rng.js';
@@ -167,7 +168,7 @@ export class ReLU extends Module {
 export class ClippedReLU extends Module {
   constructor(readonly ceiling: number) {
     super();
-    if (!(Number.isFinite(ceiling) && ceiling > 0)) throw new Error(`${new.target.name}: ceiling must be a positive finite number, got ${ceiling}`);
+    checkCeiling(new.target.name, ceiling);
   }
 
   forward(x: Tensor): Tensor {
