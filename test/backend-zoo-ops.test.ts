@@ -170,8 +170,9 @@ describe('zoo ops: tape ops and layers', () => {
   it('pooling layers take [h, w] pairs and name themselves in errors', () => {
     assert.deepEqual(new MaxPool2d([3, 2], [2, 1], [1, 0]).params, { kernel: [3, 2], stride: [2, 1], padding: [1, 0] });
     assert.deepEqual(new AvgPool2d(3, 2).params, { kernel: [3, 3], stride: [2, 2], padding: [0, 0] });
-    assert.throws(() => new MaxPool2d(2, 2, 2), /MaxPool2d: padding must be integers from 0 to half the kernel/);
-    assert.throws(() => new AvgPool2d(0), /AvgPool2d: kernel and stride must be positive integers/);
+    assert.throws(() => new MaxPool2d(2, 2, 2), /MaxPool2d: padding \[2, 2\] must be at most half of kernel \[2, 2\]/);
+    assert.throws(() => new AvgPool2d(0), /AvgPool2d: kernel must be two integers >= 1, got \[0, 0\]/);
+    assert.throws(() => new MaxPool2d([3, 2], [1, 0.5]), /MaxPool2d: stride must be two integers >= 1, got \[1, 0.5\]/);
     assert.throws(() => new ClippedReLU(-1), /ClippedReLU: ceiling must be a positive finite number, got -1/);
   });
 });

@@ -1,6 +1,6 @@
 /** Standard layers. Quantized variants live in src/quant and extend Conv2d / Linear. */
 import type { Conv2dParams, Pool2dParams } from '../backend/backend.js';
-import { checkCeiling } from '../backend/js/validate.js';
+import { checkCeiling, checkPool2dParams } from '../backend/js/validate.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../util/rng.js';
@@ -220,13 +220,7 @@ function pair(v: Size2): readonly [number, number] {
 /** The backend parameters of a pooling layer, checked so that a bad size names the layer. */
 function poolParams(layer: string, kernel: Size2, stride: Size2, padding: Size2): Pool2dParams {
   const p: Pool2dParams = { kernel: pair(kernel), stride: pair(stride), padding: pair(padding) };
-  const positive = (v: readonly number[]) => v.length === 2 && v.every((d) => Number.isInteger(d) && d > 0);
-  if (!positive(p.kernel) || !positive(p.stride)) {
-    throw new Error(`${layer}: kernel and stride must be positive integers, got kernel ${String(kernel)}, stride ${String(stride)}`);
-  }
-  if (!p.padding.every((d, i) => Number.isInteger(d) && d >= 0 && 2 * d <= p.kernel[i]) || p.padding.length !== 2) {
-    throw new Error(`${layer}: padding must be integers from 0 to half the kernel, got padding ${String(padding)}, kernel ${String(kernel)}`);
-  }
+  checkPool2dParams(layer, p);
   return p;
 }
 

@@ -203,17 +203,24 @@ export interface PoolGeometry {
   readonly padW: number;
 }
 
-export function pool2dGeometry(op: string, x: Shape, p: Pool2dParams): PoolGeometry {
+/** Kernel and stride pairs of positive integers, padding of non-negative ones up to half the kernel. */
+export function checkPool2dParams(op: string, p: Pool2dParams): void {
   expectPair(op, 'kernel', p.kernel, 1);
   expectPair(op, 'stride', p.stride, 1);
   expectPair(op, 'padding', p.padding, 0);
-  expectRank(op, 'input', x, 4);
   const [kernelH, kernelW] = p.kernel;
   const [padH, padW] = p.padding;
   // PyTorch's rule; it also guarantees that every window overlaps the input.
   if (2 * padH > kernelH || 2 * padW > kernelW) {
     fail(op, `padding [${padH}, ${padW}] must be at most half of kernel [${kernelH}, ${kernelW}]`);
   }
+}
+
+export function pool2dGeometry(op: string, x: Shape, p: Pool2dParams): PoolGeometry {
+  checkPool2dParams(op, p);
+  expectRank(op, 'input', x, 4);
+  const [kernelH, kernelW] = p.kernel;
+  const [padH, padW] = p.padding;
   const [batch, channels, inH, inW] = x;
   if (inH + 2 * padH < kernelH || inW + 2 * padW < kernelW) {
     fail(op, `kernel [${kernelH}, ${kernelW}] is larger than the padded input ${shapeStr(x)}`);
