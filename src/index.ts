@@ -16,7 +16,22 @@ export { createBackend, getBackend, setBackend, withBackend } from './backend/in
 
 // Layers, models, optimizers.
 export { Module, Parameter, type ParamKind, type StateDict, type StateTensor } from './nn/module.js';
-export { AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Identity, Linear, ReLU, Sequential, ShortcutPad } from './nn/layers.js';
+export {
+  AvgPool2d,
+  BatchNorm,
+  ClippedReLU,
+  Conv2d,
+  Flatten,
+  GlobalAvgPool,
+  Identity,
+  Linear,
+  MaxPool2d,
+  ReLU,
+  ReLU6,
+  Sequential,
+  ShortcutPad,
+  type Size2,
+} from './nn/layers.js';
 export { ResNet, type ResNetConfig, type ModelName, type ModelOptions, createModel, modelNames } from './models/index.js';
 export * from './optim/index.js';
 

@@ -11,143 +11,20 @@ import { QUANT_SUMS, numel } from '../src/backend/backend.js';
 import { gemmAccumulate, rowMajor, transposeOf, type StridedMatrix } from '../src/backend/js/gemm.js';
 import { JsBackend, type JsBuf, roundHalfEven } from '../src/backend/js/index.js';
 import { Rng } from '../src/util/rng.js';
-
-type Values = Float32Array | Float64Array;
-
-function randomArray(rng: Rng, n: number, scale = 1, shift = 0): Float32Array {
-  return Float32Array.from({ length: n }, () => rng.normal() * scale + shift);
-}
-
-function maxAbs(v: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < v.length; i++) m = Math.max(m, Math.abs(v[i]));
-  return m;
-}
-
-/** max |a - b| / max(max |b|, floor); fails on NaN. */
-function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>, floor = 1e-6): number {
-  assert.equal(actual.length, expected.length, 'length mismatch');
-  let diff = 0;
-  for (let i = 0; i < actual.length; i++) {
-    const d = Math.abs(actual[i] - expected[i]);
-    diff = Number.isNaN(d) ? Infinity : Math.max(diff, d);
-  }
-  return diff / Math.max(maxAbs(expected), floor);
-}
-
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
-  const err = relativeError(actual, expected);
-  assert.ok(err <= tol, `${what}: relative error ${err.toExponential(2)} > ${tol}\n  got      ${fmt(actual)}\n  expected ${fmt(expected)}`);
-}
-
-function fmt(v: ArrayLike<number>): string {
-  return Array.from(v, (x) => Number(x.toPrecision(6))).slice(0, 12).join(', ') + (v.length > 12 ? ', ...' : '');
-}
-
-/** Runs fn with a fresh backend and checks that everything it allocated was freed. */
-function withBackend<T>(fn: (be: JsBackend) => T): T {
-  const be = new JsBackend();
-  const result = fn(be);
-  assert.equal(be.liveBytes(), 0, 'the test leaked backend memory');
-  return result;
-}
-
-/** Downloads and frees a buffer. */
-function take(be: JsBackend, b: JsBuf): Float32Array {
-  const v = be.download(b);
-  be.free(b);
-  return v;
-}
-
-// ---- finite-difference gradient checks ----------------------------------------------------------
-
-interface Input {
-  readonly name: string;
-  readonly shape: Shape;
-  readonly data: Float32Array;
-  /** false: not differentiated by this op (labels, running statistics...). */
-  readonly differentiable?: boolean;
-}
-
-interface GradCase {
-  readonly inputs: Input[];
-  /** Output values; must free everything it allocates. */
-  forward(be: JsBackend, x: JsBuf[]): Values;
-  /** Gradient of sum(r * forward) for each input (null where not differentiable); frees its temporaries. */
-  backward(be: JsBackend, x: JsBuf[], r: Float32Array): (Float32Array | null)[];
-  /**
-   * An activation pattern of the output (e.g. which ReLU outputs are positive): a coordinate whose
-   * perturbation changes the pattern straddles a kink, and central differences are meaningless there.
-   */
-  pattern?(out: Values): string;
-}
-
-const FD_STEP = 1e-3;
-/**
- * Central differences of L = sum(r * f(x)) with float32 outputs have an absolute error of about
- * 1e-7 * sum|r * f| / (2 * step) and a truncation error of O(step^2); 2e-3 relative to the largest
- * gradient leaves a margin of ~10x over the worst case seen here, while any wrong term in a
- * backward formula gives errors of order 1.
- */
-const FD_TOL = 2e-3;
-
-function projection(out: Values, r: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < out.length; i++) s += r[i] * out[i];
-  return s;
-}
-
-function gradCheck(c: GradCase, seed: number): void {
-  withBackend((be) => {
-    // an independent stream: a projection r correlated with the inputs can hide errors (for batch
-    // norm, r affine in x makes the true gradient vanish)
-    const rng = Rng.derive(seed, 0x9d);
-    const evaluate = (data: Float32Array[]): Values => {
-      const bufs = c.inputs.map((input, i) => be.upload(data[i], input.shape));
-      const out = c.forward(be, bufs);
-      bufs.forEach((b) => be.free(b));
-      return out;
-    };
-    const base = c.inputs.map((i) => i.data);
-    const y0 = evaluate(base);
-    const r = randomArray(rng, y0.length);
-    const bufs = c.inputs.map((input) => be.upload(input.data, input.shape));
-    const analytic = c.backward(be, bufs, r);
-    bufs.forEach((b) => be.free(b));
-    c.inputs.forEach((input, k) => {
-      const grad = analytic[k];
-      if (input.differentiable === false) return;
-      assert.ok(grad, `no gradient for ${input.name}`);
-      assert.equal(grad.length, input.data.length, `gradient of ${input.name} has the wrong size`);
-      const numeric: number[] = [];
-      const compared: number[] = [];
-      for (let i = 0; i < input.data.length; i++) {
-        const plus = input.data.slice();
-        const minus = input.data.slice();
-        plus[i] = Math.fround(input.data[i] + FD_STEP);
-        minus[i] = Math.fround(input.data[i] - FD_STEP);
-        const yPlus = evaluate(base.map((d, j) => (j === k ? plus : d)));
-        const yMinus = evaluate(base.map((d, j) => (j === k ? minus : d)));
-        if (c.pattern && c.pattern(yPlus) !== c.pattern(yMinus)) continue;
-        numeric.push((projection(yPlus, r) - projection(yMinus, r)) / (plus[i] - minus[i]));
-        compared.push(grad[i]);
-      }
-      assert.ok(compared.length >= input.data.length / 2, `${input.name}: too many coordinates straddle a kink`);
-      const scale = Math.max(maxAbs(numeric), 1e-3);
-      let worst = 0;
-      for (let i = 0; i < numeric.length; i++) worst = Math.max(worst, Math.abs(numeric[i] - compared[i]) / scale);
-      assert.ok(worst <= FD_TOL, `gradient of ${input.name}: error ${worst.toExponential(2)} relative to ${scale.toExponential(2)}\n  numeric  ${fmt(numeric)}\n  analytic ${fmt(compared)}`);
-    });
-  });
-}
-
-function positivePattern(out: Values): string {
-  return Array.from(out, (v) => (v > 0 ? '1' : '0')).join('');
-}
-
-function input(rng: Rng, name: string, shape: Shape, scale = 1, shift = 0): Input {
-  return { name, shape, data: randomArray(rng, numel(shape), scale, shift) };
-}
+import {
+  type ConvConfig,
+  type GradCase,
+  assertClose,
+  conv,
+  convGradCase,
+  gradCheck,
+  input,
+  positivePattern,
+  randomArray,
+  take,
+  unaryCase,
+  withBackend,
+} from './backend-helpers.js';
 
 // ---- direct definitions used as forward references ------------------------------------------------
 
@@ -365,20 +242,6 @@ describe('js backend: blocked matrix multiply', () => {
   });
 });
 
-interface ConvConfig {
-  readonly name: string;
-  readonly x: Shape;
-  readonly w: Shape;
-  readonly p: Conv2dParams;
-  readonly bias: boolean;
-}
-
-const conv = (stride: number | [number, number], padding: number | [number, number], groups = 1): Conv2dParams => ({
-  stride: typeof stride === 'number' ? [stride, stride] : stride,
-  padding: typeof padding === 'number' ? [padding, padding] : padding,
-  groups,
-});
-
 const CONV_GRAD_CONFIGS: ConvConfig[] = [
   { name: 'stride 1, padding 1, bias', x: [2, 3, 5, 4], w: [4, 3, 3, 3], p: conv(1, 1), bias: true },
   { name: 'stride 1, padding 1, no bias', x: [1, 2, 4, 4], w: [3, 2, 3, 3], p: conv(1, 1), bias: false },
@@ -393,26 +256,6 @@ const CONV_GRAD_CONFIGS: ConvConfig[] = [
   { name: 'pointwise, stride 2', x: [1, 4, 5, 5], w: [2, 4, 1, 1], p: conv(2, 0), bias: false },
   { name: 'rectangular kernel, stride and padding', x: [1, 2, 6, 5], w: [3, 2, 3, 2], p: conv([2, 1], [0, 1]), bias: true },
 ];
-
-function convGradCase(rng: Rng, c: ConvConfig): GradCase {
-  const inputs = [input(rng, 'x', c.x), input(rng, 'w', c.w, 0.5)];
-  if (c.bias) inputs.push(input(rng, 'bias', [c.w[0]]));
-  const run = (be: JsBackend, [x, w, b]: JsBuf[]): JsBuf => be.conv2d(x, w, b ?? null, c.p);
-  return {
-    inputs,
-    forward: (be, bufs) => take(be, run(be, bufs)),
-    backward: (be, bufs, r) => {
-      const [x, w] = bufs;
-      const y = run(be, bufs);
-      const gy = be.upload(r, y.shape);
-      be.free(y);
-      const gx = take(be, be.conv2dBackwardData(gy, w, x.shape, c.p));
-      const { gw, gb } = be.conv2dBackwardWeights(gy, x, w.shape, c.bias, c.p);
-      be.free(gy);
-      return [gx, take(be, gw), gb ? take(be, gb) : null];
-    },
-  };
-}
 
 describe('js backend: convolution', () => {
   const configs: ConvConfig[] = [
@@ -491,35 +334,22 @@ describe('js backend: finite-difference gradient checks', () => {
   it('batch norm 1d, training', () => gradCheck(batchNormCase(new Rng(3), [6, 4], false), 3));
   it('batch norm 1d, training, fused ReLU', () => gradCheck(batchNormCase(new Rng(4), [6, 4], true), 4));
 
-  const unary = (rng: Rng, shape: Shape, forward: (be: JsBackend, x: JsBuf) => JsBuf,
-    backward: (be: JsBackend, gy: JsBuf, x: JsBuf, y: JsBuf) => JsBuf, pattern?: GradCase['pattern']): GradCase => ({
-    inputs: [input(rng, 'x', shape)],
-    forward: (be, [x]) => take(be, forward(be, x)),
-    backward: (be, [x], r) => {
-      const y = forward(be, x);
-      const gy = be.upload(r, y.shape);
-      const gx = take(be, backward(be, gy, x, y));
-      [y, gy].forEach((b) => be.free(b));
-      return [gx];
-    },
-    pattern,
-  });
   const pools: [string, Shape, Pool2dParams][] = [
     ['kernel 3, stride 2, padding 1', [2, 2, 7, 7], { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }],
     ['kernel 2, stride 2, odd width', [1, 2, 6, 5], { kernel: [2, 2], stride: [2, 2], padding: [0, 0] }],
     ['rectangular', [1, 1, 5, 6], { kernel: [3, 2], stride: [1, 2], padding: [1, 1] }],
   ];
   pools.forEach(([name, shape, p], i) => it(`avgPool2d ${name}`, () => gradCheck(
-    unary(new Rng(20 + i), shape, (be, x) => be.avgPool2d(x, p), (be, gy, x) => be.avgPool2dBackward(gy, x.shape, p)), 20 + i)));
+    unaryCase(new Rng(20 + i), shape, (be, x) => be.avgPool2d(x, p), (be, gy, x) => be.avgPool2dBackward(gy, x.shape, p)), 20 + i)));
   it('globalAvgPool', () => gradCheck(
-    unary(new Rng(30), [2, 3, 4, 5], (be, x) => be.globalAvgPool(x), (be, gy, x) => be.globalAvgPoolBackward(gy, x.shape)), 30));
+    unaryCase(new Rng(30), [2, 3, 4, 5], (be, x) => be.globalAvgPool(x), (be, gy, x) => be.globalAvgPoolBackward(gy, x.shape)), 30));
   it('shortcutPad, stride 2', () => gradCheck(
-    unary(new Rng(31), [2, 3, 5, 5], (be, x) => be.shortcutPad(x, 2, 2, 1), (be, gy, x) => be.shortcutPadBackward(gy, x.shape, 2, 2)), 31));
+    unaryCase(new Rng(31), [2, 3, 5, 5], (be, x) => be.shortcutPad(x, 2, 2, 1), (be, gy, x) => be.shortcutPadBackward(gy, x.shape, 2, 2)), 31));
   it('shortcutPad, stride 1', () => gradCheck(
-    unary(new Rng(32), [1, 2, 3, 4], (be, x) => be.shortcutPad(x, 1, 0, 3), (be, gy, x) => be.shortcutPadBackward(gy, x.shape, 1, 0)), 32));
-  it('relu', () => gradCheck(unary(new Rng(33), [3, 7], (be, x) => be.relu(x), (be, gy, _x, y) => be.reluBackward(gy, y), positivePattern), 33));
-  it('tanh', () => gradCheck(unary(new Rng(34), [3, 7], (be, x) => be.tanh(x), (be, gy, _x, y) => be.tanhBackward(gy, y)), 34));
-  it('affine', () => gradCheck(unary(new Rng(35), [3, 7], (be, x) => be.affine(x, -1.7, 0.3), (be, gy) => be.affine(gy, -1.7, 0)), 35));
+    unaryCase(new Rng(32), [1, 2, 3, 4], (be, x) => be.shortcutPad(x, 1, 0, 3), (be, gy, x) => be.shortcutPadBackward(gy, x.shape, 1, 0)), 32));
+  it('relu', () => gradCheck(unaryCase(new Rng(33), [3, 7], (be, x) => be.relu(x), (be, gy, _x, y) => be.reluBackward(gy, y), positivePattern), 33));
+  it('tanh', () => gradCheck(unaryCase(new Rng(34), [3, 7], (be, x) => be.tanh(x), (be, gy, _x, y) => be.tanhBackward(gy, y)), 34));
+  it('affine', () => gradCheck(unaryCase(new Rng(35), [3, 7], (be, x) => be.affine(x, -1.7, 0.3), (be, gy) => be.affine(gy, -1.7, 0)), 35));
 
   it('addRelu', () => {
     const rng = new Rng(36);

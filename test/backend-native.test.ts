@@ -6,126 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { BatchNormParams, Conv2dParams, Pool2dParams, QuantSpec, Shape } from '../src/backend/backend.js';
+import type { BatchNormParams, Conv2dParams, QuantSpec, Shape } from '../src/backend/backend.js';
 import { QUANT_SUMS, numel } from '../src/backend/backend.js';
 import { JsBackend, type JsBuf } from '../src/backend/js/index.js';
-import { type NativeBackend, type NativeBuf, loadNativeBackend, nativeUnavailableReason } from '../src/backend/native/index.js';
+import { type NativeBackend, type NativeBuf, loadNativeBackend } from '../src/backend/native/index.js';
 import { apotLevels as apotLevelSet } from '../src/quant/apot.js';
 import { Rng } from '../src/util/rng.js';
-
-const TOL = 1e-4;
-const native = loadNativeBackend(0);
-const skip = native === null ? `native addon not available: ${nativeUnavailableReason()}` : false;
-
-interface Pair {
-  readonly js: JsBuf;
-  readonly nat: NativeBuf;
-}
-
-function maxAbs(v: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < v.length; i++) m = Math.max(m, Math.abs(v[i]));
-  return m;
-}
-
-/** max |a - b| / max(max |b|, 1e-6); NaN anywhere counts as infinite. */
-function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  assert.equal(actual.length, expected.length, 'length mismatch');
-  let diff = 0;
-  for (let i = 0; i < actual.length; i++) {
-    const d = Math.abs(actual[i] - expected[i]);
-    diff = Number.isNaN(d) ? Infinity : Math.max(diff, d);
-  }
-  return diff / Math.max(maxAbs(expected), 1e-6);
-}
-
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, tol = TOL): void {
-  const err = relativeError(actual, expected);
-  assert.ok(err <= tol, `${what}: relative error ${err.toExponential(2)} > ${tol}`);
-}
+import { conv, maxAbs, pool } from './backend-helpers.js';
+import { type Pair, Twin, assertClose, native, skip } from './native-twin.js';
 
 function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
   assert.ok(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), `${what} differs between runs`);
-}
-
-/**
- * One test's pair of backends with random inputs on both. `done` checks that the test freed
- * everything it allocated on either side.
- */
-class Twin {
-  readonly js = new JsBackend();
-  readonly nat: NativeBackend;
-  readonly rng: Rng;
-  readonly #startBytes: number;
-
-  constructor(seed: number, nat: NativeBackend = native!) {
-    this.nat = nat;
-    this.rng = new Rng(seed);
-    this.#startBytes = nat.liveBytes();
-  }
-
-  random(shape: Shape, scale = 1, shift = 0): Float32Array {
-    return Float32Array.from({ length: numel(shape) }, () => this.rng.normal() * scale + shift);
-  }
-
-  pair(values: Float32Array, shape: Shape): Pair {
-    return { js: this.js.upload(values, shape), nat: this.nat.upload(values, shape) };
-  }
-
-  randomPair(shape: Shape, scale = 1, shift = 0): Pair {
-    return this.pair(this.random(shape, scale, shift), shape);
-  }
-
-  /**
-   * The same values on both sides, the native one in the blocked layout a convolution produces
-   * (made by a 1x1 identity convolution, which copies exactly).
-   */
-  blockedPair(shape: Shape, scale = 1, shift = 0): Pair {
-    const values = this.random(shape, scale, shift);
-    const c = shape[1];
-    const eye = new Float32Array(c * c);
-    for (let i = 0; i < c; i++) eye[i * c + i] = 1;
-    const plain = this.nat.upload(values, shape);
-    const w = this.nat.upload(eye, [c, c, 1, 1]);
-    const nat = this.nat.conv2d(plain, w, null, conv(1, 0));
-    this.nat.free(plain);
-    this.nat.free(w);
-    assert.match(this.nat.layoutOf(nat), /^aBcd(8|16)b$/, 'a convolution output is blocked');
-    return { js: this.js.upload(values, shape), nat };
-  }
-
-  /** A js copy of a native buffer's values. */
-  mirror(b: NativeBuf): JsBuf {
-    return this.js.upload(this.nat.download(b), b.shape);
-  }
-
-  /** Compare and free both. */
-  agree(js: JsBuf, nat: NativeBuf, what: string, tol = TOL): void {
-    assert.deepEqual(nat.shape, js.shape, `${what}: shape`);
-    assertClose(this.nat.download(nat), this.js.download(js), what, tol);
-    this.js.free(js);
-    this.nat.free(nat);
-  }
-
-  free(...pairs: Pair[]): void {
-    for (const p of pairs) {
-      this.js.free(p.js);
-      this.nat.free(p.nat);
-    }
-  }
-
-  done(): void {
-    assert.equal(this.js.liveBytes(), 0, 'the test leaked js buffers');
-    assert.equal(this.nat.liveBytes(), this.#startBytes, 'the test leaked native buffers');
-  }
-}
-
-function conv(stride: number, padding: number, groups = 1): Conv2dParams {
-  return { stride: [stride, stride], padding: [padding, padding], groups };
-}
-
-function pool(kernel: number, stride: number, padding: number): Pool2dParams {
-  return { kernel: [kernel, kernel], stride: [stride, stride], padding: [padding, padding] };
 }
 
 function labelsFor(rng: Rng, n: number, classes: number): Int32Array {

@@ -76,6 +76,8 @@ class Context : public Napi::ObjectWrap<Context> {
             InstanceMethod<&Context::mul>("mul"),
             InstanceMethod<&Context::relu>("relu"),
             InstanceMethod<&Context::reluBackward>("reluBackward"),
+            InstanceMethod<&Context::clippedRelu>("clippedRelu"),
+            InstanceMethod<&Context::clippedReluBackward>("clippedReluBackward"),
             InstanceMethod<&Context::tanh>("tanh"),
             InstanceMethod<&Context::tanhBackward>("tanhBackward"),
             InstanceMethod<&Context::axpyInPlace>("axpyInPlace"),
@@ -92,6 +94,8 @@ class Context : public Napi::ObjectWrap<Context> {
             InstanceMethod<&Context::batchNormQuantizeBackward>("batchNormQuantizeBackward"),
             InstanceMethod<&Context::avgPool2d>("avgPool2d"),
             InstanceMethod<&Context::avgPool2dBackward>("avgPool2dBackward"),
+            InstanceMethod<&Context::maxPool2d>("maxPool2d"),
+            InstanceMethod<&Context::maxPool2dBackward>("maxPool2dBackward"),
             InstanceMethod<&Context::globalAvgPool>("globalAvgPool"),
             InstanceMethod<&Context::globalAvgPoolBackward>("globalAvgPoolBackward"),
             InstanceMethod<&Context::linear>("linear"),
@@ -202,6 +206,17 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value tanh(const Napi::CallbackInfo& info) { return unaryOp<ops::tanh>(info, "tanh"); }
   Napi::Value reluBackward(const Napi::CallbackInfo& info) {
     return binaryOp<ops::reluBackward>(info, "reluBackward", "gy", "y");
+  }
+  Napi::Value clippedRelu(const Napi::CallbackInfo& info) {
+    return run(info, "clippedRelu", 2, [](const Args& a) {
+      return wrap(a.env(), ops::clippedRelu(a.tensor(0, "x"), static_cast<float>(a.number(1, "ceiling"))));
+    });
+  }
+  Napi::Value clippedReluBackward(const Napi::CallbackInfo& info) {
+    return run(info, "clippedReluBackward", 3, [](const Args& a) {
+      const Tensor& gy = a.tensor(0, "gy");
+      return wrap(a.env(), ops::clippedReluBackward(gy, a.tensor(1, "y"), static_cast<float>(a.number(2, "ceiling"))));
+    });
   }
   Napi::Value tanhBackward(const Napi::CallbackInfo& info) {
     return binaryOp<ops::tanhBackward>(info, "tanhBackward", "gy", "y");
@@ -317,6 +332,19 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value avgPool2dBackward(const Napi::CallbackInfo& info) {
     return run(info, "avgPool2dBackward", 8, [](const Args& a) {
       return wrap(a.env(), ops::avgPool2dBackward(a.tensor(0, "gy"), a.shape(1, "xShape"), poolParams(a, 2)));
+    });
+  }
+
+  Napi::Value maxPool2d(const Napi::CallbackInfo& info) {
+    return run(info, "maxPool2d", 7, [](const Args& a) {
+      return wrap(a.env(), ops::maxPool2d(a.tensor(0, "x"), poolParams(a, 1)));
+    });
+  }
+
+  Napi::Value maxPool2dBackward(const Napi::CallbackInfo& info) {
+    return run(info, "maxPool2dBackward", 8, [](const Args& a) {
+      const Tensor& gy = a.tensor(0, "gy");
+      return wrap(a.env(), ops::maxPool2dBackward(gy, a.tensor(1, "x"), poolParams(a, 2)));
     });
   }
 

@@ -77,6 +77,14 @@ void reluBackward(const float* gy, const float* y, float* gx, int64_t n) {
   map2(gy, y, gx, n, [](float g, float v) { return v > 0.0f ? g : 0.0f; });
 }
 
+void clippedRelu(const float* x, float* y, int64_t n, float ceiling) {
+  map1(x, y, n, [=](float u) { return u < 0.0f ? 0.0f : u > ceiling ? ceiling : u; });
+}
+
+void clippedReluBackward(const float* gy, const float* y, float* gx, int64_t n, float ceiling) {
+  map2(gy, y, gx, n, [=](float g, float v) { return v <= 0.0f || v >= ceiling ? 0.0f : g; });
+}
+
 namespace {
 /**
  * tanh as an odd/even rational function of x on [-7.9988, 7.9988] (clamped outside, where tanh is
@@ -355,6 +363,84 @@ void shortcutPadBackward(const BlockedImage& gy, const BlockedImage& gx, int64_t
         for (int64_t lane = 0; lane < gx.block; lane++) *dst++ = sampled && src[lane] >= 0 ? gy.data[src[lane] + pixel] : 0.0f;
       }
     }
+  });
+}
+
+namespace {
+/**
+ * For one (image, channel block) plane `nb` of x: visit(outOffset, inOffset) for every output pixel
+ * and real lane of the pooled plane (outH x outW), with the offset (within the plane) of the input
+ * position that wins its window (see maxPool2d in kernels.hpp). `FixedBlock` is x.block when the
+ * caller knows it at compile time (the lane loops then vectorize), 0 otherwise. The comparison
+ * runs on every lane, padded ones included (their values are zeros), and is branch-free.
+ */
+template <int64_t FixedBlock, class Visit>
+void forEachWinner(const BlockedImage& x, int64_t nb, int64_t outH, int64_t outW, const PoolWindow& p, Visit visit) {
+  const int64_t block = FixedBlock > 0 ? FixedBlock : x.block;
+  const int64_t lanes = std::min(block, x.c - nb % (x.paddedChannels() / block) * block);
+  const float* plane = x.data + nb * x.h * x.w * block;
+  alignas(64) float best[kMaxChannelBlock];
+  alignas(64) int32_t winner[kMaxChannelBlock];  // a plane holds far fewer than 2^31 values
+  for (int64_t oy = 0; oy < outH; oy++) {
+    const int64_t y0 = oy * p.strideH - p.padH;
+    const int64_t yFirst = std::max<int64_t>(0, y0), yEnd = std::min(x.h, y0 + p.kernelH);
+    for (int64_t ox = 0; ox < outW; ox++) {
+      const int64_t x0 = ox * p.strideW - p.padW;
+      const int64_t xFirst = std::max<int64_t>(0, x0), xEnd = std::min(x.w, x0 + p.kernelW);
+      const int32_t first = static_cast<int32_t>((yFirst * x.w + xFirst) * block);
+#pragma omp simd
+      for (int64_t lane = 0; lane < block; lane++) {
+        winner[lane] = first + static_cast<int32_t>(lane);
+        best[lane] = plane[first + lane];
+      }
+      for (int64_t iy = yFirst; iy < yEnd; iy++) {
+        for (int64_t ix = xFirst; ix < xEnd; ix++) {
+          const int32_t pixel = static_cast<int32_t>((iy * x.w + ix) * block);
+          const float* v = plane + pixel;
+#pragma omp simd
+          for (int64_t lane = 0; lane < block; lane++) {
+            const bool wins = v[lane] > best[lane] || v[lane] != v[lane];  // v != v: NaN
+            best[lane] = wins ? v[lane] : best[lane];
+            winner[lane] = wins ? pixel + static_cast<int32_t>(lane) : winner[lane];
+          }
+        }
+      }
+      const int64_t out = (oy * outW + ox) * block;
+      for (int64_t lane = 0; lane < lanes; lane++) visit(out + lane, winner[lane]);
+    }
+  }
+}
+
+/** forEachWinner with the block sizes convolutions produce fixed at compile time. */
+template <class Visit>
+void forEachWinnerOf(const BlockedImage& x, int64_t nb, int64_t outH, int64_t outW, const PoolWindow& p, Visit visit) {
+  switch (x.block) {
+    case 16: return forEachWinner<16>(x, nb, outH, outW, p, visit);
+    case 8: return forEachWinner<8>(x, nb, outH, outW, p, visit);
+    default: return forEachWinner<0>(x, nb, outH, outW, p, visit);
+  }
+}
+}  // namespace
+
+void maxPool2d(const BlockedImage& x, const BlockedImage& y, const PoolWindow& p) {
+  const int64_t planes = y.n * (y.paddedChannels() / y.block);
+  const int64_t planeSize = y.h * y.w * y.block;
+  parallelFor(planes, planes * planeSize * p.kernelH * p.kernelW, [&](int64_t nb) {
+    const float* src = x.data + nb * x.h * x.w * x.block;
+    float* dst = y.data + nb * planeSize;
+    std::memset(dst, 0, static_cast<size_t>(planeSize) * sizeof(float));  // padded lanes stay zero
+    forEachWinnerOf(x, nb, y.h, y.w, p, [&](int64_t out, int64_t in) { dst[out] = src[in]; });
+  });
+}
+
+void maxPool2dBackward(const BlockedImage& gy, const BlockedImage& x, const BlockedImage& gx, const PoolWindow& p) {
+  const int64_t planes = gx.n * (gx.paddedChannels() / gx.block);
+  const int64_t planeSize = gx.h * gx.w * gx.block;
+  parallelFor(planes, planes * gy.h * gy.w * gy.block * p.kernelH * p.kernelW, [&](int64_t nb) {
+    const float* g = gy.data + nb * gy.h * gy.w * gy.block;
+    float* dst = gx.data + nb * planeSize;
+    std::memset(dst, 0, static_cast<size_t>(planeSize) * sizeof(float));
+    forEachWinnerOf(x, nb, gy.h, gy.w, p, [&](int64_t out, int64_t in) { dst[in] += g[out]; });
   });
 }
 

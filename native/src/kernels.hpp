@@ -17,6 +17,10 @@ void affine(const float* x, float* y, int64_t n, float alpha, float beta);
 void mul(const float* a, const float* b, float* y, int64_t n);
 void relu(const float* x, float* y, int64_t n);
 void reluBackward(const float* gy, const float* y, float* gx, int64_t n);
+/** min(max(x, 0), ceiling); NaN stays NaN. */
+void clippedRelu(const float* x, float* y, int64_t n, float ceiling);
+/** gy where 0 < y < ceiling, else 0 (a NaN y passes gy, as PyTorch's hardtanh backward). */
+void clippedReluBackward(const float* gy, const float* y, float* gx, int64_t n, float ceiling);
 void tanh(const float* x, float* y, int64_t n);
 void tanhBackward(const float* gy, const float* y, float* gx, int64_t n);
 /** dst += alpha * src. */
@@ -76,5 +80,17 @@ void globalAvgPoolBackward(const float* gy, const BlockedImage& gx);
 /** Every `stride`-th pixel, channels shifted by `padBefore`, zeros elsewhere. */
 void shortcutPad(const BlockedImage& x, const BlockedImage& y, int64_t stride, int64_t padBefore);
 void shortcutPadBackward(const BlockedImage& gy, const BlockedImage& gx, int64_t stride, int64_t padBefore);
+
+struct PoolWindow {
+  int64_t kernelH, kernelW, strideH, strideW, padH, padW;
+};
+/**
+ * Max pooling, x and y in the same channel block. In each window only positions inside x compete
+ * (padding never wins); the first maximum in window order (rows, then columns) wins, a NaN wins
+ * over any number (the last NaN): PyTorch's rule, which the js backend follows too.
+ */
+void maxPool2d(const BlockedImage& x, const BlockedImage& y, const PoolWindow& p);
+/** gx (zeroed here) gets each window's gy at the position maxPool2d picks from x; x and gx share a layout. */
+void maxPool2dBackward(const BlockedImage& gy, const BlockedImage& x, const BlockedImage& gx, const PoolWindow& p);
 
 }  // namespace tq::kernels

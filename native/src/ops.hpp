@@ -26,6 +26,8 @@ Tensor affine(const Tensor& x, float alpha, float beta);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor relu(const Tensor& x);
 Tensor reluBackward(const Tensor& gy, const Tensor& y);
+Tensor clippedRelu(const Tensor& x, float ceiling);
+Tensor clippedReluBackward(const Tensor& gy, const Tensor& y, float ceiling);
 Tensor tanh(const Tensor& x);
 Tensor tanhBackward(const Tensor& gy, const Tensor& y);
 void axpyInPlace(Tensor& dst, const Tensor& src, float alpha);
@@ -88,6 +90,9 @@ struct PoolParams {
 };
 Tensor avgPool2d(const Tensor& x, const PoolParams& p);
 Tensor avgPool2dBackward(const Tensor& gy, const Shape& xShape, const PoolParams& p);
+Tensor maxPool2d(const Tensor& x, const PoolParams& p);
+/** The winners are recomputed from the forward input x. */
+Tensor maxPool2dBackward(const Tensor& gy, const Tensor& x, const PoolParams& p);
 Tensor globalAvgPool(const Tensor& x);
 Tensor globalAvgPoolBackward(const Tensor& gy, const Shape& xShape);
 

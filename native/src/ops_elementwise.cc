@@ -1,5 +1,7 @@
 // Memory ops, elementwise ops, reductions, optimizer steps and quantization: everything that runs
 // the addon's own kernels over the physical buffer.
+#include <cmath>
+
 #include "ops.hpp"
 #include "ops_common.hpp"
 
@@ -15,10 +17,8 @@ void checkShape(const char* op, const Shape& shape) {
   }
 }
 
-using UnaryKernel = void (*)(const float*, float*, int64_t);
-using BinaryKernel = void (*)(const float*, const float*, float*, int64_t);
-
-/** y = kernel(x) in x's layout (made dense first). */
+/** y = kernel(x, y, n) in x's layout (made dense first). */
+template <class UnaryKernel>
 Tensor unary(const Tensor& x, UnaryKernel kernel) {
   std::optional<Tensor> hx;
   const Tensor& dx = asDense(x, hx);
@@ -27,7 +27,8 @@ Tensor unary(const Tensor& x, UnaryKernel kernel) {
   return y;
 }
 
-/** y = kernel(a, b) in a's layout; b is reordered to it when its layout differs. */
+/** y = kernel(a, b, y, n) in a's layout; b is reordered to it when its layout differs. */
+template <class BinaryKernel>
 Tensor binary(const char* op, const char* nameA, const Tensor& a, const char* nameB, const Tensor& b, BinaryKernel kernel) {
   requireSameShape(op, nameA, a, nameB, b);
   std::optional<Tensor> ha, hb;
@@ -105,16 +106,29 @@ Tensor reluBackward(const Tensor& gy, const Tensor& y) {
   return binary("reluBackward", "gy", gy, "y", y, kernels::reluBackward);
 }
 
+namespace {
+void requireCeiling(const char* op, float ceiling) {
+  if (!(std::isfinite(ceiling) && ceiling > 0.0f)) fail(op, "ceiling must be a positive finite number, got ", ceiling);
+}
+}  // namespace
+
+Tensor clippedRelu(const Tensor& x, float ceiling) {
+  requireCeiling("clippedRelu", ceiling);
+  return unary(x, [=](const float* in, float* out, int64_t n) { kernels::clippedRelu(in, out, n, ceiling); });
+}
+
+Tensor clippedReluBackward(const Tensor& gy, const Tensor& y, float ceiling) {
+  requireCeiling("clippedReluBackward", ceiling);
+  return binary("clippedReluBackward", "gy", gy, "y", y,
+      [=](const float* g, const float* v, float* out, int64_t n) { kernels::clippedReluBackward(g, v, out, n, ceiling); });
+}
+
 Tensor tanhBackward(const Tensor& gy, const Tensor& y) {
   return binary("tanhBackward", "gy", gy, "y", y, kernels::tanhBackward);
 }
 
 Tensor affine(const Tensor& x, float alpha, float beta) {
-  std::optional<Tensor> hx;
-  const Tensor& dx = asDense(x, hx);
-  Tensor y(x.shape(), dx.desc());
-  kernels::affine(dx.data(), y.data(), dx.physicalSize(), alpha, beta);
-  return y;
+  return unary(x, [=](const float* in, float* out, int64_t n) { kernels::affine(in, out, n, alpha, beta); });
 }
 
 void axpyInPlace(Tensor& dst, const Tensor& src, float alpha) {

@@ -1,5 +1,11 @@
-// Pooling (oneDNN average pooling; own kernels for the global average and the option-A
-// shortcut, which work on plain and channel-blocked layouts alike).
+// Pooling (oneDNN average pooling; own kernels for max pooling, the global average and the
+// option-A shortcut, which work on plain and channel-blocked layouts alike).
+//
+// Max pooling is the addon's kernel rather than oneDNN's pooling_max: its backward must send each
+// window's gradient to exactly the position the js backend (and PyTorch) picks, the first maximum
+// in window order or a NaN, and oneDNN documents no tie or NaN rule for its implementations. The
+// kernel recomputes the winners from x in the backward, so no workspace crosses the Backend
+// interface; the recomputation costs one read of x, small next to the convolutions around it.
 #include "compat.hpp"
 #include "ops.hpp"
 #include "ops_common.hpp"
@@ -29,6 +35,10 @@ Shape poolOutShape(const char* op, const Shape& x, const PoolParams& p) {
 
 PoolGeometry geometry(const PoolParams& p) {
   return {{p.strideH, p.strideW}, {p.kernelH, p.kernelW}, {p.padH, p.padW}, {p.padH, p.padW}};
+}
+
+kernels::PoolWindow window(const PoolParams& p) {
+  return {p.kernelH, p.kernelW, p.strideH, p.strideW, p.padH, p.padW};
 }
 
 Key poolKey(int64_t tag, const memory::desc& src, const PoolParams& p) {
@@ -68,6 +78,27 @@ Tensor avgPool2dBackward(const Tensor& gy, const Shape& xShape, const PoolParams
   });
   Tensor gx(xShape, e.pd.diff_src_desc());
   execute(e.prim, e.pd, {{DNNL_ARG_DIFF_DST, diffDst.mem()}, {DNNL_ARG_DIFF_SRC, gx.mem()}});
+  return gx;
+}
+
+Tensor maxPool2d(const Tensor& x, const PoolParams& p) {
+  const Shape yShape = poolOutShape("maxPool2d", x.shape(), p);
+  std::optional<Tensor> hx;
+  const Tensor& src = blockedImage(x, hx);
+  Tensor y(yShape, activationDesc(yShape, channelBlock(src.desc())));
+  kernels::maxPool2d(imageView(src), imageView(y), window(p));
+  return y;
+}
+
+Tensor maxPool2dBackward(const Tensor& gy, const Tensor& x, const PoolParams& p) {
+  const Shape yShape = poolOutShape("maxPool2dBackward", x.shape(), p);
+  requireShape("maxPool2dBackward", "gy", gy.shape(), yShape);
+  std::optional<Tensor> hx, hg;
+  const Tensor& src = blockedImage(x, hx);
+  const int block = channelBlock(src.desc());
+  const Tensor& g = inLayout(gy, activationDesc(yShape, block), hg);
+  Tensor gx(x.shape(), src.desc());
+  kernels::maxPool2dBackward(imageView(g), imageView(src), imageView(gx), window(p));
   return gx;
 }
 

@@ -173,6 +173,13 @@ export interface Backend<B extends Buf = Buf, S extends BatchNormSaved = BatchNo
   relu(x: B): B;
   /** gy where y > 0, else 0 (y is the ReLU output). */
   reluBackward(gy: B, y: B): B;
+  /** min(max(x, 0), ceiling) (ReLU6 for ceiling 6); NaN stays NaN. `ceiling` must be positive and finite. */
+  clippedRelu(x: B, ceiling: number): B;
+  /**
+   * gy where 0 < y < ceiling (strictly), else 0 (y is the clipped ReLU output), as PyTorch's
+   * hardtanh backward: the gradient is 0 at both clipping points.
+   */
+  clippedReluBackward(gy: B, y: B, ceiling: number): B;
   tanh(x: B): B;
   /** gy * (1 - y^2) (y is the tanh output). */
   tanhBackward(gy: B, y: B): B;
@@ -213,6 +220,17 @@ export interface Backend<B extends Buf = Buf, S extends BatchNormSaved = BatchNo
   // ---- pooling ------------------------------------------------------------------------------
   avgPool2d(x: B, p: Pool2dParams): B;
   avgPool2dBackward(gy: B, xShape: Shape, p: Pool2dParams): B;
+  /**
+   * Max over each window (PyTorch's max_pool2d, ceil_mode = false): padding positions never win
+   * (they count as -infinity), a NaN in a window wins over every number.
+   */
+  maxPool2d(x: B, p: Pool2dParams): B;
+  /**
+   * The gradient goes to the one input position that maxPool2d picked in each window: the first
+   * maximum in window order (rows, then columns), or the last NaN, as PyTorch does; overlapping
+   * windows add up. x is the forward input (the position is recomputed from it).
+   */
+  maxPool2dBackward(gy: B, x: B, p: Pool2dParams): B;
   /** (N, C, H, W) -> (N, C): mean over H and W. */
   globalAvgPool(x: B): B;
   globalAvgPoolBackward(gy: B, xShape: Shape): B;

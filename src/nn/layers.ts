@@ -1,5 +1,6 @@
 /** Standard layers. Quantized variants live in src/quant and extend Conv2d / Linear. */
 import type { Conv2dParams, Pool2dParams } from '../backend/backend.js';
+import { checkCeiling, checkPool2dParams } from '../backend/js/validate.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../util/rng.js';
@@ -134,6 +135,25 @@ export class ReLU extends Module {
   }
 }
 
+/** min(max(x, 0), ceiling) (PyTorch's Hardtanh(0, ceiling)); the gradient is 0 at 0 and at the ceiling. */
+export class ClippedReLU extends Module {
+  constructor(readonly ceiling: number) {
+    super();
+    checkCeiling(new.target.name, ceiling);
+  }
+
+  forward(x: Tensor): Tensor {
+    return ops.clippedRelu(x, this.ceiling);
+  }
+}
+
+/** min(max(x, 0), 6), as torch.nn.ReLU6 (MobileNet). */
+export class ReLU6 extends ClippedReLU {
+  constructor() {
+    super(6);
+  }
+}
+
 export class Identity extends Module {
   forward(x: Tensor): Tensor {
     return x;
@@ -161,16 +181,45 @@ export class Sequential extends Module {
   }
 }
 
+/** A window extent: one number for both axes, or [height, width]. */
+export type Size2 = number | readonly [number, number];
+
+function pair(v: Size2): readonly [number, number] {
+  return typeof v === 'number' ? [v, v] : v;
+}
+
+/** The backend parameters of a pooling layer, checked so that a bad size names the layer. */
+function poolParams(layer: string, kernel: Size2, stride: Size2, padding: Size2): Pool2dParams {
+  const p: Pool2dParams = { kernel: pair(kernel), stride: pair(stride), padding: pair(padding) };
+  checkPool2dParams(layer, p);
+  return p;
+}
+
+/** Average pooling, padding counted in the divisor (PyTorch's count_include_pad = true). */
 export class AvgPool2d extends Module {
   readonly params: Pool2dParams;
 
-  constructor(kernel: number, stride = kernel, padding = 0) {
+  constructor(kernel: Size2, stride: Size2 = kernel, padding: Size2 = 0) {
     super();
-    this.params = { kernel: [kernel, kernel], stride: [stride, stride], padding: [padding, padding] };
+    this.params = poolParams('AvgPool2d', kernel, stride, padding);
   }
 
   forward(x: Tensor): Tensor {
     return ops.avgPool2d(x, this.params);
+  }
+}
+
+/** Max pooling (torch.nn.MaxPool2d without dilation or ceil mode): padding never wins. */
+export class MaxPool2d extends Module {
+  readonly params: Pool2dParams;
+
+  constructor(kernel: Size2, stride: Size2 = kernel, padding: Size2 = 0) {
+    super();
+    this.params = poolParams('MaxPool2d', kernel, stride, padding);
+  }
+
+  forward(x: Tensor): Tensor {
+    return ops.maxPool2d(x, this.params);
   }
 }
 

@@ -83,6 +83,13 @@ export function relu(x: Tensor): Tensor {
   return record('relu', y, [x], (g) => [be.reluBackward(g, y)]);
 }
 
+/** min(max(x, 0), ceiling): ReLU6 for ceiling 6. */
+export function clippedRelu(x: Tensor, ceiling: number): Tensor {
+  const be = getBackend();
+  const y = be.clippedRelu(x.buf, ceiling);
+  return record('clippedRelu', y, [x], (g) => [be.clippedReluBackward(g, y, ceiling)]);
+}
+
 export function add(a: Tensor, b: Tensor): Tensor {
   const be = getBackend();
   return record('add', be.add(a.buf, b.buf), [a, b], (g) => [be.clone(g), be.clone(g)]);
@@ -130,6 +137,12 @@ export function scaleByAbs(x: Tensor, s: Tensor): Tensor {
 export function avgPool2d(x: Tensor, p: Pool2dParams): Tensor {
   const be = getBackend();
   return record('avgPool2d', be.avgPool2d(x.buf, p), [x], (g) => [be.avgPool2dBackward(g, x.shape, p)]);
+}
+
+/** Max over each window; padding never wins (see Backend.maxPool2d for ties and NaN). */
+export function maxPool2d(x: Tensor, p: Pool2dParams): Tensor {
+  const be = getBackend();
+  return record('maxPool2d', be.maxPool2d(x.buf, p), [x], (g) => [be.maxPool2dBackward(g, x.buf, p)]);
 }
 
 /** (N, C, H, W) -> (N, C). */

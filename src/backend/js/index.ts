@@ -39,6 +39,8 @@ import {
   avgPool2dForward,
   globalAvgPoolBackward,
   globalAvgPoolForward,
+  maxPool2dBackward,
+  maxPool2dForward,
   shortcutPadBackward,
   shortcutPadForward,
 } from './pool.js';
@@ -51,6 +53,7 @@ import {
   checkBatchNormParams,
   checkBatchNormTrainable,
   checkBias,
+  checkCeiling,
   checkClassification,
   checkQuantSpec,
   checkSgdParams,
@@ -166,6 +169,19 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
 
   reluBackward(gy: JsBuf, y: JsBuf): JsBuf {
     return this.#zip('reluBackward', ['gradient', 'output'], gy, y, (g, v) => (v > 0 ? g : 0));
+  }
+
+  clippedRelu(x: JsBuf, ceiling: number): JsBuf {
+    checkCeiling('clippedRelu', ceiling);
+    const c = Math.fround(ceiling); // the float32 ceiling the outputs hold (and the native backend uses)
+    return this.#map('clippedRelu', x, (v) => (v < 0 ? 0 : v > c ? c : v));
+  }
+
+  clippedReluBackward(gy: JsBuf, y: JsBuf, ceiling: number): JsBuf {
+    checkCeiling('clippedReluBackward', ceiling);
+    const c = Math.fround(ceiling);
+    // Written as PyTorch's hardtanh backward: a NaN output passes the gradient.
+    return this.#zip('clippedReluBackward', ['gradient', 'output'], gy, y, (g, v) => (v <= 0 || v >= c ? 0 : g));
   }
 
   tanh(x: JsBuf): JsBuf {
@@ -382,6 +398,21 @@ export class JsBackend implements Backend<JsBuf, JsBatchNormSaved> {
     const g = pool2dGeometry(op, xShape, p);
     expectShape(op, `gradient for input ${shapeStr(xShape)}`, gy.shape, poolOutputShape(g));
     return this.#wrap(avgPool2dBackward(gys, g), xShape);
+  }
+
+  maxPool2d(x: JsBuf, p: Pool2dParams): JsBuf {
+    const xs = valuesOf('maxPool2d', 'input', x);
+    const g = pool2dGeometry('maxPool2d', x.shape, p);
+    return this.#wrap(maxPool2dForward(xs, g), poolOutputShape(g));
+  }
+
+  maxPool2dBackward(gy: JsBuf, x: JsBuf, p: Pool2dParams): JsBuf {
+    const op = 'maxPool2dBackward';
+    const gys = valuesOf(op, 'gradient', gy);
+    const xs = valuesOf(op, 'input', x);
+    const g = pool2dGeometry(op, x.shape, p);
+    expectShape(op, `gradient for input ${shapeStr(x.shape)}`, gy.shape, poolOutputShape(g));
+    return this.#wrap(maxPool2dBackward(gys, xs, g), x.shape);
   }
 
   globalAvgPool(x: JsBuf): JsBuf {

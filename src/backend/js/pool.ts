@@ -1,14 +1,23 @@
 /**
  * Average pooling (PyTorch's defaults: count_include_pad = true, ceil_mode = false, so every window
- * is divided by kh * kw), global average pooling, and the ResNet option-A shortcut.
+ * is divided by kh * kw), max pooling (PyTorch's semantics, see `forEachWindowWinner`), global
+ * average pooling, and the ResNet option-A shortcut.
  */
 import type { PoolGeometry } from './validate.js';
 
+/** The part of one pooling window that lies inside the input plane: rows [yFirst, yEnd), columns [xFirst, xEnd). */
+interface WindowSpan {
+  readonly yFirst: number;
+  readonly yEnd: number;
+  readonly xFirst: number;
+  readonly xEnd: number;
+}
+
 /**
- * Visits every (output, input) pair of the pooling windows that lies inside the input:
- * visit(outIndex, inIndex), with indices into the (N, C, OH, OW) and (N, C, H, W) arrays.
+ * Visits every pooling window: visit(outIndex, inBase, span), with outIndex into the (N, C, OH, OW)
+ * array and inBase the start of the window's (H, W) plane in the (N, C, H, W) array.
  */
-function forEachWindowTap(g: PoolGeometry, visit: (outIndex: number, inIndex: number) => void): void {
+function forEachWindow(g: PoolGeometry, visit: (outIndex: number, inBase: number, span: WindowSpan) => void): void {
   const planes = g.batch * g.channels;
   for (let plane = 0; plane < planes; plane++) {
     const inBase = plane * g.inH * g.inW;
@@ -19,15 +28,44 @@ function forEachWindowTap(g: PoolGeometry, visit: (outIndex: number, inIndex: nu
       const yEnd = Math.min(g.inH, y0 + g.kernelH);
       for (let ox = 0; ox < g.outW; ox++) {
         const x0 = ox * g.strideW - g.padW;
-        const xFirst = Math.max(0, x0);
-        const xEnd = Math.min(g.inW, x0 + g.kernelW);
-        const outIndex = outBase + oy * g.outW + ox;
-        for (let iy = yFirst; iy < yEnd; iy++) {
-          for (let ix = xFirst; ix < xEnd; ix++) visit(outIndex, inBase + iy * g.inW + ix);
-        }
+        visit(outBase + oy * g.outW + ox, inBase, { yFirst, yEnd, xFirst: Math.max(0, x0), xEnd: Math.min(g.inW, x0 + g.kernelW) });
       }
     }
   }
+}
+
+/**
+ * Visits every (output, input) pair of the pooling windows that lies inside the input:
+ * visit(outIndex, inIndex), with indices into the (N, C, OH, OW) and (N, C, H, W) arrays.
+ */
+function forEachWindowTap(g: PoolGeometry, visit: (outIndex: number, inIndex: number) => void): void {
+  forEachWindow(g, (outIndex, inBase, s) => {
+    for (let iy = s.yFirst; iy < s.yEnd; iy++) {
+      for (let ix = s.xFirst; ix < s.xEnd; ix++) visit(outIndex, inBase + iy * g.inW + ix);
+    }
+  });
+}
+
+/**
+ * Visits every window with the input index that max pooling picks in it: the first maximum in
+ * window order (rows, then columns), a NaN over any number (the last NaN), as PyTorch's kernel
+ * does. Only positions inside the input compete, so padding never wins.
+ */
+function forEachWindowWinner(x: Float32Array, g: PoolGeometry, visit: (outIndex: number, inIndex: number) => void): void {
+  forEachWindow(g, (outIndex, inBase, s) => {
+    let winner = inBase + s.yFirst * g.inW + s.xFirst;
+    let best = x[winner];
+    for (let iy = s.yFirst; iy < s.yEnd; iy++) {
+      for (let ix = s.xFirst; ix < s.xEnd; ix++) {
+        const i = inBase + iy * g.inW + ix;
+        if (x[i] > best || Number.isNaN(x[i])) {
+          best = x[i];
+          winner = i;
+        }
+      }
+    }
+    visit(outIndex, winner);
+  });
 }
 
 export function avgPool2dForward(x: Float32Array, g: PoolGeometry): Float32Array {
@@ -44,6 +82,22 @@ export function avgPool2dBackward(gy: Float32Array, g: PoolGeometry): Float32Arr
   const divisor = g.kernelH * g.kernelW;
   forEachWindowTap(g, (o, i) => {
     gx[i] += gy[o] / divisor;
+  });
+  return Float32Array.from(gx);
+}
+
+export function maxPool2dForward(x: Float32Array, g: PoolGeometry): Float32Array {
+  const y = new Float32Array(g.batch * g.channels * g.outH * g.outW);
+  forEachWindowWinner(x, g, (o, i) => {
+    y[o] = x[i];
+  });
+  return y;
+}
+
+export function maxPool2dBackward(gy: Float32Array, x: Float32Array, g: PoolGeometry): Float32Array {
+  const gx = new Float64Array(x.length);
+  forEachWindowWinner(x, g, (o, i) => {
+    gx[i] += gy[o];
   });
   return Float32Array.from(gx);
 }

@@ -53,6 +53,12 @@ export function expectFinite(op: string, what: string, v: number): void {
   if (!Number.isFinite(v)) fail(op, `${what} must be a finite number, got ${v}`);
 }
 
+/** A clipped ReLU's ceiling: positive and finite as a float32 (the precision both backends clip at). */
+export function checkCeiling(op: string, ceiling: number): void {
+  const c = Math.fround(ceiling);
+  if (!(Number.isFinite(c) && c > 0)) fail(op, `ceiling must be a positive finite number, got ${ceiling}`);
+}
+
 function expectInRange(op: string, what: string, v: number, lo: number, hi: number, hiInclusive: boolean): void {
   const ok = v >= lo && (hiInclusive ? v <= hi : v < hi);
   if (!ok) fail(op, `${what} must be in [${lo}, ${hi}${hiInclusive ? ']' : ')'}, got ${v}`);
@@ -197,17 +203,24 @@ export interface PoolGeometry {
   readonly padW: number;
 }
 
-export function pool2dGeometry(op: string, x: Shape, p: Pool2dParams): PoolGeometry {
+/** Kernel and stride pairs of positive integers, padding of non-negative ones up to half the kernel. */
+export function checkPool2dParams(op: string, p: Pool2dParams): void {
   expectPair(op, 'kernel', p.kernel, 1);
   expectPair(op, 'stride', p.stride, 1);
   expectPair(op, 'padding', p.padding, 0);
-  expectRank(op, 'input', x, 4);
   const [kernelH, kernelW] = p.kernel;
   const [padH, padW] = p.padding;
   // PyTorch's rule; it also guarantees that every window overlaps the input.
   if (2 * padH > kernelH || 2 * padW > kernelW) {
     fail(op, `padding [${padH}, ${padW}] must be at most half of kernel [${kernelH}, ${kernelW}]`);
   }
+}
+
+export function pool2dGeometry(op: string, x: Shape, p: Pool2dParams): PoolGeometry {
+  checkPool2dParams(op, p);
+  expectRank(op, 'input', x, 4);
+  const [kernelH, kernelW] = p.kernel;
+  const [padH, padW] = p.padding;
   const [batch, channels, inH, inW] = x;
   if (inH + 2 * padH < kernelH || inW + 2 * padW < kernelW) {
     fail(op, `kernel [${kernelH}, ${kernelW}] is larger than the padded input ${shapeStr(x)}`);

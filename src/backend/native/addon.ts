@@ -40,6 +40,8 @@ export interface AddonContext {
   mul(a: B, b: B): B;
   relu(x: B): B;
   reluBackward(gy: B, y: B): B;
+  clippedRelu(x: B, ceiling: number): B;
+  clippedReluBackward(gy: B, y: B, ceiling: number): B;
   tanh(x: B): B;
   tanhBackward(gy: B, y: B): B;
   axpyInPlace(dst: B, src: B, alpha: number): void;
@@ -60,6 +62,8 @@ export interface AddonContext {
   ): [B, B, B, Float64Array];
   avgPool2d(x: B, ...pool: PoolArgs): B;
   avgPool2dBackward(gy: B, xShape: Shape, ...pool: PoolArgs): B;
+  maxPool2d(x: B, ...pool: PoolArgs): B;
+  maxPool2dBackward(gy: B, x: B, ...pool: PoolArgs): B;
   globalAvgPool(x: B): B;
   globalAvgPoolBackward(gy: B, xShape: Shape): B;
   linear(x: B, w: B, bias: B | null): B;

@@ -16,7 +16,7 @@ import type {
   SgdParams,
   Shape,
 } from '../backend.js';
-import { checkAdamParams, checkBatchNormParams, checkQuantSpec, checkSgdParams } from '../js/validate.js';
+import { checkAdamParams, checkBatchNormParams, checkCeiling, checkQuantSpec, checkSgdParams } from '../js/validate.js';
 import {
   type Addon,
   type AddonContext,
@@ -118,6 +118,14 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
   reluBackward(gy: NativeBuf, y: NativeBuf): NativeBuf {
     return this.#ctx.reluBackward(gy, y);
   }
+  clippedRelu(x: NativeBuf, ceiling: number): NativeBuf {
+    checkCeiling('clippedRelu', ceiling);
+    return this.#ctx.clippedRelu(x, ceiling);
+  }
+  clippedReluBackward(gy: NativeBuf, y: NativeBuf, ceiling: number): NativeBuf {
+    checkCeiling('clippedReluBackward', ceiling);
+    return this.#ctx.clippedReluBackward(gy, y, ceiling);
+  }
   tanh(x: NativeBuf): NativeBuf {
     return this.#ctx.tanh(x);
   }
@@ -194,6 +202,12 @@ export class NativeBackend implements Backend<NativeBuf, NativeSaved> {
   }
   avgPool2dBackward(gy: NativeBuf, xShape: Shape, p: Pool2dParams): NativeBuf {
     return this.#ctx.avgPool2dBackward(gy, xShape, ...poolArgs(p));
+  }
+  maxPool2d(x: NativeBuf, p: Pool2dParams): NativeBuf {
+    return this.#ctx.maxPool2d(x, ...poolArgs(p));
+  }
+  maxPool2dBackward(gy: NativeBuf, x: NativeBuf, p: Pool2dParams): NativeBuf {
+    return this.#ctx.maxPool2dBackward(gy, x, ...poolArgs(p));
   }
   globalAvgPool(x: NativeBuf): NativeBuf {
     return this.#ctx.globalAvgPool(x);
