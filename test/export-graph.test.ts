@@ -1,13 +1,19 @@
 /**
- * The graph lowering on networks that are not ResNets: a user-written net with a depthwise conv,
- * a residual add of two ReLU'd tensors (an `add` op), a flatten before the classifier (a conv over
+ * The graph lowering on networks that are not ResNets: user-written nets with a depthwise conv,
+ * ReLU6 and a clipped ReLU (epilogue ceilings), max pooling on codes and on a stream, a 2x2 average
+ * pool, a residual add of two ReLU outputs (an `add` op), a flatten before the classifier (a conv over
  * the whole feature map), 1-channel non-square input; and what cannot be lowered is named before
  * anything is written.
  */
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import {
+  AvgPool2d,
   BatchNorm,
+  ClippedReLU,
+  Flatten,
+  MaxPool2d,
+  ReLU6,
   Conv2d,
   IntegerEngine,
   Linear,
@@ -33,10 +39,11 @@ before(() => setBackend('js'));
 const NORM = { mean: [0.5], std: [0.25] };
 const [H, W] = [10, 8];
 
-class UserNet extends Module {
+/** Residual: a depthwise-separable body with ReLU6 added to its input, max pooling on the sum. */
+class ResidualNet extends Module {
   readonly stem: Sequential;
   readonly body: Sequential;
-  readonly head: Linear;
+  readonly head: Sequential;
 
   constructor(seed: number) {
     super();
@@ -44,19 +51,46 @@ class UserNet extends Module {
     this.stem = this.registerModule('stem', new Sequential(new Conv2d(1, 8, 3, rng, { padding: 1, stride: 2 }), new BatchNorm(8, { relu: true })));
     this.body = this.registerModule(
       'body',
-      new Sequential(new Conv2d(8, 8, 3, rng, { padding: 1, groups: 8 }), new BatchNorm(8), new ReLU(), new Conv2d(8, 8, 1, rng), new BatchNorm(8), new ReLU()),
+      new Sequential(new Conv2d(8, 8, 3, rng, { padding: 1, groups: 8 }), new BatchNorm(8), new ReLU6(), new Conv2d(8, 8, 1, rng), new BatchNorm(8), new ReLU()),
     );
-    this.head = this.registerModule('head', new Linear(8 * (H / 2) * (W / 2), 4, rng));
+    this.head = this.registerModule('head', new Sequential(new MaxPool2d(2), new Flatten(), new Linear(8 * 2 * 2, 4, rng)));
   }
 
   forward(x: Tensor): Tensor {
     const s = this.stem.call(x);
-    return this.head.call(ops.flatten(ops.add(this.body.call(s), s)));
+    return this.head.call(ops.add(this.body.call(s), s));
   }
 }
 
-function prepared(method: MethodName, seed: number): { model: UserNet; images: ReturnType<typeof syntheticImages> } {
-  const model = new UserNet(seed);
+/** Plain: max pooling between two convs (codes pass through it), a clipped ReLU, a 2x2 average pool. */
+function plainNet(seed: number): Module {
+  const rng = new Rng(seed);
+  return new Sequential(
+    new Conv2d(1, 8, 3, rng, { padding: 1 }),
+    new BatchNorm(8, { relu: true }),
+    new MaxPool2d(2),
+    new Conv2d(8, 8, 3, rng, { padding: 1 }),
+    new BatchNorm(8),
+    new ClippedReLU(0.5),
+    new AvgPool2d(2),
+    new Flatten(),
+    new Linear(8 * 2 * 2, 4, rng),
+  );
+}
+
+const NETS = {
+  residual: {
+    make: (seed: number) => new ResidualNet(seed),
+    ops: ['input', 'conv[3x3]:residual', 'quantize', 'conv/dw[3x3]:activation', 'conv[1x1]:residual', 'add', 'maxpool', 'quantize', 'conv[2x2]:logits'],
+  },
+  plain: {
+    make: plainNet,
+    ops: ['input', 'conv[3x3]:activation', 'maxpool', 'conv[3x3]:residual', 'sumpool', 'quantize', 'conv[2x2]:logits'],
+  },
+};
+
+function prepared(net: keyof typeof NETS, method: MethodName, seed: number): { model: Module; images: ReturnType<typeof syntheticImages> } {
+  const model = NETS[net].make(seed);
   quantize(model, { method, wbits: 4, abits: 4, firstLast: 'int8' });
   const images = syntheticImages(48, 1, H, W, seed);
   const x = normalizeImages(images.images, images.count, 1, NORM);
@@ -73,14 +107,16 @@ function lower(model: Module, images: ReturnType<typeof syntheticImages>, method
 }
 
 describe('lowering a user-written network', () => {
-  for (const method of ['apot', 'ewgs', 'uniform', 'lsq'] as const) {
-    test(`${method}: ops for every node, and the integer logits follow the fake-quantized model`, () => {
-      const { model, images } = prepared(method, 3);
+  for (const [net, method] of [['residual', 'apot'], ['residual', 'ewgs'], ['residual', 'uniform'], ['plain', 'apot'], ['plain', 'lsq'], ['plain', 'ewgs']] as const) {
+    test(`${net} net, ${method}: ops for every node, and the integer logits follow the fake-quantized model`, () => {
+      const { model, images } = prepared(net, method, 3);
       const ir = lower(model, images, method);
       const kinds = ir.ops.map((op) => (op.kind === 'conv' ? `conv${op.groups > 1 ? '/dw' : ''}[${op.kernel.join('x')}]:${op.epilogue.kind}` : op.kind));
-      assert.deepEqual(kinds, ['input', 'conv[3x3]:residual', 'quantize', 'conv/dw[3x3]:activation', 'conv[1x1]:residual', 'add', 'quantize', 'conv[5x4]:logits']);
+      assert.deepEqual(kinds, NETS[net].ops);
       const add = ir.ops.find((op) => op.kind === 'add');
-      assert.ok(add && add.kind === 'add' && !add.relu, 'the join adds two ReLU outputs without a ReLU of its own');
+      if (net === 'residual') assert.ok(add && add.kind === 'add' && !add.relu, 'the join adds two ReLU outputs without a ReLU of its own');
+      const clipped = ir.ops.find((op) => op.kind === 'conv' && op.epilogue.kind !== 'logits' && op.epilogue.ceiling !== null);
+      assert.ok(clipped, 'the clipped ReLU is an epilogue ceiling');
       const count = images.count;
       const float = fakeQuantLogits(model, images.images, count, [1, H, W], NORM);
       const ints = new IntegerEngine(ir).inferBatch(images.images, count);

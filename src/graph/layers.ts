@@ -2,7 +2,7 @@
  * What each layer is as a graph node: the one place that maps layer classes (src/nn, src/quant) to
  * node ops. A layer with sub-modules is not a node: the tracer goes inside it.
  */
-import { AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Identity, Linear, ReLU, ShortcutPad } from '../nn/layers.js';
+import { AvgPool2d, BatchNorm, ClippedReLU, Conv2d, Flatten, GlobalAvgPool, Identity, Linear, MaxPool2d, ReLU, ShortcutPad } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { isQuantizedLayer } from '../quant/qlayers.js';
 import type { LayerQuantizers, NodeOp, Pair } from './graph.js';
@@ -39,7 +39,11 @@ export function layerOp(m: Module): NodeOp | 'identity' | null {
     return { kind: 'batchnorm', gamma: m.weight, beta: m.bias, mean: m.runningMean, variance: m.runningVar, eps: m.eps, relu: m.relu };
   }
   if (m instanceof ReLU) return { kind: 'relu', ceiling: null };
-  if (m instanceof AvgPool2d) return { kind: 'avgpool', kernel: pair(m.params.kernel), stride: pair(m.params.stride), padding: pair(m.params.padding) };
+  if (m instanceof ClippedReLU) return { kind: 'relu', ceiling: m.ceiling };
+  if (m instanceof AvgPool2d || m instanceof MaxPool2d) {
+    const kind = m instanceof AvgPool2d ? 'avgpool' : 'maxpool';
+    return { kind, kernel: pair(m.params.kernel), stride: pair(m.params.stride), padding: pair(m.params.padding) };
+  }
   if (m instanceof GlobalAvgPool) return { kind: 'globalavgpool' };
   if (m instanceof Flatten) return { kind: 'flatten' };
   if (m instanceof ShortcutPad) return { kind: 'shortcutpad', stride: m.stride, padBefore: m.padBefore, padAfter: m.padAfter };
