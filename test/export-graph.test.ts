@@ -23,13 +23,17 @@ import {
   Tensor,
   calibrate,
   lowerModel,
+  noGrad,
   normalizeImages,
   ops,
   quantize,
   setBackend,
+  tidy,
 } from '../src/index.js';
 import type { IntegerModel, MethodName } from '../src/index.js';
+import * as ort from 'onnxruntime-node';
 import { fakeQuantLogits } from '../src/export/agreement.js';
+import { ONNX_INPUT, ONNX_OUTPUT, exportOnnx } from '../src/export/onnx/index.js';
 import { LoweringError } from '../src/export/lower.js';
 import { Rng } from '../src/util/rng.js';
 import { syntheticImages } from './export-fixtures.js';
@@ -132,6 +136,22 @@ describe('lowering a user-written network', () => {
       }
       assert.ok(worst < 0.03 * range, `${method}: largest logit deviation ${worst} of a range ${range}`);
       assert.ok(same >= count - 1, `${method}: same top-1 on ${same} of ${count}`);
+    });
+  }
+
+  for (const net of ['residual', 'plain'] as const) {
+    test(`${net} net: the ONNX export (Clip, MaxPool, AveragePool, Add, depthwise Conv) agrees with the fake-quantized model under onnxruntime`, async () => {
+      const { model, images } = prepared(net, 'apot', 5);
+      const x = normalizeImages(images.images, images.count, 1, NORM);
+      const shape = [images.count, 1, H, W];
+      const ours = tidy(() => noGrad(() => model.call(Tensor.fromArray(x, shape)).toArray()));
+      const session = await ort.InferenceSession.create(exportOnnx(model, { inputShape: [1, H, W] }), { intraOpNumThreads: 1 });
+      const theirs = (await session.run({ [ONNX_INPUT]: new ort.Tensor('float32', x, shape) }))[ONNX_OUTPUT].data as Float32Array;
+      await session.release();
+      const range = Math.max(...Array.from(ours, Math.abs));
+      const worst = Math.max(...Array.from(ours, (v, i) => Math.abs(v - theirs[i])));
+      // Summation order moves a value across a level on a few images at most (see export-onnx.test.ts).
+      assert.ok(worst < 0.02 * range, `${net}: largest logit difference ${worst} of ${range}`);
     });
   }
 
