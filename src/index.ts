@@ -16,7 +16,25 @@ export { createBackend, getBackend, setBackend, withBackend } from './backend/in
 
 // Layers, models, optimizers.
 export { Module, Parameter, type ParamKind, type StateDict, type StateTensor } from './nn/module.js';
-export { AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool, Identity, Linear, ReLU, Sequential, ShortcutPad } from './nn/layers.js';
+export {
+  AvgPool2d,
+  BatchNorm,
+  type BatchNormOptions,
+  Conv2d,
+  type Conv2dOptions,
+  Flatten,
+  GlobalAvgPool,
+  Identity,
+  Linear,
+  type LinearOptions,
+  ReLU,
+  Residual,
+  type ResidualOptions,
+  Sequential,
+  ShortcutPad,
+  type SizePair,
+} from './nn/layers.js';
+export { Rng, manualSeed } from './util/rng.js';
 export { ResNet, type ResNetConfig, type ModelName, type ModelOptions, createModel, modelNames } from './models/index.js';
 export * from './optim/index.js';
 

@@ -339,7 +339,7 @@ function emitConv(ctx: LoweringContext, path: string, layer: Conv2d | Linear, in
   const inInfo = ctx.tensors[input];
   const affine = foldAffine(layer, lw, inInfo.scale, bn);
   const outC = lw.scale.length;
-  const [kernel, stride, padding] = layer instanceof Conv2d ? [layer.kernelSize, layer.params.stride[0], layer.params.padding[0]] : [1, 1, 0];
+  const [kernel, stride, padding] = layer instanceof Conv2d ? [layer.kernel[0], layer.params.stride[0], layer.params.padding[0]] : [1, 1, 0];
   const shape = [outC, convOutSize(inInfo.shape[1], kernel, stride, padding), convOutSize(inInfo.shape[2], kernel, stride, padding)] as const;
   const accBound = accumulatorBound(lw.weights, outC, inInfo.range, path);
   let requant: Requant;

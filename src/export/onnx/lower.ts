@@ -71,7 +71,7 @@ function lowerConv(g: GraphBuilder, conv: Conv2d, x: string): string {
   const { input, weight, bias } = lowerOperands(g, conv, x);
   const { stride, padding, groups } = conv.params;
   return g.node(conv.path, 'Conv', bias ? [input, weight, bias] : [input, weight], [
-    intsAttr('kernel_shape', [conv.kernelSize, conv.kernelSize]),
+    intsAttr('kernel_shape', conv.kernel),
     intsAttr('strides', stride),
     intsAttr('pads', [padding[0], padding[1], padding[0], padding[1]]),
     intAttr('group', groups),
