@@ -35,7 +35,21 @@ export {
   type SizePair,
 } from './nn/layers.js';
 export { Rng, manualSeed } from './util/rng.js';
-export { ResNet, type ResNetConfig, type ModelName, type ModelOptions, createModel, modelNames } from './models/index.js';
+export {
+  ResNet,
+  type ResNetConfig,
+  type ModelEntry,
+  type ModelName,
+  type ModelOptions,
+  type MobileNetV1Options,
+  type ZooModelOptions,
+  createModel,
+  dsCnn,
+  mobileNetV1,
+  modelNames,
+  models,
+  resnet8Mlperf,
+} from './models/index.js';
 export * from './optim/index.js';
 
 // Quantization.

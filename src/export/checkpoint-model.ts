@@ -6,6 +6,7 @@ import { resolveNormalization } from '../data/augment.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { loadDataset } from '../data/load.js';
 import { ResNet } from '../models/resnet.js';
+import type { Module } from '../nn/module.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import { type TrainConfig, resolveConfig } from '../train/config.js';
 import { calibrate } from '../quant/quantize.js';
@@ -115,7 +116,8 @@ export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOp
  * on training): its quantizers are initialized on the calibration images, then the fixed-point
  * scales are calibrated on the same images.
  */
-export function lowerUntrainedModel(model: ResNet, opts: LowerOptions): IntegerModel {
+export function lowerUntrainedModel(model: Module, opts: LowerOptions): IntegerModel {
+  if (!(model instanceof ResNet)) throw new LoweringError(`lowerUntrainedModel: the model is a ${model.constructor.name}, not a ResNet`);
   const { images, count, channels, height, width } = opts.calibration;
   calibrate(model, normalizeImages(images, count, channels, opts.normalization), [count, channels, height, width]);
   model.eval();

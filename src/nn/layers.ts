@@ -188,14 +188,44 @@ export class Identity extends Module {
   }
 }
 
-/** Children named "0", "1", ... applied in order (like torch.nn.Sequential). */
+/**
+ * Children applied in order (like torch.nn.Sequential): named "0", "1", ... by the constructor, or
+ * by the caller with `Sequential.named` (state-dict names such as `stem.weight`).
+ */
 export class Sequential extends Module {
-  readonly layers: Module[];
+  readonly layers: Module[] = [];
+  readonly #names: string[] = [];
 
   constructor(...layers: Module[]) {
     super();
-    this.layers = layers;
-    layers.forEach((m, i) => this.registerModule(String(i), m));
+    layers.forEach((m, i) => this.#append(String(i), m));
+  }
+
+  /**
+   * Children under the given names, applied in the record's order (like
+   * torch.nn.Sequential(OrderedDict(...))). Names must not be integers: JavaScript would move them
+   * to the front of the record.
+   */
+  static named(layers: Readonly<Record<string, Module>>): Sequential {
+    const s = new Sequential();
+    for (const [name, m] of Object.entries(layers)) {
+      if (/^(0|[1-9]\d*)$/.test(name) || name === '' || name.includes('.')) {
+        throw new Error(`Sequential.named: "${name}" is not a valid layer name (not an integer, no dots)`);
+      }
+      s.#append(name, m);
+    }
+    return s;
+  }
+
+  /** The children's names, in the order of `layers`. */
+  get names(): readonly string[] {
+    return this.#names;
+  }
+
+  #append(name: string, m: Module): void {
+    this.layers.push(m);
+    this.#names.push(name);
+    this.registerModule(name, m);
   }
 
   forward(x: Tensor): Tensor {
@@ -205,7 +235,7 @@ export class Sequential extends Module {
   }
 
   protected override onModuleReplaced(name: string, m: Module): void {
-    this.layers[Number(name)] = m;
+    this.layers[this.#names.indexOf(name)] = m;
   }
 }
 
