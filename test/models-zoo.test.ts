@@ -18,6 +18,7 @@ import {
   Sgd,
   Tensor,
   backward,
+  calibrate,
   createModel,
   dsCnn,
   groupParameters,
@@ -145,6 +146,15 @@ describe('model zoo', () => {
       });
     });
   }
+
+  test('DS-CNN quantized with APoT (10x4 stem, depthwise blocks) calibrates and trains', () => {
+    const model = createModel('dscnn', { seed: 5 });
+    const summary = quantize(model, { method: 'apot', wbits: 4, abits: 4, firstLast: 'same' });
+    assert.ok(summary.layers.includes('conv1') && summary.layers.includes('blocks.0.0'), summary.layers.join(', '));
+    const shape = [4, 1, 49, 10] as const;
+    calibrate(model, randomBatch(shape, 12, 7).x, shape);
+    assertLearns(model, shape, 12);
+  });
 
   test('DS-CNN maps a 49x10 input to 25x5 with its 10x4 stride-2 stem', () => {
     const stem = new Conv2d(1, 64, [10, 4], { stride: 2, padding: [5, 1] });

@@ -1,11 +1,12 @@
 /**
  * MLPerf Tiny's keyword-spotting reference (`ds_cnn`, Keras, after Hello Edge's DS-CNN-S): conv
- * 64 filters, kernel 10x4, stride 2, padding [5, 1] (a 49x10 MFCC input gives 25x5, as the
- * reference's 'same' padding does) + BN + ReLU; four depthwise-separable blocks (depthwise 3x3 +
+ * 64 filters, kernel 10x4, stride 2, padding [5, 1] (a 49x10 MFCC input gives 25x5, the size
+ * the reference's 'same' padding gives; that pads 4 rows above and 5 below, this 5 and 5) + BN + ReLU; four depthwise-separable blocks (depthwise 3x3 +
  * BN + ReLU, pointwise 1x1 64 + BN + ReLU); global average pool; linear. The reference's dropout
  * layers (training only) are left out. Global pooling makes it take any input size; 1 channel by
- * default. 23,756 parameters with 12 classes (plus 1,152 batch-norm running statistics), 2.66 M
- * MACs at 49x10.
+ * default. 23,756 parameters with 12 classes (plus 1,152 batch-norm running statistics: Keras'
+ * 24,908), 2.66 M MACs at 49x10. Conv weights are drawn from N(0, 2 / fan_in) as in the image
+ * references (this one keeps Keras' default, glorot_uniform).
  *
  * State-dict names: `conv1`, `bn1`; `blocks.{0..3}.{0,2}` (depthwise, pointwise convs),
  * `blocks.{0..3}.{1,3}` (their batch norms); `fc`.

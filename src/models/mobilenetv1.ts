@@ -5,8 +5,9 @@
  * ReLU, pointwise 1x1 + BN + ReLU) with the paper's strides and widths (64, 128, 128, 256, 256,
  * 512 x 6, 1024, 1024) times alpha (rounded down, as Keras does); global average pool; linear. The
  * reference uses ReLU, not ReLU6 (its comments say Keras' own MobileNet uses ReLU6), and a bias on
- * every convolution. With alpha 0.25 and 2 classes: 208,354 parameters (plus 5,728 batch-norm
- * running statistics), 7.49 M MACs at 96x96.
+ * every convolution. With alpha 0.25 and 2 classes: 216,322 parameters (plus 5,472 batch-norm
+ * running statistics; without the conv biases and the classifier, Keras' MobileNet(alpha=0.25)
+ * count of 218,544), 7.49 M MACs at 96x96.
  *
  * State-dict names: `conv1`, `bn1`; `blocks.{0..12}.{0,2}` (depthwise, pointwise convs),
  * `blocks.{0..12}.{1,3}` (their batch norms); `fc`.

@@ -2,6 +2,8 @@
  * Building blocks shared by the MLPerf Tiny models, made of the public layers only. Like the Keras
  * references, every convolution has a bias (Keras' default), even before a batch norm, and batch
  * norms have Keras' defaults (epsilon 1e-3, moving averages with momentum 0.99, i.e. PyTorch's 0.01).
+ * Keras' 'same' padding of a stride-2 layer pads one more row and column below and right than
+ * above and left; the symmetric paddings here give the same output sizes.
  */
 import { kaimingNormalFanIn } from '../nn/init.js';
 import { BatchNorm, Conv2d, type Conv2dOptions, Sequential, type SizePair } from '../nn/layers.js';
