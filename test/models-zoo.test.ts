@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  type Backend,
   BatchNorm,
   Conv2d,
   GlobalAvgPool,
@@ -19,6 +20,7 @@ import {
   Tensor,
   backward,
   calibrate,
+  createBackend,
   createModel,
   dsCnn,
   groupParameters,
@@ -28,6 +30,7 @@ import {
   ops,
   quantize,
   tidy,
+  withBackend,
 } from '../src/index.js';
 
 function randomBatch(shape: readonly [number, number, number, number], classes: number, seed: number): { x: Float32Array; labels: Int32Array } {
@@ -37,6 +40,12 @@ function randomBatch(shape: readonly [number, number, number, number], classes: 
     x: Float32Array.from({ length: n * c * h * w }, () => rng.normal()),
     labels: Int32Array.from({ length: n }, (_, i) => i % classes),
   };
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
 }
 
 function parameterCount(m: Module): number {
@@ -146,6 +155,40 @@ describe('model zoo', () => {
       });
     });
   }
+
+  test('the native backend agrees with the js reference: logits and gradients of every zoo model at its input shape', (t) => {
+    let native: Backend;
+    try {
+      native = createBackend('native', 1);
+    } catch (e) {
+      t.skip((e as Error).message);
+      return;
+    }
+    const js = createBackend('js');
+    for (const c of zoo) {
+      const entry = models[c.name as keyof typeof models];
+      const shape = [2, ...entry.inputShape] as const;
+      const { x, labels } = randomBatch(shape, entry.numClasses, 3);
+      const run = (backend: Backend): Float32Array[] =>
+        withBackend(backend, () => {
+          const model = createModel(c.name, { seed: 1 });
+          const logits = tidy(() => {
+            const y = model.call(Tensor.fromArray(x, shape));
+            backward(ops.crossEntropy(y, labels).loss);
+            return y.toArray();
+          });
+          return [logits, ...model.parameters().map((p) => p.grad!.toArray())];
+        });
+      const [reference, got] = [run(js), run(native)];
+      // Against the largest magnitude of each: gradients of conv biases before a batch norm are
+      // rounding noise on both backends.
+      const scale = Math.max(...reference.map((r) => maxAbsDiff(r, new Float32Array(r.length))));
+      reference.forEach((want, i) => {
+        const worst = maxAbsDiff(want, got[i]);
+        assert.ok(worst <= 1e-4 * scale, `${c.name}: tensor ${i} differs by ${worst} (scale ${scale})`);
+      });
+    }
+  });
 
   test('DS-CNN quantized with APoT (10x4 stem, depthwise blocks) calibrates and trains', () => {
     const model = createModel('dscnn', { seed: 5 });
