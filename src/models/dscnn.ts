@@ -9,10 +9,11 @@
  * references (this one keeps Keras' default, glorot_uniform).
  *
  * State-dict names: `conv1`, `bn1`; `blocks.{0..3}.{0,2}` (depthwise, pointwise convs),
- * `blocks.{0..3}.{1,3}` (their batch norms); `fc`.
+ * `blocks.{0..3}.{1,3}` (their batch norms);
+ * `linear` (the classifier, named as in the CIFAR ResNets).
  */
-import { GlobalAvgPool, Linear, Sequential } from '../nn/layers.js';
-import { type ZooModelOptions, referenceBatchNorm, depthwiseSeparable, referenceConv } from './zoo-blocks.js';
+import { BatchNorm, GlobalAvgPool, Linear, Sequential } from '../nn/layers.js';
+import { type ZooModelOptions, depthwiseSeparable, referenceConv } from './zoo-blocks.js';
 
 const FILTERS = 64;
 const BLOCKS = 4;
@@ -22,9 +23,9 @@ export function dsCnn(opts: ZooModelOptions = {}): Sequential {
   const blocks = Array.from({ length: BLOCKS }, () => depthwiseSeparable(FILTERS, FILTERS, 1, rng));
   return Sequential.named({
     conv1: referenceConv(opts.inChannels ?? 1, FILTERS, [10, 4], rng, { stride: 2, padding: [5, 1] }),
-    bn1: referenceBatchNorm(FILTERS, true),
+    bn1: new BatchNorm(FILTERS, { relu: true }),
     blocks: new Sequential(...blocks),
     pool: new GlobalAvgPool(),
-    fc: new Linear(FILTERS, opts.numClasses ?? 12, { rng }),
+    linear: new Linear(FILTERS, opts.numClasses ?? 12, { rng }),
   });
 }

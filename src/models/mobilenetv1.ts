@@ -10,10 +10,11 @@
  * count of 218,544), 7.49 M MACs at 96x96.
  *
  * State-dict names: `conv1`, `bn1`; `blocks.{0..12}.{0,2}` (depthwise, pointwise convs),
- * `blocks.{0..12}.{1,3}` (their batch norms); `fc`.
+ * `blocks.{0..12}.{1,3}` (their batch norms);
+ * `linear` (the classifier, named as in the CIFAR ResNets).
  */
-import { GlobalAvgPool, Linear, Sequential } from '../nn/layers.js';
-import { type ZooModelOptions, referenceBatchNorm, depthwiseSeparable, referenceConv } from './zoo-blocks.js';
+import { BatchNorm, GlobalAvgPool, Linear, Sequential } from '../nn/layers.js';
+import { type ZooModelOptions, depthwiseSeparable, referenceConv } from './zoo-blocks.js';
 
 const STEM_WIDTH = 32;
 /** Output width and depthwise stride of the 13 blocks at alpha 1. */
@@ -52,9 +53,9 @@ export function mobileNetV1(opts: MobileNetV1Options = {}): Sequential {
   });
   return Sequential.named({
     conv1: referenceConv(opts.inChannels ?? 3, stem, 3, rng, { stride: 2, padding: 1 }),
-    bn1: referenceBatchNorm(stem, true),
+    bn1: new BatchNorm(stem, { relu: true }),
     blocks: new Sequential(...blocks),
     pool: new GlobalAvgPool(),
-    fc: new Linear(width, opts.numClasses ?? 2, { rng }),
+    linear: new Linear(width, opts.numClasses ?? 2, { rng }),
   });
 }

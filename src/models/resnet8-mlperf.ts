@@ -7,19 +7,20 @@
  * (plus 480 batch-norm running statistics: Keras' 78,666), 12.5 M MACs.
  *
  * State-dict names: `conv1`, `bn1`; `stack{1,2,3}.body.{0,2}` (convs), `stack{1,2,3}.body.{1,3}`
- * (their batch norms), `stack{2,3}.shortcut` (the 1x1 convs); `fc`.
+ * (their batch norms), `stack{2,3}.shortcut` (the 1x1 convs);
+ * `linear` (the classifier, named as in the CIFAR ResNets).
  */
-import { GlobalAvgPool, Linear, Residual, Sequential } from '../nn/layers.js';
+import { BatchNorm, GlobalAvgPool, Linear, Residual, Sequential } from '../nn/layers.js';
 import { kaimingNormalFanIn } from '../nn/init.js';
 import type { Rng } from '../util/rng.js';
-import { type ZooModelOptions, referenceBatchNorm, referenceConv } from './zoo-blocks.js';
+import { type ZooModelOptions, referenceConv } from './zoo-blocks.js';
 
 function stack(inChannels: number, outChannels: number, stride: number, rng: Rng | undefined): Residual {
   const body = new Sequential(
     referenceConv(inChannels, outChannels, 3, rng, { stride, padding: 1 }),
-    referenceBatchNorm(outChannels, true),
+    new BatchNorm(outChannels, { relu: true }),
     referenceConv(outChannels, outChannels, 3, rng, { padding: 1 }),
-    referenceBatchNorm(outChannels, false),
+    new BatchNorm(outChannels),
   );
   const shortcut = stride === 1 && inChannels === outChannels ? undefined : referenceConv(inChannels, outChannels, 1, rng, { stride });
   return new Residual(body, { shortcut, relu: true });
@@ -29,11 +30,11 @@ export function resnet8Mlperf(opts: ZooModelOptions = {}): Sequential {
   const rng = opts.rng;
   return Sequential.named({
     conv1: referenceConv(opts.inChannels ?? 3, 16, 3, rng, { padding: 1 }),
-    bn1: referenceBatchNorm(16, true),
+    bn1: new BatchNorm(16, { relu: true }),
     stack1: stack(16, 16, 1, rng),
     stack2: stack(16, 32, 2, rng),
     stack3: stack(32, 64, 2, rng),
     pool: new GlobalAvgPool(),
-    fc: new Linear(64, opts.numClasses ?? 10, { init: kaimingNormalFanIn, rng }),
+    linear: new Linear(64, opts.numClasses ?? 10, { init: kaimingNormalFanIn, rng }),
   });
 }
