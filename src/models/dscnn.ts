@@ -22,7 +22,7 @@ export function dsCnn(opts: ZooModelOptions = {}): Sequential {
   const rng = opts.rng;
   const blocks = Array.from({ length: BLOCKS }, () => depthwiseSeparable(FILTERS, FILTERS, 1, rng));
   return Sequential.named({
-    conv1: referenceConv(opts.inChannels ?? 1, FILTERS, [10, 4], rng, { stride: 2, padding: [5, 1] }),
+    conv1: referenceConv(opts.inChannels ?? 1, FILTERS, [10, 4], { rng, stride: 2, padding: [5, 1] }),
     bn1: new BatchNorm(FILTERS, { relu: true }),
     blocks: new Sequential(...blocks),
     pool: new GlobalAvgPool(),

@@ -52,7 +52,7 @@ export function mobileNetV1(opts: MobileNetV1Options = {}): Sequential {
     return block;
   });
   return Sequential.named({
-    conv1: referenceConv(opts.inChannels ?? 3, stem, 3, rng, { stride: 2, padding: 1 }),
+    conv1: referenceConv(opts.inChannels ?? 3, stem, 3, { rng, stride: 2, padding: 1 }),
     bn1: new BatchNorm(stem, { relu: true }),
     blocks: new Sequential(...blocks),
     pool: new GlobalAvgPool(),

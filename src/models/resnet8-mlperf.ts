@@ -17,19 +17,19 @@ import { type ZooModelOptions, referenceConv } from './zoo-blocks.js';
 
 function stack(inChannels: number, outChannels: number, stride: number, rng: Rng | undefined): Residual {
   const body = new Sequential(
-    referenceConv(inChannels, outChannels, 3, rng, { stride, padding: 1 }),
+    referenceConv(inChannels, outChannels, 3, { rng, stride, padding: 1 }),
     new BatchNorm(outChannels, { relu: true }),
-    referenceConv(outChannels, outChannels, 3, rng, { padding: 1 }),
+    referenceConv(outChannels, outChannels, 3, { rng, padding: 1 }),
     new BatchNorm(outChannels),
   );
-  const shortcut = stride === 1 && inChannels === outChannels ? undefined : referenceConv(inChannels, outChannels, 1, rng, { stride });
+  const shortcut = stride === 1 && inChannels === outChannels ? undefined : referenceConv(inChannels, outChannels, 1, { rng, stride });
   return new Residual(body, { shortcut, relu: true });
 }
 
 export function resnet8Mlperf(opts: ZooModelOptions = {}): Sequential {
   const rng = opts.rng;
   return Sequential.named({
-    conv1: referenceConv(opts.inChannels ?? 3, 16, 3, rng, { padding: 1 }),
+    conv1: referenceConv(opts.inChannels ?? 3, 16, 3, { rng, padding: 1 }),
     bn1: new BatchNorm(16, { relu: true }),
     stack1: stack(16, 16, 1, rng),
     stack2: stack(16, 32, 2, rng),

@@ -19,8 +19,8 @@ export interface ZooModelOptions {
 }
 
 /** A convolution as the references draw it: he_normal weights (N(0, 2 / fan_in)), with a bias. */
-export function referenceConv(inChannels: number, outChannels: number, kernel: SizePair, rng: Rng | undefined, opts: Conv2dOptions = {}): Conv2d {
-  return new Conv2d(inChannels, outChannels, kernel, { bias: true, init: kaimingNormalFanIn, rng, ...opts });
+export function referenceConv(inChannels: number, outChannels: number, kernel: SizePair, opts: Conv2dOptions): Conv2d {
+  return new Conv2d(inChannels, outChannels, kernel, { bias: true, init: kaimingNormalFanIn, ...opts });
 }
 
 /**
@@ -30,9 +30,9 @@ export function referenceConv(inChannels: number, outChannels: number, kernel: S
  */
 export function depthwiseSeparable(inChannels: number, outChannels: number, stride: number, rng: Rng | undefined): Sequential {
   return new Sequential(
-    referenceConv(inChannels, inChannels, 3, rng, { stride, padding: 1, groups: inChannels }),
+    referenceConv(inChannels, inChannels, 3, { rng, stride, padding: 1, groups: inChannels }),
     new BatchNorm(inChannels, { relu: true }),
-    referenceConv(inChannels, outChannels, 1, rng),
+    referenceConv(inChannels, outChannels, 1, { rng }),
     new BatchNorm(outChannels, { relu: true }),
   );
 }
