@@ -19,20 +19,40 @@ export { Module, Parameter, type ParamKind, type StateDict, type StateTensor } f
 export {
   AvgPool2d,
   BatchNorm,
+  type BatchNormOptions,
   ClippedReLU,
   Conv2d,
+  type Conv2dOptions,
   Flatten,
   GlobalAvgPool,
   Identity,
   Linear,
+  type LinearOptions,
   MaxPool2d,
   ReLU,
   ReLU6,
+  Residual,
+  type ResidualOptions,
   Sequential,
   ShortcutPad,
-  type Size2,
+  type SizePair,
 } from './nn/layers.js';
-export { ResNet, type ResNetConfig, type ModelName, type ModelOptions, createModel, modelNames } from './models/index.js';
+export { Rng, manualSeed } from './util/rng.js';
+export {
+  ResNet,
+  type ResNetConfig,
+  type ModelEntry,
+  type ModelName,
+  type ModelOptions,
+  type MobileNetV1Options,
+  type ZooModelOptions,
+  createModel,
+  dsCnn,
+  mobileNetV1,
+  modelNames,
+  models,
+  resnet8Mlperf,
+} from './models/index.js';
 export * from './optim/index.js';
 
 // Quantization.

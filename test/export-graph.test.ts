@@ -52,12 +52,12 @@ class ResidualNet extends Module {
   constructor(seed: number) {
     super();
     const rng = new Rng(seed);
-    this.stem = this.registerModule('stem', new Sequential(new Conv2d(1, 8, 3, rng, { padding: 1, stride: 2 }), new BatchNorm(8, { relu: true })));
+    this.stem = this.registerModule('stem', new Sequential(new Conv2d(1, 8, 3, { rng, padding: 1, stride: 2 }), new BatchNorm(8, { relu: true })));
     this.body = this.registerModule(
       'body',
-      new Sequential(new Conv2d(8, 8, 3, rng, { padding: 1, groups: 8 }), new BatchNorm(8), new ReLU6(), new Conv2d(8, 8, 1, rng), new BatchNorm(8), new ReLU()),
+      new Sequential(new Conv2d(8, 8, 3, { rng, padding: 1, groups: 8 }), new BatchNorm(8), new ReLU6(), new Conv2d(8, 8, 1, { rng }), new BatchNorm(8), new ReLU()),
     );
-    this.head = this.registerModule('head', new Sequential(new MaxPool2d(2), new Flatten(), new Linear(8 * 2 * 2, 4, rng)));
+    this.head = this.registerModule('head', new Sequential(new MaxPool2d(2), new Flatten(), new Linear(8 * 2 * 2, 4, { rng })));
   }
 
   forward(x: Tensor): Tensor {
@@ -70,15 +70,15 @@ class ResidualNet extends Module {
 function plainNet(seed: number): Module {
   const rng = new Rng(seed);
   return new Sequential(
-    new Conv2d(1, 8, 3, rng, { padding: 1 }),
+    new Conv2d(1, 8, 3, { rng, padding: 1 }),
     new BatchNorm(8, { relu: true }),
     new MaxPool2d(2),
-    new Conv2d(8, 8, 3, rng, { padding: 1 }),
+    new Conv2d(8, 8, 3, { rng, padding: 1 }),
     new BatchNorm(8),
     new ClippedReLU(0.5),
     new AvgPool2d(2),
     new Flatten(),
-    new Linear(8 * 2 * 2, 4, rng),
+    new Linear(8 * 2 * 2, 4, { rng }),
   );
 }
 
@@ -158,7 +158,7 @@ describe('lowering a user-written network', () => {
   test('what the lowering cannot represent is named by its node, before any model exists', () => {
     // A field holding a layer keeps working after quantize() swaps the layer.
     class ReluLogits extends Module {
-      readonly conv = this.registerModule('conv', new Conv2d(1, 4, 3, new Rng(1)));
+      readonly conv = this.registerModule('conv', new Conv2d(1, 4, 3, { rng: new Rng(1) }));
       readonly bn = this.registerModule('bn', new BatchNorm(4, { relu: true }));
       forward(x: Tensor): Tensor {
         return this.bn.call(this.conv.call(x));

@@ -58,9 +58,9 @@ class TinyResidualNet extends Module {
 
   constructor(rng: Rng) {
     super();
-    this.stem = this.registerModule('stem', new Sequential(new Conv2d(1, 4, 3, rng, { padding: 1 }), new BatchNorm(4, { relu: true })));
-    this.body = this.registerModule('body', new Sequential(new Conv2d(4, 4, 3, rng, { padding: 1, groups: 4 }), new BatchNorm(4), new ReLU()));
-    this.head = this.registerModule('head', new Linear(4 * 6 * 6, 3, rng));
+    this.stem = this.registerModule('stem', new Sequential(new Conv2d(1, 4, 3, { rng, padding: 1 }), new BatchNorm(4, { relu: true })));
+    this.body = this.registerModule('body', new Sequential(new Conv2d(4, 4, 3, { rng, padding: 1, groups: 4 }), new BatchNorm(4), new ReLU()));
+    this.head = this.registerModule('head', new Linear(4 * 6 * 6, 3, { rng }));
   }
 
   forward(x: Tensor): Tensor {
@@ -144,11 +144,11 @@ describe('trace', () => {
         return ops.affine(x, 2, 0);
       }
     }
-    const unknown = new Sequential(new Conv2d(3, 4, 3, new Rng(0)), new Mystery());
+    const unknown = new Sequential(new Conv2d(3, 4, 3, { rng: new Rng(0) }), new Mystery());
     assert.throws(() => trace(unknown, [3, 8, 8]), (e: Error) => e instanceof GraphError && /^1 \(Mystery\): a layer tinyquant cannot trace/.test(e.message));
 
     class OpOutside extends Module {
-      readonly conv = this.registerModule('conv', new Conv2d(3, 4, 3, new Rng(0)));
+      readonly conv = this.registerModule('conv', new Conv2d(3, 4, 3, { rng: new Rng(0) }));
       forward(x: Tensor): Tensor {
         return ops.tanh(this.conv.call(x));
       }
@@ -156,7 +156,7 @@ describe('trace', () => {
     assert.throws(() => trace(new OpOutside(), [3, 8, 8]), /model \(OpOutside\): op tanh on \[1, 4, 6, 6\] runs outside a layer and cannot be traced/);
 
     class ParamOutside extends Module {
-      readonly conv = this.registerModule('conv', new Conv2d(3, 4, 3, new Rng(0)));
+      readonly conv = this.registerModule('conv', new Conv2d(3, 4, 3, { rng: new Rng(0) }));
       forward(x: Tensor): Tensor {
         const y = this.conv.call(x);
         return ops.add(y, Tensor.zeros(y.shape));

@@ -17,7 +17,7 @@ class OneLayer extends Module {
   readonly fc: QLinear;
   constructor(inF: number, outF: number) {
     super();
-    const fc = new Linear(inF, outF, new Rng(5), { bias: false });
+    const fc = new Linear(inF, outF, { bias: false, rng: new Rng(5) });
     this.fc = this.registerModule(
       'fc',
       new QLinear(fc, {

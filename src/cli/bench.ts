@@ -4,7 +4,7 @@
  * (bench/compare.ts runs it alternately with the same model in PyTorch).
  */
 import { getBackend, setBackend } from '../backend/index.js';
-import { createModel, modelNames } from '../models/index.js';
+import { createModel, isModelName, modelNames, models } from '../models/index.js';
 import { Sgd, groupParameters } from '../optim/index.js';
 import { noGrad } from '../tensor/tensor.js';
 import { trainingForward } from '../graph/index.js';
@@ -46,13 +46,14 @@ const BENCH_OPTIONS = {
   ...quantizationOptions,
 } as const;
 
-function syntheticBatches(count: number, batch: number, classes: number, seed: number): Batch[] {
+/** Random images of one input shape [C, H, W] with random labels. */
+function syntheticBatches(count: number, batch: number, input: readonly [number, number, number], classes: number, seed: number): Batch[] {
   const rng = new Rng(seed);
   return Array.from({ length: count }, () => {
-    const images = new Float32Array(batch * 3 * 32 * 32);
+    const images = new Float32Array(batch * input[0] * input[1] * input[2]);
     for (let i = 0; i < images.length; i++) images[i] = rng.normal();
     const labels = Int32Array.from({ length: batch }, () => rng.int(classes));
-    return { images, labels, shape: [batch, 3, 32, 32] as const };
+    return { images, labels, shape: [batch, ...input] as const };
   });
 }
 
@@ -67,7 +68,7 @@ export function benchSetup(args: ParsedArgs): BenchSetup {
   const backendName = str(args, 'backend');
   if (backendName !== undefined) setBackend(oneOf(args, 'backend', ['js', 'native'] as const, 'native'));
   const modelName = str(args, 'model') ?? 'resnet20';
-  if (!(modelNames as string[]).includes(modelName)) throw new UsageError(`--model must be one of ${modelNames.join(', ')}`);
+  if (!isModelName(modelName)) throw new UsageError(`--model must be one of ${modelNames.join(', ')}`);
   const batch = num(args, 'batch', 128, { integer: true, min: 1 });
   const classes = num(args, 'classes', 10, { integer: true, min: 2 });
   const seed = num(args, 'seed', 0, { integer: true });
@@ -75,7 +76,7 @@ export function benchSetup(args: ParsedArgs): BenchSetup {
 
   const model = createModel(modelName, { numClasses: classes, seed });
   const quant = quantizationChoice(args);
-  const data = syntheticBatches(4, batch, classes, seed + 1);
+  const data = syntheticBatches(4, batch, models[modelName].inputShape, classes, seed + 1);
   if (applyQuantization(model, quant)) calibrate(model, data[0].images, data[0].shape);
   const optimizer = new Sgd(groupParameters(model, [], { lr: 0.01, weightDecay: 5e-4 }), { momentum: 0.9 });
   if (evalMode) model.eval();

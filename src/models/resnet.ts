@@ -41,9 +41,9 @@ export class BasicBlock extends Module {
   constructor(inPlanes: number, planes: number, stride: number, option: ShortcutOption, cfg: ResNetConfig, rng: Rng) {
     super();
     const init = initializers[cfg.init];
-    this.conv1 = this.registerModule('conv1', new Conv2d(inPlanes, planes, 3, rng, { stride, padding: 1, init }));
+    this.conv1 = this.registerModule('conv1', new Conv2d(inPlanes, planes, 3, { stride, padding: 1, init, rng }));
     this.bn1 = this.registerModule('bn1', new BatchNorm(planes, { relu: true }));
-    this.conv2 = this.registerModule('conv2', new Conv2d(planes, planes, 3, rng, { padding: 1, init }));
+    this.conv2 = this.registerModule('conv2', new Conv2d(planes, planes, 3, { padding: 1, init, rng }));
     this.bn2 = this.registerModule('bn2', new BatchNorm(planes));
     this.shortcut = null;
     if (stride !== 1 || inPlanes !== planes) {
@@ -51,7 +51,7 @@ export class BasicBlock extends Module {
         'shortcut',
         option === 'A'
           ? new ShortcutPad(stride, (planes - inPlanes) >> 1, planes - inPlanes - ((planes - inPlanes) >> 1))
-          : new Sequential(new Conv2d(inPlanes, planes, 1, rng, { stride, init }), new BatchNorm(planes)),
+          : new Sequential(new Conv2d(inPlanes, planes, 1, { stride, init, rng }), new BatchNorm(planes)),
       );
     }
   }
@@ -80,7 +80,7 @@ export class ResNet extends Module {
     const rng = new Rng(config.seed);
     const init = initializers[config.init];
     const stem = config.widths[0];
-    this.conv1 = this.registerModule('conv1', new Conv2d(config.inChannels, stem, 3, rng, { padding: 1, init }));
+    this.conv1 = this.registerModule('conv1', new Conv2d(config.inChannels, stem, 3, { padding: 1, init, rng }));
     this.bn1 = this.registerModule('bn1', new BatchNorm(stem, { relu: true }));
     let inPlanes = stem;
     this.stages = config.blocks.map((count, s) => {
@@ -93,7 +93,7 @@ export class ResNet extends Module {
       return this.registerModule(`layer${s + 1}`, new Sequential(...blocks));
     });
     this.bn2 = config.headBatchNorm ? this.registerModule('bn2', new BatchNorm(inPlanes)) : null;
-    this.linear = this.registerModule('linear', new Linear(inPlanes, config.numClasses, rng, { init }));
+    this.linear = this.registerModule('linear', new Linear(inPlanes, config.numClasses, { init, rng }));
   }
 
   forward(x: Tensor): Tensor {

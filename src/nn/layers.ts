@@ -3,44 +3,60 @@ import type { Conv2dParams, Pool2dParams } from '../backend/backend.js';
 import { checkCeiling, checkPool2dParams } from '../backend/js/validate.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { Rng } from '../util/rng.js';
+import { type Rng, defaultRng } from '../util/rng.js';
 import { type Initializer, pytorchDefault } from './init.js';
 import { Module, Parameter } from './module.js';
 
+/** A size along height and width: one number for both, or [h, w]. */
+export type SizePair = number | readonly [number, number];
+
+/** `size` as [h, w], checked to be integers >= min (the error names the layer and the field). */
+function toPair(layer: string, field: string, size: SizePair, min: number): readonly [number, number] {
+  const [h, w] = typeof size === 'number' ? [size, size] : size;
+  if (!Number.isInteger(h) || !Number.isInteger(w) || h < min || w < min) {
+    throw new Error(`${layer}: ${field} must be integers >= ${min}, got ${JSON.stringify(size)}`);
+  }
+  return [h, w];
+}
+
 export interface Conv2dOptions {
-  readonly stride?: number;
-  readonly padding?: number;
+  readonly stride?: SizePair;
+  readonly padding?: SizePair;
   readonly groups?: number;
   readonly bias?: boolean;
   readonly init?: Initializer;
+  /** Where the initial weights are drawn from (default: the generator `manualSeed` seeds). */
+  readonly rng?: Rng;
   /** Take over the weight and bias of an existing layer instead of initializing new ones. */
   readonly reuse?: { readonly weight: Parameter; readonly bias: Parameter | null };
 }
 
+/** 2-D convolution; the weight is [outChannels, inChannels / groups, kh, kw]. */
 export class Conv2d extends Module {
   readonly inChannels: number;
   readonly outChannels: number;
-  readonly kernelSize: number;
+  /** [kh, kw]. */
+  readonly kernel: readonly [number, number];
   readonly params: Conv2dParams;
   readonly weight: Parameter;
   readonly bias: Parameter | null;
 
-  constructor(inChannels: number, outChannels: number, kernelSize: number, rng: Rng, opts: Conv2dOptions = {}) {
+  constructor(inChannels: number, outChannels: number, kernel: SizePair, opts: Conv2dOptions = {}) {
     super();
     const groups = opts.groups ?? 1;
-    if (inChannels % groups !== 0 || outChannels % groups !== 0) {
+    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups !== 0 || outChannels % groups !== 0) {
       throw new Error(`Conv2d: ${inChannels} -> ${outChannels} channels are not divisible into ${groups} groups`);
     }
     this.inChannels = inChannels;
     this.outChannels = outChannels;
-    this.kernelSize = kernelSize;
-    const stride = opts.stride ?? 1;
-    const padding = opts.padding ?? 0;
-    this.params = { stride: [stride, stride], padding: [padding, padding], groups };
-    const shape = [outChannels, inChannels / groups, kernelSize, kernelSize];
-    const fanIn = (inChannels / groups) * kernelSize * kernelSize;
-    const fanOut = (outChannels / groups) * kernelSize * kernelSize;
+    this.kernel = toPair('Conv2d', 'kernel', kernel, 1);
+    this.params = { stride: toPair('Conv2d', 'stride', opts.stride ?? 1, 1), padding: toPair('Conv2d', 'padding', opts.padding ?? 0, 0), groups };
+    const [kh, kw] = this.kernel;
+    const shape = [outChannels, inChannels / groups, kh, kw];
+    const fanIn = (inChannels / groups) * kh * kw;
+    const fanOut = (outChannels / groups) * kh * kw;
     const init = opts.init ?? pytorchDefault;
+    const rng = opts.rng ?? defaultRng();
     const reuse = opts.reuse;
     this.weight = this.registerParameter('weight', reuse?.weight ?? new Parameter(init(shape, fanIn, fanOut, rng), shape, 'weight'));
     const bias = reuse ? reuse.bias : opts.bias ? new Parameter(pytorchDefault([outChannels], fanIn, fanOut, rng), [outChannels], 'bias') : null;
@@ -98,6 +114,8 @@ export class BatchNorm extends Module {
 export interface LinearOptions {
   readonly bias?: boolean;
   readonly init?: Initializer;
+  /** Where the initial weights are drawn from (default: the generator `manualSeed` seeds). */
+  readonly rng?: Rng;
   /** Take over the weight and bias of an existing layer instead of initializing new ones. */
   readonly reuse?: { readonly weight: Parameter; readonly bias: Parameter | null };
 }
@@ -108,12 +126,13 @@ export class Linear extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | null;
 
-  constructor(inFeatures: number, outFeatures: number, rng: Rng, opts: LinearOptions = {}) {
+  constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
     super();
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
     const shape = [outFeatures, inFeatures];
     const init = opts.init ?? pytorchDefault;
+    const rng = opts.rng ?? defaultRng();
     const reuse = opts.reuse;
     this.weight = this.registerParameter('weight', reuse?.weight ?? new Parameter(init(shape, inFeatures, outFeatures, rng), shape, 'weight'));
     const bias = reuse
@@ -160,14 +179,44 @@ export class Identity extends Module {
   }
 }
 
-/** Children named "0", "1", ... applied in order (like torch.nn.Sequential). */
+/**
+ * Children applied in order (like torch.nn.Sequential): named "0", "1", ... by the constructor, or
+ * by the caller with `Sequential.named` (state-dict names such as `stem.weight`).
+ */
 export class Sequential extends Module {
-  readonly layers: Module[];
+  readonly layers: Module[] = [];
+  readonly #names: string[] = [];
 
   constructor(...layers: Module[]) {
     super();
-    this.layers = layers;
-    layers.forEach((m, i) => this.registerModule(String(i), m));
+    layers.forEach((m, i) => this.#append(String(i), m));
+  }
+
+  /**
+   * Children under the given names, applied in the record's order (like
+   * torch.nn.Sequential(OrderedDict(...))). Names must not be integers: JavaScript would move them
+   * to the front of the record.
+   */
+  static named(layers: Readonly<Record<string, Module>>): Sequential {
+    const s = new Sequential();
+    for (const [name, m] of Object.entries(layers)) {
+      if (/^(0|[1-9]\d*)$/.test(name) || name === '' || name.includes('.')) {
+        throw new Error(`Sequential.named: "${name}" is not a valid layer name (not an integer, no dots)`);
+      }
+      s.#append(name, m);
+    }
+    return s;
+  }
+
+  /** The children's names, in the order of `layers`. */
+  get names(): readonly string[] {
+    return this.#names;
+  }
+
+  #append(name: string, m: Module): void {
+    this.layers.push(m);
+    this.#names.push(name);
+    this.registerModule(name, m);
   }
 
   forward(x: Tensor): Tensor {
@@ -177,20 +226,58 @@ export class Sequential extends Module {
   }
 
   protected override onModuleReplaced(name: string, m: Module): void {
-    this.layers[Number(name)] = m;
+    this.layers[this.#names.indexOf(name)] = m;
   }
 }
 
-/** A window extent: one number for both axes, or [height, width]. */
-export type Size2 = number | readonly [number, number];
+export interface ResidualOptions {
+  /** What the input goes through on the skip path (default: nothing, the identity). */
+  readonly shortcut?: Module;
+  /** Apply a ReLU after the sum (default false). */
+  readonly relu?: boolean;
+}
 
-function pair(v: Size2): readonly [number, number] {
-  return typeof v === 'number' ? [v, v] : v;
+/**
+ * A residual branch: body(x) + shortcut(x), or relu(body(x) + shortcut(x)) with `relu`; the
+ * sub-modules are named `body` and `shortcut` in the state dict.
+ */
+export class Residual extends Module {
+  readonly relu: boolean;
+  #body: Module;
+  #shortcut: Module | null;
+
+  constructor(body: Module, opts: ResidualOptions = {}) {
+    super();
+    this.#body = this.registerModule('body', body);
+    this.#shortcut = opts.shortcut ? this.registerModule('shortcut', opts.shortcut) : null;
+    this.relu = opts.relu ?? false;
+  }
+
+  get body(): Module {
+    return this.#body;
+  }
+
+  /** The skip path's module, or null for the identity. */
+  get shortcut(): Module | null {
+    return this.#shortcut;
+  }
+
+  forward(x: Tensor): Tensor {
+    const y = this.#body.call(x);
+    const skip = this.#shortcut ? this.#shortcut.call(x) : x;
+    return this.relu ? ops.addRelu(y, skip) : ops.add(y, skip);
+  }
+
+  // Quantization swaps a direct child (a bare Conv2d body or shortcut) for its quantized version.
+  protected override onModuleReplaced(name: string, m: Module): void {
+    if (name === 'body') this.#body = m;
+    if (name === 'shortcut') this.#shortcut = m;
+  }
 }
 
 /** The backend parameters of a pooling layer, checked so that a bad size names the layer. */
-function poolParams(layer: string, kernel: Size2, stride: Size2, padding: Size2): Pool2dParams {
-  const p: Pool2dParams = { kernel: pair(kernel), stride: pair(stride), padding: pair(padding) };
+function poolParams(layer: string, kernel: SizePair, stride: SizePair, padding: SizePair): Pool2dParams {
+  const p: Pool2dParams = { kernel: toPair(layer, 'kernel', kernel, 1), stride: toPair(layer, 'stride', stride, 1), padding: toPair(layer, 'padding', padding, 0) };
   checkPool2dParams(layer, p);
   return p;
 }
@@ -199,7 +286,7 @@ function poolParams(layer: string, kernel: Size2, stride: Size2, padding: Size2)
 export class AvgPool2d extends Module {
   readonly params: Pool2dParams;
 
-  constructor(kernel: Size2, stride: Size2 = kernel, padding: Size2 = 0) {
+  constructor(kernel: SizePair, stride: SizePair = kernel, padding: SizePair = 0) {
     super();
     this.params = poolParams('AvgPool2d', kernel, stride, padding);
   }
@@ -213,7 +300,7 @@ export class AvgPool2d extends Module {
 export class MaxPool2d extends Module {
   readonly params: Pool2dParams;
 
-  constructor(kernel: Size2, stride: Size2 = kernel, padding: Size2 = 0) {
+  constructor(kernel: SizePair, stride: SizePair = kernel, padding: SizePair = 0) {
     super();
     this.params = poolParams('MaxPool2d', kernel, stride, padding);
   }

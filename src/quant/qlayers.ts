@@ -9,11 +9,7 @@ import { Conv2d, Linear } from '../nn/layers.js';
 import { type Module, Parameter } from '../nn/module.js';
 import * as ops from '../tensor/ops.js';
 import { type Tensor, noGrad } from '../tensor/tensor.js';
-import { Rng } from '../util/rng.js';
 import { type FakeQuantOp, type TensorQuantizer, quantParameter, tensorStats } from './quantizer.js';
-
-/** Layers never draw random numbers when they take over existing weights. */
-const UNUSED_RNG = new Rng(0);
 
 export interface QuantizedLayer extends Module {
   readonly weightQuantizer: TensorQuantizer | null;
@@ -88,9 +84,9 @@ export class QConv2d extends Conv2d implements QuantizedLayer {
   calibrating = false;
 
   constructor(conv: Conv2d, q: QuantizerPair) {
-    super(conv.inChannels, conv.outChannels, conv.kernelSize, UNUSED_RNG, {
-      stride: conv.params.stride[0],
-      padding: conv.params.padding[0],
+    super(conv.inChannels, conv.outChannels, conv.kernel, {
+      stride: conv.params.stride,
+      padding: conv.params.padding,
       groups: conv.params.groups,
       reuse: conv,
     });
@@ -134,7 +130,7 @@ export class QLinear extends Linear implements QuantizedLayer {
   calibrating = false;
 
   constructor(linear: Linear, q: QuantizerPair) {
-    super(linear.inFeatures, linear.outFeatures, UNUSED_RNG, { reuse: linear });
+    super(linear.inFeatures, linear.outFeatures, { reuse: linear });
     this.weightQuantizer = q.weight;
     this.actQuantizer = q.activation;
     attachQuantizers(q, (n, p) => this.registerParameter(n, p), (n, t) => this.registerBuffer(n, t));

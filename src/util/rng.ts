@@ -97,3 +97,21 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
+
+/**
+ * The generator that layers draw their initial weights from when not given one (PyTorch's global
+ * generator): seeded with 0 at start-up, reseeded by `manualSeed`, so a script that calls
+ * `manualSeed(s)` and then builds a net gets the same weights every run.
+ */
+let defaultGenerator = new Rng(0);
+
+/** Reseed the default generator (like torch.manual_seed). */
+export function manualSeed(seed: number): void {
+  if (!Number.isInteger(seed)) throw new Error(`manualSeed: the seed must be an integer, got ${seed}`);
+  defaultGenerator = new Rng(seed);
+}
+
+/** The default generator, in its current state. */
+export function defaultRng(): Rng {
+  return defaultGenerator;
+}
