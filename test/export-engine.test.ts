@@ -1,7 +1,8 @@
 /**
- * The integer engine's contract: input checks, refusal of models that could overflow or are
- * malformed, operation counts and costs consistent with src/quant/cost.ts, and no Node-only code
- * in the browser-side modules.
+ * The integer engine's contract: bit-exact agreement with a straightforward reference written here
+ * from ir.ts's formulas (every v2 op and option, both arithmetic paths), input checks, refusal of
+ * models that could overflow or are malformed, operation counts and costs consistent with
+ * src/quant/cost.ts, and no Node-only code in the browser-side modules.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -9,12 +10,13 @@ import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { setBackend } from '../src/backend/index.js';
-import { IntegerEngine } from '../src/export/engine.js';
-import type { ConvOp, IntegerModel, Op } from '../src/export/ir.js';
+import { type Arithmetic, IntegerEngine } from '../src/export/engine.js';
+import type { ActivationQuant, ConvOp, IntegerModel, Op, TensorInfo } from '../src/export/ir.js';
 import { modelReport } from '../src/export/report.js';
 import { IntegerModelError } from '../src/export/validate.js';
 import { modelCost } from '../src/quant/cost.js';
 import { type TinyOptions, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
+import { irCases, randomImages } from './ir-models.js';
 
 const APOT: TinyOptions = { method: 'apot', wbits: 4 };
 let ir: IntegerModel;
@@ -30,6 +32,141 @@ before(() => {
 function withOp(model: IntegerModel, name: string, edit: (op: ConvOp) => Op): IntegerModel {
   return { ...model, ops: model.ops.map((op) => (op.kind === 'conv' && op.name === name ? edit(op) : op)) };
 }
+
+// ---- the reference: plain loops straight from ir.ts, BigInt for the 64-bit products -------------
+
+const INT32 = [-(2 ** 31), 2 ** 31 - 1] as const;
+
+/** v, checked to be an int32 (ir.ts: accumulators and requantized values never overflow). */
+function int32(v: number, what: string): number {
+  assert.ok(Number.isSafeInteger(v) && v >= INT32[0] && v <= INT32[1], `${what}: ${v} is not an int32`);
+  return v;
+}
+
+/** rms(a, m, n) = floor((a*m + 2^(n-1)) / 2^n), a*m for n = 0. */
+function rms(a: number, m: number, n: number): number {
+  const product = BigInt(a) * BigInt(m);
+  return int32(Number(n === 0 ? product : (product + (1n << BigInt(n - 1))) >> BigInt(n)), 'rms');
+}
+
+function activate(q: ActivationQuant, v: number): number {
+  if (q.relu) v = Math.max(v, q.zeroPoint);
+  if (q.ceiling !== null) v = Math.min(v, q.ceiling);
+  const rule = q.rule;
+  if (rule.kind === 'thresholds') return rule.values[rule.thresholds.filter((t) => v > t).length];
+  const f = rule.fracBits;
+  const code = f === 0 ? v : Math.floor((v + 2 ** (f - 1) - 1) / 2 ** f);
+  return Math.min(Math.max(code, rule.minCode), rule.maxCode);
+}
+
+function residual(v: number, relu: boolean, ceiling: number | null, bits: number): number {
+  if (relu) v = Math.max(v, 0);
+  if (ceiling !== null) v = Math.min(v, ceiling);
+  return Math.min(Math.max(v, -(2 ** (bits - 1))), 2 ** (bits - 1) - 1);
+}
+
+/** Every tensor of `model` on one image. */
+function referenceTrace(model: IntegerModel, image: Uint8Array): number[][] {
+  const values: number[][] = model.tensors.map(() => []);
+  const at = (t: TensorInfo, data: number[], c: number, y: number, x: number): number | undefined =>
+    y >= 0 && y < t.shape[1] && x >= 0 && x < t.shape[2] ? data[(c * t.shape[1] + y) * t.shape[2] + x] : undefined;
+  for (const op of model.ops) {
+    const out = model.tensors[op.output];
+    const [C, H, W] = out.shape;
+    const result = new Array<number>(C * H * W);
+    const each = (f: (c: number, y: number, x: number) => number): void => {
+      for (let c = 0; c < C; c++) for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) result[(c * H + y) * W + x] = f(c, y, x);
+    };
+    if (op.kind === 'input') {
+      each((c, y, x) => op.lut[c * 256 + image[(c * H + y) * W + x]]);
+    } else if (op.kind === 'conv') {
+      const input = model.tensors[op.input];
+      const inGroup = op.inChannels / op.groups;
+      const [[KH, KW], [SH, SW], [PH, PW]] = [op.kernel, op.stride, op.padding];
+      each((o, y, x) => {
+        const g = Math.floor(o / (op.outChannels / op.groups));
+        let acc = 0;
+        for (let c = 0; c < inGroup; c++) {
+          for (let i = 0; i < KH; i++) {
+            for (let j = 0; j < KW; j++) {
+              const w = op.weights.levels[op.weights.codes[((o * inGroup + c) * KH + i) * KW + j]];
+              acc += w * (at(input, values[op.input], g * inGroup + c, y * SH + i - PH, x * SW + j - PW) ?? 0);
+            }
+          }
+        }
+        const v = int32(rms(int32(acc, `${op.name} acc`), op.requant.mult[o], op.requant.shift[o]) + op.requant.bias[o], op.name);
+        const e = op.epilogue;
+        if (e.kind === 'activation') return activate(e, v);
+        if (e.kind === 'logits') return v;
+        const s = e.shortcut;
+        const scChannels = s ? model.tensors[s.input].shape[0] : 0;
+        const sc = s && o - s.channelOffset >= 0 && o - s.channelOffset < scChannels ? rms(at(model.tensors[s.input], values[s.input], o - s.channelOffset, y * s.stride, x * s.stride)!, s.mult, s.shift) : 0;
+        return residual(v + sc, e.relu, e.ceiling, e.bits);
+      });
+    } else if (op.kind === 'quantize') {
+      const r = op.requant;
+      each((c, y, x) => {
+        const k = r.mult.length === 1 ? 0 : c;
+        return activate(op, rms(values[op.input][(c * H + y) * W + x], r.mult[k], r.shift[k]) + r.bias[k]);
+      });
+    } else if (op.kind === 'add') {
+      const { a, b, relu, ceiling, bits } = op;
+      each((c, y, x) => {
+        const i = (c * H + y) * W + x;
+        return residual(rms(values[a.input][i], a.mult, a.shift) + rms(values[b.input][i], b.mult, b.shift), relu, ceiling, bits);
+      });
+    } else {
+      const input = model.tensors[op.input];
+      const [[KH, KW], [SH, SW], [PH, PW]] = [op.kernel, op.stride, op.padding];
+      each((c, y, x) => {
+        const window: number[] = [];
+        for (let i = 0; i < KH; i++) for (let j = 0; j < KW; j++) window.push(at(input, values[op.input], c, y * SH + i - PH, x * SW + j - PW) ?? NaN);
+        const inside = window.filter((v) => !Number.isNaN(v));
+        return op.kind === 'maxpool' ? Math.max(...inside) : inside.reduce((a, b) => a + b, 0);
+      });
+    }
+    values[op.output] = result;
+  }
+  return values;
+}
+
+describe('bit-exact against the reference', () => {
+  const check = (model: IntegerModel, images: Uint8Array, count: number, what: string): void => {
+    const engines = (['multiply', 'shift-add'] as Arithmetic[]).map((arithmetic) => new IntegerEngine(model, { arithmetic }));
+    const size = engines[0].imageSize;
+    for (let n = 0; n < count; n++) {
+      const image = images.subarray(n * size, (n + 1) * size);
+      const expected = referenceTrace(model, image);
+      for (const engine of engines) {
+        engine.trace(image).forEach((t, i) => assert.deepEqual(Array.from(t), expected[i], `${what} (${engine.arithmetic}), image ${n}, tensor ${model.tensors[i].name}`));
+      }
+    }
+  };
+
+  test('every synthetic v2 case (dense, depthwise, grouped, pools, add, ceilings), tensor by tensor', () => {
+    for (const { name, model } of irCases()) check(model, randomImages(model, 3, 7), 3, name);
+  });
+
+  test('a lowered ResNet', () => {
+    check(ir, randomImages(ir, 2, 8), 2, 'tiny resnet');
+  });
+
+  test('the cases are not degenerate: ceilings, relus and clamps bite on some values, not on all', () => {
+    for (const { name, model } of irCases()) {
+      const trace = referenceTrace(model, randomImages(model, 1, 9));
+      model.ops.forEach((op) => {
+        if (op.kind === 'input') return;
+        const values = trace[op.output];
+        const distinct = new Set(values).size;
+        assert.ok(distinct >= Math.min(3, values.length), `${name} ${op.name}: only ${distinct} distinct values`);
+        const ceiling = op.kind === 'add' || op.kind === 'quantize' ? op.ceiling : op.kind === 'conv' && op.epilogue.kind !== 'logits' ? op.epilogue.ceiling : null;
+        if (ceiling === null || op.kind === 'quantize' || (op.kind === 'conv' && op.epilogue.kind === 'activation')) return;
+        const atCeiling = values.filter((v) => v === ceiling).length;
+        assert.ok(atCeiling > 0 && atCeiling < values.length, `${name} ${op.name}: ${atCeiling} of ${values.length} values at the ceiling`);
+      });
+    }
+  });
+});
 
 describe('inputs', () => {
   test('an image of the wrong size or type is an error', () => {
