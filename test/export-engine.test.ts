@@ -203,6 +203,34 @@ describe('malformed models are refused when the engine is built', () => {
   test('each case names the op and the problem', () => {
     for (const [what, model, pattern] of cases) assert.throws(() => new IntegerEngine(model), (e: Error) => e instanceof IntegerModelError && pattern.test(e.message), what);
   });
+  test('v2 fields: each error names the op and the field', () => {
+    const [dense, depthwise, residual, residualInt8] = irCases().map((c) => c.model);
+    type Named = Exclude<Op, { kind: 'input' }>;
+    const edit = (model: IntegerModel, name: string, change: (op: Named) => object): IntegerModel => ({
+      ...model,
+      ops: model.ops.map((op) => (op.kind !== 'input' && op.name === name ? ({ ...op, ...change(op) } as Op) : op)),
+    });
+    const conv = (op: Named): ConvOp => (op.kind === 'conv' ? op : assert.fail(`${op.name} is not a conv`));
+    const tensorId = (model: IntegerModel, name: string): number => model.tensors.findIndex((t) => t.name === name);
+    const v2: [string, IntegerModel, RegExp][] = [
+      ['groups that do not divide the channels', edit(depthwise, 'grouped', () => ({ groups: 5 })), /op 5 \(conv grouped\): groups 5 must divide inChannels 16 and outChannels 12/],
+      ['a weight count that ignores the groups', edit(depthwise, 'dw1', () => ({ groups: 4 })), /dw1\): weights\.codes: expected 144 codes \(O \* C\/G \* KH \* KW = 8 \* 2 \* 3 \* 3\), got 72/],
+      ['a kernel that is not a pair', edit(dense, 'stem', () => ({ kernel: [3] })), /\(conv stem\): kernel must be an \[h, w\] pair of integers in \[1, 65536\], got \[3\]/],
+      ['a zero stride', edit(dense, 'conv3', () => ({ stride: [1, 0] })), /\(conv conv3\): stride must be an \[h, w\] pair of integers in \[1, 65536\], got \[1,0\]/],
+      ['an output height from the wrong stride', edit(dense, 'stem', () => ({ stride: [1, 1] })), /\(conv stem\): output stem\.out has shape \[8,7,11\], expected \[8,13,11\]/],
+      ['a pool padding beyond half its kernel', edit(dense, 'pool1', () => ({ padding: [2, 1] })), /\(maxpool pool1\): padding \[2,1\] must be at most half the kernel \[3,2\]/],
+      ['a global sumpool with the wrong window', edit(dense, 'gap', () => ({ kernel: [2, 3], stride: [1, 1] })), /\(sumpool gap\): output gap\.out has shape \[10,1,1\], expected \[10,2,1\]/],
+      ['a maxpool that changes the dtype', { ...dense, tensors: dense.tensors.map((t) => (t.name === 'pool1.out' ? { ...t, dtype: 'int16' as const } : t)) }, /\(maxpool pool1\): output pool1\.out is int16; a maxpool keeps the input's dtype uint8/],
+      ['an add of unequal shapes', edit(residual, 'layer2.add', (op) => ({ b: { ...(op as { b: object }).b, input: tensorId(residual, 'layer1.conv2.out') } })), /\(add layer2\.add\): layer1\.conv2\.out has shape \[8,10,14\], a \(layer2\.conv2\.out\) has \[16,5,7\]: an add needs equal shapes/],
+      ['an add reading an unwritten tensor', edit(residual, 'layer2.add', (op) => ({ a: { ...(op as { a: object }).a, input: 999 } })), /\(add layer2\.add\): a\.input 999 is not a tensor written by an earlier op/],
+      ['an add of 12 bits', edit(residualInt8, 'block.add', () => ({ bits: 12 })), /\(add block\.add\): bits must be 8 or 16, got 12/],
+      ['an add ceiling below its relu', edit(residualInt8, 'block.add', () => ({ ceiling: -1 })), /\(add block\.add\): ceiling -1 is below the relu floor 0/],
+      ['an activation ceiling below the zero point', edit(depthwise, 'conv1', (op) => ({ epilogue: { ...conv(op).epilogue, ceiling: -100 } })), /\(conv conv1\): ceiling -100 is below the relu floor -?\d+/],
+      ['a fractional residual ceiling', edit(residual, 'layer1.conv2', (op) => ({ epilogue: { ...conv(op).epilogue, ceiling: 1.5 } })), /\(conv layer1\.conv2\) residual: ceiling must be null or an integer within ±2\^30, got 1\.5/],
+      ['a conv reading sums beyond int16', edit(residual, 'fc', () => ({ input: tensorId(residual, 'gap.out') })), /\(conv fc\): input gap\.out has range \[0,196602\]; a conv input must fit int16/],
+    ];
+    for (const [what, model, pattern] of v2) assert.throws(() => new IntegerEngine(model), (e: Error) => e instanceof IntegerModelError && pattern.test(e.message), what);
+  });
 });
 
 describe('costs', () => {
