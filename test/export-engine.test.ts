@@ -235,7 +235,7 @@ describe('malformed models are refused when the engine is built', () => {
 
 describe('costs', () => {
   test('MACs, BOPs and packed weight bytes per layer agree with src/quant/cost.ts', () => {
-    const report = modelReport(ir);
+    const report = { ...modelReport(ir), layers: modelReport(ir).layers.filter((l) => l.params > 0) };
     assert.deepEqual(report.layers.map((l) => l.name), cost.layers.map((l) => l.path));
     report.layers.forEach((l, i) => {
       const c = cost.layers[i];
@@ -250,7 +250,7 @@ describe('costs', () => {
   test('shift-add counts: APoT 4-bit weights have at most two powers of two, summed per power before one shift', () => {
     for (const l of modelReport(ir).layers) {
       assert.equal(l.multiplies, l.macs);
-      if (!l.name.startsWith('layer')) continue;
+      if (!l.name.startsWith('layer') || l.kind !== 'conv') continue;
       const outputs = l.outputShape.reduce((a, d) => a * d);
       // Numerators 1..10 use the powers 1, 2, 4, 8: at most three shifted groups and four group sums per output.
       assert.ok(l.shifts <= 3 * outputs, `${l.name}: ${l.shifts} shifts for ${outputs} outputs`);
@@ -265,6 +265,29 @@ describe('costs', () => {
     const block = report.layers.find((l) => l.name === 'layer1.0.conv2')!;
     assert.equal(block.activationBytes, 2 * (8 * 16 * 16 * 2) + 8 * 16 * 16);
     assert.ok(report.totals.peakActivationBytes >= Math.max(...report.layers.map((l) => l.activationBytes)));
+  });
+
+  test('v2 ops: a row for every op; MACs count groups and non-square windows; sumpool adds skip the padding; live memory of an add', () => {
+    const [dense, depthwise, residual] = irCases().map((c) => c.model);
+    for (const model of [dense, depthwise, residual]) {
+      const report = modelReport(model);
+      assert.deepEqual(report.layers.map((l) => l.name), model.ops.map((op) => (op.kind === 'input' ? 'input' : op.name)));
+      model.ops.forEach((op, i) => {
+        const row = report.layers[i];
+        if (op.kind !== 'conv') return assert.equal(row.macs, 0, row.name);
+        const [, oh, ow] = model.tensors[op.output].shape;
+        assert.equal(row.macs, op.outChannels * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1] * oh * ow, row.name);
+        assert.equal(row.bops, row.macs * op.weights.bits * row.inputBits, row.name);
+      });
+    }
+    const kinds = Object.fromEntries(modelReport(depthwise).layers.map((l) => [l.name, l.kind]));
+    assert.deepEqual(kinds, { input: 'input', conv1: 'conv', dw1: 'depthwise', pw1: 'conv', dw2: 'depthwise', grouped: 'grouped', avgpool: 'sumpool', 'avgpool.quantize': 'quantize', fc: 'linear' });
+    // dw1: 8 channels x 9 weights per output over a [6, 5] output.
+    assert.equal(modelReport(depthwise).layers[2].macs, 8 * 9 * 6 * 5);
+    // avgpool: a 2x2 window, stride 1, padding 1 over [12, 3, 3]: each axis has windows covering 1, 2, 2, 1 positions.
+    assert.equal(modelReport(depthwise).layers.find((l) => l.name === 'avgpool')!.adds, 12 * 6 * 6);
+    // layer2.add reads two int16 [16, 5, 7] tensors and writes a third.
+    assert.equal(modelReport(residual).layers.find((l) => l.name === 'layer2.add')!.activationBytes, 3 * 16 * 5 * 7 * 2);
   });
 });
 
