@@ -138,7 +138,7 @@ class Emitter {
     const padded = new Uint8Array(codes.length + 1); // tq_weight_row reads two bytes at a time
     padded.set(codes);
     this.data.push(
-      array('uint8_t', `tq_codes_${k}`, padded, `${commentText(op.name)}: ${outC}x${inC}x${op.kernel}x${op.kernel}, ${w.bits}-bit ${w.scheme} weights`),
+      array('uint8_t', `tq_codes_${k}`, padded, `${commentText(op.name)}: ${outC}x${inC}x${op.kernel[0]}x${op.kernel[1]}, ${w.bits}-bit ${w.scheme} weights`),
       array('int16_t', `tq_levels_${k}`, w.levels),
     );
     this.requant(op.requant, k);
@@ -146,7 +146,8 @@ class Emitter {
     const fields = [
       `.codes = tq_codes_${k}`, `.levels = tq_levels_${k}`, `.mult = tq_mult_${k}`, `.shift = tq_shift_${k}`, `.bias = tq_bias_${k}`,
       `.in_c = ${inC}`, `.in_h = ${inH}`, `.in_w = ${inW}`, `.out_c = ${outC}`, `.out_h = ${outH}`, `.out_w = ${outW}`,
-      `.kernel = ${op.kernel}`, `.stride = ${op.stride}`, `.padding = ${op.padding}`, `.bits = ${w.bits}`,
+      `.kernel = ${op.kernel[0]}`, `.stride = ${op.stride[0]}`, `.padding = ${op.padding[0]}`, // square only until the runtime takes IR v2's pairs
+      `.bits = ${w.bits}`,
       `.out_dtype = ${this.dtype(op.output)}`,
     ]; // prettier-ignore
     let shortcut = 'NULL';

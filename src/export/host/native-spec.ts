@@ -29,7 +29,11 @@ export interface NativeRequant {
 export type NativeOp =
   | { readonly kind: 'input'; readonly output: number; readonly lut: Int16Array }
   | (NativeRequant &
-      Pick<ConvOp, 'kind' | 'name' | 'input' | 'output' | 'inChannels' | 'outChannels' | 'kernel' | 'stride' | 'padding'> & {
+      Pick<ConvOp, 'kind' | 'name' | 'input' | 'output' | 'inChannels' | 'outChannels'> & {
+      /** Square kernels only until the addon takes IR v2's [h, w] pairs: the height of each. */
+      readonly kernel: number;
+      readonly stride: number;
+      readonly padding: number;
       /** Integer weight values, OIHW. */
       readonly weights: Int32Array;
       readonly epilogue: 'activation' | 'residual' | 'logits';
@@ -74,9 +78,9 @@ function convOp(op: ConvOp): NativeOp {
     output: op.output,
     inChannels: op.inChannels,
     outChannels: op.outChannels,
-    kernel: op.kernel,
-    stride: op.stride,
-    padding: op.padding,
+    kernel: op.kernel[0],
+    stride: op.stride[0],
+    padding: op.padding[0],
     weights: Int32Array.from(weightValues(op)),
     ...requant(op.requant, op.outChannels),
     epilogue: e.kind,
