@@ -92,8 +92,15 @@ describe('generated C on the host', () => {
 
   for (const c of IR_CASES) {
     test(`synthetic ${c.name}: logits bit-identical to the integer engine`, () => {
-      const run = runOnHost(generateC(c.model, { headerName: 'model.h' }), c.images, c.count);
+      const generated = generateC(c.model, { headerName: 'model.h' });
+      const run = runOnHost(generated, c.images, c.count);
       assertSameLogits(run.logits, new IntegerEngine(c.model).inferBatch(c.images, c.count), c.name);
+      // Convs with one input channel per group run the depthwise accumulate function, the others the general one.
+      for (const op of c.model.ops) {
+        if (op.kind !== 'conv') continue;
+        const kernel = op.inChannels === op.groups ? 'depthwise' : 'accumulate';
+        assert.match(generated.source, new RegExp(`tq_conv_run\\([^;]*tq_${kernel}_${c.model.tensors[op.input].dtype},[^;]*; /\\* ${op.name.replaceAll('.', '\\.')} \\*/`), `${c.name} ${op.name}`);
+      }
     });
   }
 
