@@ -289,4 +289,24 @@ describe('lowering choices and refusals', () => {
     assert.notEqual(ratio, 1);
     assert.ok(Math.abs(fixedValue(t!) / ratio - 1) < 1e-8, `${fixedValue(t!)} vs ${ratio}`);
   });
+  test('IR v2 fields: square kernels as pairs, dense convs, no ceilings, the global average pool as a named [H, W] window', () => {
+    const o: TinyOptions = { method: 'apot', wbits: 3, shortcut: 'B' };
+    const ir = lowerTiny(tinyQuantizedModel(o), o);
+    assert.equal(ir.version, 2);
+    for (const op of ir.ops) {
+      if (op.kind === 'quantize') assert.equal(op.ceiling, null, op.name);
+      if (op.kind !== 'conv') continue;
+      assert.equal(op.groups, 1, op.name);
+      assert.equal(op.kernel[0], op.kernel[1], op.name);
+      if (op.epilogue.kind !== 'logits') assert.equal(op.epilogue.ceiling, null, op.name);
+    }
+    const strided = ir.ops.find((op): op is ConvOp => op.kind === 'conv' && op.name === 'layer2.0.conv1')!;
+    assert.deepEqual([strided.kernel, strided.stride, strided.padding], [[3, 3], [2, 2], [1, 1]]);
+    const pools = ir.ops.filter((op) => op.kind === 'sumpool');
+    assert.equal(pools.length, 1);
+    const pool = pools[0];
+    assert.ok(pool.kind === 'sumpool');
+    assert.deepEqual([pool.name, pool.kernel, pool.stride, pool.padding], ['pool', ir.tensors[pool.input].shape.slice(1), [1, 1], [0, 0]]);
+    assert.deepEqual(ir.tensors[pool.output].shape, [32, 1, 1]);
+  });
 });

@@ -17,6 +17,7 @@ import { TQM_HEADER_BYTES, TqmError, decodeTqm, encodeTqm } from '../src/export/
 import { readTqm, writeTqm } from '../src/export/tqm-file.js';
 import { IntegerModelError } from '../src/export/validate.js';
 import { type TinyOptions, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
+import { irCases } from './ir-models.js';
 
 const APOT: TinyOptions = { method: 'apot', wbits: 3, shortcut: 'B' };
 const EWGS: TinyOptions = { method: 'ewgs', wbits: 2, firstLast: 'float', headBatchNorm: true };
@@ -60,6 +61,16 @@ describe('round trip', () => {
     }
     const count = 8;
     assert.deepEqual(new IntegerEngine(decodeTqm(encodeTqm(apot.ir))).inferBatch(apot.images, count), new IntegerEngine(apot.ir).inferBatch(apot.images, count));
+  });
+
+  test('every synthetic v2 case (all op kinds and options) decodes to an equal model; bytes are stable', () => {
+    for (const { name, model } of irCases()) {
+      const bytes = encodeTqm(model);
+      const back = decodeTqm(bytes);
+      assert.deepEqual(back, model, name);
+      assert.deepEqual(encodeTqm(back), bytes, name);
+      assert.deepEqual(encodeTqm(irCases().find((c) => c.name === name)!.model), bytes, `${name}: the same seed gives the same bytes`);
+    }
   });
 
   test('a payload larger than the first buffer of the writer (64 KiB) round-trips', () => {
@@ -133,6 +144,34 @@ describe('damaged files are refused with a clear error', () => {
     const badMeta = bytes.slice();
     badMeta[TQM_HEADER_BYTES + 4] = 0x7b + 1; // '{' -> '|'
     expectError(resign(badMeta), /meta is not valid JSON/);
+  });
+
+  test('bad v2 fields name the op and the field', () => {
+    const [dense, depthwise, residual] = irCases().map((c) => c.model);
+    /** The offset of the `index`-th u32 after the name of op `name` (the conv fields: input, output, inChannels, outChannels, groups, kernel h, w, ...). */
+    const after = (bytes: Uint8Array, name: string, index: number): number => {
+      const text = new TextEncoder().encode(name);
+      for (let at = TQM_HEADER_BYTES; at + 4 + text.length < bytes.length; at++) {
+        if (u32(bytes, at) === text.length && text.every((b, i) => bytes[at + 4 + i] === b)) return at + 4 + text.length + 4 * index;
+      }
+      throw new Error(`${name} not found`);
+    };
+    const patched = (model: IntegerModel, name: string, index: number, value: number): Uint8Array => {
+      const bytes = encodeTqm(model);
+      new DataView(bytes.buffer).setUint32(after(bytes, name, index), value, true);
+      return resign(bytes);
+    };
+    expectError(patched(depthwise, 'dw1', 4, 0), /op 2 \(conv\) dw1 groups must be in \[1, 65536\], got 0/);
+    expectError(patched(depthwise, 'dw1', 5, 70000), /op 2 \(conv\) dw1 kernel h must be in \[1, 65536\], got 70000/);
+    expectError(patched(depthwise, 'dw1', 9, 5), /op 2 \(conv dw1\): output dw1\.out has shape \[8,6,5\], expected \[8,14,5\]/, IntegerModelError);
+    expectError(patched(depthwise, 'dw1', 4, 3), /op 2 \(conv dw1\): groups 3 must divide inChannels 8 and outChannels 8/, IntegerModelError);
+    expectError(patched(dense, 'pool1', 2, 0), /op 3 \(maxpool\) pool1 kernel h must be in \[1, 65536\], got 0/);
+    expectError(patched(dense, 'pool1', 6, 2), /op 3 \(maxpool pool1\): padding \[2,1\] must be at most half the kernel \[3,2\]/, IntegerModelError);
+    const add = residual.ops.findIndex((op) => op.kind === 'add');
+    expectError(patched(residual, 'layer2.add', 0, 999), new RegExp(`op ${add} \\(add layer2\\.add\\): a\\.input 999 is not a tensor written by an earlier op`), IntegerModelError);
+    const kind = encodeTqm(residual);
+    kind[after(kind, 'layer2.add', 0) - 'layer2.add'.length - 5] = 9;
+    expectError(resign(kind), new RegExp(`op ${add} kind 9 is not one of 0..5 \\(input, conv, quantize, sumpool, maxpool, add\\)`));
   });
 
   test('readTqm names the file', () => {

@@ -1,5 +1,5 @@
 /**
- * `tinyquant inspect FILE [--json]`: what a tqm model costs, per layer (bits, parameters, stored
+ * `tinyquant inspect FILE [--json]`: what a tqm model costs, per op (kind, bits, parameters, stored
  * bytes, MACs, bit-operations, the engine's multiplies or shifts and adds, activation memory)
  * and in total.
  */
@@ -26,11 +26,12 @@ function table(rows: string[][]): string {
 /** The human-readable report. */
 export function formatReport(file: string, fileBytes: number, r: ModelReport): string {
   const m = r.model;
-  const input = r.layers[0]?.inputBits ?? 8;
-  const header = ['layer', 'W/A bits', 'params', 'stored B', 'MACs', 'BOPs', 'multiplies', 'shifts', 'adds', 'act. mem B'];
+  const input = r.layers.find((l) => l.kind !== 'input')?.inputBits ?? 8;
+  const header = ['layer', 'kind', 'W/A bits', 'params', 'stored B', 'MACs', 'BOPs', 'multiplies', 'shifts', 'adds', 'act. mem B'];
   const rows = r.layers.map((l) => [
     l.name,
-    `${l.weightBits}/${l.inputBits}`,
+    l.kind,
+    `${l.weightBits ?? '-'}/${l.inputBits}`,
     String(l.params),
     String(l.storedBytes),
     human(l.macs),
@@ -41,7 +42,7 @@ export function formatReport(file: string, fileBytes: number, r: ModelReport): s
     String(l.activationBytes),
   ]);
   const t = r.totals;
-  rows.push(['total', '', String(t.params), String(t.storedBytes), human(t.macs), human(t.bops), human(t.multiplies), human(t.shifts), human(t.adds), `peak ${t.peakActivationBytes}`]);
+  rows.push(['total', '', '', String(t.params), String(t.storedBytes), human(t.macs), human(t.bops), human(t.multiplies), human(t.shifts), human(t.adds), `peak ${t.peakActivationBytes}`]);
   return [
     `${file}: ${m.model}, ${m.method} W${m.wbits}A${m.abits}, first/last ${m.firstLast}, int${input} input, int${m.residualBits} residual stream, ${m.classes.length} classes`,
     `file ${fileBytes} bytes; packed weights ${t.weightBytes} bytes; ${human(t.requantizations)} requantizations per inference`,

@@ -8,9 +8,11 @@
  * and `shift-add` (no multiplies: every nonzero weight is a signed sum of powers of two, APoT levels
  * of at most two; the inputs are summed per power and each sum shifted once, see ShiftAddGroups).
  *
- * Convolutions unfold the zero-padded input into one patch per output pixel and group (im2col) and take dot
- * products with the weight rows, accumulating in a local int32 variable (the fastest shape for the
- * JIT); typed arrays are int16 where values fit (weights, inputs), int32 for accumulators.
+ * Convolutions (dense, grouped, depthwise; a linear layer is a conv over its whole input) unfold
+ * the zero-padded input into one patch per output pixel and group (im2col) and take dot products
+ * with the weight rows, accumulating in a local int32 variable (the fastest shape for the JIT);
+ * typed arrays are int16 where values fit (weights, inputs), int32 for accumulators. Pools visit
+ * the part of each window inside the input; adds rescale both operands element by element.
  */
 import { argmaxRows, countBelow, powerOfTwoTerms, roundToCode, roundingMulShift } from './int-ops.js';
 import type { ActivationQuant, AddOp, ConvOp, DType, IntegerModel, Op, PoolOp, QuantizeOp, Requant, TensorInfo } from './ir.js';
