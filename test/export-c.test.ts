@@ -2,9 +2,12 @@
  * `tinyquant export --format c`: the generated C compiled with gcc (-std=c99 -Wall -Wextra -Werror
  * -pedantic) computes the integer engine's logits bit for bit on tiny quantized ResNets (APoT and
  * uniform methods, int8/int16 inputs and residual streams, option A and B shortcuts, both image
- * layouts); the arena plan never overlaps live buffers; the same C cross-compiled for a Cortex-M4
- * runs under QEMU (mps2-an386) with the same logits, no allocator and no floating point; and bad
- * input fails clearly without leaving files.
+ * layouts) and on the synthetic models of every IR op and option (test/ir-models.ts: non-square
+ * and 1x1 kernels, strides and paddings, depthwise and grouped convs, clipped ReLUs, windowed
+ * sumpool, maxpool, add); the ceilings folded into tables (clip.ts) equal the IR's min; the arena
+ * plan never overlaps live buffers; the same C cross-compiled for a Cortex-M4 runs under QEMU
+ * (mps2-an386) with the same logits, no allocator and no floating point; and bad input fails
+ * clearly without leaving files.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -20,10 +23,13 @@ import { type GeneratedC, generateC } from '../src/export/c/generate.js';
 import { planArena } from '../src/export/c/plan.js';
 import { deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
+import { residualClamp, ruleWithCeiling } from '../src/export/clip.js';
 import { IntegerEngine } from '../src/export/engine.js';
-import type { IntegerModel } from '../src/export/ir.js';
+import { countBelow, roundToCode } from '../src/export/int-ops.js';
+import type { ActivationQuant, CodeRule, IntegerModel } from '../src/export/ir.js';
 import { type LoweringChoices, type TinyOptions, calibratedRun, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
+import { irCases, randomImages } from './ir-models.js';
 
 interface Case {
   readonly label: string;
@@ -37,6 +43,9 @@ const CASES: readonly Case[] = [
   { label: 'LSQ W2A2 per channel, head batch norm', options: { method: 'lsq', wbits: 2, perChannel: true, headBatchNorm: true } },
   { label: 'PACT W8A8, APoT first/last layers', options: { method: 'pact', wbits: 8, firstLast: 'apot8' } },
 ];
+
+/** The synthetic models of every IR op, with a few random images each. */
+const IR_CASES = irCases().map(({ name, model }) => ({ name, model, images: randomImages(model, 4, 5), count: 4 }));
 
 const lowered = new Map<string, { model: IntegerModel; images: Uint8Array; count: number }>();
 
@@ -81,6 +90,20 @@ describe('generated C on the host', () => {
     });
   }
 
+  for (const c of IR_CASES) {
+    test(`synthetic ${c.name}: logits bit-identical to the integer engine`, () => {
+      const generated = generateC(c.model, { headerName: 'model.h' });
+      const run = runOnHost(generated, c.images, c.count);
+      assertSameLogits(run.logits, new IntegerEngine(c.model).inferBatch(c.images, c.count), c.name);
+      // Convs with one input channel per group run the depthwise accumulate function, the others the general one.
+      for (const op of c.model.ops) {
+        if (op.kind !== 'conv') continue;
+        const kernel = op.inChannels === op.groups ? 'depthwise' : 'accumulate';
+        assert.match(generated.source, new RegExp(`tq_conv_run\\([^;]*tq_${kernel}_${c.model.tensors[op.input].dtype},[^;]*; /\\* ${op.name.replaceAll('.', '\\.')} \\*/`), `${c.name} ${op.name}`);
+      }
+    });
+  }
+
   test('interleaved (HWC) images give the same logits', () => {
     const { model, images, count } = tiny(CASES[0]);
     const generated = generateC(model, { headerName: 'net.h', imageLayout: 'hwc' });
@@ -90,8 +113,10 @@ describe('generated C on the host', () => {
   });
 
   test('the arena plan never overlaps buffers that are live at the same time, and reuses storage', () => {
-    for (const c of CASES) {
-      const { model } = tiny(c);
+    // The ResNets reuse most of their storage; the short synthetic chains some of it.
+    const models = [...CASES.map((k) => ({ label: k.label, model: tiny(k).model, reuse: 2 })), ...IR_CASES.map((k) => ({ label: k.name, model: k.model, reuse: 1 }))];
+    for (const c of models) {
+      const { model } = c;
       const plan = planArena(model);
       for (const [i, a] of plan.buffers.entries()) {
         assert.ok(a.offset >= 0 && a.offset % 4 === 0 && a.offset + a.bytes <= plan.bytes, `${c.label}: buffer ${i} outside the arena`);
@@ -102,7 +127,7 @@ describe('generated C on the host', () => {
         }
       }
       const separate = plan.buffers.reduce((s, b) => s + b.bytes, 0);
-      assert.ok(plan.bytes >= plan.lowerBound && plan.bytes < separate / 2, `${c.label}: arena ${plan.bytes}, lower bound ${plan.lowerBound}, all buffers ${separate}`);
+      assert.ok(plan.bytes >= plan.lowerBound && plan.bytes < separate / c.reuse, `${c.label}: arena ${plan.bytes}, lower bound ${plan.lowerBound}, all buffers ${separate}`);
       assert.ok(plan.buffers.some((b) => b.tensors.length > 1), `${c.label}: no tensor is computed in place`);
       assert.match(generateC(model, { headerName: 'model.h' }).header, new RegExp(`#define TQ_ARENA_BYTES ${plan.bytes}\\b`));
     }
@@ -128,6 +153,61 @@ describe('generated C on a Cortex-M4 (QEMU mps2-an386)', () => {
     assert.ok(run.model.rodata > 0 && run.model.text > 0 && run.flashBytes >= run.model.text + run.model.rodata);
     assert.ok(run.inferStackBytes > 0 && run.stackBytes >= run.inferStackBytes && run.stackBytes < 4096, `stack ${run.inferStackBytes}/${run.stackBytes}`);
     assert.equal(run.ramBytes, run.elf.data + run.elf.bss + run.stackBytes);
+  });
+  for (const c of IR_CASES) {
+    test(`synthetic ${c.name}: same logits as the engine`, { skip: missing ? `skipped: ${missing}` : false }, () => {
+      const one = c.images.subarray(0, c.images.length / c.count);
+      const run = runOnDevice(generateC(c.model, { headerName: 'model.h' }), one, 1);
+      assertSameLogits(run.logits, new IntegerEngine(c.model).inferBatch(one, 1), `Cortex-M4 ${c.name}`);
+    });
+  }
+});
+
+/** The IR's activation quantization of v, ceiling applied as it says (engine semantics). */
+function activationCode(q: ActivationQuant, v: number): number {
+  if (q.relu && v < q.zeroPoint) v = q.zeroPoint;
+  if (q.ceiling !== null && v > q.ceiling) v = q.ceiling;
+  return codeOf(q.rule, v);
+}
+
+function codeOf(rule: CodeRule, v: number): number {
+  return rule.kind === 'thresholds' ? rule.values[countBelow(rule.thresholds, v)] : roundToCode(v, rule.fracBits, rule.minCode, rule.maxCode);
+}
+
+describe('ceilings folded into tables (clip.ts)', () => {
+  const thresholds: CodeRule = { kind: 'thresholds', thresholds: Int32Array.from([-6, 2, 7, 20, 41]), values: Int32Array.from([0, 1, 3, 4, 6, 8]) };
+  const rounding = (fracBits: number): CodeRule => ({ kind: 'round', fracBits, minCode: -3, maxCode: 9 });
+
+  test('rule(min(max(v, zero point), ceiling)) equals the folded rule of max(v, zero point) for every v', () => {
+    for (const rule of [thresholds, rounding(0), rounding(1), rounding(3)]) {
+      for (const relu of [false, true]) {
+        for (const ceiling of [null, -40, -6, -5, 0, 2, 3, 7, 13, 41, 42, 100]) {
+          const q: ActivationQuant = { relu, ceiling, zeroPoint: -2, rule };
+          const folded = ruleWithCeiling(q);
+          for (let v = -80; v <= 120; v++) {
+            const floored = relu && v < q.zeroPoint ? q.zeroPoint : v;
+            assert.equal(codeOf(folded, floored), activationCode(q, v), `${rule.kind} ${JSON.stringify(rule.kind === 'round' ? rule : {})} relu ${relu} ceiling ${ceiling} v ${v}`);
+          }
+        }
+      }
+    }
+  });
+
+  test('the residual clamp equals ReLU, then the ceiling, then saturation', () => {
+    for (const bits of [8, 16]) {
+      const limit = 2 ** (bits - 1);
+      for (const relu of [false, true]) {
+        for (const ceiling of [null, -limit - 5, -limit, -3, 0, 5, limit - 1, limit + 7]) {
+          const [lo, hi] = residualClamp(relu, ceiling, bits);
+          for (const v of [-limit - 9, -limit, -4, -3, -1, 0, 1, 4, 5, 6, limit - 1, limit, limit + 8]) {
+            let expected = relu && v < 0 ? 0 : v;
+            if (ceiling !== null && expected > ceiling) expected = ceiling;
+            expected = Math.max(-limit, Math.min(limit - 1, expected));
+            assert.equal(Math.min(Math.max(v, lo), hi), expected, `bits ${bits} relu ${relu} ceiling ${ceiling} v ${v}`);
+          }
+        }
+      }
+    }
   });
 });
 

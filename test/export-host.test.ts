@@ -2,8 +2,10 @@
  * The host int8 path (src/export/host): the native addon's oneDNN int8 convolutions plus C++
  * epilogues must give the TypeScript integer engine's logits bit for bit, for non-uniform (APoT,
  * threshold) and uniform (rounding) activations, int16 and int8 residual streams, int8 and int16
- * input tables, option A and B shortcuts, batches that do not divide the image count, and weights
- * beyond int8 (split into two int8 convolutions).
+ * input tables, option A and B shortcuts, batches that do not divide the image count, weights
+ * beyond int8 (split into two int8 convolutions), and the synthetic models of every IR op and
+ * option (test/ir-models.ts: non-square and 1x1 kernels, depthwise and grouped convs, clipped
+ * ReLUs, windowed sumpool, maxpool, add).
  */
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
@@ -12,6 +14,7 @@ import { IntegerEngine } from '../src/export/engine.js';
 import { HostIntegerEngine, hostEngineAvailability } from '../src/export/host/engine.js';
 import type { ConvOp, IntegerModel } from '../src/export/ir.js';
 import { type LoweringChoices, type TinyOptions, lowerTiny, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
+import { irCases, randomImages } from './ir-models.js';
 
 const availability = hostEngineAvailability();
 const skip = availability.available ? false : `host int8 path not available: ${availability.reason}`;
@@ -27,9 +30,9 @@ const CASES: [string, TinyOptions, LoweringChoices][] = [
   ['PACT W3A3, option B shortcuts, int8 residual', { method: 'pact', wbits: 3, shortcut: 'B' }, { residualBits: 8 }],
 ];
 
-function firstDifference(a: Int32Array, b: Int32Array): string {
+function firstDifference(a: Int32Array, b: Int32Array, classes = 10): string {
   const i = a.findIndex((v, k) => v !== b[k]);
-  return i < 0 ? 'none' : `logit ${i % 10} of image ${Math.floor(i / 10)}: ${a[i]} vs ${b[i]}`;
+  return i < 0 ? 'none' : `logit ${i % classes} of image ${Math.floor(i / classes)}: ${a[i]} vs ${b[i]}`;
 }
 
 describe('host int8 engine', { skip }, () => {
@@ -46,6 +49,16 @@ describe('host int8 engine', { skip }, () => {
       const got = new HostIntegerEngine(model, { batch: 16 }).inferBatch(images, COUNT);
       assert.equal(got.length, expected.length, name);
       assert.ok(got.every((v, i) => v === expected[i]), `${name}: first difference ${firstDifference(got, expected)}`);
+    }
+  });
+
+  test('synthetic models of every IR op: same logits as the TypeScript integer engine, bit for bit', () => {
+    for (const { name, model } of irCases()) {
+      const count = 21;
+      const some = randomImages(model, count, 3);
+      const expected = new IntegerEngine(model).inferBatch(some, count);
+      const got = new HostIntegerEngine(model, { batch: 8 }).inferBatch(some, count);
+      assert.ok(got.length === expected.length && got.every((v, i) => v === expected[i]), `${name}: first difference ${firstDifference(got, expected, expected.length / count)}`);
     }
   });
 

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "binding.hpp"
@@ -50,6 +52,19 @@ class Fields {
   bool has(const char* key) const {
     const Napi::Value v = obj_.Get(key);
     return !v.IsNull() && !v.IsUndefined();
+  }
+
+  /** A [height, width] pair of integers in [lo, hi]. */
+  std::pair<int64_t, int64_t> pair(const char* key, int64_t lo, int64_t hi) const {
+    const Napi::Value v = obj_.Get(key);
+    const auto item = [&](uint32_t i) {
+      const Napi::Value e = v.As<Napi::Array>().Get(i);
+      const double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : NAN;
+      if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi) && d == std::floor(d))) bad(key, "a pair of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      return static_cast<int64_t>(d);
+    };
+    if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) bad(key, "a [height, width] pair");
+    return {item(0), item(1)};
   }
 
   Fields object(const char* key) const { return Fields(obj_.Get(key), where_ + "." + key); }
@@ -98,6 +113,19 @@ ActivationRule readRule(const Fields& f) {
 
 Requant readRequant(const Fields& f) { return Requant(f.int32s("mult"), f.int32s("shift"), f.int32s("bias")); }
 
+/** kernel, stride and padding of a conv or pooling op. */
+Window readWindow(const Fields& f) {
+  Window w;
+  std::tie(w.kernelH, w.kernelW) = f.pair("kernel", 1, 1 << 16);
+  std::tie(w.strideH, w.strideW) = f.pair("stride", 1, 1 << 16);
+  std::tie(w.padH, w.padW) = f.pair("padding", 0, 1 << 16);
+  return w;
+}
+
+AddInputSpec readAddInput(const Fields& f) {
+  return {f.integer("input"), static_cast<int32_t>(f.integer("mult")), static_cast<int32_t>(f.integer("shift", 0, 62))};
+}
+
 ConvStep readConv(const Fields& f) {
   ConvStep c;
   c.name = f.text("name");
@@ -105,9 +133,8 @@ ConvStep readConv(const Fields& f) {
   c.output = f.integer("output");
   c.inChannels = f.integer("inChannels", 1);
   c.outChannels = f.integer("outChannels", 1);
-  c.kernel = f.integer("kernel", 1, 64);
-  c.stride = f.integer("stride", 1, 64);
-  c.padding = f.integer("padding", 0, 64);
+  c.groups = f.integer("groups", 1);
+  c.window = readWindow(f);
   c.weights = f.int32s("weights");
   c.requant = readRequant(f);
   const std::string epilogue = f.text("epilogue");
@@ -116,8 +143,9 @@ ConvStep readConv(const Fields& f) {
     c.activation = readRule(f.object("activation"));
   } else if (epilogue == "residual") {
     c.epilogue = EpilogueKind::residual;
-    c.residualRelu = f.flag("residualRelu");
     c.residualBits = static_cast<int>(f.integer("residualBits", 8, 16));
+    c.residualLo = static_cast<int32_t>(f.integer("residualLo"));
+    c.residualHi = static_cast<int32_t>(f.integer("residualHi"));
     if (f.has("shortcut")) {
       const Fields s = f.object("shortcut");
       c.shortcut = ShortcutSpec{s.integer("input"), s.integer("stride", 1), s.integer("channelOffset", 0), static_cast<int32_t>(s.integer("mult")),
@@ -156,11 +184,15 @@ ModelSpec readSpec(const Napi::Value& value) {
     } else if (kind == "quantize") {
       spec.steps.push_back({Step::Kind::quantize, spec.quantizes.size()});
       spec.quantizes.push_back({f.text("name"), f.integer("input"), f.integer("output"), readRequant(f), readRule(f.object("activation"))});
-    } else if (kind == "sumpool") {
-      spec.steps.push_back({Step::Kind::sumpool, spec.sumpools.size()});
-      spec.sumpools.push_back({f.integer("input"), f.integer("output")});
+    } else if (kind == "sumpool" || kind == "maxpool") {
+      spec.steps.push_back({Step::Kind::pool, spec.pools.size()});
+      spec.pools.push_back({f.text("name"), f.integer("input"), f.integer("output"), kind == "maxpool", readWindow(f)});
+    } else if (kind == "add") {
+      spec.steps.push_back({Step::Kind::add, spec.adds.size()});
+      spec.adds.push_back({f.text("name"), readAddInput(f.object("a")), readAddInput(f.object("b")), f.integer("output"), static_cast<int>(f.integer("bits", 8, 16)),
+          static_cast<int32_t>(f.integer("lo")), static_cast<int32_t>(f.integer("hi"))});
     } else {
-      throw OpError("IntModel: spec.ops[" + std::to_string(i) + "].kind \"" + kind + "\" is not input, conv, quantize or sumpool");
+      throw OpError("IntModel: spec.ops[" + std::to_string(i) + "].kind \"" + kind + "\" is not input, conv, quantize, sumpool, maxpool or add");
     }
   }
   return spec;

@@ -245,11 +245,33 @@ TQ_CLONES void tableT(const uint8_t* image, int64_t channels, int64_t pixels, co
   }
 }
 
-template <class T>
-TQ_CLONES void sumPoolT(const T* in, int64_t pixels, int64_t channels, int32_t* out) {
-  for (int64_t c = 0; c < channels; c++) out[c] = 0;
-  for (int64_t p = 0; p < pixels; p++) {
-    for (int64_t c = 0; c < channels; c++) out[c] += in[p * channels + c];
+/** Per output pixel: the channels' sums or maxima over the window positions inside the input, in `acc`, then stored. */
+template <class TIn, class TOut, bool Max>
+TQ_CLONES void poolT(const TIn* in, int64_t height, int64_t width, int64_t channels, const Window& w, int32_t* acc, TOut* out) {
+  const int64_t outH = w.outHeight(height), outW = w.outWidth(width);
+  for (int64_t y = 0; y < outH; y++) {
+    const int64_t top = y * w.strideH - w.padH, i0 = std::max<int64_t>(0, top), i1 = std::min(height, top + w.kernelH);
+    for (int64_t x = 0; x < outW; x++) {
+      const int64_t left = x * w.strideW - w.padW, j0 = std::max<int64_t>(0, left), j1 = std::min(width, left + w.kernelW);
+      std::fill(acc, acc + channels, Max ? std::numeric_limits<int32_t>::min() : 0);
+      for (int64_t i = i0; i < i1; i++) {
+        for (int64_t j = j0; j < j1; j++) {
+          const TIn* p = in + (i * width + j) * channels;
+          for (int64_t c = 0; c < channels; c++) acc[c] = Max ? std::max<int32_t>(acc[c], p[c]) : acc[c] + p[c];
+        }
+      }
+      TOut* o = out + (y * outW + x) * channels;
+      for (int64_t c = 0; c < channels; c++) o[c] = static_cast<TOut>(acc[c]);
+    }
+  }
+}
+
+template <class TA, class TB, class TOut>
+TQ_CLONES void addT(const TA* a, const TB* b, int64_t n, const AddTerm& ta, const AddTerm& tb, int32_t lo, int32_t hi, TOut* out) {
+  const int64_t ra = roundingTerm(ta.shift), rb = roundingTerm(tb.shift);
+  for (int64_t i = 0; i < n; i++) {
+    const int32_t v = roundingMulShift(a[i], ta.mult, ta.shift, ra) + roundingMulShift(b[i], tb.mult, tb.shift, rb);
+    out[i] = static_cast<TOut>(std::min(std::max(v, lo), hi));
   }
 }
 
@@ -298,16 +320,14 @@ void requantizeActivate(const int32_t* in, int64_t rows, int64_t channels, const
   });
 }
 
-void residual(const int32_t* acc, const PixelRange& r, const Requant& q, const ShortcutAdd* sc, bool relu, int bits, void* out, IntType type) {
-  const int32_t limit = int32_t{1} << (bits - 1);
-  const int32_t lo = relu ? 0 : -limit;
+void residual(const int32_t* acc, const PixelRange& r, const Requant& q, const ShortcutAdd* sc, int32_t lo, int32_t hi, void* out, IntType type) {
   withResidualType(type, [&](auto* outTyped) {
     using TOut = std::remove_pointer_t<decltype(outTyped)>;
     withResidualType(sc ? sc->type : IntType::i16, [&](auto* scTyped) {
       using TSc = std::remove_pointer_t<decltype(scTyped)>;
       TOut* o = static_cast<TOut*>(out) + r.begin * r.channels;
-      if (r.channels % 16 == 0) residualT<TOut, TSc, 16>(acc, r, q, sc, lo, limit - 1, o);
-      else residualT<TOut, TSc, 1>(acc, r, q, sc, lo, limit - 1, o);
+      if (r.channels % 16 == 0) residualT<TOut, TSc, 16>(acc, r, q, sc, lo, hi, o);
+      else residualT<TOut, TSc, 1>(acc, r, q, sc, lo, hi, o);
     });
   });
 }
@@ -316,8 +336,25 @@ void inputTable(const uint8_t* image, int64_t channels, int64_t pixels, const in
   withType(out, type, [&](auto* o) { tableT(image, channels, pixels, lut, o); });
 }
 
-void sumPool(const void* in, IntType type, int64_t pixels, int64_t channels, int32_t* out) {
-  withType(in, type, [&](const auto* i) { sumPoolT(i, pixels, channels, out); });
+void pool(const void* in, IntType inType, int64_t height, int64_t width, int64_t channels, const Window& w, bool max, void* out, IntType outType) {
+  std::vector<int32_t> acc(static_cast<size_t>(channels));
+  withType(in, inType, [&](const auto* i) {
+    withType(out, outType, [&](auto* o) {
+      if (max) poolT<std::remove_const_t<std::remove_pointer_t<decltype(i)>>, std::remove_pointer_t<decltype(o)>, true>(i, height, width, channels, w, acc.data(), o);
+      else poolT<std::remove_const_t<std::remove_pointer_t<decltype(i)>>, std::remove_pointer_t<decltype(o)>, false>(i, height, width, channels, w, acc.data(), o);
+    });
+  });
+}
+
+void add(const AddTerm& a, const AddTerm& b, int64_t first, int64_t n, int32_t lo, int32_t hi, void* out, IntType type) {
+  withType(a.data, a.type, [&](const auto* pa) {
+    withType(b.data, b.type, [&](const auto* pb) {
+      withResidualType(type, [&](auto* typed) {
+        using TOut = std::remove_pointer_t<decltype(typed)>;
+        addT(pa + first, pb + first, n, a, b, lo, hi, static_cast<TOut*>(out) + first);
+      });
+    });
+  });
 }
 
 TQ_CLONES void splitInt16(const int16_t* x, int64_t n, int8_t* hi, uint8_t* lo) {

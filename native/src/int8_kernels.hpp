@@ -1,5 +1,5 @@
 // The integer epilogues of the host int8 path (int8_model.cc): requantization, activation codes,
-// residual adds, pooling and the input table, with exactly the arithmetic of the TypeScript
+// residual adds, add ops, pooling and the input table, with exactly the arithmetic of the TypeScript
 // integer engine (src/export/int-ops.ts, src/export/engine.ts). Every tensor is NHWC: the
 // channels of one pixel are contiguous, so per-channel tables index the innermost loop and the
 // loops vectorize.
@@ -49,6 +49,14 @@ struct ShortcutAdd {
   int32_t mult = 0, shift = 0;
 };
 
+/** A kernel's or pooling window's size, stride and zero padding, [height, width] each. */
+struct Window {
+  int64_t kernelH = 1, kernelW = 1, strideH = 1, strideW = 1, padH = 0, padW = 0;
+  int64_t outSize(int64_t size, int64_t kernel, int64_t stride, int64_t pad) const { return (size + 2 * pad - kernel) / stride + 1; }
+  int64_t outHeight(int64_t height) const { return outSize(height, kernelH, strideH, padH); }
+  int64_t outWidth(int64_t width) const { return outSize(width, kernelW, strideW, padW); }
+};
+
 /** Pixels [begin, end) of an NHWC tensor with `channels` channels and `height` x `width` pixels per image. */
 struct PixelRange {
   int64_t begin, end;
@@ -68,8 +76,22 @@ void widen(const void* src, IntType type, int64_t first, int64_t n, int32_t* dst
  */
 void requantizeActivate(const int32_t* in, int64_t rows, int64_t channels, const Requant& q, const ActivationRule& rule, void* out, IntType type, int64_t first);
 
-/** The residual epilogue on accumulators (from pixel r.begin): requantize, + shortcut (when given), ReLU, clamp to `bits`, store in out. */
-void residual(const int32_t* acc, const PixelRange& r, const Requant& q, const ShortcutAdd* sc, bool relu, int bits, void* out, IntType type);
+/**
+ * The residual epilogue on accumulators (from pixel r.begin): requantize, + shortcut (when given),
+ * then min(max(v, lo), hi) (ReLU, ceiling and saturation folded into one clamp: src/export/clip.ts),
+ * store in out (int8 or int16).
+ */
+void residual(const int32_t* acc, const PixelRange& r, const Requant& q, const ShortcutAdd* sc, int32_t lo, int32_t hi, void* out, IntType type);
+
+/** One input of add(): n elements rescaled by rms(x, mult, shift). */
+struct AddTerm {
+  const void* data;
+  IntType type;
+  int32_t mult, shift;
+};
+
+/** out[i] = min(max(rms(a[i]) + rms(b[i]), lo), hi) for i in [first, first + n), stored as `type` (int8 or int16; in place allowed). */
+void add(const AddTerm& a, const AddTerm& b, int64_t first, int64_t n, int32_t lo, int32_t hi, void* out, IntType type);
 
 /** Narrow n int32 values (already in the type's range) to `type` at element `first` of dst. */
 void narrow(const int32_t* src, int64_t n, void* dst, IntType type, int64_t first);
@@ -77,8 +99,11 @@ void narrow(const int32_t* src, int64_t n, void* dst, IntType type, int64_t firs
 /** Image n (uint8 CHW planes) through the per-channel table into NHWC `out` (int8 or int16). */
 void inputTable(const uint8_t* image, int64_t channels, int64_t pixels, const int16_t* lut, void* out, IntType type);
 
-/** out[c] = sum over pixels of in[p, c] (one image). */
-void sumPool(const void* in, IntType type, int64_t pixels, int64_t channels, int32_t* out);
+/**
+ * One image (NHWC) pooled: per output pixel and channel, the sum (`max` false; int32 out) or the
+ * maximum (`max` true; out of the input's type) over the window's positions inside the input.
+ */
+void pool(const void* in, IntType inType, int64_t height, int64_t width, int64_t channels, const Window& w, bool max, void* out, IntType outType);
 
 /** int16 x = hi * 256 + lo with hi int8, lo uint8 (for int8 convolutions of an int16 tensor). */
 void splitInt16(const int16_t* x, int64_t n, int8_t* hi, uint8_t* lo);

@@ -142,7 +142,8 @@ struct IntModel::Impl {
   void runInput(const InputStep& s, const uint8_t* images, int64_t n);
   void runConv(size_t index, int64_t n);
   void runQuantize(const QuantizeStep& s, int64_t n);
-  void runSumPool(const SumPoolStep& s, int64_t n);
+  void runPool(const PoolStep& s, int64_t n);
+  void runAdd(const AddStep& s, int64_t n);
 };
 
 // ---- construction ----------------------------------------------------------------------------
@@ -189,13 +190,13 @@ void IntModel::Impl::check() const {
     checkTensorId(spec, c.output, c.name);
     const TensorSpec& in = tensor(c.input);
     const TensorSpec& out = tensor(c.output);
-    const auto outSize = [&](int64_t size) { return (size + 2 * c.padding - c.kernel) / c.stride + 1; };
-    if (c.kernel < 1 || c.stride < 1 || c.padding < 0 || in.channels != c.inChannels || out.channels != c.outChannels ||
-        out.height != outSize(in.height) || out.width != outSize(in.width)) {
+    const Window& w = c.window;
+    if (in.channels != c.inChannels || out.channels != c.outChannels || c.groups < 1 || c.inChannels % c.groups != 0 || c.outChannels % c.groups != 0 ||
+        out.height != w.outHeight(in.height) || out.width != w.outWidth(in.width)) {
       fail(kOp, c.name, ": shapes do not match the convolution");
     }
     if (in.type == IntType::i32) fail(kOp, c.name, ": an int32 input cannot run as an int8 convolution");
-    if (c.weights.size() != static_cast<size_t>(c.outChannels * c.inChannels * c.kernel * c.kernel)) fail(kOp, c.name, ": wrong number of weights");
+    if (c.weights.size() != static_cast<size_t>(c.outChannels * (c.inChannels / c.groups) * w.kernelH * w.kernelW)) fail(kOp, c.name, ": wrong number of weights");
     checkRequant(c.requant, c.outChannels, c.name);
     switch (c.epilogue) {
       case EpilogueKind::activation:
@@ -229,11 +230,27 @@ void IntModel::Impl::check() const {
     checkRequant(q.requant, in.channels, q.name);
     checkRule(q.activation, out, q.name);
   }
-  for (const SumPoolStep& s : spec.sumpools) {
-    checkTensorId(spec, s.input, "sumpool");
-    checkTensorId(spec, s.output, "sumpool");
-    const TensorSpec& out = tensor(s.output);
-    if (out.type != IntType::i32 || out.channels != tensor(s.input).channels || out.pixels() != 1) fail(kOp, "sumpool: output must be int32 [C, 1, 1]");
+  for (const PoolStep& p : spec.pools) {
+    checkTensorId(spec, p.input, p.name);
+    checkTensorId(spec, p.output, p.name);
+    const TensorSpec& in = tensor(p.input);
+    const TensorSpec& out = tensor(p.output);
+    if (out.type != (p.max ? in.type : IntType::i32)) fail(kOp, p.name, p.max ? ": a maxpool output must have its input's type" : ": a sumpool output must be int32");
+    if (out.channels != in.channels || out.height != p.window.outHeight(in.height) || out.width != p.window.outWidth(in.width)) {
+      fail(kOp, p.name, ": output shape does not match the pooling window");
+    }
+  }
+  for (const AddStep& a : spec.adds) {
+    checkTensorId(spec, a.a.input, a.name);
+    checkTensorId(spec, a.b.input, a.name);
+    checkTensorId(spec, a.output, a.name);
+    const TensorSpec& out = tensor(a.output);
+    for (const AddInputSpec* term : {&a.a, &a.b}) {
+      const TensorSpec& t = tensor(term->input);
+      if (t.channels != out.channels || t.height != out.height || t.width != out.width) fail(kOp, a.name, ": inputs and output shapes differ");
+      if (term->shift < 0 || term->shift > 62) fail(kOp, a.name, ": shift ", term->shift, " is outside [0, 62]");
+    }
+    if (!((a.bits == 8 && out.type == IntType::i8) || (a.bits == 16 && out.type == IntType::i16))) fail(kOp, a.name, ": output type does not match its bits");
   }
 }
 
@@ -290,22 +307,26 @@ std::vector<Term>& IntModel::Impl::termsFor(size_t index, int64_t images) {
       ? std::vector<Source>{{IntType::i8, splitHigh.as(), 8}, {IntType::u8, splitLow.as(), 0}}
       : std::vector<Source>{{in.type, data(c.input), 0}};
   const bool direct = sources.size() == 1 && weights[index].size() == 1;
-  const memory::dims strides{c.stride, c.stride}, pad{c.padding, c.padding};
+  const Window& w = c.window;
+  const memory::dims strides{w.strideH, w.strideW}, pad{w.padH, w.padW};
   const memory::desc dstMd({images, c.outChannels, out.height, out.width}, memory::data_type::s32, memory::format_tag::nhwc);
-  const memory::desc plainWeights({c.outChannels, c.inChannels, c.kernel, c.kernel}, memory::data_type::s8, memory::format_tag::oihw);
-  const memory::desc anyWeights({c.outChannels, c.inChannels, c.kernel, c.kernel}, memory::data_type::s8, memory::format_tag::any);
+  // Grouped weights as [groups, out / groups, in / groups, KH, KW]: the same bytes as OIHW.
+  const memory::dims weightDims = c.groups == 1 ? memory::dims{c.outChannels, c.inChannels, w.kernelH, w.kernelW}
+                                                : memory::dims{c.groups, c.outChannels / c.groups, c.inChannels / c.groups, w.kernelH, w.kernelW};
+  const memory::desc plainWeights(weightDims, memory::data_type::s8, c.groups == 1 ? memory::format_tag::oihw : memory::format_tag::goihw);
+  const memory::desc anyWeights(weightDims, memory::data_type::s8, memory::format_tag::any);
   std::vector<Term> made;
   for (const Source& s : sources) {
     const memory::desc srcMd({images, c.inChannels, in.height, in.width}, dnnlType(s.type), memory::format_tag::nhwc);
-    for (const WeightPiece& w : weights[index]) {
+    for (const WeightPiece& piece : weights[index]) {
       auto pd = makeConvPd(srcMd, anyWeights, dstMd, strides, pad);
       dnnl::memory packed(pd.weights_desc(), cpuEngine());
-      dnnl::memory plain(plainWeights, cpuEngine(), const_cast<int8_t*>(w.values.data()));
+      dnnl::memory plain(plainWeights, cpuEngine(), const_cast<int8_t*>(piece.values.data()));
       dnnl::reorder(plain, packed).execute(cpuStream(), plain, packed);
       cpuStream().wait();
       dnnl::memory src(srcMd, cpuEngine(), s.data);
       dnnl::memory dst(dstMd, cpuEngine(), direct ? acc.as() : term.as());
-      made.push_back(Term{pd, dnnl::convolution_forward(pd), src, packed, dst, s.shift + w.shift});
+      made.push_back(Term{pd, dnnl::convolution_forward(pd), src, packed, dst, s.shift + piece.shift});
     }
   }
   return terms.emplace(key, std::move(made)).first->second;
@@ -343,7 +364,7 @@ void IntModel::Impl::runConv(size_t index, int64_t n) {
       continue;
     }
     if (c.epilogue == EpilogueKind::residual) {
-      residual(v, r, c.requant, c.shortcut ? &shortcut : nullptr, c.residualRelu, c.residualBits, data(c.output), out.type);
+      residual(v, r, c.requant, c.shortcut ? &shortcut : nullptr, c.residualLo, c.residualHi, data(c.output), out.type);
       continue;
     }
     requantize(v, r, c.requant);  // logits
@@ -377,12 +398,20 @@ void IntModel::Impl::runQuantize(const QuantizeStep& s, int64_t n) {
   }
 }
 
-void IntModel::Impl::runSumPool(const SumPoolStep& s, int64_t n) {
+void IntModel::Impl::runPool(const PoolStep& s, int64_t n) {
   const TensorSpec& in = tensor(s.input);
-  const int64_t bytes = static_cast<int64_t>(bytesOf(in.type));
-  for (int64_t i = 0; i < n; i++) {
-    sumPool(data(s.input) + i * in.size() * bytes, in.type, in.pixels(), in.channels, reinterpret_cast<int32_t*>(data(s.output)) + i * in.channels);
-  }
+  const TensorSpec& out = tensor(s.output);
+  const int64_t inBytes = in.size() * static_cast<int64_t>(bytesOf(in.type)), outBytes = out.size() * static_cast<int64_t>(bytesOf(out.type));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) pool(data(s.input) + i * inBytes, in.type, in.height, in.width, in.channels, s.window, s.max, data(s.output) + i * outBytes, out.type);
+}
+
+void IntModel::Impl::runAdd(const AddStep& s, int64_t n) {
+  const AddTerm a{data(s.a.input), tensor(s.a.input).type, s.a.mult, s.a.shift}, b{data(s.b.input), tensor(s.b.input).type, s.b.mult, s.b.shift};
+  const TensorSpec& out = tensor(s.output);
+  const int64_t elements = n * out.size(), block = kBlockPixels * out.channels, blocks = (elements + block - 1) / block;
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < blocks; k++) add(a, b, k * block, std::min(block, elements - k * block), s.lo, s.hi, data(s.output), out.type);
 }
 
 void IntModel::Impl::run(const Step& step, const uint8_t* images, int64_t n) {
@@ -393,8 +422,10 @@ void IntModel::Impl::run(const Step& step, const uint8_t* images, int64_t n) {
       return runConv(step.index, n);
     case Step::Kind::quantize:
       return runQuantize(spec.quantizes[step.index], n);
-    case Step::Kind::sumpool:
-      return runSumPool(spec.sumpools[step.index], n);
+    case Step::Kind::pool:
+      return runPool(spec.pools[step.index], n);
+    case Step::Kind::add:
+      return runAdd(spec.adds[step.index], n);
   }
 }
 

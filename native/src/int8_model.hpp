@@ -1,6 +1,6 @@
 // The host int8 path: a lowered integer model (src/export/ir.ts) run in batches, with the
 // convolutions as oneDNN int8 convolutions (u8/s8 activations x s8 weights -> s32, exact) and
-// the requantization, activation codes, residual adds and pooling in int8_kernels. The logits
+// the requantization, activation codes, residual adds, add ops and pooling in int8_kernels. The logits
 // are bit-identical to the TypeScript integer engine's.
 #pragma once
 
@@ -36,13 +36,14 @@ struct InputStep {
 struct ConvStep {
   std::string name;
   int64_t input, output;
-  int64_t inChannels, outChannels, kernel, stride, padding;
-  std::vector<int32_t> weights;  // integer values, OIHW
+  int64_t inChannels, outChannels, groups = 1;
+  Window window;
+  std::vector<int32_t> weights;  // integer values, OIHW (I = input channels per group)
   Requant requant;
   EpilogueKind epilogue;
-  ActivationRule activation;  // epilogue activation
-  bool residualRelu = false;  // epilogue residual
-  int residualBits = 16;
+  ActivationRule activation;  // epilogue activation (a ceiling already folded into the rule)
+  int residualBits = 16;      // epilogue residual: the output's bits, and its clamp [lo, hi]
+  int32_t residualLo = 0, residualHi = 0;
   std::optional<ShortcutSpec> shortcut;
 };
 
@@ -53,12 +54,28 @@ struct QuantizeStep {
   ActivationRule activation;
 };
 
-struct SumPoolStep {
+struct PoolStep {
+  std::string name;
   int64_t input, output;
+  bool max;  // maxpool, else sumpool
+  Window window;
+};
+
+struct AddInputSpec {
+  int64_t input;
+  int32_t mult, shift;
+};
+
+struct AddStep {
+  std::string name;
+  AddInputSpec a, b;
+  int64_t output;
+  int bits;
+  int32_t lo, hi;  // ReLU, ceiling and saturation as one clamp
 };
 
 struct Step {
-  enum class Kind { input, conv, quantize, sumpool } kind;
+  enum class Kind { input, conv, quantize, pool, add } kind;
   size_t index;  // into the vector of that kind
 };
 
@@ -67,7 +84,8 @@ struct ModelSpec {
   std::vector<InputStep> inputs;
   std::vector<ConvStep> convs;
   std::vector<QuantizeStep> quantizes;
-  std::vector<SumPoolStep> sumpools;
+  std::vector<PoolStep> pools;
+  std::vector<AddStep> adds;
   std::vector<Step> steps;  // execution order
   int64_t output;
 };

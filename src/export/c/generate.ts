@@ -6,7 +6,8 @@
  */
 import { TINYQUANT_VERSION } from '../../package.js';
 import { packBits } from '../bitpack.js';
-import { type ActivationQuant, type ConvOp, type DType, type IntegerModel, type Op, type QuantizeOp, type Requant, inputShape, tensorSize } from '../ir.js';
+import { residualClamp, ruleWithCeiling } from '../clip.js';
+import { type ActivationQuant, type AddOp, type ConvOp, type DType, type IntegerModel, type Op, type PoolOp, type QuantizeOp, type Requant, inputShape, tensorSize } from '../ir.js';
 import { LoweringError } from '../lower.js';
 import { validateIntegerModel } from '../validate.js';
 import { type ArenaPlan, planArena } from './plan.js';
@@ -64,6 +65,21 @@ function cString(s: string): string {
   return `"${out}"`;
 }
 
+/** The `.NAME_h` and `.NAME_w` initializers of a [height, width] pair. */
+function pairFields(name: string, [h, w]: readonly [number, number]): string[] {
+  return [`.${name}_h = ${h}`, `.${name}_w = ${w}`];
+}
+
+/** The layer name of an op (the input op has none). */
+function opName(op: Op, k: number): string {
+  return op.kind === 'input' ? `op ${k} (input)` : op.name;
+}
+
+/** One input channel per group: the runtime's depthwise accumulate function. */
+function isDepthwise(op: ConvOp): boolean {
+  return op.inChannels === op.groups;
+}
+
 /** Keeps comments well formed whatever a layer name contains. */
 function commentText(s: string): string {
   return s.replace(/\*\//g, '* /').replace(/[^\x20-\x7e]/g, '?');
@@ -94,11 +110,12 @@ class Emitter {
     this.data.push(array('int32_t', `tq_mult_${k}`, r.mult), array('uint8_t', `tq_shift_${k}`, r.shift), array('int32_t', `tq_bias_${k}`, r.bias));
   }
 
-  /** Initializer of a tq_activation (its tables emitted as op k's). */
+  /** Initializer of a tq_activation (its tables emitted as op k's), the ceiling folded into the rule. */
   activation(q: ActivationQuant, k: number): string {
-    const rule = q.rule;
-    const fields = [`.zero_point = ${literal(q.zeroPoint)}`, `.relu = ${q.relu ? 1 : 0}`];
+    const rule = ruleWithCeiling(q);
+    const fields = [`.floor = ${literal(q.relu ? q.zeroPoint : -0x80000000)}`];
     if (rule.kind === 'thresholds') {
+      if (rule.thresholds.length > 0x7fff) throw new CExportError(`${opName(this.model.ops[k], k)}: ${rule.thresholds.length} activation thresholds, the C runtime takes at most ${0x7fff}`);
       this.data.push(array('int32_t', `tq_thresholds_${k}`, rule.thresholds), array('int16_t', `tq_values_${k}`, rule.values));
       fields.push(`.thresholds = tq_thresholds_${k}`, `.values = tq_values_${k}`, `.count = ${rule.thresholds.length}`);
     } else {
@@ -115,11 +132,34 @@ class Emitter {
         return this.conv(op, k);
       case 'quantize':
         return this.quantize(op, k);
-      case 'sumpool': {
-        const [c, h, w] = this.model.tensors[op.input].shape;
-        this.calls.push(`tq_sumpool(${this.tensor(op.input)}, ${this.dtype(op.input)}, (int32_t *)(${this.tensor(op.output)}), ${c}, ${h * w}); /* global sum pool */`);
-      }
+      case 'sumpool':
+      case 'maxpool':
+        return this.pool(op, k);
+      case 'add':
+        return this.add(op, k);
     }
+  }
+
+  pool(op: PoolOp, k: number): void {
+    const [c, inH, inW] = this.model.tensors[op.input].shape;
+    const [, outH, outW] = this.model.tensors[op.output].shape;
+    const fields = [
+      `.max = ${op.kind === 'maxpool' ? 1 : 0}`, `.channels = ${c}`, `.in_h = ${inH}`, `.in_w = ${inW}`, `.out_h = ${outH}`, `.out_w = ${outW}`,
+      ...pairFields('kernel', op.kernel), ...pairFields('stride', op.stride), ...pairFields('pad', op.padding),
+      `.in_dtype = ${this.dtype(op.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
+    ]; // prettier-ignore
+    this.data.push(struct('tq_pool_op', `tq_pool_${k}`, fields));
+    this.calls.push(`tq_pool(&tq_pool_${k}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* ${op.kind} ${commentText(op.name)} */`);
+  }
+
+  add(op: AddOp, k: number): void {
+    const [lo, hi] = residualClamp(op.relu, op.ceiling, op.bits);
+    const fields = [
+      `.size = ${tensorSize(this.model.tensors[op.output])}`, `.a_dtype = ${this.dtype(op.a.input)}`, `.b_dtype = ${this.dtype(op.b.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
+      `.a_mult = ${literal(op.a.mult)}`, `.a_shift = ${op.a.shift}`, `.b_mult = ${literal(op.b.mult)}`, `.b_shift = ${op.b.shift}`, `.lo = ${literal(lo)}`, `.hi = ${literal(hi)}`,
+    ]; // prettier-ignore
+    this.data.push(struct('tq_add_op', `tq_add_${k}`, fields));
+    this.calls.push(`tq_add(&tq_add_${k}, ${this.tensor(op.a.input)}, ${this.tensor(op.b.input)}, ${this.tensor(op.output)}); /* ${commentText(op.name)} */`);
   }
 
   input(lut: Int16Array, output: number, k: number): void {
@@ -138,16 +178,16 @@ class Emitter {
     const padded = new Uint8Array(codes.length + 1); // tq_weight_row reads two bytes at a time
     padded.set(codes);
     this.data.push(
-      array('uint8_t', `tq_codes_${k}`, padded, `${commentText(op.name)}: ${outC}x${inC}x${op.kernel[0]}x${op.kernel[1]}, ${w.bits}-bit ${w.scheme} weights`),
+      array('uint8_t', `tq_codes_${k}`, padded, `${commentText(op.name)}: ${outC}x${inC / op.groups}x${op.kernel.join('x')}${op.groups > 1 ? `, ${op.groups} groups` : ''}, ${w.bits}-bit ${w.scheme} weights`),
       array('int16_t', `tq_levels_${k}`, w.levels),
     );
     this.requant(op.requant, k);
     const e = op.epilogue;
     const fields = [
       `.codes = tq_codes_${k}`, `.levels = tq_levels_${k}`, `.mult = tq_mult_${k}`, `.shift = tq_shift_${k}`, `.bias = tq_bias_${k}`,
-      `.in_c = ${inC}`, `.in_h = ${inH}`, `.in_w = ${inW}`, `.out_c = ${outC}`, `.out_h = ${outH}`, `.out_w = ${outW}`,
-      `.kernel = ${op.kernel[0]}`, `.stride = ${op.stride[0]}`, `.padding = ${op.padding[0]}`, // square only until the runtime takes IR v2's pairs
-      `.bits = ${w.bits}`,
+      `.in_h = ${inH}`, `.in_w = ${inW}`, `.out_c = ${outC}`, `.out_h = ${outH}`, `.out_w = ${outW}`,
+      ...pairFields('kernel', op.kernel), ...pairFields('stride', op.stride), ...pairFields('pad', op.padding), `.bits = ${w.bits}`,
+      `.group_in = ${inC / op.groups}`, `.groups = ${op.groups}`,
       `.out_dtype = ${this.dtype(op.output)}`,
     ]; // prettier-ignore
     let shortcut = 'NULL';
@@ -155,7 +195,8 @@ class Emitter {
       this.data.push(`static const tq_activation tq_activation_${k} = ${this.activation(e, k)};\n`);
       fields.push('.epilogue = TQ_ACTIVATION', `.activation = &tq_activation_${k}`);
     } else if (e.kind === 'residual') {
-      fields.push('.epilogue = TQ_RESIDUAL', `.residual_relu = ${e.relu ? 1 : 0}`, `.residual_bits = ${e.bits}`);
+      const [lo, hi] = residualClamp(e.relu, e.ceiling, e.bits);
+      fields.push('.epilogue = TQ_RESIDUAL', `.residual_lo = ${literal(lo)}`, `.residual_hi = ${literal(hi)}`);
       if (e.shortcut) {
         const s = e.shortcut;
         const [c, h, wd] = model.tensors[s.input].shape;
@@ -171,7 +212,7 @@ class Emitter {
     }
     this.data.push(struct('tq_conv', `tq_conv_${k}`, fields));
     const scratch = `tq_arena.bytes + ${this.plan.scratchOffset[k]}`;
-    const accumulate = `tq_accumulate_${model.tensors[op.input].dtype}`;
+    const accumulate = `tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${model.tensors[op.input].dtype}`;
     this.calls.push(`tq_conv_run(&tq_conv_${k}, ${accumulate}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
   }
 
@@ -260,8 +301,19 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
   const plan = planArena(model);
   const emit = new Emitter(model, plan, o.imageLayout);
   model.ops.forEach((op, k) => emit.op(op, k));
-  const convInputs = [...new Set(model.ops.filter((op): op is ConvOp => op.kind === 'conv').map((op) => model.tensors[op.input].dtype))] as DType[];
-  const runtime = runtimeSource({ convInputs, quantize: model.ops.some((op) => op.kind === 'quantize'), sumpool: model.ops.some((op) => op.kind === 'sumpool') });
+  const convs = model.ops.filter((op): op is ConvOp => op.kind === 'conv');
+  // Whether a conv has an h x w kernel and more than `pixels` output pixels (unrolled blocks are emitted only for those).
+  const hasKernel = (h: number, w: number, pixels: number): boolean =>
+    convs.some((op) => op.kernel[0] === h && op.kernel[1] === w && model.tensors[op.output].shape[1] * model.tensors[op.output].shape[2] > pixels);
+  const inputTypes = (depthwise: boolean): DType[] => [...new Set(convs.filter((op) => isDepthwise(op) === depthwise).map((op) => model.tensors[op.input].dtype))];
+  const runtime = runtimeSource({
+    convInputs: inputTypes(false),
+    depthwiseInputs: inputTypes(true),
+    unrolled: { k3: hasKernel(3, 3, 0), k1: hasKernel(1, 1, 1) },
+    quantize: model.ops.some((op) => op.kind === 'quantize'),
+    pool: model.ops.some((op) => op.kind === 'sumpool' || op.kind === 'maxpool'),
+    add: model.ops.some((op) => op.kind === 'add'),
+  });
   const logits = `(const int32_t *)(${emit.tensor(model.output)})`;
   const source = `/* Generated by tinyquant ${TINYQUANT_VERSION} (tinyquant export --format c): ${describe(model)}. Do not edit; see ${o.headerName}. */
 #include "${o.headerName}"

@@ -4,11 +4,13 @@
  *
  * - Lifetimes: a tensor lives from the op that writes it to the last op that reads it (the logits
  *   to the end, when they are copied out); a conv's scratch (one int32 accumulator plane and one
- *   decoded weight row) lives during that conv only.
+ *   decoded weight row: the input channels of one group times the kernel) lives during that conv
+ *   only. Pooling and add ops need no scratch.
  * - In place: an op whose output is written index by index in ascending order, each index after the
  *   same index of an input was read, may write over that input when the input dies at this op and
- *   the output's elements are not wider: element-wise quantize ops, and residual convs over their
- *   shortcut (stride 1, no channel offset, same shape). Aliased tensors share one buffer.
+ *   the output's elements are not wider: element-wise quantize and add ops (over either input),
+ *   and residual convs over their shortcut (stride 1, no channel offset, same shape). Pooling
+ *   reads windows, so never. Aliased tensors share one buffer.
  * - Placement: buffers by size, largest first, each at the lowest 4-byte aligned offset that does
  *   not overlap a placed buffer with an intersecting lifetime (greedy by size).
  */
@@ -44,35 +46,41 @@ function alignUp(n: number): number {
   return Math.ceil(n / ALIGN) * ALIGN;
 }
 
-/** Bytes of a conv's scratch: an int32 accumulator per output pixel and an int16 weight per patch entry. */
+/** Bytes of a conv's scratch: an int32 accumulator per output pixel and an int16 weight per weight of one output channel. */
 function convScratchBytes(model: IntegerModel, op: ConvOp): number {
   const [, h, w] = model.tensors[op.output].shape;
-  return alignUp(4 * h * w) + alignUp(2 * op.inChannels * op.kernel[0] * op.kernel[1]);
+  return alignUp(4 * h * w) + alignUp(2 * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1]);
 }
 
 /** Tensors an op reads. */
 function opInputs(op: Op): number[] {
-  if (op.kind === 'input') return [];
-  if (op.kind === 'add') return [op.a.input, op.b.input];
-  if (op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut) return [op.input, op.epilogue.shortcut.input];
-  return [op.input];
+  switch (op.kind) {
+    case 'input':
+      return [];
+    case 'add':
+      return [op.a.input, op.b.input];
+    case 'conv':
+      return op.epilogue.kind === 'residual' && op.epilogue.shortcut ? [op.input, op.epilogue.shortcut.input] : [op.input];
+    default:
+      return [op.input];
+  }
 }
 
-/** The input tensor an op may overwrite with its output (see the file comment), if any. */
-function inPlaceSource(model: IntegerModel, op: Op): number | null {
-  const out = model.tensors[op.output];
-  let source: number;
-  if (op.kind === 'quantize') {
-    source = op.input;
-  } else if (op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut) {
-    const s = op.epilogue.shortcut;
-    const src = model.tensors[s.input];
-    if (s.stride !== 1 || s.channelOffset !== 0 || src.shape.some((d, i) => d !== out.shape[i]) || s.input === op.input) return null;
-    source = s.input;
-  } else {
-    return null;
-  }
-  return DTYPE_INFO[out.dtype].bytes <= DTYPE_INFO[model.tensors[source].dtype].bytes ? source : null;
+/** The inputs an op could overwrite with its output, element for element (see the file comment). */
+function elementwiseInputs(model: IntegerModel, op: Op): number[] {
+  if (op.kind === 'quantize') return [op.input];
+  if (op.kind === 'add') return [op.a.input, op.b.input];
+  if (op.kind !== 'conv' || op.epilogue.kind !== 'residual' || !op.epilogue.shortcut) return [];
+  const s = op.epilogue.shortcut;
+  const [src, out] = [model.tensors[s.input], model.tensors[op.output]];
+  if (s.stride !== 1 || s.channelOffset !== 0 || src.shape.some((d, i) => d !== out.shape[i]) || s.input === op.input) return [];
+  return [s.input];
+}
+
+/** The input tensor op k overwrites with its output: one that dies at k and is not narrower, if any. */
+function inPlaceSource(model: IntegerModel, op: Op, k: number, last: readonly number[]): number | null {
+  const bytes = DTYPE_INFO[model.tensors[op.output].dtype].bytes;
+  return elementwiseInputs(model, op).find((t) => last[t] === k && bytes <= DTYPE_INFO[model.tensors[t].dtype].bytes) ?? null;
 }
 
 interface Group {
@@ -115,8 +123,8 @@ export function planArena(model: IntegerModel): ArenaPlan {
   // Union of aliased tensors: owner[t] is the tensor whose buffer t uses.
   const owner = tensors.map((_, t) => t);
   ops.forEach((op, k) => {
-    const source = inPlaceSource(model, op);
-    if (source !== null && last[source] === k) owner[op.output] = owner[source];
+    const source = inPlaceSource(model, op, k, last);
+    if (source !== null) owner[op.output] = owner[source];
   });
   const groups = new Map<number, Group>();
   tensors.forEach((t, id) => {

@@ -6,10 +6,14 @@
  * (what GCC, Clang and Arm compilers do; C99 leaves it implementation-defined).
  *
  * Convolution: per output channel, the weight row is decoded from its packed codes into int16
- * values (once per channel), each output pixel's window sum goes into an int32 accumulator plane,
- * and the epilogue requantizes the plane. Dense multiplies (one MLA per MAC on a Cortex-M4): the
- * sums are the engine's exactly (integer sums that never overflow, checked when the model was
- * validated), whatever the order or the engine's arithmetic path (multiply or shift-add).
+ * values (once per channel), each output pixel's window sum over the channels of its group goes
+ * into an int32 accumulator plane, and the epilogue requantizes the plane. Dense multiplies (one
+ * MLA per MAC on a Cortex-M4): the sums are the engine's exactly (integer sums that never
+ * overflow, checked when the model was validated), whatever the order or the engine's arithmetic
+ * path (multiply or shift-add). Convs with one input channel per group (depthwise) have their own
+ * accumulate function, the same loops with the channel count a constant 1, so the compiler drops
+ * the channel loops. Clipped ReLUs cost nothing here: the generator folds ceilings into the tables
+ * (clip.ts).
  */
 import type { DType } from '../ir.js';
 
@@ -20,10 +24,15 @@ export const C_DTYPE_TAG: Readonly<Record<DType, string>> = { int8: 'TQ_INT8', u
 
 /** Which parts of the runtime a model needs. */
 export interface RuntimeUse {
-  /** Element types that convolutions read (one accumulate function each). */
+  /** Element types that convolutions with several input channels per group read (one accumulate function each). */
   readonly convInputs: readonly DType[];
+  /** Element types that convolutions with one input channel per group (depthwise) read. */
+  readonly depthwiseInputs: readonly DType[];
+  readonly unrolled: UnrolledKernels;
   readonly quantize: boolean;
-  readonly sumpool: boolean;
+  /** sumpool or maxpool ops. */
+  readonly pool: boolean;
+  readonly add: boolean;
 }
 
 const COMMON = String.raw`
@@ -74,22 +83,31 @@ static void tq_input(const uint8_t *image, const int16_t *lut, void *out, int dt
 }
 `;
 
+const CLAMP = String.raw`
+/* min(max(v, lo), hi): lo > hi gives hi (see clip.ts). */
+static int32_t tq_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    if (v < lo) v = lo;
+    return v > hi ? hi : v;
+}
+`;
+
 const ACTIVATION = String.raw`
-/* Activation quantization of a requantized value v: ReLU at the zero point, then thresholds
-   (non-uniform levels; ties to the lower level) or uniform rounding (ties to the lower code). */
+/* Activation quantization of a requantized value v: the ReLU (v = max(v, floor): the zero point, or
+   INT32_MIN without ReLU), then thresholds (non-uniform levels; ties to the lower level) or uniform
+   rounding (ties to the lower code). Tags and counts are narrow: these tables are flash. */
 typedef struct {
-    int32_t zero_point;
-    int32_t relu;
     const int32_t *thresholds; /* ascending, count entries; NULL: uniform rounding */
     const int16_t *values;     /* count + 1 entries */
-    int32_t count;
-    int32_t frac_bits, min_code, max_code;
+    int32_t floor, min_code, max_code;
+    int16_t count;
+    uint8_t frac_bits;
 } tq_activation;
 
 static int32_t tq_activation_value(const tq_activation *q, int32_t v)
 {
     int32_t k;
-    if (q->relu && v < q->zero_point) v = q->zero_point;
+    if (v < q->floor) v = q->floor;
     if (q->thresholds) {
         int32_t lo = 0, hi = q->count;
         while (lo < hi) {
@@ -118,20 +136,21 @@ typedef struct {
     const int32_t *mult;   /* requantization per output channel */
     const uint8_t *shift;
     const int32_t *bias;
-    int32_t in_c, in_h, in_w, out_c, out_h, out_w;
-    int32_t kernel, stride, padding, bits;
-    int32_t epilogue, out_dtype;
     const tq_activation *activation;  /* TQ_ACTIVATION */
-    int32_t residual_relu, residual_bits; /* TQ_RESIDUAL */
     const tq_shortcut *shortcut;      /* TQ_RESIDUAL, may be NULL */
+    int32_t residual_lo, residual_hi; /* TQ_RESIDUAL: ReLU, ceiling and saturation as one clamp */
+    int32_t in_h, in_w, out_c, out_h, out_w;
+    int32_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+    int32_t group_in, groups;         /* input channels per group, groups */
+    uint8_t bits, epilogue, out_dtype;
 } tq_conv;
 
-typedef void (*tq_accumulate)(const tq_conv *L, const void *input, const int16_t *row, int32_t *acc);
+/* acc = the window sums of one output channel over input channels first .. first + group_in - 1. */
+typedef void (*tq_accumulate)(const tq_conv *L, const void *input, int32_t first, const int16_t *row, int32_t *acc);
 
-/* Integer weights of output channel o. */
-static void tq_weight_row(const tq_conv *L, int32_t o, int16_t *row)
+/* The n integer weights of output channel o. */
+static void tq_weight_row(const tq_conv *L, int32_t o, int32_t n, int16_t *row)
 {
-    const int32_t n = L->in_c * L->kernel * L->kernel;
     const uint32_t mask = (1u << L->bits) - 1u;
     uint32_t bit = (uint32_t)o * (uint32_t)n * (uint32_t)L->bits;
     int32_t k;
@@ -144,7 +163,6 @@ static void tq_weight_row(const tq_conv *L, int32_t o, int16_t *row)
 static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t v, const void *sc)
 {
     const tq_shortcut *s = L->shortcut;
-    const int32_t limit = (int32_t)1 << (L->residual_bits - 1);
     if (s) {
         int32_t c = o - s->channel_offset;
         if (c >= 0 && c < s->channels) {
@@ -152,8 +170,7 @@ static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, in
             v += tq_rms(tq_load(sc, s->dtype, i), s->mult, s->shift);
         }
     }
-    if (L->residual_relu && v < 0) v = 0;
-    return v < -limit ? -limit : v > limit - 1 ? limit - 1 : v;
+    return tq_clamp(v, L->residual_lo, L->residual_hi);
 }
 
 static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *in, void *out, const void *sc, void *scratch)
@@ -161,13 +178,14 @@ static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *
     /* Fields in locals: the stores through out could alias them as far as the compiler knows. */
     const int32_t out_h = L->out_h, out_w = L->out_w, plane = out_h * out_w, epilogue = L->epilogue, out_dtype = L->out_dtype;
     const tq_activation *activation = L->activation;
+    const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, group_out = L->out_c / L->groups;
     int32_t *acc = (int32_t *)scratch;
     int16_t *row = (int16_t *)(acc + plane);
     int32_t o, y, x;
     for (o = 0; o < L->out_c; ++o) {
         const int32_t mult = L->mult[o], shift = L->shift[o], bias = L->bias[o];
-        tq_weight_row(L, o, row);
-        accumulate(L, in, row, acc);
+        tq_weight_row(L, o, patch, row);
+        accumulate(L, in, o / group_out * L->group_in, row, acc);
         for (y = 0; y < out_h; ++y) {
             for (x = 0; x < out_w; ++x) {
                 const int32_t i = y * out_w + x;
@@ -181,13 +199,15 @@ static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *
 }
 `;
 
-/** A run of neighbouring output pixels whose 3x3 windows have the same part inside the input. */
+/** A run of neighbouring output pixels whose windows have the same part inside the input. */
 interface WindowBlock {
   /** Pixels (sums) at once. */
   readonly pixels: number;
   /** Input columns between neighbouring windows: the stride, known to be 1 or read from S. */
   readonly step: '1' | 'S';
-  /** Window rows and columns inside the input (3 inside, 2 at a border). */
+  /** The kernel's width (the unrolled kernels are square: 3x3 and 1x1). */
+  readonly kernel: number;
+  /** Window rows and columns inside the input (the kernel inside, one less at a 3x3 border). */
   readonly rows: number;
   readonly cols: number;
 }
@@ -202,15 +222,15 @@ function windowBlock(type: string, b: WindowBlock): string {
   const column = (p: number, j: number): string => (p === 0 ? `${j}` : b.step === '1' ? `${p + j}` : `${p === 1 ? 'S' : `${p} * S`} + ${j}`);
   const taps: string[] = [];
   for (let r = 0; r < b.rows; r++) {
-    for (let j = 0; j < b.cols; j++) taps.push(`k = w[${r * 3 + j}];${sums.map((sum, p) => ` ${sum} += k * r${r}[${column(p, j)}];`).join('')}`);
+    for (let j = 0; j < b.cols; j++) taps.push(`k = w[${r * b.kernel + j}];${sums.map((sum, p) => ` ${sum} += k * r${r}[${column(p, j)}];`).join('')}`);
   }
   const pad = '                    ';
   const lines = [
     `const ${type} *r0 = in + (top + i0) * W + left + j0;`,
-    'const int16_t *w = row + i0 * 3 + j0;',
+    `const int16_t *w = row + i0 * ${b.kernel} + j0;`,
     ...(b.pixels > 1 ? [`int32_t ${sums.slice(1).map((sum) => `${sum} = 0`).join(', ')};`] : []),
-    'for (c = 0; c < C; ++c, w += 9, r0 += H * W) {',
-    `    const ${type} *${Array.from({ length: b.rows - 1 }, (_, r) => `r${r + 1} = r${r} + W`).join(', *')};`,
+    `for (c = 0; c < C; ++c, w += ${b.kernel * b.kernel}, r0 += H * W) {`,
+    ...(b.rows > 1 ? [`    const ${type} *${Array.from({ length: b.rows - 1 }, (_, r) => `r${r + 1} = r${r} + W`).join(', *')};`] : []),
     '    int32_t k;',
     ...taps.map((t) => `    ${t}`),
     '}',
@@ -221,53 +241,72 @@ function windowBlock(type: string, b: WindowBlock): string {
   return `${pad}{\n${lines.map((l) => `${pad}    ${l}`).join('\n')}\n${pad}}`;
 }
 
+/** Kernel shapes with unrolled window blocks; a model gets only those of its convs (flash). */
+export interface UnrolledKernels {
+  /** 3x3 kernels. */
+  readonly k3: boolean;
+  /** 1x1 kernels over more than one output pixel (pointwise convs; not a linear layer's single pixel). */
+  readonly k1: boolean;
+}
+
 /**
- * acc[pixel] = sum over the window of weight * input, for inputs of `dtype`. Per output pixel the
- * sum stays in a register; only the part of the window inside the input is summed (padding adds
- * zero). 3x3 windows are unrolled for each shape of that part (inside, at an edge, at a corner);
- * four (stride 1) or two neighbouring windows of the same shape share each weight load.
+ * acc[pixel] = sum over the window of weight * input, for inputs of `dtype`, over the input
+ * channels of one group (`depthwise`: exactly one, a constant, so the channel loops vanish). Per
+ * output pixel the sum stays in a register; only the part of the window inside the input is
+ * summed (padding adds zero). 3x3 windows are unrolled for each shape of that part (inside, at an
+ * edge, at a corner), four (stride 1) or two neighbouring windows of the same shape sharing each
+ * weight load; 1x1 windows go four at a time at any stride. Other windows take the general loop.
  */
-function accumulate(dtype: DType): string {
+function accumulate(dtype: DType, depthwise: boolean, unrolled: UnrolledKernels): string {
   const type = C_TYPE[dtype];
-  const block = (pixels: number, step: '1' | 'S', rows: number, cols: number): string => windowBlock(type, { pixels, step, rows, cols });
-  return String.raw`
-static void tq_accumulate_${dtype}(const tq_conv *L, const void *input, const int16_t *row, int32_t *acc)
-{
-    const ${type} *in = (const ${type} *)input;
-    const int32_t K = L->kernel, S = L->stride, P = L->padding, H = L->in_h, W = L->in_w, C = L->in_c;
-    int32_t y, x, c, i, j, i0, i1, j0, j1;
-    for (y = 0; y < L->out_h; ++y) {
-        const int32_t top = y * S - P;
-        int32_t *out = acc + y * L->out_w;
-        i0 = top < 0 ? -top : 0;
-        i1 = H - top < K ? H - top : K;
-        for (x = 0; x < L->out_w; ++x) {
-            const int32_t left = x * S - P;
-            int32_t sum = 0;
-            j0 = left < 0 ? -left : 0;
-            j1 = W - left < K ? W - left : K;
-            if (K == 3 && j1 - j0 == 3 && (i1 - i0 == 3 || i1 - i0 == 2)) {
+  const block = (pixels: number, step: '1' | 'S', kernel: number, rows: number, cols: number): string => windowBlock(type, { pixels, step, kernel, rows, cols });
+  const shapes = [...(unrolled.k3 ? ['K3 = KH == 3 && KW == 3'] : []), ...(unrolled.k1 ? ['K1 = KH == 1 && KW == 1'] : [])];
+  const k3 = String.raw`
+            if (K3 && j1 - j0 == 3 && (i1 - i0 == 3 || i1 - i0 == 2)) {
                 /* Full window rows: runs of neighbours (their windows start inside, and the last one ends inside). */
                 if (S == 1 && x + 3 < L->out_w && W - left >= 6) {
                     if (i1 - i0 == 3)
-${block(4, '1', 3, 3)}
-${block(4, '1', 2, 3)}
+${block(4, '1', 3, 3, 3)}
+${block(4, '1', 3, 2, 3)}
                 }
                 if (i1 - i0 == 3 && x + 1 < L->out_w && W - left - S >= 3)
-${block(2, 'S', 3, 3)}
+${block(2, 'S', 3, 3, 3)}
                 if (i1 - i0 == 3)
-${block(1, '1', 3, 3)}
-${block(1, '1', 2, 3)}
+${block(1, '1', 3, 3, 3)}
+${block(1, '1', 3, 2, 3)}
             }
-            if (K == 3 && j1 - j0 == 2 && i1 - i0 == 3)
-${block(1, '1', 3, 2)}
-            if (K == 3 && j1 - j0 == 2 && i1 - i0 == 2)
-${block(1, '1', 2, 2)}
+            if (K3 && j1 - j0 == 2 && i1 - i0 == 3)
+${block(1, '1', 3, 3, 2)}
+            if (K3 && j1 - j0 == 2 && i1 - i0 == 2)
+${block(1, '1', 3, 2, 2)}`;
+  const k1 = String.raw`
+            if (K1 && i1 - i0 == 1 && j1 - j0 == 1) {
+                if (x + 3 < L->out_w && W - left - 3 * S >= 1)
+${block(4, 'S', 1, 1, 1)}
+${block(1, '1', 1, 1, 1)}
+            }`;
+  return String.raw`
+static void tq_${depthwise ? 'depthwise' : 'accumulate'}_${dtype}(const tq_conv *L, const void *input, int32_t first, const int16_t *row, int32_t *acc)
+{
+    const int32_t KH = L->kernel_h, KW = L->kernel_w, SH = L->stride_h, S = L->stride_w, H = L->in_h, W = L->in_w;
+    const int32_t C = ${depthwise ? '1' : 'L->group_in'}${shapes.map((d) => `, ${d}`).join('')};${shapes.length > 0 ? ' /* kernel shapes tested once: keeps the hot loop\'s registers free */' : ''}
+    const ${type} *in = (const ${type} *)input + first * H * W;
+    int32_t y, x, c, i, j, i0, i1, j0, j1;
+    for (y = 0; y < L->out_h; ++y) {
+        const int32_t top = y * SH - L->pad_h;
+        int32_t *out = acc + y * L->out_w;
+        i0 = top < 0 ? -top : 0;
+        i1 = H - top < KH ? H - top : KH;
+        for (x = 0; x < L->out_w; ++x) {
+            const int32_t left = x * S - L->pad_w;
+            int32_t sum = 0;
+            j0 = left < 0 ? -left : 0;
+            j1 = W - left < KW ? W - left : KW;${unrolled.k3 ? k3 : ''}${unrolled.k1 ? k1 : ''}
             /* Any other window: rows i0..i1-1, columns j0..j1-1 of it. */
             for (c = 0; c < C; ++c)
                 for (i = i0; i < i1; ++i) {
                     const ${type} *src = in + (c * H + top + i) * W + left + j0;
-                    const int16_t *w = row + (c * K + i) * K + j0;
+                    const int16_t *w = row + (c * KH + i) * KW + j0;
                     for (j = 0; j < j1 - j0; ++j) sum += w[j] * src[j];
                 }
             out[x] = sum;
@@ -282,8 +321,9 @@ typedef struct {
     const int32_t *mult; /* one entry per channel, or one for all */
     const uint8_t *shift;
     const int32_t *bias;
-    int32_t per_channel, channels, plane, in_dtype, out_dtype;
     tq_activation activation;
+    int32_t plane, channels;
+    uint8_t per_channel, in_dtype, out_dtype;
 } tq_quantize_op;
 
 static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
@@ -301,25 +341,65 @@ static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
 }
 `;
 
-const SUMPOOL = String.raw`
-static void tq_sumpool(const void *in, int dtype, int32_t *out, int32_t channels, int32_t plane)
+const POOL = String.raw`
+/* Sum (int32 out) or max (the input's type out) over each window's positions inside the input. */
+typedef struct {
+    int32_t max, channels, in_h, in_w, out_h, out_w;
+    int32_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+    int32_t in_dtype, out_dtype;
+} tq_pool_op;
+
+static void tq_pool(const tq_pool_op *p, const void *in, void *out)
 {
-    int32_t c, i;
-    for (c = 0; c < channels; ++c) {
-        int32_t sum = 0;
-        for (i = c * plane; i < (c + 1) * plane; ++i) sum += tq_load(in, dtype, i);
-        out[c] = sum;
+    const int32_t H = p->in_h, W = p->in_w, in_dtype = p->in_dtype, out_dtype = p->out_dtype, max = p->max;
+    int32_t c, y, x, i, j;
+    for (c = 0; c < p->channels; ++c)
+        for (y = 0; y < p->out_h; ++y) {
+            const int32_t top = y * p->stride_h - p->pad_h;
+            const int32_t i0 = top < 0 ? 0 : top, i1 = top + p->kernel_h < H ? top + p->kernel_h : H;
+            for (x = 0; x < p->out_w; ++x) {
+                const int32_t left = x * p->stride_w - p->pad_w;
+                const int32_t j0 = left < 0 ? 0 : left, j1 = left + p->kernel_w < W ? left + p->kernel_w : W;
+                int32_t v = max ? -2147483647 - 1 : 0;
+                for (i = i0; i < i1; ++i)
+                    for (j = j0; j < j1; ++j) {
+                        const int32_t a = tq_load(in, in_dtype, (c * H + i) * W + j);
+                        if (!max) v += a;
+                        else if (a > v) v = a;
+                    }
+                tq_store(out, out_dtype, (c * p->out_h + y) * p->out_w + x, v);
+            }
+        }
+}
+`;
+
+const ADD = String.raw`
+/* out = clamp(rms(a, a_mult, a_shift) + rms(b, b_mult, b_shift), lo, hi), element by element (in place allowed). */
+typedef struct {
+    int32_t size, a_mult, b_mult, lo, hi;
+    int32_t a_shift, b_shift, a_dtype, b_dtype, out_dtype;
+} tq_add_op;
+
+static void tq_add(const tq_add_op *q, const void *a, const void *b, void *out)
+{
+    int32_t i;
+    for (i = 0; i < q->size; ++i) {
+        const int32_t v = tq_rms(tq_load(a, q->a_dtype, i), q->a_mult, q->a_shift) + tq_rms(tq_load(b, q->b_dtype, i), q->b_mult, q->b_shift);
+        tq_store(out, q->out_dtype, i, tq_clamp(v, q->lo, q->hi));
     }
 }
 `;
 
 /** The runtime functions a model needs, as C source. */
 export function runtimeSource(use: RuntimeUse): string {
+  const convs = use.convInputs.length + use.depthwiseInputs.length > 0;
   const parts = [COMMON];
-  // Conv epilogues and quantize ops share the activation quantization.
-  if (use.convInputs.length > 0 || use.quantize) parts.push(ACTIVATION);
-  if (use.convInputs.length > 0) parts.push(CONV, ...use.convInputs.map(accumulate));
+  // Residual epilogues and add ops share the clamp; conv epilogues and quantize ops the activation quantization.
+  if (convs || use.add) parts.push(CLAMP);
+  if (convs || use.quantize) parts.push(ACTIVATION);
+  if (convs) parts.push(CONV, ...use.convInputs.map((t) => accumulate(t, false, use.unrolled)), ...use.depthwiseInputs.map((t) => accumulate(t, true, use.unrolled)));
   if (use.quantize) parts.push(QUANTIZE);
-  if (use.sumpool) parts.push(SUMPOOL);
+  if (use.pool) parts.push(POOL);
+  if (use.add) parts.push(ADD);
   return parts.join('');
 }

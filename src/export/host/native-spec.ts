@@ -1,10 +1,12 @@
 /**
  * The plain-data form of an integer model (ir.ts) that the native addon's `IntModel` reads
  * (native/src/int8_binding.cc): typed arrays and small objects only, weights as integer values
- * (level codes resolved), per-channel requantization tables expanded, shift tables as Int32Array.
+ * (level codes resolved), per-channel requantization tables expanded, shift tables as Int32Array,
+ * clipped-ReLU ceilings folded into the activation rules and the residual clamps (clip.ts).
  */
+import { residualClamp, ruleWithCeiling } from '../clip.js';
 import { weightValues } from '../engine.js';
-import type { ActivationQuant, ConvOp, DType, IntegerModel, Op, Requant } from '../ir.js';
+import type { ActivationQuant, AddInput, ConvOp, DType, IntegerModel, Op, PoolOp, Requant } from '../ir.js';
 
 /** The addon's type numbers (int8_kernels.hpp IntType). */
 const TYPE_CODES: Readonly<Record<DType, number>> = { int8: 0, uint8: 1, int16: 2, int32: 3 };
@@ -29,21 +31,20 @@ export interface NativeRequant {
 export type NativeOp =
   | { readonly kind: 'input'; readonly output: number; readonly lut: Int16Array }
   | (NativeRequant &
-      Pick<ConvOp, 'kind' | 'name' | 'input' | 'output' | 'inChannels' | 'outChannels'> & {
-      /** Square kernels only until the addon takes IR v2's [h, w] pairs: the height of each. */
-      readonly kernel: number;
-      readonly stride: number;
-      readonly padding: number;
-      /** Integer weight values, OIHW. */
+      Pick<ConvOp, 'kind' | 'name' | 'input' | 'output' | 'inChannels' | 'outChannels' | 'kernel' | 'stride' | 'padding' | 'groups'> & {
+      /** Integer weight values, OIHW (I: input channels per group). */
       readonly weights: Int32Array;
       readonly epilogue: 'activation' | 'residual' | 'logits';
       readonly activation: NativeRule | null;
-      readonly residualRelu: boolean;
+      /** The residual output's bits and its clamp (ReLU, ceiling, saturation). */
       readonly residualBits: number;
+      readonly residualLo: number;
+      readonly residualHi: number;
       readonly shortcut: { readonly input: number; readonly stride: number; readonly channelOffset: number; readonly mult: number; readonly shift: number } | null;
     })
   | (NativeRequant & { readonly kind: 'quantize'; readonly name: string; readonly input: number; readonly output: number; readonly activation: NativeRule })
-  | { readonly kind: 'sumpool'; readonly input: number; readonly output: number };
+  | Pick<PoolOp, 'kind' | 'name' | 'input' | 'output' | 'kernel' | 'stride' | 'padding'>
+  | { readonly kind: 'add'; readonly name: string; readonly a: AddInput; readonly b: AddInput; readonly output: number; readonly bits: number; readonly lo: number; readonly hi: number };
 
 export interface NativeModelSpec {
   /** [type, channels, height, width] per tensor. */
@@ -53,7 +54,7 @@ export interface NativeModelSpec {
 }
 
 function rule(q: ActivationQuant): NativeRule {
-  const r = q.rule;
+  const r = ruleWithCeiling(q);
   return r.kind === 'thresholds'
     ? { relu: q.relu, zeroPoint: q.zeroPoint, thresholds: r.thresholds, values: r.values, fracBits: 0, minCode: 0, maxCode: 0 }
     : { relu: q.relu, zeroPoint: q.zeroPoint, thresholds: null, values: null, fracBits: r.fracBits, minCode: r.minCode, maxCode: r.maxCode };
@@ -71,6 +72,7 @@ function requant(r: Requant, channels: number): NativeRequant {
 
 function convOp(op: ConvOp): NativeOp {
   const e = op.epilogue;
+  const [residualLo, residualHi] = e.kind === 'residual' ? residualClamp(e.relu, e.ceiling, e.bits) : [0, 0];
   return {
     kind: 'conv',
     name: op.name,
@@ -78,15 +80,17 @@ function convOp(op: ConvOp): NativeOp {
     output: op.output,
     inChannels: op.inChannels,
     outChannels: op.outChannels,
-    kernel: op.kernel[0],
-    stride: op.stride[0],
-    padding: op.padding[0],
+    kernel: op.kernel,
+    stride: op.stride,
+    padding: op.padding,
+    groups: op.groups,
     weights: Int32Array.from(weightValues(op)),
     ...requant(op.requant, op.outChannels),
     epilogue: e.kind,
     activation: e.kind === 'activation' ? rule(e) : null,
-    residualRelu: e.kind === 'residual' && e.relu,
     residualBits: e.kind === 'residual' ? e.bits : 16,
+    residualLo,
+    residualHi,
     shortcut: e.kind === 'residual' && e.shortcut ? { ...e.shortcut } : null,
   };
 }
@@ -100,10 +104,12 @@ function nativeOp(model: IntegerModel, op: Op): NativeOp {
     case 'quantize':
       return { kind: 'quantize', name: op.name, input: op.input, output: op.output, ...requant(op.requant, model.tensors[op.input].shape[0]), activation: rule(op) };
     case 'sumpool':
-      return { kind: 'sumpool', input: op.input, output: op.output };
     case 'maxpool':
-    case 'add':
-      throw new Error(`host int8 engine: op ${op.name} (${op.kind}) is not supported yet`);
+      return { kind: op.kind, name: op.name, input: op.input, output: op.output, kernel: op.kernel, stride: op.stride, padding: op.padding };
+    case 'add': {
+      const [lo, hi] = residualClamp(op.relu, op.ceiling, op.bits);
+      return { kind: 'add', name: op.name, a: op.a, b: op.b, output: op.output, bits: op.bits, lo, hi };
+    }
   }
 }
 
