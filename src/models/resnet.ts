@@ -69,7 +69,7 @@ export class ResNet extends Module {
   conv1: Conv2d;
   readonly bn1: BatchNorm;
   readonly stages: Sequential[];
-  readonly pool = new GlobalAvgPool();
+  readonly pool: GlobalAvgPool;
   readonly bn2: BatchNorm | null;
   linear: Linear;
 
@@ -92,6 +92,7 @@ export class ResNet extends Module {
       }
       return this.registerModule(`layer${s + 1}`, new Sequential(...blocks));
     });
+    this.pool = this.registerModule('pool', new GlobalAvgPool());
     this.bn2 = config.headBatchNorm ? this.registerModule('bn2', new BatchNorm(inPlanes)) : null;
     this.linear = this.registerModule('linear', new Linear(inPlanes, config.numClasses, { init, rng }));
   }
