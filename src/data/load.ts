@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cacheDir } from './cache.js';
 import { CIFAR10_CLASSES, CIFAR_LAYOUTS, readCifarArchive, readCifarFolder, readCifarNames, type CifarKind } from './cifar.js';
-import type { ImageDataset, Split } from './dataset.js';
+import { holdOut, type ImageDataset, type Split } from './dataset.js';
 import { downloadVerified, remoteUrl, type RemoteFile } from './download.js';
 import { findPlainOrGz } from './files.js';
 import { readIdxDataset } from './idx.js';
@@ -28,8 +28,19 @@ export interface LoadDatasetOptions {
   path?: string;
   /** Fetch into the cache when not found (default false). */
   download?: boolean;
-  /** imagefolder only: 3 (default) or 1 channels. */
+  /** imagefolder only: convert every image to 3 (RGB) or 1 (grey) channels; default: the files' own, which must agree. */
   channels?: ImageChannels;
+  /** imagefolder only: the size every image must have, [height, width] (default: the first image's). */
+  imageSize?: readonly [number, number];
+  /** imagefolder only: resize images of another size to `imageSize` instead of rejecting them. */
+  resize?: boolean;
+  /**
+   * Hold out this fraction of the training split (stratified by class, seeded by `seed`): 'train'
+   * is the rest and 'test' the held-out images; the dataset's own test split is not read.
+   */
+  valSplit?: number;
+  /** Seed of the held-out split (default 0). */
+  seed?: number;
   /** Threads for decoding image archives (default up to 2). */
   decodeWorkers?: number;
   /** Progress lines (decoding, downloading). */
@@ -49,6 +60,12 @@ export function dataSearchDirs(dataDir: string | undefined, env: NodeJS.ProcessE
 }
 
 export async function loadDataset(options: LoadDatasetOptions): Promise<ImageDataset> {
+  if (!options.valSplit) return loadSplit(options);
+  const { train, heldOut } = holdOut(await loadSplit({ ...options, split: 'train' }), options.valSplit, options.seed ?? 0);
+  return options.split === 'train' ? train : heldOut;
+}
+
+async function loadSplit(options: LoadDatasetOptions): Promise<ImageDataset> {
   const env = options.env ?? process.env;
   switch (options.name) {
     case 'cifar10':
@@ -58,10 +75,12 @@ export async function loadDataset(options: LoadDatasetOptions): Promise<ImageDat
     case 'fashion-mnist':
       return loadIdx(options.name, options, env);
     case 'imagefolder':
-      if (!options.path) throw new Error("dataset 'imagefolder' needs a path (a folder or a .tar/.tar.gz archive)");
+      if (!options.path) throw new Error("dataset 'imagefolder' needs its path (dataPath, --data-path): a folder or a .tar/.tar.gz archive");
       return loadImageFolder(options.path, {
         split: options.split,
         channels: options.channels,
+        imageSize: options.imageSize,
+        resize: options.resize,
         workers: options.decodeWorkers,
         cacheDir: cacheDir(env),
         log: options.log,
@@ -133,6 +152,7 @@ async function loadCifarImageFolder(
   const dataset = await loadImageFolder(archive, {
     split: options.split,
     name: kind,
+    channels: 3,
     workers: options.decodeWorkers,
     cacheDir: cacheDir(env),
     log: options.log,
