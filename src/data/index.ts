@@ -16,7 +16,7 @@ export { loadImageFolder, defaultDecodeWorkers, type ImageFolderOptions } from '
 export { decodeImage, type ImageChannels } from './image-decode.js';
 export { readTar, readTarFile, type TarEntry } from './tar.js';
 export { cacheDir } from './cache.js';
-export { downloadVerified, remoteUrl, DATA_MIRROR_ENV, type RemoteFile } from './download.js';
+export { downloadFirstVerified, downloadVerified, remoteUrls, DATA_MIRROR_ENV, type RemoteFile } from './download.js';
 export {
   AUGMENT_TAG,
   CIFAR_AUGMENT,

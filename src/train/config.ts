@@ -327,7 +327,7 @@ function checkCombination(c: TrainConfig, source: string): void {
 const PATH_FIELDS = ['dataDir', 'dataPath', 'init'] as const;
 
 /** Relative paths of a config file's path fields, resolved against the file's directory. */
-export function resolveConfigPaths(raw: Raw, fileDir: string, resolvePath: (path: string, dir: string) => string = resolve): Raw {
+export function resolveConfigPaths(raw: Raw, fileDir: string, resolvePath = (path: string, dir: string): string => resolve(dir, path)): Raw {
   const out = { ...raw };
   for (const key of PATH_FIELDS) {
     if (typeof out[key] === 'string' && out[key] !== '') out[key] = resolvePath(out[key] as string, fileDir);
