@@ -121,7 +121,8 @@ function listFolder(root: string): FolderFile[] {
     }
   };
   walk(root, '');
-  return files;
+  // Name order, so that errors name the same files on every file system.
+  return files.sort((a, b) => compareCodePoints(a.name, b.name));
 }
 
 /** What the decoded data depends on: the archive's identity, or every listed file's, and the conversions. */

@@ -233,7 +233,6 @@ function sameConfig(a: TrainConfig, b: TrainConfig): string[] {
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { config, outDir } = opts;
   const progressSink = opts.progress ?? silentProgress;
-  mkdirSync(outDir, { recursive: true });
   const lastSidecar = join(outDir, 'last.json');
   const resuming = opts.resume === true && existsSync(lastSidecar);
   const architecture = opts.model?.constructor.name;
@@ -248,10 +247,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       );
     }
   }
-  writeJsonAtomic(join(outDir, 'config.json'), config);
-
+  // The data first: unreadable or inconsistent images stop the run before it writes anything.
   const log = (m: string): void => progressSink.line(m);
   const data = opts.data ?? { train: await loadConfigDataset(config, 'train', { log }), test: await loadConfigDataset(config, 'test', { log }) };
+  mkdirSync(outDir, { recursive: true });
+  writeJsonAtomic(join(outDir, 'config.json'), config);
   const trainData = fixedSubset(data.train, config.trainSubset);
   const testData = fixedSubset(data.test, config.testSubset);
   const trainLoader = new DataLoader(trainData, {
