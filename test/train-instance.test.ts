@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { evalCommand } from '../src/cli/eval.js';
 import { type ImageDataset, allocShared } from '../src/data/index.js';
 import { BatchNorm, Conv2d, GlobalAvgPool, Linear, Sequential } from '../src/nn/layers.js';
 import { quantizedLayers } from '../src/quant/quantize.js';
@@ -51,6 +52,7 @@ test('train({ model, data }): the instance is quantized and trained; checkpoints
     assert.equal(whole.final?.n, 8);
     assert.equal(quantizedLayers(model).length, 3, 'both convolutions and the classifier are quantized in place');
     assert.equal(JSON.parse(readFileSync(join(dir, 'whole', 'last.json'), 'utf8')).architecture, 'TinyNet');
+    await assert.rejects(evalCommand(['--checkpoint', join(dir, 'whole', 'last.json')]), /last\.json: trained from a TinyNet instance in code, not a registry model/);
 
     const outDir = join(dir, 'resumed');
     const first = await train({ config, outDir, model: new TinyNet(), data, handleSignals: false, stopAfterSteps: 5 });

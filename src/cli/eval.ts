@@ -63,6 +63,8 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const path = str(args, 'checkpoint');
   if (!path) throw new UsageError('eval: --checkpoint FILE is required');
   const checkpoint = readCheckpoint(path);
+  const architecture = checkpoint.meta?.architecture;
+  if (architecture) throw new UsageError(`${path}: trained from a ${architecture} instance in code, not a registry model; evaluate it with evaluate() on that model`);
   const config = evalConfig(args, checkpoint.meta?.config ?? null);
   const split = str(args, 'split') === 'train' ? 'train' : 'test';
   const dataset = await loadConfigDataset(config, split);

@@ -19,7 +19,7 @@ import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
 import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
-import type { TrainConfig } from './config.js';
+import { DEFAULT_CONFIG, type TrainConfig } from './config.js';
 import { loadConfigDataset } from './dataset.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
@@ -238,7 +238,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const architecture = opts.model?.constructor.name;
   const resumed = resuming ? readCheckpoint(lastSidecar) : null;
   if (resumed?.meta) {
-    const diff = sameConfig(resumed.meta.config, config);
+    // Fields added to the config since the run started take their defaults.
+    const diff = sameConfig({ ...DEFAULT_CONFIG, ...resumed.meta.config }, config);
     if (diff.length > 0) throw new Error(`${lastSidecar}: cannot resume with a different config (fields ${diff.join(', ')} differ)`);
     if (resumed.meta.architecture !== architecture) {
       throw new Error(
