@@ -60,6 +60,7 @@ export async function loadImageFolder(path: string, options: ImageFolderOptions)
       const cached = readDatasetCache(cachePath(root), `${key}|${root}`);
       if (cached) {
         options.log?.(`${path}: ${cached.count} ${options.split} images from cache ${cachePath(root)}`);
+        if (root === '') noteUnsplit(path, options);
         return { ...cached, name, split: options.split };
       }
     }
@@ -80,7 +81,13 @@ export async function loadImageFolder(path: string, options: ImageFolderOptions)
     const found = [...datasets.keys()].map((r) => `${r}/`).join(', ');
     throw new Error(`${path}: no ${options.split}/ folder of class folders (found: ${found || 'no images'})`);
   }
+  if (!datasets.has(options.split)) noteUnsplit(path, options);
   return wanted;
+}
+
+/** A folder without train/ and test/ gives every image to each split: say so, since testing on training images is rarely meant. */
+function noteUnsplit(path: string, options: ImageFolderOptions): void {
+  options.log?.(`${path}: no train/ and test/ folders, so the ${options.split} split is every image (valSplit holds some out)`);
 }
 
 /** A cache that cannot be written (read-only home, full disk) costs time, not the run. */
