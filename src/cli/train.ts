@@ -2,9 +2,9 @@
  * `tinyquant train`: a training run from flags and/or a JSON/YAML config file (flags override the
  * file). Writes checkpoints and metrics to --out; --resume continues an interrupted run.
  */
+import { dirname } from 'node:path';
 import { setBackend } from '../backend/index.js';
 import { createBackend } from '../backend/index.js';
-import { dirname } from 'node:path';
 import { type TrainConfig, ConfigError, readConfigFile, resolveConfig, resolveConfigPaths } from '../train/config.js';
 import { streamProgress } from '../train/progress.js';
 import { DivergedError, train } from '../train/trainer.js';
