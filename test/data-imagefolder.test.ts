@@ -152,7 +152,7 @@ test('image folders: differing sizes and unreadable images are errors naming the
     ]));
     await assert.rejects(
       loadImageFolder(mixed, { split: 'train', workers: 0, cache: false }),
-      /mixed\.tar: b\/2\.png is 4x3, but a\/1\.png is 4x4; all images of a dataset must have one size/,
+      /mixed\.tar: b\/2\.png is 3x4 \(height x width\), but a\/1\.png is 4x4; all images of a dataset must have one size/,
     );
     const broken = join(dir, 'broken.tar.gz');
     const good = encodePng(4, 4, rgbImage(4, 4, () => 9));

@@ -4,19 +4,22 @@
  * quantization; for other weight files (safetensors, PyTorch .pth from the reference code) give
  * them as flags (--model, --method, --wbits, --abits, --first-last).
  */
-import { loadDataset } from '../data/index.js';
 import { writeFileAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import { DEFAULT_CONFIG, type TrainConfig, resolveConfig } from '../train/config.js';
+import { loadConfigDataset } from '../train/dataset.js';
 import { evaluateCheckpoint } from '../train/trainer.js';
 import { type ParsedArgs, UsageError, flag, num, parse, str } from './args.js';
 import { quantizationOptions } from './quant-flags.js';
-import { applyBackendFlags, configFromFlags } from './train.js';
+import { DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
 
-export const EVAL_USAGE = `usage: tinyquant eval --checkpoint FILE [--dataset D] [--data-dir DIR] [--json] [--predictions FILE]
+export const EVAL_USAGE = `usage: tinyquant eval --checkpoint FILE [--dataset D] [--data-dir DIR] [--data-path PATH] [--json] [--predictions FILE]
 
   --checkpoint FILE    a tinyquant checkpoint (its .json sidecar or weights), or safetensors / PyTorch .pth weights
-  --split test|train   which split (default test)
+  --split test|train   which split (default test; with the run's valSplit, its held-out images or the rest)
+  --data-path PATH     an image folder or archive (dataset imagefolder), if not the one the run trained on
+  --channels 1|3 --image-size HxW --resize --val-split F
+                       how the images are read (default: as the run read them)
   --batch N            images per forward pass (default 500)
   --predictions FILE   write each image's predicted class, one a line, in dataset order
   --model M --normalization N --method M --wbits W --abits A --first-last P
@@ -26,7 +29,7 @@ export const EVAL_USAGE = `usage: tinyquant eval --checkpoint FILE [--dataset D]
 const EVAL_OPTIONS = {
   checkpoint: { type: 'string' },
   dataset: { type: 'string' },
-  'data-dir': { type: 'string' },
+  ...DATA_OPTIONS,
   split: { type: 'string', default: 'test' },
   batch: { type: 'string', default: '500' },
   model: { type: 'string' },
@@ -60,9 +63,11 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const path = str(args, 'checkpoint');
   if (!path) throw new UsageError('eval: --checkpoint FILE is required');
   const checkpoint = readCheckpoint(path);
+  const architecture = checkpoint.meta?.architecture;
+  if (architecture) throw new UsageError(`${path}: trained from a ${architecture} instance in code, not a registry model; evaluate it with evaluate() on that model`);
   const config = evalConfig(args, checkpoint.meta?.config ?? null);
   const split = str(args, 'split') === 'train' ? 'train' : 'test';
-  const dataset = await loadDataset({ name: config.dataset, split, dataDir: str(args, 'data-dir') ?? config.dataDir });
+  const dataset = await loadConfigDataset(config, split);
   const r = await evaluateCheckpoint(config, checkpoint, dataset, num(args, 'batch', 500, { integer: true, min: 1 }));
   const predictionsFile = str(args, 'predictions');
   if (predictionsFile) writeFileAtomic(predictionsFile, Array.from(r.predictions).join('\n') + '\n');

@@ -6,7 +6,7 @@
  */
 import { writeFileAtomic } from '../io/atomic.js';
 import { rmSync } from 'node:fs';
-import { loadDataset } from '../data/load.js';
+import { loadConfigDataset } from '../train/dataset.js';
 import { type AgreementResult, measureAgreement } from '../export/agreement.js';
 import { ExportInputError, type TrainedModel, loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
 import { type ExportContext, type ExportedFile, exporters } from '../export/formats.js';
@@ -17,7 +17,7 @@ import { IntegerModelError } from '../export/validate.js';
 import { ConfigError } from '../train/config.js';
 import { UsageError, flag, num, parse, str } from './args.js';
 import { quantizationOptions } from './quant-flags.js';
-import { applyBackendFlags, configFromFlags } from './train.js';
+import { DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
 
 export const EXPORT_USAGE = `usage: tinyquant export --checkpoint FILE --format FORMAT --out PATH [options]
 
@@ -25,6 +25,7 @@ export const EXPORT_USAGE = `usage: tinyquant export --checkpoint FILE --format 
   --out PATH               the output file; format c writes a C99 source and its header:
                            NAME.c or NAME gives NAME.c + NAME.h, a directory gives DIR/model.c + DIR/model.h
   --data-dir DIR           where the dataset is (training images calibrate the fixed-point scales)
+  --data-path PATH         an image folder or archive (dataset imagefolder), if not the one it was trained on
   --calibration-images N   training images for calibration (default 256)
   --residual-bits 16|8     precision of the residual stream (default 16)
   --input-bits 8|16        precision of the image after the normalization lookup table (default 8)
@@ -38,7 +39,7 @@ const EXPORT_OPTIONS = {
   checkpoint: { type: 'string' },
   format: { type: 'string' },
   out: { type: 'string' },
-  'data-dir': { type: 'string' },
+  ...DATA_OPTIONS,
   'calibration-images': { type: 'string' },
   'residual-bits': { type: 'string' },
   'input-bits': { type: 'string' },
@@ -74,7 +75,7 @@ export function writeAll(files: readonly ExportedFile[]): void {
 }
 
 async function verify(trained: TrainedModel, ir: IntegerModel, images: number, dataDir: string | undefined): Promise<AgreementResult> {
-  const test = await loadDataset({ name: trained.config.dataset, split: 'test', dataDir: dataDir ?? trained.config.dataDir });
+  const test = await loadConfigDataset(trained.config, 'test', { dataDir });
   return measureAgreement(trained.model, ir, test, { limit: images });
 }
 

@@ -2,9 +2,10 @@
  * `tinyquant train`: a training run from flags and/or a JSON/YAML config file (flags override the
  * file). Writes checkpoints and metrics to --out; --resume continues an interrupted run.
  */
+import { dirname } from 'node:path';
 import { setBackend } from '../backend/index.js';
 import { createBackend } from '../backend/index.js';
-import { type TrainConfig, ConfigError, readConfigFile, resolveConfig } from '../train/config.js';
+import { type TrainConfig, ConfigError, readConfigFile, resolveConfig, resolveConfigPaths } from '../train/config.js';
 import { streamProgress } from '../train/progress.js';
 import { DivergedError, train } from '../train/trainer.js';
 import { type ParsedArgs, UsageError, flag, parse, str } from './args.js';
@@ -14,11 +15,24 @@ export const TRAIN_USAGE = `usage: tinyquant train [--config FILE] [--out DIR] [
 
 options (each overrides the config file):
   --model M  --dataset D  --data-dir DIR  --normalization apot|ewgs|...
+  --data-path PATH  (imagefolder) the folder or .tar(.gz) archive, <class>/<image> or train|test/<class>/<image>
+  --channels 1|3  --image-size HxW  --resize  (imagefolder) convert colour, check or resize images (area averaging)
+  --val-split F  hold out this fraction of the training images (stratified, seeded) as the test set
   --method float|apot|ewgs|uniform|pact|lsq  --wbits W  --abits A  --first-last float|apot8|int8|same|reference
   --epochs N  --batch B  --optimizer sgd|adam|adamw  --lr LR  --momentum M  --weight-decay WD
   --schedule cosine|constant|multistep:E1,E2[:GAMMA]  --warmup-epochs N
   --init CHECKPOINT  --seed S  --train-subset N  --test-subset N  --workers N
   --backend js|native  --threads T`;
+
+/** The flags naming a dataset and how its images are read (train, eval, export). */
+export const DATA_OPTIONS = {
+  'data-dir': { type: 'string' },
+  'data-path': { type: 'string' },
+  channels: { type: 'string' },
+  'image-size': { type: 'string' },
+  resize: { type: 'boolean' },
+  'val-split': { type: 'string' },
+} as const;
 
 const TRAIN_OPTIONS = {
   config: { type: 'string' },
@@ -26,7 +40,7 @@ const TRAIN_OPTIONS = {
   resume: { type: 'boolean' },
   model: { type: 'string' },
   dataset: { type: 'string' },
-  'data-dir': { type: 'string' },
+  ...DATA_OPTIONS,
   normalization: { type: 'string' },
   epochs: { type: 'string' },
   batch: { type: 'string' },
@@ -62,6 +76,8 @@ const NUMERIC: Record<string, keyof TrainConfig> = {
   'train-subset': 'trainSubset',
   'test-subset': 'testSubset',
   workers: 'workers',
+  'val-split': 'valSplit',
+  channels: 'channels',
   wbits: 'wbits',
   abits: 'abits',
 };
@@ -70,6 +86,7 @@ const STRINGS: Record<string, keyof TrainConfig> = {
   model: 'model',
   dataset: 'dataset',
   'data-dir': 'dataDir',
+  'data-path': 'dataPath',
   normalization: 'normalization',
   optimizer: 'optimizer',
   init: 'init',
@@ -82,6 +99,13 @@ function parseSchedule(text: string): unknown {
   const m = /^multistep:([\d,]+)(?::([\d.eE-]+))?$/.exec(text);
   if (!m) throw new UsageError(`--schedule must be cosine, constant or multistep:E1,E2[:GAMMA]; got "${text}"`);
   return { kind: 'multistep', milestones: m[1].split(',').map(Number), gamma: m[2] === undefined ? 0.1 : Number(m[2]) };
+}
+
+/** `HxW` (height x width) -> [height, width]. */
+function parseImageSize(text: string): [number, number] {
+  const m = /^(\d+)x(\d+)$/i.exec(text);
+  if (!m) throw new UsageError(`--image-size must be HxW (height x width, e.g. 32x32); got "${text}"`);
+  return [Number(m[1]), Number(m[2])];
 }
 
 /** Config fields given as flags (numbers parsed; the schema checks them). */
@@ -97,6 +121,9 @@ export function configFromFlags(args: ParsedArgs): Record<string, unknown> {
   }
   const schedule = str(args, 'schedule');
   if (schedule !== undefined) raw.schedule = parseSchedule(schedule);
+  const size = str(args, 'image-size');
+  if (size !== undefined) raw.imageSize = parseImageSize(size);
+  if (flag(args, 'resize')) raw.resize = true;
   if (flag(args, 'no-augment')) raw.augment = false;
   if (flag(args, 'per-channel')) raw.perChannel = true;
   return raw;
@@ -122,8 +149,9 @@ export async function trainCommand(argv: string[]): Promise<void> {
   if (args.positionals.length > 0) throw new UsageError(`train: unexpected argument "${args.positionals[0]}"\n${TRAIN_USAGE}`);
   applyBackendFlags(args);
   const file = str(args, 'config');
-  const fromFile = file ? readConfigFile(file) : {};
-  if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) throw new UsageError(`${file}: must hold an object of config fields`);
+  const read = file ? readConfigFile(file) : {};
+  if (typeof read !== 'object' || read === null || Array.isArray(read)) throw new UsageError(`${file}: must hold an object of config fields`);
+  const fromFile = file ? resolveConfigPaths(read as Record<string, unknown>, dirname(file)) : read;
   let config: TrainConfig;
   try {
     config = resolveConfig({ ...fromFile, ...configFromFlags(args) }, file ? `${file} (with flags)` : 'flags');

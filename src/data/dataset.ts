@@ -72,10 +72,50 @@ export function checkLabelRange(labels: ArrayLike<number>, classCount: number, w
 export function fixedSubset(ds: ImageDataset, n: number): ImageDataset {
   if (n <= 0 || n >= ds.count) return ds;
   const pick = Rng.derive(SUBSET_TAG, n).permutation(ds.count).subarray(0, n).sort();
-  const size = imageSize(ds);
-  const images = new Uint8Array(n * size);
-  pick.forEach((src, i) => images.set(ds.images.subarray(src * size, (src + 1) * size), i * size));
-  return { ...ds, images, labels: Int32Array.from(pick, (i) => ds.labels[i]), count: n, source: `${ds.source} (subset of ${n})` };
+  return selectImages(ds, Array.from(pick), ds.split, `${ds.source} (subset of ${n})`);
 }
 
 const SUBSET_TAG = 0x5b5e7;
+const HOLD_OUT_TAG = 0x401d0;
+
+/**
+ * Split a dataset into a training part and a held-out part of about `fraction` of it, class by
+ * class (stratified): of each class's n images, round(fraction * n) are held out, picked by a
+ * permutation derived from `seed` and the class index, so the same seed always gives the same
+ * split. Both parts keep the images' original order and the full class list.
+ */
+export function holdOut(ds: ImageDataset, fraction: number, seed: number): { train: ImageDataset; heldOut: ImageDataset } {
+  if (!(fraction > 0 && fraction < 1)) throw new Error(`held-out fraction must be in (0, 1); got ${fraction}`);
+  const held = new Uint8Array(ds.count);
+  ds.classes.forEach((_, c) => {
+    const members = Array.from(ds.labels.keys()).filter((i) => ds.labels[i] === c);
+    const picked = Rng.derive(HOLD_OUT_TAG, seed, c).permutation(members.length).subarray(0, Math.round(fraction * members.length));
+    for (const k of picked) held[members[k]] = 1;
+  });
+  const heldIndices = Array.from(held.keys()).filter((i) => held[i] === 1);
+  const trainIndices = Array.from(held.keys()).filter((i) => held[i] === 0);
+  if (heldIndices.length === 0 || trainIndices.length === 0) {
+    throw new Error(`${ds.source}: a held-out fraction of ${fraction} of ${ds.count} images leaves ${heldIndices.length} held out and ${trainIndices.length} to train on`);
+  }
+  const where = `held-out ${fraction} (seed ${seed})`;
+  return {
+    train: selectImages(ds, trainIndices, 'train', `${ds.source} (training part of ${where})`),
+    heldOut: selectImages(ds, heldIndices, 'test', `${ds.source} (${where})`),
+  };
+}
+
+function selectImages(ds: ImageDataset, indices: number[], split: Split, source: string): ImageDataset {
+  const size = imageSize(ds);
+  const images = allocShared(indices.length * size);
+  indices.forEach((src, i) => images.set(ds.images.subarray(src * size, (src + 1) * size), i * size));
+  const coarse = ds.coarseLabels;
+  return {
+    ...ds,
+    split,
+    images,
+    labels: Int32Array.from(indices, (i) => ds.labels[i]),
+    count: indices.length,
+    source,
+    ...(coarse && { coarseLabels: Int32Array.from(indices, (i) => coarse[i]) }),
+  };
+}

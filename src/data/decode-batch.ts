@@ -3,7 +3,7 @@
  * tasks whose bytes travel to a worker in one transferred buffer; results come back the same way.
  */
 
-import { decodeImage, type ImageChannels } from './image-decode.js';
+import { type DecodedImage, decodeImage, type ImageChannels } from './image-decode.js';
 import { WorkerPool } from './worker-pool.js';
 
 export interface EncodedFile {
@@ -16,6 +16,9 @@ export interface DecodedFile {
   name: string;
   width: number;
   height: number;
+  channels: ImageChannels;
+  /** Whether the file itself is colour (see {@link DecodedImage}). */
+  colour: boolean;
   pixels: Uint8Array;
 }
 
@@ -24,12 +27,13 @@ export interface DecodeTask {
   bytes: ArrayBuffer;
   /** File i spans bytes [ends[i-1], ends[i]). */
   ends: Uint32Array;
-  channels: ImageChannels;
+  /** Planes per decoded image; undefined keeps each file's own colour model. */
+  channels?: ImageChannels;
 }
 
 /** What a worker returns: decoded planes end to end, or the first file that failed. */
 export type DecodeTaskResult =
-  | { pixels: ArrayBuffer; widths: Uint32Array; heights: Uint32Array }
+  | { pixels: ArrayBuffer; widths: Uint32Array; heights: Uint32Array; channels: Uint8Array; colour: Uint8Array }
   | { failedIndex: number; message: string };
 
 /** Decode one task (runs in a worker or inline). */
@@ -56,6 +60,8 @@ export function runDecodeTask(task: DecodeTask): DecodeTaskResult {
     pixels: pixels.buffer,
     widths: Uint32Array.from(decoded, (d) => d.width),
     heights: Uint32Array.from(decoded, (d) => d.height),
+    channels: Uint8Array.from(decoded, (d) => d.channels),
+    colour: Uint8Array.from(decoded, (d) => (d.colour ? 1 : 0)),
   };
 }
 
@@ -66,14 +72,14 @@ const FILES_PER_TASK = 512;
  * on `workers` threads or inline when `workers` is 0. `finish()` returns all files in `add` order.
  */
 export class DecodeQueue {
-  #channels: ImageChannels;
+  #channels: ImageChannels | undefined;
   #pool?: WorkerPool;
   #group: EncodedFile[] = [];
   #results: Promise<DecodedFile[]>[] = [];
   #where: string;
 
   /** `where` prefixes error messages (the archive or folder). */
-  constructor(where: string, channels: ImageChannels, workers: number) {
+  constructor(where: string, channels: ImageChannels | undefined, workers: number) {
     this.#where = where;
     this.#channels = channels;
     if (workers > 0) this.#pool = new WorkerPool('decode', workers, null);
@@ -107,13 +113,13 @@ export class DecodeQueue {
     const pending = this.#pool
       ? this.#pool.run<DecodeTaskResult>(task, [task.bytes])
       : Promise.resolve(runDecodeTask(task));
-    const unpacked = pending.then((result) => unpackResult(files, result, this.#channels, this.#where));
+    const unpacked = pending.then((result) => unpackResult(files, result, this.#where));
     unpacked.catch(() => undefined); // observed in finish(); avoid an unhandled rejection meanwhile
     this.#results.push(unpacked);
   }
 }
 
-function packFiles(files: EncodedFile[], channels: ImageChannels): DecodeTask {
+function packFiles(files: EncodedFile[], channels: ImageChannels | undefined): DecodeTask {
   const ends = new Uint32Array(files.length);
   let total = 0;
   files.forEach((f, i) => (ends[i] = total += f.data.length));
@@ -122,7 +128,7 @@ function packFiles(files: EncodedFile[], channels: ImageChannels): DecodeTask {
   return { bytes: bytes.buffer, ends, channels };
 }
 
-function unpackResult(files: EncodedFile[], result: DecodeTaskResult, channels: number, where: string): DecodedFile[] {
+function unpackResult(files: EncodedFile[], result: DecodeTaskResult, where: string): DecodedFile[] {
   if ('failedIndex' in result) {
     throw new Error(`${where}: ${files[result.failedIndex].name}: cannot decode image: ${result.message}`);
   }
@@ -131,8 +137,9 @@ function unpackResult(files: EncodedFile[], result: DecodeTaskResult, channels: 
   return files.map((f, i) => {
     const width = result.widths[i];
     const height = result.heights[i];
+    const channels = result.channels[i] as DecodedImage['channels'];
     const length = channels * width * height;
-    const decoded = { name: f.name, width, height, pixels: pixels.subarray(at, at + length) };
+    const decoded = { name: f.name, width, height, channels, colour: result.colour[i] === 1, pixels: pixels.subarray(at, at + length) };
     at += length;
     return decoded;
   });

@@ -1,6 +1,7 @@
 /**
- * Fetching a dataset file from its official address (or a mirror) into the cache, checked against
- * a known md5 and written atomically: a failed or corrupt download leaves nothing behind.
+ * Fetching a dataset file from its official address or its mirrors, tried in order, into the cache,
+ * checked against a known md5 and written atomically: a failed or corrupt download leaves nothing
+ * behind.
  */
 
 import { createHash } from 'node:crypto';
@@ -15,15 +16,39 @@ export const DATA_MIRROR_ENV = 'TINYQUANT_DATA_MIRROR';
 export interface RemoteFile {
   /** Where it goes below the cache directory, and below a mirror's base URL. */
   relativePath: string;
-  officialUrl: string;
+  /** The official address first, then mirrors: tried in this order. */
+  urls: readonly string[];
   /** md5 of the file as published (hex). */
   md5: string;
 }
 
-/** The URL to fetch `file` from: the mirror when TINYQUANT_DATA_MIRROR is set, else the official one. */
-export function remoteUrl(file: RemoteFile, env: NodeJS.ProcessEnv = process.env): string {
+/** The URLs to fetch `file` from, in order: the mirror alone when TINYQUANT_DATA_MIRROR is set, else the file's own. */
+export function remoteUrls(file: RemoteFile, env: NodeJS.ProcessEnv = process.env): readonly string[] {
   const mirror = env[DATA_MIRROR_ENV];
-  return mirror ? `${mirror.replace(/\/+$/, '')}/${file.relativePath}` : file.officialUrl;
+  return mirror ? [`${mirror.replace(/\/+$/, '')}/${file.relativePath}`] : file.urls;
+}
+
+/**
+ * Download from the first of `urls` that answers with the file: an HTTP error, a broken transfer
+ * or a checksum mismatch moves on to the next. When none gives it, the error lists each failure.
+ */
+export async function downloadFirstVerified(
+  urls: readonly string[],
+  destination: string,
+  md5: string,
+  log?: (message: string) => void,
+): Promise<void> {
+  const failures: string[] = [];
+  for (const url of urls) {
+    log?.(`downloading ${url} to ${destination}`);
+    try {
+      return await downloadVerified(url, destination, md5);
+    } catch (err) {
+      failures.push((err as Error).message);
+      if (failures.length < urls.length) log?.(`${(err as Error).message}; trying the next source`);
+    }
+  }
+  throw new Error(failures.length === 1 ? failures[0] : `every source failed: ${failures.join('; ')}`);
 }
 
 /**

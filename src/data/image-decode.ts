@@ -8,6 +8,10 @@ const { PNG } = pngjs;
 export interface DecodedImage {
   width: number;
   height: number;
+  /** Planes in `pixels`: the requested count, else the file's own (1 grey, 3 colour). */
+  channels: ImageChannels;
+  /** Whether the file itself is colour (JPEG with 3 components; PNG of a colour or palette type). */
+  colour: boolean;
   /** channels * height * width bytes, planar. */
   pixels: Uint8Array;
 }
@@ -23,11 +27,12 @@ export function isImageFileName(name: string): boolean {
 }
 
 /**
- * Decode by content (JPEG or PNG magic bytes, not the file name). Colour images become 3 planes
- * (R, G, B), grey ones are replicated; with `channels` 1, colour is reduced to luma (BT.601).
- * Alpha is dropped.
+ * Decode by content (JPEG or PNG magic bytes, not the file name). With `channels` 3, colour images
+ * become 3 planes (R, G, B) and grey ones are replicated; with `channels` 1, colour is reduced to
+ * luma (ITU-R BT.601 weights); without `channels`, each file keeps its own colour model. Alpha is
+ * dropped.
  */
-export function decodeImage(bytes: Uint8Array, channels: ImageChannels): DecodedImage {
+export function decodeImage(bytes: Uint8Array, channels?: ImageChannels): DecodedImage {
   if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return decodeJpeg(bytes, channels);
   if (bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) {
     return decodePng(bytes, channels);
@@ -39,17 +44,26 @@ function hexStart(bytes: Uint8Array): string {
   return Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ') || 'nothing';
 }
 
-function decodeJpeg(bytes: Uint8Array, channels: ImageChannels): DecodedImage {
+function decodeJpeg(bytes: Uint8Array, channels: ImageChannels | undefined): DecodedImage {
   const { width, height, data } = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: 64 });
   const stride = data.length / (width * height);
   if (stride !== 1 && stride !== 3) throw new Error(`unsupported JPEG with ${stride} components per pixel`);
-  return { width, height, pixels: toPlanar(data, width, height, stride, channels) };
+  const colour = stride === 3;
+  const planes = channels ?? (colour ? 3 : 1);
+  return { width, height, channels: planes, colour, pixels: toPlanar(data, width, height, stride, planes) };
 }
 
-function decodePng(bytes: Uint8Array, channels: ImageChannels): DecodedImage {
+/** PNG colour types with colour samples: RGB (2), palette (3), RGBA (6); 0 and 4 are grey. */
+const PNG_COLOUR_TYPES = [2, 3, 6];
+/** Byte offset of the colour type in a PNG: 8-byte signature, IHDR length, type, width, height, bit depth. */
+const PNG_COLOUR_TYPE_OFFSET = 25;
+
+function decodePng(bytes: Uint8Array, channels: ImageChannels | undefined): DecodedImage {
   // pngjs expands every colour type and bit depth to 8-bit RGBA.
   const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
-  return { width: png.width, height: png.height, pixels: toPlanar(png.data, png.width, png.height, 4, channels) };
+  const colour = PNG_COLOUR_TYPES.includes(bytes[PNG_COLOUR_TYPE_OFFSET]);
+  const planes = channels ?? (colour ? 3 : 1);
+  return { width: png.width, height: png.height, channels: planes, colour, pixels: toPlanar(png.data, png.width, png.height, 4, planes) };
 }
 
 /** Interleaved pixels (stride 1: grey, 3: RGB, 4: RGBA) to planar with `channels` planes. */

@@ -1,6 +1,6 @@
 /** Datasets (CIFAR-10/100, MNIST/Fashion-MNIST, image folders) and the batch pipeline. */
 
-export { type ImageDataset, type Split, imageSize, validateDataset, allocShared, fixedSubset } from './dataset.js';
+export { type ImageDataset, type Split, imageSize, validateDataset, allocShared, fixedSubset, holdOut } from './dataset.js';
 export { loadDataset, dataSearchDirs, DATASET_NAMES, type DatasetName, type LoadDatasetOptions } from './load.js';
 export {
   CIFAR_LAYOUTS,
@@ -16,7 +16,7 @@ export { loadImageFolder, defaultDecodeWorkers, type ImageFolderOptions } from '
 export { decodeImage, type ImageChannels } from './image-decode.js';
 export { readTar, readTarFile, type TarEntry } from './tar.js';
 export { cacheDir } from './cache.js';
-export { downloadVerified, remoteUrl, DATA_MIRROR_ENV, type RemoteFile } from './download.js';
+export { downloadFirstVerified, downloadVerified, remoteUrls, DATA_MIRROR_ENV, type RemoteFile } from './download.js';
 export {
   AUGMENT_TAG,
   CIFAR_AUGMENT,
@@ -32,3 +32,4 @@ export {
   type SampleAugmentation,
 } from './augment.js';
 export { DataLoader, createEvalLoader, type Batch, type LoaderOptions } from './loader.js';
+export { resizeArea } from './resize.js';

@@ -8,8 +8,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cacheDir } from './cache.js';
 import { CIFAR10_CLASSES, CIFAR_LAYOUTS, readCifarArchive, readCifarFolder, readCifarNames, type CifarKind } from './cifar.js';
-import type { ImageDataset, Split } from './dataset.js';
-import { downloadVerified, remoteUrl, type RemoteFile } from './download.js';
+import { holdOut, type ImageDataset, type Split } from './dataset.js';
+import { downloadFirstVerified, remoteUrls, type RemoteFile } from './download.js';
 import { findPlainOrGz } from './files.js';
 import { readIdxDataset } from './idx.js';
 import { loadImageFolder } from './image-folder.js';
@@ -28,8 +28,19 @@ export interface LoadDatasetOptions {
   path?: string;
   /** Fetch into the cache when not found (default false). */
   download?: boolean;
-  /** imagefolder only: 3 (default) or 1 channels. */
+  /** imagefolder only: convert every image to 3 (RGB) or 1 (grey) channels; default: the files' own, which must agree. */
   channels?: ImageChannels;
+  /** imagefolder only: the size every image must have, [height, width] (default: the first image's). */
+  imageSize?: readonly [number, number];
+  /** imagefolder only: resize images of another size to `imageSize` instead of rejecting them. */
+  resize?: boolean;
+  /**
+   * Hold out this fraction of the training split (stratified by class, seeded by `seed`): 'train'
+   * is the rest and 'test' the held-out images; the dataset's own test split is not read.
+   */
+  valSplit?: number;
+  /** Seed of the held-out split (default 0). */
+  seed?: number;
   /** Threads for decoding image archives (default up to 2). */
   decodeWorkers?: number;
   /** Progress lines (decoding, downloading). */
@@ -49,6 +60,12 @@ export function dataSearchDirs(dataDir: string | undefined, env: NodeJS.ProcessE
 }
 
 export async function loadDataset(options: LoadDatasetOptions): Promise<ImageDataset> {
+  if (!options.valSplit) return loadSplit(options);
+  const { train, heldOut } = holdOut(await loadSplit({ ...options, split: 'train' }), options.valSplit, options.seed ?? 0);
+  return options.split === 'train' ? train : heldOut;
+}
+
+async function loadSplit(options: LoadDatasetOptions): Promise<ImageDataset> {
   const env = options.env ?? process.env;
   switch (options.name) {
     case 'cifar10':
@@ -58,10 +75,12 @@ export async function loadDataset(options: LoadDatasetOptions): Promise<ImageDat
     case 'fashion-mnist':
       return loadIdx(options.name, options, env);
     case 'imagefolder':
-      if (!options.path) throw new Error("dataset 'imagefolder' needs a path (a folder or a .tar/.tar.gz archive)");
+      if (!options.path) throw new Error("dataset 'imagefolder' needs its path (dataPath, --data-path): a folder or a .tar/.tar.gz archive");
       return loadImageFolder(options.path, {
         split: options.split,
         channels: options.channels,
+        imageSize: options.imageSize,
+        resize: options.resize,
         workers: options.decodeWorkers,
         cacheDir: cacheDir(env),
         log: options.log,
@@ -81,12 +100,12 @@ const CIFAR_URL_BASE = 'https://www.cs.toronto.edu/~kriz/';
 const CIFAR_REMOTE: Record<CifarKind, RemoteFile> = {
   cifar10: {
     relativePath: 'cifar-10-binary.tar.gz',
-    officialUrl: `${CIFAR_URL_BASE}cifar-10-binary.tar.gz`,
+    urls: [`${CIFAR_URL_BASE}cifar-10-binary.tar.gz`],
     md5: 'c32a1d4ab5d03f1284b67883e8d87530',
   },
   cifar100: {
     relativePath: 'cifar-100-binary.tar.gz',
-    officialUrl: `${CIFAR_URL_BASE}cifar-100-binary.tar.gz`,
+    urls: [`${CIFAR_URL_BASE}cifar-100-binary.tar.gz`],
     md5: '03b5dce01913d631647c71ecec9e9cb8',
   },
 };
@@ -117,7 +136,7 @@ async function loadCifar(kind: CifarKind, options: LoadDatasetOptions, env: Node
       `directories (or name another with dataDir / TINYQUANT_DATA): ${layout.folder}/ with ` +
       `${layout.batches[options.split].join(', ')} (plain or .gz) and ${layout.namesFile}; ` +
       `the official ${layout.archive}; or ${layout.jpegArchive} (train/<class>/*.jpg, test/<class>/*.jpg). ` +
-      `Or allow downloading ${remoteUrl(CIFAR_REMOTE[kind], env)} (download option).`,
+      `Or allow downloading ${remoteUrls(CIFAR_REMOTE[kind], env).join(' or ')} (download option).`,
   );
 }
 
@@ -133,6 +152,7 @@ async function loadCifarImageFolder(
   const dataset = await loadImageFolder(archive, {
     split: options.split,
     name: kind,
+    channels: 3,
     workers: options.decodeWorkers,
     cacheDir: cacheDir(env),
     log: options.log,
@@ -169,7 +189,8 @@ const IDX_FILES: Record<Split, { images: string; labels: string }> = {
 interface IdxSource {
   title: string;
   classes: string[];
-  officialBase: string;
+  /** Base URLs of the official host and its mirrors, tried in order. */
+  bases: readonly string[];
   /** md5 of each official `.gz` file. */
   md5: Record<string, string>;
 }
@@ -178,7 +199,8 @@ const IDX_SOURCES: Record<IdxKind, IdxSource> = {
   mnist: {
     title: 'MNIST',
     classes: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
-    officialBase: 'http://yann.lecun.com/exdb/mnist/',
+    // The original host answers 403 to most clients; the second is the copy PyTorch's datasets use.
+    bases: ['http://yann.lecun.com/exdb/mnist/', 'https://ossci-datasets.s3.amazonaws.com/mnist/'],
     md5: {
       'train-images-idx3-ubyte': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
       'train-labels-idx1-ubyte': 'd53e105ee54ea40749a09fcbcd1e9432',
@@ -189,7 +211,10 @@ const IDX_SOURCES: Record<IdxKind, IdxSource> = {
   'fashion-mnist': {
     title: 'Fashion-MNIST',
     classes: ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'],
-    officialBase: 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
+    bases: [
+      'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
+      'https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/',
+    ],
     md5: {
       'train-images-idx3-ubyte': '8d4fb7e6c68d591d4c3dfef9ec88bf0d',
       'train-labels-idx1-ubyte': '25c81989df183df01b3e8a0aad5dffbe',
@@ -201,7 +226,7 @@ const IDX_SOURCES: Record<IdxKind, IdxSource> = {
 
 function idxRemote(kind: IdxKind, file: string): RemoteFile {
   const source = IDX_SOURCES[kind];
-  return { relativePath: `${kind}/${file}.gz`, officialUrl: `${source.officialBase}${file}.gz`, md5: source.md5[file] };
+  return { relativePath: `${kind}/${file}.gz`, urls: source.bases.map((base) => `${base}${file}.gz`), md5: source.md5[file] };
 }
 
 async function loadIdx(kind: IdxKind, options: LoadDatasetOptions, env: NodeJS.ProcessEnv): Promise<ImageDataset> {
@@ -231,7 +256,7 @@ async function loadIdx(kind: IdxKind, options: LoadDatasetOptions, env: NodeJS.P
     `${source.title} ${options.split} split not found; looked in ${dirs.map((d) => join(d, kind)).join(', ')}. ` +
       `Put ${files.images} and ${files.labels} (plain or .gz) in a '${kind}' folder of one of those directories ` +
       `(or name another with dataDir / TINYQUANT_DATA), or allow downloading them from ` +
-      `${remoteUrl(idxRemote(kind, files.images), env).replace(/[^/]*$/, '')} (download option).`,
+      `${remoteUrls(idxRemote(kind, files.images), env).map((url) => url.replace(/[^/]*$/, '')).join(' or ')} (download option).`,
   );
 }
 
@@ -242,7 +267,5 @@ async function fetchRemote(
   env: NodeJS.ProcessEnv,
 ): Promise<void> {
   if (existsSync(destination)) return; // an earlier verified download (downloads land only when verified)
-  const url = remoteUrl(remote, env);
-  log?.(`downloading ${url} to ${destination}`);
-  await downloadVerified(url, destination, remote.md5);
+  await downloadFirstVerified(remoteUrls(remote, env), destination, remote.md5, log);
 }

@@ -11,6 +11,7 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadDataset } from '../data/index.js';
+import { configDatasetOptions } from '../train/dataset.js';
 import type { StepProgress } from '../train/progress.js';
 import type { Plan, RunSpec } from './grid.js';
 import { runDirName } from './grid.js';
@@ -121,10 +122,11 @@ async function prepareData(plan: Plan, log: (text: string) => void): Promise<voi
   const seen = new Set<string>();
   for (const run of plan.runs) {
     for (const split of run.kind === 'train' ? (['train', 'test'] as const) : (['test'] as const)) {
-      const key = `${run.config.dataset}|${run.config.dataDir ?? ''}|${split}`;
+      const options = configDatasetOptions(run.config, split, { log });
+      const key = JSON.stringify({ ...options, log: undefined });
       if (seen.has(key)) continue;
       seen.add(key);
-      const ds = await loadDataset({ name: run.config.dataset, split, dataDir: run.config.dataDir, log }).catch((e: Error) => {
+      const ds = await loadDataset(options).catch((e: Error) => {
         throw new DataPreparationError(e.message);
       });
       log(`data: ${run.config.dataset} ${split}: ${ds.count} images (${ds.source})`);

@@ -17,7 +17,7 @@ import { LSQ_BITS } from '../quant/lsq.js';
 import { PACT_BITS } from '../quant/pact.js';
 import { type MethodName, methodNames } from '../quant/quantizer.js';
 import { UNIFORM_BITS } from '../quant/uniform.js';
-import { CONFIG_FIELDS, ConfigError, type TrainConfig, readConfigFile, resolveConfig } from '../train/config.js';
+import { CONFIG_FIELDS, ConfigError, type TrainConfig, readConfigFile, resolveConfig, resolveConfigPaths } from '../train/config.js';
 import { gridFile, resolveGridPath } from './paths.js';
 
 export type GridMethod = MethodName | 'float';
@@ -141,7 +141,8 @@ const GRID_FIELDS = ['model', 'dataset', 'method', 'wbits', 'abits', 'seed', 'in
 type Raw = Record<string, unknown>;
 
 class Checker {
-  constructor(readonly source: string) {}
+  /** `fileDir`: the directory relative paths in the file resolve against. */
+  constructor(readonly source: string, readonly fileDir: string) {}
 
   fail(field: string, message: string): never {
     throw new ConfigError(`${this.source}: ${field} ${message}`);
@@ -233,7 +234,7 @@ class Checker {
     }
     // Value checks with the training schema (over its defaults, so a partial recipe passes).
     resolveConfig(raw, `${this.source}: ${field}`);
-    return raw;
+    return resolveConfigPaths(raw, this.fileDir, resolveGridPath);
   }
 }
 
@@ -347,7 +348,7 @@ const GRID_KEYS = [
 
 /** Check a grid (parsed YAML/JSON). `source` names it in errors; relative paths resolve against `fileDir`. */
 export function parseGrid(raw: unknown, source: string, fileDir: string): GridSpec {
-  const c = new Checker(source);
+  const c = new Checker(source, fileDir);
   const g = c.object(raw, 'grid');
   c.keys(g, GRID_KEYS, '');
   if (g.version !== undefined && g.version !== GRID_VERSION) c.fail('version', `must be ${GRID_VERSION} (this tinyquant reads grid version ${GRID_VERSION}); got ${JSON.stringify(g.version)}`);

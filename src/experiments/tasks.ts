@@ -6,10 +6,11 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getBackend } from '../backend/index.js';
-import { fixedSubset, loadDataset } from '../data/index.js';
+import { fixedSubset } from '../data/index.js';
 import { writeJsonAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
+import { loadConfigDataset } from '../train/dataset.js';
 import type { ProgressSink, StepProgress } from '../train/progress.js';
 import { DivergedError, evaluateCheckpoint, train } from '../train/trainer.js';
 import { STOP_FILE, type WorkerMessage, type WorkerRequest } from './protocol.js';
@@ -81,7 +82,7 @@ function outcomeOf(r: { top1: number; top5: number; loss: number; n: number }): 
 export async function evaluateStart(config: TrainConfig, outDir: string, progress: ProgressSink): Promise<RunOutcome> {
   if (!config.init) throw new Error('evaluating a start point needs a checkpoint (init)');
   mkdirSync(outDir, { recursive: true });
-  const test = fixedSubset(await loadDataset({ name: config.dataset, split: 'test', dataDir: config.dataDir, log: (m) => progress.line(m) }), config.testSubset);
+  const test = fixedSubset(await loadConfigDataset(config, 'test', { log: (m) => progress.line(m) }), config.testSubset);
   const checkpoint = readCheckpoint(config.init);
   progress.line(`evaluating ${config.init} on ${test.count} ${config.dataset} test images`);
   const r = await evaluateCheckpoint({ ...config, method: 'float' }, checkpoint, test, config.evalBatch);

@@ -4,11 +4,11 @@
  */
 import { resolveNormalization } from '../data/augment.js';
 import type { ImageDataset } from '../data/dataset.js';
-import { loadDataset } from '../data/load.js';
 import type { Module } from '../nn/module.js';
 import { readCheckpoint } from '../train/checkpoint.js';
 import { type TrainConfig, resolveConfig } from '../train/config.js';
 import { calibrate } from '../quant/quantize.js';
+import { loadConfigDataset } from '../train/dataset.js';
 import { buildModel } from '../train/trainer.js';
 import { Rng } from '../util/rng.js';
 import { type CalibrationImages, normalizeImages } from './calibrate.js';
@@ -97,7 +97,7 @@ export interface LowerCheckpointOptions {
 
 /** Lower a trained model, calibrating on images of its training split. */
 export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOptions = {}): Promise<IntegerModel> {
-  const train = await loadDataset({ name: t.config.dataset, split: 'train', dataDir: opts.dataDir ?? t.config.dataDir }).catch((e: Error) => {
+  const train = await loadConfigDataset(t.config, 'train', { dataDir: opts.dataDir }).catch((e: Error) => {
     throw new ExportInputError(`calibration images: ${e.message}`, { cause: e });
   });
   const calibration = pickImages(train, opts.calibrationImages ?? 256);

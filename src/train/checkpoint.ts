@@ -41,6 +41,8 @@ export interface CheckpointMeta {
   readonly weights: { readonly file: string; readonly sha256: string };
   readonly optimizer: { readonly file: string; readonly sha256: string; readonly step: number } | null;
   readonly config: TrainConfig;
+  /** The class name of a model instance the run was given in place of `config.model`. */
+  readonly architecture?: string;
   readonly progress: TrainingProgress;
   readonly metrics: Record<string, unknown>;
   readonly versions: { readonly tinyquant: string; readonly node: string; readonly backend: string };
@@ -84,7 +86,7 @@ export function saveCheckpoint(
   kind: CheckpointKind,
   model: Module,
   optimizer: Optimizer | null,
-  info: { config: TrainConfig; progress: TrainingProgress; metrics: Record<string, unknown> },
+  info: { config: TrainConfig; architecture?: string; progress: TrainingProgress; metrics: Record<string, unknown> },
 ): string {
   const tag = `e${String(info.progress.epoch).padStart(4, '0')}-s${String(info.progress.step).padStart(6, '0')}`;
   const weights = writeTensors(dir, `${kind}-${tag}.safetensors`, model.stateDict(), { format: CHECKPOINT_FORMAT, kind });
@@ -100,6 +102,7 @@ export function saveCheckpoint(
     weights,
     optimizer: optim,
     config: info.config,
+    ...(info.architecture !== undefined && { architecture: info.architecture }),
     progress: info.progress,
     metrics: info.metrics,
     versions: { tinyquant: TINYQUANT_VERSION, node: process.version, backend: getBackend().name },

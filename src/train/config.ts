@@ -3,8 +3,16 @@
  * schema; an error names the bad field and the allowed values.
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { DATASET_NAMES, type DatasetName, NORMALIZATION_PRESETS, type NormalizationPreset } from '../data/index.js';
+import {
+  DATASET_NAMES,
+  type DatasetName,
+  type ImageChannels,
+  NORMALIZATION_PRESETS,
+  type NormalizationPreset,
+  defaultNormalization,
+} from '../data/index.js';
 import { type ModelName, modelNames } from '../models/index.js';
 import type { Schedule } from '../optim/schedule.js';
 import { type FirstLastPolicy, firstLastPolicies } from '../quant/quantize.js';
@@ -33,7 +41,19 @@ export interface EwgsConfig {
 export interface TrainConfig {
   readonly model: ModelName;
   readonly dataset: DatasetName;
+  /** Where named datasets (cifar10, mnist, ...) are looked for first; not part of the run's identity. */
   readonly dataDir?: string;
+  /** The folder or .tar(.gz) archive of this run's own dataset (dataset imagefolder). */
+  readonly dataPath?: string;
+  /** imagefolder: convert every image to 1 (grey, BT.601 luma) or 3 (RGB) channels; default: the files' own, which must agree. */
+  readonly channels?: ImageChannels;
+  /** imagefolder: the size every image must have, [height, width]; default: the first image's. */
+  readonly imageSize?: readonly [number, number];
+  /** imagefolder: resize images of another size to imageSize (area averaging) instead of rejecting them. */
+  readonly resize: boolean;
+  /** Hold out this fraction of the training images (stratified, seeded by `seed`) as the test set; 0 = the dataset's test split. */
+  readonly valSplit: number;
+  /** Default: the dataset's (MNIST and Fashion-MNIST statistics; 'none' for 1 channel; else APoT's CIFAR constants). */
   readonly normalization: NormalizationPreset;
   /** Random crop (4-pixel padding) and horizontal flip. */
   readonly augment: boolean;
@@ -71,6 +91,8 @@ export interface TrainConfig {
 export const DEFAULT_CONFIG: TrainConfig = {
   model: 'resnet20',
   dataset: 'cifar10',
+  resize: false,
+  valSplit: 0,
   normalization: 'apot',
   augment: true,
   method: 'float',
@@ -115,6 +137,11 @@ const FIELD_CHECKS: { readonly [K in keyof TrainConfig]-?: (v: unknown, source: 
   model: (v, s, f) => oneOf(v, modelNames, s, f),
   dataset: (v, s, f) => oneOf(v, DATASET_NAMES, s, f),
   dataDir: (v, s, f) => str(v, s, f),
+  dataPath: (v, s, f) => str(v, s, f),
+  channels: (v, s, f) => (v === 1 || v === 3 ? v : fail(s, f, `must be 1 (grey) or 3 (RGB); got ${JSON.stringify(v)}`)),
+  imageSize: (v, s, f) => imageSize(v, s, f),
+  resize: (v, s, f) => bool(v, s, f),
+  valSplit: (v, s, f) => fraction(v, s, f),
   normalization: (v, s, f) => oneOf(v, NORMALIZATION_PRESETS, s, f),
   augment: (v, s, f) => bool(v, s, f),
   method: (v, s, f) => oneOf(v, ['float', ...methodNames] as const, s, f),
@@ -170,6 +197,12 @@ function numberIn(v: unknown, s: string, f: string, lo: number, hi: number): num
   return v;
 }
 
+/** A fraction in [0, 1). */
+function fraction(v: unknown, s: string, f: string): number {
+  if (typeof v !== 'number' || !(v >= 0 && v < 1)) fail(s, f, `must be a fraction in [0, 1); got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function positive(v: unknown, s: string, f: string): number {
   if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) fail(s, f, `must be a number > 0; got ${JSON.stringify(v)}`);
   return v;
@@ -186,6 +219,11 @@ function checkKeys(v: Raw, allowed: readonly string[], s: string, f: string): vo
   for (const key of Object.keys(v)) {
     if (!allowed.includes(key)) fail(s, f ? `${f}.${key}` : key, `is not a known field (known: ${allowed.join(', ')})`);
   }
+}
+
+function imageSize(v: unknown, s: string, f: string): [number, number] {
+  if (!Array.isArray(v) || v.length !== 2) fail(s, f, `must be [height, width]; got ${JSON.stringify(v)}`);
+  return [int(v[0], s, `${f}[0] (height)`, 1, 65535), int(v[1], s, `${f}[1] (width)`, 1, 65535)];
 }
 
 function ewgsConfig(v: unknown, s: string, f: string): EwgsConfig {
@@ -262,6 +300,10 @@ export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig
     if (raw[key] !== undefined) out[key] = FIELD_CHECKS[key](raw[key], source, key);
   }
   const config = out as unknown as TrainConfig;
+  // Over the defaults, the normalization follows the dataset and its channel count.
+  if (raw.normalization === undefined && base === DEFAULT_CONFIG) {
+    out.normalization = defaultNormalization(config.dataset, config.channels ?? (config.dataset === 'mnist' || config.dataset === 'fashion-mnist' ? 1 : 3));
+  }
   // Quantized runs: 4 bits unless given; activations follow the weights unless given.
   if (config.method !== 'float') {
     if (raw.wbits === undefined && config.wbits === 32) out.wbits = 4;
@@ -276,8 +318,21 @@ export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig
 }
 
 function checkCombination(c: TrainConfig, source: string): void {
+  if (c.resize && !c.imageSize) fail(source, 'resize', 'needs imageSize [height, width], the size to resize to');
   if (c.method === 'float') return;
   if (c.wbits >= 32 || c.abits >= 32) fail(source, 'wbits/abits', `must be set below 32 for method ${c.method}`);
+}
+
+/** The config fields that are paths. */
+const PATH_FIELDS = ['dataDir', 'dataPath', 'init'] as const;
+
+/** Relative paths of a config file's path fields, resolved against the file's directory. */
+export function resolveConfigPaths(raw: Raw, fileDir: string, resolvePath = (path: string, dir: string): string => resolve(dir, path)): Raw {
+  const out = { ...raw };
+  for (const key of PATH_FIELDS) {
+    if (typeof out[key] === 'string' && out[key] !== '') out[key] = resolvePath(out[key] as string, fileDir);
+  }
+  return out;
 }
 
 /** Read a JSON or YAML config file (by extension; YAML is a superset of JSON). */

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset, loadDataset } from '../data/index.js';
+import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { createModel } from '../models/index.js';
 import { trainingForward } from '../graph/index.js';
@@ -20,7 +20,8 @@ import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
 import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
-import type { TrainConfig } from './config.js';
+import { DEFAULT_CONFIG, type TrainConfig } from './config.js';
+import { loadConfigDataset } from './dataset.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
 import { trainStep } from './step.js';
@@ -30,9 +31,24 @@ import type { Tensor } from '../tensor/tensor.js';
 const CALIBRATION_PASS = 1_000_000;
 const HESSIAN_PASS = 2_000_000;
 
+/** A training split and the split it is evaluated on. */
+export interface TrainingData {
+  readonly train: ImageDataset;
+  readonly test: ImageDataset;
+}
+
 export interface TrainOptions {
   readonly config: TrainConfig;
   readonly outDir: string;
+  /**
+   * A model to train in place of the registry's `config.model`: quantized in place by the config's
+   * method as {@link buildModel} quantizes named models, its weights replaced by `config.init` when
+   * given. Checkpoints record its class name as the architecture; resuming needs an instance of the
+   * same class, constructed the same way, passed again.
+   */
+  readonly model?: Module;
+  /** Datasets in place of the config's (`dataset`, `dataPath` and the image and split fields are then not read). */
+  readonly data?: TrainingData;
   /** Continue from outDir/last.json when it exists. */
   readonly resume?: boolean;
   readonly progress?: ProgressSink;
@@ -109,6 +125,11 @@ export function createOptimizer(model: Module, config: TrainConfig): Optimizer {
 /** The model of a config, quantized as configured (weights not yet loaded). */
 export function buildModel(config: TrainConfig, dataset: Pick<ImageDataset, 'classes' | 'channels'>): { model: Module; quantization: QuantizationSummary | null } {
   const model = createModel(config.model, { numClasses: dataset.classes.length, inChannels: dataset.channels, seed: config.seed });
+  return quantizeAsConfigured(model, config);
+}
+
+/** Quantize `model` in place by the config's method and bit-widths (nothing for float). */
+export function quantizeAsConfigured(model: Module, config: TrainConfig): { model: Module; quantization: QuantizationSummary | null } {
   if (config.method === 'float') return { model, quantization: null };
   const quantization = quantize(model, {
     method: config.method,
@@ -214,21 +235,28 @@ function sameConfig(a: TrainConfig, b: TrainConfig): string[] {
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { config, outDir } = opts;
   const progressSink = opts.progress ?? silentProgress;
-  mkdirSync(outDir, { recursive: true });
   const lastSidecar = join(outDir, 'last.json');
   const resuming = opts.resume === true && existsSync(lastSidecar);
+  const architecture = opts.model?.constructor.name;
   const resumed = resuming ? readCheckpoint(lastSidecar) : null;
   if (resumed?.meta) {
-    const diff = sameConfig(resumed.meta.config, config);
+    // Fields added to the config since the run started take their defaults.
+    const diff = sameConfig({ ...DEFAULT_CONFIG, ...resumed.meta.config }, config);
     if (diff.length > 0) throw new Error(`${lastSidecar}: cannot resume with a different config (fields ${diff.join(', ')} differ)`);
+    if (resumed.meta.architecture !== architecture) {
+      throw new Error(
+        `${lastSidecar}: the run trained ${resumed.meta.architecture ? `a ${resumed.meta.architecture} instance` : `model ${config.model}`}; ` +
+          `resuming needs the same model again (given: ${architecture ? `a ${architecture} instance` : `model ${config.model}`})`,
+      );
+    }
   }
+  // The data first: unreadable or inconsistent images stop the run before it writes anything.
+  const log = (m: string): void => progressSink.line(m);
+  const data = opts.data ?? { train: await loadConfigDataset(config, 'train', { log }), test: await loadConfigDataset(config, 'test', { log }) };
+  mkdirSync(outDir, { recursive: true });
   writeJsonAtomic(join(outDir, 'config.json'), config);
-
-  const [trainSet, testSet] = await Promise.all(
-    (['train', 'test'] as const).map((split) => loadDataset({ name: config.dataset, split, dataDir: config.dataDir, log: (m) => progressSink.line(m) })),
-  );
-  const trainData = fixedSubset(trainSet, config.trainSubset);
-  const testData = fixedSubset(testSet, config.testSubset);
+  const trainData = fixedSubset(data.train, config.trainSubset);
+  const testData = fixedSubset(data.test, config.testSubset);
   const trainLoader = new DataLoader(trainData, {
     batchSize: config.batch,
     seed: config.seed,
@@ -238,7 +266,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   });
   const testLoader = createEvalLoader(testData, { batchSize: config.evalBatch, normalization: config.normalization, workers: config.workers });
   try {
-    const { model, quantization } = buildModel(config, trainData);
+    const { model, quantization } = opts.model ? quantizeAsConfigured(opts.model, config) : buildModel(config, trainData);
     const optimizer = createOptimizer(model, config);
     let startHash: string;
     const state: RunState = {
@@ -388,7 +416,7 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
         state.progress = { ...state.progress, step: batch.index + 1, partial: { lossSum, correct, count } };
         stepsThisProcess++;
         if (stopRequested || (ctx.opts.stopAfterSteps !== undefined && stepsThisProcess >= ctx.opts.stopAfterSteps)) {
-          saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, progress: state.progress, metrics: metricsFor(ctx) });
+          saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, architecture: ctx.opts.model?.constructor.name, progress: state.progress, metrics: metricsFor(ctx) });
           progressSink.line(`stopped at epoch ${epoch + 1}, step ${batch.index + 1}; checkpoint saved in ${ctx.outDir} (continue with --resume)`);
           return 'interrupted';
         }
@@ -426,8 +454,8 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
           (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
           `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
       );
-      if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { config, progress: state.progress, metrics: { ...metricsFor(ctx), test } });
-      saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, progress: state.progress, metrics: metricsFor(ctx) });
+      if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { config, architecture: ctx.opts.model?.constructor.name, progress: state.progress, metrics: { ...metricsFor(ctx), test } });
+      saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, architecture: ctx.opts.model?.constructor.name, progress: state.progress, metrics: metricsFor(ctx) });
       if (stopRequested) return 'interrupted';
     }
     return 'finished';

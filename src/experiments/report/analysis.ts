@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import type { QuantSpec } from '../../backend/backend.js';
 import { getBackend } from '../../backend/index.js';
-import { createEvalLoader, loadDataset } from '../../data/index.js';
+import { createEvalLoader } from '../../data/index.js';
 import type { Module } from '../../nn/module.js';
 import { modelCost } from '../../quant/cost.js';
 import { quantizedLayers } from '../../quant/quantize.js';
@@ -20,6 +20,7 @@ import { Tensor, noGrad, tidy } from '../../tensor/tensor.js';
 import { numClasses } from '../../export/checkpoint-model.js';
 import { readCheckpoint } from '../../train/checkpoint.js';
 import type { TrainConfig } from '../../train/config.js';
+import { loadConfigDataset } from '../../train/dataset.js';
 import { buildModel } from '../../train/trainer.js';
 import type { ConfigSummary, ReportModel, RunData, Study } from './model.js';
 
@@ -175,7 +176,7 @@ function histogramLayer(model: Module): [string, ReturnType<typeof quantizedLaye
 
 async function testBatch(config: TrainConfig): Promise<{ images: Float32Array; shape: number[] } | null> {
   try {
-    const test = await loadDataset({ name: config.dataset, split: 'test', dataDir: config.dataDir });
+    const test = await loadConfigDataset(config, 'test');
     const loader = createEvalLoader(test, { batchSize: BATCH, normalization: config.normalization, workers: 0 });
     try {
       for await (const b of loader.epoch(0)) return { images: b.images, shape: [b.size, b.channels, b.height, b.width] };

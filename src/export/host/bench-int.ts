@@ -24,6 +24,8 @@ export interface HostBenchOptions {
   readonly agreement: number;
   readonly dataset: DatasetName;
   readonly dataDir?: string;
+  /** dataset imagefolder: its folder or archive. */
+  readonly dataPath?: string;
 }
 
 /** The model's architecture, method and bit widths (its meta) and the measurements. */
@@ -44,7 +46,7 @@ const HOST_BENCH_DEFAULTS: HostBenchOptions = { batch: 128, threads: 0, images: 
 /** `count` images of `size` bytes: the test set's first ones when it is available, else seeded random pixels. */
 async function benchImages(size: number, count: number, o: HostBenchOptions): Promise<{ images: Uint8Array; labels: Int32Array | null; source: string }> {
   try {
-    const test = await loadDataset({ name: o.dataset, split: 'test', dataDir: o.dataDir });
+    const test = await loadDataset({ name: o.dataset, split: 'test', dataDir: o.dataDir, path: o.dataPath });
     if (test.channels * test.height * test.width === size) {
       const n = Math.min(count, test.count);
       const images = new Uint8Array(count * size);
@@ -118,12 +120,13 @@ const OPTIONS = {
   agreement: { type: 'string' },
   dataset: { type: 'string' },
   'data-dir': { type: 'string' },
+  'data-path': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 export const BENCH_INT_USAGE =
-  'usage: tinyquant bench int --model FILE.tqm [--batch 128] [--threads T] [--images 1024] [--engine-images 32] [--agreement 200] [--dataset cifar10] [--data-dir DIR] [--json]';
+  'usage: tinyquant bench int --model FILE.tqm [--batch 128] [--threads T] [--images 1024] [--engine-images 32] [--agreement 200] [--dataset cifar10] [--data-dir DIR] [--data-path PATH] [--json]';
 
 function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {
   const d = HOST_BENCH_DEFAULTS;
@@ -135,6 +138,7 @@ function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {
     agreement: num(argsOf, 'agreement', d.agreement, { integer: true, min: 0 }),
     dataset: oneOf(argsOf, 'dataset', DATASET_NAMES, d.dataset),
     dataDir: str(argsOf, 'data-dir'),
+    dataPath: str(argsOf, 'data-path'),
   };
 }
 

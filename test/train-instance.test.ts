@@ -1,0 +1,67 @@
+/**
+ * `train({ model, data })`: a Module instance (not a registry name) quantized by the config's
+ * method, trained on dataset objects; checkpoints name its class, and resuming with a fresh
+ * instance of it reproduces the uninterrupted run.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { evalCommand } from '../src/cli/eval.js';
+import { type ImageDataset, allocShared } from '../src/data/index.js';
+import { BatchNorm, Conv2d, GlobalAvgPool, Linear, Sequential } from '../src/nn/layers.js';
+import { quantizedLayers } from '../src/quant/quantize.js';
+import { resolveConfig } from '../src/train/config.js';
+import { type TrainingData, train } from '../src/train/trainer.js';
+import { Rng } from '../src/util/rng.js';
+import { tempDir } from './fixtures/data/make.js';
+
+/** A user-written net: two convolutions, pooling, a classifier. */
+class TinyNet extends Sequential {
+  constructor() {
+    const rng = new Rng(3);
+    super(
+      new Conv2d(1, 4, 3, { rng, padding: 1 }),
+      new BatchNorm(4, { relu: true }),
+      new Conv2d(4, 4, 3, { rng, padding: 1 }),
+      new BatchNorm(4, { relu: true }),
+      new GlobalAvgPool(),
+      new Linear(4, 2, { rng }),
+    );
+  }
+}
+
+/** Dark images are class 0, bright ones class 1 (8x8 grey, a little noise). */
+function brightness(split: 'train' | 'test', count: number): ImageDataset {
+  const rng = new Rng(split === 'train' ? 1 : 2);
+  const images = allocShared(count * 64);
+  const labels = Int32Array.from({ length: count }, (_, i) => i % 2);
+  for (let i = 0; i < count; i++) for (let p = 0; p < 64; p++) images[i * 64 + p] = (labels[i] ? 180 : 40) + Math.floor(rng.next() * 30);
+  return { name: 'brightness', split, images, labels, count, channels: 1, height: 8, width: 8, classes: ['dark', 'bright'], source: 'test' };
+}
+
+const data: TrainingData = { train: brightness('train', 32), test: brightness('test', 8) };
+const config = resolveConfig({ method: 'lsq', wbits: 4, epochs: 2, batch: 8, evalBatch: 8, lr: 0.05, normalization: 'none', augment: false, workers: 0 });
+
+test('train({ model, data }): the instance is quantized and trained; checkpoints name its class; resuming needs it again', async () => {
+  const { dir, cleanup } = tempDir('tq-train-instance-');
+  try {
+    const model = new TinyNet();
+    const whole = await train({ config, outDir: join(dir, 'whole'), model, data, handleSignals: false });
+    assert.equal(whole.status, 'finished');
+    assert.equal(whole.final?.n, 8);
+    assert.equal(quantizedLayers(model).length, 3, 'both convolutions and the classifier are quantized in place');
+    assert.equal(JSON.parse(readFileSync(join(dir, 'whole', 'last.json'), 'utf8')).architecture, 'TinyNet');
+    await assert.rejects(evalCommand(['--checkpoint', join(dir, 'whole', 'last.json')]), /last\.json: trained from a TinyNet instance in code, not a registry model/);
+
+    const outDir = join(dir, 'resumed');
+    const first = await train({ config, outDir, model: new TinyNet(), data, handleSignals: false, stopAfterSteps: 5 });
+    assert.equal(first.status, 'interrupted');
+    await assert.rejects(train({ config, outDir, data, resume: true, handleSignals: false }), /the run trained a TinyNet instance; resuming needs the same model again \(given: model resnet20\)/);
+    const resumed = await train({ config, outDir, model: new TinyNet(), data, resume: true, handleSignals: false });
+    assert.deepEqual(resumed.final, whole.final, 'the same predictions, loss and accuracy as without the interruption');
+    assert.deepEqual(resumed.fingerprint, whole.fingerprint);
+  } finally {
+    cleanup();
+  }
+});
