@@ -1,9 +1,11 @@
 /**
- * The C export on a Cortex-M4 (issue 6): for each bit-width, a ResNet-20 integer model is turned
- * into C (src/export/c), cross-compiled with arm-none-eabi-gcc -O2 -mcpu=cortex-m4 -mthumb
+ * The C export on a Cortex-M4: for each bit-width, the integer model of a registry model (default
+ * ResNet-20; any zoo model: `--model dscnn`, `mobilenetv1-0.25`, `resnet8-mlperf`) is turned into C
+ * (src/export/c), cross-compiled with arm-none-eabi-gcc -O2 -mcpu=cortex-m4 -mthumb
  * -mfloat-abi=soft (newlib; the generated code has no floating point, so the float ABI does not
  * change it) and run under `qemu-system-arm -M mps2-an386 -icount shift=0` with semihosting on
- * CIFAR-10 test images; its logits (and those of the same C built with the host's gcc, also with
+ * CIFAR-10 test images (models with another input shape: seeded synthetic images of that shape,
+ * which leave sizes and instruction counts as they are); its logits (and those of the same C built with the host's gcc, also with
  * -std=c99 -Wall -Wextra -Werror) are compared with the TypeScript integer engine's.
  *
  *   node dist/bench/device.js [--bits 2,3,4,8] [--images N] [--method ewgs] [--model resnet20]
@@ -34,7 +36,7 @@ import type { CalibrationImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { createModel } from '../src/models/index.js';
+import { createModel, isModelName, modelNames, models } from '../src/models/index.js';
 import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
 import { readWeights } from '../src/train/checkpoint.js';
@@ -42,8 +44,9 @@ import { readWeights } from '../src/train/checkpoint.js';
 const DEFAULT_FLOAT = 'models/resnet20-cifar10-float.safetensors';
 const CALIBRATION_START = 5000;
 const CALIBRATION_IMAGES = 256;
-/** Issue 6's targets, KiB = 1024 bytes. */
-const TARGETS: Record<number, { flash: number; ram?: number }> = { 4: { flash: 200 * 1024, ram: 96 * 1024 }, 2: { flash: 120 * 1024 } };
+/** ResNet-20's targets by bit-width, KiB = 1024 bytes; every other model: a Cortex-M4 with 256 KB SRAM and 1 MB flash. */
+const RESNET20_TARGETS: Record<number, { flash: number; ram?: number }> = { 4: { flash: 200 * 1024, ram: 96 * 1024 }, 2: { flash: 120 * 1024 } };
+const MCU_BUDGET = { flash: 1024 * 1024, ram: 256 * 1024 };
 
 const { values } = parseArgs({
   options: {
@@ -72,6 +75,23 @@ function slice(data: ImageDataset, start: number, count: number): CalibrationIma
   const size = channels * height * width;
   const n = Math.min(count, data.count - start);
   return { images: data.images.subarray(start * size, (start + n) * size), labels: data.labels.subarray(start, start + n), count: n, channels, height, width };
+}
+
+/** `count` images of `shape` with smooth structure plus noise (deterministic), labelled 0. */
+function syntheticDataset(shape: readonly [number, number, number], count: number): ImageDataset {
+  const [channels, height, width] = shape;
+  const images = new Uint8Array(count * channels * height * width);
+  let state = 12345;
+  const next = (): number => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  for (let n = 0; n < count; n++) {
+    const [fy, fx, phase] = [next() * 0.6, next() * 0.6, next() * 6];
+    for (let i = 0; i < channels * height * width; i++) {
+      const [y, x] = [Math.floor(i / width) % height, i % width];
+      images[n * channels * height * width + i] = Math.max(0, Math.min(255, Math.round(128 + 80 * Math.sin(fy * y + fx * x + phase) + 30 * (next() - 0.5))));
+    }
+  }
+  const classes = Array.from({ length: models[values.model as keyof typeof models].numClasses }, (_, i) => `class${i}`);
+  return { name: 'synthetic', split: 'test', images, labels: new Int32Array(count), count, channels, height, width, classes, source: 'synthetic' };
 }
 
 function quantizedModel(bits: number, test: ImageDataset, floatFile: string | undefined): IntegerModel {
@@ -103,8 +123,11 @@ async function main(): Promise<void> {
   if (missing) throw new Error(`bench/device: ${missing}`);
   const bits = values.bits.split(',').map(Number);
   const count = Number(values.images);
-  const floatFile = values.float ?? (existsSync(DEFAULT_FLOAT) ? DEFAULT_FLOAT : undefined);
-  const test = await loadDataset({ name: 'cifar10', split: 'test', dataDir: values['data-dir'] });
+  if (!isModelName(values.model)) throw new Error(`bench/device: --model must be one of ${modelNames.join(', ')}`);
+  const floatFile = values.float ?? (values.model === 'resnet20' && existsSync(DEFAULT_FLOAT) ? DEFAULT_FLOAT : undefined);
+  const shape = models[values.model].inputShape;
+  const cifar = shape.join('x') === '3x32x32';
+  const test = cifar ? await loadDataset({ name: 'cifar10', split: 'test', dataDir: values['data-dir'] }) : syntheticDataset(shape, CALIBRATION_START + CALIBRATION_IMAGES);
   const sample = slice(test, 0, count);
   const rows = [];
   for (const b of bits) {
@@ -138,7 +161,7 @@ async function main(): Promise<void> {
       hostIdenticalLogits: compareLogits(host.logits, engine, classes).identicalImages,
       top1Agreement: onDevice.sameTop1,
       top1Accuracy: top1Accuracy(device.logits, sample.labels, classes),
-      target: TARGETS[b] ?? null,
+      target: (values.model === 'resnet20' ? RESNET20_TARGETS[b] : MCU_BUDGET) ?? null,
     };
     log(JSON.stringify(row));
     rows.push(row);
@@ -152,7 +175,7 @@ async function main(): Promise<void> {
   const kib = (n: number): string => (n / 1024).toFixed(1);
   console.log(
     `\n${values.model} (int${values['input-bits']} image, int${values['residual-bits']} residual stream) on a Cortex-M4 ` +
-      `(${CORTEX_M4_FLAGS.join(' ')}; QEMU mps2-an386, -icount shift=0), ${sample.count} CIFAR-10 test images`,
+      `(${CORTEX_M4_FLAGS.join(' ')}; QEMU mps2-an386, -icount shift=0), ${sample.count} ${cifar ? 'CIFAR-10 test' : 'synthetic'} images`,
   );
   console.log('| bits | flash B (text + rodata) | flash KiB | RAM B (data + bss + stack) | RAM KiB | arena B | stack B | instructions / inference | logits identical to TS engine (M4 / host gcc) | top-1 agreement % | top-1 accuracy % | target |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');

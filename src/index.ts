@@ -60,12 +60,13 @@ export { type MethodName, type IntegerForm, type TensorQuantizer, methodNames } 
 export { type FirstLastPolicy, type QuantizeOptions, allQuantizers, calibrate, quantize, quantizedLayers } from './quant/quantize.js';
 
 // Data.
-export { type ImageDataset, type DatasetName, DataLoader, createEvalLoader, loadDataset } from './data/index.js';
+export { type ImageDataset, type DatasetName, DataLoader, createEvalLoader, fixedSubset, loadDataset } from './data/index.js';
+export { type Normalization, resolveNormalization } from './data/augment.js';
 export { loadStateDict, readSafetensorsFile, writeSafetensorsFile, writeFileAtomic } from './io/index.js';
 
 // Training and evaluation.
 export { type TrainConfig, ConfigError, resolveConfig, readConfigFile } from './train/config.js';
-export { type TrainOptions, type TrainResult, DivergedError, buildModel, train } from './train/trainer.js';
+export { type TrainOptions, type TrainResult, type TrainingData, DivergedError, buildModel, train } from './train/trainer.js';
 export { type LoadedCheckpoint, readCheckpoint, saveCheckpoint } from './train/checkpoint.js';
 export { type EvalSummary, evaluate } from './train/evaluate.js';
 
@@ -75,6 +76,7 @@ export { type LowerOptions, lowerGraph, lowerModel } from './export/lower.js';
 export { type Graph, type GraphNode, type NodeOp, GraphError, describeGraph, runGraph, trace } from './graph/index.js';
 export { type CalibrationImages, normalizeImages } from './export/calibrate.js';
 export { IntegerEngine } from './export/engine.js';
+export { type AgreementResult, compareLogits, fakeQuantLogits, measureAgreement } from './export/agreement.js';
 export { HostIntegerEngine, hostEngineAvailability } from './export/host/engine.js';
 export { readTqm, writeTqm } from './export/tqm-file.js';
 export { exportOnnx, writeOnnxFile } from './export/onnx/index.js';

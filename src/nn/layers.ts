@@ -10,9 +10,13 @@ import { Module, Parameter } from './module.js';
 /** A size along height and width: one number for both, or [h, w]. */
 export type SizePair = number | readonly [number, number];
 
+function pairOf(size: SizePair): readonly [number, number] {
+  return typeof size === 'number' ? [size, size] : size;
+}
+
 /** `size` as [h, w], checked to be integers >= min (the error names the layer and the field). */
 function toPair(layer: string, field: string, size: SizePair, min: number): readonly [number, number] {
-  const [h, w] = typeof size === 'number' ? [size, size] : size;
+  const [h, w] = pairOf(size);
   if (!Number.isInteger(h) || !Number.isInteger(w) || h < min || w < min) {
     throw new Error(`${layer}: ${field} must be integers >= ${min}, got ${JSON.stringify(size)}`);
   }
@@ -277,7 +281,7 @@ export class Residual extends Module {
 
 /** The backend parameters of a pooling layer, checked so that a bad size names the layer. */
 function poolParams(layer: string, kernel: SizePair, stride: SizePair, padding: SizePair): Pool2dParams {
-  const p: Pool2dParams = { kernel: toPair(layer, 'kernel', kernel, 1), stride: toPair(layer, 'stride', stride, 1), padding: toPair(layer, 'padding', padding, 0) };
+  const p: Pool2dParams = { kernel: pairOf(kernel), stride: pairOf(stride), padding: pairOf(padding) };
   checkPool2dParams(layer, p);
   return p;
 }
