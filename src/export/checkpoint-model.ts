@@ -56,11 +56,16 @@ export function loadTrainedModel(path: string, overrides: Record<string, unknown
   if (config.method === 'float') {
     throw new LoweringError(`${path}: the checkpoint has no quantizers (method float); export needs a quantization-aware trained model (tinyquant train --method apot|ewgs|uniform|pact|lsq)`);
   }
-  const channels = inChannels(checkpoint.state);
-  const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels });
+  const architecture = checkpoint.meta?.architecture;
+  if (architecture) {
+    throw new LoweringError(`${path}: trained from a ${architecture} instance in code, not a registry model; lower it with lowerModel() on that model, or export it from code`);
+  }
+  // Checkpoints from before the sidecar recorded the image shape are CIFAR ResNets.
+  const inputShape = checkpoint.meta?.inputShape ?? [inChannels(checkpoint.state), 32, 32];
+  const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels: inputShape[0] });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
-  return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source, inputShape: [channels, 32, 32] };
+  return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source, inputShape };
 }
 
 /** The number of classes of a checkpoint's classifier. */

@@ -151,12 +151,6 @@ export function isKind<K extends NodeKind>(node: GraphNode, ...kinds: K[]): node
   return (kinds as NodeKind[]).includes(node.op.kind);
 }
 
-/** The node's single input (functional ops and layers with one input). */
-export function inputOf(graph: Graph, node: GraphNode): GraphNode {
-  if (node.inputs.length !== 1) throw new GraphError(`${node.name}: expected one input, has ${node.inputs.length}`);
-  return graph.nodes[node.inputs[0]];
-}
-
 /** One line per node, for error messages, `--debug` output and tests. */
 export function describeGraph(graph: Graph): string {
   return graph.nodes

@@ -43,6 +43,8 @@ export interface CheckpointMeta {
   readonly config: TrainConfig;
   /** The class name of a model instance the run was given in place of `config.model`. */
   readonly architecture?: string;
+  /** [channels, height, width] of the images the model was trained on (absent in older checkpoints). */
+  readonly inputShape?: readonly [number, number, number];
   readonly progress: TrainingProgress;
   readonly metrics: Record<string, unknown>;
   readonly versions: { readonly tinyquant: string; readonly node: string; readonly backend: string };
@@ -86,7 +88,7 @@ export function saveCheckpoint(
   kind: CheckpointKind,
   model: Module,
   optimizer: Optimizer | null,
-  info: { config: TrainConfig; architecture?: string; progress: TrainingProgress; metrics: Record<string, unknown> },
+  info: Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape' | 'progress' | 'metrics'>,
 ): string {
   const tag = `e${String(info.progress.epoch).padStart(4, '0')}-s${String(info.progress.step).padStart(6, '0')}`;
   const weights = writeTensors(dir, `${kind}-${tag}.safetensors`, model.stateDict(), { format: CHECKPOINT_FORMAT, kind });
@@ -103,6 +105,7 @@ export function saveCheckpoint(
     optimizer: optim,
     config: info.config,
     ...(info.architecture !== undefined && { architecture: info.architecture }),
+    ...(info.inputShape !== undefined && { inputShape: info.inputShape }),
     progress: info.progress,
     metrics: info.metrics,
     versions: { tinyquant: TINYQUANT_VERSION, node: process.version, backend: getBackend().name },

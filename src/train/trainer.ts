@@ -416,7 +416,7 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
         state.progress = { ...state.progress, step: batch.index + 1, partial: { lossSum, correct, count } };
         stepsThisProcess++;
         if (stopRequested || (ctx.opts.stopAfterSteps !== undefined && stepsThisProcess >= ctx.opts.stopAfterSteps)) {
-          saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, architecture: ctx.opts.model?.constructor.name, progress: state.progress, metrics: metricsFor(ctx) });
+          saveCheckpoint(ctx.outDir, 'last', model, optimizer, { ...runInfo(ctx), progress: state.progress, metrics: metricsFor(ctx) });
           progressSink.line(`stopped at epoch ${epoch + 1}, step ${batch.index + 1}; checkpoint saved in ${ctx.outDir} (continue with --resume)`);
           return 'interrupted';
         }
@@ -454,14 +454,20 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
           (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
           `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
       );
-      if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { config, architecture: ctx.opts.model?.constructor.name, progress: state.progress, metrics: { ...metricsFor(ctx), test } });
-      saveCheckpoint(ctx.outDir, 'last', model, optimizer, { config, architecture: ctx.opts.model?.constructor.name, progress: state.progress, metrics: metricsFor(ctx) });
+      if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { ...runInfo(ctx), progress: state.progress, metrics: { ...metricsFor(ctx), test } });
+      saveCheckpoint(ctx.outDir, 'last', model, optimizer, { ...runInfo(ctx), progress: state.progress, metrics: metricsFor(ctx) });
       if (stopRequested) return 'interrupted';
     }
     return 'finished';
   } finally {
     for (const s of signals) process.off(s, onSignal);
   }
+}
+
+/** What every checkpoint of the run records about it: config, the model instance's class, the image shape. */
+function runInfo(ctx: EpochContext): Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape'> {
+  const { channels, height, width } = ctx.trainLoader.dataset;
+  return { config: ctx.config, architecture: ctx.opts.model?.constructor.name, inputShape: [channels, height, width] };
 }
 
 function metricsFor(ctx: EpochContext): Record<string, unknown> {
