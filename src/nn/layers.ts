@@ -279,36 +279,31 @@ export class Residual extends Module {
   }
 }
 
-/** The backend parameters of a pooling layer, checked so that a bad size names the layer. */
 function poolParams(layer: string, kernel: SizePair, stride: SizePair, padding: SizePair): Pool2dParams {
   const p: Pool2dParams = { kernel: pairOf(kernel), stride: pairOf(stride), padding: pairOf(padding) };
   checkPool2dParams(layer, p);
   return p;
 }
 
-/** Average pooling, padding counted in the divisor (PyTorch's count_include_pad = true). */
-export class AvgPool2d extends Module {
+/** A window pooling layer: its backend parameters, checked so that a bad size names the layer. */
+abstract class Pool2d extends Module {
   readonly params: Pool2dParams;
 
   constructor(kernel: SizePair, stride: SizePair = kernel, padding: SizePair = 0) {
     super();
-    this.params = poolParams('AvgPool2d', kernel, stride, padding);
+    this.params = poolParams(this.constructor.name, kernel, stride, padding);
   }
+}
 
+/** Average pooling, padding counted in the divisor (PyTorch's count_include_pad = true). */
+export class AvgPool2d extends Pool2d {
   forward(x: Tensor): Tensor {
     return ops.avgPool2d(x, this.params);
   }
 }
 
 /** Max pooling (torch.nn.MaxPool2d without dilation or ceil mode): padding never wins. */
-export class MaxPool2d extends Module {
-  readonly params: Pool2dParams;
-
-  constructor(kernel: SizePair, stride: SizePair = kernel, padding: SizePair = 0) {
-    super();
-    this.params = poolParams('MaxPool2d', kernel, stride, padding);
-  }
-
+export class MaxPool2d extends Pool2d {
   forward(x: Tensor): Tensor {
     return ops.maxPool2d(x, this.params);
   }

@@ -15,6 +15,7 @@
  *   not overlap a placed buffer with an intersecting lifetime (greedy by size).
  */
 import { DTYPE_INFO, type ConvOp, type IntegerModel, type Op, tensorSize } from '../ir.js';
+import { opInputs } from '../validate.js';
 
 export interface Buffer {
   readonly bytes: number;
@@ -50,20 +51,6 @@ function alignUp(n: number): number {
 function convScratchBytes(model: IntegerModel, op: ConvOp): number {
   const [, h, w] = model.tensors[op.output].shape;
   return alignUp(4 * h * w) + alignUp(2 * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1]);
-}
-
-/** Tensors an op reads. */
-function opInputs(op: Op): number[] {
-  switch (op.kind) {
-    case 'input':
-      return [];
-    case 'add':
-      return [op.a.input, op.b.input];
-    case 'conv':
-      return op.epilogue.kind === 'residual' && op.epilogue.shortcut ? [op.input, op.epilogue.shortcut.input] : [op.input];
-    default:
-      return [op.input];
-  }
 }
 
 /** The inputs an op could overwrite with its output, element for element (see the file comment). */
