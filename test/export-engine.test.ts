@@ -2,7 +2,7 @@
  * The integer engine's contract: bit-exact agreement with a straightforward reference written here
  * from ir.ts's formulas (every v2 op and option, both arithmetic paths), input checks, refusal of
  * models that could overflow or are malformed, operation counts and costs consistent with
- * src/quant/cost.ts, and no Node-only code in the browser-side modules.
+ * src/graph/cost.ts, and no Node-only code in the browser-side modules.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import { type Arithmetic, IntegerEngine } from '../src/export/engine.js';
 import type { ActivationQuant, ConvOp, IntegerModel, Op, TensorInfo } from '../src/export/ir.js';
 import { modelReport } from '../src/export/report.js';
 import { IntegerModelError } from '../src/export/validate.js';
-import { modelCost } from '../src/quant/cost.js';
+import { modelCost } from '../src/graph/cost.js';
 import { type TinyOptions, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
 import { irCases, randomImages } from './ir-models.js';
 
@@ -26,7 +26,7 @@ before(() => {
   setBackend('js');
   const tiny = tinyQuantizedModel(APOT);
   ir = lowerTiny(tiny, APOT);
-  cost = modelCost(tiny.model, [1, 3, 16, 16]);
+  cost = modelCost(tiny.model, [3, 16, 16]);
 });
 
 function withOp(model: IntegerModel, name: string, edit: (op: ConvOp) => Op): IntegerModel {
@@ -234,7 +234,7 @@ describe('malformed models are refused when the engine is built', () => {
 });
 
 describe('costs', () => {
-  test('MACs, BOPs and packed weight bytes per layer agree with src/quant/cost.ts', () => {
+  test('MACs, BOPs and packed weight bytes per layer agree with src/graph/cost.ts', () => {
     const report = { ...modelReport(ir), layers: modelReport(ir).layers.filter((l) => l.params > 0) };
     assert.deepEqual(report.layers.map((l) => l.name), cost.layers.map((l) => l.path));
     report.layers.forEach((l, i) => {

@@ -13,7 +13,7 @@ import type { QuantSpec } from '../../backend/backend.js';
 import { getBackend } from '../../backend/index.js';
 import { createEvalLoader } from '../../data/index.js';
 import type { Module } from '../../nn/module.js';
-import { modelCost } from '../../quant/cost.js';
+import { modelCost } from '../../graph/cost.js';
 import { quantizedLayers } from '../../quant/quantize.js';
 import type { Role, TensorQuantizer } from '../../quant/quantizer.js';
 import { Tensor, noGrad, tidy } from '../../tensor/tensor.js';
@@ -67,9 +67,13 @@ const BATCH = 256;
 /** Values kept for the quantiles that choose the histogram range. */
 const QUANTILE_SAMPLE = 200_000;
 
-function costRow(config: TrainConfig, classes: number, label: { method: string; bits: string }): CostRow {
-  const { model } = buildModel(config, { classes: new Array<string>(classes).fill(''), channels: 3 });
-  const c = modelCost(model);
+/** [C, H, W] of a run's images: its checkpoint's record, or CIFAR's for checkpoints older than that record. */
+type SampleShape = readonly [number, number, number];
+const CIFAR_SHAPE: SampleShape = [3, 32, 32];
+
+function costRow(config: TrainConfig, classes: number, shape: SampleShape, label: { method: string; bits: string }): CostRow {
+  const { model } = buildModel(config, { classes: new Array<string>(classes).fill(''), channels: shape[0] });
+  const c = modelCost(model, shape);
   return { ...label, weightBytes: c.weightBytes, storedBytes: c.weightBytes + 4 * c.otherParams, macs: c.macs, bops: c.bops };
 }
 
@@ -192,13 +196,14 @@ async function testBatch(config: TrainConfig): Promise<{ images: Float32Array; s
 function panelsOf(summary: ConfigSummary, run: RunData, resultsDir: string, batch: { images: Float32Array; shape: number[] } | null): HistogramPanel[] {
   const checkpoint = readCheckpoint(join(resultsDir, run.record.dir));
   const config = checkpoint.meta?.config ?? run.config!;
-  const { model } = buildModel(config, { classes: new Array<string>(numClasses(checkpoint.state)).fill(''), channels: 3 });
+  const shape = checkpoint.meta?.inputShape ?? CIFAR_SHAPE;
+  const { model } = buildModel(config, { classes: new Array<string>(numClasses(checkpoint.state)).fill(''), channels: shape[0] });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
   const chosen = histogramLayer(model);
   if (!chosen) return [];
   const [path, layer] = chosen;
-  const input = batch ?? { images: new Float32Array(3 * 32 * 32), shape: [1, 3, 32, 32] };
+  const input = batch ?? { images: new Float32Array(shape[0] * shape[1] * shape[2]), shape: [1, ...shape] };
   const captured = captureInputs(layer, () => tidy(() => noGrad(() => void model.call(Tensor.fromArray(input.images, input.shape)))));
   const panels: HistogramPanel[] = [];
   for (const q of [layer.weightQuantizer, layer.actQuantizer]) {
@@ -215,9 +220,11 @@ async function analyzeStudy(study: Study, resultsDir: string, log: (m: string) =
   const notes: string[] = [];
   const anyRun = study.configs.flatMap((c) => c.runs)[0];
   if (!anyRun?.config) return { histograms: [], costs: [], notes: ['no finished quantized runs'] };
-  const classes = numClasses(readCheckpoint(join(resultsDir, anyRun.record.dir)).state);
-  const costs = [costRow({ ...anyRun.config, method: 'float', wbits: 32, abits: 32 }, classes, { method: 'float', bits: 'float' })];
-  for (const c of study.configs) if (c.runs[0]?.config) costs.push(costRow(c.runs[0].config, classes, { method: c.method, bits: c.bits }));
+  const checkpoint = readCheckpoint(join(resultsDir, anyRun.record.dir));
+  const classes = numClasses(checkpoint.state);
+  const shape = checkpoint.meta?.inputShape ?? CIFAR_SHAPE;
+  const costs = [costRow({ ...anyRun.config, method: 'float', wbits: 32, abits: 32 }, classes, shape, { method: 'float', bits: 'float' })];
+  for (const c of study.configs) if (c.runs[0]?.config) costs.push(costRow(c.runs[0].config, classes, shape, { method: c.method, bits: c.bits }));
   const batch = await testBatch(anyRun.config);
   if (!batch) notes.push('test images not available: activation histograms left out');
   const histograms: HistogramPanel[] = [];
