@@ -10,6 +10,7 @@ import { before, describe, test } from 'node:test';
 import {
   AvgPool2d,
   BatchNorm,
+  GlobalAvgPool,
   ClippedReLU,
   Flatten,
   MaxPool2d,
@@ -154,6 +155,17 @@ describe('lowering a user-written network', () => {
       assert.ok(worst < 0.02 * range, `${net}: largest logit difference ${worst} of ${range}`);
     });
   }
+
+  test('a ReLU after a ReLU6 keeps the ceiling', () => {
+    const rng = new Rng(2);
+    const model = new Sequential(new Conv2d(1, 4, 3, { rng, padding: 1 }), new BatchNorm(4), new ReLU6(), new ReLU(), new Conv2d(4, 4, 3, { rng, padding: 1 }), new BatchNorm(4, { relu: true }), new GlobalAvgPool(), new Linear(4, 4, { rng }));
+    quantize(model, { method: 'uniform', wbits: 4, abits: 4, firstLast: 'int8' });
+    const images = syntheticImages(8, 1, H, W, 2);
+    calibrate(model, normalizeImages(images.images, images.count, 1, NORM), [images.count, 1, H, W]);
+    model.eval();
+    const first = lower(model, images, 'uniform').ops[1];
+    assert.ok(first.kind === 'conv' && first.epilogue.kind === 'activation' && first.epilogue.ceiling !== null);
+  });
 
   test('what the lowering cannot represent is named by its node, before any model exists', () => {
     // A field holding a layer keeps working after quantize() swaps the layer.

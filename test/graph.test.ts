@@ -138,6 +138,31 @@ describe('trace', () => {
     assert.deepEqual([...model.namedBuffers()].map(([, t]) => Array.from(t.toArray())), before);
   });
 
+  test('tracing restores every module\'s own mode (a frozen batch norm stays frozen), and refuses a model waiting for calibration', () => {
+    const model = createModel('resnet8');
+    model.train();
+    const frozen = [...model.namedModules()].find(([name]) => name === 'layer1.0.bn1')![1];
+    frozen.eval();
+    trace(model, [3, 16, 16]);
+    assert.equal(frozen.training, false);
+    assert.ok([...model.namedModules()].filter(([, m]) => m !== frozen).every(([, m]) => m.training));
+    quantize(model, { method: 'lsq', wbits: 4, abits: 4 });
+    const layer = [...model.namedModules()].find(([name]) => name === 'layer1.0.conv1')![1] as Module & { calibrating: boolean };
+    layer.calibrating = true;
+    assert.throws(() => trace(model, [3, 16, 16]), /layer1\.0\.conv1: its quantizers wait for their calibration pass/);
+  });
+
+  test('a subclass of a known layer with a forward of its own is not taken for that layer', () => {
+    class ConvRelu extends Conv2d {
+      override forward(x: Tensor): Tensor {
+        return ops.relu(super.forward(x));
+      }
+    }
+    class PlainSubclass extends Conv2d {}
+    assert.throws(() => trace(new Sequential(new ConvRelu(3, 4, 3)), [3, 8, 8]), /0 \(ConvRelu\): a layer tinyquant cannot trace/);
+    assert.deepEqual(kinds(trace(new Sequential(new PlainSubclass(3, 4, 3)), [3, 8, 8])), ['input', 'conv']);
+  });
+
   test('what cannot be traced is named: an unknown leaf layer, an op outside a layer, a parameter used outside a layer', () => {
     class Mystery extends Module {
       forward(x: Tensor): Tensor {

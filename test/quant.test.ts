@@ -10,7 +10,7 @@ import { LsqQuantizer } from '../src/quant/lsq.js';
 import { PactQuantizer } from '../src/quant/pact.js';
 import type { TensorQuantizer } from '../src/quant/quantizer.js';
 import { UniformQuantizer } from '../src/quant/uniform.js';
-import { Tensor, backward, tidy } from '../src/tensor/tensor.js';
+import { Tensor, backward, noGrad, tidy } from '../src/tensor/tensor.js';
 
 /** Every test vector runs on every backend that is available. */
 function availableBackends(): Backend[] {
@@ -343,6 +343,29 @@ describe('quantization-aware training', () => {
       });
     });
   }
+
+  test('a frozen batch norm (eval mode in a training model) is not fused: the training graph equals the forward and keeps its statistics', async () => {
+    const { ResNet } = await import('../src/models/resnet.js');
+    const { trainingForward } = await import('../src/graph/index.js');
+    const { calibrate, quantize } = await import('../src/quant/quantize.js');
+    const { Rng } = await import('../src/util/rng.js');
+    const rng = new Rng(2);
+    const shape = [4, 3, 8, 8] as const;
+    const images = Float32Array.from({ length: 4 * 3 * 8 * 8 }, () => rng.normal());
+    const m = new ResNet({ blocks: [1], widths: [8], numClasses: 4, inChannels: 3, shortcut: 'A', headBatchNorm: false, init: 'kaiming-normal-fan-in', seed: 1 });
+    quantize(m, { method: 'uniform', wbits: 4, abits: 4, firstLast: 'int8' });
+    calibrate(m, images, shape);
+    m.train();
+    const bn = [...m.namedModules()].find(([name]) => name === 'layer1.0.bn1')![1];
+    bn.eval();
+    const forward = trainingForward(m, shape.slice(1));
+    const before = [...m.stateDict()].filter(([k]) => k.startsWith('layer1.0.bn1.running')).map(([, v]) => Array.from(v.data));
+    const viaGraph = tidy(() => noGrad(() => forward(Tensor.fromArray(images, shape)).toArray()));
+    const after = [...m.stateDict()].filter(([k]) => k.startsWith('layer1.0.bn1.running')).map(([, v]) => Array.from(v.data));
+    assert.deepEqual(after, before, 'the frozen statistics did not move');
+    const direct = tidy(() => noGrad(() => m.call(Tensor.fromArray(images, shape)).toArray()));
+    assert.deepEqual(viaGraph, direct);
+  });
 
   test('a few QAT steps lower the loss for every method, and the same seed gives the same weights', async () => {
     const { ResNet } = await import('../src/models/resnet.js');

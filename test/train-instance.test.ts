@@ -10,6 +10,9 @@ import { join } from 'node:path';
 import { evalCommand } from '../src/cli/eval.js';
 import { type ImageDataset, allocShared } from '../src/data/index.js';
 import { BatchNorm, Conv2d, GlobalAvgPool, Linear, Sequential } from '../src/nn/layers.js';
+import { Module } from '../src/nn/module.js';
+import * as ops from '../src/tensor/ops.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { quantizedLayers } from '../src/quant/quantize.js';
 import { resolveConfig } from '../src/train/config.js';
 import { type TrainingData, train } from '../src/train/trainer.js';
@@ -61,6 +64,28 @@ test('train({ model, data }): the instance is quantized and trained; checkpoints
     const resumed = await train({ config, outDir, model: new TinyNet(), data, resume: true, handleSignals: false });
     assert.deepEqual(resumed.final, whole.final, 'the same predictions, loss and accuracy as without the interruption');
     assert.deepEqual(resumed.fingerprint, whole.fingerprint);
+  } finally {
+    cleanup();
+  }
+});
+
+test('a model with a layer the graph cannot trace still trains, through its own forward, and says so once', async () => {
+  const { dir, cleanup } = tempDir('tq-train-untraced-');
+  try {
+    /** A leaf layer of the user's own: no sub-modules, not one of tinyquant's layers. */
+    class Halve extends Module {
+      forward(x: Tensor): Tensor {
+        return ops.affine(x, 0.5, 0);
+      }
+    }
+    const rng = new Rng(5);
+    const model = new Sequential(new Conv2d(1, 4, 3, { rng, padding: 1 }), new BatchNorm(4, { relu: true }), new Halve(), new GlobalAvgPool(), new Linear(4, 2, { rng }));
+    const lines: string[] = [];
+    const run = await train({ config, outDir: join(dir, 'run'), model, data, handleSignals: false, progress: { step: () => {}, line: (t) => lines.push(t) } });
+    assert.equal(run.status, 'finished');
+    const notices = lines.filter((l) => l.startsWith("training without the graph's fusions"));
+    assert.equal(notices.length, 1, lines.join('\n'));
+    assert.match(notices[0], /2 \(Halve\): a layer tinyquant cannot trace/);
   } finally {
     cleanup();
   }

@@ -80,11 +80,11 @@ export function benchSetup(args: ParsedArgs): BenchSetup {
   if (applyQuantization(model, quant)) calibrate(model, data[0].images, data[0].shape);
   const optimizer = new Sgd(groupParameters(model, [], { lr: 0.01, weightDecay: 5e-4 }), { momentum: 0.9 });
   if (evalMode) model.eval();
-  const forward = trainingForward(model, data[0].shape.slice(1));
+  const forward = evalMode ? null : trainingForward(model, data[0].shape.slice(1));
   const step = (i: number): void => {
     const b = data[i % data.length];
     if (evalMode) noGrad(() => evalBatch(model, b));
-    else trainStep(model, optimizer, b, { forward });
+    else trainStep(model, optimizer, b, { forward: forward ?? undefined });
   };
   const result = (iters: number, seconds: number): BenchResult => {
     const backend = getBackend();

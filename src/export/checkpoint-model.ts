@@ -60,8 +60,7 @@ export function loadTrainedModel(path: string, overrides: Record<string, unknown
   if (architecture) {
     throw new LoweringError(`${path}: trained from a ${architecture} instance in code, not a registry model; lower it with lowerModel() on that model, or export it from code`);
   }
-  // Checkpoints from before the sidecar recorded the image shape are CIFAR ResNets.
-  const inputShape = checkpoint.meta?.inputShape ?? [inChannels(checkpoint.state), 32, 32];
+  const inputShape = checkpoint.meta?.inputShape ?? unrecordedShape(path, config, checkpoint.state);
   const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels: inputShape[0] });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
@@ -73,6 +72,13 @@ export function numClasses(state: ReturnType<typeof readCheckpoint>['state']): n
   const bias = state.get('linear.bias') ?? state.get('linear.weight');
   if (!bias) throw new LoweringError('the checkpoint has no classifier (linear.weight)');
   return bias.shape[0];
+}
+
+/** The image shape of a checkpoint from before sidecars recorded it: the named dataset's. */
+function unrecordedShape(path: string, config: TrainConfig, state: ReturnType<typeof readCheckpoint>['state']): readonly [number, number, number] {
+  const side = config.dataset === 'mnist' || config.dataset === 'fashion-mnist' ? 28 : config.dataset === 'cifar10' || config.dataset === 'cifar100' ? 32 : null;
+  if (side === null) throw new LoweringError(`${path}: the checkpoint does not record its image shape (saved by an older tinyquant) and dataset ${config.dataset} does not imply one; train it again to export it`);
+  return [inChannels(state), side, side];
 }
 
 function inChannels(state: ReturnType<typeof readCheckpoint>['state']): number {

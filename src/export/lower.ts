@@ -10,8 +10,9 @@
  *   the weights itself (requant.ts); batch norm, the weight and input scales and EWGS's
  *   |output_scale| fold into the requantization.
  * - Where that output goes decides its form:
- *   - read by exactly one quantized layer (through max pools and flattens): that layer's activation
- *     codes, straight from the conv's epilogue;
+ *   - read by exactly one conv or linear layer (through max pools and flattens): that layer's
+ *     activation codes (its quantizer's, or 8 bits from calibration for a float-input layer),
+ *     straight from the conv's epilogue;
  *   - the graph's output: int32 logits;
  *   - otherwise (read twice, by an add, a pool, ...): a fixed-point stream (int16, or int8 with
  *     `residualBits: 8`) whose scale comes from calibration: headroom * max / (2^(bits-1) - 1),
@@ -29,7 +30,8 @@
  * - Average pooling: int32 window sums, 1/(KH*KW) folded into the consumer's requantization; max
  *   pooling runs on the integers (activation codes and streams grow with the real value).
  * - The image: normalization folded into a per-channel lookup table to int8 (or int16), one scale
- *   for all channels (max |normalized pixel| / 127), so padding (normalized 0) stays integer 0.
+ *   for all channels (max |normalized pixel| / 127, or / 32767), so padding (normalized 0) stays
+ *   integer 0.
  *   The layers reading it must not quantize their input (the table is the input quantization).
  * - Uniform activation rounding sends exact ties to the lower code (training: half to even); APoT
  *   ties go to the lower level in both.
@@ -164,7 +166,7 @@ class Plan {
     for (const node of graph.nodes) if (isWeighted(node)) this.#addGroup(node);
     for (const node of graph.nodes) if (isKind(node, 'add')) this.#assignJoin(node);
     for (const g of this.groups) if (g.target.kind === 'stream') g.target = this.#directTarget(g);
-    for (const g of this.groups) if (g.target.kind === 'stream' || g.target.kind === 'join') this.#streamRoot.set(g.end, g.end);
+    for (const g of this.groups) if (g.target.kind !== 'codes' && g.target.kind !== 'logits') this.#streamRoot.set(g.end, g.end);
     for (const end of this.addByEnd.keys()) this.#streamRoot.set(end, end);
     this.#joinScaleGroups();
   }
@@ -185,16 +187,19 @@ class Plan {
       end = next;
       clip = { relu: next.op.relu, ceiling: null };
     }
-    if (!clip.relu) [end, clip] = this.#withRelu(end, clip);
+    [end, clip] = this.#withRelu(end, clip);
     const g: ConvGroup = { layer, bn, end: end.id, clip, target: { kind: 'stream' } };
     this.groups.push(g);
     this.groupByEnd.set(g.end, g);
   }
 
-  /** A ReLU node that alone reads `node` folds into it. */
+  /** The ReLU nodes that alone read `node`, one after another, fold into it (the tightest ceiling wins). */
   #withRelu(node: GraphNode, clip: Clip): [GraphNode, Clip] {
-    const next = this.sole(node.id);
-    return next && isKind(next, 'relu') ? [next, { relu: true, ceiling: next.op.ceiling }] : [node, clip];
+    let [end, folded] = [node, clip];
+    for (let next = this.sole(end.id); next && isKind(next, 'relu'); next = this.sole(end.id)) {
+      [end, folded] = [next, { relu: true, ceiling: tighter(folded.relu ? folded.ceiling : null, next.op.ceiling) }];
+    }
+    return [end, folded];
   }
 
   /** The group whose value is `id` and that can take an add into its epilogue (no ReLU before the add). */
@@ -205,7 +210,7 @@ class Plan {
 
   #assignJoin(add: GraphNode<AddNode>): void {
     const [a, b] = add.inputs;
-    const [end, clip] = add.op.relu ? [add, { relu: true, ceiling: null }] : this.#withRelu(add, NO_CLIP);
+    const [end, clip] = this.#withRelu(add, { relu: add.op.relu, ceiling: null });
     const owner = a === b ? null : (this.#joinable(a, add) ?? this.#joinable(b, add));
     if (!owner) {
       this.addByEnd.set(end.id, { add, clip });
@@ -239,9 +244,10 @@ class Plan {
     if (this.#streamRoot.has(a) && this.#streamRoot.has(b)) this.#streamRoot.set(this.#find(a), this.#find(b));
   }
 
-  /** Streams joined by an identity add share one scale. */
+  /** Streams joined by an identity add share one scale (and a conv computed at a join's scale joins it). */
   #joinScaleGroups(): void {
-    for (const g of this.groups) if (g.target.kind === 'join') this.#union(g.target.other, g.end);
+    // A second conv into a join is stored at the join's scale: its values must fit that scale too.
+    for (const g of this.groups) if (g.target.kind === 'join' || g.target.kind === 'shortcut') this.#union(g.target.kind === 'join' ? g.target.other : g.target.join.end, g.end);
     for (const [end, { add }] of this.addByEnd) for (const input of add.inputs) this.#union(input, end);
   }
 
@@ -320,8 +326,10 @@ class Lowerer {
         const v = this.#unclipped(node.inputs[0], node.name);
         return { ...v, affine: foldBatchNorm(v.affine, op), clip: { relu: op.relu, ceiling: null }, codesFor: null };
       }
-      case 'relu':
-        return { ...this.value(node.inputs[0]), clip: { relu: true, ceiling: op.ceiling } };
+      case 'relu': {
+        const v = this.value(node.inputs[0]);
+        return { ...v, clip: { relu: true, ceiling: tighter(v.clip.relu ? v.clip.ceiling : null, op.ceiling) } };
+      }
       case 'flatten':
         return this.value(node.inputs[0]);
       case 'maxpool':
@@ -537,6 +545,11 @@ function streamInfo(bits: number, clip: Clip): Pick<TensorInfo, 'dtype' | 'range
   return { dtype: bits === 8 ? 'int8' : 'int16', range: [clip.relu ? 0 : -top - 1, top] };
 }
 
+/** The lower of two ceilings (null: none). */
+function tighter(a: number | null, b: number | null): number | null {
+  return a === null ? b : b === null ? a : Math.min(a, b);
+}
+
 /** A clipped ReLU's ceiling in units of `unit`, or null. */
 function ceilingIn(clip: Clip, unit: number): number | null {
   return clip.ceiling === null ? null : Math.floor(clip.ceiling / unit);
@@ -588,6 +601,9 @@ export function lowerGraph(graph: Graph, opts: LowerOptions): IntegerModel {
   const lowerer = new Lowerer(plan, ranges, residualBits, residualHeadroom, notes, warn, image);
   lowerer.tensors.push(imageInfo);
   lowerer.ops.push({ kind: 'input', output: 0, lut });
+  if (plan.groupByEnd.get(graph.output)?.target.kind !== 'logits') {
+    throw new LoweringError(`${graph.nodes[graph.output].name}: the model's output must be a linear or conv layer (with an optional batch norm) that nothing else reads`);
+  }
   const output = lowerer.value(graph.output).tensor;
   const ir: IntegerModel = {
     version: IR_VERSION,

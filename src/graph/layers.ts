@@ -4,8 +4,13 @@
  */
 import { AvgPool2d, BatchNorm, ClippedReLU, Conv2d, Flatten, GlobalAvgPool, Identity, Linear, MaxPool2d, ReLU, ShortcutPad } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import { isQuantizedLayer } from '../quant/qlayers.js';
+import { QConv2d, QLinear, isQuantizedLayer } from '../quant/qlayers.js';
 import type { LayerQuantizers, NodeOp, Pair } from './graph.js';
+
+/** The forward methods whose computation the node ops describe. */
+const KNOWN_FORWARDS = new Set<unknown>(
+  [AvgPool2d, BatchNorm, ClippedReLU, Conv2d, Flatten, GlobalAvgPool, Identity, Linear, MaxPool2d, ReLU, ShortcutPad, QConv2d, QLinear].map((c) => c.prototype.forward),
+);
 
 function quantizersOf(m: Module): LayerQuantizers | null {
   return isQuantizedLayer(m) ? { weight: m.weightQuantizer, activation: m.actQuantizer, outputScale: m.outputScale } : null;
@@ -15,8 +20,12 @@ function pair(p: readonly number[]): Pair {
   return [p[0], p[1]];
 }
 
-/** The node op of a leaf layer, 'identity' for a layer that returns its input, or null when unknown. */
+/**
+ * The node op of a leaf layer, 'identity' for a layer that returns its input, or null when unknown:
+ * also for a subclass of a known layer that computes something else in its own `forward`.
+ */
 export function layerOp(m: Module): NodeOp | 'identity' | null {
+  if (!KNOWN_FORWARDS.has(m.forward)) return null;
   if (m instanceof Conv2d) {
     const [, , kh, kw] = m.weight.shape;
     return {

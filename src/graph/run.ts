@@ -39,6 +39,30 @@ export interface RunOptions {
   readonly fusion?: TrainingFusion;
 }
 
+/**
+ * One node, fused where the fusion says and its op can run now: a batch norm that quantizes the
+ * next convolution's input leaves it in `quantized` and has no output of its own (null); an
+ * add+ReLU returns the join and leaves the quantized copy; a convolution takes its input from there.
+ */
+function runStep(graph: Graph, node: GraphNode, inputs: Tensor[], fusion: TrainingFusion | undefined, quantized: Map<number, Tensor>): Tensor | null {
+  const conv = fusion?.get(node.id);
+  const op = conv === undefined ? null : fusedInputOp(graph.nodes[conv], inputs[0].shape);
+  if (op && node.op.kind === 'batchnorm') {
+    const bn = node.module as BatchNorm;
+    // A frozen batch norm (eval mode inside a training model) normalizes with its running statistics: not fused.
+    if (bn.training) {
+      quantized.set(conv!, bn.inContext(() => batchNormFakeQuantize(inputs[0], bn, op)));
+      return null;
+    }
+  } else if (op) {
+    const joined = addReluFakeQuantize(inputs[0], inputs[1], op);
+    quantized.set(conv!, joined.q);
+    return joined.y;
+  }
+  const q = quantized.get(node.id);
+  return q ? (node.module as QConv2d).forwardQuantized(q) : runNode(node, inputs);
+}
+
 /** The graph's output for input x. The caller owns x and the returned tensor. */
 export function runGraph(graph: Graph, x: Tensor, opts: RunOptions = {}): Tensor {
   const release = !isGradEnabled();
@@ -50,23 +74,9 @@ export function runGraph(graph: Graph, x: Tensor, opts: RunOptions = {}): Tensor
   opts.observe?.(graph.nodes[0], x);
   for (const node of graph.nodes.slice(1)) {
     const inputs = node.inputs.map((i) => values[i]!);
-    const conv = opts.fusion?.get(node.id);
-    const op = conv === undefined ? null : fusedInputOp(graph.nodes[conv], inputs[0].shape);
-    let y: Tensor;
-    if (op && node.op.kind === 'batchnorm') {
-      const bn = node.module as BatchNorm;
-      quantized.set(conv!, bn.inContext(() => batchNormFakeQuantize(inputs[0], bn, op)));
-      continue;
-    } else if (op) {
-      const joined = addReluFakeQuantize(inputs[0], inputs[1], op);
-      quantized.set(conv!, joined.q);
-      y = joined.y;
-    } else {
-      const q = quantized.get(node.id);
-      y = q ? (node.module as QConv2d).forwardQuantized(q) : runNode(node, inputs);
-    }
+    const y = runStep(graph, node, inputs, opts.fusion, quantized);
     values[node.id] = y;
-    opts.observe?.(node, y);
+    if (y) opts.observe?.(node, y);
     if (!release) continue;
     for (const i of new Set(node.inputs)) {
       if (--readers[i] === 0 && i !== 0 && i !== graph.output) {

@@ -10,6 +10,7 @@
 import type { Shape } from '../backend/backend.js';
 import { shapeStr } from '../backend/backend.js';
 import { type Module, observeCalls } from '../nn/module.js';
+import { isQuantizedLayer } from '../quant/qlayers.js';
 import { Tensor, noGrad, observeOps, tidy } from '../tensor/tensor.js';
 import { type Graph, GraphError, type GraphNode, type NodeOp } from './graph.js';
 import { layerOp } from './layers.js';
@@ -113,11 +114,14 @@ class Tracer {
 
 /**
  * Trace a model on an example input: a batch tensor (N, ...) or the shape of one sample, e.g.
- * [3, 32, 32] (a batch of one zero image is used). The model runs in eval mode; its mode is
- * restored afterwards and its batch-norm statistics are not touched.
+ * [3, 32, 32] (a batch of one zero image is used). The model runs in eval mode; every module's mode
+ * is restored afterwards and its batch-norm statistics are not touched.
  */
 export function trace(model: Module, input: Tensor | Shape): Graph {
-  const wasTraining = model.training;
+  const calibrating = [...model.namedModules()].find(([, m]) => isQuantizedLayer(m) && m.calibrating);
+  if (calibrating) throw new GraphError(`${calibrating[0]}: its quantizers wait for their calibration pass (quantize.ts calibrate); tracing would run it on the example input`);
+  const modules = [...model.namedModules()].map(([, m]) => m);
+  const modes = modules.map((m) => m.training);
   model.eval();
   try {
     return tidy(() =>
@@ -132,6 +136,6 @@ export function trace(model: Module, input: Tensor | Shape): Graph {
       }),
     );
   } finally {
-    model.train(wasTraining);
+    modules.forEach((m, i) => (m.training = modes[i]));
   }
 }

@@ -11,11 +11,12 @@ import { Module, Parameter } from './module.js';
 export type SizePair = number | readonly [number, number];
 
 function pairOf(size: SizePair): readonly [number, number] {
-  return typeof size === 'number' ? [size, size] : size;
+  return typeof size === 'number' ? [size, size] : [size[0], size[1]];
 }
 
 /** `size` as [h, w], checked to be integers >= min (the error names the layer and the field). */
 function toPair(layer: string, field: string, size: SizePair, min: number): readonly [number, number] {
+  if (typeof size !== 'number' && size.length !== 2) throw new Error(`${layer}: ${field} must be one number or [h, w], got ${JSON.stringify(size)}`);
   const [h, w] = pairOf(size);
   if (!Number.isInteger(h) || !Number.isInteger(w) || h < min || w < min) {
     throw new Error(`${layer}: ${field} must be integers >= ${min}, got ${JSON.stringify(size)}`);

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { createModel } from '../models/index.js';
-import { trainingForward } from '../graph/index.js';
+import type { Shape } from '../backend/backend.js';
+import { GraphError, trainingForward } from '../graph/index.js';
 import type { Module, Parameter } from '../nn/module.js';
 import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFactor } from '../optim/index.js';
 import { EwgsQuantizer } from '../quant/ewgs.js';
@@ -377,7 +378,7 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
         const t0 = performance.now();
         let r;
         try {
-          forward ??= trainingForward(model, [batch.channels, batch.height, batch.width]);
+          forward ??= trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink);
           r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
             forward,
             labelSmoothing: config.labelSmoothing,
@@ -461,6 +462,20 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
     return 'finished';
   } finally {
     for (const s of signals) process.off(s, onSignal);
+  }
+}
+
+/**
+ * The fused training forward of the model's graph, or its own forward (without the fusions) for a
+ * model the graph cannot trace (a layer of the user's own without sub-modules), said once.
+ */
+function trainingForwardOf(model: Module, sampleShape: Shape, progress: ProgressSink): (x: Tensor) => Tensor {
+  try {
+    return trainingForward(model, sampleShape);
+  } catch (e) {
+    if (!(e instanceof GraphError)) throw e;
+    progress.line(`training without the graph's fusions: ${e.message}`);
+    return (x) => model.call(x);
   }
 }
 

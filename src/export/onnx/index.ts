@@ -79,7 +79,11 @@ function metadataOf(model: Module, opts: OnnxExportOptions): Record<string, stri
 /** The serialized ONNX model (a ModelProto). Throws, naming the layer, for what ONNX cannot express. */
 export function exportOnnx(model: Module, opts: OnnxExportOptions = {}): Uint8Array {
   checkExportable(model);
-  const graph: Graph = trace(model, opts.inputShape ?? CIFAR_SHAPE);
+  const shape = opts.inputShape ?? CIFAR_SHAPE;
+  if (opts.inputSize && (opts.inputSize[0] !== shape[1] || opts.inputSize[1] !== shape[2])) {
+    throw new Error(`onnx export: inputSize [${opts.inputSize.join(', ')}] differs from the traced input shape [${shape.join(', ')}]`);
+  }
+  const graph: Graph = trace(model, shape);
   const g = new GraphBuilder();
   const input = g.reserve(ONNX_INPUT);
   g.nameOutput(lowerGraphToOnnx(g, graph, input), ONNX_OUTPUT);
