@@ -30,10 +30,18 @@ export function flag(args: ParsedArgs, name: string): boolean {
 }
 
 /** A numeric option; `integer` demands an integer; `min` a lower bound. */
+/**
+ * A flag's text as a number when it is written in decimal (`4`, `-0.5`, `1e-3`); null otherwise.
+ * Number() alone would also read `0x10`, `0b1`, `''` and `' 4 '`, none of which a user means as a number.
+ */
+export function decimalNumber(text: string): number | null {
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text) ? Number(text) : null;
+}
+
 export function num(args: ParsedArgs, name: string, fallback: number, opts: { integer?: boolean; min?: number } = {}): number {
   const raw = str(args, name);
   if (raw === undefined) return fallback;
-  const v = Number(raw);
+  const v = decimalNumber(raw) ?? NaN;
   if (!Number.isFinite(v) || (opts.integer && !Number.isInteger(v)) || (opts.min !== undefined && v < opts.min)) {
     const what = opts.integer ? 'an integer' : 'a number';
     const bound = opts.min !== undefined ? ` >= ${opts.min}` : '';

@@ -8,7 +8,7 @@ import { createBackend } from '../backend/index.js';
 import { type TrainConfig, ConfigError, readConfigFile, resolveConfig, resolveConfigPaths } from '../train/config.js';
 import { streamProgress } from '../train/progress.js';
 import { DivergedError, train } from '../train/trainer.js';
-import { type ParsedArgs, UsageError, flag, parse, str } from './args.js';
+import { type ParsedArgs, UsageError, decimalNumber, flag, parse, str } from './args.js';
 import { quantizationOptions } from './quant-flags.js';
 
 export const TRAIN_USAGE = `usage: tinyquant train [--config FILE] [--out DIR] [--resume] [options]
@@ -113,7 +113,8 @@ export function configFromFlags(args: ParsedArgs): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
   for (const [flagName, field] of Object.entries(NUMERIC)) {
     const v = str(args, flagName);
-    if (v !== undefined) raw[field] = Number.isNaN(Number(v)) ? v : Number(v);
+    // Text that is not a decimal number stays text, so the config check names the field and the value.
+    if (v !== undefined) raw[field] = decimalNumber(v) ?? v;
   }
   for (const [flagName, field] of Object.entries(STRINGS)) {
     const v = str(args, flagName);

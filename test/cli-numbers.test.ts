@@ -1,0 +1,24 @@
+/**
+ * Numbers on the command line are decimal: `--wbits 0x4` or `--lr 0x10` is not 4 or 16 but an error
+ * naming the field and the text, and so are empty or padded values.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { decimalNumber, parse } from '../src/cli/args.js';
+import { configFromFlags } from '../src/cli/train.js';
+import { ConfigError, resolveConfig } from '../src/train/config.js';
+
+test('decimalNumber reads decimal notation only', () => {
+  for (const [text, value] of [['4', 4], ['-0.5', -0.5], ['1e-3', 0.001], ['.25', 0.25], ['+2', 2], ['3.', 3], ['2E2', 200]] as const) {
+    assert.equal(decimalNumber(text), value, text);
+  }
+  for (const text of ['0x4', '0b1', '0o7', '', ' 4', '4 ', 'Infinity', 'NaN', '1_000', '4e', '--1']) assert.equal(decimalNumber(text), null, JSON.stringify(text));
+});
+
+test('train flags: hexadecimal and padded numbers are refused by name', () => {
+  const flags = (argv: string[]) => configFromFlags(parse('train', argv, { wbits: { type: 'string' }, lr: { type: 'string' }, epochs: { type: 'string' } }));
+  assert.throws(() => resolveConfig(flags(['--wbits', '0x4']), 'flags'), (e: Error) => e instanceof ConfigError && /wbits must be an integer in \[1, 32\]; got "0x4"/.test(e.message));
+  assert.throws(() => resolveConfig(flags(['--lr', '0x10']), 'flags'), /lr must be a number > 0; got "0x10"/);
+  assert.throws(() => resolveConfig(flags(['--epochs', ' 2']), 'flags'), /epochs must be an integer/);
+  assert.equal(resolveConfig(flags(['--lr', '1e-3', '--epochs', '2']), 'flags').lr, 0.001);
+});
