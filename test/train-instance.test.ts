@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { evalCommand } from '../src/cli/eval.js';
 import { type ImageDataset, allocShared } from '../src/data/index.js';
@@ -86,6 +86,25 @@ test('a model with a layer the graph cannot trace still trains, through its own 
     const notices = lines.filter((l) => l.startsWith("training without the graph's fusions"));
     assert.equal(notices.length, 1, lines.join('\n'));
     assert.match(notices[0], /2 \(Halve\): a layer tinyquant cannot trace/);
+  } finally {
+    cleanup();
+  }
+});
+
+test('a resume whose sidecar claims progress outside the run is refused', async () => {
+  const { dir, cleanup } = tempDir('tq-train-progress-');
+  try {
+    const outDir = join(dir, 'run');
+    await train({ config, outDir, model: new TinyNet(), data, handleSignals: false, stopAfterSteps: 3 });
+    const sidecar = join(outDir, 'last.json');
+    const meta = JSON.parse(readFileSync(sidecar, 'utf8'));
+    for (const progress of [{ epoch: 5, step: 0 }, { epoch: 2, step: 1 }, { epoch: 0, step: 99 }, { epoch: -1, step: 0 }]) {
+      writeFileSync(sidecar, JSON.stringify({ ...meta, progress: { ...meta.progress, ...progress } }));
+      await assert.rejects(
+        train({ config, outDir, model: new TinyNet(), data, resume: true, handleSignals: false }),
+        new RegExp(`last\\.json: progress \\(epoch ${progress.epoch}, step ${progress.step}\\) lies outside the run's 2 epochs of 4 steps`),
+      );
+    }
   } finally {
     cleanup();
   }

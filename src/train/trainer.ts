@@ -277,7 +277,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (resumed) {
       model.loadStateDict(resumed.state, { source: resumed.source });
       if (resumed.optimizer) optimizer.loadState(resumed.optimizer, `${lastSidecar} optimizer state`);
-      state.progress = (resumed.meta as CheckpointMeta).progress;
+      state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, config.epochs, trainLoader.stepsPerEpoch, lastSidecar);
       state.epochs = readMetrics(join(outDir, 'metrics.jsonl'), state.progress.epoch);
       startHash = String((resumed.meta as CheckpointMeta).metrics.startWeights);
       progressSink.line(`resuming ${outDir} at epoch ${state.progress.epoch + 1}, step ${state.progress.step}`);
@@ -477,6 +477,15 @@ function trainingForwardOf(model: Module, sampleShape: Shape, progress: Progress
     progress.line(`training without the graph's fusions: ${e.message}`);
     return (x) => model.call(x);
   }
+}
+
+/** A resumed run's progress, refused when it lies outside the run (a sidecar edited or from another run). */
+function checkedProgress(p: TrainingProgress, epochs: number, stepsPerEpoch: number, sidecar: string): TrainingProgress {
+  const inside = Number.isInteger(p.epoch) && Number.isInteger(p.step) && p.epoch >= 0 && p.step >= 0 && p.step <= stepsPerEpoch;
+  if (!inside || p.epoch > epochs || (p.epoch === epochs && p.step > 0)) {
+    throw new Error(`${sidecar}: progress (epoch ${p.epoch}, step ${p.step}) lies outside the run's ${epochs} epochs of ${stepsPerEpoch} steps`);
+  }
+  return p;
 }
 
 /** What every checkpoint of the run records about it: config, the model instance's class, the image shape. */
