@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
@@ -75,6 +75,21 @@ describe('train then eval', () => {
     const wrong = await start(['eval', '--checkpoint', weights, '--model', 'resnet20', '--dataset', 'cifar10', '--data-dir', dir]).done;
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /layer2\.1|shape|missing/);
+  });
+});
+
+describe('resuming from the run directory\'s own config.json', () => {
+  test('train --config RUN/config.json --out RUN --resume accepts the config the run wrote, relative paths included', async () => {
+    const float = join(dir, 'float');
+    await cli(trainArgs(float, 1));
+    // A quantized run started from the float run by a relative path (resolved against the working directory).
+    const run = join(dir, 'qat');
+    const relativeInit = relative(process.cwd(), join(float, 'last.json'));
+    await cli([...trainArgs(run, 1), '--method', 'uniform', '--wbits', '4', '--init', relativeInit]);
+    const saved = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'));
+    assert.equal(saved.init, join(float, 'last.json'), 'config.json keeps paths absolute');
+    const resumed = await cli(['train', '--config', join(run, 'config.json'), '--out', run, '--resume', '--quiet']);
+    assert.match(resumed.stdout, /"out":/);
   });
 });
 

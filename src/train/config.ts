@@ -324,7 +324,7 @@ function checkCombination(c: TrainConfig, source: string): void {
 }
 
 /** The config fields that are paths. */
-const PATH_FIELDS = ['dataDir', 'dataPath', 'init'] as const;
+export const PATH_FIELDS = ['dataDir', 'dataPath', 'init'] as const;
 
 /** Relative paths of a config file's path fields, resolved against the file's directory. */
 export function resolveConfigPaths(raw: Raw, fileDir: string, resolvePath = (path: string, dir: string): string => resolve(dir, path)): Raw {
