@@ -11,6 +11,7 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadDataset } from '../data/index.js';
+import { configDifferences } from '../train/config.js';
 import { configDatasetOptions } from '../train/dataset.js';
 import type { StepProgress } from '../train/progress.js';
 import type { Plan, RunSpec } from './grid.js';
@@ -20,7 +21,6 @@ import {
   type ResultsIndex,
   ResultsError,
   type RunRecord,
-  configDifferences,
   didNotFinish,
   lockResults,
   newIndex,
@@ -86,7 +86,8 @@ function reconcile(plan: Plan, resultsDir: string, previous: ResultsIndex | null
     const base = recordOf(run);
     const saved = readRunConfig(resultsDir, run.id);
     if (saved) {
-      const diff = configDifferences(saved, run.config);
+      // Workers run in the results directory: relative paths of a grid are relative to it.
+      const diff = configDifferences(saved, run.config, resultsDir);
       if (diff.length > 0) changed.push(`${run.id} (${diff.join(', ')})`);
     }
     const before = previous?.runs.find((r) => r.id === run.id);

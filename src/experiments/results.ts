@@ -140,17 +140,6 @@ export function readRunConfig(resultsDir: string, id: string): TrainConfig | nul
   return existsSync(file) ? (readJsonFile(file) as TrainConfig) : null;
 }
 
-/** Fields that may differ between attempts of one run (where the data is, how it is loaded). */
-const INCIDENTAL_FIELDS: readonly string[] = ['dataDir', 'workers'];
-
-/** Config fields that differ, ignoring incidental ones. */
-export function configDifferences(a: TrainConfig, b: TrainConfig): string[] {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-  return [...keys].filter(
-    (k) => !INCIDENTAL_FIELDS.includes(k) && JSON.stringify((a as unknown as Record<string, unknown>)[k]) !== JSON.stringify((b as unknown as Record<string, unknown>)[k]),
-  );
-}
-
 /**
  * One `run` at a time per results directory: a lock file holding the pid, taken over when that
  * process no longer exists.

@@ -9,7 +9,7 @@ import { getBackend } from '../backend/index.js';
 import { fixedSubset } from '../data/index.js';
 import { writeJsonAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
-import type { TrainConfig } from '../train/config.js';
+import { type TrainConfig, configForFile } from '../train/config.js';
 import { loadConfigDataset } from '../train/dataset.js';
 import type { ProgressSink, StepProgress } from '../train/progress.js';
 import { DivergedError, evaluateCheckpoint, train } from '../train/trainer.js';
@@ -87,7 +87,7 @@ export async function evaluateStart(config: TrainConfig, outDir: string, progres
   progress.line(`evaluating ${config.init} on ${test.count} ${config.dataset} test images`);
   const r = await evaluateCheckpoint({ ...config, method: 'float' }, checkpoint, test, config.evalBatch);
   const outcome: RunOutcome = outcomeOf(r);
-  writeJsonAtomic(join(outDir, 'config.json'), config);
+  writeJsonAtomic(join(outDir, 'config.json'), configForFile(config));
   writeJsonAtomic(join(outDir, 'final.json'), { ...outcome, checkpoint: { path: config.init, sha256: fileSha256(checkpoint.source) } });
   progress.line(`float start: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% on ${r.n} images`);
   return outcome;

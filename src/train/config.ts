@@ -326,6 +326,30 @@ function checkCombination(c: TrainConfig, source: string): void {
 /** The config fields that are paths. */
 export const PATH_FIELDS = ['dataDir', 'dataPath', 'init'] as const;
 
+/** Fields that may differ between attempts of one run (where the data is, how it is loaded). */
+const INCIDENTAL_FIELDS: readonly string[] = ['dataDir', 'workers'];
+
+/**
+ * The fields in which two configs of one run differ, ignoring incidental ones; paths compare as the
+ * files they name (relative ones against `dir`, the directory the run was started in), so a config
+ * read back from a run directory (paths made absolute) equals the one the run was given.
+ */
+export function configDifferences(a: TrainConfig, b: TrainConfig, dir = process.cwd()): string[] {
+  const [x, y] = [a, b] as unknown as Record<string, unknown>[];
+  const same = (k: string): boolean =>
+    (PATH_FIELDS as readonly string[]).includes(k) && typeof x[k] === 'string' && typeof y[k] === 'string'
+      ? resolve(dir, x[k] as string) === resolve(dir, y[k] as string)
+      : JSON.stringify(x[k]) === JSON.stringify(y[k]);
+  return [...new Set([...Object.keys(x), ...Object.keys(y)])].filter((k) => !INCIDENTAL_FIELDS.includes(k) && !same(k));
+}
+
+/** The config as a run directory's config.json keeps it: paths absolute, so that reading the file back finds the same files. */
+export function configForFile(config: TrainConfig): TrainConfig {
+  const out: Record<string, unknown> = { ...config };
+  for (const k of PATH_FIELDS) if (typeof out[k] === 'string') out[k] = resolve(out[k] as string);
+  return out as unknown as TrainConfig;
+}
+
 /** Relative paths of a config file's path fields, resolved against the file's directory. */
 export function resolveConfigPaths(raw: Raw, fileDir: string, resolvePath = (path: string, dir: string): string => resolve(dir, path)): Raw {
   const out = { ...raw };

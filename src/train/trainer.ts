@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { createModel } from '../models/index.js';
@@ -21,7 +21,7 @@ import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
 import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { DEFAULT_CONFIG, PATH_FIELDS, type TrainConfig, resolveConfig } from './config.js';
+import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig } from './config.js';
 import { loadConfigDataset } from './dataset.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
@@ -228,22 +228,6 @@ function writeMetrics(file: string, epochs: EpochMetrics[]): void {
   writeFileAtomic(file, epochs.map((m) => JSON.stringify(m)).join('\n') + '\n');
 }
 
-function sameConfig(a: TrainConfig, b: TrainConfig): string[] {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof TrainConfig>;
-  const same = (k: keyof TrainConfig): boolean =>
-    (PATH_FIELDS as readonly string[]).includes(k) && typeof a[k] === 'string' && typeof b[k] === 'string'
-      ? resolve(a[k] as string) === resolve(b[k] as string)
-      : JSON.stringify(a[k]) === JSON.stringify(b[k]);
-  return [...keys].filter((k) => k !== 'workers' && k !== 'dataDir' && !same(k));
-}
-
-/** The config as the run directory's config.json keeps it: paths absolute, so that reading the file back finds the same files. */
-function configForFile(config: TrainConfig): TrainConfig {
-  const out: Record<string, unknown> = { ...config };
-  for (const k of PATH_FIELDS) if (typeof out[k] === 'string') out[k] = resolve(out[k] as string);
-  return out as unknown as TrainConfig;
-}
-
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { config, outDir } = opts;
   const progressSink = opts.progress ?? silentProgress;
@@ -254,7 +238,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (resumed?.meta) {
     // Both through the config check: fields added since the run started take their defaults, and a
     // config read back from a file (run/config.json) compares equal to the one the run was given.
-    const diff = sameConfig(resolveConfig({ ...DEFAULT_CONFIG, ...resumed.meta.config }, lastSidecar), resolveConfig({ ...config }, 'the config'));
+    const diff = configDifferences(resolveConfig({ ...DEFAULT_CONFIG, ...resumed.meta.config }, lastSidecar), resolveConfig({ ...config }, 'the config'));
     if (diff.length > 0) throw new Error(`${lastSidecar}: cannot resume with a different config (fields ${diff.join(', ')} differ)`);
     if (resumed.meta.architecture !== architecture) {
       throw new Error(
