@@ -138,6 +138,8 @@ test('IDX: images and labels, plain or gzipped, with checked magic numbers and c
   }
   assert.throws(() => parseIdx(idxFile([2], Uint8Array.from([1, 2])), 3, 'f.idx'), /f\.idx: bad IDX magic 0x00000801, expected 0x00000803/);
   assert.throws(() => parseIdx(idxFile([2, 2, 2], new Uint8Array(7)), 3, 'g.idx'), /g\.idx: header says 2x2x2 = 8 data bytes, file holds 7/);
+  assert.throws(() => parseIdx(idxFile([0, 28, 28], new Uint8Array(0)), 3, 'z.idx'), /z\.idx: header declares a zero dimension \(0x28x28\)/);
+  assert.throws(() => parseIdx(idxFile([5, 0, 28], new Uint8Array(0)), 3, 'w.idx'), /w\.idx: header declares a zero dimension \(5x0x28\)/);
 });
 
 const SHARED = sharedDataDir();

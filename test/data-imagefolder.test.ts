@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadImageFolder, readTarFile, type TarEntry } from '../src/data/index.js';
-import { encodeJpeg, encodePng, gzip, planar, rgbImage, tarArchive, tempDir } from './fixtures/data/make.js';
+import { encodeJpeg, encodePng, gzip, paxRecord, planar, rgbImage, tarArchive, tarEntry, tempDir } from './fixtures/data/make.js';
 
 async function entriesOf(path: string): Promise<TarEntry[]> {
   const out: TarEntry[] = [];
@@ -41,6 +41,15 @@ test('tar reader: truncated and corrupt archives are errors naming the archive',
     damaged[10] ^= 0xff;
     writeFileSync(corrupt, damaged);
     await assert.rejects(entriesOf(corrupt), /corrupt\.tar: not a tar archive or corrupt tar header at byte 0/);
+    // A gzip trailer whose CRC does not match the data (what `gzip -t` catches), after a complete archive.
+    const badCrc = gzip(archive);
+    badCrc[badCrc.length - 8] ^= 0xff;
+    writeFileSync(join(dir, 'crc.tar.gz'), badCrc);
+    await assert.rejects(entriesOf(join(dir, 'crc.tar.gz')), /crc\.tar\.gz: .*(check|crc)/i);
+    // A pax size that points backwards would re-read the same header forever: refused.
+    const backwards = Buffer.concat([...tarEntry('PaxHeader', 'x', paxRecord('size', '-512')), ...tarEntry('a.bin', '0', Buffer.alloc(10)), Buffer.alloc(1024)]);
+    writeFileSync(join(dir, 'pax.tar'), backwards);
+    await assert.rejects(entriesOf(join(dir, 'pax.tar')), /pax\.tar: pax header at byte 0 gives size "-512", not a byte count/);
   } finally {
     cleanup();
   }

@@ -29,6 +29,7 @@ export function parseIdx(bytes: Uint8Array, expectedRank: number, source: string
   const headerBytes = 4 + 4 * rank;
   if (bytes.length < headerBytes) throw new Error(`${source}: truncated IDX header`);
   const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i));
+  if (dims.some((d) => d === 0)) throw new Error(`${source}: header declares a zero dimension (${dims.join('x')}): no data to train or test on`);
   const expectedData = dims.reduce((a, b) => a * b, 1);
   const actualData = bytes.length - headerBytes;
   if (actualData !== expectedData) {

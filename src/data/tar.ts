@@ -55,7 +55,11 @@ export async function* readTar(chunks: AsyncIterable<Buffer>, archive: string): 
   for (;;) {
     const offset = input.position;
     const header = await input.read(BLOCK);
-    if (header.length === 0 || isZeroBlock(header)) return; // end of archive (zero block or clean EOF)
+    if (header.length === 0 || isZeroBlock(header)) {
+      // End of archive. Read the stream to its end anyway: gunzip checks its CRC and length there.
+      await input.drain();
+      return;
+    }
     if (header.length < BLOCK) throw new Error(`${archive}: truncated tar header at byte ${offset}`);
     verifyChecksum(header, archive, offset);
     const typeFlag = String.fromCharCode(header[156] || 0x30);
@@ -74,6 +78,9 @@ export async function* readTar(chunks: AsyncIterable<Buffer>, archive: string): 
       paxPath = pax.get('path');
       const sizeText = pax.get('size');
       paxSize = sizeText === undefined ? undefined : Number(sizeText);
+      if (paxSize !== undefined && !(Number.isSafeInteger(paxSize) && paxSize >= 0 && /^\d+$/.test(sizeText!))) {
+        throw new Error(`${archive}: pax header at byte ${offset} gives size "${sizeText}", not a byte count`);
+      }
       continue;
     }
     if (typeFlag === 'g' || typeFlag === 'K') continue; // global pax defaults, GNU long link targets: unused
@@ -198,6 +205,11 @@ class ByteReader {
       this.position += take;
       left -= take;
     }
+  }
+
+  /** Consume the rest of the stream (its contents are not needed). */
+  async drain(): Promise<void> {
+    while (await this.#nextChunk());
   }
 
   async #nextChunk(): Promise<boolean> {
