@@ -62,6 +62,16 @@ describe('CIFAR ResNets', () => {
     wrong.set('layer1.0.conv1.weight', { shape: [16, 16, 1, 1], data: new Float32Array(256) });
     assert.throws(() => dst.loadStateDict(wrong, { source: 'x.safetensors' }), /x\.safetensors: "layer1\.0\.conv1\.weight" has shape \[16, 16, 1, 1\] but the model expects \[16, 16, 3, 3\]/);
 
+    const withNaN = new Map(state);
+    withNaN.set('linear.weight', { shape: state.get('linear.weight')!.shape, data: Float32Array.from(state.get('linear.weight')!.data, (v, i) => (i === 7 ? NaN : v)) });
+    assert.throws(() => dst.loadStateDict(withNaN, { source: 'n.pth' }), /n\.pth: "linear\.weight" holds NaN at index 7/);
+    const negative = new Map(state);
+    negative.set('bn1.running_var', { shape: [16], data: Float32Array.from({ length: 16 }, (_, i) => (i === 3 ? -0.5 : 1)) });
+    assert.throws(() => dst.loadStateDict(negative), /"bn1\.running_var" holds the negative variance -0\.5 at index 3/);
+    dst.loadStateDict(withNaN, { allowNonFinite: true });
+    assert.ok(Number.isNaN(dst.stateDict().get('linear.weight')!.data[7]), 'loaded when allowed');
+    dst.loadStateDict(state);
+
     const missing = new Map(state);
     missing.delete('bn1.running_var');
     assert.throws(() => dst.loadStateDict(missing), /missing bn1\.running_var/);

@@ -33,6 +33,8 @@ export interface LoadOptions {
   readonly strict?: boolean;
   /** Where the state dict came from, for error messages. */
   readonly source?: string;
+  /** Load NaN or infinite values, and negative batch-norm variances, instead of refusing them (default false). */
+  readonly allowNonFinite?: boolean;
 }
 
 export interface LoadReport {
@@ -154,6 +156,7 @@ export abstract class Module {
           `loadStateDict${source}: "${key}" has shape ${shapeStr(value.shape)} but the model expects ${shapeStr(target.shape)}`,
         );
       }
+      if (!opts.allowNonFinite) checkValues(key, value.data, source);
       target.assign(value.data);
       loaded.push(key);
     }
@@ -194,6 +197,16 @@ export function observeCalls<T>(observer: CallObserver, fn: () => T): T {
     return fn();
   } finally {
     callObserver = before;
+  }
+}
+
+/** A loaded tensor must hold finite values, and a batch norm's running variance no negative one. */
+function checkValues(key: string, data: Float32Array, source: string): void {
+  const bad = data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) throw new Error(`loadStateDict${source}: "${key}" holds ${data[bad]} at index ${bad} (a diverged or corrupt checkpoint; allowNonFinite loads it anyway)`);
+  if (/(^|\.)running_var$/.test(key)) {
+    const negative = data.findIndex((v) => v < 0);
+    if (negative >= 0) throw new Error(`loadStateDict${source}: "${key}" holds the negative variance ${data[negative]} at index ${negative}`);
   }
 }
 
