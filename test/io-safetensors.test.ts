@@ -167,3 +167,23 @@ test('toFloat32 decodes half, bfloat16 and integer types exactly', () => {
   const f32 = Float32Array.from([1, 2]);
   assert.equal(toFloat32({ dtype: 'F32', shape: [2], data: f32 }), f32, 'F32 data is returned as is');
 });
+
+test('weights files: an integer tensor where a weight belongs is refused by name; integer counters are dropped', async () => {
+  const { readWeights } = await import('../src/train/checkpoint.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tinyquant-io-dtype-'));
+  try {
+    const file = path.join(dir, 'w.safetensors');
+    writeSafetensorsFile(file, new Map([
+      ['conv.weight', { dtype: 'I32', shape: [2], data: Int32Array.from([1, 2]) }],
+      ['bn.num_batches_tracked', { dtype: 'I64', shape: [], data: BigInt64Array.from([3n]) }],
+    ]) as TensorMap);
+    assert.throws(() => readWeights(file), /w\.safetensors: tensor "conv\.weight" is I32; weights and buffers must be floating point/);
+    writeSafetensorsFile(file, new Map([
+      ['conv.weight', { dtype: 'F32', shape: [2], data: Float32Array.from([1, 2]) }],
+      ['bn.num_batches_tracked', { dtype: 'I64', shape: [], data: BigInt64Array.from([3n]) }],
+    ]) as TensorMap);
+    assert.deepEqual([...readWeights(file).keys()], ['conv.weight']);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -169,6 +169,10 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
   return { state: readWeights(weightsFile), meta, optimizer, source: weightsFile };
 }
 
+/** Entries tinyquant does not keep: PyTorch's batch counters, EWGS's per-layer `init` flags (integer tensors). */
+const DROPPED_KEYS = /(^|\.)(init|num_batches_tracked)$/;
+const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F64', 'F32', 'F16', 'BF16']);
+
 /**
  * Reference implementations name a few things differently: APoT's classifier is `fc` and its
  * projection shortcut `downsample`; EWGS keeps an `init` flag buffer per quantized layer.
@@ -176,7 +180,7 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
 export function mapReferenceKeys(state: StateDict): StateDict {
   const out: StateDict = new Map();
   for (const [key, value] of state) {
-    if (/(^|\.)init$/.test(key) || /(^|\.)num_batches_tracked$/.test(key)) continue;
+    if (DROPPED_KEYS.test(key)) continue;
     const mapped = key.replace(/^fc\./, 'linear.').replace(/\.downsample\./, '.shortcut.');
     out.set(mapped, value);
   }
@@ -185,5 +189,11 @@ export function mapReferenceKeys(state: StateDict): StateDict {
 
 /** Weights from any supported file (safetensors, PyTorch zip or legacy), keys mapped to ours. */
 export function readWeights(file: string): StateDict {
-  return mapReferenceKeys(fromTensorMap(loadStateDict(file)));
+  const tensors = loadStateDict(file);
+  for (const [key, t] of tensors) {
+    if (!FLOAT_DTYPES.has(t.dtype) && !DROPPED_KEYS.test(key)) {
+      throw new Error(`${file}: tensor "${key}" is ${t.dtype}; weights and buffers must be floating point (F32, F16, BF16 or F64)`);
+    }
+  }
+  return mapReferenceKeys(fromTensorMap(tensors));
 }
