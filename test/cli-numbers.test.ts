@@ -1,9 +1,11 @@
 /**
  * Numbers on the command line are decimal: `--wbits 0x4` or `--lr 0x10` is not 4 or 16 but an error
- * naming the field and the text, and so are empty or padded values.
+ * naming the field and the text, and so are empty or padded values. Errors print as one line.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { decimalNumber, parse } from '../src/cli/args.js';
 import { configFromFlags } from '../src/cli/train.js';
 import { ConfigError, resolveConfig } from '../src/train/config.js';
@@ -21,4 +23,14 @@ test('train flags: hexadecimal and padded numbers are refused by name', () => {
   assert.throws(() => resolveConfig(flags(['--lr', '0x10']), 'flags'), /lr must be a number > 0; got "0x10"/);
   assert.throws(() => resolveConfig(flags(['--epochs', ' 2']), 'flags'), /epochs must be an integer/);
   assert.equal(resolveConfig(flags(['--lr', '1e-3', '--epochs', '2']), 'flags').lr, 0.001);
+});
+
+test('a failing command prints one line naming what is wrong, and its stack only with TINYQUANT_DEBUG=1', () => {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const run = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, [cli, 'eval', '--checkpoint', '/nonexistent/run'], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const plain = run({ TINYQUANT_DEBUG: '' });
+  assert.equal(plain.status, 1);
+  assert.deepEqual(plain.stderr.trim().split('\n'), ['tinyquant: checkpoint /nonexistent/run does not exist']);
+  const debug = run({ TINYQUANT_DEBUG: '1' });
+  assert.match(debug.stderr, /^tinyquant: Error: checkpoint \/nonexistent\/run does not exist\n\s+at /);
 });

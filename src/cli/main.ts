@@ -45,8 +45,11 @@ async function main(argv: string[]): Promise<void> {
   await command(rest);
 }
 
+/** Errors print as their message alone; the stack only with TINYQUANT_DEBUG=1 (for reports of a bug). */
+const debug = process.env.TINYQUANT_DEBUG === '1';
+
 main(process.argv.slice(2)).catch((e: unknown) => {
-  const err = e as Error;
-  console.error(`tinyquant: ${e instanceof UsageError ? err.message : (err.stack ?? err.message)}`);
+  const err = e instanceof Error ? e : new Error(String(e));
+  console.error(`tinyquant: ${debug && !(e instanceof UsageError) ? (err.stack ?? err.message) : err.message}`);
   process.exitCode = e instanceof UsageError ? 2 : 1;
 });
