@@ -11,6 +11,7 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadDataset } from '../data/index.js';
+import { lockDirectory } from '../io/lock.js';
 import { configDifferences } from '../train/config.js';
 import { configDatasetOptions } from '../train/dataset.js';
 import type { StepProgress } from '../train/progress.js';
@@ -22,7 +23,6 @@ import {
   ResultsError,
   type RunRecord,
   didNotFinish,
-  lockResults,
   newIndex,
   readOutcome,
   readResultsIndex,
@@ -143,7 +143,7 @@ interface Active {
 export async function executePlan(plan: Plan, opts: ExecuteOptions): Promise<ExecuteSummary> {
   const resultsDir = resolve(opts.resultsDir);
   mkdirSync(resultsDir, { recursive: true });
-  const unlock = lockResults(resultsDir);
+  const unlock = lockDirectory(resultsDir, 'tinyquant run');
   try {
     const previous = readResultsIndex(resultsDir);
     checkSameGrid(previous, plan, resultsDir);

@@ -3,7 +3,7 @@
  * outcome and error) and `runs/<id>/` (each run's config.json, metrics.jsonl, checkpoints,
  * final.json and train.log, as the trainer and the worker write them).
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readJsonFile, writeJsonAtomic } from '../io/index.js';
 import type { TrainConfig } from '../train/config.js';
@@ -140,27 +140,3 @@ export function readRunConfig(resultsDir: string, id: string): TrainConfig | nul
   return existsSync(file) ? (readJsonFile(file) as TrainConfig) : null;
 }
 
-/**
- * One `run` at a time per results directory: a lock file holding the pid, taken over when that
- * process no longer exists.
- */
-export function lockResults(dir: string): () => void {
-  const file = join(dir, '.lock');
-  if (existsSync(file)) {
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-      throw new ResultsError(`${dir} is in use by another tinyquant run (pid ${pid}); wait for it, or stop it first`);
-    }
-  }
-  writeFileSync(file, `${process.pid}\n`);
-  return () => rmSync(file, { force: true });
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

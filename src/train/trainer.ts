@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
+import { lockDirectory } from '../io/lock.js';
 import { createModel } from '../models/index.js';
 import type { Shape } from '../backend/backend.js';
 import { GraphError, trainingForward } from '../graph/index.js';
@@ -251,6 +252,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = (m: string): void => progressSink.line(m);
   const data = opts.data ?? { train: await loadConfigDataset(config, 'train', { log }), test: await loadConfigDataset(config, 'test', { log }) };
   mkdirSync(outDir, { recursive: true });
+  // One writer per run directory: a second `train --out` of the same directory is refused.
+  const unlock = lockDirectory(outDir, 'training run');
+  try {
+    return await trainInDirectory(opts, data, resumed, progressSink);
+  } finally {
+    unlock();
+  }
+}
+
+/** The run proper, in its locked directory. */
+async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed: LoadedCheckpoint | null, progressSink: ProgressSink): Promise<TrainResult> {
+  const { config, outDir } = opts;
+  const lastSidecar = join(outDir, 'last.json');
   writeJsonAtomic(join(outDir, 'config.json'), configForFile(config));
   const trainData = fixedSubset(data.train, config.trainSubset);
   const testData = fixedSubset(data.test, config.testSubset);
