@@ -5,7 +5,7 @@
 import { resolveNormalization } from '../data/augment.js';
 import type { ImageDataset } from '../data/dataset.js';
 import type { Module } from '../nn/module.js';
-import { readCheckpoint } from '../train/checkpoint.js';
+import { inputShapeOf, readCheckpoint } from '../train/checkpoint.js';
 import { type TrainConfig, resolveConfig } from '../train/config.js';
 import { calibrate } from '../quant/quantize.js';
 import { loadConfigDataset } from '../train/dataset.js';
@@ -60,7 +60,8 @@ export function loadTrainedModel(path: string, overrides: Record<string, unknown
   if (architecture) {
     throw new LoweringError(`${path}: trained from a ${architecture} instance in code, not a registry model; lower it with lowerModel() on that model, or export it from code`);
   }
-  const inputShape = checkpoint.meta?.inputShape ?? unrecordedShape(path, config, checkpoint.state);
+  const inputShape = inputShapeOf(checkpoint, config);
+  if (!inputShape) throw new LoweringError(`${path}: the checkpoint does not record its image shape (saved by an older tinyquant) and dataset ${config.dataset} does not imply one; train it again to export it`);
   const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels: inputShape[0] });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
@@ -72,19 +73,6 @@ export function numClasses(state: ReturnType<typeof readCheckpoint>['state']): n
   const bias = state.get('linear.bias') ?? state.get('linear.weight');
   if (!bias) throw new LoweringError('the checkpoint has no classifier (linear.weight)');
   return bias.shape[0];
-}
-
-/** The image shape of a checkpoint from before sidecars recorded it: the named dataset's. */
-function unrecordedShape(path: string, config: TrainConfig, state: ReturnType<typeof readCheckpoint>['state']): readonly [number, number, number] {
-  const side = config.dataset === 'mnist' || config.dataset === 'fashion-mnist' ? 28 : config.dataset === 'cifar10' || config.dataset === 'cifar100' ? 32 : null;
-  if (side === null) throw new LoweringError(`${path}: the checkpoint does not record its image shape (saved by an older tinyquant) and dataset ${config.dataset} does not imply one; train it again to export it`);
-  return [inChannels(state), side, side];
-}
-
-function inChannels(state: ReturnType<typeof readCheckpoint>['state']): number {
-  const w = state.get('conv1.weight');
-  if (!w) throw new LoweringError('the checkpoint has no first convolution (conv1.weight)');
-  return w.shape[1];
 }
 
 /** `count` images of a dataset picked by a fixed seeded permutation (the same for every run). */

@@ -8,6 +8,7 @@ import { dsCnn } from './dscnn.js';
 import { mobileNetV1 } from './mobilenetv1.js';
 import { ResNet, type ResNetConfig } from './resnet.js';
 import { resnet8Mlperf } from './resnet8-mlperf.js';
+import type { ZooModelOptions } from './zoo-blocks.js';
 
 export { BasicBlock, ResNet, type ResNetConfig, type ShortcutOption } from './resnet.js';
 export { dsCnn } from './dscnn.js';
@@ -45,6 +46,11 @@ function resnetEntry(architecture: Architecture): ModelEntry {
   return { create: (opts) => new ResNet({ ...architecture, ...opts }), inputShape: CIFAR_INPUT, numClasses: 10 };
 }
 
+/** A zoo model's entry: its constructor function drawing from the seed's generator. */
+function zooEntry(make: (opts: ZooModelOptions) => Module, inputShape: readonly [number, number, number], numClasses: number): ModelEntry {
+  return { create: ({ numClasses: n, inChannels, seed }) => make({ numClasses: n, inChannels, rng: new Rng(seed) }), inputShape, numClasses };
+}
+
 /**
  * `resnetNN`: He et al.'s CIFAR ResNet (depth 6n + 2) with option-A shortcuts (the canonical one,
  * used for fair comparisons; ResNet-8 is the smallest, for tests and the tiniest devices); `-apot` and `-ewgs` are the exact variants of the two reference implementations
@@ -62,21 +68,9 @@ export const models = {
   'resnet56-apot': resnetEntry(cifarResNet(56, { shortcut: 'B', init: 'kaiming-normal-fan-out' })),
   'resnet20-ewgs': resnetEntry(cifarResNet(20, { headBatchNorm: true })),
   resnet18: resnetEntry({ blocks: [2, 2, 2, 2], widths: [64, 128, 256, 512], shortcut: 'B', headBatchNorm: false, init: 'kaiming-normal-fan-in' }),
-  'resnet8-mlperf': {
-    create: ({ numClasses, inChannels, seed }) => resnet8Mlperf({ numClasses, inChannels, rng: new Rng(seed) }),
-    inputShape: CIFAR_INPUT,
-    numClasses: 10,
-  },
-  dscnn: {
-    create: ({ numClasses, inChannels, seed }) => dsCnn({ numClasses, inChannels, rng: new Rng(seed) }),
-    inputShape: [1, 49, 10],
-    numClasses: 12,
-  },
-  'mobilenetv1-0.25': {
-    create: ({ numClasses, inChannels, seed }) => mobileNetV1({ alpha: 0.25, numClasses, inChannels, rng: new Rng(seed) }),
-    inputShape: [3, 96, 96],
-    numClasses: 2,
-  },
+  'resnet8-mlperf': zooEntry(resnet8Mlperf, CIFAR_INPUT, 10),
+  dscnn: zooEntry(dsCnn, [1, 49, 10], 12),
+  'mobilenetv1-0.25': zooEntry((o) => mobileNetV1({ ...o, alpha: 0.25 }), [3, 96, 96], 2),
 } as const satisfies Record<string, ModelEntry>;
 
 export type ModelName = keyof typeof models;

@@ -152,6 +152,18 @@ function resolvePath(path: string): { sidecar: string | null; weights: string } 
   return { sidecar: null, weights: path };
 }
 
+/**
+ * [channels, height, width] of the images a checkpoint's model was trained on: as its sidecar
+ * records it, or, for checkpoints saved before sidecars did, the shape of the named dataset (the
+ * channels from the first convolution). Null when neither tells.
+ */
+export function inputShapeOf(checkpoint: LoadedCheckpoint, config: TrainConfig): readonly [number, number, number] | null {
+  if (checkpoint.meta?.inputShape) return checkpoint.meta.inputShape;
+  const side = config.dataset === 'mnist' || config.dataset === 'fashion-mnist' ? 28 : config.dataset === 'cifar10' || config.dataset === 'cifar100' ? 32 : null;
+  const conv = checkpoint.state.get('conv1.weight');
+  return side !== null && conv ? [conv.shape[1], side, side] : null;
+}
+
 /** Read a checkpoint: a run directory, one of our sidecars, or any weights file (safetensors, .pth). */
 export function readCheckpoint(path: string): LoadedCheckpoint {
   const { sidecar, weights } = resolvePath(path);

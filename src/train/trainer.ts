@@ -250,21 +250,25 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
   // The data first: unreadable or inconsistent images stop the run before it writes anything.
   const log = (m: string): void => progressSink.line(m);
-  const data = opts.data ?? { train: await loadConfigDataset(config, 'train', { log }), test: await loadConfigDataset(config, 'test', { log }) };
+  const data = opts.data ?? (await loadTrainingData(config, log));
   mkdirSync(outDir, { recursive: true });
   // One writer per run directory: a second `train --out` of the same directory is refused.
   const unlock = lockDirectory(outDir, 'training run');
   try {
-    return await trainInDirectory(opts, data, resumed, progressSink);
+    return await trainInDirectory(opts, data, resumed, lastSidecar, progressSink);
   } finally {
     unlock();
   }
 }
 
+async function loadTrainingData(config: TrainConfig, log: (m: string) => void): Promise<TrainingData> {
+  const [train, test] = await Promise.all((['train', 'test'] as const).map((split) => loadConfigDataset(config, split, { log })));
+  return { train, test };
+}
+
 /** The run proper, in its locked directory. */
-async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed: LoadedCheckpoint | null, progressSink: ProgressSink): Promise<TrainResult> {
+async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed: LoadedCheckpoint | null, lastSidecar: string, progressSink: ProgressSink): Promise<TrainResult> {
   const { config, outDir } = opts;
-  const lastSidecar = join(outDir, 'last.json');
   writeJsonAtomic(join(outDir, 'config.json'), configForFile(config));
   const trainData = fixedSubset(data.train, config.trainSubset);
   const testData = fixedSubset(data.test, config.testSubset);

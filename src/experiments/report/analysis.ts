@@ -18,7 +18,7 @@ import { quantizedLayers } from '../../quant/quantize.js';
 import type { Role, TensorQuantizer } from '../../quant/quantizer.js';
 import { Tensor, noGrad, tidy } from '../../tensor/tensor.js';
 import { numClasses } from '../../export/checkpoint-model.js';
-import { readCheckpoint } from '../../train/checkpoint.js';
+import { inputShapeOf, readCheckpoint } from '../../train/checkpoint.js';
 import type { TrainConfig } from '../../train/config.js';
 import { loadConfigDataset } from '../../train/dataset.js';
 import { buildModel } from '../../train/trainer.js';
@@ -67,8 +67,8 @@ const BATCH = 256;
 /** Values kept for the quantiles that choose the histogram range. */
 const QUANTILE_SAMPLE = 200_000;
 
-/** [C, H, W] of a run's images: its checkpoint's record, or CIFAR's for checkpoints older than that record. */
 type SampleShape = readonly [number, number, number];
+/** For a checkpoint that tells neither (see inputShapeOf): CIFAR's, the study's data. */
 const CIFAR_SHAPE: SampleShape = [3, 32, 32];
 
 function costRow(config: TrainConfig, classes: number, shape: SampleShape, label: { method: string; bits: string }): CostRow {
@@ -196,7 +196,7 @@ async function testBatch(config: TrainConfig): Promise<{ images: Float32Array; s
 function panelsOf(summary: ConfigSummary, run: RunData, resultsDir: string, batch: { images: Float32Array; shape: number[] } | null): HistogramPanel[] {
   const checkpoint = readCheckpoint(join(resultsDir, run.record.dir));
   const config = checkpoint.meta?.config ?? run.config!;
-  const shape = checkpoint.meta?.inputShape ?? CIFAR_SHAPE;
+  const shape = inputShapeOf(checkpoint, config) ?? CIFAR_SHAPE;
   const { model } = buildModel(config, { classes: new Array<string>(numClasses(checkpoint.state)).fill(''), channels: shape[0] });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
@@ -222,7 +222,7 @@ async function analyzeStudy(study: Study, resultsDir: string, log: (m: string) =
   if (!anyRun?.config) return { histograms: [], costs: [], notes: ['no finished quantized runs'] };
   const checkpoint = readCheckpoint(join(resultsDir, anyRun.record.dir));
   const classes = numClasses(checkpoint.state);
-  const shape = checkpoint.meta?.inputShape ?? CIFAR_SHAPE;
+  const shape = inputShapeOf(checkpoint, checkpoint.meta?.config ?? anyRun.config) ?? CIFAR_SHAPE;
   const costs = [costRow({ ...anyRun.config, method: 'float', wbits: 32, abits: 32 }, classes, shape, { method: 'float', bits: 'float' })];
   for (const c of study.configs) if (c.runs[0]?.config) costs.push(costRow(c.runs[0].config, classes, shape, { method: c.method, bits: c.bits }));
   const batch = await testBatch(anyRun.config);
