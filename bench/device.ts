@@ -112,7 +112,7 @@ async function integerModel(bits: number, test: ImageDataset, floatFile: string 
   const run = values.run.find((r) => r.startsWith(`${bits}=`))?.slice(`${bits}=`.length);
   if (run) {
     const lowering = { dataDir: values['data-dir'], residualBits: Number(values['residual-bits']) as 8 | 16, inputBits: Number(values['input-bits']) as 8 | 16 };
-    return { model: await lowerTrainedModel(loadTrainedModel(run), lowering), source: run };
+    return { model: (await lowerTrainedModel(loadTrainedModel(run), lowering)).ir, source: run };
   }
   const source = `${values.model} ${values.method} W${bits}A${bits}, ${floatFile ? `from ${floatFile}` : 'random weights'}, calibrated (not trained)`;
   return { model: quantizedModel(bits, test, floatFile), source };

@@ -19,7 +19,8 @@ import { parseArgs } from 'node:util';
 import { setBackend } from '../src/backend/index.js';
 import { resolveNormalization } from '../src/data/augment.js';
 import { loadDataset } from '../src/data/load.js';
-import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel, pickImages } from '../src/export/checkpoint-model.js';
+import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
+import { pickImages } from '../src/export/calibrate.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { HostIntegerEngine } from '../src/export/host/engine.js';
 import { compareEngines, imagesPerSecond } from '../src/export/host/measure.js';
@@ -69,7 +70,7 @@ async function loadModel(): Promise<{ model: IntegerModel; source: string }> {
   if (values.tqm) return { model: readTqm(values.tqm), source: values.tqm };
   if (values.checkpoint) {
     const trained = loadTrainedModel(values.checkpoint);
-    return { model: await lowerTrainedModel(trained, { dataDir: values['data-dir'] }), source: values.checkpoint };
+    return { model: (await lowerTrainedModel(trained, { dataDir: values['data-dir'] })).ir, source: values.checkpoint };
   }
   return { model: await calibratedModel(), source: `untrained ${values.model} ${values.method} W${values.bits}A${values.bits}, calibrated` };
 }

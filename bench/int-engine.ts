@@ -34,7 +34,8 @@ import { compareLogits, measureAgreement, perturbedTop1, top1Accuracy } from '..
 import { generateC } from '../src/export/c/generate.js';
 import { runOnHost } from '../src/export/c/toolchain.js';
 import { normalizeImages } from '../src/export/calibrate.js';
-import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel, pickImages } from '../src/export/checkpoint-model.js';
+import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
+import { pickImages } from '../src/export/calibrate.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { HostIntegerEngine, hostEngineAvailability } from '../src/export/host/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
@@ -127,7 +128,7 @@ async function agreement(): Promise<void> {
     const trained = loadTrainedModel(run);
     const residualBits = Number(values['residual-bits']) as 8 | 16;
     const inputBits = Number(values['input-bits']) as 8 | 16;
-    const ir = await lowerTrainedModel(trained, { dataDir: values['data-dir'], calibrationImages: Number(values['calibration-images']), residualBits, inputBits });
+    const { ir } = await lowerTrainedModel(trained, { dataDir: values['data-dir'], calibrationImages: Number(values['calibration-images']), residualBits, inputBits });
     let tqmBytes = encodeTqm(ir).length;
     if (values['tqm-dir']) {
       mkdirSync(values['tqm-dir'], { recursive: true });
@@ -252,7 +253,7 @@ function sizes(): void {
 
 async function speed(): Promise<void> {
   const trained = loadTrainedModel(runs[0]);
-  const ir = await lowerTrainedModel(trained, { dataDir: values['data-dir'], calibrationImages: 64 });
+  const { ir } = await lowerTrainedModel(trained, { dataDir: values['data-dir'], calibrationImages: 64 });
   const test = await loadDataset({ name: trained.config.dataset, split: 'test', dataDir: values['data-dir'] ?? trained.config.dataDir });
   const sample = pickImages(test, Number(values.images));
   const result: Record<string, number> = {};

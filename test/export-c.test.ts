@@ -258,7 +258,7 @@ describe('tinyquant export --format c', () => {
     mkdirSync(out);
     await quietly(() => exportCommand(['--checkpoint', apotRun, '--format', 'c', '--out', `${out}/`, '--data-dir', dir, '--calibration-images', '8']));
     assert.deepEqual(readdirSync(out).sort(), ['model.c', 'model.h']);
-    const model = await lowerTrainedModel(loadTrainedModel(apotRun), { dataDir: dir, calibrationImages: 8 });
+    const { ir: model } = await lowerTrainedModel(loadTrainedModel(apotRun), { dataDir: dir, calibrationImages: 8 });
     const test = await loadDataset({ name: 'cifar10', split: 'test', dataDir: dir });
     const files = { source: readFileSync(join(out, 'model.c'), 'utf8'), header: readFileSync(join(out, 'model.h'), 'utf8') };
     assert.match(files.header, /int tq_infer\(const uint8_t \*image, int32_t \*logits\);/);

@@ -402,7 +402,7 @@ describe('onnxExporter (tinyquant export --format onnx)', () => {
   test('returns the model for --out, with the normalization in its metadata, and a summary', async () => {
     const { model, images } = prepare(CASES[0], 10);
     const config = { ...DEFAULT_CONFIG, method: 'apot' as const, wbits: 2, abits: 2 };
-    const trained = { model, config, firstLast: 'int8', source: 'run/last.safetensors', inputShape: [3, 32, 32] as const };
+    const trained = { model, config, firstLast: 'int8', source: 'run/last.safetensors', inputShape: [3, 32, 32] as const, plan: null, classes: null };
     const noModel = () => Promise.reject(new Error('the ONNX exporter does not use the integer model'));
     const r = await onnxExporter({ trained, integerModel: noModel, out: 'model.onnx', warn: () => {} });
     assert.equal(r.files.length, 1);

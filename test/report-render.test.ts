@@ -68,8 +68,12 @@ describe('report', () => {
       assert.equal(g.sameDataOrder, true);
     }
     assert.ok(report.findings.some((f) => /^QUICK scale: two epochs on 40 images/.test(f)));
-    assert.ok(report.findings.some((f) => /resnet8 \/ cifar10, W4A4: (ewgs|lsq) leads with [\d.]+ ± [\d.]+% final \(2 seeds\)/.test(f)));
+    assert.ok(report.findings.some((f) => /resnet8 \/ cifar10, W4A4: (ewgs|lsq) leads with [\d.]+ ± [\d.]+% on device \(2 seeds\)/.test(f)));
     assert.ok(report.findings.some((f) => /ewgs W4A4 ends [\d.]+ points (below|above) float .*: (NOT )?within 2 points of float/.test(f)));
+    // Every quantized run evaluated its integer model on the same test images.
+    assert.equal(lsq4.device.n, 2);
+    assert.ok(lsq4.agreement.mean >= 0 && lsq4.agreement.mean <= 100);
+    assert.ok(report.findings.some((f) => /resnet8 \/ cifar10: on device \(the integer model\) against the fake-quantized model .*over 8 runs\./.test(f)));
   });
 
   test('Markdown and one self-contained HTML page, rendered by headless Chromium without errors', async (t) => {

@@ -69,7 +69,7 @@ test('train({ model, data }): the instance is quantized and trained; checkpoints
   }
 });
 
-test('a model with a layer the graph cannot trace still trains, through its own forward, and says so once', async () => {
+test('a model with a layer the graph cannot trace is refused for deployment, and trains without one, through its own forward, saying so once', async () => {
   const { dir, cleanup } = tempDir('tq-train-untraced-');
   try {
     /** A leaf layer of the user's own: no sub-modules, not one of tinyquant's layers. */
@@ -79,9 +79,13 @@ test('a model with a layer the graph cannot trace still trains, through its own 
       }
     }
     const rng = new Rng(5);
-    const model = new Sequential(new Conv2d(1, 4, 3, { rng, padding: 1 }), new BatchNorm(4, { relu: true }), new Halve(), new GlobalAvgPool(), new Linear(4, 2, { rng }));
+    const make = (): Module => new Sequential(new Conv2d(1, 4, 3, { rng, padding: 1 }), new BatchNorm(4, { relu: true }), new Halve(), new GlobalAvgPool(), new Linear(4, 2, { rng }));
+    // Its deployment cannot be planned (the graph has no node for the layer): refused before training, naming it.
+    await assert.rejects(train({ config, outDir: join(dir, 'refused'), model: make(), data, handleSignals: false }), /cannot deploy this model: 2 \(Halve\): a layer tinyquant cannot trace/);
+    const model = make();
     const lines: string[] = [];
-    const run = await train({ config, outDir: join(dir, 'run'), model, data, handleSignals: false, progress: { step: () => {}, line: (t) => lines.push(t) } });
+    const undeployed = { ...config, deploy: { ...config.deploy, evaluate: false } };
+    const run = await train({ config: undeployed, outDir: join(dir, 'run'), model, data, handleSignals: false, progress: { step: () => {}, line: (t) => lines.push(t) } });
     assert.equal(run.status, 'finished');
     const notices = lines.filter((l) => l.startsWith("training without the graph's fusions"));
     assert.equal(notices.length, 1, lines.join('\n'));

@@ -169,7 +169,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
       return;
     }
     console.log(
-      JSON.stringify({ out: outDir, top1: result.final?.top1, top5: result.final?.top5, bestTop1: result.bestTop1, bestEpoch: result.bestEpoch + 1 }),
+      JSON.stringify({ out: outDir, top1: result.final?.top1, top5: result.final?.top5, bestTop1: result.bestTop1, bestEpoch: result.bestEpoch + 1, device: result.device }),
     );
   } catch (e) {
     if (e instanceof DivergedError) throw new UsageError(e.message);

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readJsonFile, writeJsonAtomic } from '../io/index.js';
+import type { DeviceEvaluation } from '../export/deployed.js';
 import type { TrainConfig } from '../train/config.js';
 import type { RunFingerprint } from '../train/trainer.js';
 import { TINYQUANT_VERSION } from '../package.js';
@@ -37,6 +38,8 @@ export interface RunOutcome {
   readonly bestTop1?: number;
   readonly bestEpoch?: number;
   readonly fingerprint?: RunFingerprint;
+  /** Quantized runs: the integer model on the same test images (top-1 above is the fake-quantized model with its deployment simulated). */
+  readonly device?: DeviceEvaluation | null;
   /** Evaluation runs: the checkpoint they evaluated (its file's sha256). */
   readonly checkpoint?: { readonly path: string; readonly sha256: string };
 }

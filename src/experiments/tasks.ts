@@ -62,7 +62,7 @@ export async function runTask(request: WorkerRequest, emit: (m: WorkerMessage) =
       result =
         r.status === 'interrupted' || r.final === null
           ? { type: 'interrupted' }
-          : { type: 'done', outcome: { ...outcomeOf(r.final), bestTop1: r.bestTop1, bestEpoch: r.bestEpoch, fingerprint: r.fingerprint } };
+          : { type: 'done', outcome: { ...outcomeOf(r.final), bestTop1: r.bestTop1, bestEpoch: r.bestEpoch, fingerprint: r.fingerprint, device: r.device } };
     }
   } catch (e) {
     const err = e as Error;

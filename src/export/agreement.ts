@@ -12,6 +12,8 @@ import { normalizeImages } from './calibrate.js';
 import { type Arithmetic, IntegerEngine } from './engine.js';
 import { argmax } from './int-ops.js';
 import type { IntegerModel } from './ir.js';
+import type { DeploymentPlan } from './plan.js';
+import { simulatedForward } from './simulate.js';
 
 export interface AgreementResult {
   readonly images: number;
@@ -43,12 +45,20 @@ export interface AgreementOptions {
   readonly engine?: IntegerInference;
   /** Return both models' logits too, to compare other implementations with (compareLogits). */
   readonly keepLogits?: boolean;
+  /**
+   * The plan the integer model was lowered with: the fake-quantized model then runs with the
+   * deployment simulated (what a run evaluates and reports), else as trained.
+   */
+  readonly plan?: DeploymentPlan;
   readonly progress?: (done: number, total: number) => void;
 }
 
+/** A model's forward: its own, or its graph with the deployment simulated (simulate.ts). */
+export type Forward = (x: Tensor) => Tensor;
+
 /** Float logits of a model for normalized images `x` of `shape` (batch first). */
-function forward(model: Module, x: Float32Array, shape: number[]): Float32Array {
-  return tidy(() => noGrad(() => model.call(Tensor.fromArray(x, shape)).toArray()));
+function logitsOf(forward: Forward, x: Float32Array, shape: number[]): Float32Array {
+  return tidy(() => noGrad(() => forward(Tensor.fromArray(x, shape)).toArray()));
 }
 
 /** Run `use` with the model in eval mode, restoring its training flag after. */
@@ -63,14 +73,22 @@ function inEvalMode<T>(model: Module, use: () => T): T {
 }
 
 /** Float logits of the fake-quantized model (eval mode) for `count` uint8 images. */
-export function fakeQuantLogits(model: Module, images: Uint8Array, count: number, shape: readonly [number, number, number], norm: Normalization, batch = 200): Float32Array {
+export function fakeQuantLogits(
+  model: Module,
+  images: Uint8Array,
+  count: number,
+  shape: readonly [number, number, number],
+  norm: Normalization,
+  batch = 200,
+  forward: Forward = (x) => model.call(x),
+): Float32Array {
   const size = shape[0] * shape[1] * shape[2];
   let out: Float32Array | null = null;
   return inEvalMode(model, () => {
     for (let start = 0; start < count; start += batch) {
       const n = Math.min(batch, count - start);
       const x = normalizeImages(images.subarray(start * size, (start + n) * size), n, shape[0], norm);
-      const logits = forward(model, x, [n, ...shape]);
+      const logits = logitsOf(forward, x, [n, ...shape]);
       out ??= new Float32Array(count * (logits.length / n));
       out.set(logits, start * (logits.length / n));
     }
@@ -95,7 +113,7 @@ export function perturbedTop1(model: Module, data: ImageDataset, normalization: 
       const n = Math.min(200, count - start);
       const x = normalizeImages(data.images.subarray(start * size, (start + n) * size), n, shape[0], normalization);
       const noisy = Float32Array.from(x, (v) => v + eps * (2 * rng.next() - 1));
-      const [a, b] = [x, noisy].map((input) => forward(model, input, [n, ...shape]));
+      const [a, b] = [x, noisy].map((input) => logitsOf((t) => model.call(t), input, [n, ...shape]));
       const classes = a.length / n;
       for (let i = 0; i < n; i++) same += argmax(a, i * classes, classes) === argmax(b, i * classes, classes) ? 1 : 0;
     }
@@ -113,11 +131,12 @@ export function measureAgreement(model: Module, ir: IntegerModel, data: ImageDat
   const scale = ir.tensors[ir.output].scale;
   let [same, fakeCorrect, intCorrect, errorSum, engineMs] = [0, 0, 0, 0, 0];
   const batch = opts.batch ?? 200;
+  const forward = opts.plan ? simulatedForward(model, shape, opts.plan, ir) : undefined;
   const kept = opts.keepLogits ? { fakeQuant: new Float32Array(count * classes), integer: new Int32Array(count * classes) } : undefined;
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);
     const pixels = data.images.subarray(start * size, (start + n) * size);
-    const float = fakeQuantLogits(model, pixels, n, shape, normalization, n);
+    const float = fakeQuantLogits(model, pixels, n, shape, normalization, n, forward);
     const t0 = performance.now();
     const ints = engine.inferBatch(pixels, n);
     engineMs += performance.now() - t0;
@@ -186,4 +205,27 @@ export function top1Accuracy(logits: ArrayLike<number>, labels: ArrayLike<number
   let correct = 0;
   for (let n = 0; n < count; n++) correct += argmax(logits, n * classes, classes) === labels[n] ? 1 : 0;
   return (100 * correct) / count;
+}
+
+/** What an integer model must reach against its fake-quantized model (issue targets of the deployment plan). */
+export interface AgreementTargets {
+  /** Least share of images with the same top-1 class, in percent. */
+  readonly sameTop1: number;
+  /** Largest |integer top-1 - fake-quant top-1|, in points. */
+  readonly top1Gap: number;
+}
+
+/** 99.5 % same top-1 at 4 bits and more, 99 % below; top-1 within 0.2 points. */
+export function agreementTargets(bits: { readonly wbits: number; readonly abits: number }): AgreementTargets {
+  return { sameTop1: Math.min(bits.wbits, bits.abits) >= 4 ? 99.5 : 99, top1Gap: 0.2 };
+}
+
+/** The targets an agreement misses, one sentence each (none: all met). */
+export function missedTargets(a: Pick<AgreementResult, 'sameTop1' | 'fakeQuantTop1' | 'integerTop1'>, bits: { readonly wbits: number; readonly abits: number }): string[] {
+  const t = agreementTargets(bits);
+  const missed: string[] = [];
+  if (a.sameTop1 < t.sameTop1) missed.push(`same top-1 ${a.sameTop1.toFixed(2)}% is below ${t.sameTop1}%`);
+  const gap = Math.abs(a.integerTop1 - a.fakeQuantTop1);
+  if (gap > t.top1Gap + 1e-9) missed.push(`integer top-1 ${a.integerTop1.toFixed(2)}% is ${gap.toFixed(2)} points from the fake-quantized ${a.fakeQuantTop1.toFixed(2)}% (at most ${t.top1Gap})`);
+  return missed;
 }

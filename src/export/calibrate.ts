@@ -6,7 +6,11 @@
  */
 import { type Normalization, normalizationTable } from '../data/augment.js';
 import { type Graph, runGraph } from '../graph/index.js';
+import type { ImageDataset } from '../data/dataset.js';
 import { Tensor, noGrad, tidy } from '../tensor/tensor.js';
+import { Rng } from '../util/rng.js';
+
+const CALIBRATION_TAG = 0xca11b;
 
 /** Smallest and largest value seen. */
 export interface ValueRange {
@@ -72,4 +76,14 @@ export function calibrationRanges(graph: Graph, data: CalibrationImages, norm: N
     layers.forEach((m, i) => m.train(modes[i]));
   }
   return { images: count, values };
+}
+
+/** `count` images of a dataset picked by a fixed seeded permutation (the same for every run). */
+export function pickImages(data: ImageDataset, count: number, seed = 0): CalibrationImages {
+  const n = Math.min(count, data.count);
+  const size = data.channels * data.height * data.width;
+  const pick = Rng.derive(CALIBRATION_TAG, seed).permutation(data.count).subarray(0, n);
+  const images = new Uint8Array(n * size);
+  pick.forEach((src, i) => images.set(data.images.subarray(src * size, (src + 1) * size), i * size));
+  return { images, count: n, channels: data.channels, height: data.height, width: data.width };
 }

@@ -10,12 +10,11 @@ import { type TrainConfig, resolveConfig } from '../train/config.js';
 import { calibrate } from '../quant/quantize.js';
 import { loadConfigDataset } from '../train/dataset.js';
 import { buildModel } from '../train/trainer.js';
-import { Rng } from '../util/rng.js';
-import { type CalibrationImages, normalizeImages } from './calibrate.js';
+import { type CalibrationImages, normalizeImages, pickImages } from './calibrate.js';
 import type { IntegerModel } from './ir.js';
-import { type LowerOptions, LoweringError, lowerModel } from './lower.js';
-
-const CALIBRATION_TAG = 0xca11b;
+import { type LowerOptions, LoweringError, lowerGraph, lowerModel } from './lower.js';
+import { type DeploymentPlan, planDeployment, readDeploymentPlan } from './plan.js';
+import { trace } from '../graph/index.js';
 
 /** The checkpoint or the calibration data cannot be read (the message says which and why). */
 export class ExportInputError extends Error {
@@ -39,6 +38,10 @@ export interface TrainedModel {
   readonly source: string;
   /** [channels, height, width] of one input image. */
   readonly inputShape: readonly [number, number, number];
+  /** The deployment plan the checkpoint was trained under or evaluated with, if it records one. */
+  readonly plan: DeploymentPlan | null;
+  /** Class names, when the checkpoint records them. */
+  readonly classes: readonly string[] | null;
 }
 
 /**
@@ -65,7 +68,9 @@ export function loadTrainedModel(path: string, overrides: Record<string, unknown
   const { model, quantization } = buildModel(config, { classes: new Array(numClasses(checkpoint.state)).fill(''), channels: inputShape[0] });
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   model.eval();
-  return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source, inputShape };
+  const recorded = checkpoint.meta?.deploymentPlan;
+  const plan = recorded === undefined ? null : readDeploymentPlan(recorded, path);
+  return { model, config, firstLast: quantization?.firstLast ?? config.firstLast, source: checkpoint.source, inputShape, plan, classes: checkpoint.meta?.classes ?? null };
 }
 
 /** The number of classes of a checkpoint's classifier. */
@@ -75,40 +80,55 @@ export function numClasses(state: ReturnType<typeof readCheckpoint>['state']): n
   return bias.shape[0];
 }
 
-/** `count` images of a dataset picked by a fixed seeded permutation (the same for every run). */
-export function pickImages(data: ImageDataset, count: number, seed = 0): CalibrationImages {
-  const n = Math.min(count, data.count);
-  const size = data.channels * data.height * data.width;
-  const pick = Rng.derive(CALIBRATION_TAG, seed).permutation(data.count).subarray(0, n);
-  const images = new Uint8Array(n * size);
-  pick.forEach((src, i) => images.set(data.images.subarray(src * size, (src + 1) * size), i * size));
-  return { images, count: n, channels: data.channels, height: data.height, width: data.width };
-}
-
 export interface LowerCheckpointOptions {
   readonly dataDir?: string;
   /** Calibration images from the training split (default 256). */
   readonly calibrationImages?: number;
   readonly residualBits?: 8 | 16;
   readonly inputBits?: 8 | 16;
+  /** Calibrate a new plan even when the checkpoint records one. */
+  readonly replan?: boolean;
   readonly warn?: (message: string) => void;
 }
 
-/** Lower a trained model, calibrating on images of its training split. */
-export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOptions = {}): Promise<IntegerModel> {
-  const train = await loadConfigDataset(t.config, 'train', { dataDir: opts.dataDir }).catch((e: Error) => {
+/** A lowered trained model and the plan it was lowered with. */
+export interface LoweredTrainedModel {
+  readonly ir: IntegerModel;
+  readonly plan: DeploymentPlan;
+}
+
+/** The bit options that contradict a recorded plan (see lowerTrainedModel). */
+function checkAgainstPlan(t: TrainedModel, plan: DeploymentPlan, opts: LowerCheckpointOptions): void {
+  for (const [flag, given, planned] of [['--residual-bits', opts.residualBits, plan.residualBits], ['--input-bits', opts.inputBits, plan.input.bits]] as const) {
+    if (given !== undefined && given !== planned) {
+      throw new LoweringError(`${t.source}: ${flag} ${given} contradicts the run's deployment plan (${planned} bits); pass --replan to calibrate a new plan (the integer model then differs from the one the run evaluated)`);
+    }
+  }
+}
+
+/**
+ * Lower a trained model with its deployment plan: the one its checkpoint records (what its final
+ * phase trained under, what its final evaluation measured), else one calibrated on images of its
+ * training split (also read for the class names of checkpoints that do not record them). Bit
+ * options that contradict a recorded plan are an error unless `replan`.
+ */
+export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOptions = {}): Promise<LoweredTrainedModel> {
+  const recorded = opts.replan ? null : t.plan;
+  if (recorded) checkAgainstPlan(t, recorded, opts);
+  const train = recorded && t.classes ? null : await loadConfigDataset(t.config, 'train', { dataDir: opts.dataDir }).catch((e: Error) => {
     throw new ExportInputError(`calibration images: ${e.message}`, { cause: e });
   });
-  const calibration = pickImages(train, opts.calibrationImages ?? 256);
-  const normalization = resolveNormalization(t.config.normalization, train.channels);
-  return lowerModel(t.model, {
+  const normalization = resolveNormalization(t.config.normalization, t.inputShape[0]);
+  const graph = trace(t.model, t.inputShape);
+  const plan = recorded ?? planDeployment(graph, { normalization, calibration: pickImages(train!, opts.calibrationImages ?? 256), residualBits: opts.residualBits, inputBits: opts.inputBits });
+  const classes = t.classes ?? train!.classes;
+  const ir = lowerGraph(graph, {
     normalization,
-    calibration,
-    residualBits: opts.residualBits,
-    inputBits: opts.inputBits,
-    meta: { model: t.config.model, method: t.config.method, wbits: t.config.wbits, abits: t.config.abits, firstLast: t.firstLast, classes: train.classes },
+    plan,
+    meta: { model: t.config.model, method: t.config.method, wbits: t.config.wbits, abits: t.config.abits, firstLast: t.firstLast, classes },
     warn: opts.warn,
   });
+  return { ir, plan };
 }
 
 /**
@@ -116,7 +136,7 @@ export async function lowerTrainedModel(t: TrainedModel, opts: LowerCheckpointOp
  * on training): its quantizers are initialized on the calibration images, then the fixed-point
  * scales are calibrated on the same images.
  */
-export function lowerUntrainedModel(model: Module, opts: LowerOptions): IntegerModel {
+export function lowerUntrainedModel(model: Module, opts: LowerOptions & { readonly calibration: CalibrationImages }): IntegerModel {
   const { images, count, channels, height, width } = opts.calibration;
   calibrate(model, normalizeImages(images, count, channels, opts.normalization), [count, channels, height, width]);
   model.eval();

@@ -271,7 +271,7 @@ function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: number): nu
 }
 
 /** The `residual` epilogue's and `add`'s output: relu, ceiling, clamp to a signed `bits`-bit integer. */
-function residualValue(v: number, relu: boolean, ceiling: number | null, bits: number): number {
+export function residualValue(v: number, relu: boolean, ceiling: number | null, bits: number): number {
   if (relu && v < 0) v = 0;
   if (ceiling !== null && v > ceiling) v = ceiling;
   const limit = 2 ** (bits - 1);

@@ -38,18 +38,8 @@
  */
 import { roundHalfEven } from '../backend/js/round.js';
 import { type Normalization, normalizationTable } from '../data/augment.js';
-import {
-  type AddNode,
-  type BatchNormNode,
-  type Graph,
-  type GraphNode,
-  type PoolNode,
-  consumers,
-  isKind,
-  trace,
-} from '../graph/index.js';
+import { type Graph, type GraphNode, type PoolNode, isKind, trace } from '../graph/index.js';
 import type { Module } from '../nn/module.js';
-import { type CalibrationImages, type CalibrationRanges, calibrationRanges } from './calibrate.js';
 import { toFixedMultiplier } from './int-ops.js';
 import {
   type ConvOp,
@@ -68,10 +58,10 @@ import {
   type Affine,
   type Clip,
   IDENTITY,
+  LOGITS_FRAC_BITS,
   LoweringError,
   type LoweredWeights,
   TARGET_LIMIT,
-  type WeightedOp,
   accumulatorBound,
   activationQuant,
   calibratedScheme,
@@ -81,59 +71,39 @@ import {
   foldBatchNorm,
   quantizedWeights,
   quantizerScheme,
-  rangeMaxAbs,
   requantize,
   valueBound,
   maxAbs,
 } from './requant.js';
+import {
+  type ConvGroup,
+  type DeploymentPlan,
+  LoweringLayout,
+  NO_CLIP,
+  type PlanOptions,
+  type StandaloneAdd,
+  type WeightedNode,
+  isWeighted,
+  planDeployment,
+  planFloatInput,
+  planStreamScale,
+  tighter,
+} from './plan.js';
 import { validateIntegerModel, windowOutSize } from './validate.js';
 
 export { LoweringError } from './requant.js';
 
-export interface LowerOptions {
+export interface LowerOptions extends Partial<Omit<PlanOptions, 'normalization'>> {
   /** The normalization the model was trained with (folded into the input lookup table). */
   readonly normalization: Normalization;
-  /** A few hundred training images for the fixed-point scales. */
-  readonly calibration: CalibrationImages;
-  readonly residualBits?: 8 | 16;
   /**
-   * Bits of the image after the lookup table (default 8). 16 keeps the normalized pixels almost
-   * exactly (the int8 table's rounding is the largest deviation from the fake-quantized model).
+   * The deployment plan to lower with (a run's final phase trained under it). Without one, the
+   * plan is made here from `calibration` and the bit and headroom options.
    */
-  readonly inputBits?: 8 | 16;
-  /** Multiple of the calibration maximum that the residual scale covers (default 2 for int16, 1 for int8). */
-  readonly residualHeadroom?: number;
+  readonly plan?: DeploymentPlan;
   readonly meta: Omit<ModelMeta, 'normalization' | 'residualBits' | 'notes'>;
   /** Lowering warnings (also kept in the model's notes). */
   readonly warn?: (message: string) => void;
-}
-
-const NO_CLIP: Clip = { relu: false, ceiling: null };
-
-type WeightedNode = GraphNode<WeightedOp>;
-
-/** Where the output of a conv group goes. */
-type GroupTarget =
-  | { readonly kind: 'codes'; readonly consumer: WeightedNode }
-  | { readonly kind: 'stream' }
-  | { readonly kind: 'join'; readonly add: GraphNode<AddNode>; readonly other: number }
-  | { readonly kind: 'shortcut'; readonly join: ConvGroup }
-  | { readonly kind: 'logits' };
-
-/** A conv or linear node with the batch norm and ReLU folded into it (and the add it owns). */
-interface ConvGroup {
-  readonly layer: WeightedNode;
-  readonly bn: GraphNode<BatchNormNode> | null;
-  /** The node whose output is the group's value. */
-  end: number;
-  clip: Clip;
-  target: GroupTarget;
-}
-
-/** An add that no conv owns, and the ReLU folded into it. */
-interface StandaloneAdd {
-  readonly add: GraphNode<AddNode>;
-  readonly clip: Clip;
 }
 
 /** A lowered value: an integer tensor whose real value is M[c] * t + B[c], with a ReLU still to apply. */
@@ -149,157 +119,26 @@ function perTensor(scale: number): Affine {
   return { M: Float64Array.of(scale), B: Float64Array.of(0) };
 }
 
-function isWeighted(node: GraphNode): node is WeightedNode {
-  return isKind(node, 'conv', 'linear');
-}
-
-/** The structure of the lowered model: conv groups, their targets, and stream scale groups. */
-class Plan {
-  readonly groups: ConvGroup[] = [];
-  readonly groupByEnd = new Map<number, ConvGroup>();
-  readonly addByEnd = new Map<number, StandaloneAdd>();
-  readonly #consumers: readonly (readonly number[])[];
-  readonly #streamRoot = new Map<number, number>();
-
-  constructor(readonly graph: Graph) {
-    this.#consumers = consumers(graph);
-    for (const node of graph.nodes) if (isWeighted(node)) this.#addGroup(node);
-    for (const node of graph.nodes) if (isKind(node, 'add')) this.#assignJoin(node);
-    for (const g of this.groups) if (g.target.kind === 'stream') g.target = this.#directTarget(g);
-    for (const g of this.groups) if (g.target.kind !== 'codes' && g.target.kind !== 'logits') this.#streamRoot.set(g.end, g.end);
-    for (const end of this.addByEnd.keys()) this.#streamRoot.set(end, end);
-    this.#joinScaleGroups();
-  }
-
-  /** The one node reading `id`'s output (null when none, several, or `id` is the model output). */
-  sole(id: number): GraphNode | null {
-    const c = this.#consumers[id];
-    return c.length === 1 && id !== this.graph.output ? this.graph.nodes[c[0]] : null;
-  }
-
-  #addGroup(layer: WeightedNode): void {
-    let end: GraphNode = layer;
-    let bn: GraphNode<BatchNormNode> | null = null;
-    let clip = NO_CLIP;
-    const next = this.sole(end.id);
-    if (next && isKind(next, 'batchnorm')) {
-      bn = next;
-      end = next;
-      clip = { relu: next.op.relu, ceiling: null };
-    }
-    [end, clip] = this.#withRelu(end, clip);
-    const g: ConvGroup = { layer, bn, end: end.id, clip, target: { kind: 'stream' } };
-    this.groups.push(g);
-    this.groupByEnd.set(g.end, g);
-  }
-
-  /** The ReLU nodes that alone read `node`, one after another, fold into it (the tightest ceiling wins). */
-  #withRelu(node: GraphNode, clip: Clip): [GraphNode, Clip] {
-    let [end, folded] = [node, clip];
-    for (let next = this.sole(end.id); next && isKind(next, 'relu'); next = this.sole(end.id)) {
-      [end, folded] = [next, { relu: true, ceiling: tighter(folded.relu ? folded.ceiling : null, next.op.ceiling) }];
-    }
-    return [end, folded];
-  }
-
-  /** The group whose value is `id` and that can take an add into its epilogue (no ReLU before the add). */
-  #joinable(id: number, add: GraphNode): ConvGroup | null {
-    const g = this.groupByEnd.get(id);
-    return g && g.target.kind === 'stream' && !g.clip.relu && this.sole(id)?.id === add.id ? g : null;
-  }
-
-  #assignJoin(add: GraphNode<AddNode>): void {
-    const [a, b] = add.inputs;
-    const [end, clip] = this.#withRelu(add, { relu: add.op.relu, ceiling: null });
-    const owner = a === b ? null : (this.#joinable(a, add) ?? this.#joinable(b, add));
-    if (!owner) {
-      this.addByEnd.set(end.id, { add, clip });
-      return;
-    }
-    const other = owner.end === a ? b : a;
-    const second = this.#joinable(other, add);
-    this.groupByEnd.delete(owner.end);
-    owner.end = end.id;
-    owner.clip = clip;
-    owner.target = { kind: 'join', add, other };
-    this.groupByEnd.set(owner.end, owner);
-    if (second) second.target = { kind: 'shortcut', join: owner };
-  }
-
-  /** Codes for the one quantized layer that reads the group's value (through max pools and flattens), or a stream. */
-  #directTarget(g: ConvGroup): GroupTarget {
-    if (g.end === this.graph.output) return { kind: 'logits' };
-    let next = this.sole(g.end);
-    while (next && isKind(next, 'maxpool', 'flatten')) next = this.sole(next.id);
-    return next && isWeighted(next) ? { kind: 'codes', consumer: next } : { kind: 'stream' };
-  }
-
-  #find(id: number): number {
-    let root = id;
-    while (this.#streamRoot.get(root) !== root) root = this.#streamRoot.get(root)!;
-    return root;
-  }
-
-  #union(a: number, b: number): void {
-    if (this.#streamRoot.has(a) && this.#streamRoot.has(b)) this.#streamRoot.set(this.#find(a), this.#find(b));
-  }
-
-  /** Streams joined by an identity add share one scale (and a conv computed at a join's scale joins it). */
-  #joinScaleGroups(): void {
-    // A second conv into a join is stored at the join's scale: its values must fit that scale too.
-    for (const g of this.groups) if (g.target.kind === 'join' || g.target.kind === 'shortcut') this.#union(g.target.kind === 'join' ? g.target.other : g.target.join.end, g.end);
-    for (const [end, { add }] of this.addByEnd) for (const input of add.inputs) this.#union(input, end);
-  }
-
-  /** The stream values sharing a scale, by their representative. */
-  scaleGroups(): Map<number, number[]> {
-    const out = new Map<number, number[]>();
-    for (const id of this.#streamRoot.keys()) {
-      const root = this.#find(id);
-      out.set(root, [...(out.get(root) ?? []), id]);
-    }
-    return out;
-  }
-
-  streamRootOf(id: number): number {
-    if (!this.#streamRoot.has(id)) throw new LoweringError(`${this.graph.nodes[id].name}: not a fixed-point stream`);
-    return this.#find(id);
-  }
-}
-
 /** Emits the integer model's tensors and ops, value by value, producers first. */
 class Lowerer {
   readonly tensors: TensorInfo[] = [];
   readonly ops: Op[] = [];
   readonly #values = new Map<number, Lowered>();
-  readonly #scales = new Map<number, number>();
   readonly #nodes: readonly GraphNode[];
 
   constructor(
-    readonly plan: Plan,
-    readonly ranges: CalibrationRanges,
-    readonly residualBits: 8 | 16,
-    readonly residualHeadroom: number,
+    readonly layout: LoweringLayout,
+    readonly plan: DeploymentPlan,
     readonly notes: string[],
     readonly warn: (message: string) => void,
     readonly image: Lowered,
   ) {
-    this.#nodes = plan.graph.nodes;
+    this.#nodes = layout.graph.nodes;
     this.#values.set(0, image);
-    this.#chooseScales();
-  }
-
-  #chooseScales(): void {
-    const top = 2 ** (this.residualBits - 1) - 1;
-    for (const [root, members] of this.plan.scaleGroups()) {
-      const max = Math.max(0, ...members.map((id) => rangeMaxAbs(this.ranges.values[id])));
-      if (!(max > 0)) this.notes.push(`${this.#nodes[root].name}: all calibration values were 0; its stream scale is set from 1.0`);
-      this.#scales.set(root, (this.residualHeadroom * (max > 0 ? max : 1)) / top);
-    }
   }
 
   #streamScale(id: number): number {
-    return this.#scales.get(this.plan.streamRootOf(id))!;
+    return planStreamScale(this.plan, this.#nodes[id]);
   }
 
   #addTensor(t: TensorInfo): number {
@@ -316,9 +155,9 @@ class Lowerer {
   }
 
   #lower(node: GraphNode): Lowered {
-    const group = this.plan.groupByEnd.get(node.id);
+    const group = this.layout.groupByEnd.get(node.id);
     if (group) return this.#emitGroup(group);
-    const add = this.plan.addByEnd.get(node.id);
+    const add = this.layout.addByEnd.get(node.id);
     if (add) return this.#emitAdd(add, node);
     const op = node.op;
     switch (op.kind) {
@@ -366,7 +205,7 @@ class Lowerer {
   #schemeFor(layer: WeightedNode): ActivationScheme {
     const aq = layer.op.quant?.activation;
     if (aq) return quantizerScheme(aq, layer.name);
-    const scheme = calibratedScheme(this.ranges.values[layer.inputs[0]]);
+    const scheme = calibratedScheme(planFloatInput(this.plan, layer));
     this.notes.push(`${layer.name}: its float input is quantized after training to ${scheme.dtype} from the calibration range (post-training quantization)`);
     return scheme;
   }
@@ -406,7 +245,7 @@ class Lowerer {
       case 'join': {
         const scale = this.#streamScale(g.end);
         const shortcut = t.kind === 'join' ? this.#shortcut(t.other, scale, `${t.add.name}`) : null;
-        const out = this.#emitConv(g, input, { kind: 'residual', scale, bits: this.residualBits, shortcut, name });
+        const out = this.#emitConv(g, input, { kind: 'residual', scale, bits: this.plan.residualBits, shortcut, name });
         return { tensor: out, affine: perTensor(scale), clip: NO_CLIP, codesFor: null };
       }
       case 'shortcut': {
@@ -421,7 +260,7 @@ class Lowerer {
   /** What a conv's residual epilogue adds: identity, zero-pad shortcut or a conv at the join's scale. */
   #shortcut(id: number, scale: number, where: string): Shortcut {
     const node = this.#nodes[id];
-    const group = this.plan.groupByEnd.get(id);
+    const group = this.layout.groupByEnd.get(id);
     if (group?.target.kind === 'shortcut') return { input: this.value(id).tensor, stride: 1, channelOffset: 0, ...IDENTITY };
     if (isKind(node, 'shortcutpad')) {
       const source = this.value(node.inputs[0]);
@@ -438,10 +277,10 @@ class Lowerer {
       const v = this.value(id);
       return { input: v.tensor, ...rescale(this.#plainScale(v, add.name), scale, add.name) };
     });
-    const { dtype, range } = streamInfo(this.residualBits, clip);
+    const { dtype, range } = streamInfo(this.plan.residualBits, clip);
     const shape = this.tensors[a.input].shape;
     const output = this.#addTensor({ name: end.name, dtype, shape, scale, range });
-    this.ops.push({ kind: 'add', name: add.name, a, b, output, relu: clip.relu, ceiling: ceilingIn(clip, scale), bits: this.residualBits });
+    this.ops.push({ kind: 'add', name: add.name, a, b, output, relu: clip.relu, ceiling: ceilingIn(clip, scale), bits: this.plan.residualBits });
     return { tensor: output, affine: perTensor(scale), clip: NO_CLIP, codesFor: null };
   }
 
@@ -508,8 +347,9 @@ class Lowerer {
       epilogue = { kind: 'residual', relu: g.clip.relu, ceiling: ceilingIn(g.clip, target.scale), bits: target.bits, shortcut: target.shortcut };
       info = { ...streamInfo(target.bits, g.clip), scale: target.scale };
     } else {
-      const f = chooseFracBits(affine, accBound, rangeMaxAbs(this.ranges.values[g.end]) || 1, 0, path);
-      const unit = (rangeMaxAbs(this.ranges.values[g.end]) || 1) / 2 ** f;
+      const top = this.plan.logitsMaxAbs || 1;
+      const f = chooseFracBits(affine, accBound, top, 0, path, LOGITS_FRAC_BITS);
+      const unit = top / 2 ** f;
       requant = requantize(affine, unit, 0, path);
       epilogue = { kind: 'logits' };
       const bound = Math.ceil(valueBound(affine, accBound, unit, 0));
@@ -545,11 +385,6 @@ function streamInfo(bits: number, clip: Clip): Pick<TensorInfo, 'dtype' | 'range
   return { dtype: bits === 8 ? 'int8' : 'int16', range: [clip.relu ? 0 : -top - 1, top] };
 }
 
-/** The lower of two ceilings (null: none). */
-function tighter(a: number | null, b: number | null): number | null {
-  return a === null ? b : b === null ? a : Math.min(a, b);
-}
-
 /** A clipped ReLU's ceiling in units of `unit`, or null. */
 function ceilingIn(clip: Clip, unit: number): number | null {
   return clip.ceiling === null ? null : Math.floor(clip.ceiling / unit);
@@ -559,12 +394,14 @@ function rescale(from: number, to: number, where: string): { mult: number; shift
   return from === to ? IDENTITY : toFixedMultiplier(from / to, where);
 }
 
-/** The input lookup table (int8 or int16 values) with the normalization folded in. */
-function inputTable(norm: Normalization, bits: 8 | 16): { lut: Int16Array; scale: number } {
-  const table = normalizationTable(norm);
-  const top = 2 ** (bits - 1) - 1;
-  const scale = table.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / top;
-  return { lut: Int16Array.from(table, (v) => Math.max(-top, Math.min(top, roundHalfEven(v / scale)))), scale };
+/**
+ * The input lookup table (int8 or int16 values) with the normalization folded in. The codes are
+ * rounded from the float32 quotient, as the simulated deployment's fake-quantize op computes it.
+ */
+function inputTable(norm: Normalization, plan: DeploymentPlan): Int16Array {
+  const top = 2 ** (plan.input.bits - 1) - 1;
+  const scale = plan.input.scale;
+  return Int16Array.from(normalizationTable(norm), (v) => Math.max(-top, Math.min(top, roundHalfEven(Math.fround(v / scale)))));
 }
 
 function checkGraph(graph: Graph): void {
@@ -576,38 +413,40 @@ function checkGraph(graph: Graph): void {
   if (!ok) throw new LoweringError(`${out.name}: the model's output must be a linear or conv layer (logits), found ${out.op.kind}`);
 }
 
+/** The plan of the options, or one made from their calibration images. */
+function planOf(graph: Graph, opts: LowerOptions): DeploymentPlan {
+  if (opts.plan) return opts.plan;
+  if (!opts.calibration) throw new LoweringError('lowering needs calibration images or a deployment plan');
+  return planDeployment(graph, { ...opts, calibration: opts.calibration });
+}
+
 /** Lower a traced graph. Throws LoweringError naming the node that cannot be lowered, before anything is written. */
 export function lowerGraph(graph: Graph, opts: LowerOptions): IntegerModel {
   checkGraph(graph);
-  const residualBits = opts.residualBits ?? 16;
-  if (residualBits !== 8 && residualBits !== 16) throw new LoweringError(`residual bits must be 8 or 16, got ${residualBits}`);
-  const residualHeadroom = opts.residualHeadroom ?? (residualBits === 16 ? 2 : 1);
-  if (!(residualHeadroom >= 1)) throw new LoweringError(`residual headroom must be >= 1, got ${residualHeadroom}`);
-  const inputBits = opts.inputBits ?? 8;
-  if (inputBits !== 8 && inputBits !== 16) throw new LoweringError(`input bits must be 8 or 16, got ${inputBits}`);
+  const plan = planOf(graph, opts);
   const notes: string[] = [];
   const warn = (m: string): void => {
     notes.push(m);
     opts.warn?.(m);
   };
-  const plan = new Plan(graph);
-  const ranges = calibrationRanges(graph, opts.calibration, opts.normalization);
-  const { channels, height, width } = opts.calibration;
-  const { lut, scale } = inputTable(opts.normalization, inputBits);
+  const layout = new LoweringLayout(graph);
+  const [channels, height, width] = graph.nodes[0].shape;
+  const lut = inputTable(opts.normalization, plan);
+  const { bits: inputBits, scale } = plan.input;
   const imageInfo: TensorInfo = { name: 'image', dtype: inputBits === 8 ? 'int8' : 'int16', shape: [channels, height, width], scale, range: [Math.min(...lut), Math.max(...lut)] };
-  notes.push(`input: normalization folded into an int${inputBits} lookup table (one scale ${scale.toPrecision(4)} for all channels); the float model sees the exact normalized pixels`);
-  notes.push(`residual stream: int${residualBits} fixed point, scales from ${ranges.images} calibration images with headroom x${residualHeadroom}; the fake-quantized model keeps it float`);
+  notes.push(`input: normalization folded into an int${inputBits} lookup table (one scale ${scale.toPrecision(4)} for all channels)`);
+  notes.push(`residual stream: int${plan.residualBits} fixed point, scales from ${plan.calibrationImages} calibration images with headroom x${plan.residualHeadroom}`);
   const image: Lowered = { tensor: 0, affine: perTensor(scale), clip: NO_CLIP, codesFor: null };
-  const lowerer = new Lowerer(plan, ranges, residualBits, residualHeadroom, notes, warn, image);
+  const lowerer = new Lowerer(layout, plan, notes, warn, image);
   lowerer.tensors.push(imageInfo);
   lowerer.ops.push({ kind: 'input', output: 0, lut });
-  if (plan.groupByEnd.get(graph.output)?.target.kind !== 'logits') {
+  if (layout.groupByEnd.get(graph.output)?.target.kind !== 'logits') {
     throw new LoweringError(`${graph.nodes[graph.output].name}: the model's output must be a linear or conv layer (with an optional batch norm) that nothing else reads`);
   }
   const output = lowerer.value(graph.output).tensor;
   const ir: IntegerModel = {
     version: IR_VERSION,
-    meta: { ...opts.meta, normalization: { mean: [...opts.normalization.mean], std: [...opts.normalization.std] }, residualBits, notes },
+    meta: { ...opts.meta, normalization: { mean: [...opts.normalization.mean], std: [...opts.normalization.std] }, residualBits: plan.residualBits, notes },
     tensors: lowerer.tensors,
     ops: lowerer.ops,
     output,
@@ -616,8 +455,14 @@ export function lowerGraph(graph: Graph, opts: LowerOptions): IntegerModel {
   return ir;
 }
 
-/** Trace a trained, quantized model on its calibration images' shape and lower it. */
-export function lowerModel(model: Module, opts: LowerOptions): IntegerModel {
-  const { channels, height, width } = opts.calibration;
-  return lowerGraph(trace(model, [channels, height, width]), opts);
+/** The [C, H, W] a model is traced on for lowering: the calibration images', else the given shape. */
+function lowerShape(opts: LowerOptions & { readonly inputShape?: readonly [number, number, number] }): [number, number, number] {
+  if (opts.calibration) return [opts.calibration.channels, opts.calibration.height, opts.calibration.width];
+  if (opts.inputShape) return [...opts.inputShape];
+  throw new LoweringError('lowering a model needs calibration images or its input shape');
+}
+
+/** Trace a trained, quantized model on its image shape and lower it. */
+export function lowerModel(model: Module, opts: LowerOptions & { readonly inputShape?: readonly [number, number, number] }): IntegerModel {
+  return lowerGraph(trace(model, lowerShape(opts)), opts);
 }

@@ -22,7 +22,14 @@ export type WeightedOp = ConvNode | LinearNode;
 
 /** Requantized values are kept below this bound, half the validator's, so rounding never crosses it. */
 export const TARGET_LIMIT = VALUE_LIMIT / 2;
-const MAX_FRAC_BITS = 16;
+/**
+ * Fractional bits of a requantized value below its quantizer's step: 24 keep the integer model's
+ * rounding finer than float32's, so a conv output the fake-quantized model puts on one side of a
+ * threshold lands on the same side (a learned value can sit within 1e-6 of a threshold: STE
+ * oscillation). The logits need no more than 16 to order their classes.
+ */
+const MAX_FRAC_BITS = 24;
+export const LOGITS_FRAC_BITS = 16;
 export const IDENTITY = { mult: 2 ** 30, shift: 30 };
 
 /** Real affine map of an integer input per output channel: y = M[c] * x + B[c]. */
@@ -183,12 +190,22 @@ export function calibratedWeights(op: WeightedOp): LoweredWeights {
 
 /** y = M * acc + B of a layer (with |output_scale|) followed by an optional batch norm (eval). */
 export function foldAffine(op: WeightedOp, w: LoweredWeights, inputScale: number, bn: BatchNormNode | null): Affine {
-  const outC = w.scale.length;
-  const alpha = op.quant?.outputScale ? Math.abs(op.quant.outputScale.item()) : 1;
-  const bias = op.bias?.toArray() ?? new Float32Array(outC);
+  const alpha = outputScaleOf(op);
   const M = Float64Array.from(w.scale, (s) => s * inputScale * alpha);
-  const B = Float64Array.from(bias, (b) => alpha * b);
+  const B = Float64Array.from(op.bias?.toArray() ?? new Float32Array(w.scale.length), (b) => alpha * b);
   return bn ? foldBatchNorm({ M, B }, bn) : { M, B };
+}
+
+/** EWGS's |output_scale| of a layer, or 1. */
+function outputScaleOf(op: WeightedOp): number {
+  return op.quant?.outputScale ? Math.abs(op.quant.outputScale.item()) : 1;
+}
+
+/** The offset B of foldAffine alone: it depends on the bias, the output scale and batch norm, not on the weights. */
+export function foldedBias(op: WeightedOp, bn: BatchNormNode | null): Float64Array {
+  const alpha = outputScaleOf(op);
+  const B = Float64Array.from(op.bias?.toArray() ?? new Float32Array(outChannelsOf(op)), (b) => alpha * b);
+  return bn ? foldBatchNorm({ M: new Float64Array(B.length).fill(1), B }, bn).B : B;
 }
 
 export function foldBatchNorm(a: Affine, bn: BatchNormNode): Affine {
@@ -207,9 +224,9 @@ export function valueBound(a: Affine, inputBound: number, unit: number, offset: 
   return worst;
 }
 
-/** The finest unit baseUnit / 2^f (f <= 16) that keeps every value below the limit. */
-export function chooseFracBits(a: Affine, inputBound: number, baseUnit: number, offset: number, where: string): number {
-  for (let f = MAX_FRAC_BITS; f >= 0; f--) if (valueBound(a, inputBound, baseUnit / 2 ** f, offset) < TARGET_LIMIT) return f;
+/** The finest unit baseUnit / 2^f (f <= maxFracBits) that keeps every value below the limit. */
+export function chooseFracBits(a: Affine, inputBound: number, baseUnit: number, offset: number, where: string, maxFracBits = MAX_FRAC_BITS): number {
+  for (let f = maxFracBits; f >= 0; f--) if (valueBound(a, inputBound, baseUnit / 2 ** f, offset) < TARGET_LIMIT) return f;
   throw new LoweringError(`${where}: requantized values would overflow int32 even at the coarsest unit`);
 }
 

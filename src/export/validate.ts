@@ -137,7 +137,7 @@ function activationRange(q: ActivationQuant, where: string): [number, number] {
     return [Math.min(...values), Math.max(...values)];
   }
   if (rule.kind === 'round') {
-    if (!isInt(rule.fracBits, 0, 16)) fail(where, `fracBits must be an integer in [0, 16], got ${rule.fracBits}`);
+    if (!isInt(rule.fracBits, 0, 30)) fail(where, `fracBits must be an integer in [0, 30], got ${rule.fracBits}`);
     if (!isInt(rule.minCode, -VALUE_LIMIT, VALUE_LIMIT) || !isInt(rule.maxCode, rule.minCode, VALUE_LIMIT)) {
       fail(where, `round rule needs integer minCode <= maxCode, got ${rule.minCode}, ${rule.maxCode}`);
     }

@@ -32,11 +32,23 @@ function runNode(node: GraphNode, inputs: Tensor[]): Tensor {
   throw new GraphError(`${node.name}: a functional ${op.kind} node has no op to run`);
 }
 
+/**
+ * Changes a pass makes to what the graph computes (the simulated deployment: export/simulate.ts):
+ * a node's output replaced by a function of it, or a node run another way.
+ */
+export interface NodeRewrite {
+  /** The value that node `node` passes on, given its output (node 0: the input). */
+  output?(node: GraphNode, value: Tensor): Tensor;
+  /** The node's output computed another way, or null to run it as traced. */
+  run?(node: GraphNode, inputs: Tensor[]): Tensor | null;
+}
+
 export interface RunOptions {
-  /** Sees every node's output (node 0: the input itself) while it is alive. */
+  /** Sees every node's output (node 0: the input itself) while it is alive, after any rewrite. */
   readonly observe?: (node: GraphNode, value: Tensor) => void;
   /** Fused training ops (fuse.ts). */
   readonly fusion?: TrainingFusion;
+  readonly rewrite?: NodeRewrite;
 }
 
 /**
@@ -70,16 +82,19 @@ export function runGraph(graph: Graph, x: Tensor, opts: RunOptions = {}): Tensor
   const values: (Tensor | null)[] = graph.nodes.map(() => null);
   /** Inputs already fake-quantized for the convolution (by node id) by the op before it. */
   const quantized = new Map<number, Tensor>();
-  values[0] = x;
-  opts.observe?.(graph.nodes[0], x);
+  const rewrite = opts.rewrite;
+  values[0] = rewrite?.output ? rewrite.output(graph.nodes[0], x) : x;
+  opts.observe?.(graph.nodes[0], values[0]);
   for (const node of graph.nodes.slice(1)) {
     const inputs = node.inputs.map((i) => values[i]!);
-    const y = runStep(graph, node, inputs, opts.fusion, quantized);
+    const computed = rewrite?.run?.(node, inputs) ?? runStep(graph, node, inputs, opts.fusion, quantized);
+    const y = computed && rewrite?.output ? rewrite.output(node, computed) : computed;
+    if (release && computed && y !== computed) computed.dispose();
     values[node.id] = y;
     if (y) opts.observe?.(node, y);
     if (!release) continue;
     for (const i of new Set(node.inputs)) {
-      if (--readers[i] === 0 && i !== 0 && i !== graph.output) {
+      if (--readers[i] === 0 && (i !== 0 || values[0] !== x) && i !== graph.output) {
         values[i]?.dispose();
         values[i] = null;
       }
@@ -90,10 +105,12 @@ export function runGraph(graph: Graph, x: Tensor, opts: RunOptions = {}): Tensor
 
 /**
  * The model's training forward through its fused graph: trace once on one sample's shape, then
- * every call runs the graph with the fusions. Trace again after replacing layers.
+ * every call runs the graph with the fusions (and the rewrite a pass makes of the traced graph,
+ * e.g. the simulated deployment). Trace again after replacing layers.
  */
-export function trainingForward(model: Module, sampleShape: Shape): (x: Tensor) => Tensor {
+export function trainingForward(model: Module, sampleShape: Shape, rewriteOf?: (graph: Graph) => NodeRewrite): (x: Tensor) => Tensor {
   const graph = trace(model, sampleShape);
   const fusion = fuseForTraining(graph);
-  return (x) => runGraph(graph, x, { fusion });
+  const rewrite = rewriteOf?.(graph);
+  return (x) => runGraph(graph, x, { fusion, rewrite });
 }

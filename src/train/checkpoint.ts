@@ -7,6 +7,7 @@
  * sidecar is the commit point, so a kill at any moment leaves the previous checkpoint readable.
  * Superseded tensor files are removed only after the new sidecar is in place.
  */
+import type { DeploymentPlan } from '../export/plan.js';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -45,6 +46,10 @@ export interface CheckpointMeta {
   readonly architecture?: string;
   /** [channels, height, width] of the images the model was trained on (absent in older checkpoints). */
   readonly inputShape?: readonly [number, number, number];
+  /** The deployment plan the weights were trained under (a run's final phase) or evaluated with (its end). */
+  readonly deploymentPlan?: DeploymentPlan;
+  /** Class names of the training split (absent in older checkpoints). */
+  readonly classes?: readonly string[];
   readonly progress: TrainingProgress;
   readonly metrics: Record<string, unknown>;
   readonly versions: { readonly tinyquant: string; readonly node: string; readonly backend: string };
@@ -88,7 +93,7 @@ export function saveCheckpoint(
   kind: CheckpointKind,
   model: Module,
   optimizer: Optimizer | null,
-  info: Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape' | 'progress' | 'metrics'>,
+  info: Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape' | 'deploymentPlan' | 'classes' | 'progress' | 'metrics'>,
 ): string {
   const tag = `e${String(info.progress.epoch).padStart(4, '0')}-s${String(info.progress.step).padStart(6, '0')}`;
   const weights = writeTensors(dir, `${kind}-${tag}.safetensors`, model.stateDict(), { format: CHECKPOINT_FORMAT, kind });
@@ -106,6 +111,8 @@ export function saveCheckpoint(
     config: info.config,
     ...(info.architecture !== undefined && { architecture: info.architecture }),
     ...(info.inputShape !== undefined && { inputShape: info.inputShape }),
+    ...(info.deploymentPlan !== undefined && { deploymentPlan: info.deploymentPlan }),
+    ...(info.classes !== undefined && { classes: info.classes }),
     progress: info.progress,
     metrics: info.metrics,
     versions: { tinyquant: TINYQUANT_VERSION, node: process.version, backend: getBackend().name },
@@ -137,6 +144,9 @@ function checkMeta(raw: unknown, sidecar: string): CheckpointMeta {
     throw new Error(`${sidecar}: checkpoint format version ${meta.version} is not supported by this tinyquant (expects ${CHECKPOINT_VERSION})`);
   }
   if (!meta.weights?.file || !meta.config || !meta.progress) throw new Error(`${sidecar}: incomplete checkpoint sidecar`);
+  if (meta.classes !== undefined && !(Array.isArray(meta.classes) && meta.classes.every((c) => typeof c === 'string'))) {
+    throw new Error(`${sidecar}: classes must be a list of class names`);
+  }
   return meta as CheckpointMeta;
 }
 

@@ -38,6 +38,23 @@ export interface EwgsConfig {
   readonly hessianEstimator: 'joint' | 'per-quantizer';
 }
 
+/** The deployment of a quantized run (export/plan.ts, export/simulate.ts). */
+export interface DeployConfig {
+  /**
+   * Lower the model at the end and evaluate the integer model on the test images (the final
+   * fake-quant evaluation then simulates the deployment too). Checked before training starts: a
+   * model the lowering rejects stops the run there, naming the layer.
+   */
+  readonly evaluate: boolean;
+  /** The last N epochs train with the deployment simulated (its plan made at their start) and batch-norm statistics frozen; 0: none. */
+  readonly finalEpochs: number;
+  readonly residualBits: 8 | 16;
+  /** Bits of the image after the normalization lookup table. */
+  readonly inputBits: 8 | 16;
+  /** Training images the plan's fixed-point scales are calibrated on. */
+  readonly calibrationImages: number;
+}
+
 export interface TrainConfig {
   readonly model: ModelName;
   readonly dataset: DatasetName;
@@ -64,6 +81,7 @@ export interface TrainConfig {
   readonly perChannel: boolean;
   readonly apotVariant: 'cifar' | 'imagenet';
   readonly ewgs: EwgsConfig;
+  readonly deploy: DeployConfig;
   readonly epochs: number;
   readonly batch: number;
   readonly evalBatch: number;
@@ -102,6 +120,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   perChannel: false,
   apotVariant: 'cifar',
   ewgs: { delta: 0, hessian: false, hessianEvery: 10, hessianBatches: 3, hessianSamples: 50, hessianEstimator: 'joint' },
+  deploy: { evaluate: true, finalEpochs: 0, residualBits: 16, inputBits: 8, calibrationImages: 256 },
   epochs: 1,
   batch: 128,
   evalBatch: 500,
@@ -151,6 +170,7 @@ const FIELD_CHECKS: { readonly [K in keyof TrainConfig]-?: (v: unknown, source: 
   perChannel: (v, s, f) => bool(v, s, f),
   apotVariant: (v, s, f) => oneOf(v, ['cifar', 'imagenet'] as const, s, f),
   ewgs: (v, s, f) => ewgsConfig(v, s, f),
+  deploy: (v, s, f) => deployConfig(v, s, f),
   epochs: (v, s, f) => int(v, s, f, 1),
   batch: (v, s, f) => int(v, s, f, 1),
   evalBatch: (v, s, f) => int(v, s, f, 1),
@@ -241,6 +261,20 @@ function ewgsConfig(v: unknown, s: string, f: string): EwgsConfig {
   };
 }
 
+function deployConfig(v: unknown, s: string, f: string): DeployConfig {
+  if (!isObject(v)) fail(s, f, 'must be an object');
+  const d = DEFAULT_CONFIG.deploy;
+  checkKeys(v, Object.keys(d), s, f);
+  const bits = (x: unknown, field: string): 8 | 16 => (x === 8 || x === 16 ? x : fail(s, `${f}.${field}`, `must be 8 or 16; got ${JSON.stringify(x)}`));
+  return {
+    evaluate: v.evaluate === undefined ? d.evaluate : bool(v.evaluate, s, `${f}.evaluate`),
+    finalEpochs: v.finalEpochs === undefined ? d.finalEpochs : int(v.finalEpochs, s, `${f}.finalEpochs`, 0),
+    residualBits: v.residualBits === undefined ? d.residualBits : bits(v.residualBits, 'residualBits'),
+    inputBits: v.inputBits === undefined ? d.inputBits : bits(v.inputBits, 'inputBits'),
+    calibrationImages: v.calibrationImages === undefined ? d.calibrationImages : int(v.calibrationImages, s, `${f}.calibrationImages`, 1, 100_000),
+  };
+}
+
 function paramGroups(v: unknown, s: string, f: string): ParamGroupConfig[] {
   if (!Array.isArray(v)) fail(s, f, 'must be a list of {name, match, lr, weightDecay}');
   return v.map((g, i) => {
@@ -295,7 +329,8 @@ function schedule(v: unknown, s: string, f: string): Schedule {
 export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig = DEFAULT_CONFIG): TrainConfig {
   if (!isObject(raw)) throw new ConfigError(`${source}: must be an object of fields`);
   checkKeys(raw, CONFIG_FIELDS, source, '');
-  const out: Record<string, unknown> = { ...base };
+  // A base from an older run lacks the fields added since: they take their defaults.
+  const out: Record<string, unknown> = { ...DEFAULT_CONFIG, ...base };
   for (const key of CONFIG_FIELDS) {
     if (raw[key] !== undefined) out[key] = FIELD_CHECKS[key](raw[key], source, key);
   }
@@ -319,7 +354,11 @@ export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig
 
 function checkCombination(c: TrainConfig, source: string): void {
   if (c.resize && !c.imageSize) fail(source, 'resize', 'needs imageSize [height, width], the size to resize to');
-  if (c.method === 'float') return;
+  if (c.deploy.finalEpochs > c.epochs) fail(source, 'deploy.finalEpochs', `(${c.deploy.finalEpochs}) must not exceed epochs (${c.epochs})`);
+  if (c.method === 'float') {
+    if (c.deploy.finalEpochs > 0) fail(source, 'deploy.finalEpochs', 'needs a quantized method: a float model has no deployment to simulate');
+    return;
+  }
   if (c.wbits >= 32 || c.abits >= 32) fail(source, 'wbits/abits', `must be set below 32 for method ${c.method}`);
 }
 

@@ -1,6 +1,7 @@
 /** Evaluation of a model over a whole loader: top-1, top-5, mean loss, per-image predictions. */
 import type { DataLoader } from '../data/index.js';
 import type { Module } from '../nn/module.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { evalBatch } from './step.js';
 
 export interface EvalSummary {
@@ -12,14 +13,15 @@ export interface EvalSummary {
   readonly predictions: Int32Array;
 }
 
-export async function evaluate(model: Module, loader: DataLoader): Promise<EvalSummary> {
+/** Evaluate in eval mode, through `forward` when given (e.g. the graph with the deployment simulated), else the model's own. */
+export async function evaluate(model: Module, loader: DataLoader, forward?: (x: Tensor) => Tensor): Promise<EvalSummary> {
   const wasTraining = model.training;
   model.eval();
   const predictions = new Int32Array(loader.dataset.count);
   let [lossSum, correct, top5, n] = [0, 0, 0, 0];
   try {
     for await (const b of loader.epoch(0)) {
-      const r = evalBatch(model, { images: b.images, labels: b.labels, shape: [b.size, b.channels, b.height, b.width] });
+      const r = evalBatch(model, { images: b.images, labels: b.labels, shape: [b.size, b.channels, b.height, b.width] }, forward);
       lossSum += r.loss * r.count;
       correct += r.correct;
       top5 += r.top5;

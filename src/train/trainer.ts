@@ -15,7 +15,14 @@ import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { lockDirectory } from '../io/lock.js';
 import { createModel } from '../models/index.js';
 import type { Shape } from '../backend/backend.js';
-import { GraphError, trainingForward } from '../graph/index.js';
+import { GraphError, trace, trainingForward } from '../graph/index.js';
+import { resolveNormalization } from '../data/augment.js';
+import { pickImages } from '../export/calibrate.js';
+import { type DeviceEvaluation, checkDeployable, evaluateOnDevice, lowerForEvaluation } from '../export/deployed.js';
+import { type DeploymentPlan, planDeployment, readDeploymentPlan } from '../export/plan.js';
+import { LoweringError } from '../export/requant.js';
+import { deploymentRewrite, simulatedForward } from '../export/simulate.js';
+import { BatchNorm } from '../nn/layers.js';
 import type { Module, Parameter } from '../nn/module.js';
 import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFactor } from '../optim/index.js';
 import { EwgsQuantizer } from '../quant/ewgs.js';
@@ -87,7 +94,10 @@ export interface RunFingerprint {
 
 export interface TrainResult {
   readonly status: 'finished' | 'interrupted';
+  /** The final evaluation; of a quantized run, with its deployment simulated (DeployConfig.evaluate). */
   readonly final: EvalSummary | null;
+  /** The integer model's accuracy on the same images and its agreement with `final`, or null (float runs, deploy.evaluate off). */
+  readonly device: DeviceEvaluation | null;
   readonly bestTop1: number;
   readonly bestEpoch: number;
   readonly epochs: EpochMetrics[];
@@ -214,6 +224,8 @@ function quantizerSnapshot(model: Module): Record<string, number[]> {
 interface RunState {
   progress: TrainingProgress;
   epochs: EpochMetrics[];
+  /** The deployment plan of the final phase, made at its start (and kept in every checkpoint after). */
+  plan: DeploymentPlan | null;
 }
 
 function readMetrics(file: string, beforeEpoch: number): EpochMetrics[] {
@@ -287,6 +299,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     const state: RunState = {
       progress: { epoch: 0, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: -Infinity, bestEpoch: -1, hessianEpoch: -1 },
       epochs: [],
+      plan: null,
     };
     if (resumed) {
       model.loadStateDict(resumed.state, { source: resumed.source });
@@ -294,6 +307,8 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, config.epochs, trainLoader.stepsPerEpoch, lastSidecar);
       state.epochs = readMetrics(join(outDir, 'metrics.jsonl'), state.progress.epoch);
       startHash = String((resumed.meta as CheckpointMeta).metrics.startWeights);
+      const recorded = (resumed.meta as CheckpointMeta).deploymentPlan;
+      state.plan = recorded === undefined ? null : readDeploymentPlan(recorded, lastSidecar);
       progressSink.line(`resuming ${outDir} at epoch ${state.progress.epoch + 1}, step ${state.progress.step}`);
     } else {
       const uncalibrated = config.init ? loadStartingWeights(model, config.init) : new Set(quantizedLayers(model).map(([p]) => p));
@@ -303,28 +318,32 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
         calibrate(model, first.images, first.shape, uncalibrated);
       }
     }
+    const deployment = deploymentOf(config, trainData, quantization);
+    if (deployment) checkModelDeployable(model, deployment);
     const fingerprint: RunFingerprint = {
       startWeights: startHash,
       dataOrder: sha256(Array.from({ length: config.epochs }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
       config: sha256(JSON.stringify(config)),
     };
-    const status = await runEpochs({ config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts });
+    const ctx: EpochContext = { config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts, deployment };
+    const status = await runEpochs(ctx);
     if (status === 'interrupted') {
-      return { status, final: null, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
+      return { status, final: null, device: null, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
     }
-    const final = await evaluate(model, testLoader);
+    const { final, device } = await finalEvaluation(ctx, testData);
     writeJsonAtomic(join(outDir, 'final.json'), {
       top1: final.top1,
       top5: final.top5,
       loss: final.loss,
       n: final.n,
+      device,
       bestTop1: state.progress.bestTop1,
       bestEpoch: state.progress.bestEpoch,
       epochs: config.epochs,
       fingerprint,
       quantization,
     });
-    return { status: 'finished', final, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
+    return { status: 'finished', final, device, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
   } finally {
     await Promise.all([trainLoader.close(), testLoader.close()]);
   }
@@ -355,6 +374,85 @@ interface EpochContext {
   readonly progressSink: ProgressSink;
   readonly fingerprint: RunFingerprint;
   readonly opts: TrainOptions;
+  /** How the run is deployed, or null (float, or deploy.evaluate off without a final phase). */
+  readonly deployment: Deployment | null;
+}
+
+/** What the trainer needs to plan, simulate and evaluate a run's deployment. */
+interface Deployment {
+  readonly imageShape: readonly [number, number, number];
+  readonly normalization: ReturnType<typeof resolveNormalization>;
+  readonly calibration: ReturnType<typeof pickImages>;
+  readonly meta: Parameters<typeof lowerForEvaluation>[3];
+}
+
+function deploymentOf(config: TrainConfig, data: ImageDataset, quantization: QuantizationSummary | null): Deployment | null {
+  if (config.method === 'float' || (!config.deploy.evaluate && config.deploy.finalEpochs === 0)) return null;
+  return {
+    imageShape: [data.channels, data.height, data.width],
+    normalization: resolveNormalization(config.normalization, data.channels),
+    calibration: pickImages(data, config.deploy.calibrationImages, config.seed),
+    meta: { model: config.model, method: config.method, wbits: config.wbits, abits: config.abits, firstLast: quantization?.firstLast ?? config.firstLast, classes: data.classes },
+  };
+}
+
+/** Refuse, before training, a model whose deployment cannot be planned or lowered, naming the layer. */
+function checkModelDeployable(model: Module, d: Deployment): void {
+  const { channels, height, width } = d.calibration;
+  const count = Math.min(32, d.calibration.count);
+  const few = { ...d.calibration, count, images: d.calibration.images.subarray(0, count * channels * height * width) };
+  try {
+    checkDeployable(model, d.imageShape, { normalization: d.normalization, calibration: few }, d.meta);
+  } catch (e) {
+    if (!(e instanceof LoweringError || e instanceof GraphError)) throw e;
+    throw new LoweringError(`cannot deploy this model: ${e.message} (set deploy.evaluate false and deploy.finalEpochs 0 to train it without a deployment)`, { cause: e });
+  }
+}
+
+/** The run's deployment plan, calibrated on its training images now. */
+function makePlan(ctx: EpochContext, d: Deployment): DeploymentPlan {
+  const { residualBits, inputBits } = ctx.config.deploy;
+  return planDeployment(trace(ctx.model, [...d.imageShape]), { normalization: d.normalization, calibration: d.calibration, residualBits, inputBits });
+}
+
+/**
+ * The final evaluation: of a deployed run, the fake-quantized model with its deployment simulated
+ * (the plan of its final phase, or one made now and recorded in the last checkpoint) and the
+ * integer model on the same images.
+ */
+async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promise<{ final: EvalSummary; device: DeviceEvaluation | null }> {
+  const d = ctx.deployment;
+  const plan = ctx.state.plan;
+  if (!d || !ctx.config.deploy.evaluate) {
+    return { final: await evaluate(ctx.model, ctx.testLoader, d && plan ? simulatedEvaluation(ctx.model, d, plan) : undefined), device: null };
+  }
+  if (!plan) {
+    ctx.state.plan = makePlan(ctx, d);
+    saveCheckpoint(ctx.outDir, 'last', ctx.model, ctx.optimizer, { ...runInfo(ctx), progress: ctx.state.progress, metrics: metricsFor(ctx) });
+  }
+  const start = performance.now();
+  const ir = lowerForEvaluation(trace(ctx.model, [...d.imageShape]), ctx.state.plan!, d.normalization, d.meta);
+  const lowered = performance.now();
+  const final = await evaluate(ctx.model, ctx.testLoader, simulatedForward(ctx.model, d.imageShape, ctx.state.plan!, ir));
+  const evaluated = performance.now();
+  const device = evaluateOnDevice(ir, testData, final.predictions);
+  const seconds = (t: number): string => ((t / 1000).toFixed(1));
+  ctx.progressSink.line(
+    `on device (integer model, ${device.engine}): top-1 ${device.top1.toFixed(2)}% against fake-quant ${final.top1.toFixed(2)}%, ` +
+      `same top-1 on ${device.sameTop1.toFixed(2)}% of ${device.images} images ` +
+      `(lowering ${seconds(lowered - start)} s, simulated evaluation ${seconds(evaluated - lowered)} s, integer model ${seconds(performance.now() - evaluated)} s)`,
+  );
+  return { final, device };
+}
+
+/** The model's forward with its deployment under `plan` simulated, for an evaluation of its weights as they are now. */
+function simulatedEvaluation(model: Module, d: Deployment, plan: DeploymentPlan): (x: Tensor) => Tensor {
+  return simulatedForward(model, d.imageShape, plan, lowerForEvaluation(trace(model, [...d.imageShape]), plan, d.normalization, d.meta));
+}
+
+/** Batch norms normalize with their running statistics, which stay as they are (the final phase). */
+function freezeBatchNorms(model: Module): void {
+  for (const [, m] of model.namedModules()) if (m instanceof BatchNorm) m.training = false;
 }
 
 function checkQuantizersFinite(model: Module): void {
@@ -375,12 +473,17 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
   const signals = ctx.opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
   for (const s of signals) process.on(s, onSignal);
   let stepsThisProcess = 0;
-  // Traced on the first batch's image shape; training steps run through the graph's fusions.
+  // Traced on the first batch's image shape; training steps run through the graph's fusions (and,
+  // in the final phase, with the deployment simulated).
   let forward: ((x: Tensor) => Tensor) | null = null;
+  let forwardPlan: DeploymentPlan | null = null;
+  const finalStart = config.epochs - config.deploy.finalEpochs;
   try {
     for (let epoch = state.progress.epoch; epoch < config.epochs; epoch++) {
       if (state.progress.epoch !== epoch) state.progress = { ...state.progress, epoch, step: 0, partial: { lossSum: 0, correct: 0, count: 0 } };
       await maybeEstimateDelta(ctx, epoch);
+      const plan = ctx.deployment && epoch >= finalStart ? (state.plan ??= makePlan(ctx, ctx.deployment)) : null;
+      if (plan !== forwardPlan) [forward, forwardPlan] = [null, plan];
       const steps = trainLoader.stepsPerEpoch;
       const epochStart = performance.now();
       let [dataMs, stepMsTotal, images] = [0, 0, 0];
@@ -392,7 +495,8 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
         const t0 = performance.now();
         let r;
         try {
-          forward ??= trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink);
+          forward ??= trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink, plan);
+          if (plan) freezeBatchNorms(model);
           r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
             forward,
             labelSmoothing: config.labelSmoothing,
@@ -438,7 +542,7 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
       }
       const seconds = (performance.now() - epochStart) / 1000;
       const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
-      const test = evalNow ? await evaluate(model, ctx.testLoader) : null;
+      const test = evalNow ? await evaluate(model, ctx.testLoader, plan ? simulatedEvaluation(model, ctx.deployment!, plan) : undefined) : null;
       const metrics: EpochMetrics = {
         epoch,
         lr: optimizer.groups[0].lr,
@@ -483,11 +587,11 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
  * The fused training forward of the model's graph, or its own forward (without the fusions) for a
  * model the graph cannot trace (a layer of the user's own without sub-modules), said once.
  */
-function trainingForwardOf(model: Module, sampleShape: Shape, progress: ProgressSink): (x: Tensor) => Tensor {
+function trainingForwardOf(model: Module, sampleShape: Shape, progress: ProgressSink, plan: DeploymentPlan | null): (x: Tensor) => Tensor {
   try {
-    return trainingForward(model, sampleShape);
+    return trainingForward(model, sampleShape, plan ? (graph) => deploymentRewrite(graph, plan, 'training') : undefined);
   } catch (e) {
-    if (!(e instanceof GraphError)) throw e;
+    if (!(e instanceof GraphError) || plan) throw e;
     progress.line(`training without the graph's fusions: ${e.message}`);
     return (x) => model.call(x);
   }
@@ -502,10 +606,16 @@ function checkedProgress(p: TrainingProgress, epochs: number, stepsPerEpoch: num
   return p;
 }
 
-/** What every checkpoint of the run records about it: config, the model instance's class, the image shape. */
-function runInfo(ctx: EpochContext): Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape'> {
-  const { channels, height, width } = ctx.trainLoader.dataset;
-  return { config: ctx.config, architecture: ctx.opts.model?.constructor.name, inputShape: [channels, height, width] };
+/** What every checkpoint of the run records about it: config, the model instance's class, the image shape, classes, the plan. */
+function runInfo(ctx: EpochContext): Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape' | 'classes' | 'deploymentPlan'> {
+  const { channels, height, width, classes } = ctx.trainLoader.dataset;
+  return {
+    config: ctx.config,
+    architecture: ctx.opts.model?.constructor.name,
+    inputShape: [channels, height, width],
+    classes,
+    ...(ctx.state.plan && { deploymentPlan: ctx.state.plan }),
+  };
 }
 
 function metricsFor(ctx: EpochContext): Record<string, unknown> {

@@ -153,7 +153,8 @@ function studySection(s: Study, a: StudyAnalysis | undefined, i: number): string
   const parts = [
     `<h2 id="study-${i}">${esc(s.model)} on ${esc(s.dataset)}</h2>`,
     `<ul>${recipeLines(s).map((l) => `<li>${esc(l)}</li>`).join('')}</ul>`,
-    `<h3>Final top-1 by method and bit-width (mean ± std over seeds)</h3>${htmlTable(pivotTable(s))}`,
+    ...(s.configs.some((c) => c.device.n > 0) ? [`<h3>On device: the integer model's top-1 by method and bit-width (mean ± std over seeds)</h3>${htmlTable(pivotTable(s, 'device'))}`] : []),
+    `<h3>Final top-1 of the fake-quantized model by method and bit-width (mean ± std over seeds)</h3>${htmlTable(pivotTable(s))}`,
     `<div class="charts">${accuracyVsBits(s)}</div>`,
     `<h3>Accuracy: final and best epoch, against our float and the published numbers</h3>${htmlTable(accuracyTable(s))}`,
     '<p class="meta">Published numbers come with their own float baselines and training setups (spec §4.1): compare the drop from float (Δ), not absolute accuracy. ' +

@@ -30,7 +30,10 @@ export function renderMarkdown(report: ReportModel, analyses: ReadonlyMap<string
   for (const s of report.studies) {
     const a = analyses.get(`${s.model}|${s.dataset}`);
     out.push(`## ${s.model} on ${s.dataset}`, '', ...recipeLines(s).map((l) => `- ${l}`), '');
-    out.push('### Final top-1 by method and bit-width (mean ± std over seeds)', '', markdownTable(pivotTable(s)), '');
+    if (s.configs.some((c) => c.device.n > 0)) {
+      out.push('### On device: the integer model\'s top-1 by method and bit-width (mean ± std over seeds)', '', markdownTable(pivotTable(s, 'device')), '');
+    }
+    out.push('### Final top-1 of the fake-quantized model by method and bit-width (mean ± std over seeds)', '', markdownTable(pivotTable(s)), '');
     out.push('### Accuracy', '', markdownTable(accuracyTable(s)), '');
     out.push(
       'Published numbers come with their own float baselines and training setups (spec §4.1); compare the drop from float (Δ), not absolute accuracy.',

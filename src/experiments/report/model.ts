@@ -36,7 +36,12 @@ export interface ConfigSummary {
   readonly abits: number;
   readonly bits: string;
   readonly runs: readonly RunData[];
+  /** Final top-1 of the fake-quantized model (with its deployment simulated, for runs that evaluated a device). */
   readonly final: Stat;
+  /** Final top-1 of the integer model on the same images, over the runs that evaluated it. */
+  readonly device: Stat;
+  /** Share of test images where the integer model's top-1 class is the fake-quantized model's, in percent. */
+  readonly agreement: Stat;
   readonly best: Stat;
   /** 1-based epoch of the best test accuracy, mean over seeds. */
   readonly bestEpoch: Stat;
@@ -123,6 +128,8 @@ function summarize(model: string, dataset: string, method: GridMethod, wbits: nu
     bits,
     runs: done,
     final: stat(done.map((r) => r.outcome!.top1)),
+    device: stat(done.flatMap((r) => (r.outcome!.device ? [r.outcome!.device.top1] : []))),
+    agreement: stat(done.flatMap((r) => (r.outcome!.device ? [r.outcome!.device.sameTop1] : []))),
     best: stat(done.map((r) => r.outcome!.bestTop1 ?? r.outcome!.top1)),
     bestEpoch: stat(done.map((r) => (r.outcome!.bestEpoch ?? 0) + 1)),
     published: method === 'float' ? [] : publishedFor(model, dataset, method, bits),
@@ -242,18 +249,31 @@ export function findings(studies: readonly Study[], index: ResultsIndex): string
     const where = `${s.model} / ${s.dataset}`;
     if (s.float) out.push(`${where}: float baseline ${s.float.top1.toFixed(2)}% (${s.float.how}).`);
     for (const bits of s.bitLabels) {
-      const ranked = s.configs.filter((c) => c.bits === bits && c.final.n > 0).sort((a, b) => b.final.mean - a.final.mean);
-      if (ranked.length === 0) continue;
+      const candidates = s.configs.filter((c) => c.bits === bits && c.final.n > 0);
+      if (candidates.length === 0) continue;
+      // Methods compare on the accuracy the device delivers, where every run measured it.
+      const onDevice = candidates.every((c) => c.device.n === c.final.n);
+      const score = (c: ConfigSummary): Stat => (onDevice ? c.device : c.final);
+      const ranked = [...candidates].sort((a, b) => score(b).mean - score(a).mean);
       const [first, second] = ranked;
-      let text = `${where}, ${bits}: ${first.method} leads with ${formatStat(first.final)}% final (${seedsNote(first.final)})`;
+      let text = `${where}, ${bits}: ${first.method} leads with ${formatStat(score(first))}% ${onDevice ? 'on device' : 'final'} (${seedsNote(score(first))})`;
       if (second) {
-        const gap = first.final.mean - second.final.mean;
-        text += `, ${gap.toFixed(2)} points ahead of ${second.method} (${formatStat(second.final)}%${spreadVerdict(gap, first.final, second.final)})`;
+        const gap = score(first).mean - score(second).mean;
+        text += `, ${gap.toFixed(2)} points ahead of ${second.method} (${formatStat(score(second))}%${spreadVerdict(gap, score(first), score(second))})`;
       }
-      if (s.float) text += `; ${versusFloat(first.final.mean, s.float.top1)}`;
+      if (s.float) text += `; ${versusFloat(score(first).mean, s.float.top1)}`;
       const last = ranked[ranked.length - 1];
-      if (ranked.length > 2) text += `; last is ${last.method} at ${formatStat(last.final)}%`;
+      if (ranked.length > 2) text += `; last is ${last.method} at ${formatStat(score(last))}%`;
       out.push(`${text}.`);
+    }
+    const deployed = s.configs.filter((c) => c.agreement.n > 0);
+    if (deployed.length > 0) {
+      const same = deployed.flatMap((c) => c.runs.flatMap((r) => (r.outcome?.device ? [r.outcome.device.sameTop1] : [])));
+      const gaps = deployed.flatMap((c) => c.runs.flatMap((r) => (r.outcome?.device ? [Math.abs(r.outcome.device.top1 - r.outcome.top1)] : [])));
+      out.push(
+        `${where}: on device (the integer model) against the fake-quantized model with its deployment simulated: the same top-1 class on ` +
+          `${Math.min(...same).toFixed(2)}-${Math.max(...same).toFixed(2)} % of the test images, top-1 within ${Math.max(...gaps).toFixed(2)} points, over ${same.length} runs.`,
+      );
     }
     const collapsed = s.float ? s.configs.filter((c) => c.final.n > 0 && s.float!.top1 - c.final.mean > COLLAPSE_POINTS) : [];
     if (collapsed.length > 0) {

@@ -27,6 +27,8 @@ export function accuracyTable(s: Study): Table {
     c.bits,
     String(c.final.n),
     formatStat(c.final),
+    c.device.n ? formatStat(c.device) : '–',
+    c.agreement.n ? formatStat(c.agreement) : '–',
     formatStat(c.best),
     c.bestEpoch.n ? c.bestEpoch.mean.toFixed(1) : '–',
     s.float && c.final.n ? delta(c.final.mean, s.float.top1) : '–',
@@ -34,23 +36,23 @@ export function accuracyTable(s: Study): Table {
   ]);
   if (s.floatRuns && s.floatRuns.final.n > 0) {
     const f = s.floatRuns;
-    rows.unshift(['float (grid runs)', 'W32A32', String(f.final.n), formatStat(f.final), formatStat(f.best), f.bestEpoch.mean.toFixed(1), s.float ? delta(f.final.mean, s.float.top1) : '–', '–']);
+    rows.unshift(['float (grid runs)', 'W32A32', String(f.final.n), formatStat(f.final), '–', '–', formatStat(f.best), f.bestEpoch.mean.toFixed(1), s.float ? delta(f.final.mean, s.float.top1) : '–', '–']);
   }
-  if (s.float) rows.unshift(['float baseline', 'W32A32', '–', s.float.top1.toFixed(2), '–', '–', '0.00', '–']);
+  if (s.float) rows.unshift(['float baseline', 'W32A32', '–', s.float.top1.toFixed(2), '–', '–', '–', '–', '0.00', '–']);
   return {
-    header: ['method', 'bits', 'seeds', 'final top-1 %', 'best top-1 %', 'best epoch', 'Δ final vs our float', 'published top-1 (its own FP, Δ; source)'],
+    header: ['method', 'bits', 'seeds', 'fake-quant top-1 %', 'on device top-1 %', 'same top-1 %', 'best top-1 %', 'best epoch', 'Δ final vs our float', 'published top-1 (its own FP, Δ; source)'],
     rows,
-    numeric: [2, 3, 4, 5, 6],
+    numeric: [2, 3, 4, 5, 6, 7, 8],
   };
 }
 
-/** Methods x bit-widths, final top-1 mean ± std: the overview. */
-export function pivotTable(s: Study): Table {
+/** Methods x bit-widths, final top-1 mean ± std of the fake-quantized model or of the integer model on device: the overview. */
+export function pivotTable(s: Study, which: 'final' | 'device' = 'final'): Table {
   return {
     header: ['method', ...s.bitLabels],
     rows: s.methods.map((m) => [m, ...s.bitLabels.map((b) => {
       const c = s.configs.find((x) => x.method === m && x.bits === b);
-      return c && c.final.n ? formatStat(c.final) : '–';
+      return c && c[which].n ? formatStat(c[which]) : '–';
     })]),
     numeric: s.bitLabels.map((_, i) => i + 1),
   };
