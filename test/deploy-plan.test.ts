@@ -24,7 +24,7 @@ import * as ops from '../src/tensor/ops.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
 import { resolveConfig } from '../src/train/config.js';
-import { type TrainingData, train } from '../src/train/trainer.js';
+import { type TrainingData, evaluateCheckpoint, train } from '../src/train/trainer.js';
 import { Rng } from '../src/util/rng.js';
 import { CLASSES, NORMALIZATION, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
 import { tempDir } from './fixtures/data/make.js';
@@ -213,7 +213,12 @@ test('export lowers a run with the plan its checkpoint records, and refuses cont
       return { name: 'synthetic', split, images: shared, labels: Int32Array.from({ length: count }, (_, i) => i % 10), count, channels: 3, height: 16, width: 16, classes: CLASSES, source: 'test' };
     };
     const run = join(dir, 'run');
-    const r = await train({ config, outDir: run, data: { train: make('train', 16), test: make('test', 8) }, handleSignals: false });
+    const testSet = make('test', 8);
+    const r = await train({ config, outDir: run, data: { train: make('train', 16), test: testSet }, handleSignals: false });
+    // `tinyquant eval` of the run evaluates what the run reported: its plan simulated, and the integer model.
+    const again = await evaluateCheckpoint(config, readCheckpoint(run), testSet, 8);
+    assert.equal(again.top1, r.final?.top1);
+    assert.deepEqual(again.device, r.device);
     const trained = loadTrainedModel(run);
     assert.ok(trained.plan, 'the run recorded the plan its final evaluation used');
     // No dataset is needed: the plan gives the scales, the checkpoint the class names.

@@ -1,7 +1,9 @@
 /**
  * `tinyquant eval --checkpoint FILE --dataset D [--data-dir DIR] [--json] [--predictions FILE]`:
  * accuracy of a checkpoint on a test set. Our checkpoints carry their architecture and
- * quantization; for other weight files (safetensors, PyTorch .pth from the reference code) give
+ * quantization, and a quantized run's the deployment plan its final evaluation used: eval then
+ * measures what the run reported, the fake-quantized model with that deployment simulated and the
+ * integer model on the same images; for other weight files (safetensors, PyTorch .pth from the reference code) give
  * them as flags (--model, --method, --wbits, --abits, --first-last).
  */
 import { writeFileAtomic } from '../io/index.js';
@@ -71,7 +73,14 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const r = await evaluateCheckpoint(config, checkpoint, dataset, num(args, 'batch', 500, { integer: true, min: 1 }));
   const predictionsFile = str(args, 'predictions');
   if (predictionsFile) writeFileAtomic(predictionsFile, Array.from(r.predictions).join('\n') + '\n');
-  const summary = { top1: r.top1, top5: r.top5, n: r.n, loss: r.loss, checkpoint: path, dataset: config.dataset, split };
-  console.log(flag(args, 'json') ? JSON.stringify(summary) : `${path}: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%, loss ${r.loss.toFixed(4)} on ${r.n} ${config.dataset} ${split} images`);
+  const summary = { top1: r.top1, top5: r.top5, n: r.n, loss: r.loss, checkpoint: path, dataset: config.dataset, split, device: r.device };
+  if (flag(args, 'json')) {
+    console.log(JSON.stringify(summary));
+    return;
+  }
+  console.log(`${path}: top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%, loss ${r.loss.toFixed(4)} on ${r.n} ${config.dataset} ${split} images`);
+  if (r.device) {
+    console.log(`  with its recorded deployment plan simulated; on device (integer model): top-1 ${r.device.top1.toFixed(2)}%, same top-1 on ${r.device.sameTop1.toFixed(2)}% of the images`);
+  }
 }
 

@@ -159,15 +159,27 @@ export function quantizeAsConfigured(model: Module, config: TrainConfig): { mode
  * Accuracy of checkpoint weights on `data` (every image, in order), in the model `config` describes:
  * what `tinyquant eval` prints and what a grid measures for its float start.
  */
-export async function evaluateCheckpoint(config: TrainConfig, checkpoint: LoadedCheckpoint, data: ImageDataset, batchSize: number): Promise<EvalSummary> {
-  const { model } = buildModel(config, data);
+export async function evaluateCheckpoint(config: TrainConfig, checkpoint: LoadedCheckpoint, data: ImageDataset, batchSize: number): Promise<CheckpointEvaluation> {
+  const { model, quantization } = buildModel(config, data);
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
+  const recorded = config.method === 'float' ? undefined : checkpoint.meta?.deploymentPlan;
+  const plan = recorded === undefined ? null : readDeploymentPlan(recorded, checkpoint.source);
   const loader = createEvalLoader(data, { batchSize, normalization: config.normalization, workers: config.workers });
   try {
-    return await evaluate(model, loader);
+    if (!plan) return { ...(await evaluate(model, loader)), device: null };
+    // The checkpoint's run evaluated its deployment: the same simulated model, and the integer one.
+    const d = deploymentFor(config, data, quantization);
+    const ir = lowerForEvaluation(trace(model, [...d.imageShape]), plan, d.normalization, d.meta);
+    const summary = await evaluate(model, loader, simulatedForward(model, d.imageShape, plan, ir));
+    return { ...summary, device: evaluateOnDevice(ir, data, summary.predictions) };
   } finally {
     await loader.close();
   }
+}
+
+/** A checkpoint's accuracy; with its recorded deployment plan, also its integer model's (else null). */
+export interface CheckpointEvaluation extends EvalSummary {
+  readonly device: DeviceEvaluation | null;
 }
 
 /** Fingerprint of the float part of the starting point: everything but quantizer state. */
@@ -319,7 +331,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       }
     }
     const deployment = deploymentOf(config, trainData, quantization);
-    if (deployment) checkModelDeployable(model, deployment);
+    if (deployment) checkModelDeployable(model, deployment, trainData);
     const fingerprint: RunFingerprint = {
       startWeights: startHash,
       dataOrder: sha256(Array.from({ length: config.epochs }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
@@ -382,37 +394,38 @@ interface EpochContext {
 interface Deployment {
   readonly imageShape: readonly [number, number, number];
   readonly normalization: ReturnType<typeof resolveNormalization>;
-  readonly calibration: ReturnType<typeof pickImages>;
   readonly meta: Parameters<typeof lowerForEvaluation>[3];
 }
 
-function deploymentOf(config: TrainConfig, data: ImageDataset, quantization: QuantizationSummary | null): Deployment | null {
-  if (config.method === 'float' || (!config.deploy.evaluate && config.deploy.finalEpochs === 0)) return null;
+/** The deployment of a quantized model of `config` on images like `data`'s. */
+function deploymentFor(config: TrainConfig, data: ImageDataset, quantization: QuantizationSummary | null): Deployment {
   return {
     imageShape: [data.channels, data.height, data.width],
     normalization: resolveNormalization(config.normalization, data.channels),
-    calibration: pickImages(data, config.deploy.calibrationImages, config.seed),
     meta: { model: config.model, method: config.method, wbits: config.wbits, abits: config.abits, firstLast: quantization?.firstLast ?? config.firstLast, classes: data.classes },
   };
 }
 
+/** A run's deployment, or null: float runs, and runs that neither evaluate one nor train under one. */
+function deploymentOf(config: TrainConfig, data: ImageDataset, quantization: QuantizationSummary | null): Deployment | null {
+  return config.method === 'float' || (!config.deploy.evaluate && config.deploy.finalEpochs === 0) ? null : deploymentFor(config, data, quantization);
+}
+
 /** Refuse, before training, a model whose deployment cannot be planned or lowered, naming the layer. */
-function checkModelDeployable(model: Module, d: Deployment): void {
-  const { channels, height, width } = d.calibration;
-  const count = Math.min(32, d.calibration.count);
-  const few = { ...d.calibration, count, images: d.calibration.images.subarray(0, count * channels * height * width) };
+function checkModelDeployable(model: Module, d: Deployment, data: ImageDataset): void {
   try {
-    checkDeployable(model, d.imageShape, { normalization: d.normalization, calibration: few }, d.meta);
+    checkDeployable(model, d.imageShape, { normalization: d.normalization, calibration: pickImages(data, 32) }, d.meta);
   } catch (e) {
     if (!(e instanceof LoweringError || e instanceof GraphError)) throw e;
     throw new LoweringError(`cannot deploy this model: ${e.message} (set deploy.evaluate false and deploy.finalEpochs 0 to train it without a deployment)`, { cause: e });
   }
 }
 
-/** The run's deployment plan, calibrated on its training images now. */
+/** The run's deployment plan, calibrated now on training images picked by its seed. */
 function makePlan(ctx: EpochContext, d: Deployment): DeploymentPlan {
-  const { residualBits, inputBits } = ctx.config.deploy;
-  return planDeployment(trace(ctx.model, [...d.imageShape]), { normalization: d.normalization, calibration: d.calibration, residualBits, inputBits });
+  const { residualBits, inputBits, calibrationImages } = ctx.config.deploy;
+  const calibration = pickImages(ctx.trainLoader.dataset, calibrationImages, ctx.config.seed);
+  return planDeployment(trace(ctx.model, [...d.imageShape]), { normalization: d.normalization, calibration, residualBits, inputBits });
 }
 
 /**
