@@ -4,8 +4,8 @@
  * the device's up to float rounding and a final training phase can adapt the weights to them:
  * - the normalized image rounded to the lookup table's codes (one scale, its bits);
  * - every stream value (residual joins, conv outputs kept as fixed point, adds) rounded to its
- *   scale as the requantization rounds it, and clamped to its integer type; a zero-pad shortcut's
- *   values rounded to the scale of the join they are added at (the integer model rescales them);
+ *   scale and clamped to its integer type; a zero-pad shortcut's values rounded to the scale of the
+ *   join they are added at (the integer model rescales them there);
  * - a layer trained with float weights: weights rounded to int8 per output channel and its float
  *   input (not the image) to the 8-bit codes of its calibration range, as the lowering does after
  *   training.
@@ -20,12 +20,9 @@ import { fakeQuantize, fixedOp } from '../quant/quantizer.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
 import { residualValue } from './engine.js';
-import { roundingMulShift } from './int-ops.js';
-import type { ConvOp, IntegerModel } from './ir.js';
-import { getBackend } from '../backend/index.js';
 import type { Module } from '../nn/module.js';
 import { type ConvGroup, type DeploymentPlan, LoweringLayout, type WeightedNode, floatInputLayers, isWeighted, planFloatInput, planStreamScale, streamValues } from './plan.js';
-import { type Clip, LoweringError, calibratedScheme, foldedBias } from './requant.js';
+import { LoweringError, calibratedScheme, foldedBias } from './requant.js';
 
 /** Round to a grid of `scale` and clamp to integer codes [lo, hi] (infinite: no clamp). */
 function gridSpec(scale: number, lo: number, hi: number): QuantSpec {
@@ -41,106 +38,54 @@ function streamTop(bits: number, ceiling: number | null, scale: number): number 
 type ValueRewrite = (value: Tensor) => Tensor;
 
 /**
- * Training rounds stream values to their grid (what the gradient needs, one backend pass each);
- * evaluation computes every stored stream value and the logits as the integer model does, from the
- * accumulators recovered from the float conv outputs (see EpilogueRounding).
+ * Training rounds a stored stream value to its grid in one backend pass (what the gradient needs).
+ * Evaluation also reproduces how the device rounds a conv's output: the product of the accumulator
+ * and the rounding of its folded offset B separately, round(y/s - B/s) + round(B/s); without it a
+ * stored value differs by one unit on a good share of the elements, enough to move later codes.
  */
-export type SimulationMode = 'training' | { readonly evaluation: IntegerModel };
-
-/**
- * A conv's integer epilogue in the integer model: from its float output y = M acc + B (per output
- * channel, after batch norm) the accumulator acc = round((y - B) / M), an integer, is recovered
- * exactly (float error is far below one accumulator unit), then rounded as the device rounds it:
- * roundingMulShift(acc, mult, shift) + bias, plus the rescaled shortcut, ReLU, ceiling and clamp.
- */
-interface EpilogueRounding {
-  readonly op: ConvOp;
-  /** Real value of one unit of the output. */
-  readonly unit: number;
-  readonly M: Float64Array;
-  readonly B: Float64Array;
-}
-
-function epilogueOf(ir: IntegerModel, g: ConvGroup): EpilogueRounding {
-  const op = ir.ops.find((o): o is ConvOp => o.kind === 'conv' && o.name === g.layer.name);
-  if (!op) throw new LoweringError(`${g.layer.name}: the integer model has no conv of this layer (lowered from another model?)`);
-  const unit = ir.tensors[op.output].scale;
-  const M = Float64Array.from(op.requant.mult, (m, c) => (unit * m) / 2 ** op.requant.shift[c]);
-  return { op, unit, M, B: foldedBias(g.layer.op, g.bn?.op ?? null) };
-}
-
-/** What the device computes from conv outputs `y` (and the shortcut values `shortcut` at their scale, if any), as real values. */
-function deviceValues(e: EpilogueRounding, y: Tensor, shortcut: { readonly values: Float32Array; readonly scale: number } | null): Tensor {
-  const values = y.toArray();
-  const channels = y.shape[1];
-  const plane = values.length / (y.shape[0] * channels);
-  const { mult, shift, bias } = e.op.requant;
-  const epilogue = e.op.epilogue;
-  const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) {
-    const c = Math.floor(i / plane) % channels;
-    const acc = Math.round((values[i] - e.B[c]) / e.M[c]);
-    let v = roundingMulShift(acc, mult[c], shift[c]) + bias[c];
-    if (epilogue.kind === 'residual') {
-      const sc = epilogue.shortcut;
-      if (sc && shortcut) v += roundingMulShift(Math.round(shortcut.values[i] / shortcut.scale), sc.mult, sc.shift);
-      v = residualValue(v, epilogue.relu, epilogue.ceiling, epilogue.bits);
-    }
-    out[i] = v * e.unit;
-  }
-  return new Tensor(getBackend().upload(out, y.shape));
-}
+export type SimulationMode = 'training' | 'evaluation';
 
 function fakeQuantized(spec: QuantSpec): ValueRewrite {
   return (y) => fakeQuantize(y, fixedOp(spec));
 }
 
-/** A stream value's grid at its scale, clamped to its integer type (and ReLU ceiling). */
-function streamGrid(plan: DeploymentPlan, node: GraphNode, bits: number, clip: Clip): QuantSpec {
-  const scale = planStreamScale(plan, node);
-  return gridSpec(scale, clip.relu ? 0 : -(2 ** (bits - 1)), streamTop(bits, clip.relu ? clip.ceiling : null, scale));
+/** y + shift[c] per channel of (N, C, ...), without a gradient (an eval-mode batch norm of unit scale). */
+function addPerChannel(y: Tensor, shift: Float64Array): Tensor {
+  const channels = shift.length;
+  const [ones, zeros] = [Tensor.full([channels], 1), Tensor.zeros([channels])];
+  return ops.batchNorm(y, ones, Tensor.fromArray(Float32Array.from(shift), [channels]), zeros, ones, { training: false, eps: 0, momentum: 0, relu: false });
 }
 
-/** The rewrite's parts: values replaced by node id, and nodes run another way. */
-interface Rewrites {
-  readonly values: Map<number, ValueRewrite>;
-  readonly runs: Map<number, (inputs: Tensor[]) => Tensor>;
+/** The device's rounding of a conv group's output at a stream's scale (evaluation mode). */
+function deviceRounded(g: ConvGroup, scale: number, clamp: QuantSpec): ValueRewrite {
+  const unbounded = gridSpec(scale, -Infinity, Infinity);
+  return (y) => {
+    const B = foldedBias(g.layer.op, g.bn?.op ?? null);
+    const product = fakeQuantize(addPerChannel(y, B.map((b) => -b)), fixedOp(unbounded));
+    return fakeQuantize(addPerChannel(product, B.map((b) => Math.round(b / scale) * scale)), fixedOp(clamp));
+  };
 }
 
-/** How each value the integer model stores at a fixed-point scale is rounded. */
-function valueRewrites(graph: Graph, plan: DeploymentPlan, mode: SimulationMode): Rewrites {
+/** How each value the integer model stores at a fixed-point scale is rounded, by node id. */
+function valueRewrites(graph: Graph, plan: DeploymentPlan, mode: SimulationMode): Map<number, ValueRewrite> {
   const layout = new LoweringLayout(graph);
   const values = new Map<number, ValueRewrite>();
-  const runs = new Map<number, (inputs: Tensor[]) => Tensor>();
   const inputTop = 2 ** (plan.input.bits - 1) - 1;
   values.set(0, fakeQuantized(gridSpec(plan.input.scale, -inputTop, inputTop)));
-  for (const { node, bits, clip } of streamValues(layout, plan.residualBits)) values.set(node, fakeQuantized(streamGrid(plan, graph.nodes[node], bits, clip)));
-  if (mode === 'training') {
-    for (const g of layout.groups) {
-      if (g.target.kind !== 'join') continue;
-      const other = graph.nodes[g.target.other];
-      // A zero-pad shortcut from another stream is rescaled to the join's scale (rounded) before the add.
-      if (isKind(other, 'shortcutpad')) values.set(other.id, fakeQuantized(gridSpec(planStreamScale(plan, graph.nodes[g.end]), -Infinity, Infinity)));
-    }
-    return { values, runs };
+  for (const { node, bits, clip } of streamValues(layout, plan.residualBits)) {
+    const scale = planStreamScale(plan, graph.nodes[node]);
+    const clamp = gridSpec(scale, clip.relu ? 0 : -(2 ** (bits - 1)), streamTop(bits, clip.relu ? clip.ceiling : null, scale));
+    const group = layout.groupByEnd.get(node);
+    // A standalone add of values on its grid is exact: only clamped.
+    values.set(node, mode === 'evaluation' && group ? deviceRounded(group, scale, clamp) : fakeQuantized(clamp));
   }
-  const ir = mode.evaluation;
   for (const g of layout.groups) {
-    const t = g.target;
-    if (t.kind === 'codes') continue;
-    const e = epilogueOf(ir, g);
-    if (t.kind !== 'join') {
-      values.set(g.end, (y) => deviceValues(e, y, null));
-      continue;
-    }
-    // The join: the conv's epilogue adds the shortcut (the add's other input) before ReLU and clamp;
-    // a ReLU node after the add is then exact on the stored grid.
-    const convInput = t.add.inputs[0] === t.other ? 1 : 0;
-    const shortcut = e.op.epilogue.kind === 'residual' ? e.op.epilogue.shortcut : null;
-    const shortcutScale = shortcut ? ir.tensors[shortcut.input].scale : 0;
-    runs.set(t.add.id, (inputs) => deviceValues(e, inputs[convInput], shortcut ? { values: inputs[1 - convInput].toArray(), scale: shortcutScale } : null));
+    if (g.target.kind !== 'join') continue;
+    const other = graph.nodes[g.target.other];
+    // A zero-pad shortcut from another stream is rescaled to the join's scale (rounded) before the add.
+    if (isKind(other, 'shortcutpad')) values.set(other.id, fakeQuantized(gridSpec(planStreamScale(plan, graph.nodes[g.end]), -Infinity, Infinity)));
   }
-  return { values, runs };
+  return values;
 }
 
 /** Symmetric int8 per output channel, as the lowering quantizes float weights after training. */
@@ -195,20 +140,17 @@ function postTrainingLayers(graph: Graph, plan: DeploymentPlan): Map<number, (x:
  * `plan`. Errors name the node the plan cannot be applied to (a plan made for another model).
  */
 export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: SimulationMode): NodeRewrite {
-  const { values, runs } = valueRewrites(graph, plan, mode);
+  const values = valueRewrites(graph, plan, mode);
   const layers = postTrainingLayers(graph, plan);
   return {
     output: (node, value) => values.get(node.id)?.(value) ?? value,
-    run: (node, inputs) => runs.get(node.id)?.(inputs) ?? layers.get(node.id)?.(inputs[0]) ?? null,
+    run: (node, inputs) => layers.get(node.id)?.(inputs[0]) ?? null,
   };
 }
 
-/**
- * A model's forward for evaluation with its deployment simulated, given the integer model lowered
- * from it with `plan` (its weights as they are now): traced on one image's shape, run with the rewrite.
- */
-export function simulatedForward(model: Module, imageShape: readonly [number, number, number], plan: DeploymentPlan, ir: IntegerModel): (x: Tensor) => Tensor {
+/** A model's forward for evaluation with its deployment simulated: traced on one image's shape, run with the rewrite. */
+export function simulatedForward(model: Module, imageShape: readonly [number, number, number], plan: DeploymentPlan): (x: Tensor) => Tensor {
   const graph = trace(model, [...imageShape]);
-  const rewrite = deploymentRewrite(graph, plan, { evaluation: ir });
+  const rewrite = deploymentRewrite(graph, plan, 'evaluation');
   return (x) => runGraph(graph, x, { rewrite });
 }

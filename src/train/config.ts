@@ -46,7 +46,7 @@ export interface DeployConfig {
    * model the lowering rejects stops the run there, naming the layer.
    */
   readonly evaluate: boolean;
-  /** The last N epochs train with the deployment simulated (its plan made at their start) and batch-norm statistics frozen; 0: none. */
+  /** The last N epochs train with the deployment simulated (its plan made at their start) and batch-norm statistics frozen; 0: none. Float runs have no deployment: ignored. */
   readonly finalEpochs: number;
   readonly residualBits: 8 | 16;
   /** Bits of the image after the normalization lookup table. */
@@ -355,10 +355,7 @@ export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig
 function checkCombination(c: TrainConfig, source: string): void {
   if (c.resize && !c.imageSize) fail(source, 'resize', 'needs imageSize [height, width], the size to resize to');
   if (c.deploy.finalEpochs > c.epochs) fail(source, 'deploy.finalEpochs', `(${c.deploy.finalEpochs}) must not exceed epochs (${c.epochs})`);
-  if (c.method === 'float') {
-    if (c.deploy.finalEpochs > 0) fail(source, 'deploy.finalEpochs', 'needs a quantized method: a float model has no deployment to simulate');
-    return;
-  }
+  if (c.method === 'float') return;
   if (c.wbits >= 32 || c.abits >= 32) fail(source, 'wbits/abits', `must be set below 32 for method ${c.method}`);
 }
 

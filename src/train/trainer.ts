@@ -170,7 +170,7 @@ export async function evaluateCheckpoint(config: TrainConfig, checkpoint: Loaded
     // The checkpoint's run evaluated its deployment: the same simulated model, and the integer one.
     const d = deploymentFor(config, data, quantization);
     const ir = lowerForEvaluation(trace(model, [...d.imageShape]), plan, d.normalization, d.meta);
-    const summary = await evaluate(model, loader, simulatedForward(model, d.imageShape, plan, ir));
+    const summary = await evaluate(model, loader, simulatedForward(model, d.imageShape, plan));
     return { ...summary, device: evaluateOnDevice(ir, data, summary.predictions) };
   } finally {
     await loader.close();
@@ -437,7 +437,7 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
   const d = ctx.deployment;
   const plan = ctx.state.plan;
   if (!d || !ctx.config.deploy.evaluate) {
-    return { final: await evaluate(ctx.model, ctx.testLoader, d && plan ? simulatedEvaluation(ctx.model, d, plan) : undefined), device: null };
+    return { final: await evaluate(ctx.model, ctx.testLoader, d && plan ? simulatedForward(ctx.model, d.imageShape, plan) : undefined), device: null };
   }
   if (!plan) {
     ctx.state.plan = makePlan(ctx, d);
@@ -446,7 +446,7 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
   const start = performance.now();
   const ir = lowerForEvaluation(trace(ctx.model, [...d.imageShape]), ctx.state.plan!, d.normalization, d.meta);
   const lowered = performance.now();
-  const final = await evaluate(ctx.model, ctx.testLoader, simulatedForward(ctx.model, d.imageShape, ctx.state.plan!, ir));
+  const final = await evaluate(ctx.model, ctx.testLoader, simulatedForward(ctx.model, d.imageShape, ctx.state.plan!));
   const evaluated = performance.now();
   const device = evaluateOnDevice(ir, testData, final.predictions);
   const seconds = (t: number): string => ((t / 1000).toFixed(1));
@@ -456,11 +456,6 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
       `(lowering ${seconds(lowered - start)} s, simulated evaluation ${seconds(evaluated - lowered)} s, integer model ${seconds(performance.now() - evaluated)} s)`,
   );
   return { final, device };
-}
-
-/** The model's forward with its deployment under `plan` simulated, for an evaluation of its weights as they are now. */
-function simulatedEvaluation(model: Module, d: Deployment, plan: DeploymentPlan): (x: Tensor) => Tensor {
-  return simulatedForward(model, d.imageShape, plan, lowerForEvaluation(trace(model, [...d.imageShape]), plan, d.normalization, d.meta));
 }
 
 /** Batch norms normalize with their running statistics, which stay as they are (the final phase). */
@@ -555,7 +550,7 @@ async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'>
       }
       const seconds = (performance.now() - epochStart) / 1000;
       const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
-      const test = evalNow ? await evaluate(model, ctx.testLoader, plan ? simulatedEvaluation(model, ctx.deployment!, plan) : undefined) : null;
+      const test = evalNow ? await evaluate(model, ctx.testLoader, plan ? simulatedForward(model, ctx.deployment!.imageShape, plan) : undefined) : null;
       const metrics: EpochMetrics = {
         epoch,
         lr: optimizer.groups[0].lr,
