@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setBackend } from '../src/backend/index.js';
-import { UsageError } from '../src/cli/args.js';
+import { errorClass } from '../src/cli/errors.js';
+import type { ErrorClass } from '../src/util/errors.js';
 import { exportCommand, writeAll } from '../src/cli/export.js';
 import { inspectCommand } from '../src/cli/inspect.js';
 import { CIFAR10_CLASSES } from '../src/data/cifar.js';
@@ -87,21 +88,21 @@ describe('export', () => {
 
   test('bad input is a clear error and leaves no file', async () => {
     const floatRun = calibratedRun(dir, 'float', { method: 'float' });
-    const cases: [string[], RegExp][] = [
-      [['--checkpoint', floatRun], /no quantizers \(method float\)/],
-      [['--checkpoint', apotRun, '--format', 'xyz'], /unknown format "xyz"; available: .*tqm/],
-      [['--checkpoint', apotRun, '--residual-bits', '12'], /--residual-bits must be 16 or 8, got 12/],
-      [['--checkpoint', join(dir, 'nothing-here')], /does not exist/],
+    const cases: [string[], RegExp, ErrorClass][] = [
+      [['--checkpoint', floatRun], /no quantizers \(method float\)/, 'input'],
+      [['--checkpoint', apotRun, '--format', 'xyz'], /--format must be one of tqm, onnx, c; got "xyz"/, 'usage'],
+      [['--checkpoint', apotRun, '--residual-bits', '12'], /--residual-bits must be 16 or 8, got 12/, 'usage'],
+      [['--checkpoint', join(dir, 'nothing-here')], /does not exist/, 'input'],
     ];
-    for (const [args, pattern] of cases) {
+    for (const [args, pattern, kind] of cases) {
       const out = join(dir, 'bad.tqm');
-      await assert.rejects(exportCommand([...args, '--out', out, '--data-dir', dir]), (e: Error) => e instanceof UsageError && pattern.test(e.message), pattern.source);
+      await assert.rejects(exportCommand([...args, '--out', out, '--data-dir', dir]), (e: Error) => errorClass(e) === kind && pattern.test(e.message), pattern.source);
       assert.equal(existsSync(out), false);
     }
     const empty = join(dir, 'empty');
     mkdirSync(empty);
     const out = join(dir, 'nodata.tqm');
-    await assert.rejects(exportCommand(['--checkpoint', apotRun, '--out', out, '--data-dir', empty]), (e: Error) => e instanceof UsageError && /calibration images: CIFAR-10 train split not found/.test(e.message));
+    await assert.rejects(exportCommand(['--checkpoint', apotRun, '--out', out, '--data-dir', empty]), (e: Error) => errorClass(e) === 'input' && /calibration images: CIFAR-10 train split not found/.test(e.message));
     assert.equal(existsSync(out), false);
     assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
   });
@@ -120,7 +121,7 @@ describe('inspect', () => {
     const bytes = readFileSync(out);
     bytes[bytes.length - 10] ^= 1;
     writeFileSync(out, bytes);
-    await assert.rejects(inspectCommand([out]), (e: Error) => e instanceof UsageError && /damaged\.tqm: checksum mismatch/.test(e.message));
+    await assert.rejects(inspectCommand([out]), (e: Error) => errorClass(e) === 'input' && /damaged\.tqm: checksum mismatch/.test(e.message));
     writeFileSync(out, bytes.subarray(0, 30));
     await assert.rejects(inspectCommand([out]), /damaged\.tqm: truncated/);
     await assert.rejects(inspectCommand([]), /expected one file/);

@@ -7,58 +7,48 @@
 import { writeFileAtomic } from '../io/atomic.js';
 import { rmSync } from 'node:fs';
 import { loadConfigDataset } from '../train/dataset.js';
+import { createEvalLoader, fixedSubset } from '../data/index.js';
 import { type AgreementResult, measureAgreement } from '../export/agreement.js';
-import { ExportInputError, type TrainedModel, loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
+import { loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
 import { type ExportContext, type ExportedFile, exporters } from '../export/formats.js';
 import type { IntegerModel } from '../export/ir.js';
-import { LoweringError } from '../export/lower.js';
-import { TqmError } from '../export/tqm.js';
-import { IntegerModelError } from '../export/validate.js';
-import { ConfigError } from '../train/config.js';
-import { UsageError, flag, num, parse, str } from './args.js';
+import { type OnnxAgreement, compareWithOnnxRuntime } from '../export/onnx/verify.js';
+import { type CommandSpec, UsageError, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from './args.js';
+import { readingInput } from './errors.js';
 import { quantizationOptions } from './quant-flags.js';
-import { DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
+import { BACKEND_OPTIONS, DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
 
-export const EXPORT_USAGE = `usage: tinyquant export --checkpoint FILE --format FORMAT --out PATH [options]
-
-  --format F               ${Object.keys(exporters).join(', ')}
-  --out PATH               the output file; format c writes a C99 source and its header:
-                           NAME.c or NAME gives NAME.c + NAME.h, a directory gives DIR/model.c + DIR/model.h
-  --data-dir DIR           where the dataset is (training images calibrate the fixed-point scales)
-  --data-path PATH         an image folder or archive (dataset imagefolder), if not the one it was trained on
-  --calibration-images N   training images for calibration (default 256)
-  --residual-bits 16|8     precision of the residual stream (default 16)
-  --input-bits 8|16        precision of the image after the normalization lookup table (default 8)
-  --verify N               afterwards, compare the integer model with the fake-quantized one on N test images
-  --json                   print the summary as JSON
-  --model M --method M --wbits W --abits A --first-last P --normalization N --dataset D
-                           for weight files without a tinyquant sidecar (or to override it)
-  --backend js|native --threads T`;
-
-const EXPORT_OPTIONS = {
-  checkpoint: { type: 'string' },
-  format: { type: 'string' },
-  out: { type: 'string' },
-  ...DATA_OPTIONS,
-  'calibration-images': { type: 'string' },
-  'residual-bits': { type: 'string' },
-  'input-bits': { type: 'string' },
-  verify: { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-  model: { type: 'string' },
-  normalization: { type: 'string' },
-  dataset: { type: 'string' },
-  backend: { type: 'string' },
-  threads: { type: 'string' },
-  ...quantizationOptions,
-} as const;
-
-/** Errors about the input (checkpoint, model, file) are reported without a stack trace. */
-export function asInputError(e: unknown): unknown {
-  const input = [LoweringError, TqmError, IntegerModelError, ConfigError, ExportInputError].some((type) => e instanceof type);
-  return input ? new UsageError((e as Error).message) : e;
-}
+export const EXPORT: CommandSpec = {
+  name: 'export',
+  summary: 'export a trained checkpoint (tqm, c, onnx)',
+  synopsis: '--checkpoint FILE --format FORMAT --out PATH [options]',
+  about: 'Training images calibrate the fixed-point scales. Output files are written only when the export succeeded.',
+  options: {
+    checkpoint: { type: 'string', value: 'FILE', description: 'the trained checkpoint (tinyquant sidecar or weights)' },
+    format: { type: 'string', value: Object.keys(exporters).join('|'), default: 'tqm', description: 'the output format' },
+    out: {
+      type: 'string',
+      value: 'PATH',
+      description: 'the output file; format c writes NAME.c + NAME.h (from NAME.c or NAME), or DIR/model.c + DIR/model.h for a directory',
+    },
+    ...DATA_OPTIONS,
+    'calibration-images': { type: 'string', value: 'N', default: '256', description: 'training images for calibration' },
+    'residual-bits': { type: 'string', value: '16|8', default: '16', description: 'precision of the residual stream' },
+    'input-bits': { type: 'string', value: '8|16', default: '8', description: 'precision of the image after the normalization lookup table' },
+    verify: {
+      type: 'string',
+      value: 'N',
+      default: '0',
+      description: 'then compare with the fake-quantized model on N test images: the integer model (tqm, c), onnxruntime on the file (onnx)',
+    },
+    json: { type: 'boolean', description: 'print the summary as JSON' },
+    model: { type: 'string', value: 'M', description: 'the architecture of weights without a tinyquant sidecar (or an override)' },
+    normalization: { type: 'string', value: 'N', description: 'input normalization (default: the run\'s)' },
+    dataset: { type: 'string', value: 'D', description: 'the dataset (default: the run\'s)' },
+    ...quantizationOptions,
+    ...BACKEND_OPTIONS,
+  },
+};
 
 /** Write every file atomically; if one fails, remove the ones this call already wrote. */
 export function writeAll(files: readonly ExportedFile[]): void {
@@ -74,30 +64,45 @@ export function writeAll(files: readonly ExportedFile[]): void {
   }
 }
 
-async function verify(trained: TrainedModel, ir: IntegerModel, images: number, dataDir: string | undefined): Promise<AgreementResult> {
-  const test = await loadConfigDataset(trained.config, 'test', { dataDir });
-  return measureAgreement(trained.model, ir, test, { limit: images });
+type Verification = { readonly kind: 'integer'; readonly result: AgreementResult } | { readonly kind: 'onnxruntime'; readonly result: OnnxAgreement };
+
+/** --verify: the written ONNX file under onnxruntime, or the integer model, against the fake-quantized model. */
+async function verify(ctx: ExportContext, files: readonly ExportedFile[], format: string, images: number, dataDir: string | undefined): Promise<Verification> {
+  const { model, config } = ctx.trained;
+  const test = await readingInput(() => loadConfigDataset(config, 'test', { dataDir }));
+  if (format !== 'onnx') return { kind: 'integer', result: measureAgreement(model, await ctx.integerModel(), test, { limit: images }) };
+  const loader = createEvalLoader(fixedSubset(test, images), { batchSize: config.evalBatch, normalization: config.normalization, workers: config.workers });
+  try {
+    return { kind: 'onnxruntime', result: await compareWithOnnxRuntime(model, files[0].bytes, loader) };
+  } finally {
+    await loader.close();
+  }
+}
+
+function verificationLine(v: Verification): string {
+  if (v.kind === 'integer') {
+    const a = v.result;
+    return `verify on ${a.images} test images: same top-1 ${a.sameTop1.toFixed(2)}%, fake-quant ${a.fakeQuantTop1.toFixed(2)}%, integer ${a.integerTop1.toFixed(2)}%`;
+  }
+  const o = v.result;
+  return `verify on ${o.images} test images under onnxruntime: same top-1 ${o.sameTop1.toFixed(2)}%, fake-quant ${o.top1Model.toFixed(2)}%, onnxruntime ${o.top1Onnx.toFixed(2)}%`;
 }
 
 export async function exportCommand(argv: string[]): Promise<void> {
-  const args = parse('export', argv, EXPORT_OPTIONS);
-  if (flag(args, 'help')) {
-    console.log(EXPORT_USAGE);
-    return;
-  }
-  if (args.positionals.length > 0) throw new UsageError(`export: unexpected argument "${args.positionals[0]}"\n${EXPORT_USAGE}`);
+  const args = parseOrHelp(EXPORT, argv);
+  if (!args) return;
+  if (args.positionals.length > 0) throw unexpectedArgument(EXPORT, args.positionals[0]);
   const checkpoint = str(args, 'checkpoint');
   const out = str(args, 'out');
-  const format = str(args, 'format') ?? 'tqm';
-  if (!checkpoint || !out) throw new UsageError(`export: --checkpoint and --out are required\n${EXPORT_USAGE}`);
+  if (!checkpoint || !out) throw new UsageError('export: --checkpoint and --out are required');
+  const format = oneOf(args, 'format', Object.keys(exporters));
   const exporter = exporters[format];
-  if (!exporter) throw new UsageError(`export: unknown format "${format}"; available: ${Object.keys(exporters).join(', ')}`);
-  const residualBits = num(args, 'residual-bits', 16, { integer: true });
+  const residualBits = num(args, 'residual-bits', { integer: true });
   if (residualBits !== 8 && residualBits !== 16) throw new UsageError(`--residual-bits must be 16 or 8, got ${residualBits}`);
-  const inputBits = num(args, 'input-bits', 8, { integer: true });
+  const inputBits = num(args, 'input-bits', { integer: true });
   if (inputBits !== 8 && inputBits !== 16) throw new UsageError(`--input-bits must be 8 or 16, got ${inputBits}`);
-  const calibrationImages = num(args, 'calibration-images', 256, { integer: true, min: 1 });
-  const verifyImages = num(args, 'verify', 0, { integer: true, min: 0 });
+  const calibrationImages = num(args, 'calibration-images', { integer: true, min: 1 });
+  const verifyImages = num(args, 'verify', { integer: true, min: 0 });
   const dataDir = str(args, 'data-dir');
   applyBackendFlags(args);
   const warnings: string[] = [];
@@ -105,30 +110,22 @@ export async function exportCommand(argv: string[]): Promise<void> {
     warnings.push(m);
     if (!flag(args, 'json')) console.error(`warning: ${m}`);
   };
-  try {
-    const trained = loadTrainedModel(checkpoint, configFromFlags(args));
-    let lowered: Promise<IntegerModel> | null = null;
-    const ctx: ExportContext = {
-      trained,
-      out,
-      warn,
-      integerModel: () => (lowered ??= lowerTrainedModel(trained, { dataDir, calibrationImages, residualBits, inputBits, warn })),
-    };
-    const result = await exporter(ctx);
-    writeAll(result.files);
-    const agreement = verifyImages > 0 ? await verify(trained, await ctx.integerModel(), verifyImages, dataDir) : null;
-    if (flag(args, 'json')) {
-      console.log(JSON.stringify({ format, files: result.files.map((f) => ({ path: f.path, bytes: f.bytes.length })), summary: result.summary, warnings, agreement }));
-      return;
-    }
-    for (const line of result.summary) console.log(line);
-    if (agreement) {
-      console.log(
-        `verify on ${agreement.images} test images: same top-1 ${agreement.sameTop1.toFixed(2)}%, ` +
-          `fake-quant ${agreement.fakeQuantTop1.toFixed(2)}%, integer ${agreement.integerTop1.toFixed(2)}%`,
-      );
-    }
-  } catch (e) {
-    throw asInputError(e);
+  const trained = readingInput(() => loadTrainedModel(checkpoint, configFromFlags(args)));
+  let lowered: Promise<IntegerModel> | null = null;
+  const ctx: ExportContext = {
+    trained,
+    out,
+    warn,
+    integerModel: () => (lowered ??= lowerTrainedModel(trained, { dataDir, calibrationImages, residualBits, inputBits, warn })),
+  };
+  const result = await exporter(ctx);
+  writeAll(result.files);
+  const verification = verifyImages > 0 ? await verify(ctx, result.files, format, verifyImages, dataDir) : null;
+  if (flag(args, 'json')) {
+    const files = result.files.map((f) => ({ path: f.path, bytes: f.bytes.length }));
+    console.log(JSON.stringify({ format, files, summary: result.summary, warnings, agreement: verification?.result ?? null, verifiedWith: verification?.kind ?? null }));
+    return;
   }
+  for (const line of result.summary) console.log(line);
+  if (verification) console.log(verificationLine(verification));
 }

@@ -261,7 +261,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 }
 
-async function loadTrainingData(config: TrainConfig, log: (m: string) => void): Promise<TrainingData> {
+/** Both splits of a config's dataset, as `train` loads them when not given `data`. */
+export async function loadTrainingData(config: TrainConfig, log: (m: string) => void): Promise<TrainingData> {
   const [train, test] = await Promise.all((['train', 'test'] as const).map((split) => loadConfigDataset(config, split, { log })));
   return { train, test };
 }
