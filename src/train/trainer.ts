@@ -15,6 +15,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { lockDirectory } from '../io/lock.js';
 import { createModel } from '../models/index.js';
 import type { Shape } from '../backend/backend.js';
+import { getBackend } from '../backend/index.js';
 import { GraphError, trainingForward } from '../graph/index.js';
 import type { Module, Parameter } from '../nn/module.js';
 import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFactor } from '../optim/index.js';
@@ -324,6 +325,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       epochs: config.epochs,
       fingerprint,
       quantization,
+      backend: getBackend().name,
     });
     return { status: 'finished', final, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
   } finally {
