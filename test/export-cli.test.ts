@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setBackend } from '../src/backend/index.js';
 import { errorClass } from '../src/cli/errors.js';
+import { ONNXRUNTIME_MISSING, importOptional } from '../src/export/onnx/verify.js';
 import type { ErrorClass } from '../src/util/errors.js';
 import { exportCommand, writeAll } from '../src/cli/export.js';
 import { inspectCommand } from '../src/cli/inspect.js';
@@ -84,6 +85,21 @@ describe('export', () => {
     assert.match(json.summary[0], /ONNX opset \d+ in QDQ form/);
     const text = readFileSync(out).toString('latin1');
     for (const op of ['QuantizeLinear', 'DequantizeLinear', 'tinyquant.source', 'apot W3A3']) assert.ok(text.includes(op), op);
+  });
+
+  test('onnx --verify runs the written file under onnxruntime against the fake-quantized model', async () => {
+    const out = join(dir, 'verified.onnx');
+    const json = JSON.parse(await capture(() => exportCommand(['--checkpoint', apotRun, '--format', 'onnx', '--out', out, '--data-dir', dir, '--verify', '6', '--json'])));
+    assert.equal(json.verifiedWith, 'onnxruntime');
+    assert.equal(json.agreement.images, 6);
+    assert.ok(json.agreement.sameTop1 >= 100 - 100 / 6, `onnxruntime and the fake-quantized model agree on ${json.agreement.sameTop1}% of the images`);
+  });
+
+  test('without onnxruntime-node, running an ONNX model says how to install it', async () => {
+    const absent = () => import('onnxruntime-node-not-installed' as string);
+    await assert.rejects(importOptional(absent, ONNXRUNTIME_MISSING), (e: Error) => e.message === 'running an ONNX model needs onnxruntime-node, an optional dependency of tinyquant: npm install onnxruntime-node');
+    const broken = () => Promise.reject(new Error('its binding failed'));
+    await assert.rejects(importOptional(broken, ONNXRUNTIME_MISSING), /its binding failed/, 'other failures are not hidden');
   });
 
   test('bad input is a clear error and leaves no file', async () => {
