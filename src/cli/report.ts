@@ -1,4 +1,5 @@
 /** `tinyquant report RESULTS_DIR`: write report.md and report.html for a results directory (--json: what it wrote). */
+import { mkdirSync } from 'node:fs';
 import { writeReport } from '../experiments/report/index.js';
 import { type CommandSpec, UsageError, flag, parseOrHelp, str } from './args.js';
 import { readingInput } from './errors.js';
@@ -19,9 +20,11 @@ export async function reportCommand(argv: string[]): Promise<void> {
   const args = parseOrHelp(REPORT, argv);
   if (!args) return;
   if (args.positionals.length !== 1) throw new UsageError(`report: give one results directory (usage: tinyquant report ${REPORT.synopsis})`);
+  const outDir = str(args, 'out');
+  if (outDir !== undefined) mkdirSync(outDir, { recursive: true });
   // Everything a report does is reading the results directory (and its checkpoints).
   const written = await readingInput(() => writeReport(args.positionals[0], {
-    outDir: str(args, 'out'),
+    outDir,
     analysis: !flag(args, 'no-analysis'),
     log: (m) => process.stderr.write(`${m}\n`),
   }));
