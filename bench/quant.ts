@@ -16,7 +16,8 @@ import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getBackend } from '../src/backend/index.js';
-import { benchSetup, runBench } from '../src/cli/bench.js';
+import { type ParsedArgs, parse } from '../src/cli/args.js';
+import { BENCH_TRAIN, benchSetup, runBench } from '../src/cli/bench.js';
 import { median, runJson } from './common.js';
 
 const { values } = parseArgs({
@@ -53,11 +54,9 @@ for (const bits of values.bits!.split(',')) {
 }
 
 /** A child process's `tinyquant bench train` options (see `common` and Config.args). */
-function childArgs(benchArgs: string[]): Record<string, string | undefined> {
-  const options = Object.fromEntries(
-    ['model', 'batch', 'iters', 'warmup', 'method', 'wbits', 'abits', 'first-last'].map((k) => [k, { type: 'string' }] as const),
-  );
-  return parseArgs({ args: benchArgs, options }).values;
+/** `bench train` arguments as that command parses them (its defaults filled in). */
+function childArgs(benchArgs: string[]): ParsedArgs {
+  return parse(BENCH_TRAIN, benchArgs);
 }
 
 interface OpCost {
@@ -75,7 +74,7 @@ function profileHere(benchArgs: string[]): void {
   const backend = getBackend() as unknown as Record<string, unknown>;
   const totals = new Map<string, { ms: number; calls: number }>();
   const args = childArgs(benchArgs);
-  const iters = Number(args.iters);
+  const iters = Number(args.values.iters);
   // Whole steps: the ops from the first timed loss up to (not including) the last one.
   let losses = 0;
   for (const name of Object.getOwnPropertyNames(Object.getPrototypeOf(backend))) {
@@ -87,7 +86,7 @@ function profileHere(benchArgs: string[]): void {
       const start = process.hrtime.bigint();
       const result = method.apply(backend, a);
       const shape = (a[0] as { shape?: readonly number[] } | undefined)?.shape;
-      const key = shape?.length === 4 ? `${name} (${shape[0] === Number(args.batch) ? 'activation' : 'weight'})` : name;
+      const key = shape?.length === 4 ? `${name} (${shape[0] === Number(args.values.batch) ? 'activation' : 'weight'})` : name;
       const t = totals.get(key) ?? { ms: 0, calls: 0 };
       t.ms += Number(process.hrtime.bigint() - start) / 1e6;
       t.calls++;
@@ -95,7 +94,7 @@ function profileHere(benchArgs: string[]): void {
       return result;
     };
   }
-  runBench({ values: args, positionals: [] });
+  runBench(args);
   const steps = iters - 1;
   const ops: OpCost[] = [...totals].map(([op, t]) => ({ op, ms: t.ms / steps, calls: t.calls / steps })).sort((a, b) => b.ms - a.ms);
   console.log(JSON.stringify(ops));
@@ -117,7 +116,7 @@ function profile(): void {
  * line read from stdin run one step and print its milliseconds.
  */
 async function serveSteps(benchArgs: string[]): Promise<void> {
-  const { step } = benchSetup({ values: childArgs(benchArgs), positionals: [] });
+  const { step } = benchSetup(childArgs(benchArgs));
   for (let i = 0; i < WARMUP; i++) step(i);
   console.log('ready');
   let i = 0;

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
- * Builds the native backend (native/binding.gyp -> native/build/Release/tinyquant.node) with
- * node-gyp. Runs as the package's `install` script: when oneDNN, a C++ compiler or the Node.js
- * headers are missing, or the build fails, it prints one line and exits 0 so the install
- * succeeds and tinyquant uses the js backend. `--force` (`npm run build:native`) shows the whole
- * build and fails loudly. Nothing is downloaded: the Node.js headers must be installed locally.
+ * Builds the native backend from source (native/binding.gyp -> native/build/Release/tinyquant.node)
+ * with node-gyp: in a checkout (scripts/start.sh, .ci/run), and where the shipped prebuilt binary
+ * does not fit (`npm explore tinyquant -- npm run build:native`). No install script runs it. Without
+ * `--force`, when oneDNN, a C++ compiler or the Node.js headers are missing, or the build fails, it
+ * prints one line and exits 0 (tinyquant then uses the js backend); `--force` (`npm run
+ * build:native`) shows the whole build and fails loudly. Nothing is downloaded: the Node.js headers
+ * must be installed locally.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';

@@ -5,9 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup-debian.sh
-if [ ! -d node_modules ] || [ ! -f dist/src/cli/main.js ]; then
-  npm install
-elif [ ! -f native/build/Release/tinyquant.node ] && [ -f /usr/include/oneapi/dnnl/dnnl.hpp ]; then
-  node scripts/build-native.mjs   # oneDNN arrived after the last install
+if [ ! -d node_modules ]; then
+  ONNXRUNTIME_NODE_INSTALL=skip npm install   # its postinstall would fetch CUDA libraries otherwise
+fi
+if [ ! -f native/build/Release/tinyquant.node ]; then
+  node scripts/build-native.mjs   # one line and the js backend when oneDNN or a compiler is missing
+fi
+if [ ! -f dist/src/cli/main.js ]; then
+  npm run build
 fi
 exec node dist/src/cli/main.js demo "$@"

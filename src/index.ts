@@ -79,6 +79,7 @@ export { IntegerEngine } from './export/engine.js';
 export { type AgreementResult, compareLogits, fakeQuantLogits, measureAgreement } from './export/agreement.js';
 export { HostIntegerEngine, hostEngineAvailability } from './export/host/engine.js';
 export { readTqm, writeTqm } from './export/tqm-file.js';
+export { TqmError, decodeTqm, encodeTqm } from './export/tqm.js';
 export { exportOnnx, writeOnnxFile } from './export/onnx/index.js';
 export { generateC } from './export/c/generate.js';
 

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parse } from '../src/cli/args.js';
-import { configFromFlags } from '../src/cli/train.js';
+import { TRAIN, configFromFlags } from '../src/cli/train.js';
 import { ConfigError, resolveConfig } from '../src/train/config.js';
 
 test('decimalNumber reads decimal notation only', () => {
@@ -18,7 +18,7 @@ test('decimalNumber reads decimal notation only', () => {
 });
 
 test('train flags: hexadecimal and padded numbers are refused by name', () => {
-  const flags = (argv: string[]) => configFromFlags(parse('train', argv, { wbits: { type: 'string' }, lr: { type: 'string' }, epochs: { type: 'string' } }));
+  const flags = (argv: string[]) => configFromFlags(parse(TRAIN, argv));
   assert.throws(() => resolveConfig(flags(['--wbits', '0x4']), 'flags'), (e: Error) => e instanceof ConfigError && /wbits must be an integer in \[1, 32\]; got "0x4"/.test(e.message));
   assert.throws(() => resolveConfig(flags(['--lr', '0x10']), 'flags'), /lr must be a number > 0; got "0x10"/);
   assert.throws(() => resolveConfig(flags(['--epochs', ' 2']), 'flags'), /epochs must be an integer/);
@@ -29,7 +29,7 @@ test('a failing command prints one line naming what is wrong, and its stack only
   const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
   const run = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, [cli, 'eval', '--checkpoint', '/nonexistent/run'], { encoding: 'utf8', env: { ...process.env, ...env } });
   const plain = run({ TINYQUANT_DEBUG: '' });
-  assert.equal(plain.status, 1);
+  assert.equal(plain.status, 3);
   assert.deepEqual(plain.stderr.trim().split('\n'), ['tinyquant: checkpoint /nonexistent/run does not exist']);
   const debug = run({ TINYQUANT_DEBUG: '1' });
   assert.match(debug.stderr, /^tinyquant: Error: checkpoint \/nonexistent\/run does not exist\n\s+at /);

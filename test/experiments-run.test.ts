@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { getBackend } from '../src/backend/index.js';
 import type { RunEvent } from '../src/experiments/executor.js';
 import { executePlan } from '../src/experiments/executor.js';
 import { type Plan, expandGrid, parseGrid } from '../src/experiments/grid.js';
@@ -75,6 +76,10 @@ describe('running a grid', () => {
       'resnet8-cifar10-ewgs-w4a4-s0': 'finished',
       'resnet8-cifar10-pact-w4a4-s0': 'diverged',
     });
+    // Every finished run records the backend it ran on (the workers pick it as this process does).
+    const ewgs = first.index.runs.find((r) => r.method === 'ewgs')!;
+    assert.equal((finalOf(dir, ewgs.id) as { backend?: string }).backend, getBackend().name, 'final.json records the backend');
+    assert.equal(ewgs.outcome?.backend, getBackend().name, 'results.json too');
     const pact = first.index.runs.find((r) => r.method === 'pact')!;
     assert.match(pact.error!, /training diverged at epoch 2/);
     assert.match(pact.log!, /epoch 1\/2: train loss/, 'the output tail is kept');

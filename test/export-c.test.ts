@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setBackend } from '../src/backend/index.js';
-import { UsageError } from '../src/cli/args.js';
+import { errorClass } from '../src/cli/errors.js';
 import { exportCommand } from '../src/cli/export.js';
 import { loadDataset } from '../src/data/load.js';
 import { cOutputPaths } from '../src/export/c/exporter.js';
@@ -270,7 +270,7 @@ describe('tinyquant export --format c', () => {
     for (const out of [join(dir, 'net.tqm'), join(dir, 'absent', 'net.c')]) {
       await assert.rejects(
         exportCommand(['--checkpoint', apotRun, '--format', 'c', '--out', out, '--data-dir', dir, '--calibration-images', '4']),
-        (e: Error) => e instanceof UsageError && /give NAME\.c|does not exist/.test(e.message),
+        (e: Error) => errorClass(e) === 'input' && /give NAME\.c|does not exist/.test(e.message),
       );
     }
     assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp') || f.startsWith('net')), []);

@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setBackend } from '../src/backend/index.js';
-import { UsageError } from '../src/cli/args.js';
+import { errorClass } from '../src/cli/errors.js';
+import { ONNXRUNTIME_MISSING, importOptional } from '../src/export/onnx/verify.js';
+import type { ErrorClass } from '../src/util/errors.js';
 import { exportCommand, writeAll } from '../src/cli/export.js';
 import { inspectCommand } from '../src/cli/inspect.js';
 import { CIFAR10_CLASSES } from '../src/data/cifar.js';
@@ -85,23 +87,38 @@ describe('export', () => {
     for (const op of ['QuantizeLinear', 'DequantizeLinear', 'tinyquant.source', 'apot W3A3']) assert.ok(text.includes(op), op);
   });
 
+  test('onnx --verify runs the written file under onnxruntime against the fake-quantized model', async () => {
+    const out = join(dir, 'verified.onnx');
+    const json = JSON.parse(await capture(() => exportCommand(['--checkpoint', apotRun, '--format', 'onnx', '--out', out, '--data-dir', dir, '--verify', '6', '--json'])));
+    assert.equal(json.verifiedWith, 'onnxruntime');
+    assert.equal(json.agreement.images, 6);
+    assert.ok(json.agreement.sameTop1 >= 100 - 100 / 6, `onnxruntime and the fake-quantized model agree on ${json.agreement.sameTop1}% of the images`);
+  });
+
+  test('without onnxruntime-node, running an ONNX model says how to install it', async () => {
+    const absent = () => import('onnxruntime-node-not-installed' as string);
+    await assert.rejects(importOptional(absent, ONNXRUNTIME_MISSING), (e: Error) => e.message === 'running an ONNX model needs onnxruntime-node, an optional dependency of tinyquant: npm install onnxruntime-node');
+    const broken = () => Promise.reject(new Error('its binding failed'));
+    await assert.rejects(importOptional(broken, ONNXRUNTIME_MISSING), /its binding failed/, 'other failures are not hidden');
+  });
+
   test('bad input is a clear error and leaves no file', async () => {
     const floatRun = calibratedRun(dir, 'float', { method: 'float' });
-    const cases: [string[], RegExp][] = [
-      [['--checkpoint', floatRun], /no quantizers \(method float\)/],
-      [['--checkpoint', apotRun, '--format', 'xyz'], /unknown format "xyz"; available: .*tqm/],
-      [['--checkpoint', apotRun, '--residual-bits', '12'], /--residual-bits must be 16 or 8, got 12/],
-      [['--checkpoint', join(dir, 'nothing-here')], /does not exist/],
+    const cases: [string[], RegExp, ErrorClass][] = [
+      [['--checkpoint', floatRun], /no quantizers \(method float\)/, 'input'],
+      [['--checkpoint', apotRun, '--format', 'xyz'], /--format must be one of tqm, onnx, c; got "xyz"/, 'usage'],
+      [['--checkpoint', apotRun, '--residual-bits', '12'], /--residual-bits must be 16 or 8, got 12/, 'usage'],
+      [['--checkpoint', join(dir, 'nothing-here')], /does not exist/, 'input'],
     ];
-    for (const [args, pattern] of cases) {
+    for (const [args, pattern, kind] of cases) {
       const out = join(dir, 'bad.tqm');
-      await assert.rejects(exportCommand([...args, '--out', out, '--data-dir', dir]), (e: Error) => e instanceof UsageError && pattern.test(e.message), pattern.source);
+      await assert.rejects(exportCommand([...args, '--out', out, '--data-dir', dir]), (e: Error) => errorClass(e) === kind && pattern.test(e.message), pattern.source);
       assert.equal(existsSync(out), false);
     }
     const empty = join(dir, 'empty');
     mkdirSync(empty);
     const out = join(dir, 'nodata.tqm');
-    await assert.rejects(exportCommand(['--checkpoint', apotRun, '--out', out, '--data-dir', empty]), (e: Error) => e instanceof UsageError && /calibration images: CIFAR-10 train split not found/.test(e.message));
+    await assert.rejects(exportCommand(['--checkpoint', apotRun, '--out', out, '--data-dir', empty]), (e: Error) => errorClass(e) === 'input' && /calibration images: CIFAR-10 train split not found/.test(e.message));
     assert.equal(existsSync(out), false);
     assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
   });
@@ -120,7 +137,7 @@ describe('inspect', () => {
     const bytes = readFileSync(out);
     bytes[bytes.length - 10] ^= 1;
     writeFileSync(out, bytes);
-    await assert.rejects(inspectCommand([out]), (e: Error) => e instanceof UsageError && /damaged\.tqm: checksum mismatch/.test(e.message));
+    await assert.rejects(inspectCommand([out]), (e: Error) => errorClass(e) === 'input' && /damaged\.tqm: checksum mismatch/.test(e.message));
     writeFileSync(out, bytes.subarray(0, 30));
     await assert.rejects(inspectCommand([out]), /damaged\.tqm: truncated/);
     await assert.rejects(inspectCommand([]), /expected one file/);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { Shape } from '../src/backend/backend.js';
 import { numel } from '../src/backend/backend.js';
 import { JsBackend, type JsBuf } from '../src/backend/js/index.js';
-import { type NativeBackend, type NativeBuf, loadNativeBackend, nativeUnavailableReason } from '../src/backend/native/index.js';
+import { type NativeBackend, type NativeBuf, loadNativeBackend, nativeUnavailable } from '../src/backend/native/index.js';
 import { Rng } from '../src/util/rng.js';
 import { assertClose as assertCloseTol, conv } from './backend-helpers.js';
 
@@ -14,7 +14,7 @@ import { assertClose as assertCloseTol, conv } from './backend-helpers.js';
 export const TOL = 1e-4;
 export const native = loadNativeBackend(0);
 /** For `describe(..., { skip })`: the reason when the addon is not built. */
-export const skip = native === null ? `native addon not available: ${nativeUnavailableReason()}` : false;
+export const skip = native === null ? `native addon not available: ${nativeUnavailable()?.reason}` : false;
 
 export interface Pair {
   readonly js: JsBuf;

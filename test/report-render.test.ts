@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { executePlan } from '../src/experiments/executor.js';
 import { expandGrid, parseGrid } from '../src/experiments/grid.js';
 import { packageRoot } from '../src/package.js';
+import { reportCommand } from '../src/cli/report.js';
 import { writeReport } from '../src/experiments/report/index.js';
 import { buildReportModel } from '../src/experiments/report/model.js';
 import { resolveConfig } from '../src/train/config.js';
@@ -128,5 +129,22 @@ describe('report', () => {
       await context.close();
       rmSync(profile, { recursive: true, force: true });
     }
+  });
+
+  test('tinyquant report --json prints the files it wrote and the findings', async () => {
+    const out = join(root.dir, 'json-report');
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => void lines.push(a.join(' '));
+    try {
+      await reportCommand([resultsDir, '--out', out, '--no-analysis', '--json']);
+    } finally {
+      console.log = log;
+    }
+    assert.equal(lines.length, 1);
+    const printed = JSON.parse(lines[0]) as { html: string; markdown: string; findings: string[] };
+    assert.deepEqual([printed.html, printed.markdown], [join(out, 'report.html'), join(out, 'report.md')]);
+    assert.ok(existsSync(printed.html) && existsSync(printed.markdown));
+    assert.ok(printed.findings.some((f) => /^QUICK scale/.test(f)));
   });
 });

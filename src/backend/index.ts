@@ -1,10 +1,11 @@
 /**
  * Backend selection. `TINYQUANT_BACKEND=js|native` chooses; without it the native backend is used
- * when its addon loads, and the pure-TypeScript one otherwise.
+ * when its addon loads, and the pure-TypeScript one otherwise, which is said once on stderr with
+ * the command that gets the native one.
  */
 import type { Backend, BackendName } from './backend.js';
 import { JsBackend } from './js/index.js';
-import { loadNativeBackend, nativeUnavailableReason } from './native/index.js';
+import { loadNativeBackend, nativeUnavailable } from './native/index.js';
 
 let current: Backend | null = null;
 
@@ -21,7 +22,10 @@ export function defaultThreads(): number {
 export function createBackend(name: BackendName, threads = defaultThreads()): Backend {
   if (name === 'js') return new JsBackend();
   const native = loadNativeBackend(threads);
-  if (!native) throw new Error(`the native backend is not available: ${nativeUnavailableReason()}`);
+  if (!native) {
+    const why = nativeUnavailable();
+    throw new Error(`the native backend is not available: ${why?.reason}; to get it: ${why?.fix}`);
+  }
   return native;
 }
 
@@ -31,7 +35,19 @@ function selectDefault(): Backend {
     if (env !== 'js' && env !== 'native') throw new Error(`TINYQUANT_BACKEND must be "js" or "native", got "${env}"`);
     return createBackend(env);
   }
-  return loadNativeBackend(defaultThreads()) ?? new JsBackend();
+  return loadNativeBackend(defaultThreads()) ?? fallBackToJs();
+}
+
+/** Set in the environment once said, so that worker processes of the same command do not say it again. */
+const FALLBACK_SAID = 'TINYQUANT_JS_FALLBACK_SAID';
+
+function fallBackToJs(): JsBackend {
+  const why = nativeUnavailable();
+  if (why && process.env[FALLBACK_SAID] !== '1') {
+    process.env[FALLBACK_SAID] = '1';
+    process.stderr.write(`tinyquant: using the js backend (pure TypeScript, about 75x slower to train): ${why.reason}. To get the native backend: ${why.fix}\n`);
+  }
+  return new JsBackend();
 }
 
 export function getBackend(): Backend {

@@ -4,15 +4,14 @@
  * (bench/compare.ts runs it alternately with the same model in PyTorch).
  */
 import { getBackend, setBackend } from '../backend/index.js';
-import { createModel, isModelName, modelNames, models } from '../models/index.js';
+import { createModel, modelNames, models } from '../models/index.js';
 import { Sgd, groupParameters } from '../optim/index.js';
 import { noGrad } from '../tensor/tensor.js';
 import { trainingForward } from '../graph/index.js';
 import { type Batch, evalBatch, trainStep } from '../train/step.js';
 import { Rng } from '../util/rng.js';
-import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from './args.js';
+import { type CommandSpec, type ParsedArgs, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from './args.js';
 import { calibrate } from '../quant/quantize.js';
-import { BENCH_INT_USAGE, benchIntCommand } from '../export/host/bench-int.js';
 import { applyQuantization, quantizationChoice, quantizationOptions } from './quant-flags.js';
 
 export interface BenchResult {
@@ -30,21 +29,24 @@ export interface BenchResult {
   readonly threads: number;
 }
 
-const BENCH_TRAIN_USAGE = 'usage: tinyquant bench train [--model M] [--batch B] [--iters N] [--warmup N] [--eval] [--json] [--backend js|native] [--method M --wbits W --abits A --first-last P]';
-
-const BENCH_OPTIONS = {
-  model: { type: 'string', default: 'resnet20' },
-  batch: { type: 'string', default: '128' },
-  iters: { type: 'string', default: '20' },
-  warmup: { type: 'string', default: '3' },
-  classes: { type: 'string', default: '10' },
-  eval: { type: 'boolean' },
-  json: { type: 'boolean' },
-  backend: { type: 'string' },
-  seed: { type: 'string', default: '0' },
-  help: { type: 'boolean', short: 'h' },
-  ...quantizationOptions,
-} as const;
+export const BENCH_TRAIN: CommandSpec = {
+  name: 'bench train',
+  summary: 'measure training (or --eval inference) speed on synthetic data',
+  synopsis: '[--model M] [--batch B] [--iters N] [--warmup N] [--eval] [--json] [--backend js|native] [--method M --wbits W --abits A --first-last P]',
+  about: 'Images/s on random images of the model\'s input shape, as one line (--json: one JSON object). Quantized: --wbits defaults to 4.',
+  options: {
+    model: { type: 'string', value: modelNames.join('|'), default: 'resnet20', description: 'the architecture' },
+    batch: { type: 'string', value: 'B', default: '128', description: 'batch size' },
+    iters: { type: 'string', value: 'N', default: '20', description: 'timed steps' },
+    warmup: { type: 'string', value: 'N', default: '3', description: 'untimed steps first' },
+    classes: { type: 'string', value: 'N', default: '10', description: 'classifier outputs' },
+    seed: { type: 'string', value: 'S', default: '0', description: 'seed of the weights and images' },
+    eval: { type: 'boolean', description: 'time inference instead of training steps' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
+    backend: { type: 'string', value: 'js|native', description: 'the compute backend (default: native when it loads, else js)' },
+    ...quantizationOptions,
+  },
+};
 
 /** Random images of one input shape [C, H, W] with random labels. */
 function syntheticBatches(count: number, batch: number, input: readonly [number, number, number], classes: number, seed: number): Batch[] {
@@ -65,13 +67,11 @@ export interface BenchSetup {
 }
 
 export function benchSetup(args: ParsedArgs): BenchSetup {
-  const backendName = str(args, 'backend');
-  if (backendName !== undefined) setBackend(oneOf(args, 'backend', ['js', 'native'] as const, 'native'));
-  const modelName = str(args, 'model') ?? 'resnet20';
-  if (!isModelName(modelName)) throw new UsageError(`--model must be one of ${modelNames.join(', ')}`);
-  const batch = num(args, 'batch', 128, { integer: true, min: 1 });
-  const classes = num(args, 'classes', 10, { integer: true, min: 2 });
-  const seed = num(args, 'seed', 0, { integer: true });
+  if (str(args, 'backend') !== undefined) setBackend(oneOf(args, 'backend', ['js', 'native'] as const));
+  const modelName = oneOf(args, 'model', modelNames);
+  const batch = num(args, 'batch', { integer: true, min: 1 });
+  const classes = num(args, 'classes', { integer: true, min: 2 });
+  const seed = num(args, 'seed', { integer: true });
   const evalMode = flag(args, 'eval');
 
   const model = createModel(modelName, { numClasses: classes, seed });
@@ -107,8 +107,8 @@ export function benchSetup(args: ParsedArgs): BenchSetup {
 }
 
 export function runBench(args: ParsedArgs): BenchResult {
-  const iters = num(args, 'iters', 20, { integer: true, min: 1 });
-  const warmup = num(args, 'warmup', 3, { integer: true, min: 0 });
+  const iters = num(args, 'iters', { integer: true, min: 1 });
+  const warmup = num(args, 'warmup', { integer: true, min: 0 });
   const { step, result } = benchSetup(args);
   for (let i = 0; i < warmup; i++) step(i);
   const start = process.hrtime.bigint();
@@ -116,15 +116,10 @@ export function runBench(args: ParsedArgs): BenchResult {
   return result(iters, Number(process.hrtime.bigint() - start) / 1e9);
 }
 
-export function benchCommand(argv: string[]): void | Promise<void> {
-  const [what, ...rest] = argv;
-  if (what === 'int') return benchIntCommand(rest);
-  if (what !== 'train') throw new UsageError(`${BENCH_TRAIN_USAGE}\n   or: ${BENCH_INT_USAGE.replace('usage: ', '')}`);
-  const args = parse('bench train', rest, BENCH_OPTIONS);
-  if (flag(args, 'help')) {
-    console.log(BENCH_TRAIN_USAGE);
-    return;
-  }
+export function benchTrainCommand(argv: string[]): void {
+  const args = parseOrHelp(BENCH_TRAIN, argv);
+  if (!args) return;
+  if (args.positionals.length > 0) throw unexpectedArgument(BENCH_TRAIN, args.positionals[0]);
   const r = runBench(args);
   if (flag(args, 'json')) {
     console.log(JSON.stringify(r));

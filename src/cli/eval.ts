@@ -8,41 +8,35 @@
  */
 import { writeFileAtomic } from '../io/index.js';
 import { readCheckpoint } from '../train/checkpoint.js';
-import { DEFAULT_CONFIG, type TrainConfig, resolveConfig } from '../train/config.js';
+import { DATASET_NAMES } from '../data/load.js';
+import { ConfigError, DEFAULT_CONFIG, type TrainConfig, resolveConfig } from '../train/config.js';
 import { loadConfigDataset } from '../train/dataset.js';
 import { evaluateCheckpoint } from '../train/trainer.js';
-import { type ParsedArgs, UsageError, flag, num, parse, str } from './args.js';
+import { InputError } from '../util/errors.js';
+import { type CommandSpec, type ParsedArgs, UsageError, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from './args.js';
+import { readingInput } from './errors.js';
 import { quantizationOptions } from './quant-flags.js';
-import { DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
+import { BACKEND_OPTIONS, DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
 
-export const EVAL_USAGE = `usage: tinyquant eval --checkpoint FILE [--dataset D] [--data-dir DIR] [--data-path PATH] [--json] [--predictions FILE]
-
-  --checkpoint FILE    a tinyquant checkpoint (its .json sidecar or weights), or safetensors / PyTorch .pth weights
-  --split test|train   which split (default test; with the run's valSplit, its held-out images or the rest)
-  --data-path PATH     an image folder or archive (dataset imagefolder), if not the one the run trained on
-  --channels 1|3 --image-size HxW --resize --val-split F
-                       how the images are read (default: as the run read them)
-  --batch N            images per forward pass (default 500)
-  --predictions FILE   write each image's predicted class, one a line, in dataset order
-  --model M --normalization N --method M --wbits W --abits A --first-last P
-                       the architecture and quantization of weights without a tinyquant sidecar (or overrides)
-  --backend js|native --threads T`;
-
-const EVAL_OPTIONS = {
-  checkpoint: { type: 'string' },
-  dataset: { type: 'string' },
-  ...DATA_OPTIONS,
-  split: { type: 'string', default: 'test' },
-  batch: { type: 'string', default: '500' },
-  model: { type: 'string' },
-  normalization: { type: 'string' },
-  predictions: { type: 'string' },
-  json: { type: 'boolean' },
-  backend: { type: 'string' },
-  threads: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-  ...quantizationOptions,
-} as const;
+export const EVAL: CommandSpec = {
+  name: 'eval',
+  summary: 'accuracy of a checkpoint on a test set',
+  synopsis: '--checkpoint FILE [--dataset D] [--data-dir DIR] [--data-path PATH] [--json] [--predictions FILE]',
+  about: 'Images are read as the run read them unless told otherwise; weights without a tinyquant sidecar need --model and the quantization flags.',
+  options: {
+    checkpoint: { type: 'string', value: 'FILE', description: 'a tinyquant checkpoint (its .json sidecar or weights), or safetensors / PyTorch .pth weights' },
+    dataset: { type: 'string', value: DATASET_NAMES.join('|'), description: 'the dataset (default: the run\'s)' },
+    ...DATA_OPTIONS,
+    split: { type: 'string', value: 'test|train', default: 'test', description: 'which split (with the run\'s valSplit, its held-out images or the rest)' },
+    batch: { type: 'string', value: 'N', default: '500', description: 'images per forward pass' },
+    predictions: { type: 'string', value: 'FILE', description: 'write each image\'s predicted class, one a line, in dataset order' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
+    model: { type: 'string', value: 'M', description: 'the architecture of weights without a tinyquant sidecar (or an override)' },
+    normalization: { type: 'string', value: 'N', description: 'input normalization (default: the run\'s)' },
+    ...quantizationOptions,
+    ...BACKEND_OPTIONS,
+  },
+};
 
 /** Architecture and quantization of the checkpoint: its sidecar's config, with flags overriding. */
 function evalConfig(args: ParsedArgs, saved: TrainConfig | null): TrainConfig {
@@ -51,26 +45,26 @@ function evalConfig(args: ParsedArgs, saved: TrainConfig | null): TrainConfig {
   try {
     return resolveConfig({ ...(saved ?? {}), ...flags }, saved ? 'checkpoint config (with flags)' : 'flags', saved ?? DEFAULT_CONFIG);
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw e instanceof ConfigError && !saved ? new UsageError(e.message) : e;
   }
 }
 
 export async function evalCommand(argv: string[]): Promise<void> {
-  const args = parse('eval', argv, EVAL_OPTIONS);
-  if (flag(args, 'help')) {
-    console.log(EVAL_USAGE);
-    return;
-  }
+  const args = parseOrHelp(EVAL, argv);
+  if (!args) return;
+  if (args.positionals.length > 0) throw unexpectedArgument(EVAL, args.positionals[0]);
   applyBackendFlags(args);
   const path = str(args, 'checkpoint');
   if (!path) throw new UsageError('eval: --checkpoint FILE is required');
-  const checkpoint = readCheckpoint(path);
+  const split = oneOf(args, 'split', ['test', 'train'] as const);
+  const batch = num(args, 'batch', { integer: true, min: 1 });
+  const checkpoint = readingInput(() => readCheckpoint(path));
   const architecture = checkpoint.meta?.architecture;
-  if (architecture) throw new UsageError(`${path}: trained from a ${architecture} instance in code, not a registry model; evaluate it with evaluate() on that model`);
+  if (architecture) throw new InputError(`${path}: trained from a ${architecture} instance in code, not a registry model; evaluate it with evaluate() on that model`);
   const config = evalConfig(args, checkpoint.meta?.config ?? null);
-  const split = str(args, 'split') === 'train' ? 'train' : 'test';
-  const dataset = await loadConfigDataset(config, split);
-  const r = await evaluateCheckpoint(config, checkpoint, dataset, num(args, 'batch', 500, { integer: true, min: 1 }));
+  // Reading the data and fitting the weights to the model are reading input (a bug in the forward pass stays a runtime error).
+  const dataset = await readingInput(() => loadConfigDataset(config, split));
+  const r = await readingInput(() => evaluateCheckpoint(config, checkpoint, dataset, batch));
   const predictionsFile = str(args, 'predictions');
   if (predictionsFile) writeFileAtomic(predictionsFile, Array.from(r.predictions).join('\n') + '\n');
   const summary = { top1: r.top1, top5: r.top5, n: r.n, loss: r.loss, checkpoint: path, dataset: config.dataset, split, device: r.device };

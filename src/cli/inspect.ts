@@ -6,10 +6,15 @@
 import { statSync } from 'node:fs';
 import { type ModelReport, modelReport } from '../export/report.js';
 import { readTqm } from '../export/tqm-file.js';
-import { UsageError, flag, parse } from './args.js';
-import { asInputError } from './export.js';
+import { type CommandSpec, UsageError, flag, parseOrHelp } from './args.js';
+import { readingInput } from './errors.js';
 
-export const INSPECT_USAGE = 'usage: tinyquant inspect FILE.tqm [--json]';
+export const INSPECT: CommandSpec = {
+  name: 'inspect',
+  summary: 'per-layer bits, sizes, MACs and bit-operations of an exported model',
+  synopsis: 'FILE.tqm [--json]',
+  options: { json: { type: 'boolean', description: 'print the report as JSON' } },
+};
 
 function human(n: number): string {
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)}G`;
@@ -54,19 +59,12 @@ export function formatReport(file: string, fileBytes: number, r: ModelReport): s
 }
 
 export async function inspectCommand(argv: string[]): Promise<void> {
-  const args = parse('inspect', argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
-  if (flag(args, 'help')) {
-    console.log(INSPECT_USAGE);
-    return;
-  }
-  if (args.positionals.length !== 1) throw new UsageError(`inspect: expected one file\n${INSPECT_USAGE}`);
+  const args = parseOrHelp(INSPECT, argv);
+  if (!args) return;
+  if (args.positionals.length !== 1) throw new UsageError(`inspect: expected one file (usage: tinyquant inspect ${INSPECT.synopsis})`);
   const file = args.positionals[0];
-  try {
-    const model = readTqm(file);
-    const report = modelReport(model);
-    const bytes = statSync(file).size;
-    console.log(flag(args, 'json') ? JSON.stringify({ file, fileBytes: bytes, ...report }) : formatReport(file, bytes, report));
-  } catch (e) {
-    throw asInputError(e);
-  }
+  const model = readingInput(() => readTqm(file));
+  const report = modelReport(model);
+  const bytes = statSync(file).size;
+  console.log(flag(args, 'json') ? JSON.stringify({ file, fileBytes: bytes, ...report }) : formatReport(file, bytes, report));
 }

@@ -1,55 +1,62 @@
 #!/usr/bin/env node
-/** The `tinyquant` command line. */
-import { UsageError } from './args.js';
-import { benchCommand } from './bench.js';
-import { demoCommand } from './demo.js';
-import { evalCommand } from './eval.js';
-import { exportCommand } from './export.js';
-import { inspectCommand } from './inspect.js';
-import { reportCommand } from './report.js';
-import { runCommand } from './run.js';
-import { trainCommand } from './train.js';
-
-const commands: Record<string, (argv: string[]) => void | Promise<void>> = {
-  demo: demoCommand,
-  train: trainCommand,
-  eval: evalCommand,
-  run: runCommand,
-  report: reportCommand,
-  export: exportCommand,
-  inspect: inspectCommand,
-  bench: benchCommand,
-};
+/**
+ * The `tinyquant` command line: dispatch, help and version, and how errors end the process (one
+ * line on stderr; exit code 2 usage, 3 input, 1 runtime; src/cli/errors.ts).
+ */
+import { TINYQUANT_VERSION } from '../package.js';
+import { UsageError, helpText } from './args.js';
+import { commandList, commandsUnder, findCommand } from './commands.js';
+import { errorLine, exitCode } from './errors.js';
 
 const USAGE = `usage: tinyquant <command> [options]
 
 commands:
-  demo          the kiots2023 study at --quick scale from the shipped float model, with its report
-  train         train a model (float or quantization-aware)
-  eval          accuracy of a checkpoint on a test set
-  run           run an experiment grid (a preset name or a YAML/JSON file); skips finished runs
-  report        render a results directory as Markdown and one self-contained HTML page
-  export        export a trained checkpoint (tqm, c, onnx)
-  inspect       per-layer bits, sizes, MACs and bit-operations of an exported model
-  bench train   measure training (or --eval inference) speed on synthetic data
-  bench int     host int8 (oneDNN) speed and agreement of an exported .tqm against the TypeScript engine`;
+${commandList()}
+
+tinyquant help <command> (or <command> --help) lists a command's options; tinyquant --version prints the version.
+Every command takes --debug (print an error's stack trace). Exit codes: 0 done, 1 runtime error, 2 usage error, 3 bad input.`;
+
+/** The help of a command, or of the group of commands a word names ('bench'). */
+function helpFor(words: string[]): string {
+  const found = findCommand(words);
+  if (found && found.rest.length === 0) return helpText(found.command.spec);
+  const group = commandsUnder(words[0]);
+  if (words.length === 1 && group.length > 0) return `usage: tinyquant ${words[0]} <${group.map((c) => c.spec.name.split(' ')[1]).join('|')}> [options]\n\n${commandList(group)}`;
+  throw new UsageError(`help: no command "${words.join(' ')}" (tinyquant help lists the commands)`);
+}
 
 async function main(argv: string[]): Promise<void> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h') {
+  const [first] = argv;
+  if (first === undefined || first === '--help' || first === '-h' || (first === 'help' && argv.length === 1)) {
     console.log(USAGE);
     return;
   }
-  const command = commands[name];
-  if (!command) throw new UsageError(`unknown command "${name}"\n${USAGE}`);
-  await command(rest);
+  if (first === '--version' || first === '-v') {
+    console.log(TINYQUANT_VERSION);
+    return;
+  }
+  if (first === 'help') {
+    console.log(helpFor(argv.slice(1)));
+    return;
+  }
+  const found = findCommand(argv);
+  if (!found) {
+    const group = commandsUnder(first);
+    if (group.length > 0 && (argv[1] === '--help' || argv[1] === '-h')) {
+      console.log(helpFor([first]));
+      return;
+    }
+    if (group.length > 0) throw new UsageError(`${first}: give one of ${group.map((c) => c.spec.name).join(', ')} (tinyquant help ${first})`);
+    throw new UsageError(`unknown command "${first}" (tinyquant help lists the commands)`);
+  }
+  await found.command.run(found.rest);
 }
 
-/** Errors print as their message alone; the stack only with TINYQUANT_DEBUG=1 (for reports of a bug). */
-const debug = process.env.TINYQUANT_DEBUG === '1';
+const argv = process.argv.slice(2);
+const end = argv.indexOf('--');
+const debug = process.env.TINYQUANT_DEBUG === '1' || (end === -1 ? argv : argv.slice(0, end)).includes('--debug');
 
-main(process.argv.slice(2)).catch((e: unknown) => {
-  const err = e instanceof Error ? e : new Error(String(e));
-  console.error(`tinyquant: ${debug && !(e instanceof UsageError) ? (err.stack ?? err.message) : err.message}`);
-  process.exitCode = e instanceof UsageError ? 2 : 1;
+main(argv).catch((e: unknown) => {
+  console.error(errorLine(e, debug));
+  process.exitCode = exitCode(e);
 });

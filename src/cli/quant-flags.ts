@@ -2,15 +2,17 @@
 import type { Module } from '../nn/module.js';
 import { type FirstLastPolicy, type QuantizationSummary, firstLastPolicies, quantize } from '../quant/quantize.js';
 import { type MethodName, methodNames } from '../quant/quantizer.js';
-import { type ParsedArgs, UsageError, flag, num, oneOf } from './args.js';
+import { type Options, type ParsedArgs, UsageError, flag, num, oneOf } from './args.js';
 
-export const quantizationOptions = {
-  method: { type: 'string' },
-  wbits: { type: 'string' },
-  abits: { type: 'string' },
-  'first-last': { type: 'string' },
-  'per-channel': { type: 'boolean' },
-} as const;
+const METHODS = ['float', ...methodNames] as const;
+
+export const quantizationOptions: Options = {
+  method: { type: 'string', value: METHODS.join('|'), description: 'quantization method (float: none)' },
+  wbits: { type: 'string', value: 'W', description: 'weight bits' },
+  abits: { type: 'string', value: 'A', description: 'activation bits (default: the weight bits)' },
+  'first-last': { type: 'string', value: firstLastPolicies.join('|'), description: 'how the first and last layers are quantized' },
+  'per-channel': { type: 'boolean', description: 'weight quantizers per output channel instead of per layer' },
+};
 
 export interface QuantizationChoice {
   readonly method: MethodName | 'float';
@@ -21,10 +23,10 @@ export interface QuantizationChoice {
 }
 
 export function quantizationChoice(args: ParsedArgs): QuantizationChoice {
-  const method = oneOf(args, 'method', ['float', ...methodNames] as const, 'float');
+  const method = oneOf(args, 'method', METHODS, 'float');
   if (method === 'float') return { method, wbits: 32, abits: 32, firstLast: 'float', perChannel: false };
-  const wbits = num(args, 'wbits', 4, { integer: true, min: 1 });
-  const abits = num(args, 'abits', wbits, { integer: true, min: 1 });
+  const wbits = num(args, 'wbits', { integer: true, min: 1, fallback: 4 });
+  const abits = num(args, 'abits', { integer: true, min: 1, fallback: wbits });
   const firstLast = oneOf(args, 'first-last', firstLastPolicies, 'int8');
   return { method, wbits, abits, firstLast, perChannel: flag(args, 'per-channel') };
 }

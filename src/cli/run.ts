@@ -5,42 +5,33 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { gridDisplay } from '../experiments/display.js';
-import { DataPreparationError, type ExecuteSummary, executePlan } from '../experiments/executor.js';
+import { type ExecuteSummary, executePlan } from '../experiments/executor.js';
 import { type Plan, type Scale, expandGrid, readGrid } from '../experiments/grid.js';
 import { defaultDataDir } from '../experiments/paths.js';
 import { type WrittenReport, writeReport } from '../experiments/report/index.js';
-import { ResultsError, didNotFinish } from '../experiments/results.js';
-import { StartError, checkStarts } from '../experiments/starts.js';
-import { ConfigError } from '../train/config.js';
-import { type ParsedArgs, UsageError, flag, num, parse, str } from './args.js';
+import { didNotFinish } from '../experiments/results.js';
+import { checkStarts } from '../experiments/starts.js';
+import { type CommandSpec, UsageError, flag, optionalInt, parseOrHelp, str } from './args.js';
+import { readingInput } from './errors.js';
 
-export const RUN_USAGE = `usage: tinyquant run GRID [--quick] [--out DIR] [options]
-
-GRID is a grid file (YAML or JSON) or a preset: kiots2023, apot-reference, ewgs-reference, float-resnet20.
-
-options:
-  --quick            the grid's quick scale (fewer epochs, subsets; labelled quick in the results)
-  --out DIR          results directory (default results/NAME, or results/NAME-quick)
-  --jobs N           runs at once (default: see --threads)
-  --threads T        backend threads per run (default 1, with one run per core)
-  --data-dir DIR     where the datasets are (default: TINYQUANT_DATA, the cache, ../shared/data)
-  --start FILE       the checkpoint every checkpoint start of the grid begins from
-  --retry-failed     run failed and diverged runs again
-  --dry-run          list the runs and exit
-  --no-report        do not write the report at the end`;
-
-const RUN_OPTIONS = {
-  quick: { type: 'boolean' },
-  out: { type: 'string' },
-  jobs: { type: 'string' },
-  threads: { type: 'string' },
-  'data-dir': { type: 'string' },
-  start: { type: 'string' },
-  'retry-failed': { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-  'no-report': { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+export const RUN: CommandSpec = {
+  name: 'run',
+  summary: 'run an experiment grid (a preset name or a YAML/JSON file); skips finished runs',
+  synopsis: 'GRID [--quick] [--out DIR] [options]',
+  about: 'GRID is a grid file (YAML or JSON) or a preset: kiots2023, apot-reference, ewgs-reference, float-resnet20.',
+  options: {
+    quick: { type: 'boolean', description: 'the grid\'s quick scale (fewer epochs, subsets; labelled quick in the results)' },
+    out: { type: 'string', value: 'DIR', description: 'results directory (default results/NAME, or results/NAME-quick)' },
+    jobs: { type: 'string', value: 'N', description: 'runs at once (default: cores / --threads)' },
+    threads: { type: 'string', value: 'T', description: 'backend threads per run (default 1, with one run per core)' },
+    'data-dir': { type: 'string', value: 'DIR', description: 'where the datasets are (default: TINYQUANT_DATA, the cache, ../shared/data)' },
+    start: { type: 'string', value: 'FILE', description: 'the checkpoint every checkpoint start of the grid begins from' },
+    'retry-failed': { type: 'boolean', description: 'run failed and diverged runs again' },
+    'dry-run': { type: 'boolean', description: 'list the runs and exit' },
+    'no-report': { type: 'boolean', description: 'do not write the report at the end' },
+    json: { type: 'boolean', description: 'print the outcome (or with --dry-run the plan) as JSON; the progress display stays on stderr' },
+  },
+};
 
 /**
  * Runs at once and threads per run: one single-threaded run per core by default (two runs with one
@@ -75,16 +66,13 @@ export interface RunGridResult {
 
 /** Plan a grid (checked, starts present) without running anything. */
 export function planGrid(opts: Pick<RunGridOptions, 'grid' | 'scale' | 'dataDir' | 'start'>): Plan {
-  try {
+  return readingInput(() => {
     const grid = readGrid(opts.grid);
     const dataDir = opts.dataDir !== undefined ? resolve(opts.dataDir) : defaultDataDir();
     const plan = expandGrid(grid, { scale: opts.scale, dataDir, startCheckpoint: opts.start === undefined ? undefined : resolve(opts.start) });
     checkStarts(plan);
     return plan;
-  } catch (e) {
-    if (e instanceof ConfigError || e instanceof StartError) throw new UsageError(e.message);
-    throw e;
-  }
+  });
 }
 
 export function defaultResultsDir(plan: Plan): string {
@@ -100,9 +88,6 @@ export async function runGrid(opts: RunGridOptions): Promise<RunGridResult> {
   let summary: ExecuteSummary;
   try {
     summary = await executePlan(plan, { resultsDir, jobs, threads, retryFailed: opts.retryFailed, observer: display });
-  } catch (e) {
-    if (e instanceof ResultsError || e instanceof DataPreparationError) throw new UsageError(e.message);
-    throw e;
   } finally {
     display.close();
   }
@@ -119,21 +104,15 @@ function describePlan(plan: Plan): string {
   return `${plan.grid.name} (${plan.scale} scale): ${plan.runs.length} runs\n${lines.join('\n')}`;
 }
 
-/** A positive integer option, or undefined when it is not given. */
-export function optionalInt(args: ParsedArgs, name: string): number | undefined {
-  return str(args, name) === undefined ? undefined : num(args, name, 1, { integer: true, min: 1 });
-}
-
 export async function runCommand(argv: string[]): Promise<void> {
-  const args = parse('run', argv, RUN_OPTIONS);
-  if (flag(args, 'help')) {
-    console.log(RUN_USAGE);
-    return;
-  }
-  if (args.positionals.length !== 1) throw new UsageError(`run: give one grid file or preset\n${RUN_USAGE}`);
+  const args = parseOrHelp(RUN, argv);
+  if (!args) return;
+  if (args.positionals.length !== 1) throw new UsageError(`run: give one grid file or preset (usage: tinyquant run ${RUN.synopsis})`);
   const common = { grid: args.positionals[0], scale: (flag(args, 'quick') ? 'quick' : 'full') as Scale, dataDir: str(args, 'data-dir'), start: str(args, 'start') };
+  const json = flag(args, 'json');
   if (flag(args, 'dry-run')) {
-    console.log(describePlan(planGrid(common)));
+    const plan = planGrid(common);
+    console.log(json ? JSON.stringify(planJson(plan)) : describePlan(plan));
     return;
   }
   const result = await runGrid({
@@ -144,22 +123,52 @@ export async function runCommand(argv: string[]): Promise<void> {
     retryFailed: flag(args, 'retry-failed'),
     report: !flag(args, 'no-report'),
   });
-  printOutcome(result);
+  if (json) {
+    console.log(JSON.stringify(outcomeJson(result)));
+    process.exitCode = outcomeExitCode(result);
+  } else {
+    printOutcome(result);
+  }
+}
+
+/** The plan as `run --dry-run --json` prints it. */
+export function planJson(plan: Plan): { grid: string; scale: Scale; runs: { id: string; kind: string; dependsOn: readonly string[] }[] } {
+  return { grid: plan.grid.name, scale: plan.scale, runs: plan.runs.map((r) => ({ id: r.id, kind: r.kind, dependsOn: r.dependsOn })) };
+}
+
+/** The outcome as `run --json` prints it: where things are and every run's status and result. */
+export function outcomeJson(result: RunGridResult): Record<string, unknown> {
+  const { index, interrupted, ran, skipped } = result.summary;
+  return {
+    grid: result.plan.grid.name,
+    scale: result.plan.scale,
+    resultsDir: result.resultsDir,
+    interrupted,
+    ran,
+    skipped,
+    runs: index.runs.map((r) => ({ id: r.id, status: r.status, dir: r.dir, outcome: r.outcome ?? null, error: r.error ?? null })),
+    report: result.report ? { html: result.report.html, markdown: result.report.markdown, findings: result.report.findings } : null,
+  };
+}
+
+/** 130 when stopped, 1 when a run did not finish, else 0. */
+function outcomeExitCode(result: RunGridResult): number {
+  if (result.summary.interrupted) return 130;
+  return result.summary.index.runs.some((r) => didNotFinish(r.status)) ? 1 : 0;
 }
 
 /** Where the results and the report are, and what did not finish; sets the exit code. */
 export function printOutcome(result: RunGridResult): void {
   const runs = result.summary.index.runs;
   const failed = runs.filter((r) => didNotFinish(r.status));
+  process.exitCode = outcomeExitCode(result);
   if (result.summary.interrupted) {
     console.log(`stopped; ${result.resultsDir} keeps every checkpoint: run the same command again to resume`);
-    process.exitCode = 130;
     return;
   }
   console.log(`results: ${result.resultsDir}`);
   if (result.report) console.log(`report: ${result.report.html}\n        ${result.report.markdown}`);
   if (failed.length > 0) {
     console.log(`${failed.length} of ${runs.length} runs did not finish: ${failed.map((r) => `${r.id} (${r.status})`).join(', ')}; see results.json (--retry-failed runs them again)`);
-    process.exitCode = 1;
   }
 }

@@ -3,66 +3,66 @@
  * file). Writes checkpoints and metrics to --out; --resume continues an interrupted run.
  */
 import { dirname } from 'node:path';
-import { setBackend } from '../backend/index.js';
-import { createBackend } from '../backend/index.js';
+import { createBackend, getBackend, setBackend } from '../backend/index.js';
+import { DATASET_NAMES } from '../data/load.js';
+import { NORMALIZATION_PRESETS } from '../data/augment.js';
+import { modelNames } from '../models/index.js';
 import { type TrainConfig, ConfigError, readConfigFile, resolveConfig, resolveConfigPaths } from '../train/config.js';
 import { streamProgress } from '../train/progress.js';
-import { DivergedError, train } from '../train/trainer.js';
-import { type ParsedArgs, UsageError, decimalNumber, flag, parse, str } from './args.js';
+import { loadTrainingData, train } from '../train/trainer.js';
+import { type CommandSpec, type Options, type ParsedArgs, UsageError, decimalNumber, flag, parseOrHelp, str, unexpectedArgument } from './args.js';
+import { readingInput } from './errors.js';
 import { quantizationOptions } from './quant-flags.js';
 
-export const TRAIN_USAGE = `usage: tinyquant train [--config FILE] [--out DIR] [--resume] [options]
+/** The flags naming where a dataset is and how its images are read (train, eval, export). */
+export const DATA_OPTIONS: Options = {
+  'data-dir': { type: 'string', value: 'DIR', description: 'where named datasets are looked for (default: TINYQUANT_DATA, ../shared/data, the download cache)' },
+  'data-path': { type: 'string', value: 'PATH', description: '(imagefolder) the folder or .tar(.gz) archive: <class>/<image> or train|test/<class>/<image>' },
+  channels: { type: 'string', value: '1|3', description: '(imagefolder) convert the images to grey or RGB' },
+  'image-size': { type: 'string', value: 'HxW', description: '(imagefolder) the images\' size (height x width): checked, or with --resize made so' },
+  resize: { type: 'boolean', description: '(imagefolder) scale images of another size to --image-size (area averaging)' },
+  'val-split': { type: 'string', value: 'F', description: 'hold out this fraction of the training images (stratified, seeded) as the test set' },
+};
 
-options (each overrides the config file):
-  --model M  --dataset D  --data-dir DIR  --normalization apot|ewgs|...
-  --data-path PATH  (imagefolder) the folder or .tar(.gz) archive, <class>/<image> or train|test/<class>/<image>
-  --channels 1|3  --image-size HxW  --resize  (imagefolder) convert colour, check or resize images (area averaging)
-  --val-split F  hold out this fraction of the training images (stratified, seeded) as the test set
-  --method float|apot|ewgs|uniform|pact|lsq  --wbits W  --abits A  --first-last float|apot8|int8|same|reference
-  --epochs N  --batch B  --optimizer sgd|adam|adamw  --lr LR  --momentum M  --weight-decay WD
-  --schedule cosine|constant|multistep:E1,E2[:GAMMA]  --warmup-epochs N
-  --init CHECKPOINT  --seed S  --train-subset N  --test-subset N  --workers N
-  --backend js|native  --threads T`;
+/** --backend and --threads (applyBackendFlags). */
+export const BACKEND_OPTIONS: Options = {
+  backend: { type: 'string', value: 'js|native', description: 'the compute backend (default: native when it loads, else js; TINYQUANT_BACKEND)' },
+  threads: { type: 'string', value: 'T', description: 'backend threads (default: TINYQUANT_THREADS, else all cores)' },
+};
 
-/** The flags naming a dataset and how its images are read (train, eval, export). */
-export const DATA_OPTIONS = {
-  'data-dir': { type: 'string' },
-  'data-path': { type: 'string' },
-  channels: { type: 'string' },
-  'image-size': { type: 'string' },
-  resize: { type: 'boolean' },
-  'val-split': { type: 'string' },
-} as const;
-
-const TRAIN_OPTIONS = {
-  config: { type: 'string' },
-  out: { type: 'string' },
-  resume: { type: 'boolean' },
-  model: { type: 'string' },
-  dataset: { type: 'string' },
-  ...DATA_OPTIONS,
-  normalization: { type: 'string' },
-  epochs: { type: 'string' },
-  batch: { type: 'string' },
-  'eval-batch': { type: 'string' },
-  optimizer: { type: 'string' },
-  lr: { type: 'string' },
-  momentum: { type: 'string' },
-  'weight-decay': { type: 'string' },
-  schedule: { type: 'string' },
-  'warmup-epochs': { type: 'string' },
-  init: { type: 'string' },
-  seed: { type: 'string' },
-  'train-subset': { type: 'string' },
-  'test-subset': { type: 'string' },
-  workers: { type: 'string' },
-  'no-augment': { type: 'boolean' },
-  backend: { type: 'string' },
-  threads: { type: 'string' },
-  quiet: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-  ...quantizationOptions,
-} as const;
+export const TRAIN: CommandSpec = {
+  name: 'train',
+  summary: 'train a model (float or quantization-aware)',
+  synopsis: '[--config FILE] [--out DIR] [--resume] [options]',
+  about: 'Flags override the fields of the config file (defaults: the config\'s, else tinyquant\'s).',
+  options: {
+    config: { type: 'string', value: 'FILE', description: 'a YAML or JSON file of config fields' },
+    out: { type: 'string', value: 'DIR', description: 'the run directory (default runs/MODEL-METHOD[-wWaA]-sSEED)' },
+    resume: { type: 'boolean', description: 'continue the interrupted run in --out' },
+    quiet: { type: 'boolean', description: 'no progress display' },
+    model: { type: 'string', value: modelNames.join('|'), description: 'the architecture' },
+    dataset: { type: 'string', value: DATASET_NAMES.join('|'), description: 'the dataset' },
+    ...DATA_OPTIONS,
+    normalization: { type: 'string', value: NORMALIZATION_PRESETS.join('|'), description: 'input normalization (default: follows the data)' },
+    'no-augment': { type: 'boolean', description: 'train without random crops and flips' },
+    ...quantizationOptions,
+    epochs: { type: 'string', value: 'N', description: 'training epochs' },
+    batch: { type: 'string', value: 'B', description: 'training batch size' },
+    'eval-batch': { type: 'string', value: 'B', description: 'evaluation batch size' },
+    optimizer: { type: 'string', value: 'sgd|adam|adamw', description: 'the optimizer' },
+    lr: { type: 'string', value: 'LR', description: 'learning rate' },
+    momentum: { type: 'string', value: 'M', description: 'SGD momentum' },
+    'weight-decay': { type: 'string', value: 'WD', description: 'weight decay' },
+    schedule: { type: 'string', value: 'cosine|constant|multistep:E1,E2[:GAMMA]', description: 'learning-rate schedule' },
+    'warmup-epochs': { type: 'string', value: 'N', description: 'linear learning-rate warm-up epochs' },
+    init: { type: 'string', value: 'CHECKPOINT', description: 'starting weights (tinyquant checkpoint, safetensors or PyTorch .pth)' },
+    seed: { type: 'string', value: 'S', description: 'seed of the weights, data order and augmentation' },
+    'train-subset': { type: 'string', value: 'N', description: 'train on a fixed subset of N images (0: all)' },
+    'test-subset': { type: 'string', value: 'N', description: 'test on a fixed subset of N images (0: all)' },
+    workers: { type: 'string', value: 'N', description: 'data-loader worker threads' },
+    ...BACKEND_OPTIONS,
+  },
+};
 
 const NUMERIC: Record<string, keyof TrainConfig> = {
   epochs: 'epochs',
@@ -141,38 +141,39 @@ export function applyBackendFlags(args: ParsedArgs): void {
   setBackend(createBackend(name ?? (process.env.TINYQUANT_BACKEND === 'js' ? 'js' : 'native'), threads));
 }
 
-export async function trainCommand(argv: string[]): Promise<void> {
-  const args = parse('train', argv, TRAIN_OPTIONS);
-  if (flag(args, 'help')) {
-    console.log(TRAIN_USAGE);
-    return;
-  }
-  if (args.positionals.length > 0) throw new UsageError(`train: unexpected argument "${args.positionals[0]}"\n${TRAIN_USAGE}`);
-  applyBackendFlags(args);
+/** The run's config: the file's fields (checked as input) with the flags over them (checked as usage when there is no file). */
+function trainConfig(args: ParsedArgs): TrainConfig {
   const file = str(args, 'config');
-  const read = file ? readConfigFile(file) : {};
-  if (typeof read !== 'object' || read === null || Array.isArray(read)) throw new UsageError(`${file}: must hold an object of config fields`);
-  const fromFile = file ? resolveConfigPaths(read as Record<string, unknown>, dirname(file)) : read;
-  let config: TrainConfig;
-  try {
-    config = resolveConfig({ ...fromFile, ...configFromFlags(args) }, file ? `${file} (with flags)` : 'flags');
-  } catch (e) {
-    if (e instanceof ConfigError) throw new UsageError(e.message);
-    throw e;
+  if (file === undefined) {
+    try {
+      return resolveConfig(configFromFlags(args), 'flags');
+    } catch (e) {
+      throw e instanceof ConfigError ? new UsageError(e.message) : e;
+    }
   }
+  return readingInput(() => {
+    const read = readConfigFile(file);
+    if (typeof read !== 'object' || read === null || Array.isArray(read)) throw new ConfigError(`${file}: must hold an object of config fields`);
+    const fromFile = resolveConfigPaths(read as Record<string, unknown>, dirname(file));
+    return resolveConfig({ ...fromFile, ...configFromFlags(args) }, `${file} (with flags)`);
+  });
+}
+
+export async function trainCommand(argv: string[]): Promise<void> {
+  const args = parseOrHelp(TRAIN, argv);
+  if (!args) return;
+  if (args.positionals.length > 0) throw unexpectedArgument(TRAIN, args.positionals[0]);
+  applyBackendFlags(args);
+  const config = trainConfig(args);
   const outDir = str(args, 'out') ?? `runs/${config.model}-${config.method}${config.method === 'float' ? '' : `-w${config.wbits}a${config.abits}`}-s${config.seed}`;
   const progress = flag(args, 'quiet') ? undefined : streamProgress(process.stderr);
-  try {
-    const result = await train({ config, outDir, resume: flag(args, 'resume'), progress });
-    if (result.status === 'interrupted') {
-      process.exitCode = 130;
-      return;
-    }
-    console.log(
-      JSON.stringify({ out: outDir, top1: result.final?.top1, top5: result.final?.top5, bestTop1: result.bestTop1, bestEpoch: result.bestEpoch + 1, device: result.device }),
-    );
-  } catch (e) {
-    if (e instanceof DivergedError) throw new UsageError(e.message);
-    throw e;
+  // The data before the run: what is wrong with it is an input error (exit 3), not a failed run.
+  const data = await readingInput(() => loadTrainingData(config, (m) => progress?.line(m)));
+  const result = await train({ config, outDir, resume: flag(args, 'resume'), progress, data });
+  if (result.status === 'interrupted') {
+    process.exitCode = 130;
+    return;
   }
+  const { top1, top5 } = result.final ?? {};
+  console.log(JSON.stringify({ out: outDir, top1, top5, bestTop1: result.bestTop1, bestEpoch: result.bestEpoch + 1, device: result.device, backend: getBackend().name }));
 }

@@ -42,6 +42,8 @@ export interface RunOutcome {
   readonly device?: DeviceEvaluation | null;
   /** Evaluation runs: the checkpoint they evaluated (its file's sha256). */
   readonly checkpoint?: { readonly path: string; readonly sha256: string };
+  /** The backend that ran it (absent in results of older versions). */
+  readonly backend?: string;
 }
 
 export interface RunRecord {

@@ -75,7 +75,7 @@ export async function runTask(request: WorkerRequest, emit: (m: WorkerMessage) =
 }
 
 function outcomeOf(r: { top1: number; top5: number; loss: number; n: number }): RunOutcome {
-  return { top1: r.top1, top5: r.top5, loss: r.loss, n: r.n };
+  return { top1: r.top1, top5: r.top5, loss: r.loss, n: r.n, backend: getBackend().name };
 }
 
 /** Test accuracy of the float checkpoint `config.init`, on the test images a run of `config` uses. */

@@ -15,6 +15,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
 import { lockDirectory } from '../io/lock.js';
 import { createModel } from '../models/index.js';
 import type { Shape } from '../backend/backend.js';
+import { getBackend } from '../backend/index.js';
 import { GraphError, trace, trainingForward } from '../graph/index.js';
 import { resolveNormalization } from '../data/augment.js';
 import { pickImages } from '../export/calibrate.js';
@@ -285,7 +286,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 }
 
-async function loadTrainingData(config: TrainConfig, log: (m: string) => void): Promise<TrainingData> {
+/** Both splits of a config's dataset, as `train` loads them when not given `data`. */
+export async function loadTrainingData(config: TrainConfig, log: (m: string) => void): Promise<TrainingData> {
   const [train, test] = await Promise.all((['train', 'test'] as const).map((split) => loadConfigDataset(config, split, { log })));
   return { train, test };
 }
@@ -354,6 +356,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       epochs: config.epochs,
       fingerprint,
       quantization,
+      backend: getBackend().name,
     });
     return { status: 'finished', final, device, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
   } finally {

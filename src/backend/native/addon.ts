@@ -1,10 +1,11 @@
 /**
- * The compiled addon (`native/build/Release/tinyquant.node`, built by `npm run build:native`):
- * its JavaScript-facing types and how it is located and loaded.
+ * The compiled addon: its JavaScript-facing types and how it is located and loaded. node-gyp-build
+ * finds it: a source build (`native/build/Release/tinyquant.node`, `npm run build:native`) first,
+ * else the prebuilt binary the package ships (`native/prebuilds/<platform>-<arch>/`, made by
+ * scripts/prebuild.mjs), so an install needs no install script.
  */
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import { packageRoot } from '../../package.js';
 import type { BatchNormSaved, Buf, QuantSpec, Shape } from '../backend.js';
 
@@ -101,9 +102,25 @@ export interface Addon {
   readonly defaultThreads: number;
 }
 
-const ADDON_RELATIVE_PATH = join('native', 'build', 'Release', 'tinyquant.node');
+/** The addon, or why it is not available and the one command that makes it so. */
+export type AddonLoad = { readonly addon: Addon; readonly path: string } | { readonly reason: string; readonly fix: string };
 
-export type AddonLoad = { addon: Addon } | { reason: string };
+const require = createRequire(import.meta.url);
+
+/** node-gyp-build's lookup: `dir`/build/Release first, then `dir`/prebuilds/<platform>-<arch>/ by its tags. */
+type FindBuild = (dir: string) => string;
+
+/** The one command that builds the addon from source, in a checkout or in an installed package. */
+export function sourceBuildCommand(root: string): string {
+  const installed = root.split(sep).includes('node_modules');
+  return `apt-get install libdnnl-dev g++ make python3 && ${installed ? 'npm explore tinyquant -- npm run build:native' : 'npm run build:native'}`;
+}
+
+/** The Debian package of a shared library the addon needs (libdnnl.so.N comes in libdnnlN, which brings the others). */
+function debianPackageOf(library: string): string {
+  const onednn = /^libdnnl\.so\.(\d+)/.exec(library);
+  return onednn ? `libdnnl${onednn[1]}` : 'libdnnl2';
+}
 
 /**
  * OpenMP's default wait policy spins for a millisecond or more at every barrier. On a machine whose
@@ -118,21 +135,34 @@ function boundOpenMpSpinning(): void {
   }
 }
 
-/** Load the addon, or say why it cannot be loaded. */
-export function loadAddon(): AddonLoad {
+/** Load the addon of the package at `root`, or say why it cannot be loaded. */
+export function loadAddon(root?: string): AddonLoad {
+  let dir: string;
+  try {
+    dir = join(root ?? packageRoot(), 'native');
+  } catch (e) {
+    return { reason: (e as Error).message, fix: 'reinstall tinyquant' };
+  }
+  let findBuild: FindBuild;
+  try {
+    findBuild = (require('node-gyp-build') as { path: FindBuild }).path;
+  } catch (e) {
+    return { reason: `its dependency node-gyp-build is missing (${(e as Error).message.split('\n')[0]})`, fix: 'npm install tinyquant' };
+  }
   let path: string;
   try {
-    path = join(packageRoot(), ADDON_RELATIVE_PATH);
-  } catch (e) {
-    return { reason: (e as Error).message };
+    path = findBuild(dir);
+  } catch {
+    return { reason: `no native build for ${process.platform}-${process.arch} (neither prebuilt nor built from source)`, fix: sourceBuildCommand(dir) };
   }
-  if (!existsSync(path)) {
-    return { reason: `${ADDON_RELATIVE_PATH} is not built (apt-get install libdnnl-dev && npm run build:native)` };
-  }
+  const shown = relative(dir, path);
   try {
     boundOpenMpSpinning();
-    return { addon: createRequire(import.meta.url)(path) as Addon };
+    return { addon: require(path) as Addon, path };
   } catch (e) {
-    return { reason: `${ADDON_RELATIVE_PATH} does not load: ${(e as Error).message}` };
+    const message = (e as Error).message.split('\n')[0];
+    const missing = /(lib[\w+.-]+\.so[\d.]*): cannot open shared object file/.exec(message);
+    if (missing) return { reason: `native/${shown} needs ${missing[1]}, which is not installed`, fix: `apt-get install ${debianPackageOf(missing[1])}` };
+    return { reason: `native/${shown} does not load: ${message}`, fix: sourceBuildCommand(dir) };
   }
 }

@@ -285,8 +285,8 @@ export function loadNativeBackend(threads: number): NativeBackend | null {
   return 'addon' in load ? new NativeBackend(load.addon, threads) : null;
 }
 
-/** Why `loadNativeBackend` returns null ('' when the addon is available). */
-export function nativeUnavailableReason(): string {
+/** Why `loadNativeBackend` returns null and the command that fixes it; null when the addon is available. */
+export function nativeUnavailable(): { readonly reason: string; readonly fix: string } | null {
   const load = addonLoad();
-  return 'reason' in load ? load.reason : '';
+  return 'reason' in load ? load : null;
 }

@@ -4,7 +4,8 @@
  * adds PyTorch float inference of the same network side by side.
  */
 import { DATASET_NAMES, type DatasetName, loadDataset } from '../../data/load.js';
-import { type ParsedArgs, UsageError, flag, num, oneOf, parse, str } from '../../cli/args.js';
+import { type CommandSpec, type ParsedArgs, UsageError, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from '../../cli/args.js';
+import { readingInput } from '../../cli/errors.js';
 import { IntegerEngine } from '../engine.js';
 import type { IntegerModel, ModelMeta } from '../ir.js';
 import { readTqm } from '../tqm-file.js';
@@ -40,8 +41,6 @@ export interface HostBenchResult extends Pick<ModelMeta, 'model' | 'method' | 'w
   /** Where the timed images came from. */
   readonly images: string;
 }
-
-const HOST_BENCH_DEFAULTS: HostBenchOptions = { batch: 128, threads: 0, images: 1024, engineImages: 32, agreement: 200, dataset: 'cifar10' };
 
 /** `count` images of `size` bytes: the test set's first ones when it is available, else seeded random pixels. */
 async function benchImages(size: number, count: number, o: HostBenchOptions): Promise<{ images: Uint8Array; labels: Int32Array | null; source: string }> {
@@ -111,45 +110,45 @@ export function formatHostBench(r: HostBenchResult): string {
   return lines.join('\n');
 }
 
-const OPTIONS = {
-  model: { type: 'string' },
-  batch: { type: 'string' },
-  threads: { type: 'string' },
-  images: { type: 'string' },
-  'engine-images': { type: 'string' },
-  agreement: { type: 'string' },
-  dataset: { type: 'string' },
-  'data-dir': { type: 'string' },
-  'data-path': { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+export const BENCH_INT: CommandSpec = {
+  name: 'bench int',
+  summary: 'host int8 (oneDNN) speed and agreement of an exported .tqm against the TypeScript engine',
+  synopsis: '--model FILE.tqm [options]',
+  about: 'Times the test set\'s first images when it is found (else random pixels) and compares the two engines on labelled ones.',
+  options: {
+    model: { type: 'string', value: 'FILE.tqm', description: 'the exported model' },
+    batch: { type: 'string', value: 'B', default: '128', description: 'batch size of the host path' },
+    threads: { type: 'string', value: 'T', default: '0', description: 'host threads (0: TINYQUANT_THREADS, else all cores)' },
+    images: { type: 'string', value: 'N', default: '1024', description: 'images timed on the host path' },
+    'engine-images': { type: 'string', value: 'N', default: '32', description: 'images timed on the TypeScript engine (it is slow)' },
+    agreement: { type: 'string', value: 'N', default: '200', description: 'labelled test images on which the engines are compared (0: none)' },
+    dataset: { type: 'string', value: DATASET_NAMES.join('|'), default: 'cifar10', description: 'where the images come from' },
+    'data-dir': { type: 'string', value: 'DIR', description: 'where the dataset is' },
+    'data-path': { type: 'string', value: 'PATH', description: '(imagefolder) its folder or archive' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
+  },
+};
 
-export const BENCH_INT_USAGE =
-  'usage: tinyquant bench int --model FILE.tqm [--batch 128] [--threads T] [--images 1024] [--engine-images 32] [--agreement 200] [--dataset cifar10] [--data-dir DIR] [--data-path PATH] [--json]';
-
-function hostBenchOptions(argsOf: ParsedArgs): HostBenchOptions {
-  const d = HOST_BENCH_DEFAULTS;
+function hostBenchOptions(args: ParsedArgs): HostBenchOptions {
   return {
-    batch: num(argsOf, 'batch', d.batch, { integer: true, min: 1 }),
-    threads: num(argsOf, 'threads', d.threads, { integer: true, min: 0 }),
-    images: num(argsOf, 'images', d.images, { integer: true, min: 1 }),
-    engineImages: num(argsOf, 'engine-images', d.engineImages, { integer: true, min: 1 }),
-    agreement: num(argsOf, 'agreement', d.agreement, { integer: true, min: 0 }),
-    dataset: oneOf(argsOf, 'dataset', DATASET_NAMES, d.dataset),
-    dataDir: str(argsOf, 'data-dir'),
-    dataPath: str(argsOf, 'data-path'),
+    batch: num(args, 'batch', { integer: true, min: 1 }),
+    threads: num(args, 'threads', { integer: true, min: 0 }),
+    images: num(args, 'images', { integer: true, min: 1 }),
+    engineImages: num(args, 'engine-images', { integer: true, min: 1 }),
+    agreement: num(args, 'agreement', { integer: true, min: 0 }),
+    dataset: oneOf(args, 'dataset', DATASET_NAMES),
+    dataDir: str(args, 'data-dir'),
+    dataPath: str(args, 'data-path'),
   };
 }
 
 export async function benchIntCommand(argv: string[]): Promise<void> {
-  const args = parse('bench int', argv, OPTIONS);
-  if (flag(args, 'help')) {
-    console.log(BENCH_INT_USAGE);
-    return;
-  }
+  const args = parseOrHelp(BENCH_INT, argv);
+  if (!args) return;
+  if (args.positionals.length > 0) throw unexpectedArgument(BENCH_INT, args.positionals[0]);
   const file = str(args, 'model');
-  if (!file) throw new UsageError(BENCH_INT_USAGE);
-  const r = await runHostBench(readTqm(file), hostBenchOptions(args));
+  if (!file) throw new UsageError('bench int: --model FILE.tqm is required');
+  const options = hostBenchOptions(args);
+  const r = await runHostBench(readingInput(() => readTqm(file)), options);
   console.log(flag(args, 'json') ? JSON.stringify(r) : formatHostBench(r));
 }

@@ -35,7 +35,7 @@ export type HostAvailability = { readonly available: true } | { readonly availab
 
 function loadIntModelClass(): NonNullable<HostAddon['IntModel']> | string {
   const load = loadAddon();
-  if (!('addon' in load)) return load.reason;
+  if (!('addon' in load)) return `${load.reason}; to fix: ${load.fix}`;
   const ctor = (load.addon as unknown as HostAddon).IntModel;
   return ctor ?? 'the native addon was built without the int8 path (rebuild it: npm run build:native)';
 }

@@ -1,6 +1,6 @@
 /**
  * Check an exported ONNX model against the model it came from: onnxruntime (npm onnxruntime-node,
- * loaded only when this runs) and tinyquant's eval forward classify every image of a loader, and
+ * an optional dependency, loaded only when this runs) and tinyquant's eval forward classify every image of a loader, and
  * the share of identical top-1 predictions, both accuracies and onnxruntime's speed are reported.
  */
 import type { DataLoader } from '../../data/index.js';
@@ -26,9 +26,22 @@ export interface VerifyOptions {
   readonly threads?: number;
 }
 
+export const ONNXRUNTIME_MISSING = 'running an ONNX model needs onnxruntime-node, an optional dependency of tinyquant: npm install onnxruntime-node';
+
+/** An optional dependency's module (`load` imports it), or an error saying `missing` where it is not installed. */
+export async function importOptional<T>(load: () => Promise<T>, missing: string): Promise<T> {
+  try {
+    return await load();
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') throw new Error(missing, { cause: e });
+    throw e;
+  }
+}
+
 export async function compareWithOnnxRuntime(model: Module, onnx: Uint8Array, loader: DataLoader, opts: VerifyOptions = {}): Promise<OnnxAgreement> {
   if (model.training) throw new Error('compareWithOnnxRuntime: put the model in eval mode first');
-  const ort = await import('onnxruntime-node');
+  const ort = await importOptional(() => import('onnxruntime-node'), ONNXRUNTIME_MISSING);
   const threads = opts.threads ?? 1;
   const session = await ort.InferenceSession.create(onnx, { intraOpNumThreads: threads, interOpNumThreads: 1 });
   let [images, same, correctModel, correctOnnx, maxDiff, onnxMs] = [0, 0, 0, 0, 0, 0];
