@@ -4,10 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parse } from '../src/cli/args.js';
-import { TRAIN, configFromFlags } from '../src/cli/train.js';
+import { TRAIN, configFromFlags, trainConfig } from '../src/cli/train.js';
 import { ConfigError, resolveConfig } from '../src/train/config.js';
 
 test('decimalNumber reads decimal notation only', () => {
@@ -23,6 +26,19 @@ test('train flags: hexadecimal and padded numbers are refused by name', () => {
   assert.throws(() => resolveConfig(flags(['--lr', '0x10']), 'flags'), /lr must be a number > 0; got "0x10"/);
   assert.throws(() => resolveConfig(flags(['--epochs', ' 2']), 'flags'), /epochs must be an integer/);
   assert.equal(resolveConfig(flags(['--lr', '1e-3', '--epochs', '2']), 'flags').lr, 0.001);
+});
+
+test('deploy flags set deploy.finalEpochs and deploy.evaluate over a config file\'s deploy block', () => {
+  const config = (argv: string[]) => trainConfig(parse(TRAIN, argv));
+  assert.deepEqual([config([]).deploy.finalEpochs, config([]).deploy.evaluate], [0, true]);
+  const flagged = config(['--method', 'apot', '--epochs', '3', '--final-epochs', '1', '--no-deploy']).deploy;
+  assert.deepEqual([flagged.finalEpochs, flagged.evaluate], [1, false]);
+  const file = join(mkdtempSync(join(tmpdir(), 'tq-deploy-flags-')), 'run.yaml');
+  writeFileSync(file, 'method: lsq\nepochs: 4\ndeploy:\n  calibrationImages: 64\n  finalEpochs: 2\n');
+  const merged = config(['--config', file, '--final-epochs', '3']).deploy;
+  assert.deepEqual([merged.calibrationImages, merged.finalEpochs, merged.evaluate], [64, 3, true]);
+  assert.throws(() => config(['--method', 'lsq', '--epochs', '2', '--final-epochs', '0x1']), /finalEpochs/);
+  assert.throws(() => config(['--method', 'lsq', '--epochs', '2', '--final-epochs', '3']), /finalEpochs/);
 });
 
 test('a failing command prints one line naming what is wrong, and its stack only with TINYQUANT_DEBUG=1', () => {

@@ -60,9 +60,21 @@ export const TRAIN: CommandSpec = {
     'train-subset': { type: 'string', value: 'N', description: 'train on a fixed subset of N images (0: all)' },
     'test-subset': { type: 'string', value: 'N', description: 'test on a fixed subset of N images (0: all)' },
     workers: { type: 'string', value: 'N', description: 'data-loader worker threads' },
+    'final-epochs': { type: 'string', value: 'N', description: 'the last N epochs train with the deployment simulated and batch norm frozen (deploy.finalEpochs)' },
+    'no-deploy': { type: 'boolean', description: 'do not lower and evaluate the integer model at the end (deploy.evaluate false)' },
     ...BACKEND_OPTIONS,
   },
 };
+
+/** The deploy block of a config file with the deploy flags over it. */
+function deployFromFlags(args: ParsedArgs, fromFile: unknown): Record<string, unknown> | undefined {
+  const epochs = str(args, 'final-epochs');
+  if (epochs === undefined && !flag(args, 'no-deploy')) return undefined;
+  const deploy: Record<string, unknown> = { ...(typeof fromFile === 'object' && fromFile !== null ? fromFile : {}) };
+  if (epochs !== undefined) deploy.finalEpochs = decimalNumber(epochs) ?? epochs;
+  if (flag(args, 'no-deploy')) deploy.evaluate = false;
+  return deploy;
+}
 
 const NUMERIC: Record<string, keyof TrainConfig> = {
   epochs: 'epochs',
@@ -142,11 +154,13 @@ export function applyBackendFlags(args: ParsedArgs): void {
 }
 
 /** The run's config: the file's fields (checked as input) with the flags over them (checked as usage when there is no file). */
-function trainConfig(args: ParsedArgs): TrainConfig {
+/** The run's config: the config file's fields (if any) with the flags over them. */
+export function trainConfig(args: ParsedArgs): TrainConfig {
   const file = str(args, 'config');
   if (file === undefined) {
     try {
-      return resolveConfig(configFromFlags(args), 'flags');
+      const deploy = deployFromFlags(args, undefined);
+      return resolveConfig({ ...configFromFlags(args), ...(deploy && { deploy }) }, 'flags');
     } catch (e) {
       throw e instanceof ConfigError ? new UsageError(e.message) : e;
     }
@@ -155,7 +169,8 @@ function trainConfig(args: ParsedArgs): TrainConfig {
     const read = readConfigFile(file);
     if (typeof read !== 'object' || read === null || Array.isArray(read)) throw new ConfigError(`${file}: must hold an object of config fields`);
     const fromFile = resolveConfigPaths(read as Record<string, unknown>, dirname(file));
-    return resolveConfig({ ...fromFile, ...configFromFlags(args) }, `${file} (with flags)`);
+    const deploy = deployFromFlags(args, fromFile.deploy);
+    return resolveConfig({ ...fromFile, ...configFromFlags(args), ...(deploy && { deploy }) }, `${file} (with flags)`);
   });
 }
 
