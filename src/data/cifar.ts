@@ -5,7 +5,8 @@
  */
 
 import { allocShared, checkLabelRange, type ImageDataset, type Split } from './dataset.js';
-import { findPlainOrGz, readMaybeGzip, textLines } from './files.js';
+import { DataFileError } from './errors.js';
+import { findPlainOrGz, readMaybeGzip, textLines, type InflateLimit } from './files.js';
 import { readTarFile } from './tar.js';
 
 export type CifarKind = 'cifar10' | 'cifar100';
@@ -25,6 +26,8 @@ export interface CifarLayout {
   classCount: number;
   coarseClassCount?: number;
   batches: Record<Split, string[]>;
+  /** Records in each of the official batch files of a split (the most a batch file is read to). */
+  recordsPerBatch: Record<Split, number>;
   namesFile: string;
   coarseNamesFile?: string;
 }
@@ -38,6 +41,7 @@ export const CIFAR_LAYOUTS: Record<CifarKind, CifarLayout> = {
     labelBytes: 1,
     classCount: 10,
     batches: { train: [1, 2, 3, 4, 5].map((i) => `data_batch_${i}.bin`), test: ['test_batch.bin'] },
+    recordsPerBatch: { train: 10000, test: 10000 },
     namesFile: 'batches.meta.txt',
   },
   cifar100: {
@@ -49,6 +53,7 @@ export const CIFAR_LAYOUTS: Record<CifarKind, CifarLayout> = {
     classCount: 100,
     coarseClassCount: 20,
     batches: { train: ['train.bin'], test: ['test.bin'] },
+    recordsPerBatch: { train: 50000, test: 10000 },
     namesFile: 'fine_label_names.txt',
     coarseNamesFile: 'coarse_label_names.txt',
   },
@@ -68,6 +73,19 @@ export interface CifarPart {
 interface CifarNames {
   classes?: string[];
   coarseClasses?: string[];
+  /** The files the names came from, for errors. */
+  classesFile?: string;
+  coarseClassesFile?: string;
+}
+
+/** Label-name files are a few hundred bytes; gzipped ones inflate to this at most. */
+const NAMES_LIMIT: InflateLimit = { maxBytes: 1 << 16, what: 'a CIFAR label-name file' };
+
+/** The most a batch file of a split inflates to: the official file's size. */
+function batchLimit(kind: CifarKind, split: Split): InflateLimit {
+  const layout = CIFAR_LAYOUTS[kind];
+  const records = layout.recordsPerBatch[split];
+  return { maxBytes: records * cifarRecordSize(kind), what: `a ${layout.title} ${split} batch file (${records} records)` };
 }
 
 /** Bytes per record for a CIFAR kind. */
@@ -79,7 +97,7 @@ export function cifarRecordSize(kind: CifarKind): number {
 export function parseCifar(kind: CifarKind, split: Split, parts: CifarPart[], names: CifarNames): ImageDataset {
   const layout = CIFAR_LAYOUTS[kind];
   const recordSize = cifarRecordSize(kind);
-  const classes = checkNames(names.classes, layout.classCount, `${layout.title} class names`) ?? defaultClasses(kind);
+  const classes = checkNames(names.classes, layout.classCount, names.classesFile, `${layout.title} class names`) ?? defaultClasses(kind);
   for (const part of parts) checkRecordSize(part, recordSize, layout.title);
   const count = parts.reduce((n, p) => n + p.bytes.length / recordSize, 0);
   const images = allocShared(count * PIXELS);
@@ -95,11 +113,11 @@ export function parseCifar(kind: CifarKind, split: Split, parts: CifarPart[], na
       if (coarseLabels) coarseLabels[at] = part.bytes[base];
       images.set(part.bytes.subarray(base + layout.labelBytes, base + recordSize), at * PIXELS);
     }
-    checkLabelRange(labels.subarray(first, at), layout.classCount, `${part.source}: ${layout.title} label`);
-    if (coarseLabels) checkLabelRange(coarseLabels.subarray(first, at), layout.coarseClassCount ?? 0, `${part.source}: coarse label`);
+    checkLabelRange(labels.subarray(first, at), layout.classCount, `${layout.title} label`, part.source);
+    if (coarseLabels) checkLabelRange(coarseLabels.subarray(first, at), layout.coarseClassCount ?? 0, 'coarse label', part.source);
   }
   const coarseClasses = coarseLabels
-    ? checkNames(names.coarseClasses, layout.coarseClassCount ?? 0, `${layout.title} coarse class names`)
+    ? checkNames(names.coarseClasses, layout.coarseClassCount ?? 0, names.coarseClassesFile, `${layout.title} coarse class names`)
     : undefined;
   return {
     name: kind,
@@ -124,15 +142,16 @@ function defaultClasses(kind: CifarKind): string[] {
 function checkRecordSize(part: CifarPart, recordSize: number, title: string): void {
   const { length } = part.bytes;
   if (length === 0 || length % recordSize !== 0) {
-    throw new Error(
-      `${part.source}: ${length} bytes is not a whole number of ${recordSize}-byte ${title} records ` +
+    throw new DataFileError(
+      part.source,
+      `${length} bytes is not a whole number of ${recordSize}-byte ${title} records ` +
         `(${Math.floor(length / recordSize)} records + ${length % recordSize} bytes): truncated, or not ${title}`,
     );
   }
 }
 
-function checkNames(names: string[] | undefined, expected: number, what: string): string[] | undefined {
-  if (names && names.length !== expected) throw new Error(`${what}: expected ${expected} names, found ${names.length}`);
+function checkNames(names: string[] | undefined, expected: number, file: string | undefined, what: string): string[] | undefined {
+  if (names && names.length !== expected) throw new DataFileError(file ?? what, `${file ? `${what}: ` : ''}expected ${expected} names, found ${names.length}`);
   return names;
 }
 
@@ -148,18 +167,18 @@ export function readCifarFolder(dir: string, kind: CifarKind, split: Split): Ima
   if (missing.length > 0) {
     throw new Error(`${dir}: incomplete ${layout.title} ${split} split: missing ${missing.join(', ')} (plain or .gz)`);
   }
-  const parts = found.map((f) => ({ source: f.path as string, bytes: readMaybeGzip(f.path as string) }));
+  const limit = batchLimit(kind, split);
+  const parts = found.map((f) => ({ source: f.path as string, bytes: readMaybeGzip(f.path as string, limit) }));
   return parseCifar(kind, split, parts, readCifarNames(dir, kind));
 }
 
 /** Class names from the folder's label-name files, where present. */
 export function readCifarNames(dir: string, kind: CifarKind): CifarNames {
   const layout = CIFAR_LAYOUTS[kind];
-  const read = (name: string | undefined): string[] | undefined => {
-    const path = name === undefined ? undefined : findPlainOrGz(dir, name);
-    return path ? textLines(readMaybeGzip(path)) : undefined;
-  };
-  return { classes: read(layout.namesFile), coarseClasses: read(layout.coarseNamesFile) };
+  const find = (name: string | undefined): string | undefined => (name === undefined ? undefined : findPlainOrGz(dir, name));
+  const read = (path: string | undefined): string[] | undefined => (path ? textLines(readMaybeGzip(path, NAMES_LIMIT)) : undefined);
+  const [classesFile, coarseClassesFile] = [find(layout.namesFile), find(layout.coarseNamesFile)];
+  return { classes: read(classesFile), coarseClasses: read(coarseClassesFile), classesFile, coarseClassesFile };
 }
 
 /** Read a split straight from the official `.tar.gz` (or an uncompressed `.tar`). */
@@ -168,9 +187,11 @@ export async function readCifarArchive(path: string, kind: CifarKind, split: Spl
   const namesFiles = [layout.namesFile, layout.coarseNamesFile].filter((f): f is string => f !== undefined);
   const wanted = new Set([...layout.batches[split], ...namesFiles]);
   const files = new Map<string, Buffer>();
-  for await (const entry of readTarFile(path)) {
-    const base = entry.name.slice(entry.name.lastIndexOf('/') + 1);
-    if (entry.type === 'file' && wanted.has(base)) files.set(base, entry.data);
+  const baseName = (name: string): string => name.slice(name.lastIndexOf('/') + 1);
+  const { maxBytes, what } = batchLimit(kind, split);
+  const limits = { wants: (name: string) => wanted.has(baseName(name)), maxEntryBytes: maxBytes, limitReason: `the size of ${what}` };
+  for await (const entry of readTarFile(path, limits)) {
+    if (entry.type === 'file') files.set(baseName(entry.name), entry.data);
   }
   const missing = layout.batches[split].filter((name) => !files.has(name));
   if (missing.length > 0) throw new Error(`${path}: archive lacks ${missing.join(', ')} (${layout.title} ${split} split)`);
@@ -182,5 +203,11 @@ export async function readCifarArchive(path: string, kind: CifarKind, split: Spl
     const bytes = file === undefined ? undefined : files.get(file);
     return bytes ? textLines(bytes) : undefined;
   };
-  return parseCifar(kind, split, parts, { classes: names(layout.namesFile), coarseClasses: names(layout.coarseNamesFile) });
+  const inArchive = (file: string | undefined): string | undefined => file && `${path}:${layout.folder}/${file}`;
+  return parseCifar(kind, split, parts, {
+    classes: names(layout.namesFile),
+    coarseClasses: names(layout.coarseNamesFile),
+    classesFile: inArchive(layout.namesFile),
+    coarseClassesFile: inArchive(layout.coarseNamesFile),
+  });
 }

@@ -3,6 +3,7 @@
  * uint8 block (N x C x H x W, channel planes per image, the CIFAR binary layout), labels as int32.
  */
 import { Rng } from '../util/rng.js';
+import { DataFileError } from './errors.js';
 
 export type Split = 'train' | 'test';
 
@@ -55,12 +56,13 @@ export function validateDataset(d: ImageDataset): void {
   checkLabelRange(d.labels, d.classes.length, where);
 }
 
-/** Throw naming `where` and the first record whose label is outside [0, classCount). */
-export function checkLabelRange(labels: ArrayLike<number>, classCount: number, where: string): void {
+/** Throw naming `where` and the first record whose label is outside [0, classCount); a DataFileError when `file` holds the labels. */
+export function checkLabelRange(labels: ArrayLike<number>, classCount: number, where: string, file?: string): void {
   for (let i = 0; i < labels.length; i++) {
     const label = labels[i];
     if (label < 0 || label >= classCount) {
-      throw new Error(`${where}: record ${i} has label ${label}, outside 0..${classCount - 1}`);
+      const detail = `${where}: record ${i} has label ${label}, outside 0..${classCount - 1}`;
+      throw file === undefined ? new Error(detail) : new DataFileError(file, detail);
     }
   }
 }

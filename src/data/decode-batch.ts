@@ -3,6 +3,8 @@
  * tasks whose bytes travel to a worker in one transferred buffer; results come back the same way.
  */
 
+import { printable } from '../util/text.js';
+import { DataFileError } from './errors.js';
 import { type DecodedImage, decodeImage, type ImageChannels } from './image-decode.js';
 import { WorkerPool } from './worker-pool.js';
 
@@ -130,7 +132,7 @@ function packFiles(files: EncodedFile[], channels: ImageChannels | undefined): D
 
 function unpackResult(files: EncodedFile[], result: DecodeTaskResult, where: string): DecodedFile[] {
   if ('failedIndex' in result) {
-    throw new Error(`${where}: ${files[result.failedIndex].name}: cannot decode image: ${result.message}`);
+    throw new DataFileError(`${where}: ${printable(files[result.failedIndex].name)}`, `cannot decode image: ${result.message}`);
   }
   const pixels = new Uint8Array(result.pixels);
   let at = 0;

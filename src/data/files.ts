@@ -4,20 +4,39 @@ import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, r
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
+import { DataFileError } from './errors.js';
 
 /** True when the bytes start with the gzip magic number. */
 export function isGzip(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
 }
 
-/** Read a file whole, gunzipping it when it is gzip-compressed (whatever its name). */
-export function readMaybeGzip(path: string): Buffer {
-  const raw = readFileSync(path);
+/** The most a gzipped data file may inflate to, and what that size is (for the error). */
+export interface InflateLimit {
+  maxBytes: number;
+  /** E.g. 'a CIFAR-10 batch file': the error says the file inflates beyond what one holds. */
+  what: string;
+}
+
+/**
+ * Read a file whole, gunzipping it when it is gzip-compressed (whatever its name). With `limit`,
+ * inflating stops (an error) past `limit.maxBytes`, so a small gzip bomb never takes the memory.
+ */
+export function readMaybeGzip(path: string, limit?: InflateLimit): Buffer {
+  let raw: Buffer;
+  try {
+    raw = readFileSync(path);
+  } catch (err) {
+    throw new DataFileError(path, `cannot read: ${(err as Error).message}`, { cause: err });
+  }
   if (!isGzip(raw)) return raw;
   try {
-    return gunzipSync(raw);
+    return gunzipSync(raw, limit ? { maxOutputLength: Math.max(limit.maxBytes, 1) } : {});
   } catch (err) {
-    throw new Error(`${path}: cannot gunzip (${(err as Error).message}); the file is corrupt or truncated`);
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' && limit) {
+      throw new DataFileError(path, `inflates to more than ${limit.maxBytes} bytes, the most ${limit.what} holds (a decompression bomb, or not this dataset)`);
+    }
+    throw new DataFileError(path, `cannot gunzip (${(err as Error).message}); the file is corrupt or truncated`, { cause: err });
   }
 }
 

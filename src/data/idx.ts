@@ -4,9 +4,14 @@
  */
 
 import { allocShared, checkLabelRange, type ImageDataset, type Split } from './dataset.js';
+import { DataFileError } from './errors.js';
 import { readMaybeGzip } from './files.js';
 
 const UNSIGNED_BYTE = 0x08;
+
+/** The images of the largest split this reader serves (MNIST and Fashion-MNIST: 60000 train, 10000 test, 28x28). */
+const MAX_IMAGES: Record<Split, number> = { train: 60000, test: 10000 };
+const MAX_IMAGE_BYTES = 28 * 28;
 
 export interface IdxArray {
   dims: number[];
@@ -15,25 +20,26 @@ export interface IdxArray {
 
 /** Parse an IDX file of unsigned bytes with `expectedRank` dimensions. */
 export function parseIdx(bytes: Uint8Array, expectedRank: number, source: string): IdxArray {
-  if (bytes.length < 4) throw new Error(`${source}: ${bytes.length} bytes, too short for an IDX header`);
+  if (bytes.length < 4) throw new DataFileError(source, `${bytes.length} bytes, too short for an IDX header`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const magic = view.getUint32(0);
   const type = (magic >>> 8) & 0xff;
   const rank = magic & 0xff;
   if (magic >>> 16 !== 0 || type !== UNSIGNED_BYTE || rank !== expectedRank) {
-    throw new Error(
-      `${source}: bad IDX magic 0x${magic.toString(16).padStart(8, '0')}, expected ` +
+    throw new DataFileError(
+      source,
+      `bad IDX magic 0x${magic.toString(16).padStart(8, '0')}, expected ` +
         `0x00000${UNSIGNED_BYTE.toString(16)}0${expectedRank} (unsigned bytes, ${expectedRank} dimensions)`,
     );
   }
   const headerBytes = 4 + 4 * rank;
-  if (bytes.length < headerBytes) throw new Error(`${source}: truncated IDX header`);
+  if (bytes.length < headerBytes) throw new DataFileError(source, 'truncated IDX header');
   const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i));
-  if (dims.some((d) => d === 0)) throw new Error(`${source}: header declares a zero dimension (${dims.join('x')}): no data to train or test on`);
+  if (dims.some((d) => d === 0)) throw new DataFileError(source, `header declares a zero dimension (${dims.join('x')}): no data to train or test on`);
   const expectedData = dims.reduce((a, b) => a * b, 1);
   const actualData = bytes.length - headerBytes;
   if (actualData !== expectedData) {
-    throw new Error(`${source}: header says ${dims.join('x')} = ${expectedData} data bytes, file holds ${actualData}`);
+    throw new DataFileError(source, `header says ${dims.join('x')} = ${expectedData} data bytes, file holds ${actualData}`);
   }
   return { dims, data: bytes.subarray(headerBytes) };
 }
@@ -50,14 +56,16 @@ export function readIdxDataset(
   paths: IdxPair,
   classes: string[],
 ): ImageDataset {
-  const images = parseIdx(readMaybeGzip(paths.imagesPath), 3, paths.imagesPath);
-  const labels = parseIdx(readMaybeGzip(paths.labelsPath), 1, paths.labelsPath);
+  const maxImages = MAX_IMAGES[split];
+  const what = `an IDX ${split} file (${maxImages} images of 28x28 at most)`;
+  const images = parseIdx(readMaybeGzip(paths.imagesPath, { maxBytes: 16 + maxImages * MAX_IMAGE_BYTES, what }), 3, paths.imagesPath);
+  const labels = parseIdx(readMaybeGzip(paths.labelsPath, { maxBytes: 8 + maxImages, what }), 1, paths.labelsPath);
   const [count, height, width] = images.dims;
   if (labels.dims[0] !== count) {
-    throw new Error(`${paths.labelsPath}: ${labels.dims[0]} labels, but ${paths.imagesPath} holds ${count} images`);
+    throw new DataFileError(paths.labelsPath, `${labels.dims[0]} labels, but ${paths.imagesPath} holds ${count} images`);
   }
   const labelArray = Int32Array.from(labels.data);
-  checkLabelRange(labelArray, classes.length, `${paths.labelsPath}: label`);
+  checkLabelRange(labelArray, classes.length, 'label', paths.labelsPath);
   const pixels = allocShared(images.data.length);
   pixels.set(images.data);
   return {

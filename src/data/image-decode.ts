@@ -1,7 +1,12 @@
-/** Decode JPEG/PNG bytes into planar (CHW) uint8 pixels. */
+/**
+ * Decode JPEG/PNG bytes into planar (CHW) uint8 pixels. The decoders are jpeg-js and pngjs; the
+ * headers are read here first, so that a file declaring a huge image is refused before anything is
+ * allocated and a JPEG of another colour model (CMYK, YCCK) is refused instead of being converted.
+ */
 
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
+import { printable } from '../util/text.js';
 
 const { PNG } = pngjs;
 
@@ -20,6 +25,16 @@ export type ImageChannels = 1 | 3;
 
 const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png'];
 
+/** The largest image decoded (4096 x 4096): a decoded image takes up to 4 bytes a pixel while it is converted. */
+export const MAX_IMAGE_PIXELS = 4096 * 4096;
+/** The largest image file read from an archive (an uncompressed 4096 x 4096 RGBA PNG is 64 MiB). */
+export const MAX_IMAGE_FILE_BYTES = 64 * 2 ** 20;
+
+/** An image that cannot be decoded: corrupt, truncated, too large, or of an unsupported kind. */
+export class ImageDecodeError extends Error {
+  override name = 'ImageDecodeError';
+}
+
 /** Whether a file name looks like an image this module decodes (hidden files excluded). */
 export function isImageFileName(name: string): boolean {
   const base = name.slice(name.lastIndexOf('/') + 1).toLowerCase();
@@ -33,24 +48,76 @@ export function isImageFileName(name: string): boolean {
  * dropped.
  */
 export function decodeImage(bytes: Uint8Array, channels?: ImageChannels): DecodedImage {
-  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return decodeJpeg(bytes, channels);
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return decodeWith('JPEG', () => decodeJpeg(bytes, channels));
   if (bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) {
-    return decodePng(bytes, channels);
+    return decodeWith('PNG', () => decodePng(bytes, channels));
   }
-  throw new Error(`not a JPEG or PNG file (${bytes.length} bytes, starts with ${hexStart(bytes)})`);
+  throw new ImageDecodeError(`not a JPEG or PNG file (${bytes.length} bytes, starts with ${hexStart(bytes)})`);
+}
+
+/** Runs a decoder; whatever the library throws on a damaged file becomes an ImageDecodeError. */
+function decodeWith(format: string, decode: () => DecodedImage): DecodedImage {
+  try {
+    return decode();
+  } catch (err) {
+    if (err instanceof ImageDecodeError) throw err;
+    throw new ImageDecodeError(`corrupt or unsupported ${format}: ${printable((err as Error).message)}`, { cause: err });
+  }
+}
+
+function checkDimensions(format: string, width: number, height: number): void {
+  if (width < 1 || height < 1) throw new ImageDecodeError(`${format} declares ${width}x${height} pixels`);
+  if (width * height > MAX_IMAGE_PIXELS) {
+    throw new ImageDecodeError(`${format} declares ${width}x${height} pixels, more than the ${MAX_IMAGE_PIXELS} (4096x4096) decoded at most`);
+  }
 }
 
 function hexStart(bytes: Uint8Array): string {
   return Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ') || 'nothing';
 }
 
+/** Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic): 0xC0-0xCF but DHT, JPG and DAC. */
+const JPEG_FRAME_MARKERS = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd, 0xce, 0xcf]);
+
+interface JpegFrame {
+  width: number;
+  height: number;
+  components: number;
+}
+
+/** The frame header, found by walking the marker segments before the first scan. */
+function jpegFrame(bytes: Uint8Array): JpegFrame {
+  const u16 = (at: number): number => (bytes[at] << 8) | bytes[at + 1];
+  for (let at = 2; at + 4 <= bytes.length; ) {
+    if (bytes[at] !== 0xff) throw new ImageDecodeError(`corrupt JPEG: no marker at byte ${at}`);
+    const marker = bytes[at + 1];
+    if (marker === 0xff) {
+      at++; // fill byte
+      continue;
+    }
+    if (marker === 0xda || marker === 0xd9) break; // a scan or the end before any frame header
+    if (JPEG_FRAME_MARKERS.has(marker)) {
+      if (at + 10 > bytes.length) break;
+      return { height: u16(at + 5), width: u16(at + 7), components: bytes[at + 9] };
+    }
+    at += 2 + ((marker >= 0xd0 && marker <= 0xd8) || marker === 0x01 ? 0 : u16(at + 2)); // RSTn, SOI and TEM stand alone
+  }
+  throw new ImageDecodeError('corrupt JPEG: no frame header before the image data');
+}
+
 function decodeJpeg(bytes: Uint8Array, channels: ImageChannels | undefined): DecodedImage {
-  const { width, height, data } = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: 64 });
-  const stride = data.length / (width * height);
-  if (stride !== 1 && stride !== 3) throw new Error(`unsupported JPEG with ${stride} components per pixel`);
-  const colour = stride === 3;
+  const frame = jpegFrame(bytes);
+  if (frame.components !== 1 && frame.components !== 3) {
+    const model = frame.components === 4 ? ' (CMYK or YCCK)' : '';
+    throw new ImageDecodeError(`JPEG with ${frame.components} colour components${model}: only greyscale and RGB JPEGs are supported; convert it to RGB`);
+  }
+  checkDimensions('JPEG', frame.width, frame.height);
+  // jpeg-js always gives 3 bytes a pixel (grey replicated) without alpha
+  const { width, height, data } = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6 });
+  if (width !== frame.width || height !== frame.height) throw new ImageDecodeError(`corrupt JPEG: decoded ${width}x${height}, the header says ${frame.width}x${frame.height}`);
+  const colour = frame.components === 3;
   const planes = channels ?? (colour ? 3 : 1);
-  return { width, height, channels: planes, colour, pixels: toPlanar(data, width, height, stride, planes) };
+  return { width, height, channels: planes, colour, pixels: toPlanar(data, width, height, 3, planes) };
 }
 
 /** PNG colour types with colour samples: RGB (2), palette (3), RGBA (6); 0 and 4 are grey. */
@@ -58,7 +125,15 @@ const PNG_COLOUR_TYPES = [2, 3, 6];
 /** Byte offset of the colour type in a PNG: 8-byte signature, IHDR length, type, width, height, bit depth. */
 const PNG_COLOUR_TYPE_OFFSET = 25;
 
+/** The IHDR chunk comes first: its width and height, big-endian, at bytes 16 and 20. */
+function checkPngHeader(bytes: Uint8Array): void {
+  if (bytes.length < 33 || String.fromCharCode(...bytes.subarray(12, 16)) !== 'IHDR') throw new ImageDecodeError('corrupt PNG: no IHDR chunk first');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  checkDimensions('PNG', view.getUint32(16), view.getUint32(20));
+}
+
 function decodePng(bytes: Uint8Array, channels: ImageChannels | undefined): DecodedImage {
+  checkPngHeader(bytes);
   // pngjs expands every colour type and bit depth to 8-bit RGBA.
   const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
   const colour = PNG_COLOUR_TYPES.includes(bytes[PNG_COLOUR_TYPE_OFFSET]);

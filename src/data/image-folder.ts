@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { cacheDir, readDatasetCache, writeDatasetCache } from './cache.js';
 import { allocShared, type ImageDataset, type Split } from './dataset.js';
 import { DecodeQueue, type DecodedFile } from './decode-batch.js';
-import { isImageFileName, type ImageChannels } from './image-decode.js';
+import { MAX_IMAGE_FILE_BYTES, isImageFileName, type ImageChannels } from './image-decode.js';
 import { resizeArea } from './resize.js';
 import { readTarFile } from './tar.js';
 
@@ -162,8 +162,9 @@ async function decodeSource(
     if (folderFiles) {
       for (const f of folderFiles) queue.add({ name: f.name, data: readFileSync(join(path, f.name)) });
     } else {
-      for await (const entry of readTarFile(path)) {
-        if (entry.type === 'file' && isImageFileName(entry.name)) queue.add({ name: entry.name, data: entry.data });
+      const limits = { wants: isImageFileName, maxEntryBytes: MAX_IMAGE_FILE_BYTES, limitReason: 'an image file of 4096x4096 pixels at most' };
+      for await (const entry of readTarFile(path, limits)) {
+        if (entry.type === 'file') queue.add({ name: entry.name, data: entry.data });
       }
     }
   } catch (err) {

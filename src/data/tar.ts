@@ -1,13 +1,19 @@
 /**
  * A small streaming tar reader (POSIX ustar, GNU long names, pax extended headers), enough to
  * read image-folder archives without unpacking them. `.tar.gz` streams through zlib's gunzip.
+ * Entry data is held only for the files a caller wants, and only up to the size it allows, so a
+ * small archive (or a gzip bomb) declaring huge entries is refused before its data is buffered.
  */
 
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
+import { DataFileError } from './errors.js';
+import { printable, quoted } from '../util/text.js';
 
 const BLOCK = 512;
+/** GNU long names and pax headers are held in memory: this is more than any real one needs. */
+const MAX_META_ENTRY_BYTES = 1 << 20;
 
 export type TarEntryType = 'file' | 'directory' | 'other';
 
@@ -20,23 +26,42 @@ export interface TarEntry {
   data: Buffer;
 }
 
+export interface TarReadOptions {
+  /** Which files to read (default: all); the others are skipped, not buffered, and not returned. */
+  wants?: (name: string) => boolean;
+  /** A wanted file larger than this is an error (default: no limit but the archive's own length). */
+  maxEntryBytes?: number;
+  /** Why the limit, for the error: e.g. 'an image file of 4096x4096 pixels at most'. */
+  limitReason?: string;
+}
+
+/** A tar archive that cannot be read (corrupt, truncated, not gzip or tar, an entry too large). */
+export class TarError extends DataFileError {
+  override name = 'TarError';
+}
+
 /** Stream an archive's entries; gzip is detected from the file's first bytes. */
-export async function* readTarFile(path: string): AsyncGenerator<TarEntry> {
+export async function* readTarFile(path: string, options: TarReadOptions = {}): AsyncGenerator<TarEntry> {
   const source = (await startsWithGzipMagic(path))
     ? createReadStream(path).pipe(createGunzip())
     : createReadStream(path);
   try {
-    yield* readTar(source, path);
+    yield* readTar(source, path, options);
   } catch (err) {
-    const message = (err as Error).message;
-    throw new Error(message.startsWith(path) ? message : `${path}: ${message}`);
+    if (err instanceof TarError) throw err;
+    throw new TarError(path, (err as Error).message, { cause: err });
   } finally {
     source.destroy();
   }
 }
 
 async function startsWithGzipMagic(path: string): Promise<boolean> {
-  const handle = await open(path, 'r');
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    throw new TarError(path, `cannot open: ${(err as Error).message}`, { cause: err });
+  }
   try {
     const head = Buffer.alloc(2);
     const { bytesRead } = await handle.read(head, 0, 2, 0);
@@ -47,8 +72,11 @@ async function startsWithGzipMagic(path: string): Promise<boolean> {
 }
 
 /** Parse a tar byte stream; `archive` names it in errors. */
-export async function* readTar(chunks: AsyncIterable<Buffer>, archive: string): AsyncGenerator<TarEntry> {
+export async function* readTar(chunks: AsyncIterable<Buffer>, archive: string, options: TarReadOptions = {}): AsyncGenerator<TarEntry> {
   const input = new ByteReader(chunks[Symbol.asyncIterator]());
+  const fail = (message: string): never => {
+    throw new TarError(archive, message);
+  };
   let longName: string | undefined;
   let paxPath: string | undefined;
   let paxSize: number | undefined;
@@ -60,14 +88,27 @@ export async function* readTar(chunks: AsyncIterable<Buffer>, archive: string): 
       await input.drain();
       return;
     }
-    if (header.length < BLOCK) throw new Error(`${archive}: truncated tar header at byte ${offset}`);
+    if (header.length < BLOCK) fail(`truncated tar header at byte ${offset}`);
     verifyChecksum(header, archive, offset);
     const typeFlag = String.fromCharCode(header[156] || 0x30);
     const size = paxSize ?? parseNumber(header.subarray(124, 136), archive, offset);
-    const data = await input.read(size);
-    if (data.length < size) {
-      throw new Error(`${archive}: truncated: entry at byte ${offset} needs ${size} bytes, archive ends after ${data.length}`);
+    if (typeFlag === 'g' || typeFlag === 'K') {
+      await skipData(input, size, archive, offset); // global pax defaults, GNU long link targets: unused
+      continue;
     }
+    const isMeta = typeFlag === 'L' || typeFlag === 'x';
+    const type = entryType(typeFlag);
+    const name = isMeta ? '' : normalizeName(paxPath ?? longName ?? headerName(header));
+    const wanted = isMeta || (type === 'file' && (options.wants?.(name) ?? true));
+    if (!wanted) {
+      await skipData(input, size, archive, offset);
+      longName = paxPath = paxSize = undefined;
+      if (type !== 'file') yield { name, type, size, data: Buffer.alloc(0) };
+      continue;
+    }
+    checkEntrySize(size, isMeta ? metaLimit(typeFlag) : { max: options.maxEntryBytes, what: quoted(name), reason: options.limitReason }, offset, archive);
+    const data = await input.read(size);
+    if (data.length < size) fail(`truncated: entry at byte ${offset} needs ${size} bytes, archive ends after ${data.length}`);
     await input.skip(paddingAfter(size));
     if (typeFlag === 'L') {
       longName = cString(data);
@@ -79,16 +120,37 @@ export async function* readTar(chunks: AsyncIterable<Buffer>, archive: string): 
       const sizeText = pax.get('size');
       paxSize = sizeText === undefined ? undefined : Number(sizeText);
       if (paxSize !== undefined && !(Number.isSafeInteger(paxSize) && paxSize >= 0 && /^\d+$/.test(sizeText!))) {
-        throw new Error(`${archive}: pax header at byte ${offset} gives size "${sizeText}", not a byte count`);
+        fail(`pax header at byte ${offset} gives size "${printable(sizeText!)}", not a byte count`);
       }
       continue;
     }
-    if (typeFlag === 'g' || typeFlag === 'K') continue; // global pax defaults, GNU long link targets: unused
-    const name = normalizeName(paxPath ?? longName ?? headerName(header));
     longName = paxPath = paxSize = undefined;
-    const type = entryType(typeFlag);
-    yield { name, type, size, data: type === 'file' ? data : Buffer.alloc(0) };
+    yield { name, type, size, data };
   }
+}
+
+interface SizeLimit {
+  max?: number;
+  what: string;
+  reason?: string;
+}
+
+function metaLimit(typeFlag: string): SizeLimit {
+  return { max: MAX_META_ENTRY_BYTES, what: typeFlag === 'L' ? 'a GNU long name' : 'a pax header', reason: 'more than any real one needs' };
+}
+
+/** Refuses an entry larger than its limit before any of its data is read. */
+function checkEntrySize(size: number, { max, what, reason }: SizeLimit, offset: number, archive: string): void {
+  if (max !== undefined && size > max) {
+    throw new TarError(archive, `${what} at byte ${offset} is ${size} bytes, more than the ${max} allowed${reason ? ` (${reason})` : ''}`);
+  }
+}
+
+/** Skips an entry's data and padding, checking that the archive holds it. */
+async function skipData(input: ByteReader, size: number, archive: string, offset: number): Promise<void> {
+  const padded = size + paddingAfter(size);
+  const skipped = await input.skip(padded);
+  if (skipped < size) throw new TarError(archive, `truncated: entry at byte ${offset} needs ${size} bytes, archive ends after ${skipped}`);
 }
 
 function entryType(typeFlag: string): TarEntryType {
@@ -128,10 +190,11 @@ function parseNumber(field: Buffer, archive: string, offset: number): number {
   if (field[0] & 0x80) {
     let value = field[0] & 0x7f;
     for (let i = 1; i < field.length; i++) value = value * 256 + field[i];
+    if (!Number.isSafeInteger(value)) throw new TarError(archive, `corrupt tar header at byte ${offset}: the size field (base-256) is beyond 2^53 bytes`);
     return value;
   }
   const text = cString(field).trim();
-  if (!/^[0-7]*$/.test(text)) throw new Error(`${archive}: corrupt tar header at byte ${offset}: size field '${text}'`);
+  if (!/^[0-7]*$/.test(text)) throw new TarError(archive, `corrupt tar header at byte ${offset}: size field ${quoted(text)}`);
   return text === '' ? 0 : parseInt(text, 8);
 }
 
@@ -141,7 +204,7 @@ function verifyChecksum(header: Buffer, archive: string, offset: number): void {
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
   const stored = parseInt(cString(header.subarray(148, 156)).trim(), 8);
   if (stored !== sum) {
-    throw new Error(`${archive}: not a tar archive or corrupt tar header at byte ${offset} (checksum mismatch)`);
+    throw new TarError(archive, `not a tar archive or corrupt tar header at byte ${offset} (checksum mismatch)`);
   }
 }
 
@@ -174,7 +237,7 @@ class ByteReader {
     this.#chunks = chunks;
   }
 
-  /** Up to `n` bytes; fewer only at the end of the stream. */
+  /** Up to `n` bytes; fewer only at the end of the stream. Memory grows with the bytes that arrive, not with `n`. */
   async read(n: number): Promise<Buffer> {
     const available = this.#current.length - this.#offset;
     if (available >= n) {
@@ -183,28 +246,30 @@ class ByteReader {
       this.position += n;
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    const parts: Buffer[] = [];
     let filled = 0;
     while (filled < n) {
       if (this.#offset >= this.#current.length && !(await this.#nextChunk())) break;
       const take = Math.min(n - filled, this.#current.length - this.#offset);
-      this.#current.copy(out, filled, this.#offset, this.#offset + take);
+      parts.push(this.#current.subarray(this.#offset, this.#offset + take));
       this.#offset += take;
       filled += take;
     }
     this.position += filled;
-    return out.subarray(0, filled);
+    return Buffer.concat(parts, filled);
   }
 
-  async skip(n: number): Promise<void> {
+  /** Skips up to `n` bytes; returns how many there were. */
+  async skip(n: number): Promise<number> {
     let left = n;
     while (left > 0) {
-      if (this.#offset >= this.#current.length && !(await this.#nextChunk())) return;
+      if (this.#offset >= this.#current.length && !(await this.#nextChunk())) break;
       const take = Math.min(left, this.#current.length - this.#offset);
       this.#offset += take;
       this.position += take;
       left -= take;
     }
+    return n - left;
   }
 
   /** Consume the rest of the stream (its contents are not needed). */

@@ -53,6 +53,7 @@ import {
   type TensorInfo,
   type WeightTensor,
 } from './ir.js';
+import { hasControlCharacters, printable } from '../util/text.js';
 import { sha256 } from './sha256.js';
 import { validateIntegerModel } from './validate.js';
 
@@ -316,7 +317,18 @@ class ByteReader {
   }
   str(what: string): string {
     const n = this.u32(`${what} length`);
-    return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes(n, what));
+    const bytes = this.bytes(n, what);
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      throw new TqmError(`${what} is not valid UTF-8`);
+    }
+  }
+  /** A tensor or op name: a string without control characters (errors quote it). */
+  name(what: string): string {
+    const name = this.str(what);
+    if (hasControlCharacters(name)) throw new TqmError(`${what} ${JSON.stringify(name)} holds control characters`);
+    return name;
   }
   i16s(what: string): Int32Array {
     const count = this.u32(`${what} count`);
@@ -411,7 +423,7 @@ function readOp(r: ByteReader, index: number): Op {
       return { kind, output, lut: Int16Array.from(r.i16s(`${where} lut`)) };
     }
     case 'conv': {
-      const name = r.str(`${where} name`);
+      const name = r.name(`${where} name`);
       const at = `${where} ${name}`;
       const [input, output] = [r.u32(`${at} input`), r.u32(`${at} output`)];
       const [inChannels, outChannels, groups] = ['inChannels', 'outChannels', 'groups'].map((f) => r.u32In(`${at} ${f}`, 1, MAX_EXTENT));
@@ -419,7 +431,7 @@ function readOp(r: ByteReader, index: number): Op {
       return { kind, name, input, output, inChannels, outChannels, groups, ...window, weights: readWeights(r, name), requant: readRequant(r, name), epilogue: readEpilogue(r, name) };
     }
     case 'quantize': {
-      const name = r.str(`${where} name`);
+      const name = r.name(`${where} name`);
       const input = r.u32(`${name} input`);
       const output = r.u32(`${name} output`);
       const requant = readRequant(r, name);
@@ -427,12 +439,12 @@ function readOp(r: ByteReader, index: number): Op {
     }
     case 'sumpool':
     case 'maxpool': {
-      const name = r.str(`${where} name`);
+      const name = r.name(`${where} name`);
       const at = `${where} ${name}`;
       return { kind, name, input: r.u32(`${at} input`), output: r.u32(`${at} output`), ...readWindow(r, at) };
     }
     case 'add': {
-      const name = r.str(`${where} name`);
+      const name = r.name(`${where} name`);
       const at = `${where} ${name}`;
       const [a, b] = [readAddend(r, `${at} a`), readAddend(r, `${at} b`)];
       return { kind, name, a, b, output: r.u32(`${at} output`), relu: r.flag(`${at} relu`), ceiling: readCeiling(r, at), bits: r.u8(`${at} bits`) };
@@ -442,7 +454,7 @@ function readOp(r: ByteReader, index: number): Op {
 
 function readTensor(r: ByteReader, index: number): TensorInfo {
   const where = `tensor ${index}`;
-  const name = r.str(`${where} name`);
+  const name = r.name(`${where} name`);
   const dtype = r.oneOf(DTYPES, `${where} dtype`);
   const shape = [r.u32(`${where} C`), r.u32(`${where} H`), r.u32(`${where} W`)] as const;
   return { name, dtype, shape, scale: r.f64(`${where} scale`), range: [r.i32(`${where} range min`), r.i32(`${where} range max`)] };
@@ -454,13 +466,11 @@ function readMeta(r: ByteReader): ModelMeta {
   try {
     meta = JSON.parse(text);
   } catch (e) {
-    throw new TqmError(`meta is not valid JSON: ${(e as Error).message}`);
+    throw new TqmError(`meta is not valid JSON: ${printable((e as Error).message)}`);
   }
-  const m = meta as Partial<ModelMeta> | null;
-  if (!m || typeof m !== 'object' || typeof m.model !== 'string' || !Array.isArray(m.classes) || !Array.isArray(m.notes) || !m.normalization) {
-    throw new TqmError('meta lacks model, classes, notes or normalization');
-  }
-  return m as ModelMeta;
+  // its fields are checked with the rest of the model (validate.ts)
+  if (typeof meta !== 'object' || meta === null || Array.isArray(meta)) throw new TqmError('meta is not a JSON object');
+  return meta as ModelMeta;
 }
 
 function checkHeader(bytes: Uint8Array): number {

@@ -28,6 +28,9 @@ import {
 /** Requantized values stay below this magnitude, so a shortcut term or a rounding offset can be added. */
 export const VALUE_LIMIT = 2 ** 30;
 
+/** Elements per tensor (16M; a microcontroller model's largest is well under 1M): every engine allocates each tensor. */
+export const MAX_TENSOR_ELEMENTS = 2 ** 24;
+
 export class IntegerModelError extends Error {
   override name = 'IntegerModelError';
 }
@@ -51,6 +54,7 @@ function checkTensor(t: TensorInfo, id: number): void {
   if (!Array.isArray(t.shape) || t.shape.length !== 3 || !t.shape.every((d) => isInt(d, 1, 1 << 20))) {
     fail(where, `shape must be [C, H, W] of positive integers, got ${JSON.stringify(t.shape)}`);
   }
+  if (tensorSize(t) > MAX_TENSOR_ELEMENTS) fail(where, `shape [${t.shape}] has ${tensorSize(t)} elements, more than the ${MAX_TENSOR_ELEMENTS} an integer model may hold per tensor`);
   if (!(Number.isFinite(t.scale) && t.scale >= 0)) fail(where, `scale must be a finite number >= 0, got ${t.scale}`);
   const info = DTYPE_INFO[t.dtype];
   const [lo, hi] = t.range ?? [];
@@ -324,9 +328,34 @@ export function validateIntegerModel(model: IntegerModel): void {
   const written = new Set<number>();
   model.ops.forEach((op, i) => checkOp(op, i, model, written));
   if (!written.has(model.output) || model.tensors[model.output].dtype !== 'int32') fail('integer model', `output ${model.output} must be an int32 tensor written by an op`);
-  const m = model.meta;
-  if (!m || !Array.isArray(m.classes) || m.classes.length !== tensorSize(model.tensors[model.output])) {
-    fail('integer model meta', `classes must name each of the ${tensorSize(model.tensors[model.output])} outputs`);
+  checkMeta(model);
+}
+
+function isStringList(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+}
+
+function isNumberList(v: unknown, length: number, lo: number): v is number[] {
+  return Array.isArray(v) && v.length === length && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= lo);
+}
+
+/** The meta fields the exporters and reports read: each of the right type (a tqm file's meta is JSON from the file). */
+function checkMeta(model: IntegerModel): void {
+  const m = model.meta as unknown as Record<string, unknown> | null;
+  const where = 'integer model meta';
+  if (typeof m !== 'object' || m === null) fail(where, 'is missing');
+  for (const field of ['model', 'method', 'firstLast'] as const) {
+    if (typeof m[field] !== 'string') fail(where, `${field} must be a string, got ${JSON.stringify(m[field])}`);
   }
-  if (m.normalization?.mean?.length !== model.tensors[model.ops[0].output].shape[0]) fail('integer model meta', 'normalization must have one mean per input channel');
+  for (const field of ['wbits', 'abits', 'residualBits'] as const) {
+    if (!isInt(m[field], 1, 32)) fail(where, `${field} must be an integer bit count, got ${JSON.stringify(m[field])}`);
+  }
+  const classes = tensorSize(model.tensors[model.output]);
+  if (!isStringList(m.classes) || m.classes.length !== classes) fail(where, `classes must name each of the ${classes} outputs`);
+  if (!isStringList(m.notes)) fail(where, 'notes must be a list of strings');
+  const channels = model.tensors[model.ops[0].output].shape[0];
+  const norm = m.normalization as { mean?: unknown; std?: unknown } | null;
+  if (typeof norm !== 'object' || norm === null || !isNumberList(norm.mean, channels, -Infinity) || !isNumberList(norm.std, channels, Number.MIN_VALUE)) {
+    fail(where, `normalization must have one finite mean and one positive std per input channel (${channels})`);
+  }
 }

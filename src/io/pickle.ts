@@ -21,6 +21,7 @@ import {
   isNamedTensor,
   numel,
 } from './tensors.js';
+import { quoted } from '../util/text.js';
 
 /** A Python object with no plain JavaScript equivalent (a class, a storage, a numpy dtype). */
 export class PyOpaque {
@@ -42,9 +43,40 @@ export type PyValue =
   | PyOpaque;
 
 /**
+ * The elements the tensors of one file may copy out of its storages: tensors usually split their
+ * storages (or share one, as tied weights do) and expanded ones repeat a few elements; a stride-0
+ * tensor of a billion elements over one element, or thousands of tensors over one storage, is a
+ * small file asking for a huge allocation. So the tensors may hold MAX_VIEW_FACTOR times the
+ * storages' elements in all, plus VIEW_SLACK.
+ */
+const MAX_VIEW_FACTOR = 4;
+const VIEW_SLACK = 2 ** 20;
+
+/** The elements of the storages of one file, and of the tensors over them (see MAX_VIEW_FACTOR). */
+export class TensorBudget {
+  #storageElements = 0;
+  #tensorElements = 0;
+
+  addStorage(numel: number): void {
+    this.#storageElements += numel;
+  }
+
+  /** Counts a tensor's elements before it is allocated. */
+  claim(count: number, where: string): void {
+    this.#tensorElements += count;
+    const limit = MAX_VIEW_FACTOR * this.#storageElements + VIEW_SLACK;
+    if (this.#tensorElements > limit) {
+      throw new Error(
+        `${where}: the file's tensors would hold ${this.#tensorElements} elements, more than the ${limit} allowed for the ${this.#storageElements} of its storages (a stride 0 or many views of one storage expand them)`,
+      );
+    }
+  }
+}
+
+/**
  * A PyTorch storage: `numel` elements of `dtype`. Tensors are views into storages; their data is
  * copied out when the storage's elements arrive (at once in the zip format, after the whole pickle
- * in the legacy format).
+ * in the legacy format). The storages of one file share one `budget`.
  */
 export class TorchStorage extends PyOpaque {
   #elements: TypedArray | null = null;
@@ -54,8 +86,10 @@ export class TorchStorage extends PyOpaque {
     readonly dtype: DType,
     readonly numel: number,
     readonly key: string,
+    readonly budget = new TensorBudget(),
   ) {
-    super(`torch storage '${key}' (${numel} x ${dtype})`);
+    super(`torch storage ${quoted(key)} (${numel} x ${dtype})`);
+    budget.addStorage(numel);
   }
 
   get loaded(): boolean {
@@ -64,9 +98,9 @@ export class TorchStorage extends PyOpaque {
 
   /** Provides the elements; tensors waiting on this storage are filled now. */
   supply(elements: TypedArray): void {
-    if (this.#elements) throw new Error(`storage '${this.key}' is loaded twice`);
+    if (this.#elements) throw new Error(`storage ${quoted(this.key)} is loaded twice`);
     if (elements.length !== this.numel) {
-      throw new Error(`storage '${this.key}' should hold ${this.numel} ${this.dtype} elements, the file has ${elements.length}`);
+      throw new Error(`storage ${quoted(this.key)} should hold ${this.numel} ${this.dtype} elements, the file has ${elements.length}`);
     }
     this.#elements = elements;
     for (const use of this.#waiting.splice(0)) use(elements);
@@ -103,7 +137,7 @@ class NumpyDType extends PyOpaque {
   byteOrder = '<';
 
   constructor(readonly code: string) {
-    super(`numpy.dtype('${code}')`);
+    super(`numpy.dtype(${quoted(code)})`);
   }
 
   /** numpy.dtype's pickled state is (version, byteorder, ...). */
@@ -128,14 +162,14 @@ class NumpyDType extends PyOpaque {
         return raw[0] !== 0;
     }
     if (/^[iu][1248]$/.test(this.code)) return decodeInteger(littleEndian, this.code[0] === 'i');
-    throw new Error(`numpy scalars of dtype '${this.code}' are not supported`);
+    throw new Error(`numpy scalars of dtype ${quoted(this.code)} are not supported`);
   }
 }
 
-/** Little-endian integer bytes to a number, or a bigint when beyond 2^53. */
+/** Little-endian integer bytes to a number, or a bigint when beyond 2^53 (through hex text: linear in the length). */
 function decodeInteger(bytes: Uint8Array, signed: boolean): number | bigint {
-  let value = 0n;
-  for (let i = bytes.byteLength - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[i]);
+  if (bytes.byteLength === 0) return 0;
+  let value = BigInt(`0x${Buffer.from(bytes).reverse().toString('hex')}`);
   if (signed && bytes.byteLength > 0 && bytes[bytes.byteLength - 1] & 0x80) value -= 1n << BigInt(8 * bytes.byteLength);
   return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
 }
@@ -147,6 +181,7 @@ function describe(value: PyValue): string {
   if (value instanceof Uint8Array) return 'bytes';
   if (Array.isArray(value)) return Object.isFrozen(value) ? 'a tuple' : 'a list';
   if (isNamedTensor(value)) return 'a tensor';
+  if (typeof value === 'string') return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
   return `${typeof value} ${String(value)}`;
 }
 
@@ -215,6 +250,7 @@ function rebuildTensor(name: string, [storage, offsetArg, sizeArg, strideArg]: r
     const last = shape.reduce((sum, size, d) => sum + (size - 1) * strides[d], offset);
     if (last >= storage.numel) throw new Error(`${where} reaches beyond its ${storage.description}`);
   }
+  storage.budget.claim(count, where);
   const data = allocateTensorData(storage.dtype, count);
   storage.whenLoaded((elements) => gather(elements, data, offset, shape, strides));
   return { dtype: storage.dtype, shape, data };
@@ -324,7 +360,7 @@ function resolveGlobal(module: string, name: string): PyOpaque {
   const allowed = ALLOWED_GLOBALS.get(qualified);
   if (!allowed) {
     throw new Error(
-      `refusing to load global '${qualified}': only tensors and plain data (numbers, strings, lists, dicts) are accepted, and nothing in the file is executed`,
+      `refusing to load global ${quoted(qualified)}: only tensors and plain data (numbers, strings, lists, dicts) are accepted, and nothing in the file is executed`,
     );
   }
   return allowed;
@@ -340,12 +376,15 @@ export interface UnpickleOptions {
 }
 
 const HIGHEST_PROTOCOL = 5;
+const MAX_COPY_FACTOR = 16;
+const COPY_SLACK = 1 << 20;
 
 class Unpickler {
   /** The current stack; MARK saves it on `marks` and starts a new one (as CPython does). */
   private stack: PyValue[] = [];
   private readonly marks: PyValue[][] = [];
   private readonly memo = new Map<number, PyValue>();
+  private copied = 0;
 
   constructor(
     readonly reader: ByteReader,
@@ -445,7 +484,20 @@ class Unpickler {
     const callable = this.pop();
     if (!(callable instanceof PyGlobal)) throw new Error(`${describe(callable)} cannot be called`);
     if (!Array.isArray(args)) throw new Error(`${callable.name} called with ${describe(args)} instead of a tuple`);
-    this.push(callable.construct(args));
+    const result = callable.construct(args);
+    this.chargeCopy(result, callable.name);
+    this.push(result);
+  }
+
+  /**
+   * Globals that copy their argument (OrderedDict(d), _codecs.encode(s)) could copy one memoized
+   * object again and again: the copies of one pickle may not exceed MAX_COPY_FACTOR times its length.
+   */
+  chargeCopy(result: PyValue, name: string): void {
+    this.copied += result instanceof Map ? result.size : result instanceof Uint8Array ? result.byteLength : 1;
+    if (this.copied > MAX_COPY_FACTOR * this.reader.bytes.byteLength + COPY_SLACK) {
+      throw new Error(`${name}: the pickle's calls copy ${this.copied} items, more than ${MAX_COPY_FACTOR} times its ${this.reader.bytes.byteLength} bytes`);
+    }
   }
 
   /** NEWOBJ_EX: NEWOBJ with keyword arguments, which must be empty. */
@@ -486,7 +538,8 @@ class Unpickler {
         if (opcode === STOP) return this.pop();
         const handler = OPCODES.get(opcode);
         if (!handler) {
-          throw new Error(`unsupported pickle opcode 0x${opcode.toString(16)} ('${String.fromCharCode(opcode)}')`);
+          const printable = opcode >= 0x20 && opcode < 0x7f ? ` ('${String.fromCharCode(opcode)}')` : '';
+          throw new Error(`unsupported pickle opcode 0x${opcode.toString(16)}${printable}`);
         }
         handler(this);
       } catch (error) {

@@ -13,10 +13,11 @@
  * `loadTensorFile` also reads safetensors, choosing the format from the content, not the name.
  */
 import { ByteReader, TensorFileError, readFileBytes, withFileContext } from './bytes.js';
-import { type PyValue, TorchStorage, TorchStorageType, unpickle } from './pickle.js';
+import { type PyValue, TensorBudget, TorchStorage, TorchStorageType, unpickle } from './pickle.js';
 import { parseSafetensors } from './safetensors.js';
 import { type TensorMap, decodeTensorData, dtypeSize, isNamedTensor } from './tensors.js';
 import { ZipArchive, looksLikeZip } from './zip.js';
+import { printable, quoted } from '../util/text.js';
 
 export type TensorFileFormat = 'safetensors' | 'torch-zip' | 'torch-legacy';
 
@@ -51,7 +52,7 @@ function parseStorageId(pid: PyValue): StorageId {
   }
   const [, type, key, , numel, view] = pid as readonly PyValue[];
   if (!(type instanceof TorchStorageType) || typeof key !== 'string' || !isCount(numel)) {
-    throw new Error(`malformed storage persistent id for key ${String(key)}`);
+    throw new Error(`malformed storage persistent id for key ${typeof key === 'string' ? quoted(key) : String(key)}`);
   }
   return { type, key, numel, view: parseView(view) };
 }
@@ -59,21 +60,44 @@ function parseStorageId(pid: PyValue): StorageId {
 /** Storages by key, created once however many tensors share them. */
 class StorageTable {
   readonly byKey = new Map<string, TorchStorage>();
+  readonly #budget = new TensorBudget();
+  #declaredBytes = 0;
 
-  /** The storage `id.key`; `load` runs when it is first seen. */
-  get(id: Omit<StorageId, 'view'>, load?: (storage: TorchStorage) => void): TorchStorage {
+  /** `maxBytes`: what the storages may declare in all (the legacy format checks their data only after the whole pickle). */
+  constructor(readonly maxBytes = Infinity) {}
+
+  /** The storage `id.key`; `load` runs when it is first seen. A `view` shares its data with another storage. */
+  get(id: Omit<StorageId, 'view'>, load?: (storage: TorchStorage) => void, view = false): TorchStorage {
     const known = this.byKey.get(id.key);
     if (known) {
       if (known.dtype !== id.type.dtype) {
-        throw new Error(`storage '${id.key}' is used as both ${known.dtype} and ${id.type.dtype}`);
+        throw new Error(`storage ${quoted(id.key)} is used as both ${known.dtype} and ${id.type.dtype}`);
       }
       return known;
     }
-    const storage = new TorchStorage(id.type.dtype, id.numel, id.key);
+    if (!view) this.#declare(id);
+    const storage = new TorchStorage(id.type.dtype, id.numel, id.key, this.#budget);
     this.byKey.set(id.key, storage);
     load?.(storage);
     return storage;
   }
+
+  #declare(id: Omit<StorageId, 'view'>): void {
+    this.#declaredBytes += id.numel * dtypeSize(id.type.dtype);
+    if (this.#declaredBytes > this.maxBytes) {
+      throw new Error(`storage ${quoted(id.key)}: the storages declare ${this.#declaredBytes} bytes of data, more than the file's ${this.maxBytes}`);
+    }
+  }
+}
+
+/** The zip entry of a storage must hold exactly its elements: checked from the directory, before anything is inflated. */
+function readZipStorage(archive: ZipArchive, name: string, storage: TorchStorage): Uint8Array {
+  const bytes = storage.numel * dtypeSize(storage.dtype);
+  const entry = archive.entries.get(name);
+  if (entry && entry.size !== bytes) {
+    throw new Error(`storage ${quoted(storage.key)} holds ${storage.numel} ${storage.dtype} elements (${bytes} bytes), its zip entry ${entry.size} bytes`);
+  }
+  return archive.read(name);
 }
 
 function parseZipCheckpoint(bytes: Uint8Array, file: string): PyValue {
@@ -86,10 +110,10 @@ function parseZipCheckpoint(bytes: Uint8Array, file: string): PyValue {
   // newer PyTorch versions record the byte order; older ones wrote little-endian data only
   const byteOrderEntry = `${prefix}byteorder`;
   const byteOrder = archive.entries.has(byteOrderEntry) ? new TextDecoder().decode(archive.read(byteOrderEntry)) : 'little';
-  if (byteOrder !== 'little') throw new Error(`tensor data is ${byteOrder}-endian; only little-endian is supported`);
+  if (byteOrder !== 'little') throw new Error(`tensor data is ${printable(byteOrder)}-endian; only little-endian is supported`);
   const storages = new StorageTable();
   const loadStorage = (storage: TorchStorage): void =>
-    storage.supply(decodeTensorData(storage.dtype, archive.read(`${prefix}data/${storage.key}`)));
+    storage.supply(decodeTensorData(storage.dtype, readZipStorage(archive, `${prefix}data/${storage.key}`, storage)));
   return unpickle(archive.read(pickles[0]), file, {
     persistentLoad: (pid) => {
       const id = parseStorageId(pid);
@@ -103,9 +127,11 @@ function legacyStorage(storages: StorageTable, id: StorageId): TorchStorage {
   const root = storages.get(id);
   if (!id.view) return root;
   const { key, offset, numel } = id.view;
-  if (offset + numel > root.numel) throw new Error(`storage view '${key}' reaches beyond storage '${root.key}'`);
-  return storages.get({ type: id.type, key, numel }, (view) =>
-    root.whenLoaded((elements) => view.supply(elements.subarray(offset, offset + numel))),
+  if (offset + numel > root.numel) throw new Error(`storage view ${quoted(key)} reaches beyond storage ${quoted(root.key)}`);
+  return storages.get(
+    { type: id.type, key, numel },
+    (view) => root.whenLoaded((elements) => view.supply(elements.subarray(offset, offset + numel))),
+    true,
   );
 }
 
@@ -124,16 +150,16 @@ function readLegacyStorageData(bytes: Uint8Array, start: number, keys: PyValue, 
   const reader = new ByteReader(bytes, start);
   for (const key of keys as string[]) {
     const storage = storages.byKey.get(key);
-    if (!storage) throw new Error(`legacy PyTorch file: storage '${key}' has data but no tensor uses it`);
-    const count = reader.i64(`the element count of storage '${key}'`);
+    if (!storage) throw new Error(`legacy PyTorch file: storage ${quoted(key)} has data but no tensor uses it`);
+    const count = reader.i64(`the element count of storage ${quoted(key)}`);
     if (count !== BigInt(storage.numel)) {
-      throw new Error(`legacy PyTorch file: storage '${key}' should hold ${storage.numel} elements, the file says ${count}`);
+      throw new Error(`legacy PyTorch file: storage ${quoted(key)} should hold ${storage.numel} elements, the file says ${count}`);
     }
-    const data = reader.take(storage.numel * dtypeSize(storage.dtype), `the data of storage '${key}'`);
+    const data = reader.take(storage.numel * dtypeSize(storage.dtype), `the data of storage ${quoted(key)}`);
     storage.supply(decodeTensorData(storage.dtype, data));
   }
   for (const storage of storages.byKey.values()) {
-    if (!storage.loaded) throw new Error(`legacy PyTorch file: storage '${storage.key}' has no data`);
+    if (!storage.loaded) throw new Error(`legacy PyTorch file: storage ${quoted(storage.key)} has no data`);
   }
 }
 
@@ -144,11 +170,11 @@ function parseLegacyCheckpoint(bytes: Uint8Array, file: string): PyValue {
   }
   const version = unpickle(bytes, file, { start: magic.end });
   if (version.value !== LEGACY_PROTOCOL_VERSION) {
-    throw new Error(`unsupported legacy PyTorch protocol version ${String(version.value)}`);
+    throw new Error(`unsupported legacy PyTorch protocol version ${printable(String(version.value))}`);
   }
   const sysInfo = unpickle(bytes, file, { start: version.end });
   checkSysInfo(sysInfo.value);
-  const storages = new StorageTable();
+  const storages = new StorageTable(bytes.byteLength);
   const object = unpickle(bytes, file, {
     start: sysInfo.end,
     persistentLoad: (pid) => legacyStorage(storages, parseStorageId(pid)),
@@ -223,7 +249,7 @@ function stripDataParallelPrefix(stateDict: TensorMap): TensorMap {
 
 function describeTopLevel(checkpoint: PyValue): string {
   if (checkpoint instanceof Map) {
-    const keys = [...checkpoint.keys()].map((key) => String(key));
+    const keys = [...checkpoint.keys()].map((key) => printable(String(key)));
     return `a dict with keys ${keys.slice(0, 12).join(', ')}${keys.length > 12 ? ', ...' : ''}`;
   }
   return Array.isArray(checkpoint) ? 'a list' : `a ${checkpoint === null ? 'None' : typeof checkpoint}`;

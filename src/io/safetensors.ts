@@ -12,6 +12,7 @@
  * (then name), so that every tensor starts aligned to its element size, as the reference writer does.
  */
 import { writeFileAtomic } from './atomic.js';
+import { DuplicateKeyError, parseJsonStrict } from '../util/json.js';
 import { ByteReader, decodeUtf8, readFileBytes, withFileContext } from './bytes.js';
 import {
   type DType,
@@ -24,6 +25,7 @@ import {
   makeTensor,
   numel,
 } from './tensors.js';
+import { printable, quoted } from '../util/text.js';
 
 export interface SafetensorsContents {
   tensors: TensorMap;
@@ -53,7 +55,7 @@ function isArrayOfIndices(value: unknown): value is number[] {
 }
 
 function parseEntry(name: string, value: unknown): HeaderEntry {
-  const where = `tensor '${name}'`;
+  const where = `tensor ${quoted(name)}`;
   if (!isPlainObject(value)) throw new Error(`${where}: header entry is not an object`);
   for (const field of Object.keys(value)) {
     if (!TENSOR_FIELDS.includes(field)) throw new Error(`${where}: unexpected header field '${field}'`);
@@ -85,17 +87,24 @@ function checkCoverage(entries: HeaderEntry[], dataLength: number): void {
   let covered = 0;
   for (const entry of entries) {
     if (entry.end > dataLength) {
-      throw new Error(`tensor '${entry.name}': data_offsets [${entry.begin}, ${entry.end}] go beyond the ${dataLength} bytes of data`);
+      throw new Error(`tensor ${quoted(entry.name)}: data_offsets [${entry.begin}, ${entry.end}] go beyond the ${dataLength} bytes of data`);
     }
     if (entry.begin !== covered) {
       const problem = entry.begin < covered ? 'overlaps the previous tensor' : `leaves a hole [${covered}, ${entry.begin})`;
-      throw new Error(`tensor '${entry.name}': data_offsets [${entry.begin}, ${entry.end}] ${problem}`);
+      throw new Error(`tensor ${quoted(entry.name)}: data_offsets [${entry.begin}, ${entry.end}] ${problem}`);
     }
     covered = entry.end;
   }
   if (covered !== dataLength) {
     throw new Error(`tensors cover ${covered} bytes of data but the file holds ${dataLength}`);
   }
+}
+
+/** JSON.parse would keep the last of two entries of one name: a repeated key is refused. */
+function headerProblem(error: Error): string {
+  if (!(error instanceof DuplicateKeyError)) return `the header is not valid JSON: ${printable(error.message)}`;
+  if (error.path !== '$') return `the header repeats a key: ${error.message}`;
+  return `the header lists ${error.key === METADATA_KEY ? METADATA_KEY : `tensor ${quoted(error.key)}`} twice`;
 }
 
 function readHeader(bytes: Uint8Array): { header: Record<string, unknown>; dataStart: number } {
@@ -110,9 +119,9 @@ function readHeader(bytes: Uint8Array): { header: Record<string, unknown>; dataS
   if (!text.startsWith('{')) throw new Error('the header is not a JSON object');
   let header: unknown;
   try {
-    header = JSON.parse(text);
+    header = parseJsonStrict(text);
   } catch (error) {
-    throw new Error(`the header is not valid JSON: ${(error as Error).message}`);
+    throw new Error(headerProblem(error as Error));
   }
   if (!isPlainObject(header)) throw new Error('the header is not a JSON object');
   return { header, dataStart: reader.pos };
@@ -150,7 +159,7 @@ function compareNames(a: string, b: string): number {
 
 function checkedTensor(name: string, tensor: NamedTensor): NamedTensor {
   if (name === METADATA_KEY) throw new Error(`'${METADATA_KEY}' cannot be a tensor name`);
-  return makeTensor(tensor.dtype, tensor.shape, tensor.data, `tensor '${name}'`);
+  return makeTensor(tensor.dtype, tensor.shape, tensor.data, `tensor ${quoted(name)}`);
 }
 
 /** The bytes of a safetensors file holding `tensors` (any dtype) and optional string metadata. */

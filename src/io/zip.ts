@@ -5,6 +5,7 @@
  */
 import { inflateRawSync } from 'node:zlib';
 import { ByteReader, decodeUtf8 } from './bytes.js';
+import { quoted } from '../util/text.js';
 
 export interface ZipEntry {
   name: string;
@@ -127,22 +128,31 @@ function readCentralEntry(reader: ByteReader): ZipEntry {
   const entry: ZipEntry = { name, method, compressedSize, size, crc32: crc, localHeaderOffset };
   applyZip64Extra(entry, reader.take(extraLength, 'a zip extra field'));
   reader.take(commentLength, 'a zip comment');
-  if (flags & 1) throw new Error(`zip entry '${name}' is encrypted`);
+  if (flags & 1) throw new Error(`zip entry ${quoted(name)} is encrypted`);
   if (method !== METHOD_STORED && method !== METHOD_DEFLATED) {
-    throw new Error(`zip entry '${name}' uses compression method ${method} (only stored and deflated are supported)`);
+    throw new Error(`zip entry ${quoted(name)} uses compression method ${method} (only stored and deflated are supported)`);
   }
   return entry;
 }
 
+/**
+ * Deflated entries may inflate to this many times the archive's length in all, plus INFLATE_SLACK:
+ * tensor data compresses a little, a decompression bomb a thousandfold. Checked against the sizes
+ * the directory declares, before inflating (and inflating stops at the declared size).
+ */
+const MAX_INFLATE_RATIO = 100;
+const INFLATE_SLACK = 16 * 2 ** 20;
+
 export class ZipArchive {
   readonly entries = new Map<string, ZipEntry>();
+  #inflated = 0;
 
   constructor(private readonly bytes: Uint8Array) {
     const { count, offset } = readCentralDirectoryLocation(bytes);
     const reader = new ByteReader(bytes, offset);
     for (let i = 0; i < count; i++) {
       const entry = readCentralEntry(reader);
-      if (this.entries.has(entry.name)) throw new Error(`zip entry '${entry.name}' appears twice`);
+      if (this.entries.has(entry.name)) throw new Error(`zip entry ${quoted(entry.name)} appears twice`);
       this.entries.set(entry.name, entry);
     }
   }
@@ -150,20 +160,32 @@ export class ZipArchive {
   /** The uncompressed contents of an entry, CRC-checked. */
   read(name: string): Uint8Array {
     const entry = this.entries.get(name);
-    if (!entry) throw new Error(`zip entry '${name}' is missing`);
+    if (!entry) throw new Error(`zip entry ${quoted(name)} is missing`);
     const header = new ByteReader(this.bytes, entry.localHeaderOffset);
-    if (header.u32() !== SIGNATURE.localHeader) throw new Error(`zip entry '${name}': corrupt local header`);
+    if (header.u32() !== SIGNATURE.localHeader) throw new Error(`zip entry ${quoted(name)}: corrupt local header`);
     header.pos += 22; // versions, flags, method, time, date, crc, sizes: the central directory has them
     const nameLength = header.u16();
     const extraLength = header.u16();
     header.pos += nameLength + extraLength;
-    const stored = header.take(entry.compressedSize, `zip entry '${name}'`);
+    const stored = header.take(entry.compressedSize, `zip entry ${quoted(name)}`);
+    if (entry.method === METHOD_DEFLATED) this.#claimInflated(entry);
     const data = entry.method === METHOD_STORED ? stored : inflate(stored, entry);
     if (data.byteLength !== entry.size) {
-      throw new Error(`zip entry '${name}' has ${data.byteLength} bytes, the directory says ${entry.size}`);
+      throw new Error(`zip entry ${quoted(name)} has ${data.byteLength} bytes, the directory says ${entry.size}`);
     }
-    if (crc32(data) !== entry.crc32) throw new Error(`zip entry '${name}' is corrupt (CRC mismatch)`);
+    if (crc32(data) !== entry.crc32) throw new Error(`zip entry ${quoted(name)} is corrupt (CRC mismatch)`);
     return data;
+  }
+
+  #claimInflated(entry: ZipEntry): void {
+    this.#inflated += entry.size;
+    const limit = MAX_INFLATE_RATIO * this.bytes.byteLength + INFLATE_SLACK;
+    if (this.#inflated > limit) {
+      throw new Error(
+        `zip entry ${quoted(entry.name)} inflates to ${entry.size} bytes: the archive's entries would take ${this.#inflated} bytes, ` +
+          `more than the ${limit} allowed for its ${this.bytes.byteLength} bytes (a decompression bomb?)`,
+      );
+    }
   }
 }
 
@@ -172,6 +194,6 @@ function inflate(compressed: Uint8Array, entry: ZipEntry): Uint8Array {
     // the limit stops a corrupt or hostile entry from inflating beyond its declared size
     return inflateRawSync(compressed, { maxOutputLength: Math.max(entry.size, 1) });
   } catch (error) {
-    throw new Error(`zip entry '${entry.name}' cannot be inflated: ${(error as Error).message}`);
+    throw new Error(`zip entry ${quoted(entry.name)} cannot be inflated: ${(error as Error).message}`);
   }
 }

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { isNode, isScalar, parseDocument, visit } from 'yaml';
 import {
   DATASET_NAMES,
   type DatasetName,
@@ -15,8 +15,10 @@ import {
 } from '../data/index.js';
 import { type ModelName, modelNames } from '../models/index.js';
 import type { Schedule } from '../optim/schedule.js';
+import { DuplicateKeyError, parseJsonStrict } from '../util/json.js';
 import { type FirstLastPolicy, firstLastPolicies } from '../quant/quantize.js';
 import { type MethodName, methodNames } from '../quant/quantizer.js';
+import { hasControlCharacters, printable } from '../util/text.js';
 
 export interface ParamGroupConfig {
   readonly name: string;
@@ -403,9 +405,57 @@ export function readConfigFile(path: string): unknown {
   } catch (e) {
     throw new ConfigError(`cannot read config ${path}: ${(e as Error).message}`);
   }
+  const value = path.endsWith('.json') ? parseJsonConfig(text, path) : parseYamlConfig(text, path);
+  checkKeyNames(value, path, '');
+  return value;
+}
+
+function parseJsonConfig(text: string, path: string): unknown {
   try {
-    return path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    return parseJsonStrict(text);
   } catch (e) {
-    throw new ConfigError(`${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
+    throw new ConfigError(`${path}: ${e instanceof DuplicateKeyError ? e.message : `not valid JSON: ${printable((e as Error).message)}`}`);
+  }
+}
+
+/**
+ * Strict YAML: a warning (an unknown tag or directive) is an error too, keys must be plain scalars
+ * (the parser would turn a mapping key into its text), repeated keys are refused (the parser's
+ * default), and aliases cannot expand beyond the parser's limit.
+ */
+function parseYamlConfig(text: string, path: string): unknown {
+  const fail = (message: string): never => {
+    // the parser's messages continue with a quote of the line: the first line says it all
+    throw new ConfigError(`${path}: not valid YAML: ${message.split('\n')[0]}`);
+  };
+  const doc = parseDocument(text);
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem) fail(problem.message);
+  visit(doc, {
+    Pair(_, pair) {
+      if (!isScalar(pair.key)) fail(`a key${isNode(pair.key) ? ` at line ${lineOf(text, pair.key.range?.[0])}` : ''} is a list or mapping, not a name`);
+    },
+  });
+  try {
+    return doc.toJS();
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+}
+
+function lineOf(text: string, offset = 0): number {
+  return text.slice(0, offset).split('\n').length;
+}
+
+/** Keys with line breaks or control characters are refused: no config field has them, and errors quote keys. */
+function checkKeyNames(value: unknown, path: string, at: string, depth = 0): void {
+  if (depth > 64) throw new ConfigError(`${path}: ${at || 'the top level'} is nested more than 64 levels deep`);
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => checkKeyNames(item, path, `${at}[${i}]`, depth + 1));
+  } else if (isObject(value)) {
+    for (const [key, item] of Object.entries(value)) {
+      if (hasControlCharacters(key)) throw new ConfigError(`${path}: key ${JSON.stringify(key)}${at ? ` in ${at}` : ''} holds a line break or control character`);
+      checkKeyNames(item, path, at ? `${at}.${key}` : key, depth + 1);
+    }
   }
 }
