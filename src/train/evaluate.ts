@@ -1,6 +1,7 @@
 /** Evaluation of a model over a whole loader: top-1, top-5, mean loss, per-image predictions. */
 import type { DataLoader } from '../data/index.js';
 import type { Module } from '../nn/module.js';
+import { stopPoint } from '../util/stop.js';
 import { evalBatch } from './step.js';
 
 export interface EvalSummary {
@@ -12,7 +13,8 @@ export interface EvalSummary {
   readonly predictions: Int32Array;
 }
 
-export async function evaluate(model: Module, loader: DataLoader): Promise<EvalSummary> {
+/** `signal`: aborting stops the evaluation after the batch in progress (StopRequested, util/stop.ts). */
+export async function evaluate(model: Module, loader: DataLoader, opts: { readonly signal?: AbortSignal } = {}): Promise<EvalSummary> {
   const wasTraining = model.training;
   model.eval();
   const predictions = new Int32Array(loader.dataset.count);
@@ -25,6 +27,7 @@ export async function evaluate(model: Module, loader: DataLoader): Promise<EvalS
       top5 += r.top5;
       n += r.count;
       b.indices.forEach((index, i) => (predictions[index] = r.predictions[i]));
+      await stopPoint(opts.signal);
     }
   } finally {
     model.train(wasTraining);

@@ -8,10 +8,11 @@
  * directory holds config.json, metrics.jsonl, last/best checkpoints and final.json.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
-import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
+import { removeStaleTempFiles, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
+import { makeDirectory, removeCreatedDirectories } from '../io/directory.js';
 import { lockDirectory } from '../io/lock.js';
 import { createModel } from '../models/index.js';
 import type { Shape } from '../backend/backend.js';
@@ -28,6 +29,7 @@ import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
 import { trainStep } from './step.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { StopRequested, stopPoint } from '../util/stop.js';
 
 /** Distinct stream ids for the loader passes that are not training epochs. */
 const CALIBRATION_PASS = 1_000_000;
@@ -56,6 +58,8 @@ export interface TrainOptions {
   readonly progress?: ProgressSink;
   /** Save and stop on SIGINT/SIGTERM (default true). */
   readonly handleSignals?: boolean;
+  /** Aborting asks the run to save and stop, as SIGINT does (within one training step). */
+  readonly signal?: AbortSignal;
   /** Stop (with a checkpoint) after this many steps in this process: for tests of resumption. */
   readonly stopAfterSteps?: number;
 }
@@ -97,9 +101,6 @@ export interface TrainResult {
 
 /** The run stopped because the loss or a quantizer became non-finite. */
 export class DivergedError extends Error {}
-
-/** The run was interrupted by a signal after saving its checkpoint. */
-export class InterruptedError extends Error {}
 
 function sha256(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
@@ -149,12 +150,12 @@ export function quantizeAsConfigured(model: Module, config: TrainConfig): { mode
  * Accuracy of checkpoint weights on `data` (every image, in order), in the model `config` describes:
  * what `tinyquant eval` prints and what a grid measures for its float start.
  */
-export async function evaluateCheckpoint(config: TrainConfig, checkpoint: LoadedCheckpoint, data: ImageDataset, batchSize: number): Promise<EvalSummary> {
+export async function evaluateCheckpoint(config: TrainConfig, checkpoint: LoadedCheckpoint, data: ImageDataset, batchSize: number, signal?: AbortSignal): Promise<EvalSummary> {
   const { model } = buildModel(config, data);
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   const loader = createEvalLoader(data, { batchSize, normalization: config.normalization, workers: config.workers });
   try {
-    return await evaluate(model, loader);
+    return await evaluate(model, loader, { signal });
   } finally {
     await loader.close();
   }
@@ -214,6 +215,11 @@ function quantizerSnapshot(model: Module): Record<string, number[]> {
 interface RunState {
   progress: TrainingProgress;
   epochs: EpochMetrics[];
+  /** The progress `last` was saved at by this process or the run it resumes (null: none yet). */
+  savedProgress: TrainingProgress | null;
+  stepsThisProcess: number;
+  /** Traced on the first batch's image shape; training steps run through the graph's fusions. */
+  forward: ((x: Tensor) => Tensor) | null;
 }
 
 function readMetrics(file: string, beforeEpoch: number): EpochMetrics[] {
@@ -221,7 +227,13 @@ function readMetrics(file: string, beforeEpoch: number): EpochMetrics[] {
   return readFileSync(file, 'utf8')
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as EpochMetrics)
+    .map((l, i) => {
+      try {
+        return JSON.parse(l) as EpochMetrics;
+      } catch (e) {
+        throw new Error(`${file}: line ${i + 1} is not valid JSON (${(e as Error).message})`, { cause: e });
+      }
+    })
     .filter((m) => m.epoch < beforeEpoch);
 }
 
@@ -232,11 +244,36 @@ function writeMetrics(file: string, epochs: EpochMetrics[]): void {
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { config, outDir } = opts;
   const progressSink = opts.progress ?? silentProgress;
+  // The directory and its lock first (an unusable --out fails at once, a second writer is refused),
+  // then the data: unreadable or inconsistent images stop the run before it writes anything else.
+  const created = makeDirectory(outDir, 'run directory');
+  let unlock: (() => void) | null = null;
+  try {
+    unlock = lockDirectory(outDir, 'training run');
+    const resumed = readResumed(opts);
+    const stop = stopRequests(opts);
+    try {
+      const log = (m: string): void => progressSink.line(m);
+      const data = opts.data ?? (await loadTrainingData(config, log));
+      removeStaleTempFiles(outDir);
+      return await trainInDirectory(opts, data, resumed, stop.signal, progressSink);
+    } finally {
+      stop.dispose();
+    }
+  } finally {
+    unlock?.();
+    removeCreatedDirectories(created);
+  }
+}
+
+/** outDir/last.json when resuming from it, checked against the run's config and model. */
+function readResumed(opts: TrainOptions): LoadedCheckpoint | null {
+  const { config, outDir } = opts;
   const lastSidecar = join(outDir, 'last.json');
-  const resuming = opts.resume === true && existsSync(lastSidecar);
+  if (opts.resume !== true || !existsSync(lastSidecar)) return null;
   const architecture = opts.model?.constructor.name;
-  const resumed = resuming ? readCheckpoint(lastSidecar) : null;
-  if (resumed?.meta) {
+  const resumed = readCheckpoint(lastSidecar);
+  if (resumed.meta) {
     // Both through the config check: fields added since the run started take their defaults, and a
     // config read back from a file (run/config.json) compares equal to the one the run was given.
     const diff = configDifferences(resolveConfig({ ...DEFAULT_CONFIG, ...resumed.meta.config }, lastSidecar), resolveConfig({ ...config }, 'the config'));
@@ -248,17 +285,27 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       );
     }
   }
-  // The data first: unreadable or inconsistent images stop the run before it writes anything.
-  const log = (m: string): void => progressSink.line(m);
-  const data = opts.data ?? (await loadTrainingData(config, log));
-  mkdirSync(outDir, { recursive: true });
-  // One writer per run directory: a second `train --out` of the same directory is refused.
-  const unlock = lockDirectory(outDir, 'training run');
-  try {
-    return await trainInDirectory(opts, data, resumed, lastSidecar, progressSink);
-  } finally {
-    unlock();
-  }
+  return resumed;
+}
+
+/**
+ * One stop signal for the run: SIGINT/SIGTERM while it runs (unless handleSignals is false) and the
+ * caller's signal. `dispose` removes the signal listeners.
+ */
+function stopRequests(opts: TrainOptions): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const abort = (): void => controller.abort();
+  const signals = opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
+  for (const s of signals) process.on(s, abort);
+  if (opts.signal?.aborted) abort();
+  opts.signal?.addEventListener('abort', abort);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      for (const s of signals) process.off(s, abort);
+      opts.signal?.removeEventListener('abort', abort);
+    },
+  };
 }
 
 async function loadTrainingData(config: TrainConfig, log: (m: string) => void): Promise<TrainingData> {
@@ -267,8 +314,9 @@ async function loadTrainingData(config: TrainConfig, log: (m: string) => void): 
 }
 
 /** The run proper, in its locked directory. */
-async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed: LoadedCheckpoint | null, lastSidecar: string, progressSink: ProgressSink): Promise<TrainResult> {
+async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed: LoadedCheckpoint | null, stop: AbortSignal, progressSink: ProgressSink): Promise<TrainResult> {
   const { config, outDir } = opts;
+  const lastSidecar = join(outDir, 'last.json');
   writeJsonAtomic(join(outDir, 'config.json'), configForFile(config));
   const trainData = fixedSubset(data.train, config.trainSubset);
   const testData = fixedSubset(data.test, config.testSubset);
@@ -287,11 +335,15 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     const state: RunState = {
       progress: { epoch: 0, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: -Infinity, bestEpoch: -1, hessianEpoch: -1 },
       epochs: [],
+      savedProgress: null,
+      stepsThisProcess: 0,
+      forward: null,
     };
     if (resumed) {
       model.loadStateDict(resumed.state, { source: resumed.source });
       if (resumed.optimizer) optimizer.loadState(resumed.optimizer, `${lastSidecar} optimizer state`);
       state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, config.epochs, trainLoader.stepsPerEpoch, lastSidecar);
+      state.savedProgress = state.progress;
       state.epochs = readMetrics(join(outDir, 'metrics.jsonl'), state.progress.epoch);
       startHash = String((resumed.meta as CheckpointMeta).metrics.startWeights);
       progressSink.line(`resuming ${outDir} at epoch ${state.progress.epoch + 1}, step ${state.progress.step}`);
@@ -308,11 +360,25 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       dataOrder: sha256(Array.from({ length: config.epochs }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
       config: sha256(JSON.stringify(config)),
     };
-    const status = await runEpochs({ config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts });
-    if (status === 'interrupted') {
-      return { status, final: null, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
+    const interrupted = (): TrainResult => ({
+      status: 'interrupted',
+      final: null,
+      bestTop1: state.progress.bestTop1,
+      bestEpoch: state.progress.bestEpoch,
+      epochs: state.epochs,
+      fingerprint,
+      quantization,
+    });
+    const status = await runEpochs({ config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts, stop });
+    if (status === 'interrupted') return interrupted();
+    let final: EvalSummary;
+    try {
+      final = await evaluate(model, testLoader, { signal: stop });
+    } catch (e) {
+      // The last checkpoint holds the finished epochs: a resume only evaluates.
+      if (e instanceof StopRequested) return interrupted();
+      throw e;
     }
-    const final = await evaluate(model, testLoader);
     writeJsonAtomic(join(outDir, 'final.json'), {
       top1: final.top1,
       top5: final.top5,
@@ -355,6 +421,7 @@ interface EpochContext {
   readonly progressSink: ProgressSink;
   readonly fingerprint: RunFingerprint;
   readonly opts: TrainOptions;
+  readonly stop: AbortSignal;
 }
 
 function checkQuantizersFinite(model: Module): void {
@@ -366,117 +433,125 @@ function checkQuantizersFinite(model: Module): void {
   }
 }
 
+/**
+ * The epochs from where the run stands. A stop request (signal, `opts.signal`, `stopAfterSteps`) is
+ * seen after the step it arrives in, or inside an evaluation or Hessian estimation; the run then
+ * saves `last` at its progress (a resume repeats nothing and skips nothing) and returns 'interrupted'.
+ */
 async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'> {
-  const { config, model, optimizer, trainLoader, state, progressSink } = ctx;
-  let stopRequested = false;
-  const onSignal = (): void => {
-    stopRequested = true;
-  };
-  const signals = ctx.opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
-  for (const s of signals) process.on(s, onSignal);
-  let stepsThisProcess = 0;
-  // Traced on the first batch's image shape; training steps run through the graph's fusions.
-  let forward: ((x: Tensor) => Tensor) | null = null;
+  const { config, state } = ctx;
   try {
     for (let epoch = state.progress.epoch; epoch < config.epochs; epoch++) {
       if (state.progress.epoch !== epoch) state.progress = { ...state.progress, epoch, step: 0, partial: { lossSum: 0, correct: 0, count: 0 } };
+      await stopPoint(ctx.stop);
       await maybeEstimateDelta(ctx, epoch);
-      const steps = trainLoader.stepsPerEpoch;
-      const epochStart = performance.now();
-      let [dataMs, stepMsTotal, images] = [0, 0, 0];
-      const startStep = state.progress.step;
-      let { lossSum, correct, count } = state.progress.partial;
-      for await (const batch of trainLoader.epoch(epoch, startStep)) {
-        const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
-        optimizer.setLrFactor(lr);
-        const t0 = performance.now();
-        let r;
-        try {
-          forward ??= trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink);
-          r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
-            forward,
-            labelSmoothing: config.labelSmoothing,
-            beforeUpdate: () => checkQuantizersFinite(model),
-          });
-        } catch (e) {
-          const msg = (e as Error).message;
-          if (e instanceof DivergedError || /non-finite|NaN|is Infinity|diverged/.test(msg)) {
-            throw new DivergedError(`training diverged at epoch ${epoch + 1}, step ${batch.index}: ${msg}; the last good checkpoint is kept in ${ctx.outDir}`);
-          }
-          throw e;
-        }
-        const stepMs = performance.now() - t0;
-        stepMsTotal += stepMs;
-        dataMs += batch.waitMs;
-        images += batch.size;
-        lossSum += r.loss * r.count;
-        correct += r.correct;
-        count += r.count;
-        const done = batch.index + 1 - startStep;
-        const elapsed = (performance.now() - epochStart) / 1000;
-        const perStep = elapsed / done;
-        const remaining = steps - batch.index - 1 + (config.epochs - epoch - 1) * steps;
-        progressSink.step({
-          epoch,
-          epochs: config.epochs,
-          step: batch.index + 1,
-          steps,
-          loss: lossSum / count,
-          accuracy: correct / count,
-          imgPerSec: images / elapsed,
-          dataMs: dataMs / done,
-          stepMs: stepMsTotal / done,
-          etaSeconds: remaining * perStep,
-        });
-        state.progress = { ...state.progress, step: batch.index + 1, partial: { lossSum, correct, count } };
-        stepsThisProcess++;
-        if (stopRequested || (ctx.opts.stopAfterSteps !== undefined && stepsThisProcess >= ctx.opts.stopAfterSteps)) {
-          saveCheckpoint(ctx.outDir, 'last', model, optimizer, { ...runInfo(ctx), progress: state.progress, metrics: metricsFor(ctx) });
-          progressSink.line(`stopped at epoch ${epoch + 1}, step ${batch.index + 1}; checkpoint saved in ${ctx.outDir} (continue with --resume)`);
-          return 'interrupted';
-        }
-      }
-      const seconds = (performance.now() - epochStart) / 1000;
-      const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
-      const test = evalNow ? await evaluate(model, ctx.testLoader) : null;
-      const metrics: EpochMetrics = {
-        epoch,
-        lr: optimizer.groups[0].lr,
-        trainLoss: lossSum / count,
-        trainTop1: (100 * correct) / count,
-        testLoss: test?.loss ?? null,
-        testTop1: test?.top1 ?? null,
-        testTop5: test?.top5 ?? null,
-        imgPerSec: images / Math.max(1e-9, stepMsTotal / 1000 + dataMs / 1000),
-        stepMs: stepMsTotal / Math.max(1, steps - startStep),
-        dataMs: dataMs / Math.max(1, steps - startStep),
-        seconds,
-        ...(quantizedLayers(model).length > 0 ? { quantizers: quantizerSnapshot(model) } : {}),
-      };
-      state.epochs.push(metrics);
-      writeMetrics(join(ctx.outDir, 'metrics.jsonl'), state.epochs);
-      const improved = test !== null && test.top1 > state.progress.bestTop1;
-      state.progress = {
-        ...state.progress,
-        epoch: epoch + 1,
-        step: 0,
-        partial: { lossSum: 0, correct: 0, count: 0 },
-        bestTop1: improved ? test.top1 : state.progress.bestTop1,
-        bestEpoch: improved ? epoch : state.progress.bestEpoch,
-      };
-      progressSink.line(
-        `epoch ${epoch + 1}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
-          (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
-          `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
-      );
-      if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { ...runInfo(ctx), progress: state.progress, metrics: { ...metricsFor(ctx), test } });
-      saveCheckpoint(ctx.outDir, 'last', model, optimizer, { ...runInfo(ctx), progress: state.progress, metrics: metricsFor(ctx) });
-      if (stopRequested) return 'interrupted';
+      await trainEpoch(ctx, epoch);
     }
     return 'finished';
-  } finally {
-    for (const s of signals) process.off(s, onSignal);
+  } catch (e) {
+    if (!(e instanceof StopRequested)) throw e;
+    if (state.savedProgress !== state.progress) saveLast(ctx);
+    const { epoch, step } = state.progress;
+    ctx.progressSink.line(`stopped at epoch ${epoch + 1}, step ${step}; checkpoint saved in ${ctx.outDir} (continue with --resume)`);
+    return 'interrupted';
   }
+}
+
+function saveLast(ctx: EpochContext): void {
+  saveCheckpoint(ctx.outDir, 'last', ctx.model, ctx.optimizer, { ...runInfo(ctx), progress: ctx.state.progress, metrics: metricsFor(ctx) });
+  ctx.state.savedProgress = ctx.state.progress;
+}
+
+/** One epoch's steps from state.progress.step, its evaluation, metrics and checkpoints. */
+async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
+  const { config, model, optimizer, trainLoader, state, progressSink } = ctx;
+  const steps = trainLoader.stepsPerEpoch;
+  const epochStart = performance.now();
+  let [dataMs, stepMsTotal, images] = [0, 0, 0];
+  const startStep = state.progress.step;
+  let { lossSum, correct, count } = state.progress.partial;
+  for await (const batch of trainLoader.epoch(epoch, startStep)) {
+    const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
+    optimizer.setLrFactor(lr);
+    const t0 = performance.now();
+    let r;
+    try {
+      state.forward ??= trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink);
+      r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
+        forward: state.forward,
+        labelSmoothing: config.labelSmoothing,
+        beforeUpdate: () => checkQuantizersFinite(model),
+      });
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (e instanceof DivergedError || /non-finite|NaN|is Infinity|diverged/.test(msg)) {
+        throw new DivergedError(`training diverged at epoch ${epoch + 1}, step ${batch.index}: ${msg}; the last good checkpoint is kept in ${ctx.outDir}`);
+      }
+      throw e;
+    }
+    const stepMs = performance.now() - t0;
+    stepMsTotal += stepMs;
+    dataMs += batch.waitMs;
+    images += batch.size;
+    lossSum += r.loss * r.count;
+    correct += r.correct;
+    count += r.count;
+    const done = batch.index + 1 - startStep;
+    const elapsed = (performance.now() - epochStart) / 1000;
+    const perStep = elapsed / done;
+    const remaining = steps - batch.index - 1 + (config.epochs - epoch - 1) * steps;
+    progressSink.step({
+      epoch,
+      epochs: config.epochs,
+      step: batch.index + 1,
+      steps,
+      loss: lossSum / count,
+      accuracy: correct / count,
+      imgPerSec: images / elapsed,
+      dataMs: dataMs / done,
+      stepMs: stepMsTotal / done,
+      etaSeconds: remaining * perStep,
+    });
+    state.progress = { ...state.progress, step: batch.index + 1, partial: { lossSum, correct, count } };
+    state.stepsThisProcess++;
+    if (ctx.opts.stopAfterSteps !== undefined && state.stepsThisProcess >= ctx.opts.stopAfterSteps) throw new StopRequested(`stop after ${ctx.opts.stopAfterSteps} steps`);
+    await stopPoint(ctx.stop);
+  }
+  const seconds = (performance.now() - epochStart) / 1000;
+  const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
+  const test = evalNow ? await evaluate(model, ctx.testLoader, { signal: ctx.stop }) : null;
+  const metrics: EpochMetrics = {
+    epoch,
+    lr: optimizer.groups[0].lr,
+    trainLoss: lossSum / count,
+    trainTop1: (100 * correct) / count,
+    testLoss: test?.loss ?? null,
+    testTop1: test?.top1 ?? null,
+    testTop5: test?.top5 ?? null,
+    imgPerSec: images / Math.max(1e-9, stepMsTotal / 1000 + dataMs / 1000),
+    stepMs: stepMsTotal / Math.max(1, steps - startStep),
+    dataMs: dataMs / Math.max(1, steps - startStep),
+    seconds,
+    ...(quantizedLayers(model).length > 0 ? { quantizers: quantizerSnapshot(model) } : {}),
+  };
+  state.epochs.push(metrics);
+  writeMetrics(join(ctx.outDir, 'metrics.jsonl'), state.epochs);
+  const improved = test !== null && test.top1 > state.progress.bestTop1;
+  state.progress = {
+    ...state.progress,
+    epoch: epoch + 1,
+    step: 0,
+    partial: { lossSum: 0, correct: 0, count: 0 },
+    bestTop1: improved ? test.top1 : state.progress.bestTop1,
+    bestEpoch: improved ? epoch : state.progress.bestEpoch,
+  };
+  progressSink.line(
+    `epoch ${epoch + 1}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
+      (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
+      `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
+  );
+  if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { ...runInfo(ctx), progress: state.progress, metrics: { ...metricsFor(ctx), test } });
+  saveLast(ctx);
 }
 
 /**
@@ -518,10 +593,11 @@ async function maybeEstimateDelta(ctx: EpochContext, epoch: number): Promise<voi
   const e = config.ewgs;
   if (config.method !== 'ewgs' || !e.hessian || epoch === 0 || epoch % e.hessianEvery !== 0 || state.progress.hessianEpoch >= epoch) return;
   const batches = await takeBatches(ctx.trainLoader, HESSIAN_PASS + epoch, e.hessianBatches);
-  const estimates = estimateEwgsDelta(ctx.model, batches, {
+  const estimates = await estimateEwgsDelta(ctx.model, batches, {
     estimator: e.hessianEstimator,
     maxSamples: e.hessianSamples,
     seed: config.seed * 7919 + epoch,
+    signal: ctx.stop,
   });
   state.progress = { ...state.progress, hessianEpoch: epoch };
   const deltas = estimates.map((d) => d.delta);
