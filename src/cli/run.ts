@@ -150,7 +150,8 @@ export async function runCommand(argv: string[]): Promise<void> {
 /** Where the results and the report are, and what did not finish; sets the exit code. */
 export function printOutcome(result: RunGridResult): void {
   const runs = result.summary.index.runs;
-  const failed = runs.filter((r) => didNotFinish(r.status));
+  // Failed, diverged and blocked runs, and those whose worker was killed (interrupted) or that wait for them (pending).
+  const failed = runs.filter((r) => didNotFinish(r.status) || r.status === 'interrupted' || r.status === 'pending');
   if (result.summary.interrupted) {
     console.log(`stopped; ${result.resultsDir} keeps every checkpoint: run the same command again to resume`);
     process.exitCode = 130;
@@ -159,7 +160,7 @@ export function printOutcome(result: RunGridResult): void {
   console.log(`results: ${result.resultsDir}`);
   if (result.report) console.log(`report: ${result.report.html}\n        ${result.report.markdown}`);
   if (failed.length > 0) {
-    console.log(`${failed.length} of ${runs.length} runs did not finish: ${failed.map((r) => `${r.id} (${r.status})`).join(', ')}; see results.json (--retry-failed runs them again)`);
+    console.log(`${failed.length} of ${runs.length} runs did not finish: ${failed.map((r) => `${r.id} (${r.status})`).join(', ')}; see results.json (the same command again resumes interrupted ones, --retry-failed runs failed ones again)`);
     process.exitCode = 1;
   }
 }
