@@ -251,11 +251,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   try {
     unlock = lockDirectory(outDir, 'training run');
     const resumed = readResumed(opts);
+    const log = (m: string): void => progressSink.line(m);
+    const data = opts.data ?? (await loadTrainingData(config, log));
+    removeStaleTempFiles(outDir);
+    // Signals are ours from here on (before, while only data loads, they end the process as usual).
     const stop = stopRequests(opts);
     try {
-      const log = (m: string): void => progressSink.line(m);
-      const data = opts.data ?? (await loadTrainingData(config, log));
-      removeStaleTempFiles(outDir);
       return await trainInDirectory(opts, data, resumed, stop.signal, progressSink);
     } finally {
       stop.dispose();
