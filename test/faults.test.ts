@@ -108,6 +108,20 @@ describe('grid workers and locks', () => {
     assert.deepEqual(index.runs.map((r) => r.status), ['finished', 'finished']);
   });
 
+  test('SIGTERM to `tinyquant run` reaches its workers: each saves inside its run and the grid exits 130', async () => {
+    const dir = join(root.dir, 'grid-sigterm');
+    const { child, exit } = startCli(['run', writeFaultGrid(root.dir, 15), '--out', dir, '--data-dir', dataDir, '--jobs', '2', '--threads', '1', '--no-report']);
+    const runs = ['resnet8-cifar10-lsq-w4a4-s0', 'resnet8-cifar10-uniform-w4a4-s0'].map((id) => join(dir, 'runs', id));
+    await until(() => runs.every((d) => existsSync(join(d, 'last.json'))), 'both workers training');
+    child.kill('SIGTERM');
+    const end = await exit;
+    assert.equal(end.code, 130, end.stderr);
+    for (const d of runs) {
+      assert.ok(progressOf(d).epoch < 15, `${d} stopped inside the run`);
+      assert.match(readFileSync(join(d, 'train.log'), 'utf8'), /stopped at epoch \d+, step \d+; checkpoint saved/);
+    }
+  });
+
   test('a run directory still locked by a live trainer: the grid worker waits for it, then trains', async () => {
     const dir = join(root.dir, 'wait');
     const runDir = join(dir, 'runs', 'resnet8-cifar10-lsq-w4a4-s0');
