@@ -135,6 +135,23 @@ function checkpointMeta(kind: CheckpointKind, weights: CheckpointMeta['weights']
   };
 }
 
+/**
+ * Removes the tensor files of `dir` that no sidecar refers to: those of a save that was killed before
+ * its sidecar, or after it but before the superseded files went. A sidecar that cannot be read keeps
+ * every file of its kind.
+ */
+export function removeUnreferencedCheckpointFiles(dir: string): void {
+  for (const kind of ['last', 'best'] as const) {
+    const sidecar = join(dir, `${kind}.json`);
+    if (!existsSync(sidecar)) {
+      removeSuperseded(dir, kind, []);
+      continue;
+    }
+    const meta = readJsonOrNull(sidecar) as Partial<CheckpointMeta> | null;
+    if (meta?.weights?.file) removeSuperseded(dir, kind, [meta.weights.file, meta.optimizer?.file ?? '']);
+  }
+}
+
 function removeSuperseded(dir: string, kind: CheckpointKind, keep: readonly string[]): void {
   for (const name of readdirSync(dir)) {
     if (name.startsWith(`${kind}-e`) && name.endsWith('.safetensors') && !keep.includes(name)) rmSync(join(dir, name), { force: true });

@@ -22,7 +22,7 @@ import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFact
 import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
-import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, removeUnreferencedCheckpointFiles, saveCheckpoint } from './checkpoint.js';
 import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig } from './config.js';
 import { loadConfigDataset } from './dataset.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
@@ -254,6 +254,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const log = (m: string): void => progressSink.line(m);
     const data = opts.data ?? (await loadTrainingData(config, log));
     removeStaleTempFiles(outDir);
+    removeUnreferencedCheckpointFiles(outDir);
     // Signals are ours from here on (before, while only data loads, they end the process as usual).
     const stop = stopRequests(opts);
     try {
