@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadImageFolder, readTarFile, type TarEntry } from '../src/data/index.js';
 import { encodeJpeg, encodePng, gzip, paxRecord, planar, rgbImage, tarArchive, tarEntry, tempDir } from './fixtures/data/make.js';
@@ -131,6 +131,33 @@ test('image-folder archive is decoded once: later loads come from the cache unti
     logs.length = 0;
     await load('train');
     assert.match(logs.join('\n'), /decoded 5 images/, 'a modified archive is decoded again');
+  } finally {
+    cleanup();
+  }
+});
+
+test('decoded-image cache: a file whose pixels were zeroed after writing fails its sha256 and is decoded again, with a warning', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const archive = join(dir, 'tiny.tar.gz');
+    writeFileSync(archive, cifarLikeArchive().bytes);
+    const cache = join(dir, 'cache');
+    const logs: string[] = [];
+    const load = () => loadImageFolder(archive, { split: 'train', workers: 0, cacheDir: cache, log: (m) => logs.push(m) });
+    const first = await load();
+    const file = join(cache, 'decoded', readdirSync(join(cache, 'decoded')).find((f) => f.includes('-train.tqds'))!);
+    const bytes = readFileSync(file);
+    const imageBytes = first.images.length;
+    bytes.fill(0, bytes.length - imageBytes); // the pixels, as the tester's edit did; header and labels intact
+    writeFileSync(file, bytes);
+    logs.length = 0;
+    const again = await load();
+    assert.match(logs.join('\n'), /warning: the decoded-image cache .*-train\.tqds does not match its sha256 \(damaged or modified\); decoding the images again/);
+    assert.match(logs.join('\n'), /decoded 5 images/);
+    assert.deepEqual(again.images, first.images, 'the pixels come from the archive, not the damaged cache');
+    logs.length = 0;
+    await load();
+    assert.match(logs[0], /3 train images from cache/, 'the rewritten cache file is used again');
   } finally {
     cleanup();
   }

@@ -75,7 +75,7 @@ test('image folder: BT.601 grey from colour, replicated grey to RGB, the files\'
   }
 });
 
-test('image folder: no images is an error naming the folder; a test split lacking a class keeps the class indices', async () => {
+test('image folder: no images is an error naming the folder; a test split lacking a class keeps the class indices, one with an extra class is refused', async () => {
   const { dir, cleanup } = tempDir();
   try {
     const empty = writeFolder(join(dir, 'empty'), { 'a/readme.txt': Buffer.from('no images') });
@@ -90,6 +90,12 @@ test('image folder: no images is an error naming the folder; a test split lackin
     const testSplit = await load(root, { split: 'test' });
     assert.deepEqual(testSplit.classes, ['ant', 'bee', 'cat']);
     assert.deepEqual(Array.from(testSplit.labels), [0, 2]);
+    const trainSplit = await load(root, { split: 'train' });
+    assert.deepEqual([trainSplit.classes, Array.from(trainSplit.labels)], [['ant', 'bee', 'cat'], [0, 1, 2]], 'the same indices in both splits');
+    writeFolder(root, { 'test/dog/0.png': solid(1, 1, [6, 6, 6]) });
+    for (const split of ['train', 'test'] as const) {
+      await assert.rejects(load(root, { split }), /split: the test split has class folder\(s\) the training split lacks: test\/dog \(no train\/dog\)/, split);
+    }
   } finally {
     cleanup();
   }

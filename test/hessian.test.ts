@@ -6,6 +6,7 @@ import { Linear } from '../src/nn/layers.js';
 import { Module } from '../src/nn/module.js';
 import { EwgsQuantizer } from '../src/quant/ewgs.js';
 import { combineDelta, estimateEwgsDelta } from '../src/quant/hessian.js';
+import { StopRequested } from '../src/util/stop.js';
 import { QLinear } from '../src/quant/qlayers.js';
 import { calibrate, quantize } from '../src/quant/quantize.js';
 import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
@@ -63,7 +64,7 @@ describe('EWGS Hessian delta', () => {
     assert.equal(combineDelta([{ traceOverN: -1, gradStd: 1 }]), 0);
   });
 
-  test('finite-difference Hessian-vector products match the analytic Hessian of a linear layer + cross-entropy', () => {
+  test('finite-difference Hessian-vector products match the analytic Hessian of a linear layer + cross-entropy', async () => {
     const [B, K, M] = [4, 6, 3];
     const model = new OneLayer(K, M);
     const rng = new Rng(9);
@@ -93,7 +94,7 @@ describe('EWGS Hessian delta', () => {
     );
 
     const seed = 21;
-    const est = estimateEwgsDelta(model, [{ images, labels, shape: [B, K] }], { estimator: 'per-quantizer', maxSamples: 1, seed });
+    const est = await estimateEwgsDelta(model, [{ images, labels, shape: [B, K] }], { estimator: 'per-quantizer', maxSamples: 1, seed });
     // Replay the directions: weight quantizer first, then the activation quantizer.
     const r = new Rng(seed);
     const vw = rademacher(M * K, r);
@@ -115,7 +116,7 @@ describe('EWGS Hessian delta', () => {
     assert.equal(wq.delta, Math.fround(ew.delta), "delta is stored (as float32) in the quantizer")
   });
 
-  test('on a small ResNet: every quantizer gets delta >= 0, batch-norm statistics move once per batch, nothing leaks', () => {
+  test('on a small ResNet: every quantizer gets delta >= 0, batch-norm statistics move once per batch, nothing leaks', async () => {
     const make = (): ResNet => {
       const m = new ResNet({ blocks: [1, 1], widths: [8, 16], numClasses: 4, inChannels: 3, shortcut: 'A', headBatchNorm: false, init: 'kaiming-normal-fan-in', seed: 2 });
       quantize(m, { method: 'ewgs', wbits: 2, abits: 2, firstLast: 'float' });
@@ -130,7 +131,7 @@ describe('EWGS Hessian delta', () => {
     calibrate(a, images, batch.shape);
     calibrate(b, images, batch.shape);
     const live = getBackend().liveBytes();
-    const est = estimateEwgsDelta(a, [batch, batch], { maxSamples: 5 });
+    const est = await estimateEwgsDelta(a, [batch, batch], { maxSamples: 5 });
     assert.equal(est.length, 2 * 4, 'two quantizers in each of the four convolutions');
     assert.ok(est.every((e) => e.delta >= 0 && Number.isFinite(e.delta) && e.batches.length === 2));
     assert.ok(est.some((e) => e.delta > 0), 'some curvature is positive');
@@ -139,5 +140,16 @@ describe('EWGS Hessian delta', () => {
     // Reference behaviour: two train-mode forward passes' worth of running-statistic updates.
     for (let i = 0; i < 2; i++) tidy(() => noGrad(() => b.call(Tensor.fromArray(images, batch.shape))));
     assert.deepEqual(a.stateDict().get('layer1.0.bn1.running_mean')!.data, b.stateDict().get('layer1.0.bn1.running_mean')!.data);
+
+    // A stop request once the first pass has moved the batch-norm statistics: StopRequested, and the
+    // model exactly as it was (statistics, deltas).
+    const untouched = b.stateDict();
+    const liveBefore = getBackend().liveBytes();
+    const mean = [...b.namedBuffers()].find(([name]) => name === 'layer1.0.bn1.running_mean')![1];
+    const meanAtStart = Float32Array.from(mean.toArray());
+    const stopOnceMoved = { get aborted() { return mean.toArray().some((v, i) => v !== meanAtStart[i]); } } as AbortSignal;
+    await assert.rejects(estimateEwgsDelta(b, [batch, batch], { maxSamples: 5, signal: stopOnceMoved }), StopRequested);
+    for (const [key, t] of b.stateDict()) assert.deepEqual(t.data, untouched.get(key)!.data, key);
+    assert.equal(getBackend().liveBytes(), liveBefore, 'no buffers left behind by the stopped estimation');
   });
 });

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { removeStaleTempFiles } from '../src/io/atomic.js';
 import { readJsonFile, writeFileAtomic, writeJsonAtomic } from '../src/io/index.js';
 
 const ATOMIC_MODULE = new URL('../src/io/atomic.js', import.meta.url).href;
@@ -55,6 +56,16 @@ test('temp files of dead writers are removed by the next write; live writers and
     for (const name of [stale, live, otherTarget, 'notes.txt']) fs.writeFileSync(path.join(dir, name), 'x');
     writeJsonAtomic(path.join(dir, 'ckpt.json'), { epoch: 3 });
     assert.deepEqual(fs.readdirSync(dir).sort(), [live, otherTarget, 'ckpt.json', 'notes.txt'].sort());
+  }));
+
+test('removeStaleTempFiles over a directory: the temp files of dead writers of any target, nothing else', () =>
+  withTempDir((dir) => {
+    const deadPid = spawnSync(process.execPath, ['-e', '']).pid;
+    const stale = [`.last.json.${deadPid}.0123456789ab.tmp`, `.last-e0003-s000000.safetensors.${deadPid}.00ff00ff00ff.tmp`];
+    const kept = [`.last.json.${process.ppid}.0123456789ab.tmp`, 'last.json', '.lock', 'notes.tmp'];
+    for (const name of [...stale, ...kept]) fs.writeFileSync(path.join(dir, name), 'x');
+    assert.equal(removeStaleTempFiles(dir), 2);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [...kept].sort());
   }));
 
 test('JSON helpers round-trip and name the file in errors', () =>

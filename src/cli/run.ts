@@ -152,15 +152,20 @@ export function outcomeJson(result: RunGridResult): Record<string, unknown> {
 }
 
 /** 130 when stopped, 1 when a run did not finish, else 0. */
+/** Failed, diverged and blocked runs, and those whose worker was killed (interrupted) or that wait for them (pending). */
+function unfinishedRuns(result: RunGridResult): RunGridResult['summary']['index']['runs'] {
+  return result.summary.index.runs.filter((r) => didNotFinish(r.status) || r.status === 'interrupted' || r.status === 'pending');
+}
+
 function outcomeExitCode(result: RunGridResult): number {
   if (result.summary.interrupted) return 130;
-  return result.summary.index.runs.some((r) => didNotFinish(r.status)) ? 1 : 0;
+  return unfinishedRuns(result).length > 0 ? 1 : 0;
 }
 
 /** Where the results and the report are, and what did not finish; sets the exit code. */
 export function printOutcome(result: RunGridResult): void {
   const runs = result.summary.index.runs;
-  const failed = runs.filter((r) => didNotFinish(r.status));
+  const failed = unfinishedRuns(result);
   process.exitCode = outcomeExitCode(result);
   if (result.summary.interrupted) {
     console.log(`stopped; ${result.resultsDir} keeps every checkpoint: run the same command again to resume`);
@@ -169,6 +174,6 @@ export function printOutcome(result: RunGridResult): void {
   console.log(`results: ${result.resultsDir}`);
   if (result.report) console.log(`report: ${result.report.html}\n        ${result.report.markdown}`);
   if (failed.length > 0) {
-    console.log(`${failed.length} of ${runs.length} runs did not finish: ${failed.map((r) => `${r.id} (${r.status})`).join(', ')}; see results.json (--retry-failed runs them again)`);
+    console.log(`${failed.length} of ${runs.length} runs did not finish: ${failed.map((r) => `${r.id} (${r.status})`).join(', ')}; see results.json (the same command again resumes interrupted ones, --retry-failed runs failed ones again)`);
   }
 }

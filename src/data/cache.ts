@@ -5,8 +5,12 @@
  *
  * File layout (little-endian): 8-byte magic "TQDS0001", u32 header length, UTF-8 JSON header
  * {@link CacheHeader}, zero padding to a multiple of 8, labels (int32 x count), images (uint8).
+ * The header holds the sha256 of labels and images, checked at every load: a file damaged or edited
+ * after it was written (zeroed pixels) is decoded again from its source, with a warning, never
+ * trained on. A file without the hash (written by an older tinyquant) is decoded again too.
  */
 
+import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +34,16 @@ interface CacheHeader {
   width: number;
   classes: string[];
   source: string;
+  /** sha256 (hex) of the labels' bytes followed by the images'. */
+  sha256: string;
+}
+
+function payloadHash(labels: Uint8Array, images: Uint8Array): string {
+  return createHash('sha256').update(labels).update(images).digest('hex');
+}
+
+function labelBytes(labels: Int32Array): Uint8Array {
+  return new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength);
 }
 
 /** Store a dataset under `path`, tagged with `key` (what it was decoded from). Written atomically. */
@@ -44,22 +58,23 @@ export function writeDatasetCache(path: string, key: string, d: ImageDataset): v
     width: d.width,
     classes: d.classes,
     source: d.source,
+    sha256: payloadHash(labelBytes(d.labels), d.images),
   };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const prefix = Buffer.alloc(align8(MAGIC.length + 4 + json.length));
   prefix.write(MAGIC, 0, 'latin1');
   prefix.writeUInt32LE(json.length, MAGIC.length);
   json.copy(prefix, MAGIC.length + 4);
-  const labels = new Uint8Array(d.labels.buffer, d.labels.byteOffset, d.labels.byteLength);
+  const labels = labelBytes(d.labels);
   mkdirSync(join(path, '..'), { recursive: true });
   writeFileAtomic(path, [prefix, labels, d.images]);
 }
 
 /**
- * Load a cached dataset if `path` exists, is complete and was made from `key`; otherwise undefined
- * (the caller decodes again and overwrites it).
+ * Load a cached dataset if `path` exists, is complete, was made from `key` and matches its sha256;
+ * otherwise undefined (the caller decodes again and overwrites it). A hash mismatch is told to `log`.
  */
-export function readDatasetCache(path: string, key: string): ImageDataset | undefined {
+export function readDatasetCache(path: string, key: string, log?: (message: string) => void): ImageDataset | undefined {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -74,7 +89,7 @@ export function readDatasetCache(path: string, key: string): ImageDataset | unde
     const json = readExactly(fd, jsonLength, MAGIC.length + 4);
     if (!json) return undefined;
     const header = parseHeader(json);
-    if (header?.key !== key) return undefined;
+    if (header?.key !== key || typeof header.sha256 !== 'string') return undefined;
     const labelsAt = align8(MAGIC.length + 4 + jsonLength);
     const imagesAt = labelsAt + 4 * header.count;
     const imageBytes = header.count * imageSize(header);
@@ -83,7 +98,11 @@ export function readDatasetCache(path: string, key: string): ImageDataset | unde
     readInto(fd, new Uint8Array(labels.buffer), labelsAt);
     const images = allocShared(imageBytes);
     readInto(fd, images, imagesAt);
-    const { key: _key, ...meta } = header;
+    if (payloadHash(labelBytes(labels), images) !== header.sha256) {
+      log?.(`warning: the decoded-image cache ${path} does not match its sha256 (damaged or modified); decoding the images again`);
+      return undefined;
+    }
+    const { key: _key, sha256: _sha256, ...meta } = header;
     return { ...meta, images, labels };
   } finally {
     closeSync(fd);

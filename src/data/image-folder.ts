@@ -57,7 +57,7 @@ export async function loadImageFolder(path: string, options: ImageFolderOptions)
     join(options.cacheDir ?? cacheDir(), 'decoded', `${safeName(name)}-${hash(key).slice(0, 16)}-${root || 'all'}.tqds`);
   if (options.cache !== false) {
     for (const root of [options.split, '']) {
-      const cached = readDatasetCache(cachePath(root), `${key}|${root}`);
+      const cached = readDatasetCache(cachePath(root), `${key}|${root}`, options.log);
       if (cached) {
         options.log?.(`${path}: ${cached.count} ${options.split} images from cache ${cachePath(root)}`);
         if (root === '') noteUnsplit(path, options);
@@ -208,7 +208,8 @@ function groupIntoDatasets(
     list.push({ file, className: inRoot[0], rest: inRoot.slice(1).join('/') });
     byRoot.set(root, list);
   });
-  // One class list for all splits: a split lacking a class keeps the others' indices.
+  checkTestClasses(path, byRoot, depth > 0 ? `${parts[0].slice(0, depth).join('/')}/` : '');
+  // One class list for all splits: a test split lacking a class keeps the training split's indices.
   const classes = [...new Set([...byRoot.values()].flat().map((p) => p.className))].sort(compareCodePoints);
   const datasets = new Map<string, ImageDataset>();
   for (const [root, placed] of byRoot) {
@@ -216,6 +217,21 @@ function groupIntoDatasets(
     datasets.set(root, buildDataset(path, name, split, placed, classes, shape));
   }
   return datasets;
+}
+
+/** A class folder in test/ that train/ lacks: the model has no output trained for it. */
+function checkTestClasses(path: string, byRoot: Map<string, Placed[]>, prefix: string): void {
+  const train = byRoot.get('train');
+  const test = byRoot.get('test');
+  if (!train || !test) return;
+  const trained = new Set(train.map((p) => p.className));
+  const extra = [...new Set(test.map((p) => p.className))].filter((c) => !trained.has(c)).sort(compareCodePoints);
+  if (extra.length > 0) {
+    throw new Error(
+      `${path}: the test split has class folder(s) the training split lacks: ${extra.map((c) => `${prefix}test/${c}`).join(', ')} ` +
+        `(no ${prefix}train/${extra[0]}); every test class must be trained on`,
+    );
+  }
 }
 
 interface ImageShape {

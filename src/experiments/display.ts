@@ -116,7 +116,7 @@ export function gridDisplay(stream: NodeJS.WriteStream = process.stderr, options
       if (timer) clearInterval(timer);
       timer = null;
       clearBlock();
-      drawBlock();
+      if (header !== '') drawBlock(); // nothing to sum up when the grid never started (an error before its plan)
     },
   };
 }

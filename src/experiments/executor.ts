@@ -6,11 +6,12 @@
  * save a checkpoint first; the index (results.json) is rewritten at every change.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadDataset } from '../data/index.js';
+import { makeDirectory } from '../io/directory.js';
 import { lockDirectory } from '../io/lock.js';
 import { configDifferences } from '../train/config.js';
 import { configDatasetOptions } from '../train/dataset.js';
@@ -142,7 +143,7 @@ interface Active {
 
 export async function executePlan(plan: Plan, opts: ExecuteOptions): Promise<ExecuteSummary> {
   const resultsDir = resolve(opts.resultsDir);
-  mkdirSync(resultsDir, { recursive: true });
+  makeDirectory(resultsDir, 'results directory');
   const unlock = lockDirectory(resultsDir, 'tinyquant run');
   try {
     const previous = readResultsIndex(resultsDir);
@@ -238,7 +239,7 @@ class Execution {
   #launch(run: RunSpec): void {
     const dir = join(this.opts.resultsDir, runDirName(run.id));
     const resuming = existsSync(join(dir, 'last.json'));
-    mkdirSync(dir, { recursive: true });
+    makeDirectory(dir, 'run directory');
     rmSync(join(dir, STOP_FILE), { force: true });
     this.#records.set(run.id, { ...this.#records.get(run.id)!, status: 'running', error: undefined, log: undefined });
     this.#save();
@@ -313,10 +314,16 @@ function superviseWorker(child: ChildProcess, run: RunSpec, progress: (m: Worker
   });
 }
 
+/** Signals that end a worker from outside (kill, the OOM killer, a terminal): its run resumes next time. */
+const EXTERNAL_SIGNALS: ReadonlySet<string> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP']);
+
 function outcomeFields(end: WorkerEnd, interrupted: boolean): Partial<RunRecord> & Pick<RunRecord, 'status'> {
   const m = end.message;
   if (m?.type === 'done') return { status: 'finished', outcome: m.outcome };
   if (interrupted) return { status: 'interrupted' };
+  if (m === null && end.signal !== null && EXTERNAL_SIGNALS.has(end.signal)) {
+    return { status: 'interrupted', error: `the worker was killed by ${end.signal}; running the grid again resumes the run from its last checkpoint`, log: end.output };
+  }
   if (m?.type === 'failed') return { status: m.diverged ? 'diverged' : 'failed', error: m.message, log: end.output };
   const how = end.signal ? `was killed by ${end.signal}` : `exited with code ${end.code}`;
   return { status: 'failed', error: `the worker ${how} without a result`, log: end.output };

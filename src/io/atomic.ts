@@ -5,13 +5,43 @@
  * or the complete new one, never a mix.
  *
  * A temp file outlives only a process that is killed mid-write; the next write of the same target
- * removes such leftovers of processes that no longer run.
+ * (or {@link removeStaleTempFiles} over its directory) removes such leftovers of processes that no
+ * longer run.
+ *
+ * Fault-test hooks (environment, read once; never set them otherwise):
+ * TINYQUANT_TEST_KILL_IN_WRITE=N[:PHASE] kills this process with SIGKILL inside its N-th atomic
+ * write, PHASE `partial` (half of the data in the temp file; the default), `written` (the temp file
+ * complete and flushed, not renamed) or `renamed` (renamed, the directory not yet flushed);
+ * TINYQUANT_TEST_WRITE_PAUSE_MS=M pauses every write for M ms with half of its data in the temp file,
+ * so that kills at random moments land inside writes often.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const TEMP_SUFFIX = '.tmp';
+
+type FaultPhase = 'partial' | 'written' | 'renamed';
+
+/** The test hooks of the module comment, from the environment. */
+function faultHooks(env: NodeJS.ProcessEnv): { killAt: number; killPhase: FaultPhase; pauseMs: number } {
+  const [at, phase = 'partial'] = (env.TINYQUANT_TEST_KILL_IN_WRITE ?? '').split(':');
+  const killAt = at === '' ? 0 : Number(at);
+  if (!Number.isInteger(killAt) || killAt < 0 || !['partial', 'written', 'renamed'].includes(phase)) {
+    throw new Error(`TINYQUANT_TEST_KILL_IN_WRITE must be N[:partial|written|renamed], got "${env.TINYQUANT_TEST_KILL_IN_WRITE}"`);
+  }
+  const pauseMs = Number(env.TINYQUANT_TEST_WRITE_PAUSE_MS ?? 0);
+  if (!(pauseMs >= 0)) throw new Error(`TINYQUANT_TEST_WRITE_PAUSE_MS must be a number of milliseconds, got "${env.TINYQUANT_TEST_WRITE_PAUSE_MS}"`);
+  return { killAt, killPhase: phase as FaultPhase, pauseMs };
+}
+
+const hooks = faultHooks(process.env);
+let writesStarted = 0;
+
+function faultPoint(write: number, phase: FaultPhase): void {
+  if (phase === 'partial' && hooks.pauseMs > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, hooks.pauseMs);
+  if (write === hooks.killAt && phase === hooks.killPhase) process.kill(process.pid, 'SIGKILL');
+}
 
 /** `.<name>.<pid>.<random>.tmp`, next to the target. */
 function tempPathFor(target: string): string {
@@ -28,17 +58,22 @@ function isProcessAlive(pid: number): boolean {
   }
 }
 
-/** Removes temp files for `target` left by processes that were killed while writing it. */
-function removeStaleTempFiles(target: string): void {
-  const dir = path.dirname(target);
-  const prefix = `.${path.basename(target)}.`;
+/**
+ * Removes the temp files in `dir` left by processes that were killed while writing (those of one
+ * target's name when given); returns how many it removed.
+ */
+export function removeStaleTempFiles(dir: string, targetName?: string): number {
+  let removed = 0;
   for (const entry of fs.readdirSync(dir)) {
-    if (!entry.startsWith(prefix) || !entry.endsWith(TEMP_SUFFIX)) continue;
-    const pid = Number(entry.slice(prefix.length).split('.')[0]);
+    const m = /^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/.exec(entry);
+    if (!m || (targetName !== undefined && m[1] !== targetName)) continue;
+    const pid = Number(m[2]);
     if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isProcessAlive(pid)) {
       fs.rmSync(path.join(dir, entry), { force: true });
+      removed++;
     }
   }
+  return removed;
 }
 
 function writeAllSync(fd: number, data: Uint8Array): void {
@@ -70,15 +105,21 @@ function fsyncDirectory(dir: string): void {
 export function writeFileAtomic(target: string, data: Uint8Array | string): void {
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   const temp = tempPathFor(target);
+  const write = ++writesStarted;
   let fd: number | null = null;
   try {
-    removeStaleTempFiles(target);
+    removeStaleTempFiles(path.dirname(target), path.basename(target));
     fd = fs.openSync(temp, 'wx', 0o644);
-    writeAllSync(fd, bytes);
+    const half = bytes.byteLength >> 1;
+    writeAllSync(fd, bytes.subarray(0, half));
+    faultPoint(write, 'partial');
+    writeAllSync(fd, bytes.subarray(half));
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = null;
+    faultPoint(write, 'written');
     fs.renameSync(temp, target);
+    faultPoint(write, 'renamed');
   } catch (error) {
     if (fd !== null) fs.closeSync(fd);
     fs.rmSync(temp, { force: true });

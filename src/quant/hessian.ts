@@ -26,6 +26,7 @@ import type { Module } from '../nn/module.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, backward, keep, record, tidy } from '../tensor/tensor.js';
 import { Rng } from '../util/rng.js';
+import { StopRequested, stopPoint } from '../util/stop.js';
 import { EwgsQuantizer } from './ewgs.js';
 import { allQuantizers } from './quantize.js';
 
@@ -37,6 +38,11 @@ export interface HessianOptions {
   /** Added to the denominator 3 std(g_xq) (the reference has none; issue #6 of its repo). */
   readonly denominatorEps?: number;
   readonly seed?: number;
+  /**
+   * Aborting stops the estimation at the next sample with {@link StopRequested}, leaving the model as
+   * it found it (batch-norm statistics and deltas unchanged).
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface DeltaEstimate {
@@ -126,7 +132,7 @@ function clearGradients(model: Module): void {
  * reference uses the first 3 batches of a fresh, shuffled, augmented pass over the training set).
  * Leaves parameter gradients cleared and batch-norm running statistics updated once per batch.
  */
-export function estimateEwgsDelta(model: Module, batches: readonly BatchInput[], opts: HessianOptions = {}): DeltaEstimate[] {
+export async function estimateEwgsDelta(model: Module, batches: readonly BatchInput[], opts: HessianOptions = {}): Promise<DeltaEstimate[]> {
   const maxSamples = opts.maxSamples ?? 50;
   const eps = opts.eps ?? 1e-3;
   const rng = new Rng(opts.seed ?? 0);
@@ -136,15 +142,17 @@ export function estimateEwgsDelta(model: Module, batches: readonly BatchInput[],
   if (probes.length === 0) return [];
   const runningStats = [...model.namedBuffers()].filter(([name]) => /running_(mean|var)$/.test(name)).map(([, t]) => t);
   const perBatch = probes.map(() => [] as { traceOverN: number; gradStd: number; samples: number }[]);
+  const atStart = runningStats.map((t) => t.toArray());
   const wasTraining = model.training;
   model.train();
   try {
     for (const batch of batches) {
+      await stopPoint(opts.signal);
       recordBase(model, batch, probes);
       const saved = runningStats.map((t) => t.toArray());
       const groups = opts.estimator === 'per-quantizer' ? probes.map((p) => [p]) : [probes];
       for (const group of groups) {
-        const traces = hutchinson(model, batch, probes, group, { maxSamples, eps, rng });
+        const traces = await hutchinson(model, batch, probes, group, { maxSamples, eps, rng, signal: opts.signal });
         group.forEach((p, i) => {
           const n = p.base!.y.size;
           perBatch[probes.indexOf(p)].push({ traceOverN: traces[i].mean / n, gradStd: p.gradStd, samples: traces[i].samples });
@@ -153,6 +161,9 @@ export function estimateEwgsDelta(model: Module, batches: readonly BatchInput[],
       runningStats.forEach((t, i) => t.assign(saved[i]));
       for (const p of probes) releaseBase(p);
     }
+  } catch (e) {
+    if (e instanceof StopRequested) runningStats.forEach((t, i) => t.assign(atStart[i]));
+    throw e;
   } finally {
     for (const p of probes) {
       releaseBase(p);
@@ -202,16 +213,17 @@ function releaseBase(p: Probe): void {
 }
 
 /** Hutchinson samples of v^T H v for the quantizers of `group`, perturbed together. */
-function hutchinson(
+async function hutchinson(
   model: Module,
   batch: BatchInput,
   all: Probe[],
   group: Probe[],
-  o: { maxSamples: number; eps: number; rng: Rng },
-): { mean: number; samples: number }[] {
+  o: { maxSamples: number; eps: number; rng: Rng; signal?: AbortSignal },
+): Promise<{ mean: number; samples: number }[]> {
   const be = getBackend();
   const state = group.map(() => ({ sum: 0, samples: 0, done: false }));
   for (let s = 0; s < o.maxSamples && state.some((t) => !t.done); s++) {
+    if (s > 0) await stopPoint(o.signal);
     for (const p of group) p.direction = rademacher(p.base!.y.shape, o.rng);
     const projections: number[][] = [];
     for (const step of [o.eps, -o.eps]) {

@@ -5,7 +5,8 @@
  *
  * Each save writes new, uniquely named tensor files and then replaces the sidecar atomically: the
  * sidecar is the commit point, so a kill at any moment leaves the previous checkpoint readable.
- * Superseded tensor files are removed only after the new sidecar is in place.
+ * Superseded tensor files are removed only after the new sidecar is in place; a save that fails (a
+ * full disk) removes the tensor files it wrote and leaves the previous checkpoint as it was.
  */
 import type { DeploymentPlan } from '../export/plan.js';
 import { createHash } from 'node:crypto';
@@ -87,22 +88,43 @@ function writeTensors(dir: string, file: string, state: StateDict, metadata: Rec
   return { file, sha256: sha256(bytes) };
 }
 
+type CheckpointInfo = Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape' | 'deploymentPlan' | 'classes' | 'progress' | 'metrics'>;
+
 /** Save `last` or `best`; returns the sidecar path. */
-export function saveCheckpoint(
-  dir: string,
-  kind: CheckpointKind,
-  model: Module,
-  optimizer: Optimizer | null,
-  info: Pick<CheckpointMeta, 'config' | 'architecture' | 'inputShape' | 'deploymentPlan' | 'classes' | 'progress' | 'metrics'>,
-): string {
+export function saveCheckpoint(dir: string, kind: CheckpointKind, model: Module, optimizer: Optimizer | null, info: CheckpointInfo): string {
   const tag = `e${String(info.progress.epoch).padStart(4, '0')}-s${String(info.progress.step).padStart(6, '0')}`;
-  const weights = writeTensors(dir, `${kind}-${tag}.safetensors`, model.stateDict(), { format: CHECKPOINT_FORMAT, kind });
-  let optim: CheckpointMeta['optimizer'] = null;
-  if (optimizer) {
-    const state = optimizer.state();
-    optim = { ...writeTensors(dir, `${kind}-${tag}.optimizer.safetensors`, state.tensors, { step: String(state.step) }), step: state.step };
+  const written: string[] = [];
+  const sidecar = join(dir, `${kind}.json`);
+  try {
+    const weights = writeTensors(dir, `${kind}-${tag}.safetensors`, model.stateDict(), { format: CHECKPOINT_FORMAT, kind });
+    written.push(weights.file);
+    let optim: CheckpointMeta['optimizer'] = null;
+    if (optimizer) {
+      const state = optimizer.state();
+      optim = { ...writeTensors(dir, `${kind}-${tag}.optimizer.safetensors`, state.tensors, { step: String(state.step) }), step: state.step };
+      written.push(optim.file);
+    }
+    writeJsonAtomic(sidecar, checkpointMeta(kind, weights, optim, info));
+  } catch (e) {
+    const previous = readJsonOrNull(sidecar) as Partial<CheckpointMeta> | null;
+    const kept = [previous?.weights?.file, previous?.optimizer?.file];
+    for (const file of written) if (!kept.includes(file)) rmSync(join(dir, file), { force: true });
+    throw new Error(`saving the ${kind} checkpoint in ${dir} failed (${(e as Error).message}); ${previous ? `the previous one (${sidecar}) is kept` : 'no earlier one exists'}`, { cause: e });
   }
-  const meta: CheckpointMeta = {
+  removeSuperseded(dir, kind, written);
+  return sidecar;
+}
+
+function readJsonOrNull(file: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+function checkpointMeta(kind: CheckpointKind, weights: CheckpointMeta['weights'], optim: CheckpointMeta['optimizer'], info: CheckpointInfo): CheckpointMeta {
+  return {
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
     kind,
@@ -118,13 +140,26 @@ export function saveCheckpoint(
     versions: { tinyquant: TINYQUANT_VERSION, node: process.version, backend: getBackend().name },
     savedAt: new Date().toISOString(),
   };
-  const sidecar = join(dir, `${kind}.json`);
-  writeJsonAtomic(sidecar, meta);
-  removeSuperseded(dir, kind, [weights.file, optim?.file]);
-  return sidecar;
 }
 
-function removeSuperseded(dir: string, kind: CheckpointKind, keep: (string | undefined)[]): void {
+/**
+ * Removes the tensor files of `dir` that no sidecar refers to: those of a save that was killed before
+ * its sidecar, or after it but before the superseded files went. A sidecar that cannot be read keeps
+ * every file of its kind.
+ */
+export function removeUnreferencedCheckpointFiles(dir: string): void {
+  for (const kind of ['last', 'best'] as const) {
+    const sidecar = join(dir, `${kind}.json`);
+    if (!existsSync(sidecar)) {
+      removeSuperseded(dir, kind, []);
+      continue;
+    }
+    const meta = readJsonOrNull(sidecar) as Partial<CheckpointMeta> | null;
+    if (meta?.weights?.file) removeSuperseded(dir, kind, [meta.weights.file, meta.optimizer?.file ?? '']);
+  }
+}
+
+function removeSuperseded(dir: string, kind: CheckpointKind, keep: readonly string[]): void {
   for (const name of readdirSync(dir)) {
     if (name.startsWith(`${kind}-e`) && name.endsWith('.safetensors') && !keep.includes(name)) rmSync(join(dir, name), { force: true });
   }

@@ -8,10 +8,11 @@
  * directory holds config.json, metrics.jsonl, last/best checkpoints and final.json.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
-import { writeFileAtomic, writeJsonAtomic } from '../io/index.js';
+import { removeStaleTempFiles, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
+import { makeDirectory, removeCreatedDirectories } from '../io/directory.js';
 import { lockDirectory } from '../io/lock.js';
 import { createModel } from '../models/index.js';
 import type { Shape } from '../backend/backend.js';
@@ -29,13 +30,14 @@ import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFact
 import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
-import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, removeUnreferencedCheckpointFiles, saveCheckpoint } from './checkpoint.js';
 import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig } from './config.js';
 import { loadConfigDataset } from './dataset.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
 import { trainStep } from './step.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { StopRequested, stopPoint } from '../util/stop.js';
 
 /** Distinct stream ids for the loader passes that are not training epochs. */
 const CALIBRATION_PASS = 1_000_000;
@@ -64,6 +66,8 @@ export interface TrainOptions {
   readonly progress?: ProgressSink;
   /** Save and stop on SIGINT/SIGTERM (default true). */
   readonly handleSignals?: boolean;
+  /** Aborting asks the run to save and stop, as SIGINT does (within one training step). */
+  readonly signal?: AbortSignal;
   /** Stop (with a checkpoint) after this many steps in this process: for tests of resumption. */
   readonly stopAfterSteps?: number;
 }
@@ -108,9 +112,6 @@ export interface TrainResult {
 
 /** The run stopped because the loss or a quantizer became non-finite. */
 export class DivergedError extends Error {}
-
-/** The run was interrupted by a signal after saving its checkpoint. */
-export class InterruptedError extends Error {}
 
 function sha256(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
@@ -160,18 +161,24 @@ export function quantizeAsConfigured(model: Module, config: TrainConfig): { mode
  * Accuracy of checkpoint weights on `data` (every image, in order), in the model `config` describes:
  * what `tinyquant eval` prints and what a grid measures for its float start.
  */
-export async function evaluateCheckpoint(config: TrainConfig, checkpoint: LoadedCheckpoint, data: ImageDataset, batchSize: number): Promise<CheckpointEvaluation> {
+export async function evaluateCheckpoint(
+  config: TrainConfig,
+  checkpoint: LoadedCheckpoint,
+  data: ImageDataset,
+  batchSize: number,
+  signal?: AbortSignal,
+): Promise<CheckpointEvaluation> {
   const { model, quantization } = buildModel(config, data);
   model.loadStateDict(checkpoint.state, { source: checkpoint.source });
   const recorded = config.method === 'float' ? undefined : checkpoint.meta?.deploymentPlan;
   const plan = recorded === undefined ? null : readDeploymentPlan(recorded, checkpoint.source);
   const loader = createEvalLoader(data, { batchSize, normalization: config.normalization, workers: config.workers });
   try {
-    if (!plan) return { ...(await evaluate(model, loader)), device: null };
+    if (!plan) return { ...(await evaluate(model, loader, { signal })), device: null };
     // The checkpoint's run evaluated its deployment: the same simulated model, and the integer one.
     const d = deploymentFor(config, data, quantization);
     const ir = lowerForEvaluation(trace(model, [...d.imageShape]), plan, d.normalization, d.meta);
-    const summary = await evaluate(model, loader, simulatedForward(model, d.imageShape, plan));
+    const summary = await evaluate(model, loader, { forward: simulatedForward(model, d.imageShape, plan), signal });
     return { ...summary, device: evaluateOnDevice(ir, data, summary.predictions) };
   } finally {
     await loader.close();
@@ -237,6 +244,14 @@ function quantizerSnapshot(model: Module): Record<string, number[]> {
 interface RunState {
   progress: TrainingProgress;
   epochs: EpochMetrics[];
+  /** The progress `last` was saved at by this process or the run it resumes (null: none yet). */
+  savedProgress: TrainingProgress | null;
+  stepsThisProcess: number;
+  /**
+   * Traced on the first batch's image shape; training steps run through the graph's fusions (and, in
+   * the final phase, with the deployment of `plan` simulated).
+   */
+  forward: { readonly run: (x: Tensor) => Tensor; readonly plan: DeploymentPlan | null } | null;
   /** The deployment plan of the final phase, made at its start (and kept in every checkpoint after). */
   plan: DeploymentPlan | null;
 }
@@ -246,7 +261,13 @@ function readMetrics(file: string, beforeEpoch: number): EpochMetrics[] {
   return readFileSync(file, 'utf8')
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as EpochMetrics)
+    .map((l, i) => {
+      try {
+        return JSON.parse(l) as EpochMetrics;
+      } catch (e) {
+        throw new Error(`${file}: line ${i + 1} is not valid JSON (${(e as Error).message})`, { cause: e });
+      }
+    })
     .filter((m) => m.epoch < beforeEpoch);
 }
 
@@ -257,11 +278,38 @@ function writeMetrics(file: string, epochs: EpochMetrics[]): void {
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { config, outDir } = opts;
   const progressSink = opts.progress ?? silentProgress;
+  // The directory and its lock first (an unusable --out fails at once, a second writer is refused),
+  // then the data: unreadable or inconsistent images stop the run before it writes anything else.
+  const created = makeDirectory(outDir, 'run directory');
+  let unlock: (() => void) | null = null;
+  try {
+    unlock = lockDirectory(outDir, 'training run');
+    const resumed = readResumed(opts);
+    const log = (m: string): void => progressSink.line(m);
+    const data = opts.data ?? (await loadTrainingData(config, log));
+    removeStaleTempFiles(outDir);
+    removeUnreferencedCheckpointFiles(outDir);
+    // Signals are ours from here on (before, while only data loads, they end the process as usual).
+    const stop = stopRequests(opts);
+    try {
+      return await trainInDirectory(opts, data, resumed, stop.signal, progressSink);
+    } finally {
+      stop.dispose();
+    }
+  } finally {
+    unlock?.();
+    removeCreatedDirectories(created);
+  }
+}
+
+/** outDir/last.json when resuming from it, checked against the run's config and model. */
+function readResumed(opts: TrainOptions): LoadedCheckpoint | null {
+  const { config, outDir } = opts;
   const lastSidecar = join(outDir, 'last.json');
-  const resuming = opts.resume === true && existsSync(lastSidecar);
+  if (opts.resume !== true || !existsSync(lastSidecar)) return null;
   const architecture = opts.model?.constructor.name;
-  const resumed = resuming ? readCheckpoint(lastSidecar) : null;
-  if (resumed?.meta) {
+  const resumed = readCheckpoint(lastSidecar);
+  if (resumed.meta) {
     // Both through the config check: fields added since the run started take their defaults, and a
     // config read back from a file (run/config.json) compares equal to the one the run was given.
     const diff = configDifferences(resolveConfig({ ...DEFAULT_CONFIG, ...resumed.meta.config }, lastSidecar), resolveConfig({ ...config }, 'the config'));
@@ -273,17 +321,27 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       );
     }
   }
-  // The data first: unreadable or inconsistent images stop the run before it writes anything.
-  const log = (m: string): void => progressSink.line(m);
-  const data = opts.data ?? (await loadTrainingData(config, log));
-  mkdirSync(outDir, { recursive: true });
-  // One writer per run directory: a second `train --out` of the same directory is refused.
-  const unlock = lockDirectory(outDir, 'training run');
-  try {
-    return await trainInDirectory(opts, data, resumed, lastSidecar, progressSink);
-  } finally {
-    unlock();
-  }
+  return resumed;
+}
+
+/**
+ * One stop signal for the run: SIGINT/SIGTERM while it runs (unless handleSignals is false) and the
+ * caller's signal. `dispose` removes the signal listeners.
+ */
+function stopRequests(opts: TrainOptions): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const abort = (): void => controller.abort();
+  const signals = opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
+  for (const s of signals) process.on(s, abort);
+  if (opts.signal?.aborted) abort();
+  opts.signal?.addEventListener('abort', abort);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      for (const s of signals) process.off(s, abort);
+      opts.signal?.removeEventListener('abort', abort);
+    },
+  };
 }
 
 /** Both splits of a config's dataset, as `train` loads them when not given `data`. */
@@ -293,8 +351,9 @@ export async function loadTrainingData(config: TrainConfig, log: (m: string) => 
 }
 
 /** The run proper, in its locked directory. */
-async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed: LoadedCheckpoint | null, lastSidecar: string, progressSink: ProgressSink): Promise<TrainResult> {
+async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed: LoadedCheckpoint | null, stop: AbortSignal, progressSink: ProgressSink): Promise<TrainResult> {
   const { config, outDir } = opts;
+  const lastSidecar = join(outDir, 'last.json');
   writeJsonAtomic(join(outDir, 'config.json'), configForFile(config));
   const trainData = fixedSubset(data.train, config.trainSubset);
   const testData = fixedSubset(data.test, config.testSubset);
@@ -313,12 +372,16 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     const state: RunState = {
       progress: { epoch: 0, step: 0, partial: { lossSum: 0, correct: 0, count: 0 }, bestTop1: -Infinity, bestEpoch: -1, hessianEpoch: -1 },
       epochs: [],
+      savedProgress: null,
+      stepsThisProcess: 0,
+      forward: null,
       plan: null,
     };
     if (resumed) {
       model.loadStateDict(resumed.state, { source: resumed.source });
       if (resumed.optimizer) optimizer.loadState(resumed.optimizer, `${lastSidecar} optimizer state`);
       state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, config.epochs, trainLoader.stepsPerEpoch, lastSidecar);
+      state.savedProgress = state.progress;
       state.epochs = readMetrics(join(outDir, 'metrics.jsonl'), state.progress.epoch);
       startHash = String((resumed.meta as CheckpointMeta).metrics.startWeights);
       const recorded = (resumed.meta as CheckpointMeta).deploymentPlan;
@@ -339,12 +402,28 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       dataOrder: sha256(Array.from({ length: config.epochs }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
       config: sha256(JSON.stringify(config)),
     };
-    const ctx: EpochContext = { config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts, deployment };
+    const interrupted = (): TrainResult => ({
+      status: 'interrupted',
+      final: null,
+      device: null,
+      bestTop1: state.progress.bestTop1,
+      bestEpoch: state.progress.bestEpoch,
+      epochs: state.epochs,
+      fingerprint,
+      quantization,
+    });
+    const ctx: EpochContext = { config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts, stop, deployment };
     const status = await runEpochs(ctx);
-    if (status === 'interrupted') {
-      return { status, final: null, device: null, bestTop1: state.progress.bestTop1, bestEpoch: state.progress.bestEpoch, epochs: state.epochs, fingerprint, quantization };
+    if (status === 'interrupted') return interrupted();
+    let final: EvalSummary;
+    let device: DeviceEvaluation | null;
+    try {
+      ({ final, device } = await finalEvaluation(ctx, testData));
+    } catch (e) {
+      // The last checkpoint holds the finished epochs: a resume only evaluates.
+      if (e instanceof StopRequested) return interrupted();
+      throw e;
     }
-    const { final, device } = await finalEvaluation(ctx, testData);
     writeJsonAtomic(join(outDir, 'final.json'), {
       top1: final.top1,
       top5: final.top5,
@@ -389,6 +468,7 @@ interface EpochContext {
   readonly progressSink: ProgressSink;
   readonly fingerprint: RunFingerprint;
   readonly opts: TrainOptions;
+  readonly stop: AbortSignal;
   /** How the run is deployed, or null (float, or deploy.evaluate off without a final phase). */
   readonly deployment: Deployment | null;
 }
@@ -431,6 +511,17 @@ function makePlan(ctx: EpochContext, d: Deployment): DeploymentPlan {
   return planDeployment(trace(ctx.model, [...d.imageShape]), { normalization: d.normalization, calibration, residualBits, inputBits });
 }
 
+/** The plan epoch `epoch` trains under: the run's, made when the final phase starts; null before it. */
+function epochPlan(ctx: EpochContext, epoch: number): DeploymentPlan | null {
+  if (!ctx.deployment || epoch < ctx.config.epochs - ctx.config.deploy.finalEpochs) return null;
+  return (ctx.state.plan ??= makePlan(ctx, ctx.deployment));
+}
+
+/** The model's forward under `plan` for evaluation: the deployment simulated, or the model's own. */
+function evaluationForward(ctx: EpochContext, plan: DeploymentPlan | null): ((x: Tensor) => Tensor) | undefined {
+  return ctx.deployment && plan ? simulatedForward(ctx.model, ctx.deployment.imageShape, plan) : undefined;
+}
+
 /**
  * The final evaluation: of a deployed run, the fake-quantized model with its deployment simulated
  * (the plan of its final phase, or one made now and recorded in the last checkpoint) and the
@@ -438,21 +529,21 @@ function makePlan(ctx: EpochContext, d: Deployment): DeploymentPlan {
  */
 async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promise<{ final: EvalSummary; device: DeviceEvaluation | null }> {
   const d = ctx.deployment;
-  const plan = ctx.state.plan;
   if (!d || !ctx.config.deploy.evaluate) {
-    return { final: await evaluate(ctx.model, ctx.testLoader, d && plan ? simulatedForward(ctx.model, d.imageShape, plan) : undefined), device: null };
+    return { final: await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, ctx.state.plan), signal: ctx.stop }), device: null };
   }
-  if (!plan) {
+  if (!ctx.state.plan) {
     ctx.state.plan = makePlan(ctx, d);
-    saveCheckpoint(ctx.outDir, 'last', ctx.model, ctx.optimizer, { ...runInfo(ctx), progress: ctx.state.progress, metrics: metricsFor(ctx) });
+    saveLast(ctx);
   }
+  const plan = ctx.state.plan;
   const start = performance.now();
-  const ir = lowerForEvaluation(trace(ctx.model, [...d.imageShape]), ctx.state.plan!, d.normalization, d.meta);
+  const ir = lowerForEvaluation(trace(ctx.model, [...d.imageShape]), plan, d.normalization, d.meta);
   const lowered = performance.now();
-  const final = await evaluate(ctx.model, ctx.testLoader, simulatedForward(ctx.model, d.imageShape, ctx.state.plan!));
+  const final = await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, plan), signal: ctx.stop });
   const evaluated = performance.now();
   const device = evaluateOnDevice(ir, testData, final.predictions);
-  const seconds = (t: number): string => ((t / 1000).toFixed(1));
+  const seconds = (t: number): string => (t / 1000).toFixed(1);
   ctx.progressSink.line(
     `on device (integer model, ${device.engine}): top-1 ${device.top1.toFixed(2)}% against fake-quant ${final.top1.toFixed(2)}%, ` +
       `same top-1 on ${device.sameTop1.toFixed(2)}% of ${device.images} images ` +
@@ -475,123 +566,128 @@ function checkQuantizersFinite(model: Module): void {
   }
 }
 
+/**
+ * The epochs from where the run stands. A stop request (signal, `opts.signal`, `stopAfterSteps`) is
+ * seen after the step it arrives in, or inside an evaluation or Hessian estimation; the run then
+ * saves `last` at its progress (a resume repeats nothing and skips nothing) and returns 'interrupted'.
+ */
 async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'> {
-  const { config, model, optimizer, trainLoader, state, progressSink } = ctx;
-  let stopRequested = false;
-  const onSignal = (): void => {
-    stopRequested = true;
-  };
-  const signals = ctx.opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
-  for (const s of signals) process.on(s, onSignal);
-  let stepsThisProcess = 0;
-  // Traced on the first batch's image shape; training steps run through the graph's fusions (and,
-  // in the final phase, with the deployment simulated).
-  let forward: ((x: Tensor) => Tensor) | null = null;
-  let forwardPlan: DeploymentPlan | null = null;
-  const finalStart = config.epochs - config.deploy.finalEpochs;
+  const { config, state } = ctx;
   try {
     for (let epoch = state.progress.epoch; epoch < config.epochs; epoch++) {
       if (state.progress.epoch !== epoch) state.progress = { ...state.progress, epoch, step: 0, partial: { lossSum: 0, correct: 0, count: 0 } };
+      await stopPoint(ctx.stop);
       await maybeEstimateDelta(ctx, epoch);
-      const plan = ctx.deployment && epoch >= finalStart ? (state.plan ??= makePlan(ctx, ctx.deployment)) : null;
-      if (plan !== forwardPlan) [forward, forwardPlan] = [null, plan];
-      const steps = trainLoader.stepsPerEpoch;
-      const epochStart = performance.now();
-      let [dataMs, stepMsTotal, images] = [0, 0, 0];
-      const startStep = state.progress.step;
-      let { lossSum, correct, count } = state.progress.partial;
-      for await (const batch of trainLoader.epoch(epoch, startStep)) {
-        const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
-        optimizer.setLrFactor(lr);
-        const t0 = performance.now();
-        let r;
-        try {
-          forward ??= trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink, plan);
-          if (plan) freezeBatchNorms(model);
-          r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
-            forward,
-            labelSmoothing: config.labelSmoothing,
-            beforeUpdate: () => checkQuantizersFinite(model),
-          });
-        } catch (e) {
-          const msg = (e as Error).message;
-          if (e instanceof DivergedError || /non-finite|NaN|is Infinity|diverged/.test(msg)) {
-            throw new DivergedError(`training diverged at epoch ${epoch + 1}, step ${batch.index}: ${msg}; the last good checkpoint is kept in ${ctx.outDir}`);
-          }
-          throw e;
-        }
-        const stepMs = performance.now() - t0;
-        stepMsTotal += stepMs;
-        dataMs += batch.waitMs;
-        images += batch.size;
-        lossSum += r.loss * r.count;
-        correct += r.correct;
-        count += r.count;
-        const done = batch.index + 1 - startStep;
-        const elapsed = (performance.now() - epochStart) / 1000;
-        const perStep = elapsed / done;
-        const remaining = steps - batch.index - 1 + (config.epochs - epoch - 1) * steps;
-        progressSink.step({
-          epoch,
-          epochs: config.epochs,
-          step: batch.index + 1,
-          steps,
-          loss: lossSum / count,
-          accuracy: correct / count,
-          imgPerSec: images / elapsed,
-          dataMs: dataMs / done,
-          stepMs: stepMsTotal / done,
-          etaSeconds: remaining * perStep,
-        });
-        state.progress = { ...state.progress, step: batch.index + 1, partial: { lossSum, correct, count } };
-        stepsThisProcess++;
-        if (stopRequested || (ctx.opts.stopAfterSteps !== undefined && stepsThisProcess >= ctx.opts.stopAfterSteps)) {
-          saveCheckpoint(ctx.outDir, 'last', model, optimizer, { ...runInfo(ctx), progress: state.progress, metrics: metricsFor(ctx) });
-          progressSink.line(`stopped at epoch ${epoch + 1}, step ${batch.index + 1}; checkpoint saved in ${ctx.outDir} (continue with --resume)`);
-          return 'interrupted';
-        }
-      }
-      const seconds = (performance.now() - epochStart) / 1000;
-      const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
-      const test = evalNow ? await evaluate(model, ctx.testLoader, plan ? simulatedForward(model, ctx.deployment!.imageShape, plan) : undefined) : null;
-      const metrics: EpochMetrics = {
-        epoch,
-        lr: optimizer.groups[0].lr,
-        trainLoss: lossSum / count,
-        trainTop1: (100 * correct) / count,
-        testLoss: test?.loss ?? null,
-        testTop1: test?.top1 ?? null,
-        testTop5: test?.top5 ?? null,
-        imgPerSec: images / Math.max(1e-9, stepMsTotal / 1000 + dataMs / 1000),
-        stepMs: stepMsTotal / Math.max(1, steps - startStep),
-        dataMs: dataMs / Math.max(1, steps - startStep),
-        seconds,
-        ...(quantizedLayers(model).length > 0 ? { quantizers: quantizerSnapshot(model) } : {}),
-      };
-      state.epochs.push(metrics);
-      writeMetrics(join(ctx.outDir, 'metrics.jsonl'), state.epochs);
-      const improved = test !== null && test.top1 > state.progress.bestTop1;
-      state.progress = {
-        ...state.progress,
-        epoch: epoch + 1,
-        step: 0,
-        partial: { lossSum: 0, correct: 0, count: 0 },
-        bestTop1: improved ? test.top1 : state.progress.bestTop1,
-        bestEpoch: improved ? epoch : state.progress.bestEpoch,
-      };
-      progressSink.line(
-        `epoch ${epoch + 1}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
-          (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
-          `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
-      );
-      if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { ...runInfo(ctx), progress: state.progress, metrics: { ...metricsFor(ctx), test } });
-      saveCheckpoint(ctx.outDir, 'last', model, optimizer, { ...runInfo(ctx), progress: state.progress, metrics: metricsFor(ctx) });
-      if (stopRequested) return 'interrupted';
+      await trainEpoch(ctx, epoch);
     }
     return 'finished';
-  } finally {
-    for (const s of signals) process.off(s, onSignal);
+  } catch (e) {
+    if (!(e instanceof StopRequested)) throw e;
+    if (state.savedProgress !== state.progress) saveLast(ctx);
+    const { epoch, step } = state.progress;
+    ctx.progressSink.line(`stopped at epoch ${epoch + 1}, step ${step}; checkpoint saved in ${ctx.outDir} (continue with --resume)`);
+    return 'interrupted';
   }
+}
+
+function saveLast(ctx: EpochContext): void {
+  saveCheckpoint(ctx.outDir, 'last', ctx.model, ctx.optimizer, { ...runInfo(ctx), progress: ctx.state.progress, metrics: metricsFor(ctx) });
+  ctx.state.savedProgress = ctx.state.progress;
+}
+
+/** One epoch's steps from state.progress.step, its evaluation, metrics and checkpoints. */
+async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
+  const { config, model, optimizer, trainLoader, state, progressSink } = ctx;
+  const plan = epochPlan(ctx, epoch);
+  if (state.forward?.plan !== plan) state.forward = null;
+  const steps = trainLoader.stepsPerEpoch;
+  const epochStart = performance.now();
+  let [dataMs, stepMsTotal, images] = [0, 0, 0];
+  const startStep = state.progress.step;
+  let { lossSum, correct, count } = state.progress.partial;
+  for await (const batch of trainLoader.epoch(epoch, startStep)) {
+    const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
+    optimizer.setLrFactor(lr);
+    const t0 = performance.now();
+    let r;
+    try {
+      state.forward ??= { run: trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink, plan), plan };
+      if (plan) freezeBatchNorms(model);
+      r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
+        forward: state.forward.run,
+        labelSmoothing: config.labelSmoothing,
+        beforeUpdate: () => checkQuantizersFinite(model),
+      });
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (e instanceof DivergedError || /non-finite|NaN|is Infinity|diverged/.test(msg)) {
+        throw new DivergedError(`training diverged at epoch ${epoch + 1}, step ${batch.index}: ${msg}; the last good checkpoint is kept in ${ctx.outDir}`);
+      }
+      throw e;
+    }
+    const stepMs = performance.now() - t0;
+    stepMsTotal += stepMs;
+    dataMs += batch.waitMs;
+    images += batch.size;
+    lossSum += r.loss * r.count;
+    correct += r.correct;
+    count += r.count;
+    const done = batch.index + 1 - startStep;
+    const elapsed = (performance.now() - epochStart) / 1000;
+    const perStep = elapsed / done;
+    const remaining = steps - batch.index - 1 + (config.epochs - epoch - 1) * steps;
+    progressSink.step({
+      epoch,
+      epochs: config.epochs,
+      step: batch.index + 1,
+      steps,
+      loss: lossSum / count,
+      accuracy: correct / count,
+      imgPerSec: images / elapsed,
+      dataMs: dataMs / done,
+      stepMs: stepMsTotal / done,
+      etaSeconds: remaining * perStep,
+    });
+    state.progress = { ...state.progress, step: batch.index + 1, partial: { lossSum, correct, count } };
+    state.stepsThisProcess++;
+    if (ctx.opts.stopAfterSteps !== undefined && state.stepsThisProcess >= ctx.opts.stopAfterSteps) throw new StopRequested(`stop after ${ctx.opts.stopAfterSteps} steps`);
+    await stopPoint(ctx.stop);
+  }
+  const seconds = (performance.now() - epochStart) / 1000;
+  const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
+  const test = evalNow ? await evaluate(model, ctx.testLoader, { forward: evaluationForward(ctx, plan), signal: ctx.stop }) : null;
+  const metrics: EpochMetrics = {
+    epoch,
+    lr: optimizer.groups[0].lr,
+    trainLoss: lossSum / count,
+    trainTop1: (100 * correct) / count,
+    testLoss: test?.loss ?? null,
+    testTop1: test?.top1 ?? null,
+    testTop5: test?.top5 ?? null,
+    imgPerSec: images / Math.max(1e-9, stepMsTotal / 1000 + dataMs / 1000),
+    stepMs: stepMsTotal / Math.max(1, steps - startStep),
+    dataMs: dataMs / Math.max(1, steps - startStep),
+    seconds,
+    ...(quantizedLayers(model).length > 0 ? { quantizers: quantizerSnapshot(model) } : {}),
+  };
+  state.epochs.push(metrics);
+  writeMetrics(join(ctx.outDir, 'metrics.jsonl'), state.epochs);
+  const improved = test !== null && test.top1 > state.progress.bestTop1;
+  state.progress = {
+    ...state.progress,
+    epoch: epoch + 1,
+    step: 0,
+    partial: { lossSum: 0, correct: 0, count: 0 },
+    bestTop1: improved ? test.top1 : state.progress.bestTop1,
+    bestEpoch: improved ? epoch : state.progress.bestEpoch,
+  };
+  progressSink.line(
+    `epoch ${epoch + 1}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
+      (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
+      `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
+  );
+  if (improved) saveCheckpoint(ctx.outDir, 'best', model, null, { ...runInfo(ctx), progress: state.progress, metrics: { ...metricsFor(ctx), test } });
+  saveLast(ctx);
 }
 
 /**
@@ -639,10 +735,11 @@ async function maybeEstimateDelta(ctx: EpochContext, epoch: number): Promise<voi
   const e = config.ewgs;
   if (config.method !== 'ewgs' || !e.hessian || epoch === 0 || epoch % e.hessianEvery !== 0 || state.progress.hessianEpoch >= epoch) return;
   const batches = await takeBatches(ctx.trainLoader, HESSIAN_PASS + epoch, e.hessianBatches);
-  const estimates = estimateEwgsDelta(ctx.model, batches, {
+  const estimates = await estimateEwgsDelta(ctx.model, batches, {
     estimator: e.hessianEstimator,
     maxSamples: e.hessianSamples,
     seed: config.seed * 7919 + epoch,
+    signal: ctx.stop,
   });
   state.progress = { ...state.progress, hessianEpoch: epoch };
   const deltas = estimates.map((d) => d.delta);
