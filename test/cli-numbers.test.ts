@@ -39,6 +39,11 @@ test('deploy flags set deploy.finalEpochs and deploy.evaluate over a config file
   assert.deepEqual([merged.calibrationImages, merged.finalEpochs, merged.evaluate], [64, 3, true]);
   assert.throws(() => config(['--method', 'lsq', '--epochs', '2', '--final-epochs', '0x1']), /finalEpochs/);
   assert.throws(() => config(['--method', 'lsq', '--epochs', '2', '--final-epochs', '3']), /finalEpochs/);
+  for (const bad of [0, 1.5, -0.1, '0.1']) {
+    assert.throws(() => resolveConfig({ method: 'lsq', deploy: { finalLr: bad } }, 'flags'), /deploy\.finalLr must be a factor in \(0, 1\]/);
+  }
+  assert.equal(resolveConfig({ method: 'lsq', deploy: { finalLr: 0.25 } }, 'flags').deploy.finalLr, 0.25);
+  assert.equal(config([]).deploy.finalLr, 0.1);
 });
 
 test('a failing command prints one line naming what is wrong, and its stack only with TINYQUANT_DEBUG=1', () => {

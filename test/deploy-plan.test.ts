@@ -179,6 +179,15 @@ describe('the final phase of a run', () => {
         assert.deepEqual(after.get(key), before.get(key), `${key} moved in the final phase`);
       }
       assert.notDeepEqual(after.get('stem.0.weight'), before.get('stem.0.weight'), 'the weights did train in the final phase');
+      assert.notDeepEqual(after.get('stem.1.weight'), before.get('stem.1.weight'), 'batch norm\'s scale trains with frozen statistics');
+      assert.notDeepEqual(after.get('branch.1.bias'), before.get('branch.1.bias'), 'batch norm\'s shift trains with frozen statistics');
+      // The final phase steps at deploy.finalLr times the schedule's learning rate.
+      const fullLr = resolveConfig({ ...fields, deploy: { finalEpochs: 1, finalLr: 1, calibrationImages: 16 } });
+      await train({ config: fullLr, outDir: join(dir, 'full-lr'), model: new ResidualNet(), data, handleSignals: false });
+      const lrs = (run: string): number[] => readFileSync(join(dir, run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).lr);
+      const [scaled, full] = [lrs('whole'), lrs('full-lr')];
+      assert.equal(scaled[0], full[0]);
+      assert.ok(Math.abs(scaled[1] / full[1] - config.deploy.finalLr) < 1e-9, `final-phase lr ${scaled[1]} vs ${full[1]}`);
     } finally {
       cleanup();
     }

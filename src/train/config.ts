@@ -50,6 +50,12 @@ export interface DeployConfig {
   readonly evaluate: boolean;
   /** The last N epochs train with the deployment simulated (its plan made at their start) and batch-norm statistics frozen; 0: none. Float runs have no deployment: ignored. */
   readonly finalEpochs: number;
+  /**
+   * The final phase's learning rates as a factor on the schedule's: with frozen statistics batch norm
+   * no longer makes a convolution's output independent of its weights' scale, and steps the schedule
+   * takes safely with batch statistics can make the weights diverge (EWGS at lr 0.0025 within ten steps).
+   */
+  readonly finalLr: number;
   readonly residualBits: 8 | 16;
   /** Bits of the image after the normalization lookup table. */
   readonly inputBits: 8 | 16;
@@ -122,7 +128,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   perChannel: false,
   apotVariant: 'cifar',
   ewgs: { delta: 0, hessian: false, hessianEvery: 10, hessianBatches: 3, hessianSamples: 50, hessianEstimator: 'joint' },
-  deploy: { evaluate: true, finalEpochs: 0, residualBits: 16, inputBits: 8, calibrationImages: 256 },
+  deploy: { evaluate: true, finalEpochs: 0, finalLr: 0.1, residualBits: 16, inputBits: 8, calibrationImages: 256 },
   epochs: 1,
   batch: 128,
   evalBatch: 500,
@@ -271,10 +277,16 @@ function deployConfig(v: unknown, s: string, f: string): DeployConfig {
   return {
     evaluate: v.evaluate === undefined ? d.evaluate : bool(v.evaluate, s, `${f}.evaluate`),
     finalEpochs: v.finalEpochs === undefined ? d.finalEpochs : int(v.finalEpochs, s, `${f}.finalEpochs`, 0),
+    finalLr: v.finalLr === undefined ? d.finalLr : finalLr(v.finalLr, s, `${f}.finalLr`),
     residualBits: v.residualBits === undefined ? d.residualBits : bits(v.residualBits, 'residualBits'),
     inputBits: v.inputBits === undefined ? d.inputBits : bits(v.inputBits, 'inputBits'),
     calibrationImages: v.calibrationImages === undefined ? d.calibrationImages : int(v.calibrationImages, s, `${f}.calibrationImages`, 1, 100_000),
   };
+}
+
+function finalLr(v: unknown, s: string, f: string): number {
+  if (typeof v !== 'number' || !(v > 0 && v <= 1)) fail(s, f, `must be a factor in (0, 1]; got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function paramGroups(v: unknown, s: string, f: string): ParamGroupConfig[] {

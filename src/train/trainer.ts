@@ -607,7 +607,7 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
   let { lossSum, correct, count } = state.progress.partial;
   for await (const batch of trainLoader.epoch(epoch, startStep)) {
     const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
-    optimizer.setLrFactor(lr);
+    optimizer.setLrFactor(plan ? lr * config.deploy.finalLr : lr);
     const t0 = performance.now();
     let r;
     try {
