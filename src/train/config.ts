@@ -48,7 +48,7 @@ export interface DeployConfig {
    * model the lowering rejects stops the run there, naming the layer.
    */
   readonly evaluate: boolean;
-  /** The last N epochs train with the deployment simulated (its plan made at their start) and batch-norm statistics frozen; 0: none. Float runs have no deployment: ignored. */
+  /** The last N epochs train with the deployment simulated (its plan made at their start) and batch norm frozen (statistics, scale and shift); 0: none. Float runs have no deployment: ignored. */
   readonly finalEpochs: number;
   /**
    * The final phase's learning rates as a factor on the schedule's: with frozen statistics batch norm

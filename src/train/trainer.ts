@@ -552,9 +552,19 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
   return { final, device };
 }
 
-/** Batch norms normalize with their running statistics, which stay as they are (the final phase). */
-function freezeBatchNorms(model: Module): void {
-  for (const [, m] of model.namedModules()) if (m instanceof BatchNorm) m.training = false;
+/**
+ * The final phase's batch norms: normalizing with their running statistics, scale and shift fixed,
+ * as the deployment folds them into the requantization. A learnt shift parks a channel's folded
+ * offset on an activation threshold (the straight-through gradient of its most common input, a
+ * window of zero codes, keeps crossing it), where float and integer rounding pick different codes
+ * for the whole channel on every image. `frozen` false gives scale and shift their gradients back.
+ */
+function freezeBatchNorms(model: Module, frozen: boolean): void {
+  for (const [, m] of model.namedModules()) {
+    if (!(m instanceof BatchNorm)) continue;
+    if (frozen) m.training = false;
+    m.weight.requiresGrad = m.bias.requiresGrad = !frozen;
+  }
 }
 
 function checkQuantizersFinite(model: Module): void {
@@ -612,7 +622,7 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
     let r;
     try {
       state.forward ??= { run: trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink, plan), plan };
-      if (plan) freezeBatchNorms(model);
+      if (plan) freezeBatchNorms(model, true);
       r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
         forward: state.forward.run,
         labelSmoothing: config.labelSmoothing,
@@ -653,6 +663,7 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
     if (ctx.opts.stopAfterSteps !== undefined && state.stepsThisProcess >= ctx.opts.stopAfterSteps) throw new StopRequested(`stop after ${ctx.opts.stopAfterSteps} steps`);
     await stopPoint(ctx.stop);
   }
+  if (plan) freezeBatchNorms(model, false);
   const seconds = (performance.now() - epochStart) / 1000;
   const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
   const test = evalNow ? await evaluate(model, ctx.testLoader, { forward: evaluationForward(ctx, plan), signal: ctx.stop }) : null;
