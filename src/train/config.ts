@@ -48,12 +48,17 @@ export interface DeployConfig {
    * model the lowering rejects stops the run there, naming the layer.
    */
   readonly evaluate: boolean;
-  /** The last N epochs train with the deployment simulated (its plan made at their start) and batch norm frozen (statistics, scale and shift); 0: none. Float runs have no deployment: ignored. */
+  /**
+   * The final phase: N epochs after the `epochs` of quantization-aware training, with the deployment
+   * simulated (its plan made at their start) and batch norm frozen (statistics, scale and shift); 0:
+   * none. Float runs have no deployment: ignored.
+   */
   readonly finalEpochs: number;
   /**
-   * The final phase's learning rates as a factor on the schedule's: with frozen statistics batch norm
-   * no longer makes a convolution's output independent of its weights' scale, and steps the schedule
-   * takes safely with batch statistics can make the weights diverge (EWGS at lr 0.0025 within ten steps).
+   * The final phase's learning rates, constant, as a factor on the configured ones (`lr`, each
+   * group's): with frozen statistics batch norm no longer makes a convolution's output independent
+   * of its weights' scale, and steps that are safe with batch statistics can make the weights diverge
+   * (EWGS at lr 0.0025 within ten steps).
    */
   readonly finalLr: number;
   readonly residualBits: 8 | 16;
@@ -128,7 +133,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   perChannel: false,
   apotVariant: 'cifar',
   ewgs: { delta: 0, hessian: false, hessianEvery: 10, hessianBatches: 3, hessianSamples: 50, hessianEstimator: 'joint' },
-  deploy: { evaluate: true, finalEpochs: 0, finalLr: 0.1, residualBits: 16, inputBits: 8, calibrationImages: 256 },
+  deploy: { evaluate: true, finalEpochs: 0, finalLr: 0.02, residualBits: 16, inputBits: 8, calibrationImages: 256 },
   epochs: 1,
   batch: 128,
   evalBatch: 500,
@@ -366,9 +371,13 @@ export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig
   return out as unknown as TrainConfig;
 }
 
+/** Epochs a run of `c` trains: its `epochs`, then a quantized run's final phase. */
+export function totalEpochs(c: TrainConfig): number {
+  return c.epochs + (c.method === 'float' ? 0 : c.deploy.finalEpochs);
+}
+
 function checkCombination(c: TrainConfig, source: string): void {
   if (c.resize && !c.imageSize) fail(source, 'resize', 'needs imageSize [height, width], the size to resize to');
-  if (c.deploy.finalEpochs > c.epochs) fail(source, 'deploy.finalEpochs', `(${c.deploy.finalEpochs}) must not exceed epochs (${c.epochs})`);
   if (c.method === 'float') return;
   if (c.wbits >= 32 || c.abits >= 32) fail(source, 'wbits/abits', `must be set below 32 for method ${c.method}`);
 }

@@ -31,7 +31,7 @@ import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
 import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, removeUnreferencedCheckpointFiles, saveCheckpoint } from './checkpoint.js';
-import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig } from './config.js';
+import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig, totalEpochs } from './config.js';
 import { loadConfigDataset } from './dataset.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
@@ -380,7 +380,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     if (resumed) {
       model.loadStateDict(resumed.state, { source: resumed.source });
       if (resumed.optimizer) optimizer.loadState(resumed.optimizer, `${lastSidecar} optimizer state`);
-      state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, config.epochs, trainLoader.stepsPerEpoch, lastSidecar);
+      state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, totalEpochs(config), trainLoader.stepsPerEpoch, lastSidecar);
       state.savedProgress = state.progress;
       state.epochs = readMetrics(join(outDir, 'metrics.jsonl'), state.progress.epoch);
       startHash = String((resumed.meta as CheckpointMeta).metrics.startWeights);
@@ -399,7 +399,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     if (deployment) checkModelDeployable(model, deployment, trainData);
     const fingerprint: RunFingerprint = {
       startWeights: startHash,
-      dataOrder: sha256(Array.from({ length: config.epochs }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
+      dataOrder: sha256(Array.from({ length: totalEpochs(config) }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
       config: sha256(JSON.stringify(config)),
     };
     const interrupted = (): TrainResult => ({
@@ -432,7 +432,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       device,
       bestTop1: state.progress.bestTop1,
       bestEpoch: state.progress.bestEpoch,
-      epochs: config.epochs,
+      epochs: totalEpochs(config),
       fingerprint,
       quantization,
       backend: getBackend().name,
@@ -513,7 +513,7 @@ function makePlan(ctx: EpochContext, d: Deployment): DeploymentPlan {
 
 /** The plan epoch `epoch` trains under: the run's, made when the final phase starts; null before it. */
 function epochPlan(ctx: EpochContext, epoch: number): DeploymentPlan | null {
-  if (!ctx.deployment || epoch < ctx.config.epochs - ctx.config.deploy.finalEpochs) return null;
+  if (!ctx.deployment || epoch < ctx.config.epochs) return null;
   return (ctx.state.plan ??= makePlan(ctx, ctx.deployment));
 }
 
@@ -584,7 +584,7 @@ function checkQuantizersFinite(model: Module): void {
 async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'> {
   const { config, state } = ctx;
   try {
-    for (let epoch = state.progress.epoch; epoch < config.epochs; epoch++) {
+    for (let epoch = state.progress.epoch; epoch < totalEpochs(config); epoch++) {
       if (state.progress.epoch !== epoch) state.progress = { ...state.progress, epoch, step: 0, partial: { lossSum: 0, correct: 0, count: 0 } };
       await stopPoint(ctx.stop);
       await maybeEstimateDelta(ctx, epoch);
@@ -616,8 +616,8 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
   const startStep = state.progress.step;
   let { lossSum, correct, count } = state.progress.partial;
   for await (const batch of trainLoader.epoch(epoch, startStep)) {
-    const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
-    optimizer.setLrFactor(plan ? lr * config.deploy.finalLr : lr);
+    const lr = plan ? config.deploy.finalLr : lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
+    optimizer.setLrFactor(lr);
     const t0 = performance.now();
     let r;
     try {
@@ -645,10 +645,10 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
     const done = batch.index + 1 - startStep;
     const elapsed = (performance.now() - epochStart) / 1000;
     const perStep = elapsed / done;
-    const remaining = steps - batch.index - 1 + (config.epochs - epoch - 1) * steps;
+    const remaining = steps - batch.index - 1 + (totalEpochs(config) - epoch - 1) * steps;
     progressSink.step({
       epoch,
-      epochs: config.epochs,
+      epochs: totalEpochs(config),
       step: batch.index + 1,
       steps,
       loss: lossSum / count,
@@ -665,7 +665,7 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
   }
   if (plan) freezeBatchNorms(model, false);
   const seconds = (performance.now() - epochStart) / 1000;
-  const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
+  const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === totalEpochs(config);
   const test = evalNow ? await evaluate(model, ctx.testLoader, { forward: evaluationForward(ctx, plan), signal: ctx.stop }) : null;
   const metrics: EpochMetrics = {
     epoch,
@@ -693,7 +693,7 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
     bestEpoch: improved ? epoch : state.progress.bestEpoch,
   };
   progressSink.line(
-    `epoch ${epoch + 1}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
+    `epoch ${epoch + 1}/${totalEpochs(config)}${plan ? ' (final phase)' : ''}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
       (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
       `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
   );
