@@ -16,7 +16,9 @@
  *     then runs the first `--ts-images` (default 500) and must give the same logits bit for bit.
  *     `--noise-floor` adds the fake-quantized model against itself under input noise of 1e-5, 1e-4
  *     and 1e-3: low-bit models are discontinuous, so this is the agreement any implementation that
- *     is not bit-exact float arithmetic can expect.
+ *     is not bit-exact float arithmetic can expect. `--as-trained` adds the integer engine against
+ *     the fake-quantized model as it trained, without the deployment simulated: what the integer
+ *     model was compared with before the plan existed.
  *
  *   node dist/bench/int-engine.js sizes [--out FILE.json]
  *     Stored sizes of ResNet-20 (option B with APoT, option A with EWGS; 8 bits: LSQ and EWGS)
@@ -31,13 +33,14 @@ import { parseArgs } from 'node:util';
 import { loadDataset } from '../src/data/load.js';
 import { type Normalization } from '../src/data/augment.js';
 import type { ImageDataset } from '../src/data/dataset.js';
-import { agreementTargets, compareLogits, measureAgreement, perturbedTop1, top1Accuracy } from '../src/export/agreement.js';
+import { agreementTargets, compareLogits, fakeQuantLogits, measureAgreement, perturbedTop1, top1Accuracy } from '../src/export/agreement.js';
 import { generateC } from '../src/export/c/generate.js';
 import { runOnHost } from '../src/export/c/toolchain.js';
 import { normalizeImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { pickImages } from '../src/export/calibrate.js';
 import { IntegerEngine } from '../src/export/engine.js';
+import type { Module } from '../src/nn/module.js';
 import { HostIntegerEngine, hostEngineAvailability } from '../src/export/host/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
 import { ONNX_INPUT, ONNX_OUTPUT, exportOnnx } from '../src/export/onnx/index.js';
@@ -65,6 +68,7 @@ const { values, positionals } = parseArgs({
     'no-onnx': { type: 'boolean', default: false },
     'no-host': { type: 'boolean', default: false },
     'noise-floor': { type: 'boolean', default: false },
+    'as-trained': { type: 'boolean', default: false },
   },
 });
 
@@ -119,6 +123,12 @@ function checkAgainstInteger(logits: ArrayLike<number>, integer: Int32Array, lab
   return { images: c.images, top1: top1Accuracy(logits, labels, classes), sameTop1VsInteger: c.sameTop1, identicalToInteger: c.identicalImages };
 }
 
+/** The integer logits against the fake-quantized model's as it trained (no deployment simulated). */
+function asTrainedAgreement(model: Module, test: ImageDataset, count: number, normalization: Normalization, integer: Int32Array, classes: number): { sameTop1: number; top1: number } {
+  const logits = fakeQuantLogits(model, test.images, count, [test.channels, test.height, test.width], normalization);
+  return { sameTop1: compareLogits(logits, integer, classes, count).sameTop1, top1: top1Accuracy(logits, test.labels.subarray(0, count), classes) };
+}
+
 async function agreement(): Promise<void> {
   const rows = [];
   const host = hostEngineAvailability();
@@ -170,6 +180,7 @@ async function agreement(): Promise<void> {
       const c = runOnHost(generateC(ir, { headerName: 'model.h' }), test.images.subarray(0, cImages * imageSize), cImages);
       cHost = checkAgainstInteger(c.logits, logits.integer, labels, classes);
     }
+    const asTrained = values['as-trained'] ? asTrainedAgreement(trained.model, test, r.images, normalization, logits.integer, classes) : null;
     const noiseFloor = values['noise-floor'] ? Object.fromEntries(NOISE_LEVELS.map((eps) => [eps.toExponential(), perturbedTop1(trained.model, test, normalization, eps, limit)])) : null;
     const c = trained.config;
     const wanted = agreementTargets(c);
@@ -180,7 +191,7 @@ async function agreement(): Promise<void> {
       hostIdentical: tsEngine ? tsEngine.identicalToInteger === tsEngine.images : null,
       cIdentical: cHost ? cHost.identicalToInteger === cHost.images : null,
     };
-    const row = { run, model: c.model, method: c.method, wbits: c.wbits, abits: c.abits, firstLast: trained.firstLast, inputBits, residualBits, tqmBytes, integerLogitsFrom: hostEngine ? 'host int8' : 'typescript engine', ...integerVsFakeQuant, onnx, tsEngine, cHost, noiseFloor, targets, seconds: (performance.now() - t0) / 1000 };
+    const row = { run, model: c.model, method: c.method, wbits: c.wbits, abits: c.abits, firstLast: trained.firstLast, inputBits, residualBits, tqmBytes, integerLogitsFrom: hostEngine ? 'host int8' : 'typescript engine', ...integerVsFakeQuant, asTrained, onnx, tsEngine, cHost, noiseFloor, targets, seconds: (performance.now() - t0) / 1000 };
     console.log(JSON.stringify(row));
     rows.push(row);
     save(rows);
@@ -191,11 +202,11 @@ async function agreement(): Promise<void> {
     const missed = Object.entries(t).filter(([, ok]) => ok === false).map(([name]) => name);
     return missed.length === 0 ? 'all met' : `missed: ${missed.join(', ')}`;
   };
-  console.log('\n| run | W/A | images | fake-quant top-1 % | integer top-1 % | diff | same top-1 integer/fake-quant % | onnx top-1 % | same top-1 onnx/integer % | same top-1 onnx/fake-quant % | TS engine identical to host int8 | C (gcc) identical | targets |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('\n| run | W/A | images | fake-quant top-1 % | integer top-1 % | diff | same top-1 integer/fake-quant % | as trained: top-1 % / same top-1 % | onnx top-1 % | same top-1 onnx/integer % | same top-1 onnx/fake-quant % | TS engine identical to host int8 | C (gcc) identical | targets |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${runLabel(r.run)} | ${r.wbits}/${r.abits} | ${r.images} | ${pct(r.fakeQuantTop1)} | ${pct(r.integerTop1)} | ${(r.integerTop1 - r.fakeQuantTop1).toFixed(2)} | ${pct(r.sameTop1)} | ` +
+      `| ${runLabel(r.run)} | ${r.wbits}/${r.abits} | ${r.images} | ${pct(r.fakeQuantTop1)} | ${pct(r.integerTop1)} | ${(r.integerTop1 - r.fakeQuantTop1).toFixed(2)} | ${pct(r.sameTop1)} | ${r.asTrained ? `${pct(r.asTrained.top1)} / ${pct(r.asTrained.sameTop1)}` : '-'} | ` +
         `${pct(r.onnx?.top1)} | ${pct(r.onnx?.sameTop1VsInteger)} | ${pct(r.onnx?.sameTop1VsFakeQuant)} | ${count(r.tsEngine)} | ${count(r.cHost)} | ${verdict(r.targets)} |`,
     );
   }

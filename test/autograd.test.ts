@@ -86,3 +86,39 @@ describe('tape autograd', () => {
     x.dispose();
   });
 });
+
+describe('eval-mode batch norm (fine-tuning with frozen statistics)', () => {
+  // sum(r * bn(x)) is piecewise linear in x, gamma and beta: central differences away from the
+  // ReLU's kink are exact up to float32 rounding.
+  for (const relu of [false, true]) {
+    test(`gradients of x, gamma and beta equal central differences${relu ? ' (fused ReLU)' : ''}`, () => {
+      const shape = [2, 3, 2, 2] as const;
+      const n = 24;
+      const xs = Float32Array.from({ length: n }, (_, i) => Math.sin(1.7 * i + 0.3) * 2);
+      const r = Float32Array.from({ length: n }, (_, i) => Math.cos(0.9 * i + 0.1));
+      const [gammas, betas] = [Float32Array.of(1.5, -0.7, 0.4), Float32Array.of(0.2, -0.1, 0.3)];
+      const [mean, variance] = [Tensor.fromArray([0.1, -0.3, 0.5], [3]), Tensor.fromArray([0.8, 2.5, 0.3], [3])];
+      const opts = { training: false, eps: 1e-5, momentum: 0.1, relu };
+      const objective = (x: Float32Array, g: Float32Array, b: Float32Array): number =>
+        noGrad(() =>
+          tidy(() => {
+            const y = ops.batchNorm(Tensor.fromArray(x, [...shape]), Tensor.fromArray(g, [3]), Tensor.fromArray(b, [3]), mean, variance, opts).toArray();
+            return y.reduce((s, v, i) => s + v * r[i], 0);
+          }),
+        );
+      const [x, gamma, beta] = [Tensor.fromArray(xs, [...shape], true), Tensor.fromArray(gammas, [3], true), Tensor.fromArray(betas, [3], true)];
+      tidy(() => backward(ops.batchNorm(x, gamma, beta, mean, variance, opts), Tensor.fromArray(r, [...shape])));
+      const inputs = [xs, gammas, betas];
+      [x, gamma, beta].forEach((t, k) => {
+        const analytic = t.grad!.toArray();
+        for (let i = 0; i < inputs[k].length; i++) {
+          const step = 1e-2;
+          const moved = (d: number) => inputs.map((v, j) => (j === k ? v.map((e, m) => (m === i ? e + d : e)) : v)) as [Float32Array, Float32Array, Float32Array];
+          const numeric = (objective(...moved(step)) - objective(...moved(-step))) / (2 * step);
+          assert.ok(Math.abs(numeric - analytic[i]) < 2e-3 * Math.max(1, Math.abs(numeric)), `${['x', 'gamma', 'beta'][k]}[${i}]: ${analytic[i]} vs ${numeric}`);
+        }
+      });
+      for (const t of [x, gamma, beta, mean, variance]) t.dispose();
+    });
+  }
+});

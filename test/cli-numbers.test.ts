@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parse } from '../src/cli/args.js';
 import { TRAIN, configFromFlags, trainConfig } from '../src/cli/train.js';
-import { ConfigError, resolveConfig } from '../src/train/config.js';
+import { ConfigError, resolveConfig, totalEpochs } from '../src/train/config.js';
 
 test('decimalNumber reads decimal notation only', () => {
   for (const [text, value] of [['4', 4], ['-0.5', -0.5], ['1e-3', 0.001], ['.25', 0.25], ['+2', 2], ['3.', 3], ['2E2', 200]] as const) {
@@ -38,7 +38,13 @@ test('deploy flags set deploy.finalEpochs and deploy.evaluate over a config file
   const merged = config(['--config', file, '--final-epochs', '3']).deploy;
   assert.deepEqual([merged.calibrationImages, merged.finalEpochs, merged.evaluate], [64, 3, true]);
   assert.throws(() => config(['--method', 'lsq', '--epochs', '2', '--final-epochs', '0x1']), /finalEpochs/);
-  assert.throws(() => config(['--method', 'lsq', '--epochs', '2', '--final-epochs', '3']), /finalEpochs/);
+  assert.equal(totalEpochs(config(['--method', 'lsq', '--epochs', '2', '--final-epochs', '3'])), 5, 'the final phase follows the epochs');
+  assert.equal(totalEpochs(config(['--epochs', '2', '--final-epochs', '3'])), 2, 'a float run has no final phase');
+  for (const bad of [0, 1.5, -0.1, '0.1']) {
+    assert.throws(() => resolveConfig({ method: 'lsq', deploy: { finalLr: bad } }, 'flags'), /deploy\.finalLr must be a factor in \(0, 1\]/);
+  }
+  assert.equal(resolveConfig({ method: 'lsq', deploy: { finalLr: 0.25 } }, 'flags').deploy.finalLr, 0.25);
+  assert.equal(config([]).deploy.finalLr, 0.02);
 });
 
 test('a failing command prints one line naming what is wrong, and its stack only with TINYQUANT_DEBUG=1', () => {

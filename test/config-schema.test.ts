@@ -62,7 +62,7 @@ describe('config errors name the source and the field', () => {
 
   test('unknown fields, at the top and in every block, with the known ones', () => {
     refuses(config({ learningRate: 0.1 }), /^run\.yaml: learningRate is not a known field \(known: model, dataset, dataDir, .*, evalEvery\)$/);
-    refuses(config({ deploy: { inputbits: 8 } }), 'run.yaml: deploy.inputbits is not a known field (known: evaluate, finalEpochs, residualBits, inputBits, calibrationImages)');
+    refuses(config({ deploy: { inputbits: 8 } }), 'run.yaml: deploy.inputbits is not a known field (known: evaluate, finalEpochs, finalLr, residualBits, inputBits, calibrationImages)');
     refuses(config({ schedule: { kind: 'multistep', milestones: [2], epochs: 3 } }), 'run.yaml: schedule.epochs is not a known field (known: kind, milestones, gamma)');
     refuses(config({ paramGroups: [{ name: 'q', match: 'kind:quant', lr: 1, weightDecay: 0, momentum: 0 }] }), 'run.yaml: paramGroups[0].momentum is not a known field (known: name, match, lr, weightDecay)');
     // an unknown field is reported before other problems, as a typo is the likelier cause
@@ -91,7 +91,7 @@ describe('config errors name the source and the field', () => {
 
   test('combinations of fields, checked over the defaults', () => {
     refuses(config({ method: 'lsq', wbits: 32 }), 'run.yaml: wbits/abits must be set below 32 for method lsq');
-    refuses(config({ method: 'lsq', deploy: { finalEpochs: 3 }, epochs: 2 }), 'run.yaml: deploy.finalEpochs (3) must not exceed epochs (2)');
+    refuses(config({ resize: true, dataset: 'imagefolder', dataPath: 'imgs' }), 'run.yaml: resize needs imageSize [height, width], the size to resize to');
   });
 
   test('a config file: errors name the file (with the flags over it)', () => {

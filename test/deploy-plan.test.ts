@@ -153,9 +153,10 @@ describe('the final phase of a run', () => {
       assert.deepEqual(readDeploymentPlan(sidecar.deploymentPlan, 'last.json'), sidecar.deploymentPlan);
       assert.deepEqual(sidecar.classes, ['dark', 'bright']);
 
-      // Stopped in the middle of the final phase (epoch 2, step 2 of 4), then resumed.
+      assert.equal(whole.epochs.length, 3, 'two epochs, then the final phase');
+      // Stopped in the middle of the final phase (epoch 3, step 2 of 4), then resumed.
       const parts = join(dir, 'parts');
-      const first = await train({ config, outDir: parts, model: new ResidualNet(), data, handleSignals: false, stopAfterSteps: 6 });
+      const first = await train({ config, outDir: parts, model: new ResidualNet(), data, handleSignals: false, stopAfterSteps: 10 });
       assert.equal(first.status, 'interrupted');
       assert.ok(JSON.parse(readFileSync(join(parts, 'last.json'), 'utf8')).deploymentPlan, 'the plan is in the checkpoint of the interrupted final phase');
       const resumed = await train({ config, outDir: parts, model: new ResidualNet(), data, handleSignals: false, resume: true });
@@ -168,17 +169,26 @@ describe('the final phase of a run', () => {
     }
   });
 
-  test('the final phase freezes batch-norm statistics', async () => {
+  test('the final phase freezes batch norm (statistics, scale and shift) and steps at deploy.finalLr', async () => {
     const { dir, cleanup } = tempDir('tq-final-bn-');
     try {
-      // Stopped at the end of epoch 1 (4 steps), before the final phase; the whole run after it.
-      await train({ config, outDir: join(dir, 'before'), model: new ResidualNet(), data, handleSignals: false, stopAfterSteps: 4 });
+      // Stopped at the end of epoch 2 (8 steps), before the final phase; the whole run after it.
+      await train({ config, outDir: join(dir, 'before'), model: new ResidualNet(), data, handleSignals: false, stopAfterSteps: 8 });
       await train({ config, outDir: join(dir, 'whole'), model: new ResidualNet(), data, handleSignals: false });
       const [before, after] = [readCheckpoint(join(dir, 'before')).state, readCheckpoint(join(dir, 'whole')).state];
       for (const key of ['stem.1.running_mean', 'stem.1.running_var', 'branch.1.running_mean', 'branch.3.running_var']) {
         assert.deepEqual(after.get(key), before.get(key), `${key} moved in the final phase`);
       }
       assert.notDeepEqual(after.get('stem.0.weight'), before.get('stem.0.weight'), 'the weights did train in the final phase');
+      for (const key of ['stem.1.weight', 'stem.1.bias', 'branch.1.weight', 'branch.3.bias']) assert.deepEqual(after.get(key), before.get(key), `${key} moved in the final phase`);
+      // The final phase steps at deploy.finalLr times the configured learning rate.
+      const fullLr = resolveConfig({ ...fields, deploy: { finalEpochs: 1, finalLr: 1, calibrationImages: 16 } });
+      await train({ config: fullLr, outDir: join(dir, 'full-lr'), model: new ResidualNet(), data, handleSignals: false });
+      const lrs = (run: string): number[] => readFileSync(join(dir, run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).lr);
+      const [scaled, full] = [lrs('whole'), lrs('full-lr')];
+      assert.deepEqual(scaled.slice(0, 2), full.slice(0, 2));
+      assert.equal(full[2], config.lr);
+      assert.ok(Math.abs(scaled[2] / full[2] - config.deploy.finalLr) < 1e-9, `final-phase lr ${scaled[2]} vs ${full[2]}`);
     } finally {
       cleanup();
     }

@@ -60,7 +60,7 @@ export const TRAIN: CommandSpec = {
     'train-subset': { type: 'string', value: 'N', description: 'train on a fixed subset of N images (0: all)' },
     'test-subset': { type: 'string', value: 'N', description: 'test on a fixed subset of N images (0: all)' },
     workers: { type: 'string', value: 'N', description: 'data-loader worker threads' },
-    'final-epochs': { type: 'string', value: 'N', description: 'the last N epochs train with the deployment simulated and batch norm frozen (deploy.finalEpochs)' },
+    'final-epochs': { type: 'string', value: 'N', description: 'N epochs after --epochs with the deployment simulated and batch norm frozen (deploy.finalEpochs)' },
     'no-deploy': { type: 'boolean', description: 'do not lower and evaluate the integer model at the end (deploy.evaluate false)' },
     ...BACKEND_OPTIONS,
   },

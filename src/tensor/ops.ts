@@ -40,9 +40,9 @@ export function batchNorm(
   const be = getBackend();
   if (!opts.training) {
     const y = be.batchNormInfer(x.buf, gamma.buf, beta.buf, runningMean.buf, runningVar.buf, opts);
-    // Eval-mode BN is a per-channel affine map (y = x * gamma / sqrt(var + eps) + shift); gamma and
-    // beta get no gradient in this mode.
-    return record('batchNormInfer', y, [x], (g) => [batchNormInferBackward(g, y, gamma, runningVar, opts)]);
+    // Eval-mode BN is a per-channel affine map (y = gamma * (x - mean) / sqrt(var + eps) + beta) with
+    // the statistics fixed: fine-tuning with frozen statistics still learns gamma and beta.
+    return record('batchNormInfer', y, [x, gamma, beta], (g) => batchNormInferBackward(g, x, y, gamma, beta, runningMean, runningVar, opts));
   }
   const { y, saved } = be.batchNormTrain(x.buf, gamma.buf, beta.buf, runningMean.buf, runningVar.buf, opts);
   return record(
@@ -57,24 +57,39 @@ export function batchNorm(
   );
 }
 
-/** Gradient through eval-mode batch norm (rarely needed: fine-tuning with frozen statistics). */
-function batchNormInferBackward(g: Buf, y: Buf, gamma: Tensor, runningVar: Tensor, p: BatchNormParams): Buf {
+/**
+ * Gradients through eval-mode batch norm, in one pass over the elements (it runs only when
+ * fine-tuning with frozen statistics): gx = g * gamma / sigma, gBeta = sum g, gGamma = sum g * (x - mean) / sigma,
+ * with g masked by a fused ReLU.
+ */
+function batchNormInferBackward(g: Buf, x: Tensor, y: Buf, gamma: Tensor, beta: Tensor, mean: Tensor, variance: Tensor, p: BatchNormParams): (Buf | null)[] {
   const be = getBackend();
-  const gm = gamma.toArray();
-  const rv = runningVar.toArray();
+  const [gv, xv, yv] = [be.download(g), x.toArray(), p.relu ? be.download(y) : null];
+  const [gm, mu, rv] = [gamma.toArray(), mean.toArray(), variance.toArray()];
   const channels = gm.length;
-  const scale = new Float32Array(numel(g.shape));
   const inner = numel(g.shape.slice(2));
-  for (let i = 0; i < scale.length; i++) {
-    const c = Math.floor(i / inner) % channels;
-    scale[i] = gm[c] / Math.sqrt(rv[c] + p.eps);
+  const gx = new Float32Array(gv.length);
+  const gGamma = new Float64Array(channels);
+  const gBeta = new Float64Array(channels);
+  for (let i = 0; i < gv.length; i += inner) {
+    const c = (i / inner) % channels;
+    const inv = 1 / Math.sqrt(rv[c] + p.eps);
+    const scale = gm[c] * inv;
+    let [sumG, sumGX] = [0, 0];
+    for (let j = i; j < i + inner; j++) {
+      const gj = yv && yv[j] <= 0 ? 0 : gv[j];
+      gx[j] = gj * scale;
+      sumG += gj;
+      sumGX += gj * (xv[j] - mu[c]);
+    }
+    gBeta[c] += sumG;
+    gGamma[c] += sumGX * inv;
   }
-  const scaleBuf = be.upload(scale, g.shape);
-  const gMasked = p.relu ? be.reluBackward(g, y) : be.clone(g);
-  const gx = be.mul(gMasked, scaleBuf);
-  be.free(scaleBuf);
-  be.free(gMasked);
-  return gx;
+  return [
+    x.requiresGrad ? be.upload(gx, g.shape) : null,
+    gamma.requiresGrad ? be.upload(Float32Array.from(gGamma), gamma.shape) : null,
+    beta.requiresGrad ? be.upload(Float32Array.from(gBeta), beta.shape) : null,
+  ];
 }
 
 export function relu(x: Tensor): Tensor {

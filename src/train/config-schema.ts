@@ -33,7 +33,17 @@ const DEPLOY = fields(
       .describe('Lower the model at the end and evaluate the integer model on the test images; a model the lowering rejects stops the run before training, naming the layer.'),
     finalEpochs: integer(0)
       .default(0)
-      .describe('The last N epochs train with the deployment simulated (its plan made at their start) and batch-norm statistics frozen; 0: none. Float runs ignore it.'),
+      .describe(
+        'The final phase: N epochs after the epochs of quantization-aware training, with the deployment simulated (its plan made at their start) and batch norm frozen (statistics, scale and shift); 0: none. Float runs ignore it.',
+      ),
+    finalLr: z
+      .number({ error: got('must be a factor in (0, 1]') })
+      .positive()
+      .max(1)
+      .default(0.02)
+      .describe(
+        "The final phase's learning rates, constant, as a factor on the configured ones (lr, each group's): with frozen statistics, steps that are safe with batch statistics can make the weights diverge.",
+      ),
     residualBits: deployBits().default(16).describe('Bits of the residual (shortcut) streams of the integer model.'),
     inputBits: deployBits().default(8).describe('Bits of the image after the normalization lookup table.'),
     calibrationImages: integer(1, 100_000).default(256).describe("Training images the plan's fixed-point scales are calibrated on."),

@@ -56,9 +56,13 @@ export function resolveConfig(raw: unknown, source = 'config', base: TrainConfig
   return out as unknown as TrainConfig;
 }
 
+/** Epochs a run of `c` trains: its `epochs`, then a quantized run's final phase. */
+export function totalEpochs(c: TrainConfig): number {
+  return c.epochs + (c.method === 'float' ? 0 : c.deploy.finalEpochs);
+}
+
 function checkCombination(c: TrainConfig, source: string): void {
   if (c.resize && !c.imageSize) fail(source, 'resize', 'needs imageSize [height, width], the size to resize to');
-  if (c.deploy.finalEpochs > c.epochs) fail(source, 'deploy.finalEpochs', `(${c.deploy.finalEpochs}) must not exceed epochs (${c.epochs})`);
   if (c.method === 'float') return;
   if (c.wbits >= 32 || c.abits >= 32) fail(source, 'wbits/abits', `must be set below 32 for method ${c.method}`);
 }

@@ -31,7 +31,7 @@ import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
 import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
 import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, removeUnreferencedCheckpointFiles, saveCheckpoint } from './checkpoint.js';
-import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig } from './config.js';
+import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig, totalEpochs } from './config.js';
 import { loadConfigDataset } from './dataset.js';
 import { type EvalSummary, evaluate } from './evaluate.js';
 import { type ProgressSink, silentProgress } from './progress.js';
@@ -380,7 +380,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     if (resumed) {
       model.loadStateDict(resumed.state, { source: resumed.source });
       if (resumed.optimizer) optimizer.loadState(resumed.optimizer, `${lastSidecar} optimizer state`);
-      state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, config.epochs, trainLoader.stepsPerEpoch, lastSidecar);
+      state.progress = checkedProgress((resumed.meta as CheckpointMeta).progress, totalEpochs(config), trainLoader.stepsPerEpoch, lastSidecar);
       state.savedProgress = state.progress;
       state.epochs = readMetrics(join(outDir, 'metrics.jsonl'), state.progress.epoch);
       startHash = String((resumed.meta as CheckpointMeta).metrics.startWeights);
@@ -399,7 +399,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     if (deployment) checkModelDeployable(model, deployment, trainData);
     const fingerprint: RunFingerprint = {
       startWeights: startHash,
-      dataOrder: sha256(Array.from({ length: config.epochs }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
+      dataOrder: sha256(Array.from({ length: totalEpochs(config) }, (_, e) => trainLoader.orderHash(e)).join(',') + JSON.stringify({ augment: config.augment, seed: config.seed })),
       config: sha256(JSON.stringify(config)),
     };
     const interrupted = (): TrainResult => ({
@@ -432,7 +432,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       device,
       bestTop1: state.progress.bestTop1,
       bestEpoch: state.progress.bestEpoch,
-      epochs: config.epochs,
+      epochs: totalEpochs(config),
       fingerprint,
       quantization,
       backend: getBackend().name,
@@ -513,7 +513,7 @@ function makePlan(ctx: EpochContext, d: Deployment): DeploymentPlan {
 
 /** The plan epoch `epoch` trains under: the run's, made when the final phase starts; null before it. */
 function epochPlan(ctx: EpochContext, epoch: number): DeploymentPlan | null {
-  if (!ctx.deployment || epoch < ctx.config.epochs - ctx.config.deploy.finalEpochs) return null;
+  if (!ctx.deployment || epoch < ctx.config.epochs) return null;
   return (ctx.state.plan ??= makePlan(ctx, ctx.deployment));
 }
 
@@ -552,9 +552,19 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
   return { final, device };
 }
 
-/** Batch norms normalize with their running statistics, which stay as they are (the final phase). */
-function freezeBatchNorms(model: Module): void {
-  for (const [, m] of model.namedModules()) if (m instanceof BatchNorm) m.training = false;
+/**
+ * The final phase's batch norms: normalizing with their running statistics, scale and shift fixed,
+ * as the deployment folds them into the requantization. A learnt shift parks a channel's folded
+ * offset on an activation threshold (the straight-through gradient of its most common input, a
+ * window of zero codes, keeps crossing it), where float and integer rounding pick different codes
+ * for the whole channel on every image. `frozen` false gives scale and shift their gradients back.
+ */
+function freezeBatchNorms(model: Module, frozen: boolean): void {
+  for (const [, m] of model.namedModules()) {
+    if (!(m instanceof BatchNorm)) continue;
+    if (frozen) m.training = false;
+    m.weight.requiresGrad = m.bias.requiresGrad = !frozen;
+  }
 }
 
 function checkQuantizersFinite(model: Module): void {
@@ -574,7 +584,7 @@ function checkQuantizersFinite(model: Module): void {
 async function runEpochs(ctx: EpochContext): Promise<'finished' | 'interrupted'> {
   const { config, state } = ctx;
   try {
-    for (let epoch = state.progress.epoch; epoch < config.epochs; epoch++) {
+    for (let epoch = state.progress.epoch; epoch < totalEpochs(config); epoch++) {
       if (state.progress.epoch !== epoch) state.progress = { ...state.progress, epoch, step: 0, partial: { lossSum: 0, correct: 0, count: 0 } };
       await stopPoint(ctx.stop);
       await maybeEstimateDelta(ctx, epoch);
@@ -606,13 +616,13 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
   const startStep = state.progress.step;
   let { lossSum, correct, count } = state.progress.partial;
   for await (const batch of trainLoader.epoch(epoch, startStep)) {
-    const lr = lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
+    const lr = plan ? config.deploy.finalLr : lrFactor(config.schedule, config.warmupEpochs > 0 ? { epochs: config.warmupEpochs } : undefined, epoch, epoch + batch.index / steps);
     optimizer.setLrFactor(lr);
     const t0 = performance.now();
     let r;
     try {
       state.forward ??= { run: trainingForwardOf(model, [batch.channels, batch.height, batch.width], progressSink, plan), plan };
-      if (plan) freezeBatchNorms(model);
+      if (plan) freezeBatchNorms(model, true);
       r = trainStep(model, optimizer, { images: batch.images, labels: batch.labels, shape: [batch.size, batch.channels, batch.height, batch.width] }, {
         forward: state.forward.run,
         labelSmoothing: config.labelSmoothing,
@@ -635,10 +645,10 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
     const done = batch.index + 1 - startStep;
     const elapsed = (performance.now() - epochStart) / 1000;
     const perStep = elapsed / done;
-    const remaining = steps - batch.index - 1 + (config.epochs - epoch - 1) * steps;
+    const remaining = steps - batch.index - 1 + (totalEpochs(config) - epoch - 1) * steps;
     progressSink.step({
       epoch,
-      epochs: config.epochs,
+      epochs: totalEpochs(config),
       step: batch.index + 1,
       steps,
       loss: lossSum / count,
@@ -653,8 +663,9 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
     if (ctx.opts.stopAfterSteps !== undefined && state.stepsThisProcess >= ctx.opts.stopAfterSteps) throw new StopRequested(`stop after ${ctx.opts.stopAfterSteps} steps`);
     await stopPoint(ctx.stop);
   }
+  if (plan) freezeBatchNorms(model, false);
   const seconds = (performance.now() - epochStart) / 1000;
-  const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === config.epochs;
+  const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === totalEpochs(config);
   const test = evalNow ? await evaluate(model, ctx.testLoader, { forward: evaluationForward(ctx, plan), signal: ctx.stop }) : null;
   const metrics: EpochMetrics = {
     epoch,
@@ -682,7 +693,7 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
     bestEpoch: improved ? epoch : state.progress.bestEpoch,
   };
   progressSink.line(
-    `epoch ${epoch + 1}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
+    `epoch ${epoch + 1}/${totalEpochs(config)}${plan ? ' (final phase)' : ''}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainTop1.toFixed(2)}%` +
       (test ? `, test loss ${test.loss.toFixed(4)} top-1 ${test.top1.toFixed(2)}% top-5 ${test.top5.toFixed(2)}%` : '') +
       `, ${(images / seconds).toFixed(0)} img/s, data ${metrics.dataMs.toFixed(1)} ms/step of ${metrics.stepMs.toFixed(0)} ms`,
   );

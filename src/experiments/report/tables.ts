@@ -121,7 +121,7 @@ export function recipeLines(s: Study): string[] {
   const c = run.config;
   const lines = [
     `model ${c.model}, ${c.dataset}, normalization ${c.normalization}, first/last layers ${c.firstLast}`,
-    `${c.epochs} epoch(s), batch ${c.batch}, ${c.optimizer} lr ${c.lr}${c.optimizer === 'sgd' ? ` momentum ${c.momentum}` : ''}, weight decay ${c.weightDecay}, schedule ${c.schedule.kind}`,
+    `${c.epochs} epoch(s)${c.method !== 'float' && c.deploy.finalEpochs > 0 ? ` + ${c.deploy.finalEpochs} of final phase (deployment simulated, batch norm frozen, lr x ${c.deploy.finalLr})` : ''}, batch ${c.batch}, ${c.optimizer} lr ${c.lr}${c.optimizer === 'sgd' ? ` momentum ${c.momentum}` : ''}, weight decay ${c.weightDecay}, schedule ${c.schedule.kind}`,
     `training images: ${c.trainSubset > 0 ? `a fixed subset of ${c.trainSubset}` : 'all'}; test images: ${c.testSubset > 0 ? `a fixed subset of ${c.testSubset}` : 'all'}`,
   ];
   if (c.paramGroups.length) lines.push(`parameter groups: ${c.paramGroups.map((g) => `${g.name} (${g.match}) lr ${g.lr} wd ${g.weightDecay}`).join('; ')}`);
