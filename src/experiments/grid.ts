@@ -5,23 +5,26 @@
  * which methods initialize progressively (APoT: 4-bit from the start, 3-bit from 4-bit's best,
  * ...), and a quick scale (fewer epochs, subsets) defined in the same file.
  *
- * `readGrid` checks a file against the schema (errors name the file, the field and the allowed
- * values); `expandGrid` turns it into the list of runs, each with its complete, checked config.
+ * `readGrid` checks a file against the schema of grid-schema.ts, then what involves several
+ * sections, and each recipe with the training config's schema (errors name the file, the field and
+ * the allowed values); `expandGrid` turns it into the list of runs, each with its complete, checked
+ * config.
  */
 import { dirname, join } from 'node:path';
-import { DATASET_NAMES, type DatasetName } from '../data/index.js';
-import { type ModelName, modelNames } from '../models/index.js';
+import type { DatasetName } from '../data/index.js';
+import type { ModelName } from '../models/index.js';
 import { APOT_ACT_BITS, APOT_WEIGHT_BITS } from '../quant/apot.js';
 import { EWGS_BITS } from '../quant/ewgs.js';
 import { LSQ_BITS } from '../quant/lsq.js';
 import { PACT_BITS } from '../quant/pact.js';
-import { type MethodName, methodNames } from '../quant/quantizer.js';
+import type { MethodName } from '../quant/quantizer.js';
 import { UNIFORM_BITS } from '../quant/uniform.js';
-import { CONFIG_FIELDS, ConfigError, type TrainConfig, readConfigFile, resolveConfig, resolveConfigPaths } from '../train/config.js';
+import { ConfigError, type TrainConfig, readConfigFile, resolveConfig, resolveConfigPaths } from '../train/config.js';
+import { checked } from '../util/schema.js';
+import { type BitWidth, type FairnessRules, GRID_SCHEMA, type GridFile, type GridMethod, type RunSelector } from './grid-schema.js';
 import { gridFile, resolveGridPath } from './paths.js';
 
-export type GridMethod = MethodName | 'float';
-export const GRID_METHODS: readonly GridMethod[] = [...methodNames, 'float'];
+export { type BitWidth, type FairnessRules, GRID_METHODS, GRID_VERSION, type GridMethod, type RunSelector } from './grid-schema.js';
 
 /** Bit-widths each method supports, for weights and activations. */
 export const SUPPORTED_BITS: Readonly<Record<MethodName, { readonly weight: readonly number[]; readonly activation: readonly number[] }>> = {
@@ -32,23 +35,8 @@ export const SUPPORTED_BITS: Readonly<Record<MethodName, { readonly weight: read
   lsq: { weight: LSQ_BITS, activation: LSQ_BITS },
 };
 
-export interface BitWidth {
-  readonly wbits: number;
-  readonly abits: number;
-}
-
 /** A partial training config, checked field by field when runs are expanded. */
 export type RawRecipe = Readonly<Record<string, unknown>>;
-
-/** Which runs an override applies to: every listed key must match (a key absent matches all). */
-export interface RunSelector {
-  readonly method?: readonly GridMethod[];
-  readonly model?: readonly ModelName[];
-  readonly dataset?: readonly DatasetName[];
-  readonly bits?: readonly BitWidth[];
-  readonly wbits?: readonly number[];
-  readonly abits?: readonly number[];
-}
 
 export interface Override {
   readonly when: RunSelector;
@@ -81,12 +69,6 @@ export interface QuickScale {
   readonly methods?: readonly GridMethod[];
   readonly bits?: readonly BitWidth[];
   readonly seeds?: readonly number[];
-}
-
-/** What the report checks: runs of one model/dataset/seed share start weights and data order. */
-export interface FairnessRules {
-  readonly sameStart: boolean;
-  readonly sameDataOrder: boolean;
 }
 
 export interface GridSpec {
@@ -135,256 +117,126 @@ export interface Plan {
   readonly runs: readonly RunSpec[];
 }
 
-/** Fields a recipe may not set: the grid sets them per run. */
-const GRID_FIELDS = ['model', 'dataset', 'method', 'wbits', 'abits', 'seed', 'init'] as const;
-
 type Raw = Record<string, unknown>;
-
-class Checker {
-  /** `fileDir`: the directory relative paths in the file resolve against. */
-  constructor(readonly source: string, readonly fileDir: string) {}
-
-  fail(field: string, message: string): never {
-    throw new ConfigError(`${this.source}: ${field} ${message}`);
-  }
-
-  object(v: unknown, field: string): Raw {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(field, `must be a mapping of fields; got ${JSON.stringify(v)}`);
-    return v as Raw;
-  }
-
-  keys(v: Raw, allowed: readonly string[], field: string): void {
-    for (const key of Object.keys(v)) {
-      if (!allowed.includes(key)) this.fail(field ? `${field}.${key}` : key, `is not a known field (known: ${allowed.join(', ')})`);
-    }
-  }
-
-  string(v: unknown, field: string): string {
-    if (typeof v !== 'string' || v === '') this.fail(field, `must be a non-empty string; got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  optionalString(v: unknown, field: string, fallback: string): string {
-    return v === undefined ? fallback : this.string(v, field);
-  }
-
-  bool(v: unknown, field: string, fallback: boolean): boolean {
-    if (v === undefined) return fallback;
-    if (typeof v !== 'boolean') this.fail(field, `must be true or false; got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  oneOf<T extends string>(v: unknown, allowed: readonly T[], field: string): T {
-    if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
-      this.fail(field, `must be one of ${allowed.join(', ')}; got ${JSON.stringify(v)}`);
-    }
-    return v as T;
-  }
-
-  /** A list (or a single value, read as a list of one), each element checked by `item`. */
-  list<T>(v: unknown, field: string, item: (x: unknown, field: string) => T): T[] {
-    const values = Array.isArray(v) ? v : [v];
-    if (values.length === 0) this.fail(field, 'must not be empty');
-    const out = values.map((x, i) => item(x, Array.isArray(v) ? `${field}[${i}]` : field));
-    const seen = new Set<string>();
-    out.forEach((x, i) => {
-      const key = JSON.stringify(x);
-      if (seen.has(key)) this.fail(`${field}[${i}]`, `repeats ${key}`);
-      seen.add(key);
-    });
-    return out;
-  }
-
-  seed(v: unknown, field: string): number {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) this.fail(field, `must be an integer >= 0; got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  /** `4` (W4A4), `W2A4` (case-insensitive), or {wbits, abits}. */
-  bits(v: unknown, field: string): BitWidth {
-    const hint = 'must be a bit-width: a number (weights = activations), "W<w>A<a>" or {wbits, abits}';
-    let pair: [unknown, unknown];
-    if (typeof v === 'number') pair = [v, v];
-    else if (typeof v === 'string') {
-      const m = /^w(\d+)a(\d+)$/i.exec(v);
-      if (!m) this.fail(field, `${hint}; got ${JSON.stringify(v)}`);
-      pair = [Number(m[1]), Number(m[2])];
-    } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
-      this.keys(v as Raw, ['wbits', 'abits'], field);
-      pair = [(v as Raw).wbits, (v as Raw).abits];
-    } else this.fail(field, `${hint}; got ${JSON.stringify(v)}`);
-    const [wbits, abits] = pair.map((b) => {
-      if (typeof b !== 'number' || !Number.isInteger(b) || b < 1 || b > 8) this.fail(field, `${hint} with bits from 1 to 8; got ${JSON.stringify(v)}`);
-      return b;
-    });
-    return { wbits, abits };
-  }
-
-  /** A partial training config: known fields only, none the grid sets itself; values checked later per run. */
-  recipe(v: unknown, field: string): RawRecipe {
-    if (v === undefined) return {};
-    const raw = this.object(v, field);
-    for (const key of Object.keys(raw)) {
-      if ((GRID_FIELDS as readonly string[]).includes(key)) {
-        this.fail(`${field}.${key}`, `is set by the grid for each run (models, datasets, methods, bits, seeds, start); remove it from the recipe`);
-      }
-      if (!(CONFIG_FIELDS as readonly string[]).includes(key)) {
-        this.fail(`${field}.${key}`, `is not a training config field (known: ${CONFIG_FIELDS.filter((k) => !(GRID_FIELDS as readonly string[]).includes(k)).join(', ')})`);
-      }
-    }
-    // Value checks with the training schema (over its defaults, so a partial recipe passes).
-    resolveConfig(raw, `${this.source}: ${field}`);
-    return resolveConfigPaths(raw, this.fileDir, resolveGridPath);
-  }
-}
+type Fail = (field: string, message: string) => never;
 
 export function bitsLabel(b: BitWidth): string {
   return `W${b.wbits}A${b.abits}`;
 }
 
-function checkSupportedBits(c: Checker, methods: readonly GridMethod[], bits: readonly BitWidth[], field: string): void {
+function checkSupportedBits(fail: Fail, methods: readonly GridMethod[], bits: readonly BitWidth[], field: string): void {
   for (const method of methods) {
     if (method === 'float') continue;
     const supported = SUPPORTED_BITS[method];
     for (const b of bits) {
       if (!supported.weight.includes(b.wbits) || !supported.activation.includes(b.abits)) {
-        c.fail(field, `${bitsLabel(b)} is not supported by ${method} (weights: ${supported.weight.join(', ')}; activations: ${supported.activation.join(', ')})`);
+        fail(field, `${bitsLabel(b)} is not supported by ${method} (weights: ${supported.weight.join(', ')}; activations: ${supported.activation.join(', ')})`);
       }
     }
   }
 }
 
-function selector(c: Checker, v: unknown, field: string): RunSelector {
-  const raw = c.object(v, field);
-  c.keys(raw, ['method', 'model', 'dataset', 'bits', 'wbits', 'abits'], field);
-  const bitsOf = (x: unknown, f: string): number => {
-    if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > 32) c.fail(f, `must be a bit count from 1 to 32; got ${JSON.stringify(x)}`);
-    return x;
-  };
-  return {
-    ...(raw.method !== undefined && { method: c.list(raw.method, `${field}.method`, (x, f) => c.oneOf(x, GRID_METHODS, f)) }),
-    ...(raw.model !== undefined && { model: c.list(raw.model, `${field}.model`, (x, f) => c.oneOf(x, modelNames, f)) }),
-    ...(raw.dataset !== undefined && { dataset: c.list(raw.dataset, `${field}.dataset`, (x, f) => c.oneOf(x, DATASET_NAMES, f)) }),
-    ...(raw.bits !== undefined && { bits: c.list(raw.bits, `${field}.bits`, (x, f) => c.bits(x, f)) }),
-    ...(raw.wbits !== undefined && { wbits: c.list(raw.wbits, `${field}.wbits`, bitsOf) }),
-    ...(raw.abits !== undefined && { abits: c.list(raw.abits, `${field}.abits`, bitsOf) }),
-  };
+/** `values[i]`, or `values` when the file gives a single value (read as a list of one). */
+function itemName(field: string, written: unknown, i: number): string {
+  return Array.isArray(written) ? `${field}[${i}]` : field;
 }
 
-function overrides(c: Checker, v: unknown, field: string): Override[] {
-  if (v === undefined) return [];
-  if (!Array.isArray(v)) c.fail(field, 'must be a list of {when, set}');
-  return v.map((o, i) => {
-    const f = `${field}[${i}]`;
-    const raw = c.object(o, f);
-    c.keys(raw, ['when', 'set'], f);
-    return { when: selector(c, raw.when ?? {}, `${f}.when`), set: c.recipe(raw.set, `${f}.set`) };
-  });
-}
+/** The checks that involve several sections of a grid file, and what its paths and recipes resolve to. */
+class GridReader {
+  constructor(
+    readonly source: string,
+    /** The directory relative paths in the file resolve against. */
+    readonly fileDir: string,
+  ) {}
 
-function startPoint(c: Checker, raw: Raw, field: string, fileDir: string): StartPoint {
-  const given = ['checkpoint', 'float', 'scratch'].filter((k) => raw[k] !== undefined);
-  if (given.length !== 1) c.fail(field, `must give exactly one of checkpoint: PATH, float: true | best | last (train one in the grid; start from its best or last epoch), scratch: true; got ${given.join(', ') || 'none'}`);
-  if (raw.checkpoint !== undefined) {
-    const written = c.string(raw.checkpoint, `${field}.checkpoint`);
-    return { kind: 'checkpoint', path: resolveGridPath(written, fileDir), written };
+  readonly fail: Fail = (field, message) => {
+    throw new ConfigError(`${this.source}: ${field} ${message}`);
+  };
+
+  /** A recipe's values, checked with the training schema (over its defaults, so a partial recipe passes); paths resolved. */
+  recipe(raw: RawRecipe, field: string): RawRecipe {
+    resolveConfig(raw, `${this.source}: ${field}`);
+    return resolveConfigPaths(raw, this.fileDir, resolveGridPath);
   }
-  if (raw.float !== undefined) {
-    if (raw.float === true) return { kind: 'float-run', use: 'best' };
-    return { kind: 'float-run', use: c.oneOf(raw.float, ['best', 'last'] as const, `${field}.float`) };
+
+  overrides(list: GridFile['overrides'], field: string): Override[] {
+    return list.map((o, i) => ({ when: o.when, set: this.recipe(o.set, `${field}[${i}].set`) }));
   }
-  if (raw.scratch !== true) c.fail(`${field}.scratch`, `must be true; got ${JSON.stringify(raw.scratch)}`);
-  return { kind: 'scratch' };
+
+  starts(list: GridFile['start'], grid: Pick<GridSpec, 'models' | 'datasets'>): StartEntry[] {
+    const seen = new Set<string>();
+    return list.map((s, i) => {
+      const field = `start[${i}]`;
+      const given = (['checkpoint', 'float', 'scratch'] as const).filter((k) => s[k] !== undefined);
+      if (given.length !== 1) {
+        this.fail(field, `must give exactly one of checkpoint: PATH, float: true | best | last (train one in the grid; start from its best or last epoch), scratch: true; got ${given.join(', ') || 'none'}`);
+      }
+      if (seen.has(`${s.model}/${s.dataset}`)) this.fail(field, `repeats the start of ${s.model}/${s.dataset}`);
+      seen.add(`${s.model}/${s.dataset}`);
+      if (!grid.models.includes(s.model) || !grid.datasets.includes(s.dataset)) this.fail(field, `names ${s.model}/${s.dataset}, which is not in the grid's models x datasets`);
+      return { model: s.model, dataset: s.dataset, start: this.#startPoint(s) };
+    });
+  }
+
+  #startPoint(s: GridFile['start'][number]): StartPoint {
+    if (s.checkpoint !== undefined) return { kind: 'checkpoint', path: resolveGridPath(s.checkpoint, this.fileDir), written: s.checkpoint };
+    if (s.float !== undefined) return { kind: 'float-run', use: s.float === true ? 'best' : s.float };
+    return { kind: 'scratch' };
+  }
+
+  /** Values of a quick-scale list that the grid's own list lacks. */
+  subset<T>(values: readonly T[] | undefined, all: readonly T[], field: string): readonly T[] | undefined {
+    values?.forEach((x, i) => {
+      if (!all.some((a) => JSON.stringify(a) === JSON.stringify(x))) this.fail(`quick.${field}[${i}]`, `${JSON.stringify(x)} is not in the grid's ${field}`);
+    });
+    return values;
+  }
+
+  quickScale(q: GridFile['quick'], grid: Omit<GridSpec, 'quick'>): QuickScale | null {
+    if (q === undefined) return null;
+    return {
+      note: q.note,
+      recipe: this.recipe(q.recipe, 'quick.recipe'),
+      overrides: this.overrides(q.overrides, 'quick.overrides'),
+      models: this.subset(q.models, grid.models, 'models'),
+      datasets: this.subset(q.datasets, grid.datasets, 'datasets'),
+      methods: this.subset(q.methods, grid.methods, 'methods'),
+      bits: this.subset(q.bits, grid.bits, 'bits'),
+      seeds: this.subset(q.seeds, grid.seeds, 'seeds'),
+    };
+  }
 }
-
-function starts(c: Checker, v: unknown, field: string, fileDir: string): StartEntry[] {
-  if (v === undefined) return [];
-  if (!Array.isArray(v)) c.fail(field, 'must be a list of {model, dataset, checkpoint | float | scratch}');
-  const seen = new Set<string>();
-  return v.map((s, i) => {
-    const f = `${field}[${i}]`;
-    const raw = c.object(s, f);
-    c.keys(raw, ['model', 'dataset', 'checkpoint', 'float', 'scratch'], f);
-    const model = c.oneOf(raw.model, modelNames, `${f}.model`);
-    const dataset = c.oneOf(raw.dataset, DATASET_NAMES, `${f}.dataset`);
-    if (seen.has(`${model}/${dataset}`)) c.fail(f, `repeats the start of ${model}/${dataset}`);
-    seen.add(`${model}/${dataset}`);
-    return { model, dataset, start: startPoint(c, raw, f, fileDir) };
-  });
-}
-
-function subsetOf<T>(c: Checker, values: T[] | undefined, all: readonly T[], field: string, whole: string): T[] | undefined {
-  if (values === undefined) return undefined;
-  values.forEach((x, i) => {
-    if (!all.some((a) => JSON.stringify(a) === JSON.stringify(x))) c.fail(`${field}[${i}]`, `${JSON.stringify(x)} is not in the grid's ${whole}`);
-  });
-  return values;
-}
-
-function quickScale(c: Checker, v: unknown, grid: Omit<GridSpec, 'quick'>): QuickScale | null {
-  if (v === undefined) return null;
-  const raw = c.object(v, 'quick');
-  c.keys(raw, ['note', 'recipe', 'overrides', 'models', 'datasets', 'methods', 'bits', 'seeds'], 'quick');
-  const pick = <T>(key: string, item: (x: unknown, f: string) => T, all: readonly T[]): T[] | undefined =>
-    raw[key] === undefined ? undefined : subsetOf(c, c.list(raw[key], `quick.${key}`, item), all, `quick.${key}`, key);
-  return {
-    note: c.optionalString(raw.note, 'quick.note', 'quick scale: fewer epochs and a subset of the data; numbers are not comparable with full runs'),
-    recipe: c.recipe(raw.recipe, 'quick.recipe'),
-    overrides: overrides(c, raw.overrides, 'quick.overrides'),
-    models: pick('models', (x, f) => c.oneOf(x, modelNames, f), grid.models),
-    datasets: pick('datasets', (x, f) => c.oneOf(x, DATASET_NAMES, f), grid.datasets),
-    methods: pick('methods', (x, f) => c.oneOf(x, GRID_METHODS, f), grid.methods),
-    bits: pick('bits', (x, f) => c.bits(x, f), grid.bits),
-    seeds: pick('seeds', (x, f) => c.seed(x, f), grid.seeds),
-  };
-}
-
-export const GRID_VERSION = 1;
-
-const GRID_KEYS = [
-  'version', 'name', 'title', 'description', 'models', 'datasets', 'methods', 'bits', 'seeds',
-  'recipe', 'overrides', 'start', 'progressive', 'fairness', 'quick',
-];
 
 /** Check a grid (parsed YAML/JSON). `source` names it in errors; relative paths resolve against `fileDir`. */
 export function parseGrid(raw: unknown, source: string, fileDir: string): GridSpec {
-  const c = new Checker(source, fileDir);
-  const g = c.object(raw, 'grid');
-  c.keys(g, GRID_KEYS, '');
-  if (g.version !== undefined && g.version !== GRID_VERSION) c.fail('version', `must be ${GRID_VERSION} (this tinyquant reads grid version ${GRID_VERSION}); got ${JSON.stringify(g.version)}`);
-  const methods = c.list(g.methods, 'methods', (x, f) => c.oneOf(x, GRID_METHODS, f));
-  const quantized = methods.some((m) => m !== 'float');
-  const bits = g.bits === undefined && !quantized ? [] : c.list(g.bits, 'bits', (x, f) => c.bits(x, f));
-  checkSupportedBits(c, methods, bits, 'bits');
-  const name = c.string(g.name, 'name');
-  if (!/^[a-z0-9][a-z0-9._-]*$/i.test(name)) c.fail('name', `must be letters, digits, '.', '_' or '-'; got ${JSON.stringify(name)}`);
+  const r = new GridReader(source, fileDir);
+  const g = checked(GRID_SCHEMA, raw, source, (message) => {
+    throw new ConfigError(message);
+  }, 'grid');
+  const quantized = g.methods.filter((m): m is MethodName => m !== 'float');
+  if (quantized.length > 0 && g.bits === undefined) r.fail('bits', `must be given for ${quantized.join(', ')}: a bit-width (a number, "W<w>A<a>" or {wbits, abits}) or a list of them`);
+  const bits = g.bits ?? [];
+  checkSupportedBits(r.fail, g.methods, bits, 'bits');
+  g.progressive.forEach((m, i) => {
+    if (!quantized.includes(m)) r.fail(itemName('progressive', (raw as Raw).progressive, i), `must be one of ${quantized.join(', ')}; got ${JSON.stringify(m)}`);
+  });
   const base = {
-    name,
-    title: c.optionalString(g.title, 'title', name),
-    description: c.optionalString(g.description, 'description', ''),
+    name: g.name,
+    title: g.title ?? g.name,
+    description: g.description ?? '',
     source,
-    models: c.list(g.models, 'models', (x, f) => c.oneOf(x, modelNames, f)),
-    datasets: c.list(g.datasets, 'datasets', (x, f) => c.oneOf(x, DATASET_NAMES, f)),
-    methods,
+    models: g.models,
+    datasets: g.datasets,
+    methods: g.methods,
     bits,
-    seeds: c.list(g.seeds ?? [0], 'seeds', (x, f) => c.seed(x, f)),
-    recipe: c.recipe(g.recipe, 'recipe'),
-    overrides: overrides(c, g.overrides, 'overrides'),
-    starts: starts(c, g.start, 'start', fileDir),
-    progressive: g.progressive === undefined ? [] : c.list(g.progressive, 'progressive', (x, f) => c.oneOf(x, methods.filter((m) => m !== 'float'), f)),
-    fairness: fairness(c, g.fairness),
+    seeds: g.seeds,
+    recipe: r.recipe(g.recipe, 'recipe'),
+    overrides: r.overrides(g.overrides, 'overrides'),
+    progressive: g.progressive,
+    fairness: g.fairness,
   };
-  for (const [i, s] of base.starts.entries()) {
-    if (!base.models.includes(s.model) || !base.datasets.includes(s.dataset)) c.fail(`start[${i}]`, `names ${s.model}/${s.dataset}, which is not in the grid's models x datasets`);
-  }
-  return { ...base, quick: quickScale(c, g.quick, base) };
-}
-
-function fairness(c: Checker, v: unknown): FairnessRules {
-  if (v === undefined) return { sameStart: true, sameDataOrder: true };
-  const raw = c.object(v, 'fairness');
-  c.keys(raw, ['sameStart', 'sameDataOrder'], 'fairness');
-  return { sameStart: c.bool(raw.sameStart, 'fairness.sameStart', true), sameDataOrder: c.bool(raw.sameDataOrder, 'fairness.sameDataOrder', true) };
+  const starts = r.starts(g.start, base);
+  return { ...base, starts, quick: r.quickScale(g.quick, { ...base, starts }) };
 }
 
 /** Read a grid file, or a preset by name (`kiots2023` -> presets/kiots2023.yaml). */
