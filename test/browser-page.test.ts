@@ -56,6 +56,7 @@ test('the browser page predicts as the Node engine does, and reports bad input o
     const images = randomImages(model, 3, 5);
     const size = 3 * h * w;
     await page.setInputFiles('#model', { name: 'tiny.tqm', mimeType: 'application/octet-stream', buffer: tqm });
+    await page.waitForSelector('#model-info:not([hidden])');
     assert.match(await page.textContent('#report') ?? '', /residual-int16.*\n[^]*total/);
     for (let k = 0; k < 3; k++) {
       const planes = images.subarray(k * size, (k + 1) * size);
