@@ -8,3 +8,4 @@ export { TqmError, decodeTqm, encodeTqm } from './export/tqm.js';
 export { IntegerModelError, validateIntegerModel } from './export/validate.js';
 export { type LayerKind, type LayerReport, type ModelReport, modelReport } from './export/report.js';
 export type { IntegerModel, ModelMeta, Op, TensorInfo } from './export/ir.js';
+export { formatReport } from './export/report-text.js';

@@ -16,7 +16,7 @@ import { ImageDecodeError, decodeImage } from '../../src/data/image-decode.js';
 import { TarError, readTar, readTarFile, type TarEntry } from '../../src/data/tar.js';
 import { IntegerEngine } from '../../src/export/engine.js';
 import { type IntegerModel, inputShape } from '../../src/export/ir.js';
-import { formatReport } from '../../src/cli/inspect.js';
+import { formatReport } from '../../src/export/report-text.js';
 import { modelReport } from '../../src/export/report.js';
 import { sha256 } from '../../src/export/sha256.js';
 import { TQM_HEADER_BYTES, TqmError, decodeTqm, encodeTqm } from '../../src/export/tqm.js';
