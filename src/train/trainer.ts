@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
+import { CIFAR_AUGMENT, DataLoader, type ImageDataset, checkSplitsAgree, createEvalLoader, fixedSubset } from '../data/index.js';
 import { removeStaleTempFiles, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { makeDirectory, removeCreatedDirectories } from '../io/directory.js';
 import { lockDirectory } from '../io/lock.js';
@@ -287,6 +287,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const resumed = readResumed(opts);
     const log = (m: string): void => progressSink.line(m);
     const data = opts.data ?? (await loadTrainingData(config, log));
+    checkSplitsAgree(data.train, data.test);
     removeStaleTempFiles(outDir);
     removeUnreferencedCheckpointFiles(outDir);
     // Signals are ours from here on (before, while only data loads, they end the process as usual).
