@@ -1,7 +1,8 @@
 /**
  * `tinyquant train` and `tinyquant eval` as a user runs them (the CLI in a child process, on a tiny
  * CIFAR-10 folder made here): the JSON line and the predictions file of eval, bare weights evaluated
- * with architecture flags, and SIGTERM during training saving a checkpoint that --resume continues.
+ * with architecture flags, weights that are not finite refused by eval and train --init (evaluated
+ * with --allow-non-finite), and SIGTERM during training saving a checkpoint that --resume continues.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -10,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { loadStateDict, writeSafetensorsFile } from '../src/io/index.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -75,6 +77,49 @@ describe('train then eval', () => {
     const wrong = await start(['eval', '--checkpoint', weights, '--model', 'resnet20', '--dataset', 'cifar10', '--data-dir', dir]).done;
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /layer2\.1|shape|missing/);
+  });
+});
+
+describe('weights that are not finite', () => {
+  /** The run's weights with one value of `key` replaced by `value`, as safetensors. */
+  function damaged(key: string, value: number): string {
+    const run = join(dir, 'run');
+    const meta = JSON.parse(readFileSync(join(run, 'last.json'), 'utf8')) as { weights: { file: string } };
+    const tensors = loadStateDict(join(run, meta.weights.file));
+    const tensor = tensors.get(key);
+    assert.ok(tensor && tensor.dtype === 'F32', `the run has ${key}`);
+    const data = Float32Array.from(tensor.data as Float32Array);
+    data[1] = value;
+    tensors.set(key, { ...tensor, data });
+    const file = join(dir, `${key}-${value}.safetensors`);
+    writeSafetensorsFile(file, tensors);
+    return file;
+  }
+
+  test('NaN or infinite weights and NaN or negative batch-norm variances are refused by eval and as --init, naming the tensor; eval --allow-non-finite evaluates them', async () => {
+    const cases: [string, number, RegExp][] = [
+      ['conv1.weight', NaN, /"conv1\.weight" holds NaN at index 1/],
+      ['linear.weight', Infinity, /"linear\.weight" holds Infinity at index 1/],
+      ['bn1.running_var', NaN, /"bn1\.running_var" holds NaN at index 1/],
+      ['bn1.running_var', -0.5, /"bn1\.running_var" holds the negative variance -0\.5 at index 1/],
+    ];
+    const evalArgs = (file: string) => ['eval', '--checkpoint', file, '--model', 'resnet8', '--dataset', 'cifar10', '--data-dir', dir, '--json'];
+    for (const [key, value, message] of cases) {
+      const file = damaged(key, value);
+      const out = join(dir, `init-${key}-${value}`);
+      for (const args of [evalArgs(file), [...trainArgs(out, 1), '--init', file]]) {
+        const r = await start(args).done;
+        assert.equal(r.code, 3, `${args.join(' ')}: ${r.stderr}`);
+        const lines = r.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, r.stderr);
+        assert.match(lines[0], message);
+        assert.ok(lines[0].includes(file), lines[0]);
+      }
+      assert.ok(!existsSync(join(out, 'last.json')), 'no run started from them');
+    }
+    // the file refused above, evaluated when asked (cli() asserts exit 0)
+    const allowed = JSON.parse((await cli([...evalArgs(damaged('bn1.running_var', NaN)), '--allow-non-finite'])).stdout.trim()) as { n: number };
+    assert.equal(allowed.n, TEST_IMAGES);
   });
 });
 
