@@ -2,17 +2,17 @@
  * `tinyquant train` and `tinyquant eval` as a user runs them (the CLI in a child process, on a tiny
  * CIFAR-10 folder made here): the JSON line and the predictions file of eval, bare weights evaluated
  * with architecture flags, weights that are not finite refused by eval and train --init (evaluated
- * with --allow-non-finite), and SIGTERM during training saving a checkpoint that --resume continues.
+ * with --allow-non-finite), Fashion-MNIST trained with the defaults, and SIGTERM during training saving a checkpoint that --resume continues.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { loadStateDict, writeSafetensorsFile } from '../src/io/index.js';
-import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
+import { cifar10Folder, cifarRecords, idxFile } from './fixtures/data/make.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const TEST_IMAGES = 40;
@@ -120,6 +120,24 @@ describe('weights that are not finite', () => {
     // the file refused above, evaluated when asked (cli() asserts exit 0)
     const allowed = JSON.parse((await cli([...evalArgs(damaged('bn1.running_var', NaN)), '--allow-non-finite'])).stdout.trim()) as { n: number };
     assert.equal(allowed.n, TEST_IMAGES);
+  });
+});
+
+describe('Fashion-MNIST with the defaults', () => {
+  test('train --dataset fashion-mnist, no other data flags: the default model on 1-channel 28x28 images with the dataset\'s normalization', async () => {
+    const data = join(dir, 'idx');
+    mkdirSync(join(data, 'fashion-mnist'), { recursive: true });
+    for (const [prefix, count] of [['train', 16], ['t10k', 8]] as const) {
+      const pixels = Uint8Array.from({ length: count * 784 }, (_, i) => (i * 7) % 256);
+      writeFileSync(join(data, 'fashion-mnist', `${prefix}-images-idx3-ubyte`), idxFile([count, 28, 28], pixels));
+      writeFileSync(join(data, 'fashion-mnist', `${prefix}-labels-idx1-ubyte`), idxFile([count], Uint8Array.from({ length: count }, (_, i) => i % 10)));
+    }
+    const run = join(dir, 'fashion');
+    await cli(['train', '--dataset', 'fashion-mnist', '--data-dir', data, '--epochs', '1', '--batch', '8', '--out', run, '--quiet']);
+    const saved = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as { model: string; normalization: string };
+    assert.deepEqual([saved.model, saved.normalization], ['resnet20', 'fashion-mnist']);
+    const meta = JSON.parse(readFileSync(join(run, 'last.json'), 'utf8')) as { inputShape: number[] };
+    assert.deepEqual(meta.inputShape, [1, 28, 28]);
   });
 });
 
