@@ -15,7 +15,7 @@ export type { Backend, BackendName, Shape } from './backend/backend.js';
 export { createBackend, getBackend, setBackend, withBackend } from './backend/index.js';
 
 // Layers, models, optimizers.
-export { Module, Parameter, type ParamKind, type StateDict, type StateTensor } from './nn/module.js';
+export { Module, Parameter, StateDictError, type LoadOptions, type ParamKind, type StateDict, type StateTensor } from './nn/module.js';
 export {
   AvgPool2d,
   BatchNorm,

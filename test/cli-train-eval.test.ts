@@ -1,16 +1,18 @@
 /**
  * `tinyquant train` and `tinyquant eval` as a user runs them (the CLI in a child process, on a tiny
  * CIFAR-10 folder made here): the JSON line and the predictions file of eval, bare weights evaluated
- * with architecture flags, and SIGTERM during training saving a checkpoint that --resume continues.
+ * with architecture flags, weights that are not finite refused by eval and train --init (evaluated
+ * with --allow-non-finite), Fashion-MNIST trained with the defaults, and SIGTERM during training saving a checkpoint that --resume continues.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
+import { loadStateDict, writeSafetensorsFile } from '../src/io/index.js';
+import { cifar10Folder, cifarRecords, idxFile } from './fixtures/data/make.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const TEST_IMAGES = 40;
@@ -75,6 +77,67 @@ describe('train then eval', () => {
     const wrong = await start(['eval', '--checkpoint', weights, '--model', 'resnet20', '--dataset', 'cifar10', '--data-dir', dir]).done;
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /layer2\.1|shape|missing/);
+  });
+});
+
+describe('weights that are not finite', () => {
+  /** The run's weights with one value of `key` replaced by `value`, as safetensors. */
+  function damaged(key: string, value: number): string {
+    const run = join(dir, 'run');
+    const meta = JSON.parse(readFileSync(join(run, 'last.json'), 'utf8')) as { weights: { file: string } };
+    const tensors = loadStateDict(join(run, meta.weights.file));
+    const tensor = tensors.get(key);
+    assert.ok(tensor && tensor.dtype === 'F32', `the run has ${key}`);
+    const data = Float32Array.from(tensor.data as Float32Array);
+    data[1] = value;
+    tensors.set(key, { ...tensor, data });
+    const file = join(dir, `${key}-${value}.safetensors`);
+    writeSafetensorsFile(file, tensors);
+    return file;
+  }
+
+  test('NaN or infinite weights and NaN or negative batch-norm variances are refused by eval and as --init, naming the tensor; eval --allow-non-finite evaluates them', async () => {
+    const cases: [string, number, RegExp][] = [
+      ['conv1.weight', NaN, /"conv1\.weight" holds NaN at index 1/],
+      ['linear.weight', Infinity, /"linear\.weight" holds Infinity at index 1/],
+      ['bn1.running_var', NaN, /"bn1\.running_var" holds NaN at index 1/],
+      ['bn1.running_var', -0.5, /"bn1\.running_var" holds the negative variance -0\.5 at index 1/],
+    ];
+    const evalArgs = (file: string) => ['eval', '--checkpoint', file, '--model', 'resnet8', '--dataset', 'cifar10', '--data-dir', dir, '--json'];
+    for (const [key, value, message] of cases) {
+      const file = damaged(key, value);
+      const out = join(dir, `init-${key}-${value}`);
+      for (const args of [evalArgs(file), [...trainArgs(out, 1), '--init', file]]) {
+        const r = await start(args).done;
+        assert.equal(r.code, 3, `${args.join(' ')}: ${r.stderr}`);
+        const lines = r.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, r.stderr);
+        assert.match(lines[0], message);
+        assert.ok(lines[0].includes(file), lines[0]);
+      }
+      assert.ok(!existsSync(join(out, 'last.json')), 'no run started from them');
+    }
+    // the file refused above, evaluated when asked (cli() asserts exit 0)
+    const allowed = JSON.parse((await cli([...evalArgs(damaged('bn1.running_var', NaN)), '--allow-non-finite'])).stdout.trim()) as { n: number };
+    assert.equal(allowed.n, TEST_IMAGES);
+  });
+});
+
+describe('Fashion-MNIST with the defaults', () => {
+  test('train --dataset fashion-mnist, no other data flags: the default model on 1-channel 28x28 images with the dataset\'s normalization', async () => {
+    const data = join(dir, 'idx');
+    mkdirSync(join(data, 'fashion-mnist'), { recursive: true });
+    for (const [prefix, count] of [['train', 16], ['t10k', 8]] as const) {
+      const pixels = Uint8Array.from({ length: count * 784 }, (_, i) => (i * 7) % 256);
+      writeFileSync(join(data, 'fashion-mnist', `${prefix}-images-idx3-ubyte`), idxFile([count, 28, 28], pixels));
+      writeFileSync(join(data, 'fashion-mnist', `${prefix}-labels-idx1-ubyte`), idxFile([count], Uint8Array.from({ length: count }, (_, i) => i % 10)));
+    }
+    const run = join(dir, 'fashion');
+    await cli(['train', '--dataset', 'fashion-mnist', '--data-dir', data, '--epochs', '1', '--batch', '8', '--out', run, '--quiet']);
+    const saved = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as { model: string; normalization: string };
+    assert.deepEqual([saved.model, saved.normalization], ['resnet20', 'fashion-mnist']);
+    const meta = JSON.parse(readFileSync(join(run, 'last.json'), 'utf8')) as { inputShape: number[] };
+    assert.deepEqual(meta.inputShape, [1, 28, 28]);
   });
 });
 

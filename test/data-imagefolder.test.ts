@@ -190,6 +190,15 @@ test('image folders: differing sizes and unreadable images are errors naming the
       loadImageFolder(mixed, { split: 'train', workers: 0, cache: false }),
       /mixed\.tar: b\/2\.png is 3x4 \(height x width\), but a\/1\.png is 4x4; all images of a dataset must have one size/,
     );
+    // train/ and test/ of different sizes: both splits are decoded and checked together, whichever is asked for
+    const splits = join(dir, 'splits.tar');
+    writeFileSync(splits, tarArchive([
+      { name: 'test/a/1.png', data: encodePng(8, 8, rgbImage(8, 8, () => 1)) },
+      { name: 'train/a/1.png', data: encodePng(4, 4, rgbImage(4, 4, () => 1)) },
+    ]));
+    for (const split of ['train', 'test'] as const) {
+      await assert.rejects(loadImageFolder(splits, { split, workers: 0, cache: false }), /splits\.tar: train\/a\/1\.png is 4x4 \(height x width\), but test\/a\/1\.png is 8x8; all images of a dataset must have one size/, split);
+    }
     const broken = join(dir, 'broken.tar.gz');
     const good = encodePng(4, 4, rgbImage(4, 4, () => 9));
     const jpegHead = encodeJpeg(4, 4, rgbImage(4, 4, () => 9)).subarray(0, 40);

@@ -6,9 +6,9 @@ import { CIFAR10_CLASSES, dataSearchDirs, loadDataset } from '../src/data/index.
 import { cifarRecords, encodePng, gzip, idxFile, rgbImage, sharedDataDir, tarArchive, tempDir } from './fixtures/data/make.js';
 
 /** A cifar-10-jpeg.tar.gz look-alike: one 32x32 PNG per class and split. */
-function jpegArchive(classes: string[]): Buffer {
+function jpegArchive(classes: string[], size = 32): Buffer {
   const entries = ['train', 'test'].flatMap((split) =>
-    classes.map((cls, i) => ({ name: `${split}/${cls}/0000.png`, data: encodePng(32, 32, rgbImage(32, 32, () => i * 10)) })),
+    classes.map((cls, i) => ({ name: `${split}/${cls}/0000.png`, data: encodePng(size, size, rgbImage(size, size, () => i * 10)) })),
   );
   return gzip(tarArchive(entries));
 }
@@ -43,6 +43,22 @@ test('cifar10 JPEG fallback: class folders must match the official class list', 
       loadDataset({ name: 'cifar10', split: 'train', dataDir: dir, env: { TINYQUANT_CACHE: join(dir, 'cache') }, decodeWorkers: 0 }),
       /cifar-10-jpeg\.tar\.gz: class folders \(automobile, .*plane, .*\) differ from the official CIFAR-10 classes in order \(airplane, /,
     );
+  } finally {
+    cleanup();
+  }
+});
+
+test('cifar10 JPEG fallback: images must be 32x32 (all 16x16 or all 64x64 is refused naming a file)', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    for (const size of [16, 64]) {
+      writeFileSync(join(dir, 'cifar-10-jpeg.tar.gz'), jpegArchive(CIFAR10_CLASSES, size));
+      await assert.rejects(
+        loadDataset({ name: 'cifar10', split: 'train', dataDir: dir, env: { TINYQUANT_CACHE: join(dir, 'cache') }, decodeWorkers: 0 }),
+        new RegExp(`cifar-10-jpeg\\.tar\\.gz: \\w+/\\w+/0000\\.png is ${size}x${size} \\(height x width\\), the expected image size is 32x32, that of CIFAR-10; dataset imagefolder with imageSize and resize`),
+        `${size}x${size}`,
+      );
+    }
   } finally {
     cleanup();
   }

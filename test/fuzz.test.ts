@@ -22,10 +22,11 @@ for (const target of FUZZ_TARGETS) {
     const report = await host.run(target.name, { seed: SEED, numRuns: RUNS });
     assert.deepEqual(report.failures, [], `${target.name}: ${JSON.stringify(report.failures, null, 2)}`);
     assert.ok(report.inputs >= RUNS, `${report.inputs} inputs run`);
+    assert.ok(report.slowestMs > 0 && report.slowestMs <= 2000, `slowest input ${report.slowestMs} ms`);
   });
 }
 
-test('the harness fails a property on an internal error, a message of two lines, a memory bomb, a slow input and a hang', async () => {
+test('the harness fails a property on an internal error, a message of two lines, a memory bomb, a slow input and a hang; it reports the slowest input', async () => {
   const limits = { perInputMs: 200, memoryBytes: 64 * 2 ** 20 };
   const failure = async (run: () => unknown): Promise<string> => {
     const target: FuzzTarget<number> = { name: 'self-test', inputs: fc.constant(0), errors: [Error], run };
@@ -42,6 +43,9 @@ test('the harness fails a property on an internal error, a message of two lines,
     const start = Date.now();
     while (Date.now() - start < 300);
   }), /took \d+ ms \(limit 200 ms\)/);
+  const timed: FuzzTarget<number> = { name: 'self-test', inputs: fc.integer({ min: 20, max: 40 }), errors: [], run: (ms) => new Promise((done) => setTimeout(done, ms)) };
+  const timing = await runTarget(timed, { seed: 1, numRuns: 5, limits });
+  assert.ok(timing.failures.length === 0 && timing.slowestMs >= 19 && timing.slowestMs < 200, `slowest ${timing.slowestMs} ms of inputs sleeping 20-40 ms`);
   const hang = await new FuzzHost(2000).run(HANG_TARGET.name, { seed: 1, numRuns: 1 });
   assert.deepEqual(hang.failures.map((f) => [f.error, f.counterexample]), [['no result after 2000 ms: a hang', '7']]);
 });

@@ -100,14 +100,19 @@ function chunk(type: string, data: Uint8Array): Buffer {
   return out;
 }
 
-/** A 300-byte PNG declaring width x height (8-bit RGB) with a few bytes of image data. */
-function hugePng(width: number, height: number): Buffer {
+/** A PNG declaring width x height (8-bit, colour type 2 RGB or 0 grey) whose image data inflates to `data`. */
+function pngOf(width: number, height: number, data: Uint8Array, { colourType = 2, interlace = 0 } = {}): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8);
+  ihdr.set([8, colourType, 0, 0, interlace], 8);
   const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(new Uint8Array(1000))), chunk('IEND', new Uint8Array(0))]);
+  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(data)), chunk('IEND', new Uint8Array(0))]);
+}
+
+/** A 300-byte PNG declaring width x height (8-bit RGB) with a few bytes of image data. */
+function hugePng(width: number, height: number): Buffer {
+  return pngOf(width, height, new Uint8Array(1000));
 }
 
 /** A JPEG whose frame header declares CMYK: the encoder's YCbCr frame with a fourth component added. */
@@ -125,7 +130,7 @@ function cmykJpeg(): Buffer {
 test('images: a small PNG declaring huge dimensions and a CMYK JPEG are refused, naming the file', withTemp(async (dir) => {
   const png = hugePng(100_000, 100_000);
   assert.ok(png.length < 400);
-  assert.throws(() => decodeImage(png), (e: Error) => e instanceof ImageDecodeError && /^PNG declares 100000x100000 pixels, more than the 16777216 \(4096x4096\) decoded at most$/.test(e.message));
+  assert.throws(() => decodeImage(png), (e: Error) => e instanceof ImageDecodeError && /^PNG declares 100000x100000 pixels, more than the 4096x4096 decoded at most$/.test(e.message));
   assert.throws(() => decodeImage(cmykJpeg()), (e: Error) => e instanceof ImageDecodeError && /^JPEG with 4 colour components \(CMYK or YCCK\): only greyscale and RGB JPEGs are supported; convert it to RGB$/.test(e.message));
   assert.equal(decodeImage(encodeJpeg(4, 4, rgbImage(4, 4, () => 128))).channels, 3);
 
@@ -137,3 +142,22 @@ test('images: a small PNG declaring huge dimensions and a CMYK JPEG are refused,
     await assert.rejects(loadImageFolder(root, { split: 'train', workers: 0, cache: false }), isFileError(DataFileError, `${root}: cat/${name}`, new RegExp(`cannot decode image: ${message.source}`)));
   }
 }));
+
+test('PNG: a tall image of few pixels is refused by its side; image data shorter than the header declares is refused, not zero-filled', () => {
+  // 1 x 12714497 grey pixels in 60 bytes: under the pixel limit, but 12 million rows took the decoder 6 s and 1.4 GB (found by npm run fuzz)
+  const tall = pngOf(1, 12714497, new Uint8Array(2));
+  assert.ok(tall.length < 100);
+  assert.throws(() => decodeImage(tall), (e: Error) => e instanceof ImageDecodeError && /^PNG declares 1x12714497 pixels, more than the 4096x4096 decoded at most$/.test(e.message));
+  // 4x4 grey: 4 rows of a filter byte and 4 pixels (20 bytes); 2 rows of them decoded as a 4x4 image before
+  const rows = (n: number) => Uint8Array.from({ length: n * 5 }, (_, i) => (i % 5 === 0 ? 0 : 10 * i));
+  assert.deepEqual([...decodeImage(pngOf(4, 4, rows(4), { colourType: 0 })).pixels], [...rows(4)].filter((_, i) => i % 5 !== 0));
+  assert.throws(() => decodeImage(pngOf(4, 4, rows(2), { colourType: 0 })), (e: Error) => e instanceof ImageDecodeError && /^corrupt or truncated PNG: the image data inflates to 10 bytes, its header needs 20$/.test(e.message));
+  // Adam7: a 5x3 RGB image's seven passes take 4 + 4 + 0 + 4 + 10 + 14 + 16 = 52 bytes (rows of a filter byte and 3 bytes a pixel)
+  const interlaced = (bytes: number) => pngOf(5, 3, new Uint8Array(bytes), { interlace: 1 });
+  assert.deepEqual([decodeImage(interlaced(52)).width, decodeImage(interlaced(52)).height], [5, 3]);
+  assert.throws(() => decodeImage(interlaced(51)), /the image data inflates to 51 bytes, its header needs 52/);
+  const cut = pngOf(4, 4, rows(4), { colourType: 0 });
+  const idat = cut.indexOf('IDAT');
+  cut.writeUInt32BE(cut.readUInt32BE(idat - 4) - 4, idat - 4); // the zlib stream cut short (CRC aside)
+  assert.throws(() => decodeImage(cut), (e: Error) => e instanceof ImageDecodeError && !e.message.includes('\n'));
+});

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { evalCommand } from '../src/cli/eval.js';
 import { type ImageDataset, allocShared } from '../src/data/index.js';
@@ -16,6 +16,7 @@ import type { Tensor } from '../src/tensor/tensor.js';
 import { quantizedLayers } from '../src/quant/quantize.js';
 import { resolveConfig } from '../src/train/config.js';
 import { type TrainingData, train } from '../src/train/trainer.js';
+import { InputError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 import { tempDir } from './fixtures/data/make.js';
 
@@ -108,6 +109,28 @@ test('a resume whose sidecar claims progress outside the run is refused', async 
         train({ config, outDir, model: new TinyNet(), data, resume: true, handleSignals: false }),
         new RegExp(`last\\.json: progress \\(epoch ${progress.epoch}, step ${progress.step}\\) lies outside the run's 2 epochs of 4 steps`),
       );
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('train and test splits of another image shape or class list are refused before training, writing no checkpoint', async () => {
+  const { dir, cleanup } = tempDir('tq-train-splits-');
+  try {
+    const big = brightness('test', 4);
+    const larger: ImageDataset = { ...big, images: allocShared(4 * 256), height: 16, width: 16, source: 'big-test' };
+    const renamed: ImageDataset = { ...big, classes: ['dark', 'light'], source: 'renamed-test' };
+    const fewer: ImageDataset = { ...big, classes: ['dark'], labels: new Int32Array(4), source: 'one-class-test' };
+    const cases: [ImageDataset, RegExp][] = [
+      [larger, /^the training images \(test\) are 1x8x8 \(channels x height x width\) but the test images \(big-test\) 1x16x16; both splits must have one image shape$/],
+      [renamed, /^the training split \(test\) has 2 classes, the test split \(renamed-test\) 2, and class 1 is "bright" in training, "light" in test; both splits must have one class list$/],
+      [fewer, /class 1 is "bright" in training, none in test/],
+    ];
+    for (const [testSplit, message] of cases) {
+      const outDir = join(dir, testSplit.source);
+      await assert.rejects(train({ config, outDir, model: new TinyNet(), data: { train: data.train, test: testSplit }, handleSignals: false }), (e: Error) => e instanceof InputError && message.test(e.message));
+      assert.ok(!existsSync(join(outDir, 'last.json')) && !existsSync(join(outDir, 'config.json')), 'nothing trained or written');
     }
   } finally {
     cleanup();

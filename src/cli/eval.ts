@@ -21,7 +21,7 @@ import { BACKEND_OPTIONS, DATA_OPTIONS, applyBackendFlags, configFromFlags } fro
 export const EVAL: CommandSpec = {
   name: 'eval',
   summary: 'accuracy of a checkpoint on a test set',
-  synopsis: '--checkpoint FILE [--dataset D] [--data-dir DIR] [--data-path PATH] [--json] [--predictions FILE]',
+  synopsis: '--checkpoint FILE [--dataset D] [--data-dir DIR] [--data-path PATH] [--json] [--predictions FILE] [--allow-non-finite]',
   about: 'Images are read as the run read them unless told otherwise; weights without a tinyquant sidecar need --model and the quantization flags.',
   options: {
     checkpoint: { type: 'string', value: 'FILE', description: 'a tinyquant checkpoint (its .json sidecar or weights), or safetensors / PyTorch .pth weights' },
@@ -31,6 +31,7 @@ export const EVAL: CommandSpec = {
     batch: { type: 'string', value: 'N', default: '500', description: 'images per forward pass' },
     predictions: { type: 'string', value: 'FILE', description: 'write each image\'s predicted class, one a line, in dataset order' },
     json: { type: 'boolean', description: 'print the result as JSON' },
+    'allow-non-finite': { type: 'boolean', description: 'evaluate weights holding NaN, infinities or negative batch-norm variances (a diverged run) instead of refusing them' },
     model: { type: 'string', value: 'M', description: 'the architecture of weights without a tinyquant sidecar (or an override)' },
     normalization: { type: 'string', value: 'N', description: 'input normalization (default: the run\'s)' },
     ...quantizationOptions,
@@ -64,7 +65,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const config = evalConfig(args, checkpoint.meta?.config ?? null);
   // Reading the data and fitting the weights to the model are reading input (a bug in the forward pass stays a runtime error).
   const dataset = await readingInput(() => loadConfigDataset(config, split));
-  const r = await readingInput(() => evaluateCheckpoint(config, checkpoint, dataset, batch));
+  const r = await readingInput(() => evaluateCheckpoint(config, checkpoint, dataset, batch, { allowNonFinite: flag(args, 'allow-non-finite') }));
   const predictionsFile = str(args, 'predictions');
   if (predictionsFile) writeFileAtomic(predictionsFile, Array.from(r.predictions).join('\n') + '\n');
   const summary = { top1: r.top1, top5: r.top5, n: r.n, loss: r.loss, checkpoint: path, dataset: config.dataset, split, device: r.device };

@@ -2,6 +2,7 @@
  * The in-memory dataset shape every reader produces: all images of one split as one planar
  * uint8 block (N x C x H x W, channel planes per image, the CIFAR binary layout), labels as int32.
  */
+import { InputError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { DataFileError } from './errors.js';
 
@@ -54,6 +55,28 @@ export function validateDataset(d: ImageDataset): void {
     throw new Error(`${where}: ${d.labels.length} labels for ${d.count} images`);
   }
   checkLabelRange(d.labels, d.classes.length, where);
+}
+
+/**
+ * The test split must be what the trained model reads: one image shape and one class list (labels
+ * index it). Splits may come from different files (a CIFAR test batch beside a JPEG archive, datasets
+ * given in code), so this is checked before training.
+ */
+export function checkSplitsAgree(train: ImageDataset, test: ImageDataset): void {
+  const shape = (d: ImageDataset): string => `${d.channels}x${d.height}x${d.width}`;
+  if (shape(train) !== shape(test)) {
+    throw new InputError(
+      `the training images (${train.source}) are ${shape(train)} (channels x height x width) but the test images (${test.source}) ${shape(test)}; both splits must have one image shape`,
+    );
+  }
+  const differs = Array.from({ length: Math.max(train.classes.length, test.classes.length) }, (_, i) => i).find((i) => train.classes[i] !== test.classes[i]);
+  if (differs !== undefined) {
+    const name = (d: ImageDataset): string => (differs < d.classes.length ? JSON.stringify(d.classes[differs]) : 'none');
+    throw new InputError(
+      `the training split (${train.source}) has ${train.classes.length} classes, the test split (${test.source}) ${test.classes.length}, ` +
+        `and class ${differs} is ${name(train)} in training, ${name(test)} in test; both splits must have one class list`,
+    );
+  }
 }
 
 /** Throw naming `where` and the first record whose label is outside [0, classCount); a DataFileError when `file` holds the labels. */

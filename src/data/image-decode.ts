@@ -6,6 +6,7 @@
 
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
+import { inflateSync } from 'node:zlib';
 import { printable } from '../util/text.js';
 
 const { PNG } = pngjs;
@@ -25,8 +26,10 @@ export type ImageChannels = 1 | 3;
 
 const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png'];
 
+/** The longest side decoded: a PNG decoder's cost grows with its rows, not just its pixels. */
+export const MAX_IMAGE_SIDE = 4096;
 /** The largest image decoded (4096 x 4096): a decoded image takes up to 4 bytes a pixel while it is converted. */
-export const MAX_IMAGE_PIXELS = 4096 * 4096;
+export const MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE;
 /** The largest image file read from an archive (an uncompressed 4096 x 4096 RGBA PNG is 64 MiB). */
 export const MAX_IMAGE_FILE_BYTES = 64 * 2 ** 20;
 
@@ -67,8 +70,8 @@ function decodeWith(format: string, decode: () => DecodedImage): DecodedImage {
 
 function checkDimensions(format: string, width: number, height: number): void {
   if (width < 1 || height < 1) throw new ImageDecodeError(`${format} declares ${width}x${height} pixels`);
-  if (width * height > MAX_IMAGE_PIXELS) {
-    throw new ImageDecodeError(`${format} declares ${width}x${height} pixels, more than the ${MAX_IMAGE_PIXELS} (4096x4096) decoded at most`);
+  if (width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE) {
+    throw new ImageDecodeError(`${format} declares ${width}x${height} pixels, more than the ${MAX_IMAGE_SIDE}x${MAX_IMAGE_SIDE} decoded at most`);
   }
 }
 
@@ -125,11 +128,56 @@ const PNG_COLOUR_TYPES = [2, 3, 6];
 /** Byte offset of the colour type in a PNG: 8-byte signature, IHDR length, type, width, height, bit depth. */
 const PNG_COLOUR_TYPE_OFFSET = 25;
 
-/** The IHDR chunk comes first: its width and height, big-endian, at bytes 16 and 20. */
+/** Samples a pixel by PNG colour type: grey, RGB, palette index, grey + alpha, RGBA. */
+const PNG_SAMPLES: Readonly<Record<number, number>> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
+/** Adam7 passes: first column and row, column and row steps. */
+const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]] as const;
+
+/** The IHDR chunk comes first: its width and height, big-endian, at bytes 16 and 20, then depth, colour type, interlace. */
 function checkPngHeader(bytes: Uint8Array): void {
   if (bytes.length < 33 || String.fromCharCode(...bytes.subarray(12, 16)) !== 'IHDR') throw new ImageDecodeError('corrupt PNG: no IHDR chunk first');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  checkDimensions('PNG', view.getUint32(16), view.getUint32(20));
+  const [width, height] = [view.getUint32(16), view.getUint32(20)];
+  checkDimensions('PNG', width, height);
+  const samples = PNG_SAMPLES[bytes[PNG_COLOUR_TYPE_OFFSET]];
+  if (samples === undefined) throw new ImageDecodeError(`corrupt PNG: colour type ${bytes[PNG_COLOUR_TYPE_OFFSET]}`);
+  checkPngData(bytes, pngDataBytes(width, height, samples * bytes[24], bytes[28] === 1));
+}
+
+/** Bytes of a PNG's filtered image data: each row of each pass (one, or Adam7's seven) and its filter byte. */
+function pngDataBytes(width: number, height: number, bitsPerPixel: number, interlaced: boolean): number {
+  const passes = interlaced ? ADAM7 : [[0, 0, 1, 1] as const];
+  let total = 0;
+  for (const [x0, y0, dx, dy] of passes) {
+    const [w, h] = [Math.ceil(Math.max(0, width - x0) / dx), Math.ceil(Math.max(0, height - y0) / dy)];
+    if (w > 0) total += h * (1 + Math.ceil((w * bitsPerPixel) / 8));
+  }
+  return total;
+}
+
+/**
+ * The image data (IDAT chunks) must inflate to at least what the header declares: pngjs fills the
+ * missing rows with zeros and reports no error (a truncated or damaged file decoded as an image).
+ * Inflated only up to that size.
+ */
+function checkPngData(bytes: Uint8Array, needed: number): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const parts: Uint8Array[] = [];
+  for (let at = 8; at + 8 <= bytes.length; ) {
+    const length = view.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    if (type === 'IDAT') parts.push(bytes.subarray(at + 8, Math.min(bytes.length, at + 8 + length)));
+    if (type === 'IEND') break;
+    at += 12 + length;
+  }
+  let inflated: number;
+  try {
+    inflated = inflateSync(Buffer.concat(parts), { maxOutputLength: needed }).length;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return; // more than needed: decoders ignore the rest
+    throw new ImageDecodeError(`corrupt or truncated PNG: the image data does not inflate to the ${needed} bytes its header needs (${printable((err as Error).message)})`);
+  }
+  if (inflated < needed) throw new ImageDecodeError(`corrupt or truncated PNG: the image data inflates to ${inflated} bytes, its header needs ${needed}`);
 }
 
 function decodePng(bytes: Uint8Array, channels: ImageChannels | undefined): DecodedImage {

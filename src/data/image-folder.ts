@@ -29,6 +29,8 @@ export interface ImageFolderOptions {
   imageSize?: readonly [number, number];
   /** Resize images of another size to `imageSize` (area averaging, see resize.ts) instead of rejecting them. */
   resize?: boolean;
+  /** The dataset whose fixed size `imageSize` is (e.g. 'CIFAR-10'), named in errors, which then point to an image folder for resizing. */
+  sizeOf?: string;
   /** Decoding threads; 0 decodes on the calling thread. Default: up to 2. */
   workers?: number;
   /** Read and write the decoded cache (default true). */
@@ -262,10 +264,10 @@ function commonShape(path: string, files: DecodedFile[], options: ImageFolderOpt
   if (shape.resize) return shape;
   const odd = files.find((f) => f.height !== height || f.width !== width);
   if (odd && options.imageSize) {
-    throw new Error(
-      `${path}: ${odd.name} is ${odd.height}x${odd.width} (height x width), the expected image size is ${height}x${width}; ` +
-        'set resize to scale images to that size',
-    );
+    const fix = options.sizeOf
+      ? `, that of ${options.sizeOf}; dataset imagefolder with imageSize and resize scales images (--image-size, --resize)`
+      : '; set resize to scale images to that size';
+    throw new Error(`${path}: ${odd.name} is ${odd.height}x${odd.width} (height x width), the expected image size is ${height}x${width}${fix}`);
   }
   if (odd) {
     throw new Error(

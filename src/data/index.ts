@@ -1,6 +1,6 @@
 /** Datasets (CIFAR-10/100, MNIST/Fashion-MNIST, image folders) and the batch pipeline. */
 
-export { type ImageDataset, type Split, imageSize, validateDataset, allocShared, fixedSubset, holdOut } from './dataset.js';
+export { type ImageDataset, type Split, imageSize, validateDataset, checkSplitsAgree, allocShared, fixedSubset, holdOut } from './dataset.js';
 export { loadDataset, dataSearchDirs, DATASET_NAMES, type DatasetName, type LoadDatasetOptions } from './load.js';
 export {
   CIFAR_LAYOUTS,

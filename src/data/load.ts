@@ -140,7 +140,7 @@ async function loadCifar(kind: CifarKind, options: LoadDatasetOptions, env: Node
   );
 }
 
-/** The JPEG fallback: class folders must be the official classes in the official order. */
+/** The JPEG fallback: 32x32 colour images in class folders that are the official classes in the official order. */
 async function loadCifarImageFolder(
   kind: CifarKind,
   archive: string,
@@ -153,6 +153,9 @@ async function loadCifarImageFolder(
     split: options.split,
     name: kind,
     channels: 3,
+    // CIFAR's models and normalization are for 32x32: images of another size are refused before the dataset is built.
+    imageSize: [32, 32],
+    sizeOf: layout.title,
     workers: options.decodeWorkers,
     cacheDir: cacheDir(env),
     log: options.log,

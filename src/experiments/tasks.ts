@@ -111,7 +111,7 @@ export async function evaluateStart(config: TrainConfig, outDir: string, progres
   const test = fixedSubset(await loadConfigDataset(config, 'test', { log: (m) => progress.line(m) }), config.testSubset);
   const checkpoint = readCheckpoint(config.init);
   progress.line(`evaluating ${config.init} on ${test.count} ${config.dataset} test images`);
-  const r = await evaluateCheckpoint({ ...config, method: 'float' }, checkpoint, test, config.evalBatch, signal);
+  const r = await evaluateCheckpoint({ ...config, method: 'float' }, checkpoint, test, config.evalBatch, { signal });
   const outcome: RunOutcome = outcomeOf(r);
   writeJsonAtomic(join(outDir, 'config.json'), configForFile(config));
   writeJsonAtomic(join(outDir, 'final.json'), { ...outcome, checkpoint: { path: config.init, sha256: fileSha256(checkpoint.source) } });

@@ -4,6 +4,7 @@
  */
 import { type Shape, sameShape, shapeStr } from '../backend/backend.js';
 import { Tensor } from '../tensor/tensor.js';
+import { InputError } from '../util/errors.js';
 
 /**
  * What a parameter is, so optimizers can give each kind its own learning rate and weight decay:
@@ -35,6 +36,11 @@ export interface LoadOptions {
   readonly source?: string;
   /** Load NaN or infinite values, and negative batch-norm variances, instead of refusing them (default false). */
   readonly allowNonFinite?: boolean;
+}
+
+/** A state dict that does not fit the model or holds values no trained model has (an input error: the file is wrong). */
+export class StateDictError extends InputError {
+  override name = 'StateDictError';
 }
 
 export interface LoadReport {
@@ -152,7 +158,7 @@ export abstract class Module {
         continue;
       }
       if (!sameShape(target.shape, value.shape)) {
-        throw new Error(
+        throw new StateDictError(
           `loadStateDict${source}: "${key}" has shape ${shapeStr(value.shape)} but the model expects ${shapeStr(target.shape)}`,
         );
       }
@@ -165,7 +171,7 @@ export abstract class Module {
       const parts = [];
       if (missing.length) parts.push(`missing ${missing.join(', ')}`);
       if (unexpected.length) parts.push(`unexpected ${unexpected.join(', ')}`);
-      throw new Error(`loadStateDict${source}: ${parts.join('; ')}`);
+      throw new StateDictError(`loadStateDict${source}: ${parts.join('; ')}`);
     }
     return { loaded, missing, unexpected };
   }
@@ -203,10 +209,11 @@ export function observeCalls<T>(observer: CallObserver, fn: () => T): T {
 /** A loaded tensor must hold finite values, and a batch norm's running variance no negative one. */
 function checkValues(key: string, data: Float32Array, source: string): void {
   const bad = data.findIndex((v) => !Number.isFinite(v));
-  if (bad >= 0) throw new Error(`loadStateDict${source}: "${key}" holds ${data[bad]} at index ${bad} (a diverged or corrupt checkpoint; allowNonFinite loads it anyway)`);
+  const anyway = '(a diverged or corrupt checkpoint; allowNonFinite, eval --allow-non-finite, loads it anyway)';
+  if (bad >= 0) throw new StateDictError(`loadStateDict${source}: "${key}" holds ${data[bad]} at index ${bad} ${anyway}`);
   if (/(^|\.)running_var$/.test(key)) {
     const negative = data.findIndex((v) => v < 0);
-    if (negative >= 0) throw new Error(`loadStateDict${source}: "${key}" holds the negative variance ${data[negative]} at index ${negative}`);
+    if (negative >= 0) throw new StateDictError(`loadStateDict${source}: "${key}" holds the negative variance ${data[negative]} at index ${negative} ${anyway}`);
   }
 }
 

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CIFAR_AUGMENT, DataLoader, type ImageDataset, createEvalLoader, fixedSubset } from '../data/index.js';
+import { CIFAR_AUGMENT, DataLoader, type ImageDataset, checkSplitsAgree, createEvalLoader, fixedSubset } from '../data/index.js';
 import { removeStaleTempFiles, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { makeDirectory, removeCreatedDirectories } from '../io/directory.js';
 import { lockDirectory } from '../io/lock.js';
@@ -25,7 +25,7 @@ import { type DeploymentPlan, planDeployment, readDeploymentPlan } from '../expo
 import { LoweringError } from '../export/requant.js';
 import { deploymentRewrite, simulatedForward } from '../export/simulate.js';
 import { BatchNorm } from '../nn/layers.js';
-import type { Module, Parameter } from '../nn/module.js';
+import { type Module, type Parameter, StateDictError } from '../nn/module.js';
 import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFactor } from '../optim/index.js';
 import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
@@ -166,10 +166,11 @@ export async function evaluateCheckpoint(
   checkpoint: LoadedCheckpoint,
   data: ImageDataset,
   batchSize: number,
-  signal?: AbortSignal,
+  options: EvaluateCheckpointOptions = {},
 ): Promise<CheckpointEvaluation> {
+  const { signal, allowNonFinite } = options;
   const { model, quantization } = buildModel(config, data);
-  model.loadStateDict(checkpoint.state, { source: checkpoint.source });
+  model.loadStateDict(checkpoint.state, { source: checkpoint.source, allowNonFinite });
   const recorded = config.method === 'float' ? undefined : checkpoint.meta?.deploymentPlan;
   const plan = recorded === undefined ? null : readDeploymentPlan(recorded, checkpoint.source);
   const loader = createEvalLoader(data, { batchSize, normalization: config.normalization, workers: config.workers });
@@ -183,6 +184,13 @@ export async function evaluateCheckpoint(
   } finally {
     await loader.close();
   }
+}
+
+export interface EvaluateCheckpointOptions {
+  /** Stops the evaluation after the batch in progress. */
+  readonly signal?: AbortSignal;
+  /** Load weights holding NaN, infinities or negative batch-norm variances instead of refusing them (see LoadOptions). */
+  readonly allowNonFinite?: boolean;
 }
 
 /** A checkpoint's accuracy; with its recorded deployment plan, also its integer model's (else null). */
@@ -222,10 +230,10 @@ function loadStartingWeights(model: Module, path: string): Set<string> {
     ]),
   );
   const missingWeights = report.missing.filter((k) => !quantKeys.has(k));
-  if (missingWeights.length > 0) throw new Error(`${source}: starting weights lack ${missingWeights.join(', ')}`);
+  if (missingWeights.length > 0) throw new StateDictError(`${source}: starting weights lack ${missingWeights.join(', ')}`);
   // Quantizer state of another method or bit-width configuration is ignored, other extras are errors.
   const foreign = report.unexpected.filter((k) => !/(alpha|_step|[ul][WA]|output_scale|bkwd_scaling_factor[WA])$/.test(k));
-  if (foreign.length > 0) throw new Error(`${source}: entries the model does not have: ${foreign.join(', ')}`);
+  if (foreign.length > 0) throw new StateDictError(`${source}: entries the model does not have: ${foreign.join(', ')}`);
   return new Set(report.missing.map(layerOf).filter((p): p is string => p !== undefined));
 }
 
@@ -287,6 +295,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const resumed = readResumed(opts);
     const log = (m: string): void => progressSink.line(m);
     const data = opts.data ?? (await loadTrainingData(config, log));
+    checkSplitsAgree(data.train, data.test);
     removeStaleTempFiles(outDir);
     removeUnreferencedCheckpointFiles(outDir);
     // Signals are ours from here on (before, while only data loads, they end the process as usual).

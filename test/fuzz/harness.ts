@@ -111,8 +111,8 @@ class MemoryGuard {
   }
 }
 
-/** Runs one input and checks its outcome and guards; throws to fail the property. */
-export async function checkInput<T>(target: FuzzTarget<T>, input: T, limits: GuardLimits, memory: MemoryGuard): Promise<void> {
+/** Runs one input and checks its outcome and guards; throws to fail the property, else returns the milliseconds it took. */
+export async function checkInput<T>(target: FuzzTarget<T>, input: T, limits: GuardLimits, memory: MemoryGuard): Promise<number> {
   const started = performance.now();
   try {
     await target.run(input);
@@ -123,6 +123,7 @@ export async function checkInput<T>(target: FuzzTarget<T>, input: T, limits: Gua
   const ms = performance.now() - started;
   if (ms > limits.perInputMs) throw new Error(`took ${Math.round(ms)} ms (limit ${limits.perInputMs} ms)`);
   memory.check();
+  return ms;
 }
 
 export interface FuzzFailure {
@@ -138,6 +139,8 @@ export interface FuzzReport {
   name: string;
   /** Inputs run, shrinking included. */
   inputs: number;
+  /** The longest time an input that passed took, in ms (after a hang: the hang limit). */
+  slowestMs: number;
   failures: FuzzFailure[];
 }
 
@@ -154,10 +157,11 @@ export async function runTarget<T>(target: FuzzTarget<T>, options: FuzzRunOption
   const limits = options.limits ?? DEFAULT_LIMITS;
   const memory = new MemoryGuard(limits.memoryBytes);
   let inputs = 0;
+  let slowestMs = 0;
   const property = fc.asyncProperty(target.inputs, async (input) => {
     inputs++;
     onInput?.(input);
-    await checkInput(target, input, limits, memory);
+    slowestMs = Math.max(slowestMs, await checkInput(target, input, limits, memory));
   });
   const details = await fc.check(property, {
     seed: options.seed,
@@ -173,7 +177,7 @@ export async function runTarget<T>(target: FuzzTarget<T>, options: FuzzRunOption
       counterexample: details.counterexample ? describeInput(details.counterexample[0]) : '(none)',
     });
   }
-  return { name: target.name, inputs, failures };
+  return { name: target.name, inputs, slowestMs, failures };
 }
 
 /** An input as JSON, byte arrays in base64, cut to a readable length. */
@@ -232,6 +236,7 @@ export class FuzzHost {
           resolve({
             name: target,
             inputs: last.index,
+            slowestMs: this.hangMs,
             failures: [{ seed: options.seed, path: null, error: `no result after ${this.hangMs} ms: a hang`, counterexample: describeInput(last.input, Infinity) }],
           });
         });
