@@ -265,7 +265,7 @@ describe('grids on a BullMQ queue', { skip }, () => {
     const blind = await cli(['worker', '--queue', queueUrl(4)]).exit;
     renameSync(`${dir}-elsewhere`, dir);
     assert.equal(blind.code, 3);
-    assert.match(blind.stderr, new RegExp(`tinyquant: worker: the results directory ${dir} of grid named is not on this machine \\(no results.json there\\): every machine must reach the results directory at the same path \\(NFS, a cluster volume\\)\\n$`));
+    assert.match(blind.stderr, new RegExp(`tinyquant: worker: the results directory ${dir} of grid named is not on this machine \\(no results.json there\\): every machine must reach the results directory at the same path \\(NFS, a cluster volume\\) \\(a grid given up on leaves the queue with: redis-cli -n DB hdel tinyquant:grids named/full\\)\\n$`));
     const worker = await startWorker(4);
     try {
       const end = await first.exit;

@@ -19,6 +19,8 @@ import {
   type RunJob,
   type RunJobProgress,
   type RunJobResult,
+  GRIDS_KEY,
+  gridField,
   listGrids,
   processName,
   sharedDirProblem,
@@ -57,7 +59,7 @@ export async function serveQueue(opts: ServeOptions): Promise<ServeSummary> {
   try {
     for (const grid of await listGrids(conn)) {
       const problem = sharedDirProblem(grid.resultsDir, grid.name);
-      if (problem) throw new QueueInputError(`worker: ${problem}`);
+      if (problem) throw new QueueInputError(`worker: ${problem} (a grid given up on leaves the queue with: redis-cli -n DB hdel ${GRIDS_KEY} ${gridField(grid.name, grid.scale)})`);
     }
     return await new Serving(conn, opts).run();
   } finally {

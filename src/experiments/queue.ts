@@ -12,6 +12,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RedisConnection, isRedisVersionLowerThan } from 'bullmq';
 import { Redis } from 'ioredis';
+import { processAlive } from '../io/lock.js';
 import { InputError } from '../util/errors.js';
 import type { Plan, RunSpec, Scale } from './grid.js';
 import type { RunProgress } from './fork.js';
@@ -21,7 +22,8 @@ import { type RunOutcome, readResultsIndex } from './results.js';
 
 /** The BullMQ queue every grid's runs go to (one per Redis database). */
 export const QUEUE_NAME = 'tinyquant-runs';
-const GRIDS_KEY = 'tinyquant:grids';
+/** The grids on the queue: a hash of `NAME/SCALE` to GridEntry JSON. */
+export const GRIDS_KEY = 'tinyquant:grids';
 const LEASE_PREFIX = 'tinyquant:lease:';
 /** How long a coordinator's claim on a grid outlives its last renewal. */
 export const LEASE_MS = 30_000;
@@ -188,7 +190,7 @@ export interface GridEntry {
   readonly submitted: string;
 }
 
-function gridField(name: string, scale: Scale): string {
+export function gridField(name: string, scale: Scale): string {
   return `${name}/${scale}`;
 }
 
@@ -233,12 +235,13 @@ export async function claimGrid(conn: QueueConnection, plan: Plan): Promise<() =
   const me = processName();
   if ((await conn.command.set(key, me, 'PX', LEASE_MS, 'NX')) === null) {
     const holder = await conn.command.get(key);
-    if (holder !== me) {
+    if (holder !== me && !heldByDeadProcessHere(holder)) {
       throw new QueueError(
-        `${plan.grid.name} (${plan.scale} scale) on ${conn.address.label} is followed by another tinyquant run (${holder ?? 'just now'}, as host pid); ` +
+        `${plan.grid.name} (${plan.scale} scale) on ${conn.address.label} is followed by another tinyquant run (host and pid: ${holder ?? 'unknown'}); ` +
           `wait for it, or stop it (its claim lapses ${LEASE_MS / 1000} s after it ends)`,
       );
     }
+    await conn.command.set(key, me, 'PX', LEASE_MS);
   }
   const renew = setInterval(() => void conn.command.set(key, me, 'PX', LEASE_MS).catch(() => {}), LEASE_MS / 3);
   renew.unref();
@@ -246,6 +249,12 @@ export async function claimGrid(conn: QueueConnection, plan: Plan): Promise<() =
     clearInterval(renew);
     if ((await conn.command.get(key)) === me) await conn.command.del(key);
   };
+}
+
+/** A claim of a process of this machine that no longer runs (killed): taken over at once. */
+function heldByDeadProcessHere(holder: string | null): boolean {
+  const [host, pid] = (holder ?? '').split(' ');
+  return host === hostname() && Number.isInteger(Number(pid)) && !processAlive(Number(pid));
 }
 
 /**
