@@ -143,13 +143,13 @@ function audit(dir: string, before: Progress, tally: FaultTally, what: string): 
 }
 
 /** What an uninterrupted run ends with: the weights' sha256 of both checkpoints, and final.json less timings. */
-interface Outcome {
+export interface Outcome {
   readonly last: string;
   readonly best: string;
   readonly final: string;
 }
 
-function outcomeOf(dir: string): Outcome {
+export function outcomeOf(dir: string): Outcome {
   const sha = (kind: string): string => {
     const sidecar = join(dir, `${kind}.json`);
     if (!existsSync(sidecar)) return 'none';

@@ -12,6 +12,7 @@ import { INSPECT, inspectCommand } from './inspect.js';
 import { REPORT, reportCommand } from './report.js';
 import { RUN, runCommand } from './run.js';
 import { TRAIN, trainCommand } from './train.js';
+import { WORKER, workerCommand } from './worker.js';
 
 export interface Command {
   readonly spec: CommandSpec;
@@ -23,6 +24,7 @@ export const COMMANDS: readonly Command[] = [
   { spec: TRAIN, run: trainCommand },
   { spec: EVAL, run: evalCommand },
   { spec: RUN, run: runCommand },
+  { spec: WORKER, run: workerCommand },
   { spec: REPORT, run: reportCommand },
   { spec: EXPORT, run: exportCommand },
   { spec: INSPECT, run: inspectCommand },

@@ -1,6 +1,7 @@
 /**
  * `tinyquant run GRID`: run an experiment grid (a file or a preset) into a results directory, then
- * write its report. Re-running skips finished runs and resumes interrupted ones.
+ * write its report. Re-running skips finished runs and resumes interrupted ones. With --queue the
+ * runs go to the workers of a BullMQ queue (`tinyquant worker`) instead of worker processes here.
  */
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
@@ -10,8 +11,9 @@ import { type Plan, type Scale, expandGrid, readGrid } from '../experiments/grid
 import { defaultDataDir } from '../experiments/paths.js';
 import { type WrittenReport, writeReport } from '../experiments/report/index.js';
 import { didNotFinish } from '../experiments/results.js';
+import { type QueueAddress, parseQueueUrl } from '../experiments/queue-address.js';
 import { checkStarts } from '../experiments/starts.js';
-import { type CommandSpec, UsageError, flag, optionalInt, parseOrHelp, str } from './args.js';
+import { type CommandSpec, type ParsedArgs, UsageError, flag, optionalInt, parseOrHelp, str } from './args.js';
 import { readingInput } from './errors.js';
 
 export const RUN: CommandSpec = {
@@ -30,6 +32,7 @@ export const RUN: CommandSpec = {
     'dry-run': { type: 'boolean', description: 'list the runs and exit' },
     'no-report': { type: 'boolean', description: 'do not write the report at the end' },
     json: { type: 'boolean', description: 'print the outcome (or with --dry-run the plan) as JSON; the progress display stays on stderr' },
+    queue: { type: 'string', value: 'URL', description: 'run on the workers of a BullMQ queue, redis://HOST:PORT[/DB] (`tinyquant worker`); --out must be on storage they share' },
   },
 };
 
@@ -37,10 +40,10 @@ export const RUN: CommandSpec = {
  * Runs at once and threads per run: one single-threaded run per core by default (two runs with one
  * thread each train faster in total than one after the other with two; see the report of issue 5).
  */
-export function defaultExecution(cores: number, requested: { jobs?: number; threads?: number }): { jobs: number; threads: number } {
+export function defaultExecution(cores: number, requested: { jobs?: number; threads?: number }, jobsFlag = '--jobs'): { jobs: number; threads: number } {
   const threads = requested.threads ?? (requested.jobs !== undefined ? Math.max(1, Math.floor(cores / requested.jobs)) : 1);
   const jobs = requested.jobs ?? Math.max(1, Math.floor(cores / threads));
-  if (jobs * threads > cores) throw new UsageError(`--jobs ${jobs} x --threads ${threads} is more than the ${cores} cores of this machine`);
+  if (jobs * threads > cores) throw new UsageError(`${jobsFlag} ${jobs} x --threads ${threads} is more than the ${cores} cores of this machine`);
   return { jobs, threads };
 }
 
@@ -55,6 +58,8 @@ export interface RunGridOptions {
   readonly retryFailed?: boolean;
   readonly report?: boolean;
   readonly stream?: NodeJS.WriteStream;
+  /** Run on the workers of this queue instead of here. */
+  readonly queue?: QueueAddress;
 }
 
 export interface RunGridResult {
@@ -82,12 +87,19 @@ export function defaultResultsDir(plan: Plan): string {
 export async function runGrid(opts: RunGridOptions): Promise<RunGridResult> {
   const plan = planGrid(opts);
   const resultsDir = opts.out !== undefined ? resolve(opts.out) : defaultResultsDir(plan);
-  const { jobs, threads } = defaultExecution(availableParallelism(), { jobs: opts.jobs, threads: opts.threads });
   const stream = opts.stream ?? process.stderr;
   const display = gridDisplay(stream);
   let summary: ExecuteSummary;
   try {
-    summary = await executePlan(plan, { resultsDir, jobs, threads, retryFailed: opts.retryFailed, observer: display });
+    if (opts.queue) {
+      if (opts.jobs !== undefined || opts.threads !== undefined) throw new UsageError('run: --jobs and --threads are set on each worker with --queue (tinyquant worker --concurrency N --threads T)');
+      // Loaded only here: BullMQ and its Redis client add a third of a second to every command's start.
+      const { executeOnQueue } = await import('../experiments/queue-coordinator.js');
+      summary = await executeOnQueue(plan, { resultsDir, queue: opts.queue, retryFailed: opts.retryFailed, observer: display });
+    } else {
+      const { jobs, threads } = defaultExecution(availableParallelism(), { jobs: opts.jobs, threads: opts.threads });
+      summary = await executePlan(plan, { resultsDir, jobs, threads, retryFailed: opts.retryFailed, observer: display });
+    }
   } finally {
     display.close();
   }
@@ -122,6 +134,7 @@ export async function runCommand(argv: string[]): Promise<void> {
     threads: optionalInt(args, 'threads'),
     retryFailed: flag(args, 'retry-failed'),
     report: !flag(args, 'no-report'),
+    queue: queueOption(args),
   });
   if (json) {
     console.log(JSON.stringify(outcomeJson(result)));
@@ -129,6 +142,12 @@ export async function runCommand(argv: string[]): Promise<void> {
   } else {
     printOutcome(result);
   }
+}
+
+/** The queue of `--queue URL`, or undefined when the option is absent. */
+export function queueOption(args: ParsedArgs): QueueAddress | undefined {
+  const url = str(args, 'queue');
+  return url === undefined ? undefined : parseQueueUrl(url);
 }
 
 /** The plan as `run --dry-run --json` prints it. */
@@ -167,6 +186,10 @@ export function printOutcome(result: RunGridResult): void {
   const runs = result.summary.index.runs;
   const failed = unfinishedRuns(result);
   process.exitCode = outcomeExitCode(result);
+  if (result.summary.interrupted && result.summary.index.execution.queue) {
+    console.log(`stopped following; the workers go on with the runs on ${result.summary.index.execution.queue}: run the same command again to follow them`);
+    return;
+  }
   if (result.summary.interrupted) {
     console.log(`stopped; ${result.resultsDir} keeps every checkpoint: run the same command again to resume`);
     return;

@@ -85,7 +85,8 @@ export function gridDisplay(stream: NodeJS.WriteStream = process.stderr, options
           header = `${e.name}${e.scale === 'quick' ? ' (QUICK scale)' : ''}`;
           for (const r of e.runs) records.set(r.id, r);
           const done = e.runs.filter((r) => r.status !== 'pending').length;
-          print(`${header}: ${e.runs.length} runs, ${done} already done or recorded as failed; ${e.jobs} at a time x ${e.threads} thread(s)`);
+          const how = e.queue ? `on the workers of ${e.queue}` : `${e.jobs} at a time x ${e.threads} thread(s)`;
+          print(`${header}: ${e.runs.length} runs, ${done} already done or recorded as failed; ${how}`);
           schedule();
           break;
         }
@@ -149,7 +150,8 @@ function estimateRemaining(records: RunRecord[], running: Map<string, RunningRun
   const queued = records.filter((r) => r.status === 'pending' || r.status === 'interrupted').length;
   if (runningLeft.some((x) => x === null) || (queued > 0 && typical === null)) return null;
   const total = runningLeft.reduce<number>((a, x) => a + (x ?? 0), 0) + queued * (typical ?? 0);
-  return total / Math.max(1, Math.min(jobs, running.size + queued));
+  // Queue workers (jobs 0): as many at once as are running now.
+  return total / Math.max(1, Math.min(jobs || running.size, running.size + queued));
 }
 
 function mean(xs: number[]): number | null {

@@ -66,6 +66,8 @@ export interface RunRecord {
   readonly outcome?: RunOutcome;
   /** Wall-clock seconds of the last attempt. */
   readonly seconds?: number;
+  /** The queue worker that ran the last attempt (`host pid`), for grids run on a queue. */
+  readonly worker?: string;
   readonly finishedAt?: string;
 }
 
@@ -83,10 +85,24 @@ export interface ResultsIndex {
     readonly scaleNote: string;
     readonly fairness: FairnessRules;
   };
-  readonly execution: { readonly jobs: number; readonly threads: number; readonly cores: number };
+  readonly execution: Execution;
   readonly created: string;
   readonly updated: string;
   readonly runs: readonly RunRecord[];
+}
+
+/** How the runs were run: here, `jobs` at a time, or (`queue`) by the workers of a queue. */
+export interface Execution {
+  readonly jobs: number;
+  readonly threads: number;
+  readonly cores: number;
+  /** The queue's address (no password) when the runs went to queue workers. */
+  readonly queue?: string;
+}
+
+/** The execution in words, for reports. */
+export function executionText(e: Execution): string {
+  return e.queue ? `run by the workers of the queue ${e.queue}` : `${e.jobs} at a time x ${e.threads} thread(s) on ${e.cores} cores`;
 }
 
 export class ResultsError extends Error {}
@@ -111,7 +127,7 @@ export function writeResultsIndex(dir: string, index: ResultsIndex): void {
   writeJsonAtomic(join(dir, INDEX_FILE), { ...index, updated: new Date().toISOString() });
 }
 
-export function newIndex(plan: Plan, execution: ResultsIndex['execution'], runs: RunRecord[], previous: ResultsIndex | null): ResultsIndex {
+export function newIndex(plan: Plan, execution: Execution, runs: RunRecord[], previous: ResultsIndex | null): ResultsIndex {
   const now = new Date().toISOString();
   return {
     format: RESULTS_FORMAT,

@@ -1,5 +1,6 @@
 /** The HTML report: one self-contained page (inline CSS and SVG; no scripts, nothing fetched). */
 import type { GridMethod } from '../grid.js';
+import { executionText } from '../results.js';
 import type { HistogramPanel, StudyAnalysis } from './analysis.js';
 import { fairnessText } from './markdown.js';
 import type { ConfigSummary, ReportModel, Study } from './model.js';
@@ -183,7 +184,7 @@ export function renderHtml(report: ReportModel, analyses: ReadonlyMap<string, St
     report.quick ? `<div class="quick">QUICK scale — ${esc(index.grid.scaleNote)}. These numbers show the harness works; they are not the study's results.</div>` : '',
     index.grid.description ? `<p>${esc(index.grid.description.trim())}</p>` : '',
     `<p class="meta">Grid <code>${esc(index.grid.name)}</code> (${esc(index.grid.scale)} scale) from ${esc(index.grid.source || 'code')}; ${index.runs.length} runs, ` +
-      `${index.execution.jobs} at a time x ${index.execution.threads} thread(s) on ${index.execution.cores} cores. Report by tinyquant ${esc(report.tinyquant)}, ${esc(report.generated)}.</p>`,
+      `${executionText(index.execution)}. Report by tinyquant ${esc(report.tinyquant)}, ${esc(report.generated)}.</p>`,
     `<nav>${nav}</nav>`,
     `<h2 id="findings">Findings</h2><ul class="findings">${report.findings.map((f) => `<li>${esc(f)}</li>`).join('')}</ul>`,
     ...report.studies.map((s, i) => studySection(s, analyses.get(`${s.model}|${s.dataset}`), i)),

@@ -1,5 +1,6 @@
 /** The Markdown report: the same content as the HTML page, without the plots. */
 import type { StudyAnalysis } from './analysis.js';
+import { executionText } from '../results.js';
 import type { ReportModel } from './model.js';
 import { type Table, accuracyTable, costTable, fairnessSummaryTable, fingerprintTable, pivotTable, recipeLines, runsTable } from './tables.js';
 
@@ -19,7 +20,7 @@ export function renderMarkdown(report: ReportModel, analyses: ReadonlyMap<string
   if (index.grid.description) out.push(index.grid.description.trim(), '');
   out.push(
     `Grid \`${index.grid.name}\` (${index.grid.scale} scale) from ${index.grid.source || 'code'}; ${index.runs.length} runs, ` +
-      `${index.execution.jobs} at a time x ${index.execution.threads} thread(s) on ${index.execution.cores} cores. ` +
+      `${executionText(index.execution)}. ` +
       `Report by tinyquant ${report.tinyquant}, ${report.generated}. Plots: report.html.`,
     '',
     '## Findings',

@@ -1,0 +1,158 @@
+/**
+ * A queue worker (`tinyquant worker --queue URL`): takes runs of any grid from the BullMQ queue and
+ * runs each as the local executor does (forkRun: a worker process in the run's results directory,
+ * resuming from its checkpoint), up to `concurrency` at once, sending its progress as job progress.
+ *
+ * Before taking a job it checks the queue (a Redis BullMQ can use) and the results directories of
+ * the grids on it; a job whose directory this machine cannot reach goes back to the queue and the
+ * worker stops with the reason. A worker killed mid-run leaves the run's checkpoint (its worker
+ * process saves and stops when the IPC channel closes); the job's lock lapses after `stalledAfter`
+ * seconds, BullMQ's stalled-job check puts it back, and the next worker resumes it. SIGINT/SIGTERM
+ * make the running runs save and stop, and their jobs go back to the queue.
+ */
+import { type Job, WaitingError, Worker } from 'bullmq';
+import { type ForkedRun, forkRun, outcomeFields } from './fork.js';
+import {
+  QUEUE_NAME,
+  QueueConnection,
+  QueueInputError,
+  type RunJob,
+  type RunJobProgress,
+  type RunJobResult,
+  GRIDS_KEY,
+  gridField,
+  listGrids,
+  processName,
+  sharedDirProblem,
+} from './queue.js';
+import type { QueueAddress } from './queue-address.js';
+
+export interface ServeOptions {
+  readonly queue: QueueAddress;
+  /** Backend threads of each run. */
+  readonly threads: number;
+  /** Runs at once. */
+  readonly concurrency: number;
+  /** Seconds a job's lock outlives a worker that stopped answering, before another worker takes the job. */
+  readonly stalledAfterSeconds: number;
+  readonly log: (line: string) => void;
+  /** Stop on SIGINT/SIGTERM (default true). */
+  readonly handleSignals?: boolean;
+  readonly signal?: AbortSignal;
+  /** Environment of the run processes (default process.env). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export interface ServeSummary {
+  /** Runs this worker took to their end (finished, failed or diverged). */
+  readonly ran: number;
+}
+
+/** Times a job may be taken back (stalled) before BullMQ fails it: each kill of its worker is one. */
+const MAX_STALLS = 10;
+/** Attempts after which a run whose process keeps being killed from outside (the OOM killer?) is failed. */
+const MAX_STARTS = 10;
+
+/** Check the queue and the grids on it, then take and run jobs until stopped. */
+export async function serveQueue(opts: ServeOptions): Promise<ServeSummary> {
+  const conn = await QueueConnection.open(opts.queue, opts.log);
+  try {
+    for (const grid of await listGrids(conn)) {
+      const problem = sharedDirProblem(grid.resultsDir, grid.name);
+      if (problem) throw new QueueInputError(`worker: ${problem} (a grid given up on leaves the queue with: redis-cli -n DB hdel ${GRIDS_KEY} ${gridField(grid.name, grid.scale)})`);
+    }
+    return await new Serving(conn, opts).run();
+  } finally {
+    conn.close();
+  }
+}
+
+class Serving {
+  readonly #active = new Map<string, ForkedRun>();
+  readonly #me = processName();
+  #ran = 0;
+  #stopping = false;
+  #fatal: Error | null = null;
+  #stopped: () => void = () => {};
+
+  constructor(
+    readonly conn: QueueConnection,
+    readonly opts: ServeOptions,
+  ) {}
+
+  async run(): Promise<ServeSummary> {
+    const { opts } = this;
+    const lockDuration = opts.stalledAfterSeconds * 1000;
+    const worker = new Worker<RunJob, RunJobResult>(QUEUE_NAME, (job, token) => this.#process(job, token ?? ''), {
+      connection: this.conn.client(),
+      concurrency: opts.concurrency,
+      lockDuration,
+      stalledInterval: Math.max(500, lockDuration / 2),
+      maxStalledCount: MAX_STALLS,
+      autorun: false,
+    });
+    worker.on('error', (e) => this.conn.report(e));
+    const stopped = new Promise<void>((r) => (this.#stopped = r));
+    const onSignal = (signal: NodeJS.Signals): void => this.#stop(signal);
+    const onAbort = (): void => this.#stop('SIGTERM');
+    const signals = opts.handleSignals === false ? [] : (['SIGINT', 'SIGTERM'] as const);
+    for (const s of signals) process.on(s, onSignal);
+    opts.signal?.addEventListener('abort', onAbort);
+    if (opts.signal?.aborted) this.#stop('SIGTERM');
+    try {
+      void worker.run().catch((e: Error) => this.#fail(e));
+      await worker.waitUntilReady();
+      opts.log(`worker ${this.#me}: waiting for runs on ${this.conn.address.label} (${opts.concurrency} at a time x ${opts.threads} thread(s))`);
+      await stopped;
+      await worker.close();
+    } finally {
+      for (const s of signals) process.off(s, onSignal);
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+    if (this.#fatal) throw this.#fatal;
+    return { ran: this.#ran };
+  }
+
+  /** Save and stop the running runs (their jobs go back to the queue), then close. */
+  #stop(signal: NodeJS.Signals): void {
+    if (!this.#stopping && this.#fatal === null) this.opts.log(`worker ${this.#me}: stopping (the running runs save a checkpoint and go back to the queue)`);
+    this.#stopping = true;
+    for (const a of this.#active.values()) a.stop(signal, false);
+    this.#stopped();
+  }
+
+  #fail(e: Error): void {
+    this.#fatal ??= e;
+    this.#stop('SIGTERM');
+  }
+
+  async #process(job: Job<RunJob, RunJobResult>, token: string): Promise<RunJobResult> {
+    const { resultsDir, runId, grid, request } = job.data;
+    const problem = sharedDirProblem(resultsDir, grid);
+    if (problem || this.#stopping) {
+      await job.moveToWait(token);
+      if (problem) this.#fail(new QueueInputError(`worker: ${problem}; its run ${runId} went back to the queue`));
+      throw new WaitingError();
+    }
+    const send = (p: RunJobProgress): void => void job.updateProgress(p).catch((e: Error) => this.conn.report(e));
+    const started = Date.now();
+    const forked = forkRun(runId, request, { resultsDir, threads: this.opts.threads, env: this.opts.env }, send);
+    this.#active.set(job.id!, forked);
+    send({ type: 'start', resuming: forked.resuming, worker: this.#me });
+    this.opts.log(`start  ${runId} of ${grid}${forked.resuming ? ' (resuming from its checkpoint)' : ''}`);
+    const end = await forked.done;
+    this.#active.delete(job.id!);
+    const seconds = (Date.now() - started) / 1000;
+    const fields = outcomeFields(end, this.#stopping && end.message === null);
+    if (fields.status === 'interrupted' && (this.#stopping || job.attemptsStarted < MAX_STARTS)) {
+      this.opts.log(`paused ${runId}: checkpoint saved, back to the queue`);
+      await job.moveToWait(token);
+      throw new WaitingError();
+    }
+    const status = fields.status === 'finished' || fields.status === 'diverged' ? fields.status : 'failed';
+    const error = fields.status === 'interrupted' ? `its worker process was killed ${job.attemptsStarted} times: ${fields.error}` : fields.error;
+    this.#ran++;
+    this.opts.log(`${status === 'finished' ? 'done  ' : status.toUpperCase()} ${runId} in ${seconds.toFixed(1)} s${error ? `: ${error}` : ''}`);
+    return { status, outcome: fields.outcome, error, log: fields.log, seconds, worker: this.#me };
+  }
+}
