@@ -12,18 +12,20 @@
  * input, pool and add ops run that code, and activations with many thresholds take its binary
  * search. The new parts compute the same integers:
  *
- * - Convolution: the input goes to a zero-padded HWC int16 buffer; each output pixel's window is
- *   copied (im2col) as rows of kernel_w * channels contiguous values into a patch row of
- *   `kpad` int16 (the patch in (i, j, c) order, padded to a multiple of 8; the engine reorders
- *   the weights to match and zeroes the weights of the pad, so the pad's contents never count);
- *   then a GEMM of weight rows by patch rows with i32x4.dot_i16x8_s, two output channels by four
- *   pixels per block. Integer sums in any order are the same sums (and int32 wrap-around is
- *   associative, though the validated bounds keep every partial sum in range anyway).
+ * - Convolution: the input goes to a zero-padded HWC int16 buffer, so a window row is kernel_w *
+ *   channels contiguous values; the weights are int16 rows in the same (i, j, c) patch order,
+ *   padded to a multiple of 8 with zero weights (the pad's inputs never count). A GEMM of weight
+ *   rows by patches with i32x4.dot_i16x8_s, two output channels by four pixels per block, reads
+ *   the window rows in place when they are whole vectors (dense convs with kernel_w * channels a
+ *   multiple of 8: all of ResNet-20 but its stem); other convs (the stem's 3 channels, groups,
+ *   depthwise) first copy each window into a patch row (im2col). Integer sums in any order are the
+ *   same sums (and int32 wrap-around is associative, though the validated bounds keep every
+ *   partial sum in range anyway).
  * - Epilogues per output channel row, four pixels per vector: the 64-bit rounding multiply-shift
- *   (i64x2 extended multiplies and arithmetic shifts), the ReLU floor, thresholds as a count of
- *   compares (code values telescoped as sums of steps: values[0] + sum over T[k] < v of
- *   values[k+1] - values[k] = values[count]) or uniform rounding, residual shortcuts and clamps.
- *   Rows are padded to a multiple of 8; the lanes past the plane are computed and never stored.
+ *   (i64x2 extended multiplies, shifts made logical by an offset), the ReLU floor, uniform
+ *   rounding or thresholds as a count of compares in eight int16 lanes where the thresholds narrow
+ *   exactly (else the runtime's binary search), residual shortcuts and clamps. Rows are padded to
+ *   a multiple of 8; the lanes past the plane are computed and never stored.
  *
  * Browser-safe (plain strings).
  */
@@ -217,35 +219,69 @@ static inline v128_t hsum4(v128_t a, v128_t b, v128_t c, v128_t d)
 
 #define TQW_DOT(acc, w, x) acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(w, x))
 
-/* acc[o][p] = sum over k < K of w[o][k] * x[p][k], o < rows, p < pixels (a multiple of 4; acc rows of stride 'stride'). */
-static void gemm(const int16_t *w, const int16_t *x, int32_t rows, int32_t pixels, int32_t K, int32_t *acc, int32_t stride)
+/* acc[o * stride + j] = sum over k < K of w[o * K + k] * (pixel j's patch)[k] for o < rows and four
+   pixels j, two output channels at a time. A patch is segments runs of run int16 (multiples
+   of 8), seg_stride apart from x[j]: one run of K from an im2col row, or the kernel_h window rows
+   read in place from the padded HWC input. */
+static void gemm_block(const int16_t *w, int32_t rows, int32_t K, const int16_t *const x[4], int32_t segments, int32_t run, int32_t seg_stride, int32_t *acc, int32_t stride)
 {
-    int32_t p, o, k;
-    for (p = 0; p < pixels; p += 4) {
-        const int16_t *x0 = x + p * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
-        for (o = 0; o + 1 < rows; o += 2) {
-            const int16_t *w0 = w + o * K, *w1 = w0 + K;
-            v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            for (k = 0; k < K; k += 8) {
+    int32_t o, s, k;
+    for (o = 0; o + 1 < rows; o += 2) {
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (s = 0; s < segments; ++s) {
+            const int16_t *w0 = w + o * K + s * run, *w1 = w0 + K;
+            const int16_t *x0 = x[0] + s * seg_stride, *x1 = x[1] + s * seg_stride, *x2 = x[2] + s * seg_stride, *x3 = x[3] + s * seg_stride;
+            for (k = 0; k < run; k += 8) {
                 const v128_t u = wasm_v128_load(w0 + k), v = wasm_v128_load(w1 + k);
                 const v128_t c0 = wasm_v128_load(x0 + k), c1 = wasm_v128_load(x1 + k), c2 = wasm_v128_load(x2 + k), c3 = wasm_v128_load(x3 + k);
                 TQW_DOT(a0, u, c0); TQW_DOT(a1, u, c1); TQW_DOT(a2, u, c2); TQW_DOT(a3, u, c3);
                 TQW_DOT(b0, v, c0); TQW_DOT(b1, v, c1); TQW_DOT(b2, v, c2); TQW_DOT(b3, v, c3);
             }
-            wasm_v128_store(acc + o * stride + p, hsum4(a0, a1, a2, a3));
-            wasm_v128_store(acc + (o + 1) * stride + p, hsum4(b0, b1, b2, b3));
         }
-        if (o < rows) {
-            const int16_t *w0 = w + o * K;
-            v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
-            for (k = 0; k < K; k += 8) {
+        wasm_v128_store(acc + o * stride, hsum4(a0, a1, a2, a3));
+        wasm_v128_store(acc + (o + 1) * stride, hsum4(b0, b1, b2, b3));
+    }
+    if (o < rows) {
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+        for (s = 0; s < segments; ++s) {
+            const int16_t *w0 = w + o * K + s * run;
+            const int16_t *x0 = x[0] + s * seg_stride, *x1 = x[1] + s * seg_stride, *x2 = x[2] + s * seg_stride, *x3 = x[3] + s * seg_stride;
+            for (k = 0; k < run; k += 8) {
                 const v128_t u = wasm_v128_load(w0 + k);
                 TQW_DOT(a0, u, wasm_v128_load(x0 + k)); TQW_DOT(a1, u, wasm_v128_load(x1 + k));
                 TQW_DOT(a2, u, wasm_v128_load(x2 + k)); TQW_DOT(a3, u, wasm_v128_load(x3 + k));
             }
-            wasm_v128_store(acc + o * stride + p, hsum4(a0, a1, a2, a3));
         }
+        wasm_v128_store(acc + o * stride, hsum4(a0, a1, a2, a3));
     }
+}
+
+/* The accumulators [out_c][rows8]. Dense convs whose window rows are whole vectors (kernel_w *
+   in_c a multiple of 8: every ResNet conv but the stem) read the windows in place; the others go
+   through im2col, group by group. Pixels past the plane (up to rows8) repeat the last one. */
+static void accumulate(const tqw_conv_op *L, int32_t rows8, int32_t *acc)
+{
+    const int32_t C = L->in_c, G = L->groups, Og = L->out_c / G, K = L->kpad, plane = L->out_h * L->out_w, OW = L->out_w;
+    const int32_t run = L->kernel_w * C, PW = L->in_w + 2 * L->pad_w;
+    const int16_t *weights = AT(const int16_t, L->weights), *x[4];
+    int32_t g, p, j;
+    if (G == 1 && run % 8 == 0) {
+        const int16_t *hwc = AT(const int16_t, L->hwc);
+        for (p = 0; p < rows8; p += 4) {
+            for (j = 0; j < 4; ++j) {
+                const int32_t q = p + j < plane ? p + j : plane - 1;
+                x[j] = hwc + ((q / OW) * L->stride_h * PW + (q % OW) * L->stride_w) * C;
+            }
+            gemm_block(weights, L->out_c, K, x, L->kernel_h, run, PW * C, acc + p, rows8);
+        }
+        return;
+    }
+    im2col(L, rows8);
+    for (g = 0; g < G; ++g)
+        for (p = 0; p < rows8; p += 4) {
+            for (j = 0; j < 4; ++j) x[j] = AT(const int16_t, L->columns) + (g * rows8 + p + j) * K;
+            gemm_block(weights + g * Og * K, Og, K, x, 1, K, 0, acc + g * Og * rows8 + p, rows8);
+        }
 }
 
 /* Output channel o's shortcut term rms(sc[o - offset, y * stride, x * stride]) into s, or 0 when the channel has none. */
@@ -261,15 +297,13 @@ static int32_t shortcut_row(const tqw_conv_op *L, int32_t o, int32_t n, int32_t 
 
 EXPORT(tqw_conv) void tqw_conv(const tqw_conv_op *L)
 {
-    const int32_t plane = L->out_h * L->out_w, rows8 = (plane + 7) & ~7, G = L->groups, Og = L->out_c / G;
+    const int32_t plane = L->out_h * L->out_w, rows8 = (plane + 7) & ~7;
     const int32_t *mult = AT(const int32_t, L->mult), *bias = AT(const int32_t, L->bias);
     const uint8_t *shift = AT(const uint8_t, L->shift);
     int32_t *acc = AT(int32_t, L->acc), *row = AT(int32_t, L->row), *sc = AT(int32_t, L->sc_row);
-    int32_t g, o;
+    int32_t o;
     to_hwc(L);
-    im2col(L, rows8);
-    for (g = 0; g < G; ++g)
-        gemm(AT(const int16_t, L->weights) + g * Og * L->kpad, AT(const int16_t, L->columns) + g * rows8 * L->kpad, Og, rows8, L->kpad, acc + g * Og * rows8, rows8);
+    accumulate(L, rows8, acc);
     for (o = 0; o < L->out_c; ++o) {
         requant_row(acc + o * rows8, rows8, mult[o], shift[o], bias[o], row);
         if (L->epilogue == TQW_ACTIVATION) activation_row(AT(const tqw_activation, L->activation), row, rows8);
