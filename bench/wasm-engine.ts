@@ -187,9 +187,12 @@ async function chromiumSide(models: readonly { model: IntegerModel; images: Uint
   }
 }
 
+/** /proc/cpuinfo's model name with the family and model numbers (a VM's name can be as short as "AMD EPYC"). */
 function cpuModel(): string {
   try {
-    return /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const field = (name: string): string | undefined => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(info)?.[1];
+    return `${field('model name') ?? 'unknown CPU'} (family ${field('cpu family')}, model ${field('model')})`;
   } catch {
     return 'unknown CPU';
   }

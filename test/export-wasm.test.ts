@@ -4,10 +4,14 @@
  * ResNets of every method at 2, 3, 4 and 8 bits, on a lowered ResNet-20, and the same logits as the
  * C build on the host; each path of its kernels (SIMD threshold counts at the edges of int16, the
  * runtime's binary search, multipliers without shift, rounding without fraction bits); the
- * embedded module is the build of its source; createEngine's choice and fallback; errors.
+ * embedded module is the build of its source; the bundled engine entry running it in Chromium;
+ * createEngine's choice and fallback; errors.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
+import type * as EngineEntry from '../src/engine.js';
 import { setBackend } from '../src/backend/index.js';
 import { generateC } from '../src/export/c/generate.js';
 import { hasTool, runOnHost } from '../src/export/c/toolchain.js';
@@ -18,10 +22,14 @@ import type { ActivationQuant, IntegerModel, Op, QuantizeOp, Requant } from '../
 import { WASM_SOURCE_SHA256 } from '../src/export/wasm/binary.js';
 import { WasmIntegerEngine, narrowThresholds, wasmSupported } from '../src/export/wasm/engine.js';
 import { wasmSourceHash } from '../src/export/wasm/source.js';
+import { encodeTqm } from '../src/export/tqm.js';
 import { createModel } from '../src/models/index.js';
+import { packageRoot } from '../src/package.js';
 import { quantize } from '../src/quant/quantize.js';
 import { CLASSES, type LoweringChoices, NORMALIZATION, type TinyOptions, lowerTiny, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
 import { IrModelBuilder, irCases, randomImages } from './ir-models.js';
+
+const CHROMIUM = '/usr/bin/chromium';
 
 before(() => setBackend('js'));
 
@@ -169,6 +177,39 @@ describe('the C build', () => {
       const images = randomImages(model, 4, 3);
       const c = runOnHost(generateC(model, { headerName: 'model.h' }), images, 4);
       assert.deepEqual((await WasmIntegerEngine.create(model)).inferBatch(images, 4), c.logits, name);
+    }
+  });
+});
+
+describe('in Chromium', () => {
+  const missing = existsSync(CHROMIUM) ? false : `skipped: ${CHROMIUM} is not installed`;
+  test('the bundled tinyquant/engine runs a tqm on the wasm kernels in a page: the logits of Node\'s TypeScript engine, no page errors', { skip: missing }, async () => {
+    const esbuild = await import('esbuild');
+    const bundle = (await esbuild.build({ entryPoints: [join(packageRoot(), 'dist', 'src', 'engine.js')], bundle: true, format: 'iife', globalName: 'tq', platform: 'browser', write: false, logLevel: 'silent' })).outputFiles[0].text;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on('console', (m) => void (m.type() === 'error' || m.type() === 'warning' ? problems.push(`console ${m.type()}: ${m.text()}`) : undefined));
+      page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+      await page.setContent('<!doctype html><title>wasm engine</title>');
+      await page.addScriptTag({ content: bundle });
+      for (const { name, model } of irCases(6)) {
+        const images = randomImages(model, 3, 2);
+        const input = { tqm: Buffer.from(encodeTqm(model)).toString('base64'), images: Buffer.from(images).toString('base64') };
+        const out = await page.evaluate(async ({ tqm, images }) => {
+          const engine = (globalThis as unknown as { tq: typeof EngineEntry }).tq;
+          const decode = (s: string): Uint8Array => Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
+          const e = await engine.createEngine(engine.decodeTqm(decode(tqm)));
+          return { backend: e.backend, logits: Array.from(e.inferBatch(decode(images), 3)) };
+        }, input);
+        assert.equal(out.backend, 'wasm', name);
+        assert.deepEqual(out.logits, Array.from(new IntegerEngine(model).inferBatch(images, 3)), name);
+      }
+      assert.deepEqual(problems, []);
+    } finally {
+      await browser.close();
     }
   });
 });
