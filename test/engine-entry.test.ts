@@ -1,7 +1,8 @@
 /**
  * `tinyquant/engine` is browser-safe: no module in its compiled import graph imports a Node.js
- * built-in (`node:*` or a bare builtin name) or any package; and what it exports decodes a tqm
- * from bytes and runs it exactly as the main entry's engine does.
+ * built-in (`node:*` or a bare builtin name) or any package (the WebAssembly kernels included); and
+ * what it exports decodes a tqm from bytes and runs it exactly as the main entry's engine does, on
+ * either backend.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -45,6 +46,7 @@ describe('tinyquant/engine', () => {
     const { files, violations } = walkImports(join(distSrc, 'engine.js'));
     assert.deepEqual(violations, []);
     assert.ok(files.some((f) => f.endsWith(join('export', 'engine.js'))) && files.some((f) => f.endsWith(join('export', 'tqm.js'))), files.join(', '));
+    assert.ok(files.some((f) => f.endsWith(join('export', 'wasm', 'binary.js'))), `the WebAssembly kernels are in the graph: ${files.join(', ')}`);
   });
 
   test('the walk finds Node built-ins where they are (the main entry)', () => {
@@ -62,5 +64,14 @@ describe('tinyquant/engine', () => {
       assert.equal(engineEntry.modelReport(decoded).layers.length, decoded.ops.length, name);
     }
     assert.throws(() => engineEntry.decodeTqm(new Uint8Array(10)), engineEntry.TqmError);
+  });
+
+  test('createEngine runs a decoded tqm on the WebAssembly kernels with the same logits', async () => {
+    for (const { name, model } of irCases(4)) {
+      const engine = await engineEntry.createEngine(engineEntry.decodeTqm(encodeTqm(model)));
+      assert.equal(engine.backend, 'wasm', name);
+      const images = randomImages(model, 3, 12);
+      assert.deepEqual(engine.inferBatch(images, 3), new IntegerEngine(model).inferBatch(images, 3), name);
+    }
   });
 });

@@ -278,45 +278,60 @@ export function residualValue(v: number, relu: boolean, ceiling: number | null, 
   return v < -limit ? -limit : v > limit - 1 ? limit - 1 : v;
 }
 
-export class IntegerEngine {
+/** Which implementation runs an engine's kernels. */
+export type EngineBackend = 'ts' | 'wasm';
+
+/** What every integer engine offers (this file's IntegerEngine, wasm/engine.ts's WasmIntegerEngine): the same logits bit for bit. */
+export interface InferenceEngine {
+  readonly backend: EngineBackend;
   readonly model: IntegerModel;
-  readonly arithmetic: Arithmetic;
   readonly inputShape: readonly [number, number, number];
   readonly imageSize: number;
   readonly classes: number;
-  readonly #buffers: IntArray[];
-  readonly #convs = new Map<ConvOp, ConvRunner>();
+  /** Int32 logits of one image: uint8, [C, H, W] planes (the CIFAR binary layout). */
+  infer(image: Uint8Array): Int32Array;
+  /** Logits of `count` images stored back to back; count * classes values. */
+  inferBatch(images: Uint8Array, count: number): Int32Array;
+  /** Top-1 class of each of `count` images (first maximum on ties). */
+  predict(images: Uint8Array, count: number): Int32Array;
+  /** Every tensor's values after running one image, in tensor order (to compare implementations tensor by tensor). */
+  trace(image: Uint8Array): IntArray[];
+}
 
-  constructor(model: IntegerModel, opts: EngineOptions = {}) {
+/** The model checks, input checks and batching of every engine; a subclass runs one image and reads its tensors. */
+export abstract class EngineBase implements InferenceEngine {
+  abstract readonly backend: EngineBackend;
+  readonly model: IntegerModel;
+  readonly inputShape: readonly [number, number, number];
+  readonly imageSize: number;
+  readonly classes: number;
+
+  constructor(model: IntegerModel) {
     validateIntegerModel(model);
     this.model = model;
-    this.arithmetic = opts.arithmetic ?? 'multiply';
-    if (this.arithmetic !== 'multiply' && this.arithmetic !== 'shift-add') throw new Error(`engine: arithmetic must be multiply or shift-add, got "${this.arithmetic}"`);
     this.inputShape = inputShape(model);
     this.imageSize = this.inputShape[0] * this.inputShape[1] * this.inputShape[2];
     this.classes = tensorSize(model.tensors[model.output]);
-    this.#buffers = model.tensors.map((t) => allocate(t.dtype, tensorSize(t)));
-    for (const op of model.ops) {
-      if (op.kind === 'conv') this.#convs.set(op, new ConvRunner(op, model.tensors[op.input], model.tensors[op.output]));
-    }
   }
 
-  /** Int32 logits of one image: uint8, [C, H, W] planes (the CIFAR binary layout). */
+  /** Runs every op on a checked image; returns a copy of the logits. */
+  protected abstract run(image: Uint8Array): Int32Array;
+
+  /** Copies of every tensor's values as the last run left them. */
+  protected abstract tensorValues(): IntArray[];
+
   infer(image: Uint8Array): Int32Array {
     if (!(image instanceof Uint8Array) || image.length !== this.imageSize) {
       throw new Error(`engine: an image must be ${this.imageSize} bytes (uint8 [${this.inputShape.join(', ')}], channel planes), got ${image?.length ?? typeof image}`);
     }
-    for (const op of this.model.ops) this.#run(op, image);
-    return Int32Array.from(this.#buffers[this.model.output]);
+    return this.run(image);
   }
 
-  /** Every tensor's values after running one image, in tensor order (to compare implementations tensor by tensor). */
   trace(image: Uint8Array): IntArray[] {
     this.infer(image);
-    return this.#buffers.map((b) => b.slice());
+    return this.tensorValues();
   }
 
-  /** Logits of `count` images stored back to back; count * classes values. */
   inferBatch(images: Uint8Array, count: number): Int32Array {
     if (!Number.isInteger(count) || count < 0 || images.length !== count * this.imageSize) {
       throw new Error(`engine: ${count} images of uint8 [${this.inputShape.join(', ')}] need ${count * this.imageSize} bytes, got ${images.length}`);
@@ -326,9 +341,35 @@ export class IntegerEngine {
     return out;
   }
 
-  /** Top-1 class of each of `count` images (first maximum on ties). */
   predict(images: Uint8Array, count: number): Int32Array {
     return argmaxRows(this.inferBatch(images, count), this.classes);
+  }
+}
+
+/** The TypeScript kernels (see the file comment); `createEngine` (engines.ts) picks the WebAssembly ones where they load. */
+export class IntegerEngine extends EngineBase {
+  readonly backend = 'ts';
+  readonly arithmetic: Arithmetic;
+  readonly #buffers: IntArray[];
+  readonly #convs = new Map<ConvOp, ConvRunner>();
+
+  constructor(model: IntegerModel, opts: EngineOptions = {}) {
+    super(model);
+    this.arithmetic = opts.arithmetic ?? 'multiply';
+    if (this.arithmetic !== 'multiply' && this.arithmetic !== 'shift-add') throw new Error(`engine: arithmetic must be multiply or shift-add, got "${this.arithmetic}"`);
+    this.#buffers = model.tensors.map((t) => allocate(t.dtype, tensorSize(t)));
+    for (const op of model.ops) {
+      if (op.kind === 'conv') this.#convs.set(op, new ConvRunner(op, model.tensors[op.input], model.tensors[op.output]));
+    }
+  }
+
+  protected run(image: Uint8Array): Int32Array {
+    for (const op of this.model.ops) this.#run(op, image);
+    return Int32Array.from(this.#buffers[this.model.output]);
+  }
+
+  protected tensorValues(): IntArray[] {
+    return this.#buffers.map((b) => b.slice());
   }
 
   #run(op: Op, image: Uint8Array): void {
