@@ -92,7 +92,16 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = {}): 
   return { child, exit };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `condition` every 20 ms, at most `ms` (a bound, not a timing: generous). */
+export async function until(condition: () => boolean, what: string, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
 
 /** Whether a process runs (a zombie waiting for its parent does not). */
 export function running(pid: number): boolean {

@@ -18,7 +18,7 @@ import { evaluate } from '../src/train/evaluate.js';
 import { train } from '../src/train/trainer.js';
 import { Rng } from '../src/util/rng.js';
 import { StopRequested } from '../src/util/stop.js';
-import { CLI, formatTally, gridRound, makeFaultData, newTally, running, startCli, trainRound, writeFaultGrid } from './fault-harness.js';
+import { CLI, formatTally, gridRound, makeFaultData, newTally, running, startCli, trainRound, until, writeFaultGrid } from './fault-harness.js';
 import { cifar10Folder, cifarRecords, tempDir } from './fixtures/data/make.js';
 
 // One backend thread in this process too: the runs here are tiny, and 2 threads on 2 shared cores only contend.
@@ -33,16 +33,6 @@ before(() => {
 });
 after(() => root.cleanup());
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Poll `condition` every 20 ms, at most `ms` (a bound, not a timing: generous). */
-async function until(condition: () => boolean, what: string, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 function config(overrides: Record<string, unknown> = {}): TrainConfig {
   return resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir, method: 'lsq', wbits: 4, batch: 4, evalBatch: 8, epochs: 2, workers: 0, lr: 0.02, ...overrides });

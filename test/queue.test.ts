@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { checkRedisVersion } from '../src/experiments/queue.js';
-import { CLI, makeFaultData, outcomeOf } from './fault-harness.js';
+import { CLI, makeFaultData, outcomeOf, sleep, until } from './fault-harness.js';
 import { tempDir } from './fixtures/data/make.js';
 
 const REDIS = 'redis-server';
@@ -69,15 +69,6 @@ after(async () => {
   root.cleanup();
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(condition: () => boolean, what: string, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 interface Cli {
   readonly child: ChildProcess;
