@@ -160,4 +160,23 @@ describe('--json on run', () => {
     assert.deepEqual(plan.runs.map((x) => x.kind), ['train']);
     assert.match(plan.runs[0].id, /lsq/);
   });
+
+  test('run --scale NAME picks one of the grid\'s scales; --quick is --scale quick', () => {
+    const grid = join(dir, 'scaled.yaml');
+    writeFileSync(grid, 'name: scaled\nmodels: [resnet8]\ndatasets: [cifar10]\nmethods: [lsq]\nbits: [4, 2]\nscales:\n  quick: { bits: [2] }\n  long: { recipe: { epochs: 3 } }\n');
+    const plan = (...flags: string[]) => {
+      const r = cli(['run', grid, '--dry-run', '--json', '--data-dir', dir, ...flags]);
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout) as { scale: string; runs: { id: string }[] };
+    };
+    assert.deepEqual([plan('--scale', 'long').scale, plan('--scale', 'long').runs.length], ['long', 2]);
+    assert.deepEqual(plan('--quick'), plan('--scale', 'quick'));
+    assert.equal(plan('--quick').runs.length, 1);
+    const unknown = cli(['run', grid, '--dry-run', '--scale', 'huge', '--data-dir', dir]);
+    assert.notEqual(unknown.status, 0);
+    assert.match(unknown.stderr, /scaled\.yaml: has no huge scale \(its scales: full, quick, long\)/);
+    const both = cli(['run', grid, '--dry-run', '--quick', '--scale', 'long', '--data-dir', dir]);
+    assert.equal(both.status, 2, both.stderr);
+    assert.match(both.stderr, /--quick and --scale long name two scales/);
+  });
 });

@@ -185,10 +185,10 @@ describe('grid errors name the file and the field', () => {
   });
 
   test('unknown fields in every section', () => {
-    refuses(grid({ seed: [0] }), /^g\.yaml: seed is not a known field \(known: version, name, title, .*, quick\)$/);
+    refuses(grid({ seed: [0] }), /^g\.yaml: seed is not a known field \(known: version, name, title, .*, scales\)$/);
     refuses(grid({ overrides: [{ when: { bit: 4 }, set: {} }] }), 'g.yaml: overrides[0].when.bit is not a known field (known: method, model, dataset, bits, wbits, abits)');
     refuses(grid({ start: [{ model: 'resnet8', dataset: 'cifar10', float: true, use: 'best' }] }), 'g.yaml: start[0].use is not a known field (known: model, dataset, checkpoint, float, scratch)');
-    refuses(grid({ quick: { epochs: 1 } }), 'g.yaml: quick.epochs is not a known field (known: note, recipe, overrides, models, datasets, methods, bits, seeds)');
+    refuses(grid({ scales: { quick: { epochs: 1 } } }), 'g.yaml: scales.quick.epochs is not a known field (known: note, recipe, overrides, models, datasets, methods, bits, seeds, progressive)');
     refuses(grid({ fairness: { sameSeed: true } }), 'g.yaml: fairness.sameSeed is not a known field (known: sameStart, sameDataOrder)');
   });
 
@@ -205,7 +205,7 @@ describe('grid errors name the file and the field', () => {
 
   test('recipes: only training config fields the grid does not set, values checked by the config schema', () => {
     refuses(grid({ recipe: { wbits: 4 } }), 'g.yaml: recipe.wbits is set by the grid for each run (models, datasets, methods, bits, seeds, start); remove it from the recipe');
-    refuses(grid({ quick: { recipe: { epoch: 1 } } }), /^g\.yaml: quick\.recipe\.epoch is not a training config field \(known: dataDir, .*, evalEvery\)$/);
+    refuses(grid({ scales: { quick: { recipe: { epoch: 1 } } } }), /^g\.yaml: scales\.quick\.recipe\.epoch is not a training config field \(known: dataDir, .*, evalEvery\)$/);
     refuses(grid({ recipe: { deploy: { residualBits: 4 } } }), 'g.yaml: recipe: deploy.residualBits must be 8 or 16; got 4');
     refuses(grid({ overrides: [{ when: { method: 'lsq' }, set: { momentum: 2 } }] }), 'g.yaml: overrides[0].set: momentum must be a number in [0, 1]; got 2');
   });
@@ -214,8 +214,11 @@ describe('grid errors name the file and the field', () => {
     refuses(grid({ methods: ['apot'], bits: [4, 'W4A6'] }), 'g.yaml: bits W4A6 is not supported by apot (weights: 2, 3, 4, 5; activations: 2, 3, 4, 5)');
     refuses(grid({ start: [{ model: 'resnet8', dataset: 'cifar100', scratch: true }] }), "g.yaml: start[0] names resnet8/cifar100, which is not in the grid's models x datasets");
     refuses(grid({ start: [{ model: 'resnet8', dataset: 'cifar10', scratch: true, checkpoint: 'f.safetensors' }] }), 'g.yaml: start[0] must give exactly one of checkpoint: PATH, float: true | best | last (train one in the grid; start from its best or last epoch), scratch: true; got checkpoint, scratch');
-    refuses(grid({ quick: { bits: 2 } }), 'g.yaml: quick.bits[0] {"wbits":2,"abits":2} is not in the grid\'s bits');
+    refuses(grid({ scales: { quick: { bits: 2 } } }), 'g.yaml: scales.quick.bits[0] {"wbits":2,"abits":2} is not in the grid\'s bits');
     refuses(grid({ progressive: 'apot' }), 'g.yaml: progressive must be one of lsq; got "apot"');
+    refuses(grid({ scales: { long: { progressive: 'apot' } } }), 'g.yaml: scales.long.progressive[0] "apot" is not in the grid\'s methods');
+    refuses(grid({ scales: { full: {} } }), "g.yaml: scales.full is reserved: full is the grid itself; name the scale otherwise");
+    refuses(grid({ scales: { Big: {} } }), /^g\.yaml: scales\.Big.* must be lower-case letters/);
   });
 
   test('a grid file: errors name the file', () => {

@@ -42,14 +42,14 @@ describe('grid expansion', () => {
     assert.equal(c.schedule.kind === 'cosine' && c.schedule.epochs, 3, 'a cosine schedule follows the epochs');
   });
 
-  test('overrides apply in order to the runs they select; the quick scale restricts and applies last', () => {
+  test('overrides apply in order to the runs they select; a scale restricts and applies last', () => {
     const g = grid({
       overrides: [
         { when: { method: 'ewgs' }, set: { optimizer: 'adam', lr: 0.001 } },
         { when: { method: ['ewgs', 'lsq'], bits: 2 }, set: { weightDecay: 3e-5 } },
         { when: { wbits: 3 }, set: { lr: 0.2 } },
       ],
-      quick: { recipe: { epochs: 1, trainSubset: 64 }, methods: ['ewgs', 'lsq'], bits: [2], seeds: [1], note: 'tiny' },
+      scales: { quick: { recipe: { epochs: 1, trainSubset: 64 }, methods: ['ewgs', 'lsq'], bits: [2], seeds: [1], note: 'tiny' } },
     });
     const full = expandGrid(g, { scale: 'full' });
     const cfg = (id: string) => full.runs.find((r) => r.id === id)!.config;
@@ -63,7 +63,8 @@ describe('grid expansion', () => {
     assert.deepEqual(quick.runs.map((r) => r.id), ['resnet8-cifar10-ewgs-w2a2-s1', 'resnet8-cifar10-lsq-w2a2-s1']);
     assert.ok(quick.runs.every((r) => r.config.epochs === 1 && r.config.trainSubset === 64));
     assert.equal(quick.runs[0].config.optimizer, 'adam');
-    assert.throws(() => expandGrid(grid(), { scale: 'quick' }), /g\.yaml: has no quick scale/);
+    assert.throws(() => expandGrid(grid(), { scale: 'quick' }), /g\.yaml: has no quick scale \(add scales: \{ quick: \.\.\. \}\)/);
+    assert.throws(() => expandGrid(g, { scale: 'standard' }), /g\.yaml: has no standard scale \(its scales: full, quick\)/);
   });
 
   test('a checkpoint start: quantized runs start from the file and an evaluation job measures the float baseline', () => {
@@ -103,7 +104,7 @@ describe('grid expansion', () => {
     bad({ start: [{ model: 'resnet8', dataset: 'cifar10' }] }, /g\.yaml: start\[0\] must give exactly one of checkpoint: PATH, float: true/);
     bad({ start: [{ model: 'resnet20', dataset: 'cifar10', scratch: true }] }, /g\.yaml: start\[0\] names resnet20\/cifar10, which is not in the grid's models x datasets/);
     bad({ progressive: ['pact'] }, /g\.yaml: progressive\[0\] must be one of apot, ewgs, lsq; got "pact"/);
-    bad({ quick: { datasets: ['cifar100'] } }, /g\.yaml: quick\.datasets\[0\] "cifar100" is not in the grid's datasets/);
+    bad({ scales: { quick: { datasets: ['cifar100'] } } }, /g\.yaml: scales\.quick\.datasets\[0\] "cifar100" is not in the grid's datasets/);
     bad({ version: 2 }, /g\.yaml: version must be 1 \(this tinyquant reads grid version 1\); got 2/);
   });
 });
@@ -154,6 +155,20 @@ describe('grid files and presets', () => {
     assert.equal(sidecarOf(cifar10[0].config.init!), join(packageRoot(), 'models', 'resnet20-cifar10-float.json'));
     const quick = expandGrid(readGrid('kiots2023'), { scale: 'quick' });
     assert.ok(quick.runs.every((r) => r.dataset === 'cifar10'), 'CIFAR-100 is left out of the quick scale');
+  });
+
+  test('kiots2023 standard scale: all of CIFAR-10 for a few epochs, APoT progressive 4 -> 3 -> 2 bits, the rest from the float start', () => {
+    const plan = expandGrid(readGrid('kiots2023'), { scale: 'standard' });
+    const quantized = plan.runs.filter((r) => r.kind === 'train');
+    assert.equal(quantized.length, 15);
+    assert.ok(quantized.every((r) => r.dataset === 'cifar10' && r.seed === 0 && r.config.epochs === 5 && r.config.trainSubset === 0 && r.config.testSubset === 0));
+    const from = (id: string) => plan.runs.find((r) => r.id === id)?.startsFrom;
+    assert.equal(from('resnet20-cifar10-apot-w3a3-s0'), 'run:resnet20-cifar10-apot-w4a4-s0');
+    assert.equal(from('resnet20-cifar10-apot-w2a2-s0'), 'run:resnet20-cifar10-apot-w3a3-s0');
+    assert.match(from('resnet20-cifar10-apot-w4a4-s0')!, /^checkpoint:.*resnet20-cifar10-float\.safetensors$/);
+    assert.equal(from('resnet20-cifar10-ewgs-w2a2-s0'), from('resnet20-cifar10-apot-w4a4-s0'));
+    const full = expandGrid(readGrid('kiots2023'), { scale: 'full' });
+    assert.ok(full.runs.filter((r) => r.dataset === 'cifar10').every((r) => r.dependsOn.length === 0), 'the full grid has no progressive runs');
   });
 
   test('apot-reference chains 4 -> 3 -> 2 bits from a float run; ewgs-reference starts every run from the float run', () => {

@@ -38,7 +38,7 @@ before(async () => {
       seeds: [0, 1],
       recipe: { epochs: 3, batch: 8, evalBatch: 16, lr: 0.02, workers: 1 },
       start: [{ model: 'resnet8', dataset: 'cifar10', checkpoint: join(floatDir, 'last.json') }],
-      quick: { recipe: { epochs: 2 }, note: 'two epochs on 40 images' },
+      scales: { quick: { recipe: { epochs: 2 }, note: 'two epochs on 40 images' } },
     },
     'fixture.yaml',
     root.dir,
@@ -51,7 +51,7 @@ after(() => root.cleanup());
 describe('report', () => {
   test('the model: float baseline, mean ± std over seeds, fairness hashes equal across methods', () => {
     const report = buildReportModel(resultsDir);
-    assert.equal(report.quick, true);
+    assert.deepEqual(report.scale, { label: 'QUICK', note: 'two epochs on 40 images' });
     const [study] = report.studies;
     assert.equal(study.float?.runId, 'resnet8-cifar10-float-start');
     assert.equal(study.float?.n, 16);
@@ -91,7 +91,7 @@ describe('report', () => {
     const svgs = html.match(/<svg /g)?.length ?? 0;
     // 2 accuracy-vs-bits, 2 x 2 training curves, 2 x 2 x 2 histograms, 1 size plot.
     assert.ok(svgs >= 15, `${svgs} plots`);
-    assert.match(html, /<div class="quick">QUICK scale/);
+    assert.match(html, /<div class="scale">QUICK scale — two epochs on 40 images\.<\/div>/);
 
     if (!existsSync(CHROMIUM)) {
       t.skip(`${CHROMIUM} is not installed: the browser check is skipped`);

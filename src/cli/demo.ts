@@ -12,7 +12,7 @@ export const DEMO: CommandSpec = {
   synopsis: '[--out DIR] [--jobs N] [--threads T] [--data-dir DIR]',
   about:
     'Runs the kiots2023 preset at its quick scale (CIFAR-10, one seed, 2 epochs on a subset) from the\n' +
-    'float model shipped with tinyquant (presets/kiots2023.yaml, "quick:"), writes the report and prints where it is.',
+    'float model shipped with tinyquant (presets/kiots2023.yaml, "scales: quick:"), writes the report and prints where it is.',
   options: {
     out: { type: 'string', value: 'DIR', default: 'results/kiots2023-quick', description: 'results directory' },
     jobs: { type: 'string', value: 'N', description: 'runs at once (default: cores / --threads)' },

@@ -19,11 +19,12 @@ import { readingInput } from './errors.js';
 export const RUN: CommandSpec = {
   name: 'run',
   summary: 'run an experiment grid (a preset name or a YAML/JSON file); skips finished runs',
-  synopsis: 'GRID [--quick] [--out DIR] [options]',
+  synopsis: 'GRID [--quick | --scale NAME] [--out DIR] [options]',
   about: 'GRID is a grid file (YAML or JSON) or a preset: kiots2023, apot-reference, ewgs-reference, float-resnet20.',
   options: {
-    quick: { type: 'boolean', description: 'the grid\'s quick scale (fewer epochs, subsets; labelled quick in the results)' },
-    out: { type: 'string', value: 'DIR', description: 'results directory (default results/NAME, or results/NAME-quick)' },
+    quick: { type: 'boolean', description: 'the grid\'s quick scale (fewer epochs, subsets; labelled quick in the results): --scale quick' },
+    scale: { type: 'string', value: 'NAME', description: 'one of the grid\'s scales (its `scales:`; default full, the grid itself)' },
+    out: { type: 'string', value: 'DIR', description: 'results directory (default results/NAME, or results/NAME-SCALE)' },
     jobs: { type: 'string', value: 'N', description: 'runs at once (default: cores / --threads)' },
     threads: { type: 'string', value: 'T', description: 'backend threads per run (default 1, with one run per core)' },
     'data-dir': { type: 'string', value: 'DIR', description: 'where the datasets are (default: TINYQUANT_DATA, the cache, ../shared/data)' },
@@ -81,7 +82,7 @@ export function planGrid(opts: Pick<RunGridOptions, 'grid' | 'scale' | 'dataDir'
 }
 
 export function defaultResultsDir(plan: Plan): string {
-  return resolve('results', `${plan.grid.name}${plan.scale === 'quick' ? '-quick' : ''}`);
+  return resolve('results', `${plan.grid.name}${plan.scale === 'full' ? '' : `-${plan.scale}`}`);
 }
 
 export async function runGrid(opts: RunGridOptions): Promise<RunGridResult> {
@@ -116,11 +117,17 @@ function describePlan(plan: Plan): string {
   return `${plan.grid.name} (${plan.scale} scale): ${plan.runs.length} runs\n${lines.join('\n')}`;
 }
 
+function scaleOption(args: ParsedArgs): Scale {
+  const named = str(args, 'scale');
+  if (flag(args, 'quick') && named !== undefined && named !== 'quick') throw new UsageError(`run: --quick and --scale ${named} name two scales; give one`);
+  return flag(args, 'quick') ? 'quick' : (named ?? 'full');
+}
+
 export async function runCommand(argv: string[]): Promise<void> {
   const args = parseOrHelp(RUN, argv);
   if (!args) return;
   if (args.positionals.length !== 1) throw new UsageError(`run: give one grid file or preset (usage: tinyquant run ${RUN.synopsis})`);
-  const common = { grid: args.positionals[0], scale: (flag(args, 'quick') ? 'quick' : 'full') as Scale, dataDir: str(args, 'data-dir'), start: str(args, 'start') };
+  const common = { grid: args.positionals[0], scale: scaleOption(args), dataDir: str(args, 'data-dir'), start: str(args, 'start') };
   const json = flag(args, 'json');
   if (flag(args, 'dry-run')) {
     const plan = planGrid(common);

@@ -82,7 +82,7 @@ export function gridDisplay(stream: NodeJS.WriteStream = process.stderr, options
       switch (e.type) {
         case 'plan': {
           jobs = e.jobs;
-          header = `${e.name}${e.scale === 'quick' ? ' (QUICK scale)' : ''}`;
+          header = `${e.name}${e.scale === 'full' ? '' : ` (${e.scale.toUpperCase()} scale)`}`;
           for (const r of e.runs) records.set(r.id, r);
           const done = e.runs.filter((r) => r.status !== 'pending').length;
           const how = e.queue ? `on the workers of ${e.queue}` : `${e.jobs} at a time x ${e.threads} thread(s)`;

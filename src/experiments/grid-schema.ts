@@ -2,7 +2,7 @@
  * The schema (zod) of grid files: the shape of every section, with messages that name the field and
  * the allowed values, and the JSON Schema editors check presets/*.yaml with
  * (schemas/grid.schema.json). What depends on several sections (bit-widths a method supports, starts
- * inside the grid, the quick scale's subsets) and the recipes' values are checked by grid.ts.
+ * inside the grid, the scales' subsets) and the recipes' values are checked by grid.ts.
  */
 import * as z from 'zod';
 import { DATASET_NAMES } from '../data/index.js';
@@ -111,7 +111,13 @@ const FAIRNESS = fields(
   MAPPING,
 );
 
-const QUICK_NOTE = 'quick scale: fewer epochs and a subset of the data; numbers are not comparable with full runs';
+const SCALE_NOTE = 'fewer epochs and a subset of the data; numbers are not comparable with full runs';
+
+/** A scale's name: what `tinyquant run GRID --scale NAME` selects (`full` is the grid itself). */
+const SCALE_NAME = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]*$/, { error: got("must be lower-case letters, digits or '-', starting with a letter") })
+  .refine((name) => name !== 'full', { error: "is reserved: full is the grid itself; name the scale otherwise" });
 
 /** The grid file's schema, with `recipe` the schema of its recipes. */
 function gridSchema(recipe: Recipe) {
@@ -130,9 +136,9 @@ function gridSchema(recipe: Recipe) {
     },
     MAPPING,
   ).describe('Where the runs of one model/dataset start: exactly one of checkpoint, float, scratch.');
-  const quick = fields(
+  const scale = fields(
     {
-      note: nonEmptyString().default(QUICK_NOTE).describe('What the report says about the quick scale.'),
+      note: nonEmptyString().default(SCALE_NOTE).describe('What the report says about the scale.'),
       recipe: recipe.default({}).describe('Config fields over the recipe and the overrides.'),
       overrides: overrides.default([]),
       models: listOf(model()).optional(),
@@ -140,9 +146,10 @@ function gridSchema(recipe: Recipe) {
       methods: listOf(method()).optional(),
       bits: listOf(BIT_WIDTH).optional(),
       seeds: listOf(seed()).optional(),
+      progressive: listOf(oneOf(methodNames)).optional().describe("The scale's progressive methods, in place of the grid's."),
     },
     MAPPING,
-  ).describe('The quick scale (tinyquant run --quick): subsets of the grid and a recipe over everything else.');
+  ).describe('A scale (tinyquant run GRID --scale NAME): subsets of the grid and a recipe over everything else.');
   return fields(
     {
       version: z
@@ -169,7 +176,10 @@ function gridSchema(recipe: Recipe) {
         .default([])
         .describe('Methods whose runs start from the next higher bit-width\'s best checkpoint (APoT: 4 bits from the start, 3 from 4, ...).'),
       fairness: FAIRNESS.default(FAIRNESS.parse({})).describe('What the report checks.'),
-      quick: quick.optional(),
+      scales: z
+        .record(SCALE_NAME, scale, { error: (issue) => (issue.code === 'invalid_type' ? got('must be a mapping of scale names to scales')(issue) : undefined) })
+        .default({})
+        .describe('Smaller versions of the grid by name (quick: what `tinyquant run GRID --quick` runs).'),
     },
     MAPPING,
   );
@@ -190,7 +200,7 @@ export function gridJsonSchema(): Record<string, unknown> {
   return {
     $schema: schema.$schema,
     title: 'tinyquant experiment grid',
-    description: 'An experiment (tinyquant run GRID): methods x bit-widths x models x datasets x seeds, a shared recipe, overrides, starting points and a quick scale.',
+    description: 'An experiment (tinyquant run GRID): methods x bit-widths x models x datasets x seeds, a shared recipe, overrides, starting points and smaller scales.',
     ...schema,
   };
 }

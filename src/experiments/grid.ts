@@ -3,7 +3,7 @@
  * shared recipe (a partial training config), overrides for some runs (a method's own recipe),
  * where each model/dataset starts (a shipped checkpoint, a float run of the grid, or scratch),
  * which methods initialize progressively (APoT: 4-bit from the start, 3-bit from 4-bit's best,
- * ...), and a quick scale (fewer epochs, subsets) defined in the same file.
+ * ...), and smaller scales by name (quick: fewer epochs, subsets) defined in the same file.
  *
  * `readGrid` checks a file against the schema of grid-schema.ts, then what involves several
  * sections, and each recipe with the training config's schema (errors name the file, the field and
@@ -59,8 +59,9 @@ export interface StartEntry {
   readonly start: StartPoint;
 }
 
-/** The quick scale: restrictions of the grid and a recipe applied over everything else. */
-export interface QuickScale {
+/** A named scale: restrictions of the grid and a recipe applied over everything else. */
+export interface NamedScale {
+  readonly name: string;
   readonly note: string;
   readonly recipe: RawRecipe;
   readonly overrides: readonly Override[];
@@ -69,6 +70,7 @@ export interface QuickScale {
   readonly methods?: readonly GridMethod[];
   readonly bits?: readonly BitWidth[];
   readonly seeds?: readonly number[];
+  readonly progressive?: readonly GridMethod[];
 }
 
 export interface GridSpec {
@@ -87,10 +89,12 @@ export interface GridSpec {
   readonly starts: readonly StartEntry[];
   readonly progressive: readonly GridMethod[];
   readonly fairness: FairnessRules;
-  readonly quick: QuickScale | null;
+  /** By name (the grid file's `scales`). */
+  readonly scales: Readonly<Record<string, NamedScale>>;
 }
 
-export type Scale = 'full' | 'quick';
+/** `full` (the grid itself) or the name of one of its scales. */
+export type Scale = string;
 
 /** 'train': a training run; 'evaluate': the float baseline of a checkpoint start, on the same test images. */
 export type RunKind = 'train' | 'evaluate';
@@ -184,25 +188,31 @@ class GridReader {
     return { kind: 'scratch' };
   }
 
-  /** Values of a quick-scale list that the grid's own list lacks. */
-  subset<T>(values: readonly T[] | undefined, all: readonly T[], field: string): readonly T[] | undefined {
+  /** A scale's list, each value checked to be in the grid's own list. */
+  subset<T>(values: readonly T[] | undefined, all: readonly T[], field: string, list = field.slice(field.lastIndexOf('.') + 1)): readonly T[] | undefined {
     values?.forEach((x, i) => {
-      if (!all.some((a) => JSON.stringify(a) === JSON.stringify(x))) this.fail(`quick.${field}[${i}]`, `${JSON.stringify(x)} is not in the grid's ${field}`);
+      if (!all.some((a) => JSON.stringify(a) === JSON.stringify(x))) this.fail(`${field}[${i}]`, `${JSON.stringify(x)} is not in the grid's ${list}`);
     });
     return values;
   }
 
-  quickScale(q: GridFile['quick'], grid: Omit<GridSpec, 'quick'>): QuickScale | null {
-    if (q === undefined) return null;
+  scales(scales: GridFile['scales'], grid: Omit<GridSpec, 'scales'>): Record<string, NamedScale> {
+    return Object.fromEntries(Object.entries(scales).map(([name, q]) => [name, this.#scale(name, q, grid)]));
+  }
+
+  #scale(name: string, q: GridFile['scales'][string], grid: Omit<GridSpec, 'scales'>): NamedScale {
+    const at = `scales.${name}`;
     return {
+      name,
       note: q.note,
-      recipe: this.recipe(q.recipe, 'quick.recipe'),
-      overrides: this.overrides(q.overrides, 'quick.overrides'),
-      models: this.subset(q.models, grid.models, 'models'),
-      datasets: this.subset(q.datasets, grid.datasets, 'datasets'),
-      methods: this.subset(q.methods, grid.methods, 'methods'),
-      bits: this.subset(q.bits, grid.bits, 'bits'),
-      seeds: this.subset(q.seeds, grid.seeds, 'seeds'),
+      recipe: this.recipe(q.recipe, `${at}.recipe`),
+      overrides: this.overrides(q.overrides, `${at}.overrides`),
+      models: this.subset(q.models, grid.models, `${at}.models`),
+      datasets: this.subset(q.datasets, grid.datasets, `${at}.datasets`),
+      methods: this.subset(q.methods, grid.methods, `${at}.methods`),
+      bits: this.subset(q.bits, grid.bits, `${at}.bits`),
+      seeds: this.subset(q.seeds, grid.seeds, `${at}.seeds`),
+      progressive: this.subset(q.progressive, grid.methods, `${at}.progressive`, 'methods'),
     };
   }
 }
@@ -236,7 +246,7 @@ export function parseGrid(raw: unknown, source: string, fileDir: string): GridSp
     fairness: g.fairness,
   };
   const starts = r.starts(g.start, base);
-  return { ...base, starts, quick: r.quickScale(g.quick, { ...base, starts }) };
+  return { ...base, starts, scales: r.scales(g.scales, { ...base, starts }) };
 }
 
 /** Read a grid file, or a preset by name (`kiots2023` -> presets/kiots2023.yaml). */
@@ -303,17 +313,17 @@ class Expansion {
 
   constructor(
     readonly grid: GridSpec,
-    readonly quick: QuickScale | null,
+    readonly scale: NamedScale | null,
     readonly dataDir: string | undefined,
   ) {
     this.#source = grid.source || grid.name;
   }
 
-  /** Recipe, then the matching overrides, then (quick) the quick recipe and its overrides, then the cell. */
+  /** Recipe, then the matching overrides, then the scale's recipe and its overrides, then the cell. */
   #config(cell: Cell, init: string | undefined, id: string): TrainConfig {
-    const { grid, quick } = this;
+    const { grid, scale } = this;
     const layers = [grid.recipe, ...grid.overrides.filter((o) => matches(o.when, cell)).map((o) => o.set)];
-    if (quick) layers.push(quick.recipe, ...quick.overrides.filter((o) => matches(o.when, cell)).map((o) => o.set));
+    if (scale) layers.push(scale.recipe, ...scale.overrides.filter((o) => matches(o.when, cell)).map((o) => o.set));
     const { method, model, dataset, wbits, abits, seed } = cell;
     const raw: Raw = Object.assign({}, ...layers, {
       model,
@@ -366,7 +376,8 @@ class Expansion {
 
   /** A quantized run: from the origin, or (progressive methods) from the next higher bit-width's best. */
   addQuantized(cell: Cell, origin: Origin, bits: readonly BitWidth[]): void {
-    const previous = this.grid.progressive.includes(cell.method) ? nextHigher(bits, cell) : undefined;
+    const progressive = this.scale?.progressive ?? this.grid.progressive;
+    const previous = progressive.includes(cell.method) ? nextHigher(bits, cell) : undefined;
     const fromId = previous && runId({ ...cell, ...previous });
     const from: Origin = fromId ? { init: checkpointOf(fromId), dependsOn: [fromId], startsFrom: `run:${fromId}` } : origin;
     this.add({ ...cell, id: runId(cell), kind: 'train', dependsOn: from.dependsOn, startsFrom: from.startsFrom }, from.init);
@@ -379,14 +390,13 @@ function floatCell(model: ModelName, dataset: DatasetName, seed: number): Cell {
 
 /** The runs of a grid at a scale, dependencies first. */
 export function expandGrid(grid: GridSpec, opts: ExpandOptions): Plan {
-  if (opts.scale === 'quick' && !grid.quick) throw new ConfigError(`${grid.source || grid.name}: has no quick scale (add a quick: section)`);
-  const quick = opts.scale === 'quick' ? grid.quick : null;
-  const methods = quick?.methods ?? grid.methods;
-  const seeds = quick?.seeds ?? grid.seeds;
-  const bits = quick?.bits ?? grid.bits;
-  const expansion = new Expansion(grid, quick, opts.dataDir);
-  for (const model of quick?.models ?? grid.models) {
-    for (const dataset of quick?.datasets ?? grid.datasets) {
+  const scale = namedScale(grid, opts.scale);
+  const methods = scale?.methods ?? grid.methods;
+  const seeds = scale?.seeds ?? grid.seeds;
+  const bits = scale?.bits ?? grid.bits;
+  const expansion = new Expansion(grid, scale, opts.dataDir);
+  for (const model of scale?.models ?? grid.models) {
+    for (const dataset of scale?.datasets ?? grid.datasets) {
       const start = startFor(grid, model, dataset, opts.startCheckpoint);
       const origin = expansion.origin(start, model, dataset, seeds[0]);
       for (const seed of seeds) {
@@ -400,6 +410,21 @@ export function expandGrid(grid: GridSpec, opts: ExpandOptions): Plan {
     }
   }
   return { grid, scale: opts.scale, runs: orderByDependencies([...expansion.runs.values()]) };
+}
+
+/** The command-line arguments that select a scale ('' for the full grid). */
+export function scaleArguments(scale: Scale): string {
+  if (scale === 'full') return '';
+  return scale === 'quick' ? ' --quick' : ` --scale ${scale}`;
+}
+
+/** The scale a plan is expanded at (null: the full grid). */
+function namedScale(grid: GridSpec, name: Scale): NamedScale | null {
+  if (name === 'full') return null;
+  const scale = grid.scales[name];
+  if (scale) return scale;
+  const names = Object.keys(grid.scales);
+  throw new ConfigError(`${grid.source || grid.name}: has no ${name} scale (${names.length ? `its scales: full, ${names.join(', ')}` : `add scales: { ${name}: ... }`})`);
 }
 
 function startFor(grid: GridSpec, model: ModelName, dataset: DatasetName, override: string | undefined): StartPoint {

@@ -81,7 +81,7 @@ export interface ResultsIndex {
     readonly description: string;
     readonly source: string;
     readonly scale: Scale;
-    /** What the quick scale is (shown with every quick result). */
+    /** What the scale is (shown with every result of a scale other than full). */
     readonly scaleNote: string;
     readonly fairness: FairnessRules;
   };
@@ -139,7 +139,7 @@ export function newIndex(plan: Plan, execution: Execution, runs: RunRecord[], pr
       description: plan.grid.description,
       source: plan.grid.source,
       scale: plan.scale,
-      scaleNote: plan.scale === 'quick' ? (plan.grid.quick?.note ?? '') : '',
+      scaleNote: plan.grid.scales[plan.scale]?.note ?? '',
       fairness: plan.grid.fairness,
     },
     execution,

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { relative } from 'node:path';
 import { readJsonFile } from '../io/index.js';
 import type { TrainConfig } from '../train/config.js';
-import type { Plan } from './grid.js';
+import { type Plan, scaleArguments } from './grid.js';
 import { packageRoot } from '../package.js';
 
 export class StartError extends Error {}
@@ -25,7 +25,7 @@ function missingMessage(path: string, plan: Plan): string {
   const how = shipped
     ? `It ships with tinyquant (${relative(packageRoot(), path)}); to make it yourself, train the float model with ` +
       '`tinyquant run float-resnet20` and start from its best checkpoint: `tinyquant run ' +
-      `${plan.grid.name}${plan.scale === 'quick' ? ' --quick' : ''} --start results/float-resnet20/runs/resnet20-cifar10-float-s0/best.json\` ` +
+      `${plan.grid.name}${scaleArguments(plan.scale)} --start results/float-resnet20/runs/resnet20-cifar10-float-s0/best.json\` ` +
       '(or copy that run\'s best-*.safetensors to the path above).'
     : 'Train it first, or name another with --start.';
   return `the starting checkpoint ${path} of ${plan.grid.name} does not exist. ${how}`;

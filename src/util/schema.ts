@@ -94,6 +94,8 @@ function reported(issues: readonly Issue[], at: readonly PropertyKey[] = []): { 
     const best = branches.reduce<Issue[] | undefined>((a, b) => (depth(first(b)) > (a ? depth(first(a)) : 0) ? b : a), undefined);
     if (best) return reported(best, path);
   }
+  // A record's key: the key schema's own message, at the key.
+  if (issue.code === 'invalid_key' && issue.issues.length > 0) return { path, message: issue.issues[0].message };
   return { path, message: issue.message };
 }
 

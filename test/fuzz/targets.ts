@@ -575,7 +575,7 @@ const config: FuzzTarget<TextCase> = {
 
 const grid: FuzzTarget<TextCase> = {
   name: 'experiment grid',
-  inputs: textCases(fc.dictionary(fc.constantFrom('name', 'models', 'datasets', 'methods', 'bits', 'seeds', 'recipe', 'quick', 'start'), configValue, { maxKeys: 6 }), PRESET_TEXTS),
+  inputs: textCases(fc.dictionary(fc.constantFrom('name', 'models', 'datasets', 'methods', 'bits', 'seeds', 'recipe', 'scales', 'start'), configValue, { maxKeys: 6 }), PRESET_TEXTS),
   errors: [ConfigError],
   run(c) {
     const path = writeText(c);

@@ -10,7 +10,7 @@ import { type Table, accuracyTable, costTable, fairnessSummaryTable, fingerprint
 const CSS = `
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1280px; padding: 0 20px 40px; color: #1d1d1f; line-height: 1.45; }
 h1 { margin: 18px 0 6px; font-size: 26px; } h2 { margin-top: 34px; border-bottom: 1px solid #ddd; padding-bottom: 4px; } h3 { margin-top: 22px; }
-.quick { background: #fff3c4; border: 2px solid #e0a800; padding: 10px 14px; border-radius: 6px; font-weight: 600; margin: 10px 0; }
+.scale { background: #fff3c4; border: 2px solid #e0a800; padding: 10px 14px; border-radius: 6px; font-weight: 600; margin: 10px 0; }
 .meta { color: #555; font-size: 13px; }
 table { border-collapse: collapse; margin: 8px 0 14px; font-size: 13px; }
 th, td { border: 1px solid #d6d6d6; padding: 3px 8px; vertical-align: top; }
@@ -172,7 +172,7 @@ function studySection(s: Study, a: StudyAnalysis | undefined, i: number): string
 
 export function renderHtml(report: ReportModel, analyses: ReadonlyMap<string, StudyAnalysis>): string {
   const { index } = report;
-  const title = `${index.grid.title}${report.quick ? ' — QUICK scale' : ''}`;
+  const title = `${index.grid.title}${report.scale ? ` — ${report.scale.label} scale` : ''}`;
   const nav = [
     '<a href="#findings">Findings</a>',
     ...report.studies.map((s, i) => `<a href="#study-${i}">${esc(s.model)} / ${esc(s.dataset)}</a>`),
@@ -181,7 +181,7 @@ export function renderHtml(report: ReportModel, analyses: ReadonlyMap<string, St
   ].join('');
   const body = [
     `<h1>${esc(title)}</h1>`,
-    report.quick ? `<div class="quick">QUICK scale — ${esc(index.grid.scaleNote)}. These numbers show the harness works; they are not the study's results.</div>` : '',
+    report.scale ? `<div class="scale">${esc(report.scale.label)} scale — ${esc(report.scale.note)}.</div>` : '',
     index.grid.description ? `<p>${esc(index.grid.description.trim())}</p>` : '',
     `<p class="meta">Grid <code>${esc(index.grid.name)}</code> (${esc(index.grid.scale)} scale) from ${esc(index.grid.source || 'code')}; ${index.runs.length} runs, ` +
       `${executionText(index.execution)}. Report by tinyquant ${esc(report.tinyquant)}, ${esc(report.generated)}.</p>`,

@@ -15,8 +15,8 @@ export function markdownTable(t: Table): string {
 
 export function renderMarkdown(report: ReportModel, analyses: ReadonlyMap<string, StudyAnalysis>): string {
   const { index } = report;
-  const out: string[] = [`# ${index.grid.title}${report.quick ? ' — QUICK scale' : ''}`, ''];
-  if (report.quick) out.push(`> **QUICK scale** — ${index.grid.scaleNote}. Not the study's results.`, '');
+  const out: string[] = [`# ${index.grid.title}${report.scale ? ` — ${report.scale.label} scale` : ''}`, ''];
+  if (report.scale) out.push(`> **${report.scale.label} scale** — ${report.scale.note}.`, '');
   if (index.grid.description) out.push(index.grid.description.trim(), '');
   out.push(
     `Grid \`${index.grid.name}\` (${index.grid.scale} scale) from ${index.grid.source || 'code'}; ${index.runs.length} runs, ` +

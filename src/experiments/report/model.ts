@@ -81,7 +81,8 @@ export interface FairnessGroup {
 export interface ReportModel {
   readonly resultsDir: string;
   readonly index: ResultsIndex;
-  readonly quick: boolean;
+  /** A scale smaller than the grid's full one: its name, shown upper-case, and what it is. */
+  readonly scale: { readonly label: string; readonly note: string } | null;
   readonly generated: string;
   readonly tinyquant: string;
   readonly runs: readonly RunData[];
@@ -241,10 +242,17 @@ function spreadVerdict(gap: number, a: Stat, b: Stat): string {
   return gap > Math.max(a.std, b.std) ? '; larger than the seed spread' : '; within the seed spread';
 }
 
+/** The scale of a grid's results when it is not the full grid. */
+function reducedScale(index: ResultsIndex): ReportModel['scale'] {
+  const { scale, scaleNote } = index.grid;
+  return scale === 'full' ? null : { label: scale.toUpperCase(), note: scaleNote };
+}
+
 /** Short, generated statements: who wins at each bit-width and by how much, and the W4A4 check. */
 export function findings(studies: readonly Study[], index: ResultsIndex): string[] {
   const out: string[] = [];
-  if (index.grid.scale === 'quick') out.push(`QUICK scale: ${index.grid.scaleNote}. These numbers show the harness works; they are not the study's results.`);
+  const scale = reducedScale(index);
+  if (scale) out.push(`${scale.label} scale: ${scale.note}.`);
   for (const s of studies) {
     const where = `${s.model} / ${s.dataset}`;
     if (s.float) out.push(`${where}: float baseline ${s.float.top1.toFixed(2)}% (${s.float.how}).`);
@@ -302,7 +310,7 @@ export function buildReportModel(resultsDir: string): ReportModel {
   return {
     resultsDir,
     index,
-    quick: index.grid.scale === 'quick',
+    scale: reducedScale(index),
     generated: new Date().toISOString(),
     tinyquant: TINYQUANT_VERSION,
     runs,
