@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { resolveNormalization } from '../../src/data/augment.js';
 import { createEvalLoader } from '../../src/data/loader.js';
 import { normalizeImages } from '../../src/export/calibrate.js';
-import type { ImageDataset } from '../../src/data/dataset.js';
+import { type ImageDataset, fixedSubset } from '../../src/data/dataset.js';
 import { loadDataset } from '../../src/data/load.js';
 import { runGraph, trace } from '../../src/graph/index.js';
 import type { Module } from '../../src/nn/module.js';
@@ -191,11 +191,12 @@ function compareLayers(model: Module, c: Case, data: ImageDataset, indices: read
 
 /** EWGS checkpoints made by the EWGS code itself (cached in the work directory by their recipe). */
 function ewgsCheckpoints(ref: string, work: string, train: ImageDataset, o: { trainImages: number; floatSteps: number; quantSteps: number; seed: number }): Map<number, string> {
-  const imagesFile = join(work, `train-${o.trainImages}.u8`);
-  if (!existsSync(imagesFile)) writeImages(imagesFile, train, o.trainImages);
+  // tinyquant's fixed training subset (trainSubset), so a fine-tune comparison can use the same images.
+  const imagesFile = join(work, `train-subset-${o.trainImages}.u8`);
+  if (!existsSync(imagesFile)) writeImages(imagesFile, fixedSubset(train, o.trainImages), o.trainImages);
   const common = ['--method', 'ewgs', '--ref', ref, '--images', imagesFile, '--seed', String(o.seed)];
   const files = new Map<number, string>();
-  const float = join(work, `ewgs-float-${o.trainImages}i-${o.floatSteps}s-seed${o.seed}.pth`);
+  const float = join(work, `ewgs-float-subset${o.trainImages}-${o.floatSteps}s-seed${o.seed}.pth`);
   if (!existsSync(float)) {
     console.log(`training the EWGS float ResNet-20 with the EWGS code (${o.floatSteps} steps) -> ${float}`);
     runReference(['train', ...common, '--bits', '32', '--steps', String(o.floatSteps), '--out', float]);
