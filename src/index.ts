@@ -57,7 +57,7 @@ export * from './optim/index.js';
 
 // Quantization.
 export { type MethodName, type IntegerForm, type TensorQuantizer, methodNames } from './quant/quantizer.js';
-export { type FirstLastPolicy, type QuantizeOptions, allQuantizers, calibrate, quantize, quantizedLayers } from './quant/quantize.js';
+export { type FirstLastPolicy, type QuantizeOptions, allQuantizers, calibrate, quantize, quantizedLayers, roundFirstLastApot8 } from './quant/quantize.js';
 
 // Data.
 export { type ImageDataset, type DatasetName, DataLoader, createEvalLoader, fixedSubset, loadDataset } from './data/index.js';

@@ -136,9 +136,7 @@ export function quantize(model: Module, o: QuantizeOptions): QuantizationSummary
   const policy = !o.firstLast || o.firstLast === 'reference' ? referencePolicy(o.method) : o.firstLast;
   const modules = [...model.namedModules()];
   if (modules.some(([, m]) => isQuantizedLayer(m))) throw new Error('quantize: the model is already quantized');
-  const candidates = modules.filter(([, m]) => m instanceof Conv2d || m instanceof Linear);
-  const firstConv = candidates.find(([, m]) => m instanceof Conv2d)?.[0];
-  const lastLinear = candidates.filter(([, m]) => m instanceof Linear).at(-1)?.[0];
+  const { candidates, firstConv, lastLinear } = edgeLayers(modules);
   const layers: string[] = [];
   for (const [path, m] of candidates) {
     const channels = m instanceof Conv2d ? m.outChannels : (m as Linear).outFeatures;
@@ -149,6 +147,31 @@ export function quantize(model: Module, o: QuantizeOptions): QuantizationSummary
     layers.push(path);
   }
   return { method: o.method, wbits: o.wbits, abits: o.abits, firstLast: policy, layers };
+}
+
+function edgeLayers(modules: [string, Module][]): { candidates: [string, Module][]; firstConv?: string; lastLinear?: string } {
+  const candidates = modules.filter(([, m]) => m instanceof Conv2d || m instanceof Linear);
+  const firstConv = candidates.find(([, m]) => m instanceof Conv2d)?.[0];
+  const lastLinear = candidates.filter(([, m]) => m instanceof Linear).at(-1)?.[0];
+  return { candidates, firstConv, lastLinear };
+}
+
+/**
+ * The float model of APoT's reference code: its first conv and last linear layer are its 8-bit
+ * wrappers even at 32 bits (first_conv / last_fc in every resnet20_cifar), the rest stays float.
+ * Returns the paths of the two layers.
+ */
+export function roundFirstLastApot8(model: Module): string[] {
+  const modules = [...model.namedModules()];
+  if (modules.some(([, m]) => isQuantizedLayer(m))) throw new Error('quantize: the model is already quantized');
+  const { firstConv, lastLinear } = edgeLayers(modules);
+  const layers = [firstConv, lastLinear].filter((p): p is string => p !== undefined);
+  for (const path of layers) {
+    const m = modules.find(([p]) => p === path)![1];
+    const q = { weight: new Int8WeightQuantizer('apot'), activation: null };
+    replaceAt(model, path, m instanceof Conv2d ? new QConv2d(m, q) : new QLinear(m as Linear, q));
+  }
+  return layers;
 }
 
 /** The quantized layers of a model, in network order. */

@@ -29,7 +29,7 @@ import { type Module, type Parameter, StateDictError } from '../nn/module.js';
 import { Adam, type Optimizer, type ParamGroupSpec, Sgd, groupParameters, lrFactor } from '../optim/index.js';
 import { EwgsQuantizer } from '../quant/ewgs.js';
 import { estimateEwgsDelta } from '../quant/hessian.js';
-import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers } from '../quant/quantize.js';
+import { type QuantizationSummary, allQuantizers, calibrate, quantize, quantizedLayers, roundFirstLastApot8 } from '../quant/quantize.js';
 import { type CheckpointMeta, type LoadedCheckpoint, type TrainingProgress, readCheckpoint, removeUnreferencedCheckpointFiles, saveCheckpoint } from './checkpoint.js';
 import { DEFAULT_CONFIG, type TrainConfig, configDifferences, configForFile, resolveConfig, totalEpochs } from './config.js';
 import { loadConfigDataset } from './dataset.js';
@@ -142,9 +142,15 @@ export function buildModel(config: TrainConfig, dataset: Pick<ImageDataset, 'cla
   return quantizeAsConfigured(model, config);
 }
 
-/** Quantize `model` in place by the config's method and bit-widths (nothing for float). */
+/**
+ * Quantize `model` in place by the config's method and bit-widths. Float: nothing, except that
+ * firstLast 'apot8' rounds the first and last layers' weights as APoT's float model does.
+ */
 export function quantizeAsConfigured(model: Module, config: TrainConfig): { model: Module; quantization: QuantizationSummary | null } {
-  if (config.method === 'float') return { model, quantization: null };
+  if (config.method === 'float') {
+    if (config.firstLast === 'apot8') roundFirstLastApot8(model);
+    return { model, quantization: null };
+  }
   const quantization = quantize(model, {
     method: config.method,
     wbits: config.wbits,
@@ -399,7 +405,8 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
     } else {
       const uncalibrated = config.init ? loadStartingWeights(model, config.init) : new Set(quantizedLayers(model).map(([p]) => p));
       startHash = startWeightsHash(model);
-      if (uncalibrated.size > 0) {
+      // A float model's 8-bit first/last rounding (apot8) has nothing to calibrate.
+      if (uncalibrated.size > 0 && config.method !== 'float') {
         const first = await firstBatch(trainLoader, CALIBRATION_PASS);
         calibrate(model, first.images, first.shape, uncalibrated);
       }
