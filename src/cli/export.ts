@@ -12,10 +12,13 @@ import { createEvalLoader, fixedSubset } from '../data/index.js';
 import { type AgreementResult, type IntegerInference, measureAgreement, missedTargets } from '../export/agreement.js';
 import { type LoweredTrainedModel, loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
 import { HostIntegerEngine, hostEngineAvailability } from '../export/host/engine.js';
+import type { CExportOptions } from '../export/c/exporter.js';
+import { IMAGE_LAYOUTS } from '../export/c/generate.js';
+import { ARENA_PLACEMENTS, dropInProblem } from '../export/c/names.js';
 import { type ExportContext, type ExportedFile, exporters } from '../export/formats.js';
 import type { IntegerModel } from '../export/ir.js';
 import { type OnnxAgreement, compareWithOnnxRuntime } from '../export/onnx/verify.js';
-import { type CommandSpec, UsageError, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from './args.js';
+import { type CommandSpec, type ParsedArgs, UsageError, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from './args.js';
 import { readingInput } from './errors.js';
 import { quantizationOptions } from './quant-flags.js';
 import { BACKEND_OPTIONS, DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
@@ -34,6 +37,18 @@ export const EXPORT: CommandSpec = {
       type: 'string',
       value: 'PATH',
       description: 'the output file; format c writes NAME.c + NAME.h (from NAME.c or NAME), or DIR/model.c + DIR/model.h for a directory',
+    },
+    name: {
+      type: 'string',
+      value: 'ID',
+      description: 'format c: prefix of every external symbol, macro and table (kws: kws_infer, kws_class_names, KWS_CLASSES, guard KWS_H), so several models link into one program (default tq)',
+    },
+    arena: { type: 'string', value: 'static|caller', description: "format c: the arena is a static array in the source, or the caller's memory passed as NAME_infer's third argument (default static)" },
+    section: { type: 'string', value: 'SECTION', description: 'format c: the linker section of the static arena, e.g. .bss.tq (default: the compiler\'s .bss)' },
+    'image-layout': { type: 'string', value: 'chw|hwc', description: 'format c: the image NAME_infer reads: channel planes or interleaved pixels (default chw)' },
+    'build-files': {
+      type: 'boolean',
+      description: 'format c: also write CMakeLists.txt (a library target), NAME.mk (a Makefile fragment) and main.c (an example that classifies test image 0 or a file)',
     },
     ...DATA_OPTIONS,
     'calibration-images': { type: 'string', value: 'N', default: '256', description: 'training images for calibration' },
@@ -58,6 +73,29 @@ export const EXPORT: CommandSpec = {
     ...BACKEND_OPTIONS,
   },
 };
+
+const C_FLAGS = ['name', 'arena', 'section', 'image-layout', 'build-files'] as const;
+
+/** The `c` format's flags, checked before anything is lowered or written (and refused with another format). */
+function cOptions(args: ParsedArgs, format: string, exampleImage: CExportOptions['exampleImage']): CExportOptions | undefined {
+  const given = C_FLAGS.filter((f) => args.values[f] !== undefined);
+  if (format !== 'c') {
+    if (given.length > 0) throw new UsageError(`--${given[0]} applies to --format c only`);
+    return undefined;
+  }
+  const optional = <T extends string>(name: string, allowed: readonly T[]): T | undefined => (str(args, name) === undefined ? undefined : oneOf(args, name, allowed));
+  const o: CExportOptions = {
+    name: str(args, 'name'),
+    arena: optional('arena', ARENA_PLACEMENTS),
+    section: str(args, 'section'),
+    imageLayout: optional('image-layout', IMAGE_LAYOUTS),
+    buildFiles: flag(args, 'build-files'),
+    exampleImage,
+  };
+  const problem = dropInProblem(o);
+  if (problem) throw new UsageError(problem);
+  return o;
+}
 
 /** Write every file atomically; if one fails, remove the ones this call already wrote. */
 export function writeAll(files: readonly ExportedFile[]): void {
@@ -127,6 +165,11 @@ export async function exportCommand(argv: string[]): Promise<void> {
   const calibrationImages = num(args, 'calibration-images', { integer: true, min: 1 });
   const verifyImages = num(args, 'verify', { integer: true, min: 0 });
   const dataDir = str(args, 'data-dir');
+  const c = cOptions(args, format, async () => {
+    const test = await loadConfigDataset(trained.config, 'test', { dataDir });
+    const size = test.channels * test.height * test.width;
+    return { image: test.images.slice(0, size), what: `test image 0 of ${test.name}, label ${test.classes[test.labels[0]]}` };
+  });
   applyBackendFlags(args);
   const warnings: string[] = [];
   const warn = (m: string): void => {
@@ -136,7 +179,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
   const trained = readingInput(() => loadTrainedModel(checkpoint, configFromFlags(args)));
   let lowered: Promise<LoweredTrainedModel> | null = null;
   const lower = (): Promise<LoweredTrainedModel> => (lowered ??= lowerTrainedModel(trained, { dataDir, calibrationImages, residualBits, inputBits, replan: flag(args, 'replan'), warn }));
-  const ctx: ExportContext = { trained, out, warn, integerModel: async () => (await lower()).ir };
+  const ctx: ExportContext = { trained, out, warn, integerModel: async () => (await lower()).ir, c };
   const result = await exporter(ctx);
   writeAll(result.files);
   const verification = verifyImages > 0 ? await verify(ctx, lower, result.files, format, verifyImages, dataDir) : null;

@@ -8,7 +8,7 @@ import type { IntegerModel } from './ir.js';
 import type { TrainedModel } from './checkpoint-model.js';
 import { encodeTqm } from './tqm.js';
 import { onnxExporter } from './onnx/exporter.js';
-import { cExporter } from './c/exporter.js';
+import { type CExportOptions, cExporter } from './c/exporter.js';
 
 export interface ExportContext {
   /** The trained fake-quantized model, its config and checkpoint. */
@@ -18,6 +18,8 @@ export interface ExportContext {
   /** Where the user asked the output to go (`--out`). */
   readonly out: string;
   readonly warn: (message: string) => void;
+  /** Options of the `c` format (the C exporter's own flags). */
+  readonly c?: CExportOptions;
 }
 
 export interface ExportedFile {

@@ -10,6 +10,7 @@ import { residualClamp, ruleWithCeiling } from '../clip.js';
 import { type ActivationQuant, type AddOp, type ConvOp, type DType, type IntegerModel, type Op, type PoolOp, type QuantizeOp, type Requant, inputShape, tensorSize } from '../ir.js';
 import { LoweringError } from '../lower.js';
 import { validateIntegerModel } from '../validate.js';
+import { type ArenaPlacement, DEFAULT_PREFIX, dropInProblem } from './names.js';
 import { type ArenaPlan, planArena } from './plan.js';
 import { C_DTYPE_TAG, runtimeSource } from './runtime.js';
 
@@ -21,6 +22,17 @@ export interface CGenerateOptions {
   /** File name of the header, as the source #includes it (e.g. `model.h`). */
   readonly headerName: string;
   readonly imageLayout?: ImageLayout;
+  /**
+   * Prefix of every external symbol and macro, and of the model's tables (`kws`: kws_infer,
+   * kws_class_names, KWS_CLASSES, header guard KWS_H), so that two models link into one program.
+   * Default `tq` (tq_infer, TQ_CLASSES) with a guard made from the header name. The runtime's
+   * functions are static: each model's source has its own copy, so they never clash.
+   */
+  readonly name?: string;
+  /** `static` (default): an array in the source; `caller`: NAME_infer takes the arena as a third argument. */
+  readonly arena?: ArenaPlacement;
+  /** Places the static arena in this linker section (`__attribute__((section(...)))`). */
+  readonly section?: string;
 }
 
 export interface GeneratedC {
@@ -85,21 +97,37 @@ function commentText(s: string): string {
   return s.replace(/\*\//g, '* /').replace(/[^\x20-\x7e]/g, '?');
 }
 
+/** The generated names: symbols and tables in lower case (`p`), macros in upper case (`P`). */
+interface Names {
+  readonly p: string;
+  readonly P: string;
+}
+
 class Emitter {
   readonly data: string[] = [];
   readonly calls: string[] = [];
   readonly model: IntegerModel;
   readonly plan: ArenaPlan;
   readonly layout: ImageLayout;
+  readonly p: string;
+  /** The arena's first byte, as the infer function names it. */
+  readonly arena: string;
 
-  constructor(model: IntegerModel, plan: ArenaPlan, layout: ImageLayout) {
+  constructor(model: IntegerModel, plan: ArenaPlan, layout: ImageLayout, names: Names, arena: ArenaPlacement) {
     this.model = model;
     this.plan = plan;
     this.layout = layout;
+    this.p = names.p;
+    this.arena = arena === 'static' ? `${names.p}_arena.bytes` : 'arena';
   }
 
   tensor(id: number): string {
-    return `tq_arena.bytes + ${this.plan.tensorOffset[id]}`;
+    return `${this.arena} + ${this.plan.tensorOffset[id]}`;
+  }
+
+  /** The name of one of op k's tables or structs. */
+  table(kind: string, k: number): string {
+    return `${this.p}_${kind}_${k}`;
   }
 
   dtype(id: number): string {
@@ -107,7 +135,7 @@ class Emitter {
   }
 
   requant(r: Requant, k: number): void {
-    this.data.push(array('int32_t', `tq_mult_${k}`, r.mult), array('uint8_t', `tq_shift_${k}`, r.shift), array('int32_t', `tq_bias_${k}`, r.bias));
+    this.data.push(array('int32_t', this.table('mult', k), r.mult), array('uint8_t', this.table('shift', k), r.shift), array('int32_t', this.table('bias', k), r.bias));
   }
 
   /** Initializer of a tq_activation (its tables emitted as op k's), the ceiling folded into the rule. */
@@ -116,8 +144,8 @@ class Emitter {
     const fields = [`.floor = ${literal(q.relu ? q.zeroPoint : -0x80000000)}`];
     if (rule.kind === 'thresholds') {
       if (rule.thresholds.length > 0x7fff) throw new CExportError(`${opName(this.model.ops[k], k)}: ${rule.thresholds.length} activation thresholds, the C runtime takes at most ${0x7fff}`);
-      this.data.push(array('int32_t', `tq_thresholds_${k}`, rule.thresholds), array('int16_t', `tq_values_${k}`, rule.values));
-      fields.push(`.thresholds = tq_thresholds_${k}`, `.values = tq_values_${k}`, `.count = ${rule.thresholds.length}`);
+      this.data.push(array('int32_t', this.table('thresholds', k), rule.thresholds), array('int16_t', this.table('values', k), rule.values));
+      fields.push(`.thresholds = ${this.table('thresholds', k)}`, `.values = ${this.table('values', k)}`, `.count = ${rule.thresholds.length}`);
     } else {
       fields.push('.thresholds = NULL', '.values = NULL', `.frac_bits = ${rule.fracBits}`, `.min_code = ${literal(rule.minCode)}`, `.max_code = ${literal(rule.maxCode)}`);
     }
@@ -148,8 +176,8 @@ class Emitter {
       ...pairFields('kernel', op.kernel), ...pairFields('stride', op.stride), ...pairFields('pad', op.padding),
       `.in_dtype = ${this.dtype(op.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
     ]; // prettier-ignore
-    this.data.push(struct('tq_pool_op', `tq_pool_${k}`, fields));
-    this.calls.push(`tq_pool(&tq_pool_${k}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* ${op.kind} ${commentText(op.name)} */`);
+    this.data.push(struct('tq_pool_op', this.table('pool', k), fields));
+    this.calls.push(`tq_pool(&${this.table('pool', k)}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* ${op.kind} ${commentText(op.name)} */`);
   }
 
   add(op: AddOp, k: number): void {
@@ -158,15 +186,15 @@ class Emitter {
       `.size = ${tensorSize(this.model.tensors[op.output])}`, `.a_dtype = ${this.dtype(op.a.input)}`, `.b_dtype = ${this.dtype(op.b.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
       `.a_mult = ${literal(op.a.mult)}`, `.a_shift = ${op.a.shift}`, `.b_mult = ${literal(op.b.mult)}`, `.b_shift = ${op.b.shift}`, `.lo = ${literal(lo)}`, `.hi = ${literal(hi)}`,
     ]; // prettier-ignore
-    this.data.push(struct('tq_add_op', `tq_add_${k}`, fields));
-    this.calls.push(`tq_add(&tq_add_${k}, ${this.tensor(op.a.input)}, ${this.tensor(op.b.input)}, ${this.tensor(op.output)}); /* ${commentText(op.name)} */`);
+    this.data.push(struct('tq_add_op', this.table('add', k), fields));
+    this.calls.push(`tq_add(&${this.table('add', k)}, ${this.tensor(op.a.input)}, ${this.tensor(op.b.input)}, ${this.tensor(op.output)}); /* ${commentText(op.name)} */`);
   }
 
   input(lut: Int16Array, output: number, k: number): void {
     const [c, h, w] = inputShape(this.model);
-    this.data.push(array('int16_t', `tq_lut_${k}`, lut, 'input: the normalized pixel per channel and byte value'));
+    this.data.push(array('int16_t', this.table('lut', k), lut, 'input: the normalized pixel per channel and byte value'));
     const [channelStride, pixelStride] = this.layout === 'chw' ? [h * w, 1] : [1, c];
-    this.calls.push(`tq_input(image, tq_lut_${k}, ${this.tensor(output)}, ${this.dtype(output)}, ${c}, ${h * w}, ${channelStride}, ${pixelStride});`);
+    this.calls.push(`tq_input(image, ${this.table('lut', k)}, ${this.tensor(output)}, ${this.dtype(output)}, ${c}, ${h * w}, ${channelStride}, ${pixelStride});`);
   }
 
   conv(op: ConvOp, k: number): void {
@@ -178,13 +206,13 @@ class Emitter {
     const padded = new Uint8Array(codes.length + 1); // tq_weight_row reads two bytes at a time
     padded.set(codes);
     this.data.push(
-      array('uint8_t', `tq_codes_${k}`, padded, `${commentText(op.name)}: ${outC}x${inC / op.groups}x${op.kernel.join('x')}${op.groups > 1 ? `, ${op.groups} groups` : ''}, ${w.bits}-bit ${w.scheme} weights`),
-      array('int16_t', `tq_levels_${k}`, w.levels),
+      array('uint8_t', this.table('codes', k), padded, `${commentText(op.name)}: ${outC}x${inC / op.groups}x${op.kernel.join('x')}${op.groups > 1 ? `, ${op.groups} groups` : ''}, ${w.bits}-bit ${w.scheme} weights`),
+      array('int16_t', this.table('levels', k), w.levels),
     );
     this.requant(op.requant, k);
     const e = op.epilogue;
     const fields = [
-      `.codes = tq_codes_${k}`, `.levels = tq_levels_${k}`, `.mult = tq_mult_${k}`, `.shift = tq_shift_${k}`, `.bias = tq_bias_${k}`,
+      `.codes = ${this.table('codes', k)}`, `.levels = ${this.table('levels', k)}`, `.mult = ${this.table('mult', k)}`, `.shift = ${this.table('shift', k)}`, `.bias = ${this.table('bias', k)}`,
       `.in_h = ${inH}`, `.in_w = ${inW}`, `.out_c = ${outC}`, `.out_h = ${outH}`, `.out_w = ${outW}`,
       ...pairFields('kernel', op.kernel), ...pairFields('stride', op.stride), ...pairFields('pad', op.padding), `.bits = ${w.bits}`,
       `.group_in = ${inC / op.groups}`, `.groups = ${op.groups}`,
@@ -192,8 +220,8 @@ class Emitter {
     ]; // prettier-ignore
     let shortcut = 'NULL';
     if (e.kind === 'activation') {
-      this.data.push(`static const tq_activation tq_activation_${k} = ${this.activation(e, k)};\n`);
-      fields.push('.epilogue = TQ_ACTIVATION', `.activation = &tq_activation_${k}`);
+      this.data.push(`static const tq_activation ${this.table('activation', k)} = ${this.activation(e, k)};\n`);
+      fields.push('.epilogue = TQ_ACTIVATION', `.activation = &${this.table('activation', k)}`);
     } else if (e.kind === 'residual') {
       const [lo, hi] = residualClamp(e.relu, e.ceiling, e.bits);
       fields.push('.epilogue = TQ_RESIDUAL', `.residual_lo = ${literal(lo)}`, `.residual_hi = ${literal(hi)}`);
@@ -201,36 +229,44 @@ class Emitter {
         const s = e.shortcut;
         const [c, h, wd] = model.tensors[s.input].shape;
         this.data.push(
-          `static const tq_shortcut tq_shortcut_${k} = { .mult = ${literal(s.mult)}, .shift = ${s.shift}, .stride = ${s.stride}, .channel_offset = ${s.channelOffset}, ` +
+          `static const tq_shortcut ${this.table('shortcut', k)} = { .mult = ${literal(s.mult)}, .shift = ${s.shift}, .stride = ${s.stride}, .channel_offset = ${s.channelOffset}, ` +
             `.channels = ${c}, .height = ${h}, .width = ${wd}, .dtype = ${this.dtype(s.input)} };\n`,
         );
-        fields.push(`.shortcut = &tq_shortcut_${k}`);
+        fields.push(`.shortcut = &${this.table('shortcut', k)}`);
         shortcut = this.tensor(s.input);
       }
     } else {
       fields.push('.epilogue = TQ_LOGITS');
     }
-    this.data.push(struct('tq_conv', `tq_conv_${k}`, fields));
-    const scratch = `tq_arena.bytes + ${this.plan.scratchOffset[k]}`;
+    this.data.push(struct('tq_conv', this.table('conv', k), fields));
+    const scratch = `${this.arena} + ${this.plan.scratchOffset[k]}`;
     const accumulate = `tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${model.tensors[op.input].dtype}`;
-    this.calls.push(`tq_conv_run(&tq_conv_${k}, ${accumulate}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
+    this.calls.push(`tq_conv_run(&${this.table('conv', k)}, ${accumulate}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
   }
 
   quantize(op: QuantizeOp, k: number): void {
     const [c, h, w] = this.model.tensors[op.input].shape;
     this.requant(op.requant, k);
     const fields = [
-      `.mult = tq_mult_${k}`, `.shift = tq_shift_${k}`, `.bias = tq_bias_${k}`, `.per_channel = ${op.requant.mult.length > 1 ? 1 : 0}`,
+      `.mult = ${this.table('mult', k)}`, `.shift = ${this.table('shift', k)}`, `.bias = ${this.table('bias', k)}`, `.per_channel = ${op.requant.mult.length > 1 ? 1 : 0}`,
       `.channels = ${c}`, `.plane = ${h * w}`, `.in_dtype = ${this.dtype(op.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
       `.activation = ${this.activation(op, k)}`,
     ]; // prettier-ignore
-    this.data.push(struct('tq_quantize_op', `tq_quantize_${k}`, fields));
-    this.calls.push(`tq_quantize(&tq_quantize_${k}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* quantize for ${commentText(op.name)} */`);
+    this.data.push(struct('tq_quantize_op', this.table('quantize', k), fields));
+    this.calls.push(`tq_quantize(&${this.table('quantize', k)}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* quantize for ${commentText(op.name)} */`);
   }
 }
 
-function guardName(headerName: string): string {
-  return `TQ_${headerName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
+/** The default build keeps the guard it always had (from the header's name); a named one gets NAME_H. */
+function guardName(o: ResolvedOptions): string {
+  return o.name === undefined ? `TQ_${o.headerName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_` : `${o.names.P}_H`;
+}
+
+type ResolvedOptions = Required<Omit<CGenerateOptions, 'name' | 'section'>> & Pick<CGenerateOptions, 'name' | 'section'> & { readonly names: Names };
+
+/** The parameters of the infer function: as the header declares them, or as the source defines them (the arena as a void * it converts). */
+function inferParameters(o: ResolvedOptions, definition = false): string {
+  return `const uint8_t *image, int32_t *logits${o.arena === 'caller' ? `, void *${definition ? 'caller_arena' : 'arena'}` : ''}`;
 }
 
 function describe(model: IntegerModel): string {
@@ -238,35 +274,46 @@ function describe(model: IntegerModel): string {
   return `${m.model}, ${m.method} W${m.wbits}A${m.abits}, first/last ${m.firstLast}, int${m.residualBits} residual stream`;
 }
 
-function header(model: IntegerModel, o: Required<CGenerateOptions>, plan: ArenaPlan): string {
+function header(model: IntegerModel, o: ResolvedOptions, plan: ArenaPlan): string {
   const [c, h, w] = inputShape(model);
+  const { p, P } = o.names;
   const classes = tensorSize(model.tensors[model.output]);
   const layout =
     o.imageLayout === 'chw'
       ? 'channel planes (CHW: all of channel 0 row by row, then channel 1, ...; the layout of CIFAR binary files)'
       : 'interleaved pixels (HWC: row by row, each pixel its channels in order)';
-  const guard = guardName(o.headerName);
+  const guard = guardName(o);
   const { mean, std } = model.meta.normalization;
+  const memory =
+    o.arena === 'static'
+      ? `not reentrant (one static arena of\n * ${P}_ARENA_BYTES bytes${o.section ? `, in section ${o.section},` : ''} holds every intermediate tensor)`
+      : `the caller passes the arena (${P}_ARENA_BYTES\n * bytes holding every intermediate tensor), so calls with different arenas may run concurrently`;
+  const arenaDoc =
+    o.arena === 'caller'
+      ? `
+ * arena: ${P}_ARENA_BYTES bytes aligned to 4 (e.g. static uint32_t arena[${P}_ARENA_BYTES / 4]), used
+ *   for the call only; returns -1 (and computes nothing) when it is NULL or not aligned.`
+      : '';
   return `/*
  * ${o.headerName}: integer-only inference of ${describe(model)}.
  * Generated by tinyquant ${TINYQUANT_VERSION} (tinyquant export --format c); do not edit.
  *
- * C99, no allocation, no floating point, no library calls; not reentrant (one static arena of
- * TQ_ARENA_BYTES bytes holds every intermediate tensor). Weights and tables are const.
+ * C99, no allocation, no floating point, no library calls; ${memory}.
+ * Weights and tables are const.
  */
 #ifndef ${guard}
 #define ${guard}
 
 #include <stdint.h>
 
-#define TQ_IMAGE_CHANNELS ${c}
-#define TQ_IMAGE_HEIGHT ${h}
-#define TQ_IMAGE_WIDTH ${w}
-#define TQ_IMAGE_BYTES ${c * h * w}
-#define TQ_CLASSES ${classes}
-#define TQ_ARENA_BYTES ${plan.bytes}
-/* Real logit = TQ_LOGIT_SCALE * logits[i] (informational; the class is the index of the largest). */
-#define TQ_LOGIT_SCALE ${model.tensors[model.output].scale.toPrecision(9)}
+#define ${P}_IMAGE_CHANNELS ${c}
+#define ${P}_IMAGE_HEIGHT ${h}
+#define ${P}_IMAGE_WIDTH ${w}
+#define ${P}_IMAGE_BYTES ${c * h * w}
+#define ${P}_CLASSES ${classes}
+#define ${P}_ARENA_BYTES ${plan.bytes}
+/* Real logit = ${P}_LOGIT_SCALE * logits[i] (informational; the class is the index of the largest). */
+#define ${P}_LOGIT_SCALE ${model.tensors[model.output].scale.toPrecision(9)}
 
 #ifdef __cplusplus
 extern "C" {
@@ -274,16 +321,16 @@ extern "C" {
 
 /*
  * Classifies one image and returns its class (the index of the first largest logit).
- * image: TQ_IMAGE_BYTES raw uint8 pixels (0..255), ${layout}.
+ * image: ${P}_IMAGE_BYTES raw uint8 pixels (0..255), ${layout}.
  *   The normalization the model was trained with (mean ${mean.map((v) => v.toPrecision(4)).join('/')}, std ${std.map((v) => v.toPrecision(4)).join('/')}
  *   of pixel/255) is applied inside, through a lookup table.
- * logits: TQ_CLASSES int32 values, written when not NULL; bit-identical to the logits of
- *   tinyquant's TypeScript integer engine (src/export/engine.ts) for the same image.
+ * logits: ${P}_CLASSES int32 values, written when not NULL; bit-identical to the logits of
+ *   tinyquant's TypeScript integer engine (src/export/engine.ts) for the same image.${arenaDoc}
  */
-int tq_infer(const uint8_t *image, int32_t *logits);
+int ${p}_infer(${inferParameters(o)});
 
-/* Class names, TQ_CLASSES entries. */
-extern const char *const tq_class_names[TQ_CLASSES];
+/* Class names, ${P}_CLASSES entries. */
+extern const char *const ${p}_class_names[${P}_CLASSES];
 
 #ifdef __cplusplus
 }
@@ -293,13 +340,47 @@ extern const char *const tq_class_names[TQ_CLASSES];
 `;
 }
 
-export function generateC(model: IntegerModel, opts: CGenerateOptions): GeneratedC {
-  validateIntegerModel(model); // names the layer of anything the runtime cannot hold (e.g. weights beyond 8 bits)
-  const o: Required<CGenerateOptions> = { imageLayout: 'chw', ...opts };
+/** The arena's definition (static), or the infer function's view of the caller's and its check (caller). */
+function arenaCode(o: ResolvedOptions): { readonly definition: string; readonly local: string; readonly check: string } {
+  const { p, P } = o.names;
+  if (o.arena === 'caller') {
+    return {
+      definition: '',
+      local: '\n    uint8_t *const arena = (uint8_t *)caller_arena;',
+      check: '\n    if (arena == NULL || ((uintptr_t)arena & 3u) != 0) return -1;',
+    };
+  }
+  const section = o.section ? ` __attribute__((section(${cString(o.section)})))` : '';
+  return {
+    definition: `/* Every intermediate tensor and each conv's scratch space, at offsets planned from the op graph. */
+static union {
+    int32_t align;
+    uint8_t bytes[${P}_ARENA_BYTES];
+} ${p}_arena${section};
+
+`,
+    local: '',
+    check: '',
+  };
+}
+
+/** The options with their defaults, checked (CExportError naming the flag). */
+function resolveOptions(opts: CGenerateOptions): ResolvedOptions {
+  const o = { imageLayout: 'chw' as ImageLayout, arena: 'static' as ArenaPlacement, ...opts };
   if (!IMAGE_LAYOUTS.includes(o.imageLayout)) throw new CExportError(`image layout must be one of ${IMAGE_LAYOUTS.join(', ')}, got "${o.imageLayout}"`);
   if (!/^[A-Za-z0-9_.-]+\.h$/.test(o.headerName)) throw new CExportError(`header name "${o.headerName}" must be a plain file name ending in .h`);
+  const problem = dropInProblem(o);
+  if (problem) throw new CExportError(problem);
+  const p = o.name ?? DEFAULT_PREFIX;
+  return { ...o, names: { p, P: p.toUpperCase() } };
+}
+
+export function generateC(model: IntegerModel, opts: CGenerateOptions): GeneratedC {
+  validateIntegerModel(model); // names the layer of anything the runtime cannot hold (e.g. weights beyond 8 bits)
+  const o = resolveOptions(opts);
+  const { p, P } = o.names;
   const plan = planArena(model);
-  const emit = new Emitter(model, plan, o.imageLayout);
+  const emit = new Emitter(model, plan, o.imageLayout, o.names, o.arena);
   model.ops.forEach((op, k) => emit.op(op, k));
   const convs = model.ops.filter((op): op is ConvOp => op.kind === 'conv');
   // Whether a conv has an h x w kernel and more than `pixels` output pixels (unrolled blocks are emitted only for those).
@@ -315,6 +396,7 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
     add: model.ops.some((op) => op.kind === 'add'),
   });
   const logits = `(const int32_t *)(${emit.tensor(model.output)})`;
+  const arena = arenaCode(o);
   const source = `/* Generated by tinyquant ${TINYQUANT_VERSION} (tinyquant export --format c): ${describe(model)}. Do not edit; see ${o.headerName}. */
 #include "${o.headerName}"
 
@@ -324,20 +406,15 @@ ${runtime}
 /* ---- the model ---- */
 
 ${emit.data.join('\n')}
-/* Every intermediate tensor and each conv's scratch space, at offsets planned from the op graph. */
-static union {
-    int32_t align;
-    uint8_t bytes[TQ_ARENA_BYTES];
-} tq_arena;
+${arena.definition}const char *const ${p}_class_names[${P}_CLASSES] = { ${model.meta.classes.map(cString).join(', ')} };
 
-const char *const tq_class_names[TQ_CLASSES] = { ${model.meta.classes.map(cString).join(', ')} };
-
-int tq_infer(const uint8_t *image, int32_t *logits)
-{
-    const int32_t *out = ${logits};
-    int32_t i, best = 0;
+int ${p}_infer(${inferParameters(o, true)})
+{${arena.local}
+    const int32_t *out;
+    int32_t i, best = 0;${arena.check}
     ${emit.calls.join('\n    ')}
-    for (i = 0; i < TQ_CLASSES; ++i) {
+    out = ${logits};
+    for (i = 0; i < ${P}_CLASSES; ++i) {
         if (logits) logits[i] = out[i];
         if (out[i] > out[best]) best = i;
     }

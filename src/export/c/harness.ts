@@ -208,3 +208,59 @@ SECTIONS
     __stack_top = ORIGIN(RAM) + LENGTH(RAM);
 }
 `;
+
+/**
+ * Startup for an ordinary C program (`int main(int argc, char **argv)` with stdio) on mps2-an386:
+ * copies .data, clears .bss, opens newlib's semihosting stdio (librdimon: link with
+ * EXAMPLE_LINK_FLAGS) and exits through semihosting with main's status. The generated example
+ * (project.ts) runs on it as it would in a firmware whose printf is retargeted.
+ */
+export const EXAMPLE_STARTUP = String.raw`#include <stdlib.h>
+
+extern unsigned int __data_load[], __data_start[], __data_end[], __bss_start__[], __bss_end__[], __stack_top[];
+extern void initialise_monitor_handles(void);
+extern int main(int argc, char **argv);
+
+void reset_handler(void)
+{
+    static char name[] = "example";
+    static char *argv[] = { name, 0 };
+    unsigned int *s, *d;
+    for (s = __data_load, d = __data_start; d < __data_end;) *d++ = *s++;
+    for (d = __bss_start__; d < __bss_end__;) *d++ = 0;
+    initialise_monitor_handles();
+    exit(main(1, argv));
+}
+
+static void halt(void) { exit(1); }
+
+__attribute__((section(".vectors"), used)) static void (*const vectors[16])(void) = {
+    (void (*)(void))__stack_top, reset_handler, halt, halt, halt, halt, halt, 0, 0, 0, 0, halt, halt, 0, halt, halt,
+};
+`;
+
+/** The memory map of DEVICE_LINKER_SCRIPT plus what newlib's startup-free C library expects (heap end, init arrays). */
+export const EXAMPLE_LINKER_SCRIPT = `MEMORY
+{
+    FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 1024K
+    RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 256K
+}
+ENTRY(reset_handler)
+SECTIONS
+{
+    .text : { KEEP(*(.vectors)) *(.text*) KEEP(*(.init)) KEEP(*(.fini)) } > FLASH
+    .rodata : { *(.rodata*) . = ALIGN(4); } > FLASH
+    .ARM.exidx : { *(.ARM.exidx*) } > FLASH
+    .init_array : { __preinit_array_start = .; __preinit_array_end = .; __init_array_start = .; KEEP(*(.init_array*)) __init_array_end = .; } > FLASH
+    .fini_array : { __fini_array_start = .; KEEP(*(.fini_array*)) __fini_array_end = .; } > FLASH
+    __data_load = LOADADDR(.data);
+    .data : { __data_start = .; *(.data*) . = ALIGN(4); __data_end = .; } > RAM AT > FLASH
+    .bss (NOLOAD) : { __bss_start__ = .; *(.bss*) *(COMMON) . = ALIGN(4); __bss_end__ = .; } > RAM
+    end = .;
+    __end__ = .;
+    __stack_top = ORIGIN(RAM) + LENGTH(RAM);
+}
+`;
+
+/** Link flags for a program on EXAMPLE_STARTUP and EXAMPLE_LINKER_SCRIPT (link.ld): newlib nano with semihosting stdio. */
+export const EXAMPLE_LINK_FLAGS = ['-nostartfiles', '--specs=nano.specs', '--specs=rdimon.specs', '-T', 'link.ld', '-Wl,--gc-sections'];

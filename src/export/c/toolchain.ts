@@ -22,7 +22,8 @@ export class ToolchainError extends Error {
   override name = 'ToolchainError';
 }
 
-function run(cmd: string, args: readonly string[], opts: { cwd: string; input?: Uint8Array; timeoutMs?: number }): string {
+/** Runs a program to its end; its stdout, or a ToolchainError with its stderr when it fails. */
+export function runTool(cmd: string, args: readonly string[], opts: { cwd: string; input?: Uint8Array; timeoutMs?: number }): string {
   const r = spawnSync(cmd, args, { cwd: opts.cwd, input: opts.input, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 256 << 20, encoding: 'buffer' });
   if (r.error) throw new ToolchainError(`${cmd}: ${r.error.message}`);
   const stdout = r.stdout.toString();
@@ -69,8 +70,8 @@ function checkImages(images: Uint8Array, count: number, imageBytes: number): voi
 }
 
 function imageBytesOf(c: CSources): number {
-  const m = /#define TQ_IMAGE_BYTES (\d+)/.exec(c.header);
-  if (!m) throw new ToolchainError('the header defines no TQ_IMAGE_BYTES');
+  const m = /#define \w+_IMAGE_BYTES (\d+)/.exec(c.header);
+  if (!m) throw new ToolchainError('the header defines no NAME_IMAGE_BYTES');
   return Number(m[1]);
 }
 
@@ -95,17 +96,27 @@ function parseLogits(lines: readonly string[], count: number): CRun {
 export function runOnHost(c: CSources, images: Uint8Array, count: number, flags: readonly string[] = ['-O2']): CRun {
   checkImages(images, count, imageBytesOf(c));
   return withSources(c, { 'main.c': HOST_MAIN }, (dir) => {
-    run('gcc', [...WARNING_FLAGS, '-pedantic', ...flags, '-o', 'app', 'model.c', 'main.c'], { cwd: dir });
-    const out = run(join(dir, 'app'), [], { cwd: dir, input: images });
+    runTool('gcc', [...WARNING_FLAGS, '-pedantic', ...flags, '-o', 'app', 'model.c', 'main.c'], { cwd: dir });
+    const out = runTool(join(dir, 'app'), [], { cwd: dir, input: images });
     return parseLogits(out.split('\n').filter((l) => l.length > 0), count);
   });
+}
+
+/**
+ * Runs a Cortex-M4 program under `qemu-system-arm -M mps2-an386 -icount shift=0` with semihosting
+ * (files relative to `cwd`); its output, or a ToolchainError when it exits with a non-zero status.
+ */
+export function runUnderQemu(elf: string, cwd: string, timeoutMs = 600_000): string {
+  // Semihosting output on an explicit stdio chardev: -nographic's stdio mux drops it once stdin is at its end.
+  const args = ['-M', 'mps2-an386', '-display', 'none', '-chardev', 'stdio,id=semihosting', '-semihosting-config', 'enable=on,target=native,chardev=semihosting', '-icount', 'shift=0', '-kernel', elf];
+  return runTool(QEMU, args, { cwd, timeoutMs });
 }
 
 /** Bytes of the ELF's (or object's) allocated sections, by name. */
 export type SectionSizes = Record<string, number>;
 
 function sectionSizes(file: string, cwd: string): SectionSizes {
-  const out = run('arm-none-eabi-size', ['-A', '-d', file], { cwd });
+  const out = runTool('arm-none-eabi-size', ['-A', '-d', file], { cwd });
   const sizes: SectionSizes = {};
   for (const line of out.split('\n')) {
     const m = /^(\.\S+)\s+(\d+)\s+\d+/.exec(line);
@@ -181,19 +192,17 @@ export function runOnDevice(c: CSources, images: Uint8Array, count: number, opts
   if (missing) throw new ToolchainError(missing);
   return withSources(c, { 'main.c': DEVICE_MAIN, 'link.ld': DEVICE_LINKER_SCRIPT }, (dir) => {
     const flags = [...WARNING_FLAGS, ...CORTEX_M4_FLAGS, ...(opts.flags ?? [])];
-    run(ARM_GCC, [...flags, '-pedantic', '-c', 'model.c', '-o', 'model.o'], { cwd: dir });
-    run(ARM_GCC, [...flags, '-c', 'main.c', '-o', 'main.o'], { cwd: dir });
+    runTool(ARM_GCC, [...flags, '-pedantic', '-c', 'model.c', '-o', 'model.o'], { cwd: dir });
+    runTool(ARM_GCC, [...flags, '-c', 'main.c', '-o', 'main.o'], { cwd: dir });
     opts.onModelSymbols?.(
-      run('arm-none-eabi-nm', ['-u', 'model.o'], { cwd: dir })
+      runTool('arm-none-eabi-nm', ['-u', 'model.o'], { cwd: dir })
         .split('\n')
         .map((l) => l.trim().split(/\s+/).at(-1) ?? '')
         .filter((s) => s.length > 0),
     );
-    run(ARM_GCC, [...CORTEX_M4_FLAGS, '-nostartfiles', '--specs=nano.specs', '-T', 'link.ld', '-Wl,--gc-sections', '-o', 'app.elf', 'model.o', 'main.o'], { cwd: dir });
+    runTool(ARM_GCC, [...CORTEX_M4_FLAGS, '-nostartfiles', '--specs=nano.specs', '-T', 'link.ld', '-Wl,--gc-sections', '-o', 'app.elf', 'model.o', 'main.o'], { cwd: dir });
     writeFileSync(join(dir, 'images.bin'), images);
-    // Semihosting output on an explicit stdio chardev: -nographic's stdio mux drops it once stdin is at its end.
-    const qemuArgs = ['-M', 'mps2-an386', '-display', 'none', '-chardev', 'stdio,id=semihosting', '-semihosting-config', 'enable=on,target=native,chardev=semihosting', '-icount', 'shift=0', '-kernel', 'app.elf'];
-    const out = run(QEMU, qemuArgs, { cwd: dir, timeoutMs: opts.timeoutMs ?? 600_000 });
+    const out = runUnderQemu('app.elf', dir, opts.timeoutMs);
     const elfSizes = sectionSizes('app.elf', dir);
     const modelSizes = sectionSizes('model.o', dir);
     const summary = (s: SectionSizes) => ({
