@@ -142,6 +142,25 @@ export function narrowThresholds(thresholds: Int32Array): { shift: number; bound
   return bounds.every((b) => b >= -32767 && b <= 32766) ? { shift, bounds: Int16Array.from(bounds) } : null;
 }
 
+type Fields<P extends string, D extends string> = Readonly<Record<`${P}_${D}`, number>>;
+
+/** A tensor's height and width as descriptor fields `P_h`, `P_w`. */
+function plane<P extends string>(prefix: P, t: TensorInfo): Fields<P, 'h' | 'w'> {
+  return { [`${prefix}_h`]: t.shape[1], [`${prefix}_w`]: t.shape[2] } as Fields<P, 'h' | 'w'>;
+}
+
+/** A tensor's [C, H, W] as descriptor fields `P_c`, `P_h`, `P_w`; zeros for none. */
+function chw<P extends string>(prefix: P, t: TensorInfo | null): Fields<P, 'c' | 'h' | 'w'> {
+  if (!t) return { [`${prefix}_c`]: 0, [`${prefix}_h`]: 0, [`${prefix}_w`]: 0 } as Fields<P, 'c' | 'h' | 'w'>;
+  return { [`${prefix}_c`]: t.shape[0], ...plane(prefix, t) } as Fields<P, 'c' | 'h' | 'w'>;
+}
+
+/** The sliding window of a conv or pool as descriptor fields. */
+function window(op: ConvOp | PoolOp): Fields<'kernel' | 'stride' | 'pad', 'h' | 'w'> {
+  const [[kernel_h, kernel_w], [stride_h, stride_w], [pad_h, pad_w]] = [op.kernel, op.stride, op.padding];
+  return { kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w };
+}
+
 export class WasmIntegerEngine extends EngineBase {
   readonly backend = 'wasm';
   readonly #heap: Heap;
@@ -265,20 +284,11 @@ export class WasmIntegerEngine extends EngineBase {
     return this.#struct('tqw_conv_op', {
       input: this.#tensors[op.input],
       in_dtype: dtypeTag(input.dtype),
-      in_c: input.shape[0],
-      in_h: input.shape[1],
-      in_w: input.shape[2],
+      ...chw('in', input),
       output: this.#tensors[op.output],
       out_dtype: dtypeTag(output.dtype),
-      out_c: output.shape[0],
-      out_h: output.shape[1],
-      out_w: output.shape[2],
-      kernel_h: op.kernel[0],
-      kernel_w: op.kernel[1],
-      stride_h: op.stride[0],
-      stride_w: op.stride[1],
-      pad_h: op.padding[0],
-      pad_w: op.padding[1],
+      ...chw('out', output),
+      ...window(op),
       groups: op.groups,
       kpad: patchStride(op),
       weights: this.#heap.put('int16', patchWeights(op)),
@@ -289,9 +299,7 @@ export class WasmIntegerEngine extends EngineBase {
       hi,
       sc: s ? this.#tensors[s.input] : 0,
       sc_dtype: sc ? dtypeTag(sc.dtype) : 0,
-      sc_c: sc?.shape[0] ?? 0,
-      sc_h: sc?.shape[1] ?? 0,
-      sc_w: sc?.shape[2] ?? 0,
+      ...chw('sc', sc),
       sc_stride: s?.stride ?? 1,
       sc_offset: s?.channelOffset ?? 0,
       sc_mult: s?.mult ?? 0,
@@ -322,23 +330,16 @@ export class WasmIntegerEngine extends EngineBase {
   }
 
   #pool(op: PoolOp): number {
-    const [channels, inH, inW] = this.model.tensors[op.input].shape;
-    const [, outH, outW] = this.model.tensors[op.output].shape;
+    const input = this.model.tensors[op.input];
+    const output = this.model.tensors[op.output];
     return this.#struct('tqw_pool_op', {
       max: op.kind === 'maxpool' ? 1 : 0,
-      channels,
-      in_h: inH,
-      in_w: inW,
-      out_h: outH,
-      out_w: outW,
-      kernel_h: op.kernel[0],
-      kernel_w: op.kernel[1],
-      stride_h: op.stride[0],
-      stride_w: op.stride[1],
-      pad_h: op.padding[0],
-      pad_w: op.padding[1],
-      in_dtype: dtypeTag(this.model.tensors[op.input].dtype),
-      out_dtype: dtypeTag(this.model.tensors[op.output].dtype),
+      channels: input.shape[0],
+      ...plane('in', input),
+      ...plane('out', output),
+      ...window(op),
+      in_dtype: dtypeTag(input.dtype),
+      out_dtype: dtypeTag(output.dtype),
       input: this.#tensors[op.input],
       output: this.#tensors[op.output],
     });
