@@ -104,18 +104,24 @@ function meanAbsDiff(a: Uint8Array, b: Uint8Array): number {
   return sum / a.length;
 }
 
+/** A cifarLikeArchive() tiny.tar.gz in `dir` and its loader with a decoded-image cache in dir/cache, logging to `logs`. */
+function cachedArchive(dir: string) {
+  const archive = join(dir, 'tiny.tar.gz');
+  writeFileSync(archive, cifarLikeArchive().bytes);
+  const decoded = join(dir, 'cache', 'decoded');
+  const logs: string[] = [];
+  const load = (split: 'train' | 'test' = 'train') => loadImageFolder(archive, { split, workers: 0, cacheDir: join(dir, 'cache'), log: (m) => logs.push(m) });
+  return { archive, decoded, logs, load };
+}
+
 test('image-folder archive is decoded once: later loads come from the cache until the archive changes', async () => {
   const { dir, cleanup } = tempDir();
   try {
-    const archive = join(dir, 'tiny.tar.gz');
-    writeFileSync(archive, cifarLikeArchive().bytes);
-    const cache = join(dir, 'cache');
-    const logs: string[] = [];
-    const load = (split: 'train' | 'test') => loadImageFolder(archive, { split, workers: 0, cacheDir: cache, log: (m) => logs.push(m) });
+    const { archive, decoded, logs, load } = cachedArchive(dir);
     const first = await load('train');
     assert.match(logs.join('\n'), /decoded 5 images/);
-    assert.equal(readdirSync(join(cache, 'decoded')).filter((f) => f.endsWith('.tqds')).length, 2, 'train and test cached');
-    assert.ok(readdirSync(join(cache, 'decoded')).every((f) => !f.endsWith('.tmp')), 'no temp files left');
+    assert.equal(readdirSync(decoded).filter((f) => f.endsWith('.tqds')).length, 2, 'train and test cached');
+    assert.ok(readdirSync(decoded).every((f) => !f.endsWith('.tmp')), 'no temp files left');
     logs.length = 0;
     const again = await load('train');
     const test_ = await load('test');
@@ -139,13 +145,9 @@ test('image-folder archive is decoded once: later loads come from the cache unti
 test('decoded-image cache: a file whose pixels were zeroed after writing fails its sha256 and is decoded again, with a warning', async () => {
   const { dir, cleanup } = tempDir();
   try {
-    const archive = join(dir, 'tiny.tar.gz');
-    writeFileSync(archive, cifarLikeArchive().bytes);
-    const cache = join(dir, 'cache');
-    const logs: string[] = [];
-    const load = () => loadImageFolder(archive, { split: 'train', workers: 0, cacheDir: cache, log: (m) => logs.push(m) });
+    const { decoded, logs, load } = cachedArchive(dir);
     const first = await load();
-    const file = join(cache, 'decoded', readdirSync(join(cache, 'decoded')).find((f) => f.includes('-train.tqds'))!);
+    const file = join(decoded, readdirSync(decoded).find((f) => f.includes('-train.tqds'))!);
     const bytes = readFileSync(file);
     const imageBytes = first.images.length;
     bytes.fill(0, bytes.length - imageBytes); // the pixels, as the tester's edit did; header and labels intact
