@@ -100,12 +100,17 @@ function methodQuantizers(o: QuantizeOptions, channels: number): QuantizerPair {
   }
 }
 
+/** APoT's 8-bit first/last layers: weights rounded by their signed maximum, float input. */
+function apot8Edge(): QuantizerPair {
+  return { weight: new Int8WeightQuantizer('apot'), activation: null };
+}
+
 function edgeQuantizers(policy: Exclude<FirstLastPolicy, 'reference'>, o: QuantizeOptions, first: boolean, channels: number): QuantizerPair | null {
   switch (policy) {
     case 'float':
       return null;
     case 'apot8':
-      return { weight: new Int8WeightQuantizer('apot'), activation: null };
+      return apot8Edge();
     case 'int8':
       return { weight: new Int8WeightQuantizer('symmetric'), activation: first ? null : new LsqQuantizer({ role: 'activation', bits: 8 }) };
     case 'same': {
@@ -134,26 +139,10 @@ function validateOptions(o: QuantizeOptions): void {
 export function quantize(model: Module, o: QuantizeOptions): QuantizationSummary {
   validateOptions(o);
   const policy = !o.firstLast || o.firstLast === 'reference' ? referencePolicy(o.method) : o.firstLast;
-  const modules = [...model.namedModules()];
-  if (modules.some(([, m]) => isQuantizedLayer(m))) throw new Error('quantize: the model is already quantized');
-  const { candidates, firstConv, lastLinear } = edgeLayers(modules);
-  const layers: string[] = [];
-  for (const [path, m] of candidates) {
-    const channels = m instanceof Conv2d ? m.outChannels : (m as Linear).outFeatures;
-    const edge = path === firstConv || path === lastLinear;
-    const q = edge ? edgeQuantizers(policy, o, path === firstConv, channels) : m instanceof Conv2d ? methodQuantizers(o, channels) : null;
-    if (!q) continue;
-    replaceAt(model, path, m instanceof Conv2d ? new QConv2d(m, q) : new QLinear(m as Linear, q));
-    layers.push(path);
-  }
+  const layers = replaceLayers(model, (layer) =>
+    layer.edge ? edgeQuantizers(policy, o, layer.first, layer.channels) : layer.conv ? methodQuantizers(o, layer.channels) : null,
+  );
   return { method: o.method, wbits: o.wbits, abits: o.abits, firstLast: policy, layers };
-}
-
-function edgeLayers(modules: [string, Module][]): { candidates: [string, Module][]; firstConv?: string; lastLinear?: string } {
-  const candidates = modules.filter(([, m]) => m instanceof Conv2d || m instanceof Linear);
-  const firstConv = candidates.find(([, m]) => m instanceof Conv2d)?.[0];
-  const lastLinear = candidates.filter(([, m]) => m instanceof Linear).at(-1)?.[0];
-  return { candidates, firstConv, lastLinear };
 }
 
 /**
@@ -162,14 +151,32 @@ function edgeLayers(modules: [string, Module][]): { candidates: [string, Module]
  * Returns the paths of the two layers.
  */
 export function roundFirstLastApot8(model: Module): string[] {
+  return replaceLayers(model, (layer) => (layer.edge ? apot8Edge() : null));
+}
+
+/** A conv or linear layer as the choice of its quantizers sees it. */
+interface Candidate {
+  readonly conv: boolean;
+  readonly channels: number;
+  /** The first conv or the last linear layer. */
+  readonly edge: boolean;
+  readonly first: boolean;
+}
+
+/** Replace each conv and linear layer the choice gives quantizers for; the replaced paths in network order. */
+function replaceLayers(model: Module, choose: (layer: Candidate) => QuantizerPair | null): string[] {
   const modules = [...model.namedModules()];
   if (modules.some(([, m]) => isQuantizedLayer(m))) throw new Error('quantize: the model is already quantized');
-  const { firstConv, lastLinear } = edgeLayers(modules);
-  const layers = [firstConv, lastLinear].filter((p): p is string => p !== undefined);
-  for (const path of layers) {
-    const m = modules.find(([p]) => p === path)![1];
-    const q = { weight: new Int8WeightQuantizer('apot'), activation: null };
-    replaceAt(model, path, m instanceof Conv2d ? new QConv2d(m, q) : new QLinear(m as Linear, q));
+  const candidates = modules.filter((e): e is [string, Conv2d | Linear] => e[1] instanceof Conv2d || e[1] instanceof Linear);
+  const firstConv = candidates.find(([, m]) => m instanceof Conv2d)?.[0];
+  const lastLinear = candidates.filter(([, m]) => m instanceof Linear).at(-1)?.[0];
+  const layers: string[] = [];
+  for (const [path, m] of candidates) {
+    const conv = m instanceof Conv2d;
+    const q = choose({ conv, channels: conv ? m.outChannels : m.outFeatures, edge: path === firstConv || path === lastLinear, first: path === firstConv });
+    if (!q) continue;
+    replaceAt(model, path, conv ? new QConv2d(m, q) : new QLinear(m, q));
+    layers.push(path);
   }
   return layers;
 }
