@@ -189,8 +189,24 @@ __attribute__((section(".vectors"), used)) static void (*const vectors[16])(void
 };
 `;
 
-/** mps2-an386: code at 0x0, SRAM at 0x20000000, sized as the target device (1 MB flash, 256 KB SRAM). */
-export const DEVICE_LINKER_SCRIPT = `MEMORY
+/**
+ * A linker script for mps2-an386: code at 0x0, SRAM at 0x20000000, sized as the target device (1 MB
+ * flash, 256 KB SRAM). `text` and `flash` add to the code and the read-only sections, `bss` names
+ * the symbols around .bss and `tail` adds lines before the stack top.
+ */
+function mps2LinkerScript(o: { text: string; flash: readonly string[]; bss: readonly [string, string]; tail: readonly string[] }): string {
+  const lines = [
+    '.text : { KEEP(*(.vectors)) *(.text*)' + o.text + ' } > FLASH',
+    '.rodata : { *(.rodata*) . = ALIGN(4); } > FLASH',
+    '.ARM.exidx : { *(.ARM.exidx*) } > FLASH',
+    ...o.flash,
+    '__data_load = LOADADDR(.data);',
+    '.data : { __data_start = .; *(.data*) . = ALIGN(4); __data_end = .; } > RAM AT > FLASH',
+    `.bss (NOLOAD) : { ${o.bss[0]} = .; *(.bss*) *(COMMON) . = ALIGN(4); ${o.bss[1]} = .; } > RAM`,
+    ...o.tail,
+    '__stack_top = ORIGIN(RAM) + LENGTH(RAM);',
+  ];
+  return `MEMORY
 {
     FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 1024K
     RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 256K
@@ -198,16 +214,13 @@ export const DEVICE_LINKER_SCRIPT = `MEMORY
 ENTRY(reset_handler)
 SECTIONS
 {
-    .text : { KEEP(*(.vectors)) *(.text*) } > FLASH
-    .rodata : { *(.rodata*) . = ALIGN(4); } > FLASH
-    .ARM.exidx : { *(.ARM.exidx*) } > FLASH
-    __data_load = LOADADDR(.data);
-    .data : { __data_start = .; *(.data*) . = ALIGN(4); __data_end = .; } > RAM AT > FLASH
-    .bss (NOLOAD) : { __bss_start = .; *(.bss*) *(COMMON) . = ALIGN(4); __bss_end = .; } > RAM
-    __stack_limit = __bss_end;
-    __stack_top = ORIGIN(RAM) + LENGTH(RAM);
+${lines.map((l) => `    ${l}`).join('\n')}
 }
 `;
+}
+
+/** The device harness's memory map; the stack grows down to the end of .bss. */
+export const DEVICE_LINKER_SCRIPT = mps2LinkerScript({ text: '', flash: [], bss: ['__bss_start', '__bss_end'], tail: ['__stack_limit = __bss_end;'] });
 
 /**
  * Startup for an ordinary C program (`int main(int argc, char **argv)` with stdio) on mps2-an386:
@@ -240,27 +253,15 @@ __attribute__((section(".vectors"), used)) static void (*const vectors[16])(void
 `;
 
 /** The memory map of DEVICE_LINKER_SCRIPT plus what newlib's startup-free C library expects (heap end, init arrays). */
-export const EXAMPLE_LINKER_SCRIPT = `MEMORY
-{
-    FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 1024K
-    RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 256K
-}
-ENTRY(reset_handler)
-SECTIONS
-{
-    .text : { KEEP(*(.vectors)) *(.text*) KEEP(*(.init)) KEEP(*(.fini)) } > FLASH
-    .rodata : { *(.rodata*) . = ALIGN(4); } > FLASH
-    .ARM.exidx : { *(.ARM.exidx*) } > FLASH
-    .init_array : { __preinit_array_start = .; __preinit_array_end = .; __init_array_start = .; KEEP(*(.init_array*)) __init_array_end = .; } > FLASH
-    .fini_array : { __fini_array_start = .; KEEP(*(.fini_array*)) __fini_array_end = .; } > FLASH
-    __data_load = LOADADDR(.data);
-    .data : { __data_start = .; *(.data*) . = ALIGN(4); __data_end = .; } > RAM AT > FLASH
-    .bss (NOLOAD) : { __bss_start__ = .; *(.bss*) *(COMMON) . = ALIGN(4); __bss_end__ = .; } > RAM
-    end = .;
-    __end__ = .;
-    __stack_top = ORIGIN(RAM) + LENGTH(RAM);
-}
-`;
+export const EXAMPLE_LINKER_SCRIPT = mps2LinkerScript({
+  text: ' KEEP(*(.init)) KEEP(*(.fini))',
+  flash: [
+    '.init_array : { __preinit_array_start = .; __preinit_array_end = .; __init_array_start = .; KEEP(*(.init_array*)) __init_array_end = .; } > FLASH',
+    '.fini_array : { __fini_array_start = .; KEEP(*(.fini_array*)) __fini_array_end = .; } > FLASH',
+  ],
+  bss: ['__bss_start__', '__bss_end__'],
+  tail: ['end = .;', '__end__ = .;'],
+});
 
 /** Link flags for a program on EXAMPLE_STARTUP and EXAMPLE_LINKER_SCRIPT (link.ld): newlib nano with semihosting stdio. */
 export const EXAMPLE_LINK_FLAGS = ['-nostartfiles', '--specs=nano.specs', '--specs=rdimon.specs', '-T', 'link.ld', '-Wl,--gc-sections'];
