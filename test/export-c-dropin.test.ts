@@ -23,7 +23,7 @@ import { ARM_GCC, CORTEX_M4_FLAGS, WARNING_FLAGS, deviceToolsMissing, hasTool, r
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { type IntegerModel, inputShape } from '../src/export/ir.js';
-import { calibratedRun } from './export-fixtures.js';
+import { calibratedRun, quietly } from './export-fixtures.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 import { irCases, randomImages } from './ir-models.js';
 
@@ -48,16 +48,6 @@ function printed(out: string, prefix = ''): Printed {
 function engineResult(model: IntegerModel, image: Uint8Array): Printed {
   const logits = Array.from(new IntegerEngine(model).inferBatch(image, 1));
   return { top: logits.indexOf(Math.max(...logits)), logits };
-}
-
-async function quietly(run: () => Promise<void>): Promise<void> {
-  const [log, error] = [console.log, console.error];
-  console.log = console.error = () => {};
-  try {
-    await run();
-  } finally {
-    [console.log, console.error] = [log, error];
-  }
 }
 
 /** The C array initializer of some bytes. */

@@ -21,13 +21,14 @@ import { loadDataset } from '../src/data/load.js';
 import { cOutputPaths } from '../src/export/c/exporter.js';
 import { type GeneratedC, generateC } from '../src/export/c/generate.js';
 import { planArena } from '../src/export/c/plan.js';
+import { imageInLayout } from '../src/export/c/project.js';
 import { deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
 import { residualClamp, ruleWithCeiling } from '../src/export/clip.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { countBelow, roundToCode } from '../src/export/int-ops.js';
 import type { ActivationQuant, CodeRule, IntegerModel } from '../src/export/ir.js';
-import { type LoweringChoices, type TinyOptions, calibratedRun, lowerTiny, tinyQuantizedModel } from './export-fixtures.js';
+import { type LoweringChoices, type TinyOptions, calibratedRun, lowerTiny, quietly, tinyQuantizedModel } from './export-fixtures.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 import { irCases, randomImages } from './ir-models.js';
 
@@ -55,14 +56,6 @@ function tiny(c: Case): { model: IntegerModel; images: Uint8Array; count: number
     lowered.set(c.label, { model: lowerTiny(t, c.options, c.lowering), images: t.images.images, count: t.images.count });
   }
   return lowered.get(c.label)!;
-}
-
-/** Interleave channel planes (CHW) into pixels (HWC). */
-function toHwc(images: Uint8Array, count: number, [c, h, w]: readonly number[]): Uint8Array {
-  const out = new Uint8Array(images.length);
-  const size = c * h * w;
-  for (let n = 0; n < count; n++) for (let ch = 0; ch < c; ch++) for (let p = 0; p < h * w; p++) out[n * size + p * c + ch] = images[n * size + ch * h * w + p];
-  return out;
 }
 
 function assertSameLogits(actual: Int32Array, expected: Int32Array, what: string): void {
@@ -108,7 +101,7 @@ describe('generated C on the host', () => {
     const { model, images, count } = tiny(CASES[0]);
     const generated = generateC(model, { headerName: 'net.h', imageLayout: 'hwc' });
     assert.match(generated.header, /interleaved pixels \(HWC/);
-    const run = runOnHost(generated, toHwc(images, count, model.tensors[0].shape), count);
+    const run = runOnHost(generated, imageInLayout(images, model.tensors[0].shape, 'hwc'), count);
     assertSameLogits(run.logits, new IntegerEngine(model).inferBatch(images, count), 'HWC');
   });
 
@@ -242,16 +235,6 @@ describe('tinyquant export --format c', () => {
     cifar10Folder(dir, (i) => cifarRecords(Array.from({ length: 4 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: 6 }, (_, r) => [(r * 3 + 9) % 10]), 9));
     apotRun = calibratedRun(dir, 'apot3', { method: 'apot', wbits: 3 }, 8, 1);
   });
-
-  async function quietly(run: () => Promise<void>): Promise<void> {
-    const [log, error] = [console.log, console.error];
-    console.log = console.error = () => {};
-    try {
-      await run();
-    } finally {
-      [console.log, console.error] = [log, error];
-    }
-  }
 
   test('writes model.c and model.h into a directory; they compute the engine logits of the same checkpoint', async () => {
     const out = join(dir, 'c-out');

@@ -126,3 +126,14 @@ export function calibratedRun(dir: string, name: string, fields: Record<string, 
   saveCheckpoint(run, 'last', model, null, { config, progress, metrics: {} });
   return run;
 }
+
+/** Run a command with console.log and console.error silenced (the CLI's progress lines). */
+export async function quietly(run: () => Promise<void>): Promise<void> {
+  const [log, error] = [console.log, console.error];
+  console.log = console.error = () => {};
+  try {
+    await run();
+  } finally {
+    [console.log, console.error] = [log, error];
+  }
+}

@@ -38,11 +38,14 @@ export interface ProjectInput {
   readonly example: ExampleImage;
 }
 
-/** A CHW image in the byte order `layout` names. */
+/** CHW images (one or several, back to back) in the byte order `layout` names. */
 export function imageInLayout(chw: Uint8Array, [c, h, w]: readonly [number, number, number], layout: ImageLayout): Uint8Array {
   if (layout === 'chw') return chw;
   const out = new Uint8Array(chw.length);
-  for (let ch = 0; ch < c; ch++) for (let p = 0; p < h * w; p++) out[p * c + ch] = chw[ch * h * w + p];
+  const plane = h * w;
+  for (let at = 0; at < chw.length; at += c * plane) {
+    for (let ch = 0; ch < c; ch++) for (let p = 0; p < plane; p++) out[at + p * c + ch] = chw[at + ch * plane + p];
+  }
   return out;
 }
 
