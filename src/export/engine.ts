@@ -260,8 +260,8 @@ class ConvRunner {
   }
 }
 
-/** Requantize one value of channel c and apply an activation quantization. */
-function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: number): number {
+/** Requantize one value of channel c and apply an activation quantization (the `activation` epilogue and `quantize`). */
+export function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: number): number {
   let v = roundingMulShift(x, r.mult[c], r.shift[c]) + r.bias[c];
   if (q.relu && v < q.zeroPoint) v = q.zeroPoint;
   if (q.ceiling !== null && v > q.ceiling) v = q.ceiling;
