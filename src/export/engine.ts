@@ -274,7 +274,7 @@ export function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: numb
 export function residualValue(v: number, relu: boolean, ceiling: number | null, bits: number): number {
   if (relu && v < 0) v = 0;
   if (ceiling !== null && v > ceiling) v = ceiling;
-  const limit = 2 ** (bits - 1);
+  const limit = 1 << (bits - 1); // bits <= 16: a shift, not Math.pow (this runs once per stored element)
   return v < -limit ? -limit : v > limit - 1 ? limit - 1 : v;
 }
 
