@@ -29,7 +29,7 @@ import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
 import { quantizeValue, residualValue } from './engine.js';
 import { roundingMulShift } from './int-ops.js';
-import type { ConvOp, IntegerModel, QuantizeOp, TensorInfo } from './ir.js';
+import type { ActivationQuant, ConvOp, Epilogue, IntegerModel, QuantizeOp, Requant, TensorInfo } from './ir.js';
 import { layerWeights } from './lower.js';
 import type { Module } from '../nn/module.js';
 import { isQuantizedLayer } from '../quant/qlayers.js';
@@ -140,41 +140,71 @@ function nearest(x: number): number {
   return Math.floor(x + 0.5);
 }
 
-/** The shortcut values a residual epilogue adds, at their tensor's scale. */
+/** The shortcut values a residual epilogue adds, at their tensor's scale, and its rescaling. */
 interface ShortcutValues {
   readonly values: Float32Array;
   readonly scale: number;
+  readonly mult: number;
+  readonly shift: number;
+}
+
+type ResidualEpilogue = Extract<Epilogue, { kind: 'residual' }>;
+
+/** One channel plane of a conv's output: elements first .. end - 1, channel c (the op's numbers as arguments). */
+interface Plane {
+  readonly conv: Float32Array;
+  readonly values: Float32Array;
+  readonly first: number;
+  readonly end: number;
+  readonly c: number;
+  /** The accumulator's real unit and offset before batch norm. */
+  readonly m: number;
+  readonly b: number;
+  /** The real value of the output's integer 1. */
+  readonly unit: number;
+}
+
+// One small function per epilogue kind, so that V8 inlines the engine's functions into each loop
+// (one function holding all the loops runs out of its inlining budget and calls them: ~10x slower).
+
+function activationPlane(p: Plane, e: ActivationQuant, r: Requant): void {
+  const { conv, values, first, end, c, m, b, unit } = p;
+  for (let i = first; i < end; i++) values[i] = unit * quantizeValue(e, r, c, m === 0 ? 0 : nearest((conv[i] - b) / m));
+}
+
+function requantizedPlane(p: Plane, mult: number, shift: number, bias: number): void {
+  const { conv, values, first, end, m, b, unit } = p;
+  for (let i = first; i < end; i++) values[i] = unit * (roundingMulShift(m === 0 ? 0 : nearest((conv[i] - b) / m), mult, shift) + bias);
+}
+
+function residualPlane(p: Plane, mult: number, shift: number, bias: number, e: ResidualEpilogue, sc: ShortcutValues | null): void {
+  const { conv, values, first, end, m, b, unit } = p;
+  const { relu, ceiling, bits } = e;
+  const [scValues, scScale, scMult, scShift] = sc ? [sc.values, sc.scale, sc.mult, sc.shift] : [null, 1, 0, 0];
+  for (let i = first; i < end; i++) {
+    let v = roundingMulShift(m === 0 ? 0 : nearest((conv[i] - b) / m), mult, shift) + bias;
+    if (scValues) v += roundingMulShift(nearest(scValues[i] / scScale), scMult, scShift);
+    values[i] = unit * residualValue(v, relu, ceiling, bits);
+  }
 }
 
 /**
  * A conv's output values (real units) from its float output `conv` (before batch norm): the
  * accumulator acc = (conv - B) / M, rounded, then the op's requantization, shortcut and epilogue
- * as engine.ts computes them. One channel plane after another (this runs once per stored element).
+ * as engine.ts computes them, one channel plane after another.
  */
-function convValues(op: ConvOp, out: TensorInfo, a: Affine, conv: Float32Array, shortcut: ShortcutValues | null): Float32Array {
+function convValues(op: ConvOp, out: TensorInfo, a: Affine, conv: Float32Array, shortcut: { readonly values: Float32Array; readonly scale: number } | null): Float32Array {
   const values = new Float32Array(conv.length);
   const { epilogue: e, requant: r } = op;
   const [channels, h, w] = out.shape;
   const plane = h * w;
-  const unit = out.scale;
+  const sc = e.kind === 'residual' && e.shortcut && shortcut ? { ...shortcut, mult: e.shortcut.mult, shift: e.shortcut.shift } : null;
   for (let first = 0; first < conv.length; first += plane) {
     const c = (first / plane) % channels;
-    const m = a.M[c];
-    const b = a.B[c];
-    const end = first + plane;
-    for (let i = first; i < end; i++) {
-      const acc = m === 0 ? 0 : nearest((conv[i] - b) / m);
-      if (e.kind === 'activation') {
-        values[i] = unit * quantizeValue(e, r, c, acc);
-        continue;
-      }
-      let v = roundingMulShift(acc, r.mult[c], r.shift[c]) + r.bias[c];
-      if (e.kind === 'residual') {
-        if (e.shortcut && shortcut) v += roundingMulShift(nearest(shortcut.values[i] / shortcut.scale), e.shortcut.mult, e.shortcut.shift);
-        v = residualValue(v, e.relu, e.ceiling, e.bits);
-      }
-      values[i] = unit * v;
-    }
+    const p: Plane = { conv, values, first, end: first + plane, c, m: a.M[c], b: a.B[c], unit: out.scale };
+    if (e.kind === 'activation') activationPlane(p, e, r);
+    else if (e.kind === 'logits') requantizedPlane(p, r.mult[c], r.shift[c], r.bias[c]);
+    else residualPlane(p, r.mult[c], r.shift[c], r.bias[c], e, sc);
   }
   return values;
 }
@@ -185,9 +215,11 @@ function quantizeValues(q: QuantizeOp, input: TensorInfo, out: TensorInfo, x: Fl
   const [channels, h, w] = input.shape;
   const plane = h * w;
   const perChannel = q.requant.mult.length > 1;
+  const [unit, step, r] = [out.scale, input.scale, q.requant];
   for (let first = 0; first < x.length; first += plane) {
     const c = perChannel ? (first / plane) % channels : 0;
-    for (let i = first; i < first + plane; i++) values[i] = out.scale * quantizeValue(q, q.requant, c, nearest(x[i] / input.scale));
+    const end = first + plane;
+    for (let i = first; i < end; i++) values[i] = unit * quantizeValue(q, r, c, nearest(x[i] / step));
   }
   return values;
 }
