@@ -16,7 +16,8 @@ import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-mo
 import { layerWeights, lowerGraph } from '../src/export/lower.js';
 import { type DeploymentPlan, planDeployment, readDeploymentPlan } from '../src/export/plan.js';
 import { LoweringError, foldAffine } from '../src/export/requant.js';
-import { deploymentRewrite, simulatedForward } from '../src/export/simulate.js';
+import { hostEngineAvailability } from '../src/export/host/engine.js';
+import { type EpilogueEngine, deploymentRewrite, simulatedForward } from '../src/export/simulate.js';
 import { type BatchNormNode, type ConvNode, type Graph, type GraphNode, isKind, runGraph, trace } from '../src/graph/index.js';
 import { BatchNorm, Conv2d, GlobalAvgPool, Linear, Sequential } from '../src/nn/layers.js';
 import { Module } from '../src/nn/module.js';
@@ -56,10 +57,13 @@ function halvesPlan(graph: Graph, plan: DeploymentPlan): DeploymentPlan {
   return { ...plan, streams: Object.fromEntries(Object.entries(plan.streams).map(([k, v]) => [k, v === old ? 2 * unit : v])) };
 }
 
+/** The JavaScript loops always; the addon's kernels where it is built (CI builds it). */
+const EPILOGUES: readonly EpilogueEngine[] = hostEngineAvailability().available ? ['js', 'native'] : ['js'];
+
 /** Per image: every value the integer engine stores in a stream and the logits, against the simulated evaluation's, exactly. */
-function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages): void {
+function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages, epilogues: EpilogueEngine): void {
   const engine = new IntegerEngine(d.ir);
-  const rewrite = deploymentRewrite(d.graph, d.plan, 'evaluation', d.ir);
+  const rewrite = deploymentRewrite(d.graph, d.plan, 'evaluation', d.ir, epilogues);
   const streams = d.ir.ops.flatMap((op) => (op.kind === 'conv' && op.epilogue.kind !== 'activation' ? [op.output] : []));
   const size = SHAPE[0] * SHAPE[1] * SHAPE[2];
   for (let n = 0; n < images.count; n++) {
@@ -76,7 +80,7 @@ function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages
       const info = d.ir.tensors[k];
       const got = simulated.get(d.ir.tensors[k].name === 'logits' ? d.graph.nodes[d.graph.output].name : info.name);
       assert.ok(got, `${info.name}: no simulated value`);
-      ints[k].forEach((v, i) => assert.equal(got[i], Math.fround(info.scale * v), `image ${n}, ${info.name}[${i}]: simulated ${got[i] / info.scale}, integer ${v}`));
+      ints[k].forEach((v, i) => assert.equal(got[i], Math.fround(info.scale * v), `${epilogues} epilogues, image ${n}, ${info.name}[${i}]: simulated ${got[i] / info.scale}, integer ${v}`));
     }
   }
 }
@@ -84,10 +88,10 @@ function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages
 describe('simulated deployment', () => {
   for (const method of METHODS) {
     for (const bits of [4, 2]) {
-      test(`${method} W${bits}A${bits}: the simulated evaluation's stream values and logits are the integer engine's exactly; as trained they are not`, () => {
+      test(`${method} W${bits}A${bits}: the simulated evaluation's stream values and logits are the integer engine's exactly, by both epilogue engines; as trained they are not`, () => {
         const d = deployTiny(method, bits);
         const images = syntheticImages(24, ...SHAPE, 11);
-        assertExact(d, images);
+        for (const engine of EPILOGUES) assertExact(d, images, engine);
         const simulated = fakeQuantLogits(d.model, images.images, images.count, SHAPE, NORMALIZATION, 16, simulatedForward(d.model, SHAPE, d.plan, d.ir));
         const asTrained = fakeQuantLogits(d.model, images.images, images.count, SHAPE, NORMALIZATION, 16);
         const integer = new IntegerEngine(d.ir).inferBatch(images.images, images.count);
@@ -111,7 +115,7 @@ describe('simulated deployment', () => {
       const plane = SHAPE[1] * SHAPE[2];
       const odd = Array.from({ length: images.count * plane }, (_, i) => Math.round(output[Math.floor(i / plane) * conv.op.outChannels * plane + (i % plane)] / unit)).filter((acc) => acc % 2 !== 0).length;
       assert.ok(odd > images.count * plane * 0.2, `${odd} odd accumulators`);
-      assertExact(d, images);
+      for (const engine of EPILOGUES) assertExact(d, images, engine);
     });
   }
 

@@ -20,6 +20,8 @@
  * shortcut added and its epilogue applied; a layer reading a stream gets the `quantize` op's codes.
  * Its logits are the integer logits times their unit: float32 rounding of the conv output near a
  * rounding boundary would otherwise move one stream unit or activation code, and that spreads.
+ * Where the native addon loads, its int8 epilogue kernels compute those values (host/simulation.ts);
+ * this file's loops are the reference and the fallback, with the same values.
  */
 import type { QuantSpec } from '../backend/backend.js';
 import { type Graph, type GraphNode, type NodeRewrite, isKind, runGraph, trace } from '../graph/index.js';
@@ -30,6 +32,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { quantizeValue, residualValue } from './engine.js';
 import { roundingMulShift } from './int-ops.js';
 import type { ActivationQuant, ConvOp, Epilogue, IntegerModel, QuantizeOp, Requant, TensorInfo } from './ir.js';
+import { type NativeSimulation, nativeSimulation } from './host/simulation.js';
 import { layerWeights } from './lower.js';
 import type { Module } from '../nn/module.js';
 import { isQuantizedLayer } from '../quant/qlayers.js';
@@ -241,12 +244,41 @@ function loweredOps(ir: IntegerModel): { convs: Map<string, ConvOp>; quantizes: 
   return { convs, quantizes };
 }
 
+/** Which code computes the evaluation's stored integers: the addon's kernels, or this file's loops. */
+export type EpilogueEngine = 'native' | 'js';
+
+/** The two computations the exact evaluation needs, by either engine. */
+interface Epilogues {
+  conv(op: ConvOp, out: TensorInfo, a: Affine, conv: Float32Array, shortcut: { readonly values: Float32Array; readonly scale: number } | null): Float32Array;
+  quantize(q: QuantizeOp, input: TensorInfo, out: TensorInfo, x: Float32Array): Float32Array;
+}
+
+function nativeEpilogues(native: NativeSimulation): Epilogues {
+  return {
+    conv: (op, out, a, conv, shortcut) => native.conv(op.name, conv, a.M, a.B, out.scale, op.epilogue.kind === 'residual' && op.epilogue.shortcut && shortcut ? shortcut.values : null, shortcut?.scale ?? 1),
+    quantize: (q, input, out, x) => native.quantize(q.name, x, input.scale, out.scale),
+  };
+}
+
+const JS_EPILOGUES: Epilogues = { conv: convValues, quantize: quantizeValues };
+
+/** The engine asked for (default: the addon's where it loads). */
+function epiloguesFor(ir: IntegerModel, engine: EpilogueEngine | undefined): Epilogues {
+  if (engine === 'js') return JS_EPILOGUES;
+  const native = nativeSimulation(ir);
+  if ('unavailable' in native) {
+    if (engine === 'native') throw new Error(`simulated evaluation: the native epilogues are not available: ${native.unavailable}`);
+    return JS_EPILOGUES;
+  }
+  return nativeEpilogues(native);
+}
+
 /**
  * A layer in evaluation: its input already the integer model's codes (a conv's epilogue made them,
  * or the `quantize` op `q` makes them now, or the image's table), so not quantized again.
  */
-function exactLayer(layer: WeightedNode, weights: () => Tensor, q: QuantizeOp | undefined, ir: IntegerModel): (x: Tensor) => Tensor {
-  const input = q ? (x: Tensor): Tensor => Tensor.fromArray(quantizeValues(q, ir.tensors[q.input], ir.tensors[q.output], x.toArray()), x.shape) : (x: Tensor): Tensor => x;
+function exactLayer(layer: WeightedNode, weights: () => Tensor, q: QuantizeOp | undefined, ir: IntegerModel, epilogues: Epilogues): (x: Tensor) => Tensor {
+  const input = q ? (x: Tensor): Tensor => Tensor.fromArray(epilogues.quantize(q, ir.tensors[q.input], ir.tensors[q.output], x.toArray()), x.shape) : (x: Tensor): Tensor => x;
   if (!layer.op.quant?.weight) return (x) => layerOp(layer, input(x), weights());
   const m = layer.module;
   if (!m || !isQuantizedLayer(m)) throw new LoweringError(`${layer.name}: a quantized layer outside a quantized module cannot be simulated`);
@@ -254,8 +286,9 @@ function exactLayer(layer: WeightedNode, weights: () => Tensor, q: QuantizeOp | 
 }
 
 /** The evaluation rewrite: every value the integer model `ir` (lowered from `graph` under `plan`) stores, computed as it does. */
-function exactRewrite(graph: Graph, plan: DeploymentPlan, ir: IntegerModel): NodeRewrite {
+function exactRewrite(graph: Graph, plan: DeploymentPlan, ir: IntegerModel, engine: EpilogueEngine | undefined): NodeRewrite {
   const layout = new LoweringLayout(graph);
+  const epilogues = epiloguesFor(ir, engine);
   // The image's table and the standalone adds (exact on their grid); conv outputs are replaced below.
   const values = valueRewrites(graph, plan);
   const { convs, quantizes } = loweredOps(ir);
@@ -278,10 +311,10 @@ function exactRewrite(graph: Graph, plan: DeploymentPlan, ir: IntegerModel): Nod
     const out = ir.tensors[op.output];
     values.set(g.end, (y) => {
       const conv = layer.id === g.end ? y.toArray() : captured.get(layer.id)!;
-      return Tensor.fromArray(convValues(op, out, affine, conv, shortcut && { values: captured.get(shortcut.node)!, scale: shortcut.scale }), y.shape);
+      return Tensor.fromArray(epilogues.conv(op, out, affine, conv, shortcut && { values: captured.get(shortcut.node)!, scale: shortcut.scale }), y.shape);
     });
     let weights: Tensor | null = null;
-    layers.set(layer.id, exactLayer(layer, () => (weights ??= loweredWeightTensor(layer, lw.scale, lw.weights.levels, lw.weights.codes)), quantizes.get(layer.name), ir));
+    layers.set(layer.id, exactLayer(layer, () => (weights ??= loweredWeightTensor(layer, lw.scale, lw.weights.levels, lw.weights.codes)), quantizes.get(layer.name), ir, epilogues));
   }
   return {
     output: (node, value) => {
@@ -296,13 +329,14 @@ function exactRewrite(graph: Graph, plan: DeploymentPlan, ir: IntegerModel): Nod
 /**
  * The rewrite that makes `graph` (the traced fake-quantized model) compute its deployment under
  * `plan`: for training, with straight-through gradients; for evaluation, exactly the values of `ir`,
- * the integer model lowered from the same graph and plan (and the model's weights as they are now).
+ * the integer model lowered from the same graph and plan (and the model's weights as they are now),
+ * computed by `engine` (default: the addon's kernels where it loads, else this file's loops).
  * Errors name the node the plan or the lowered model cannot be applied to (made for another model).
  */
 export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: 'training'): NodeRewrite;
-export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: 'evaluation', ir: IntegerModel): NodeRewrite;
-export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: SimulationMode, ir?: IntegerModel): NodeRewrite {
-  if (mode === 'evaluation') return exactRewrite(graph, plan, ir!);
+export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: 'evaluation', ir: IntegerModel, engine?: EpilogueEngine): NodeRewrite;
+export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: SimulationMode, ir?: IntegerModel, engine?: EpilogueEngine): NodeRewrite {
+  if (mode === 'evaluation') return exactRewrite(graph, plan, ir!, engine);
   const values = valueRewrites(graph, plan);
   const layers = postTrainingLayers(graph, plan);
   return {
@@ -314,10 +348,10 @@ export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: Simu
 /**
  * A model's forward for evaluation with its deployment simulated: traced on one image's shape, run
  * with the exact rewrite of `ir`, the integer model lowered from it under `plan` (lower again after
- * the weights change).
+ * the weights change); `engine` as deploymentRewrite's.
  */
-export function simulatedForward(model: Module, imageShape: readonly [number, number, number], plan: DeploymentPlan, ir: IntegerModel): (x: Tensor) => Tensor {
+export function simulatedForward(model: Module, imageShape: readonly [number, number, number], plan: DeploymentPlan, ir: IntegerModel, engine?: EpilogueEngine): (x: Tensor) => Tensor {
   const graph = trace(model, [...imageShape]);
-  const rewrite = deploymentRewrite(graph, plan, 'evaluation', ir);
+  const rewrite = deploymentRewrite(graph, plan, 'evaluation', ir, engine);
   return (x) => runGraph(graph, x, { rewrite });
 }
