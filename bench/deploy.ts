@@ -65,7 +65,7 @@ for (const run of runs) {
       let ir = lowerForEvaluation(trace(model, [...inputShape]), plan, normalization, meta);
       const lower = await seconds(() => (ir = lowerForEvaluation(trace(model, [...inputShape]), plan, normalization, meta)));
       let predictions: Int32Array = new Int32Array(0);
-      const simulated = await seconds(async () => (predictions = (await evaluate(model, loader, { forward: simulatedForward(model, inputShape, plan) })).predictions));
+      const simulated = await seconds(async () => (predictions = (await evaluate(model, loader, { forward: simulatedForward(model, inputShape, plan, ir) })).predictions));
       const device = await seconds(() => evaluateOnDevice(ir, testData, predictions));
       rows.push({ asTrained, plan: planS, lower, simulated, device });
     }

@@ -8,6 +8,7 @@
         "src/int8_binding.cc",
         "src/int8_kernels.cc",
         "src/int8_model.cc",
+        "src/int8_simulate.cc",
         "src/kernels.cc",
         "src/layout.cc",
         "src/norm_quantize.cc",

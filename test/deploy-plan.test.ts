@@ -10,18 +10,20 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { type ImageDataset, allocShared } from '../src/data/index.js';
 import { fakeQuantLogits, missedTargets } from '../src/export/agreement.js';
+import { type CalibrationImages, normalizeImages } from '../src/export/calibrate.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
-import { lowerGraph } from '../src/export/lower.js';
-import { planDeployment, readDeploymentPlan } from '../src/export/plan.js';
-import { LoweringError } from '../src/export/requant.js';
-import { deploymentRewrite, simulatedForward } from '../src/export/simulate.js';
-import { trace } from '../src/graph/index.js';
+import { layerWeights, lowerGraph } from '../src/export/lower.js';
+import { type DeploymentPlan, planDeployment, readDeploymentPlan } from '../src/export/plan.js';
+import { LoweringError, foldAffine } from '../src/export/requant.js';
+import { hostEngineAvailability } from '../src/export/host/engine.js';
+import { type EpilogueEngine, deploymentRewrite, simulatedForward } from '../src/export/simulate.js';
+import { type BatchNormNode, type ConvNode, type Graph, type GraphNode, isKind, runGraph, trace } from '../src/graph/index.js';
 import { BatchNorm, Conv2d, GlobalAvgPool, Linear, Sequential } from '../src/nn/layers.js';
 import { Module } from '../src/nn/module.js';
 import type { MethodName } from '../src/quant/quantizer.js';
 import * as ops from '../src/tensor/ops.js';
-import type { Tensor } from '../src/tensor/tensor.js';
+import { Tensor, noGrad, tidy } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
 import { resolveConfig } from '../src/train/config.js';
 import { type TrainingData, evaluateCheckpoint, train } from '../src/train/trainer.js';
@@ -32,39 +34,89 @@ import { tempDir } from './fixtures/data/make.js';
 const METHODS: readonly MethodName[] = ['apot', 'ewgs', 'uniform', 'pact', 'lsq'];
 const SHAPE = [3, 16, 16] as const;
 
+/** The model traced, planned (or `plan` as given) and lowered under the plan. */
+function deployTiny(method: MethodName, bits: number, replan: (graph: Graph, plan: DeploymentPlan) => DeploymentPlan = (_, p) => p) {
+  const t = tinyQuantizedModel({ method, wbits: bits, seed: 3 });
+  const graph = trace(t.model, [...SHAPE]);
+  const plan = replan(graph, planDeployment(graph, { normalization: NORMALIZATION, calibration: t.images }));
+  const ir = lowerGraph(graph, { normalization: NORMALIZATION, plan, meta: { model: 'tiny', method, wbits: bits, abits: bits, firstLast: 'int8', classes: CLASSES } });
+  return { ...t, graph, plan, ir };
+}
+
+/**
+ * The plan with the stem's stream (and the streams sharing its scale) at twice the real unit of
+ * its first channel's accumulator: that channel's requantized value is acc / 2, an exact half for
+ * every odd accumulator, where rounding the float32 value and the device's round-half-up differ.
+ */
+function halvesPlan(graph: Graph, plan: DeploymentPlan): DeploymentPlan {
+  const stem = graph.nodes.find((n) => isKind(n, 'conv'))! as GraphNode<ConvNode>;
+  const bn = graph.nodes.find((n) => n.inputs[0] === stem.id && isKind(n, 'batchnorm')) as GraphNode<BatchNormNode>;
+  const unit = foldAffine(stem.op, layerWeights(stem, () => {}), plan.input.scale, bn.op).M[0];
+  const old = plan.streams[bn.name];
+  assert.ok(old !== undefined, 'the stem is a stream');
+  return { ...plan, streams: Object.fromEntries(Object.entries(plan.streams).map(([k, v]) => [k, v === old ? 2 * unit : v])) };
+}
+
+/** The JavaScript loops always; the addon's kernels where it is built (CI builds it). */
+const EPILOGUES: readonly EpilogueEngine[] = hostEngineAvailability().available ? ['js', 'native'] : ['js'];
+
+/** Per image: every value the integer engine stores in a stream and the logits, against the simulated evaluation's, exactly. */
+function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages, epilogues: EpilogueEngine): void {
+  const engine = new IntegerEngine(d.ir);
+  const rewrite = deploymentRewrite(d.graph, d.plan, 'evaluation', d.ir, epilogues);
+  const streams = d.ir.ops.flatMap((op) => (op.kind === 'conv' && op.epilogue.kind !== 'activation' ? [op.output] : []));
+  const size = SHAPE[0] * SHAPE[1] * SHAPE[2];
+  for (let n = 0; n < images.count; n++) {
+    const image = images.images.subarray(n * size, (n + 1) * size);
+    const ints = engine.trace(image);
+    const simulated = new Map<string, Float32Array>();
+    noGrad(() =>
+      tidy(() => {
+        const x = Tensor.fromArray(normalizeImages(image, 1, SHAPE[0], NORMALIZATION), [1, ...SHAPE]);
+        runGraph(d.graph, x, { rewrite, observe: (node, v) => simulated.set(node.name, v.toArray()) });
+      }),
+    );
+    for (const k of streams) {
+      const info = d.ir.tensors[k];
+      const got = simulated.get(d.ir.tensors[k].name === 'logits' ? d.graph.nodes[d.graph.output].name : info.name);
+      assert.ok(got, `${info.name}: no simulated value`);
+      ints[k].forEach((v, i) => assert.equal(got[i], Math.fround(info.scale * v), `${epilogues} epilogues, image ${n}, ${info.name}[${i}]: simulated ${got[i] / info.scale}, integer ${v}`));
+    }
+  }
+}
+
 describe('simulated deployment', () => {
   for (const method of METHODS) {
     for (const bits of [4, 2]) {
-      test(`${method} W${bits}A${bits}: the simulated fake-quant logits are the integer engine's within one requantization step`, () => {
-        const t = tinyQuantizedModel({ method, wbits: bits, seed: 3 });
-        const graph = trace(t.model, [...SHAPE]);
-        const plan = planDeployment(graph, { normalization: NORMALIZATION, calibration: t.images });
-        const ir = lowerGraph(graph, { normalization: NORMALIZATION, plan, meta: { model: 'tiny', method, wbits: bits, abits: bits, firstLast: 'int8', classes: CLASSES } });
-        const images = syntheticImages(48, ...SHAPE, 11);
-        const simulated = fakeQuantLogits(t.model, images.images, images.count, SHAPE, NORMALIZATION, 16, simulatedForward(t.model, SHAPE, plan));
-        const asTrained = fakeQuantLogits(t.model, images.images, images.count, SHAPE, NORMALIZATION, 16);
-        const integer = new IntegerEngine(ir).inferBatch(images.images, images.count);
-        const unit = ir.tensors[ir.output].scale;
-        const classes = CLASSES.length;
-        /** Images whose logits are the integer ones within one step of their unit, and whose top-1 class is the same. */
-        const agreeing = (logits: Float32Array): { exact: number; sameTop1: number } => {
-          let [exact, sameTop1] = [0, 0];
-          for (let n = 0; n < images.count; n++) {
-            const row = Array.from(logits.subarray(n * classes, (n + 1) * classes));
-            const ints = Array.from(integer.subarray(n * classes, (n + 1) * classes));
-            exact += row.every((v, k) => Math.abs(v - unit * ints[k]) <= unit) ? 1 : 0;
-            sameTop1 += row.indexOf(Math.max(...row)) === ints.indexOf(Math.max(...ints)) ? 1 : 0;
-          }
-          return { exact, sameTop1 };
-        };
-        const sim = agreeing(simulated);
-        assert.equal(sim.sameTop1, images.count, 'the same class on every image');
-        // The rest: a conv output within float32 summation error of an activation threshold takes the other code.
-        assert.ok(sim.exact >= 0.85 * images.count, `logits within one step on ${sim.exact} of ${images.count} images`);
+      test(`${method} W${bits}A${bits}: the simulated evaluation's stream values and logits are the integer engine's exactly, by both epilogue engines; as trained they are not`, () => {
+        const d = deployTiny(method, bits);
+        const images = syntheticImages(24, ...SHAPE, 11);
+        for (const engine of EPILOGUES) assertExact(d, images, engine);
+        const simulated = fakeQuantLogits(d.model, images.images, images.count, SHAPE, NORMALIZATION, 16, simulatedForward(d.model, SHAPE, d.plan, d.ir));
+        const asTrained = fakeQuantLogits(d.model, images.images, images.count, SHAPE, NORMALIZATION, 16);
+        const integer = new IntegerEngine(d.ir).inferBatch(images.images, images.count);
+        const unit = d.ir.tensors[d.ir.output].scale;
+        assert.deepEqual(simulated, Float32Array.from(integer, (v) => unit * v), 'batched logits');
         // The deployment's quantization is a real difference the simulation removes: the model as trained is off on most images.
-        assert.ok(agreeing(asTrained).exact < 0.5 * images.count, `as trained, ${agreeing(asTrained).exact} images are within one step`);
+        const within = Array.from({ length: images.count }, (_, n) => integer.subarray(n * 10, n * 10 + 10).every((v, k) => Math.abs(asTrained[n * 10 + k] - unit * v) <= unit)).filter(Boolean).length;
+        assert.ok(within < 0.5 * images.count, `as trained, ${within} images are within one step`);
       });
     }
+    test(`${method}: exact where the requantized stream value is an exact half (round half up, as the device)`, () => {
+      const d = deployTiny(method, 4, halvesPlan);
+      const stem = d.ir.ops.find((op) => op.kind === 'conv')!;
+      assert.ok(stem.kind === 'conv' && stem.requant.mult[0] === 2 ** 30 && stem.requant.shift[0] === 31, 'the first channel requantizes by exactly 1/2');
+      const images = syntheticImages(8, ...SHAPE, 12);
+      // The case hits halves: the first channel's accumulators (the stem conv's float output in its unit) are odd on many pixels.
+      const conv = d.graph.nodes.find((n) => isKind(n, 'conv'))! as GraphNode<ConvNode>;
+      const unit = foldAffine(conv.op, layerWeights(conv, () => {}), d.plan.input.scale, null).M[0];
+      let output: Float32Array = new Float32Array(0);
+      noGrad(() => tidy(() => runGraph(d.graph, Tensor.fromArray(normalizeImages(images.images, images.count, SHAPE[0], NORMALIZATION), [images.count, ...SHAPE]), { observe: (n, v) => void (n.id === conv.id && (output = v.toArray())) })));
+      const plane = SHAPE[1] * SHAPE[2];
+      const odd = Array.from({ length: images.count * plane }, (_, i) => Math.round(output[Math.floor(i / plane) * conv.op.outChannels * plane + (i % plane)] / unit)).filter((acc) => acc % 2 !== 0).length;
+      assert.ok(odd > images.count * plane * 0.2, `${odd} odd accumulators`);
+      for (const engine of EPILOGUES) assertExact(d, images, engine);
+    });
   }
 
   test('a plan made for another model names the node it lacks', () => {

@@ -478,6 +478,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("liveBytes", Napi::Function::New(env, liveBytes, "liveBytes"));
   exports.Set("layoutOf", Napi::Function::New(env, layoutOf, "layoutOf"));
   exports.Set("IntModel", defineIntModel(env, opMutex()));
+  exports.Set("IntSimulation", defineIntSimulation(env, opMutex()));
   exports.Set("onednnVersion", Napi::String::New(env, std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch)));
   exports.Set("defaultThreads", Napi::Number::New(env, defaultThreads()));
   return exports;

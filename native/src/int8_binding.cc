@@ -11,6 +11,7 @@
 
 #include "binding.hpp"
 #include "int8_model.hpp"
+#include "int8_simulate.hpp"
 #include "runtime.hpp"
 
 namespace tq::binding {
@@ -267,11 +268,113 @@ class IntModelObject : public Napi::ObjectWrap<IntModelObject> {
   std::unique_ptr<IntModel> model_;
 };
 
+/** A typed array argument of the expected kind, else an error naming the method and argument. */
+template <class T, napi_typedarray_type Kind>
+Napi::TypedArrayOf<T> typedArg(const Napi::CallbackInfo& info, size_t i, const char* where, const char* expected) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != Kind) throw OpError(std::string(where) + ": argument " + std::to_string(i) + " must be " + expected);
+  return info[i].As<Napi::TypedArrayOf<T>>();
+}
+
+double numberArg(const Napi::CallbackInfo& info, size_t i, const char* where) {
+  if (!info[i].IsNumber()) throw OpError(std::string(where) + ": argument " + std::to_string(i) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+/**
+ * The exact evaluation of a simulated deployment (int8_simulate.hpp) for the ops of one lowered
+ * model, looked up by name: `new IntSimulation(spec)`, then conv(...) and quantize(...).
+ */
+class IntSimulationObject : public Napi::ObjectWrap<IntSimulationObject> {
+ public:
+  explicit IntSimulationObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IntSimulationObject>(info) {
+    guarded(info, [&] {
+      if (info.Length() != 1) throw OpError("IntSimulation: expected (spec)");
+      spec_ = readSpec(info[0]);
+      return info.Env().Undefined();
+    });
+  }
+
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "IntSimulation", {InstanceMethod<&IntSimulationObject::conv>("conv"), InstanceMethod<&IntSimulationObject::quantize>("quantize")});
+  }
+
+ private:
+  template <class Body>
+  static Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
+    try {
+      const std::lock_guard<std::mutex> lock(*sharedMutex);
+      return body();
+    } catch (...) {
+      throwAsJsError(info.Env(), "IntSimulation");
+    }
+  }
+
+  template <class Step>
+  static const Step& byName(const std::vector<Step>& steps, const std::string& name, const char* where) {
+    for (const Step& s : steps) {
+      if (s.name == name) return s;
+    }
+    throw OpError(std::string(where) + ": the lowered model has no such op \"" + name + "\"");
+  }
+
+  /** The float planes of `data` holding whole images of tensor `id`. */
+  FloatPlanes planes(const Napi::Float32Array& data, int64_t id, const std::string& where) const {
+    const TensorSpec& t = spec_.tensors.at(static_cast<size_t>(id));
+    const int64_t n = static_cast<int64_t>(data.ElementLength());
+    if (n % t.size() != 0) throw OpError(where + ": " + std::to_string(n) + " values are not whole images of " + std::to_string(t.size()));
+    return {data.Data(), n / t.size(), t.channels, t.height, t.width};
+  }
+
+  /** conv(name, conv: Float32Array, M: Float64Array, B: Float64Array, unit, shortcut: Float32Array | null, shortcutScale) -> Float32Array */
+  Napi::Value conv(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      constexpr const char* where = "IntSimulation.conv";
+      if (info.Length() != 7 || !info[0].IsString()) throw OpError(std::string(where) + ": expected (name, conv, M, B, unit, shortcut, shortcutScale)");
+      const ConvStep& op = byName(spec_.convs, info[0].As<Napi::String>().Utf8Value(), where);
+      const auto conv = typedArg<float, napi_float32_array>(info, 1, where, "a Float32Array");
+      const auto M = typedArg<double, napi_float64_array>(info, 2, where, "a Float64Array");
+      const auto B = typedArg<double, napi_float64_array>(info, 3, where, "a Float64Array");
+      const FloatPlanes p = planes(conv, op.output, op.name);
+      if (static_cast<int64_t>(M.ElementLength()) != p.channels || static_cast<int64_t>(B.ElementLength()) != p.channels) throw OpError(op.name + ": M and B need one entry per output channel");
+      const float* shortcut = nullptr;
+      if (!info[5].IsNull()) {
+        const auto sc = typedArg<float, napi_float32_array>(info, 5, where, "a Float32Array or null");
+        if (!op.shortcut || sc.ElementLength() != conv.ElementLength()) throw OpError(op.name + ": the shortcut values do not match the op");
+        shortcut = sc.Data();
+      }
+      Napi::Float32Array out = Napi::Float32Array::New(info.Env(), conv.ElementLength());
+      simulateConv(op, p, M.Data(), B.Data(), shortcut, numberArg(info, 6, where), numberArg(info, 4, where), out.Data(), scratch_);
+      return out;
+    });
+  }
+
+  /** quantize(name, x: Float32Array, step, unit) -> Float32Array */
+  Napi::Value quantize(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      constexpr const char* where = "IntSimulation.quantize";
+      if (info.Length() != 4 || !info[0].IsString()) throw OpError(std::string(where) + ": expected (name, x, step, unit)");
+      const QuantizeStep& op = byName(spec_.quantizes, info[0].As<Napi::String>().Utf8Value(), where);
+      const auto x = typedArg<float, napi_float32_array>(info, 1, where, "a Float32Array");
+      Napi::Float32Array out = Napi::Float32Array::New(info.Env(), x.ElementLength());
+      simulateQuantize(op, planes(x, op.input, op.name), numberArg(info, 2, where), numberArg(info, 3, where), out.Data(), scratch_);
+      return out;
+    });
+  }
+
+  ModelSpec spec_;
+  SimulationScratch scratch_;
+};
+
 }  // namespace
 
 Napi::Function defineIntModel(Napi::Env env, std::mutex& opMutex) {
   sharedMutex = &opMutex;
   return IntModelObject::define(env);
+}
+
+Napi::Function defineIntSimulation(Napi::Env env, std::mutex& opMutex) {
+  sharedMutex = &opMutex;
+  return IntSimulationObject::define(env);
 }
 
 }  // namespace tq::binding

@@ -9,6 +9,15 @@
 #include <cstdint>
 #include <vector>
 
+// The hot loops get an AVX-512 and an AVX2 clone next to the baseline (the addon is compiled for
+// plain x86-64); the loader picks one for the CPU it runs on. Other compilers and targets get the
+// portable code only.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TQ_CLONES __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#else
+#define TQ_CLONES
+#endif
+
 namespace tq::int8 {
 
 /** Storage types of the integer model's tensors (ir.ts DType). */

@@ -131,7 +131,7 @@ export function measureAgreement(model: Module, ir: IntegerModel, data: ImageDat
   const scale = ir.tensors[ir.output].scale;
   let [same, fakeCorrect, intCorrect, errorSum, engineMs] = [0, 0, 0, 0, 0];
   const batch = opts.batch ?? 200;
-  const forward = opts.plan ? simulatedForward(model, shape, opts.plan) : undefined;
+  const forward = opts.plan ? simulatedForward(model, shape, opts.plan, ir) : undefined;
   const kept = opts.keepLogits ? { fakeQuant: new Float32Array(count * classes), integer: new Int32Array(count * classes) } : undefined;
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);

@@ -260,8 +260,8 @@ class ConvRunner {
   }
 }
 
-/** Requantize one value of channel c and apply an activation quantization. */
-function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: number): number {
+/** Requantize one value of channel c and apply an activation quantization (the `activation` epilogue and `quantize`). */
+export function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: number): number {
   let v = roundingMulShift(x, r.mult[c], r.shift[c]) + r.bias[c];
   if (q.relu && v < q.zeroPoint) v = q.zeroPoint;
   if (q.ceiling !== null && v > q.ceiling) v = q.ceiling;
@@ -274,7 +274,7 @@ function quantizeValue(q: ActivationQuant, r: Requant, c: number, x: number): nu
 export function residualValue(v: number, relu: boolean, ceiling: number | null, bits: number): number {
   if (relu && v < 0) v = 0;
   if (ceiling !== null && v > ceiling) v = ceiling;
-  const limit = 2 ** (bits - 1);
+  const limit = 1 << (bits - 1); // bits <= 16: a shift, not Math.pow (this runs once per stored element)
   return v < -limit ? -limit : v > limit - 1 ? limit - 1 : v;
 }
 

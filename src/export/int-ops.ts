@@ -25,10 +25,15 @@ const POW2 = Float64Array.from({ length: 63 }, (_, k) => 2 ** k);
  * shift of a signed 64-bit value (what every C compiler for Cortex-M and x86 does).
  */
 export function roundingMulShift(a: number, m: number, n: number): number {
-  if (n === 0) return a * m;
   const product = a * m;
-  // Below 2^52 the product and the rounding sum are exact as they are (the common case).
-  if (n <= 51 && product < 2 ** 52 && product > -(2 ** 52)) return Math.floor((product + POW2[n - 1]) / POW2[n]);
+  // Below 2^52 the product and the rounding sum are exact as they are (the common case, kept small enough to inline).
+  if (n !== 0 && n <= 51 && product < 2 ** 52 && product > -(2 ** 52)) return Math.floor((product + POW2[n - 1]) / POW2[n]);
+  return wideMulShift(a, m, n);
+}
+
+/** roundingMulShift where a * m may not be exact in a double (or n = 0). */
+function wideMulShift(a: number, m: number, n: number): number {
+  if (n === 0) return a * m;
   // a*m = (a*mh)*2^16 + a*ml with mh = floor(m / 2^16) (signed) and 0 <= ml < 2^16.
   const mh = m >> 16;
   const ml = m & 0xffff;

@@ -315,10 +315,8 @@ class Lowerer {
   }
 
   #layerWeights(layer: WeightedNode): LoweredWeights {
-    const wq = layer.op.quant?.weight;
-    if (wq) return quantizedWeights(layer.op, wq, layer.name, this.warn);
-    this.notes.push(`${layer.name}: float weights quantized after training to int8 per output channel (post-training quantization; the fake-quantized model keeps them float)`);
-    return calibratedWeights(layer.op);
+    if (!layer.op.quant?.weight) this.notes.push(`${layer.name}: float weights quantized after training to int8 per output channel (post-training quantization; the fake-quantized model keeps them float)`);
+    return layerWeights(layer, this.warn);
   }
 
   /** Emit one conv (a linear layer as a conv covering its input) with its epilogue; returns the output tensor. */
@@ -360,6 +358,12 @@ class Lowerer {
     this.ops.push(op);
     return output;
   }
+}
+
+/** A layer's integer weights: its quantizer's levels, or int8 per output channel after training for float weights. */
+export function layerWeights(layer: WeightedNode, warn: (message: string) => void): LoweredWeights {
+  const wq = layer.op.quant?.weight;
+  return wq ? quantizedWeights(layer.op, wq, layer.name, warn) : calibratedWeights(layer.op);
 }
 
 type ConvTarget =

@@ -201,13 +201,6 @@ function outputScaleOf(op: WeightedOp): number {
   return op.quant?.outputScale ? Math.abs(op.quant.outputScale.item()) : 1;
 }
 
-/** The offset B of foldAffine alone: it depends on the bias, the output scale and batch norm, not on the weights. */
-export function foldedBias(op: WeightedOp, bn: BatchNormNode | null): Float64Array {
-  const alpha = outputScaleOf(op);
-  const B = Float64Array.from(op.bias?.toArray() ?? new Float32Array(outChannelsOf(op)), (b) => alpha * b);
-  return bn ? foldBatchNorm({ M: new Float64Array(B.length).fill(1), B }, bn).B : B;
-}
-
 export function foldBatchNorm(a: Affine, bn: BatchNormNode): Affine {
   const [gamma, beta, mean, variance] = [bn.gamma, bn.beta, bn.mean, bn.variance].map((t) => t.toArray());
   const g = Float64Array.from(gamma, (v, c) => v / Math.sqrt(variance[c] + bn.eps));

@@ -12,6 +12,16 @@
  * Gradients pass straight through each rounding (zero where a value is clamped). Batch norm needs
  * no simulation: the integer model folds it into the requantization of the conv before it, which
  * is the eval-mode batch norm of the same conv output; the final phase freezes its statistics.
+ *
+ * Evaluation (no gradient) is exact instead: it reads the lowered model of the same graph and plan
+ * and computes every value the integer model stores with the engine's own arithmetic (engine.ts,
+ * int-ops.ts): each conv's integer accumulator is recovered from the float conv output (the float
+ * error is far below half a unit), then requantized with the op's multiplier, shift and bias, its
+ * shortcut added and its epilogue applied; a layer reading a stream gets the `quantize` op's codes.
+ * Its logits are the integer logits times their unit: float32 rounding of the conv output near a
+ * rounding boundary would otherwise move one stream unit or activation code, and that spreads.
+ * Where the native addon loads, its int8 epilogue kernels compute those values (host/simulation.ts);
+ * this file's loops are the reference and the fallback, with the same values.
  */
 import type { QuantSpec } from '../backend/backend.js';
 import { type Graph, type GraphNode, type NodeRewrite, isKind, runGraph, trace } from '../graph/index.js';
@@ -19,10 +29,15 @@ import { uniformSpec } from '../quant/uniform.js';
 import { fakeQuantize, fixedOp } from '../quant/quantizer.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
-import { residualValue } from './engine.js';
+import { quantizeValue, residualValue } from './engine.js';
+import { roundingMulShift } from './int-ops.js';
+import type { ActivationQuant, ConvOp, Epilogue, IntegerModel, QuantizeOp, Requant, TensorInfo } from './ir.js';
+import { type NativeSimulation, nativeSimulation } from './host/simulation.js';
+import { layerWeights } from './lower.js';
 import type { Module } from '../nn/module.js';
-import { type ConvGroup, type DeploymentPlan, LoweringLayout, type WeightedNode, floatInputLayers, isWeighted, planFloatInput, planStreamScale, streamValues } from './plan.js';
-import { LoweringError, calibratedScheme, foldedBias } from './requant.js';
+import { isQuantizedLayer } from '../quant/qlayers.js';
+import { type DeploymentPlan, LoweringLayout, type WeightedNode, floatInputLayers, isWeighted, planFloatInput, planStreamScale, streamValues } from './plan.js';
+import { type Affine, LoweringError, calibratedScheme, foldAffine } from './requant.js';
 
 /** Round to a grid of `scale` and clamp to integer codes [lo, hi] (infinite: no clamp). */
 function gridSpec(scale: number, lo: number, hi: number): QuantSpec {
@@ -38,10 +53,8 @@ function streamTop(bits: number, ceiling: number | null, scale: number): number 
 type ValueRewrite = (value: Tensor) => Tensor;
 
 /**
- * Training rounds a stored stream value to its grid in one backend pass (what the gradient needs).
- * Evaluation also reproduces how the device rounds a conv's output: the product of the accumulator
- * and the rounding of its folded offset B separately, round(y/s - B/s) + round(B/s); without it a
- * stored value differs by one unit on a good share of the elements, enough to move later codes.
+ * Training rounds a stored stream value to its grid in one backend pass (what the gradient needs);
+ * evaluation computes the integer model's values exactly from the lowered model (see the file comment).
  */
 export type SimulationMode = 'training' | 'evaluation';
 
@@ -49,25 +62,8 @@ function fakeQuantized(spec: QuantSpec): ValueRewrite {
   return (y) => fakeQuantize(y, fixedOp(spec));
 }
 
-/** y + shift[c] per channel of (N, C, ...), without a gradient (an eval-mode batch norm of unit scale). */
-function addPerChannel(y: Tensor, shift: Float64Array): Tensor {
-  const channels = shift.length;
-  const [ones, zeros] = [Tensor.full([channels], 1), Tensor.zeros([channels])];
-  return ops.batchNorm(y, ones, Tensor.fromArray(Float32Array.from(shift), [channels]), zeros, ones, { training: false, eps: 0, momentum: 0, relu: false });
-}
-
-/** The device's rounding of a conv group's output at a stream's scale (evaluation mode). */
-function deviceRounded(g: ConvGroup, scale: number, clamp: QuantSpec): ValueRewrite {
-  const unbounded = gridSpec(scale, -Infinity, Infinity);
-  return (y) => {
-    const B = foldedBias(g.layer.op, g.bn?.op ?? null);
-    const product = fakeQuantize(addPerChannel(y, B.map((b) => -b)), fixedOp(unbounded));
-    return fakeQuantize(addPerChannel(product, B.map((b) => Math.round(b / scale) * scale)), fixedOp(clamp));
-  };
-}
-
 /** How each value the integer model stores at a fixed-point scale is rounded, by node id. */
-function valueRewrites(graph: Graph, plan: DeploymentPlan, mode: SimulationMode): Map<number, ValueRewrite> {
+function valueRewrites(graph: Graph, plan: DeploymentPlan): Map<number, ValueRewrite> {
   const layout = new LoweringLayout(graph);
   const values = new Map<number, ValueRewrite>();
   const inputTop = 2 ** (plan.input.bits - 1) - 1;
@@ -75,9 +71,7 @@ function valueRewrites(graph: Graph, plan: DeploymentPlan, mode: SimulationMode)
   for (const { node, bits, clip } of streamValues(layout, plan.residualBits)) {
     const scale = planStreamScale(plan, graph.nodes[node]);
     const clamp = gridSpec(scale, clip.relu ? 0 : -(2 ** (bits - 1)), streamTop(bits, clip.relu ? clip.ceiling : null, scale));
-    const group = layout.groupByEnd.get(node);
-    // A standalone add of values on its grid is exact: only clamped.
-    values.set(node, mode === 'evaluation' && group ? deviceRounded(group, scale, clamp) : fakeQuantized(clamp));
+    values.set(node, fakeQuantized(clamp));
   }
   for (const g of layout.groups) {
     if (g.target.kind !== 'join') continue;
@@ -102,15 +96,19 @@ function int8WeightSpec(weight: Tensor): QuantSpec {
   return { ...gridSpec(1, -127, 127), channels: outC, scale, offset: new Float32Array(outC), outScale: scale, outOffset: new Float32Array(outC) };
 }
 
+/** A conv or linear layer's float op on `x` with weights `w`, its bias and EWGS's |output scale|. */
+function layerOp(layer: WeightedNode, x: Tensor, w: Tensor): Tensor {
+  const op = layer.op;
+  const v = op.kind === 'conv' ? ops.conv2d(x, w, op.bias, { stride: op.stride, padding: op.padding, groups: op.groups }) : ops.linear(x, w, op.bias);
+  return op.quant?.outputScale ? ops.scaleByAbs(v, op.quant.outputScale) : v;
+}
+
 /** A float-weight layer run with int8 weights and (when the lowering quantizes it) an 8-bit input. */
 function postTrainingLayer(layer: WeightedNode, input: QuantSpec | null): (x: Tensor) => Tensor {
-  const op = layer.op;
-  const q = op.quant;
+  const q = layer.op.quant;
   return (x) => {
-    let v = input ? fakeQuantize(x, fixedOp(input)) : q?.activation ? q.activation.apply(x, layer.name) : x;
-    const w = fakeQuantize(op.weight, fixedOp(int8WeightSpec(op.weight)));
-    v = op.kind === 'conv' ? ops.conv2d(v, w, op.bias, { stride: op.stride, padding: op.padding, groups: op.groups }) : ops.linear(v, w, op.bias);
-    return q?.outputScale ? ops.scaleByAbs(v, q.outputScale) : v;
+    const v = input ? fakeQuantize(x, fixedOp(input)) : q?.activation ? q.activation.apply(x, layer.name) : x;
+    return layerOp(layer, v, fakeQuantize(layer.op.weight, fixedOp(int8WeightSpec(layer.op.weight))));
   };
 }
 
@@ -135,12 +133,211 @@ function postTrainingLayers(graph: Graph, plan: DeploymentPlan): Map<number, (x:
   return out;
 }
 
+// ---- evaluation: the integer model's values, exactly -------------------------------------------
+
+/**
+ * The integer nearest x, where x is known to be within float error of an integer (so ties do not
+ * arise): Math.floor is inlined by V8, Math.round is several times slower on these loops.
+ */
+function nearest(x: number): number {
+  return Math.floor(x + 0.5);
+}
+
+/** The shortcut values a residual epilogue adds, at their tensor's scale, and its rescaling. */
+interface ShortcutValues {
+  readonly values: Float32Array;
+  readonly scale: number;
+  readonly mult: number;
+  readonly shift: number;
+}
+
+type ResidualEpilogue = Extract<Epilogue, { kind: 'residual' }>;
+
+/** One channel plane of a conv's output: elements first .. end - 1, channel c (the op's numbers as arguments). */
+interface Plane {
+  readonly conv: Float32Array;
+  readonly values: Float32Array;
+  readonly first: number;
+  readonly end: number;
+  readonly c: number;
+  /** The accumulator's real unit and offset before batch norm. */
+  readonly m: number;
+  readonly b: number;
+  /** The real value of the output's integer 1. */
+  readonly unit: number;
+}
+
+// One small function per epilogue kind, so that V8 inlines the engine's functions into each loop
+// (one function holding all the loops runs out of its inlining budget and calls them: ~10x slower).
+
+function activationPlane(p: Plane, e: ActivationQuant, r: Requant): void {
+  const { conv, values, first, end, c, m, b, unit } = p;
+  for (let i = first; i < end; i++) values[i] = unit * quantizeValue(e, r, c, m === 0 ? 0 : nearest((conv[i] - b) / m));
+}
+
+function requantizedPlane(p: Plane, mult: number, shift: number, bias: number): void {
+  const { conv, values, first, end, m, b, unit } = p;
+  for (let i = first; i < end; i++) values[i] = unit * (roundingMulShift(m === 0 ? 0 : nearest((conv[i] - b) / m), mult, shift) + bias);
+}
+
+function residualPlane(p: Plane, mult: number, shift: number, bias: number, e: ResidualEpilogue, sc: ShortcutValues | null): void {
+  const { conv, values, first, end, m, b, unit } = p;
+  const { relu, ceiling, bits } = e;
+  const [scValues, scScale, scMult, scShift] = sc ? [sc.values, sc.scale, sc.mult, sc.shift] : [null, 1, 0, 0];
+  for (let i = first; i < end; i++) {
+    let v = roundingMulShift(m === 0 ? 0 : nearest((conv[i] - b) / m), mult, shift) + bias;
+    if (scValues) v += roundingMulShift(nearest(scValues[i] / scScale), scMult, scShift);
+    values[i] = unit * residualValue(v, relu, ceiling, bits);
+  }
+}
+
+/**
+ * A conv's output values (real units) from its float output `conv` (before batch norm): the
+ * accumulator acc = (conv - B) / M, rounded, then the op's requantization, shortcut and epilogue
+ * as engine.ts computes them, one channel plane after another.
+ */
+function convValues(op: ConvOp, out: TensorInfo, a: Affine, conv: Float32Array, shortcut: { readonly values: Float32Array; readonly scale: number } | null): Float32Array {
+  const values = new Float32Array(conv.length);
+  const { epilogue: e, requant: r } = op;
+  const [channels, h, w] = out.shape;
+  const plane = h * w;
+  const sc = e.kind === 'residual' && e.shortcut && shortcut ? { ...shortcut, mult: e.shortcut.mult, shift: e.shortcut.shift } : null;
+  for (let first = 0; first < conv.length; first += plane) {
+    const c = (first / plane) % channels;
+    const p: Plane = { conv, values, first, end: first + plane, c, m: a.M[c], b: a.B[c], unit: out.scale };
+    if (e.kind === 'activation') activationPlane(p, e, r);
+    else if (e.kind === 'logits') requantizedPlane(p, r.mult[c], r.shift[c], r.bias[c]);
+    else residualPlane(p, r.mult[c], r.shift[c], r.bias[c], e, sc);
+  }
+  return values;
+}
+
+/** A `quantize` op's codes (real units) of input values `x` on its input tensor's grid. */
+function quantizeValues(q: QuantizeOp, input: TensorInfo, out: TensorInfo, x: Float32Array): Float32Array {
+  const values = new Float32Array(x.length);
+  const [channels, h, w] = input.shape;
+  const plane = h * w;
+  const perChannel = q.requant.mult.length > 1;
+  const [unit, step, r] = [out.scale, input.scale, q.requant];
+  for (let first = 0; first < x.length; first += plane) {
+    const c = perChannel ? (first / plane) % channels : 0;
+    const end = first + plane;
+    for (let i = first; i < end; i++) values[i] = unit * quantizeValue(q, r, c, nearest(x[i] / step));
+  }
+  return values;
+}
+
+/** The layer's weights as lowered (float weights: the post-training int8 values), in real units. */
+function loweredWeightTensor(layer: WeightedNode, scale: Float64Array, levels: Int32Array, codes: Uint8Array): Tensor {
+  const per = codes.length / scale.length;
+  return Tensor.fromArray(Float32Array.from(codes, (k, i) => levels[k] * scale[Math.floor(i / per)]), layer.op.weight.shape);
+}
+
+/** The lowered model's conv and quantize ops by layer name (the names lower.ts gives them). */
+function loweredOps(ir: IntegerModel): { convs: Map<string, ConvOp>; quantizes: Map<string, QuantizeOp> } {
+  const convs = new Map<string, ConvOp>();
+  const quantizes = new Map<string, QuantizeOp>();
+  for (const op of ir.ops) {
+    if (op.kind === 'conv') convs.set(op.name, op);
+    if (op.kind === 'quantize') quantizes.set(op.name, op);
+  }
+  return { convs, quantizes };
+}
+
+/** Which code computes the evaluation's stored integers: the addon's kernels, or this file's loops. */
+export type EpilogueEngine = 'native' | 'js';
+
+/** The two computations the exact evaluation needs, by either engine. */
+interface Epilogues {
+  conv(op: ConvOp, out: TensorInfo, a: Affine, conv: Float32Array, shortcut: { readonly values: Float32Array; readonly scale: number } | null): Float32Array;
+  quantize(q: QuantizeOp, input: TensorInfo, out: TensorInfo, x: Float32Array): Float32Array;
+}
+
+function nativeEpilogues(native: NativeSimulation): Epilogues {
+  return {
+    conv: (op, out, a, conv, shortcut) => native.conv(op.name, conv, a.M, a.B, out.scale, op.epilogue.kind === 'residual' && op.epilogue.shortcut && shortcut ? shortcut.values : null, shortcut?.scale ?? 1),
+    quantize: (q, input, out, x) => native.quantize(q.name, x, input.scale, out.scale),
+  };
+}
+
+const JS_EPILOGUES: Epilogues = { conv: convValues, quantize: quantizeValues };
+
+/** The engine asked for (default: the addon's where it loads). */
+function epiloguesFor(ir: IntegerModel, engine: EpilogueEngine | undefined): Epilogues {
+  if (engine === 'js') return JS_EPILOGUES;
+  const native = nativeSimulation(ir);
+  if ('unavailable' in native) {
+    if (engine === 'native') throw new Error(`simulated evaluation: the native epilogues are not available: ${native.unavailable}`);
+    return JS_EPILOGUES;
+  }
+  return nativeEpilogues(native);
+}
+
+/**
+ * A layer in evaluation: its input already the integer model's codes (a conv's epilogue made them,
+ * or the `quantize` op `q` makes them now, or the image's table), so not quantized again.
+ */
+function exactLayer(layer: WeightedNode, weights: () => Tensor, q: QuantizeOp | undefined, ir: IntegerModel, epilogues: Epilogues): (x: Tensor) => Tensor {
+  const input = q ? (x: Tensor): Tensor => Tensor.fromArray(epilogues.quantize(q, ir.tensors[q.input], ir.tensors[q.output], x.toArray()), x.shape) : (x: Tensor): Tensor => x;
+  if (!layer.op.quant?.weight) return (x) => layerOp(layer, input(x), weights());
+  const m = layer.module;
+  if (!m || !isQuantizedLayer(m)) throw new LoweringError(`${layer.name}: a quantized layer outside a quantized module cannot be simulated`);
+  return (x) => m.forwardQuantized(input(x));
+}
+
+/** The evaluation rewrite: every value the integer model `ir` (lowered from `graph` under `plan`) stores, computed as it does. */
+function exactRewrite(graph: Graph, plan: DeploymentPlan, ir: IntegerModel, engine: EpilogueEngine | undefined): NodeRewrite {
+  const layout = new LoweringLayout(graph);
+  const epilogues = epiloguesFor(ir, engine);
+  // The image's table and the standalone adds (exact on their grid); conv outputs are replaced below.
+  const values = valueRewrites(graph, plan);
+  const { convs, quantizes } = loweredOps(ir);
+  /** Outputs a later node's exact value reads (a conv's float output, a join's shortcut), this forward's. */
+  const captured = new Map<number, Float32Array>();
+  const layers = new Map<number, (x: Tensor) => Tensor>();
+  const ignore = (): void => {};
+  for (const g of layout.groups) {
+    const { layer } = g;
+    const op = convs.get(layer.name);
+    if (!op) throw new LoweringError(`${layer.name}: the lowered model has no conv op for this layer (lowered from another model?)`);
+    const lw = layerWeights(layer, ignore);
+    const affine = foldAffine(layer.op, lw, ir.tensors[op.input].scale, null);
+    const e = op.epilogue;
+    const shortcut = e.kind === 'residual' && e.shortcut && g.target.kind === 'join' ? { node: g.target.other, scale: ir.tensors[e.shortcut.input].scale } : null;
+    // The join adds a zero-pad shortcut's values at their own scale, rescaled as the engine does.
+    if (shortcut && isKind(graph.nodes[shortcut.node], 'shortcutpad')) values.delete(shortcut.node);
+    if (shortcut) captured.set(shortcut.node, new Float32Array(0));
+    if (layer.id !== g.end) captured.set(layer.id, new Float32Array(0));
+    const out = ir.tensors[op.output];
+    values.set(g.end, (y) => {
+      const conv = layer.id === g.end ? y.toArray() : captured.get(layer.id)!;
+      return Tensor.fromArray(epilogues.conv(op, out, affine, conv, shortcut && { values: captured.get(shortcut.node)!, scale: shortcut.scale }), y.shape);
+    });
+    let weights: Tensor | null = null;
+    layers.set(layer.id, exactLayer(layer, () => (weights ??= loweredWeightTensor(layer, lw.scale, lw.weights.levels, lw.weights.codes)), quantizes.get(layer.name), ir, epilogues));
+  }
+  return {
+    output: (node, value) => {
+      const y = values.get(node.id)?.(value) ?? value;
+      if (captured.has(node.id)) captured.set(node.id, y.toArray());
+      return y;
+    },
+    run: (node, inputs) => layers.get(node.id)?.(inputs[0]) ?? null,
+  };
+}
+
 /**
  * The rewrite that makes `graph` (the traced fake-quantized model) compute its deployment under
- * `plan`. Errors name the node the plan cannot be applied to (a plan made for another model).
+ * `plan`: for training, with straight-through gradients; for evaluation, exactly the values of `ir`,
+ * the integer model lowered from the same graph and plan (and the model's weights as they are now),
+ * computed by `engine` (default: the addon's kernels where it loads, else this file's loops).
+ * Errors name the node the plan or the lowered model cannot be applied to (made for another model).
  */
-export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: SimulationMode): NodeRewrite {
-  const values = valueRewrites(graph, plan, mode);
+export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: 'training'): NodeRewrite;
+export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: 'evaluation', ir: IntegerModel, engine?: EpilogueEngine): NodeRewrite;
+export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: SimulationMode, ir?: IntegerModel, engine?: EpilogueEngine): NodeRewrite {
+  if (mode === 'evaluation') return exactRewrite(graph, plan, ir!, engine);
+  const values = valueRewrites(graph, plan);
   const layers = postTrainingLayers(graph, plan);
   return {
     output: (node, value) => values.get(node.id)?.(value) ?? value,
@@ -148,9 +345,13 @@ export function deploymentRewrite(graph: Graph, plan: DeploymentPlan, mode: Simu
   };
 }
 
-/** A model's forward for evaluation with its deployment simulated: traced on one image's shape, run with the rewrite. */
-export function simulatedForward(model: Module, imageShape: readonly [number, number, number], plan: DeploymentPlan): (x: Tensor) => Tensor {
+/**
+ * A model's forward for evaluation with its deployment simulated: traced on one image's shape, run
+ * with the exact rewrite of `ir`, the integer model lowered from it under `plan` (lower again after
+ * the weights change); `engine` as deploymentRewrite's.
+ */
+export function simulatedForward(model: Module, imageShape: readonly [number, number, number], plan: DeploymentPlan, ir: IntegerModel, engine?: EpilogueEngine): (x: Tensor) => Tensor {
   const graph = trace(model, [...imageShape]);
-  const rewrite = deploymentRewrite(graph, plan, 'evaluation');
+  const rewrite = deploymentRewrite(graph, plan, 'evaluation', ir, engine);
   return (x) => runGraph(graph, x, { rewrite });
 }

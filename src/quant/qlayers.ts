@@ -18,6 +18,8 @@ export interface QuantizedLayer extends Module {
   readonly outputScale: Parameter | null;
   /** When set, the next forward pass initializes the quantizers from its input first. */
   calibrating: boolean;
+  /** The layer on an input already on its activation quantizer's levels (not quantized again). */
+  forwardQuantized(q: Tensor): Tensor;
 }
 
 export function isQuantizedLayer(m: Module): m is QuantizedLayer {
@@ -139,5 +141,9 @@ export class QLinear extends Linear implements QuantizedLayer {
 
   override forward(x: Tensor): Tensor {
     return quantizedForward(this, x, this.weight, this.bias, (input, w, b) => ops.linear(input, w, b));
+  }
+
+  forwardQuantized(q: Tensor): Tensor {
+    return this.inContext(() => quantizedForward(this, q, this.weight, this.bias, (input, w, b) => ops.linear(input, w, b), true));
   }
 }

@@ -21,6 +21,7 @@ import { GraphError, trace, trainingForward } from '../graph/index.js';
 import { resolveNormalization } from '../data/augment.js';
 import { pickImages } from '../export/calibrate.js';
 import { type DeviceEvaluation, checkDeployable, evaluateOnDevice, lowerForEvaluation } from '../export/deployed.js';
+import type { IntegerModel } from '../export/ir.js';
 import { type DeploymentPlan, planDeployment, readDeploymentPlan } from '../export/plan.js';
 import { LoweringError } from '../export/requant.js';
 import { deploymentRewrite, simulatedForward } from '../export/simulate.js';
@@ -185,7 +186,7 @@ export async function evaluateCheckpoint(
     // The checkpoint's run evaluated its deployment: the same simulated model, and the integer one.
     const d = deploymentFor(config, data, quantization);
     const ir = lowerForEvaluation(trace(model, [...d.imageShape]), plan, d.normalization, d.meta);
-    const summary = await evaluate(model, loader, { forward: simulatedForward(model, d.imageShape, plan), signal });
+    const summary = await evaluate(model, loader, { forward: simulatedForward(model, d.imageShape, plan, ir), signal });
     return { ...summary, device: evaluateOnDevice(ir, data, summary.predictions) };
   } finally {
     await loader.close();
@@ -533,9 +534,11 @@ function epochPlan(ctx: EpochContext, epoch: number): DeploymentPlan | null {
   return (ctx.state.plan ??= makePlan(ctx, ctx.deployment));
 }
 
-/** The model's forward under `plan` for evaluation: the deployment simulated, or the model's own. */
-function evaluationForward(ctx: EpochContext, plan: DeploymentPlan | null): ((x: Tensor) => Tensor) | undefined {
-  return ctx.deployment && plan ? simulatedForward(ctx.model, ctx.deployment.imageShape, plan) : undefined;
+/** The model's forward under `plan` for evaluation: the deployment simulated (with `ir`, else lowered now), or the model's own. */
+function evaluationForward(ctx: EpochContext, plan: DeploymentPlan | null, ir?: IntegerModel): ((x: Tensor) => Tensor) | undefined {
+  const d = ctx.deployment;
+  if (!d || !plan) return undefined;
+  return simulatedForward(ctx.model, d.imageShape, plan, ir ?? lowerForEvaluation(trace(ctx.model, [...d.imageShape]), plan, d.normalization, d.meta));
 }
 
 /**
@@ -556,7 +559,7 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
   const start = performance.now();
   const ir = lowerForEvaluation(trace(ctx.model, [...d.imageShape]), plan, d.normalization, d.meta);
   const lowered = performance.now();
-  const final = await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, plan), signal: ctx.stop });
+  const final = await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, plan, ir), signal: ctx.stop });
   const evaluated = performance.now();
   const device = evaluateOnDevice(ir, testData, final.predictions);
   const seconds = (t: number): string => (t / 1000).toFixed(1);

@@ -1,0 +1,28 @@
+/**
+ * The addon's side of a simulated deployment's exact evaluation (src/export/simulate.ts): the
+ * integer values a lowered conv or quantize op stores, computed from the float model's outputs by
+ * the host int8 path's epilogue kernels (native/src/int8_simulate.hpp) instead of a JavaScript loop
+ * per element. Same values as simulate.ts's loops, which remain the reference and the fallback.
+ */
+import { loadAddon } from '../../backend/native/addon.js';
+import type { IntegerModel } from '../ir.js';
+import { type NativeModelSpec, nativeModelSpec } from './native-spec.js';
+
+/** The addon's class (native/src/int8_binding.cc): the ops of one lowered model, by name. */
+export interface NativeSimulation {
+  /** A conv's stored values (real units, NCHW) from its float output before batch norm; see int8_simulate.hpp. */
+  conv(name: string, conv: Float32Array, M: Float64Array, B: Float64Array, unit: number, shortcut: Float32Array | null, shortcutScale: number): Float32Array;
+  /** A quantize op's codes (real units) of its input, whose integers are recovered at `step`. */
+  quantize(name: string, x: Float32Array, step: number, unit: number): Float32Array;
+}
+
+type SimulationClass = new (spec: NativeModelSpec) => NativeSimulation;
+
+/** The simulation of `model` by the addon, or why it cannot run here. */
+export function nativeSimulation(model: IntegerModel): NativeSimulation | { readonly unavailable: string } {
+  const load = loadAddon();
+  if (!('addon' in load)) return { unavailable: `${load.reason}; to fix: ${load.fix}` };
+  const ctor = (load.addon as unknown as { IntSimulation?: SimulationClass }).IntSimulation;
+  if (!ctor) return { unavailable: 'the native addon was built without the simulation kernels (rebuild it: npm run build:native)' };
+  return new ctor(nativeModelSpec(model));
+}
