@@ -35,9 +35,12 @@ export interface BatchEngine {
   readonly engine: Pick<InferenceEngine, 'inferBatch' | 'predict'>;
 }
 
-/** The fastest integer engine here, all bit-identical: the host int8 path, else createEngine's (wasm, else ts). */
-export async function fastestIntegerEngine(ir: IntegerModel): Promise<BatchEngine> {
-  if (hostEngineAvailability().available) return { name: 'host-int8', engine: new HostIntegerEngine(ir) };
+/**
+ * The fastest integer engine here, all bit-identical: the host int8 path (where `host`: by default
+ * where the addon has it), else createEngine's (wasm, else ts).
+ */
+export async function fastestIntegerEngine(ir: IntegerModel, host = hostEngineAvailability().available): Promise<BatchEngine> {
+  if (host) return { name: 'host-int8', engine: new HostIntegerEngine(ir) };
   const engine = await createEngine(ir);
   return { name: engine.backend === 'wasm' ? 'wasm' : 'typescript', engine };
 }
