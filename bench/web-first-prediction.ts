@@ -41,7 +41,8 @@ for (let run = 0; run < 5; run++) {
   const ms = performance.now() - start;
   const inference = Number(await page.getAttribute('#result', 'data-ms'));
   const message = await page.textContent('#message');
-  console.log(`run ${run}: first prediction ${ms.toFixed(0)} ms after picking ${file} (inference ${inference.toFixed(1)} ms)${message ? `; message: ${message}` : ''}`);
+  const backend = await page.getAttribute('#result', 'data-backend');
+  console.log(`run ${run}: first prediction ${ms.toFixed(0)} ms after picking ${file} (inference ${inference.toFixed(1)} ms, ${backend} engine)${message ? `; message: ${message}` : ''}`);
   await page.close();
 }
 await browser.close();

@@ -1,7 +1,7 @@
 /**
  * The browser page (web/, built by scripts/build-web.mjs) in headless Chromium: its logits for a
- * tqm and PNG images equal the Node IntegerEngine's, bad input gives a message on the page, and
- * the console stays free of errors. Skipped when /usr/bin/chromium is absent.
+ * tqm and PNG images equal the Node IntegerEngine's (the page runs the wasm engine), bad input gives
+ * a message on the page, and the console stays free of errors. Skipped when /usr/bin/chromium is absent.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -65,6 +65,8 @@ test('the browser page predicts as the Node engine does, and reports bad input o
       const logits = JSON.parse(await page.textContent('#logits') ?? 'null') as number[];
       assert.deepEqual(logits, Array.from(engine.infer(planes)), `image ${k}`);
       assert.equal((await page.$$('#top5 tbody tr')).length, 5);
+      assert.equal(await page.getAttribute('#result', 'data-backend'), 'wasm', 'Chromium runs the WebAssembly kernels');
+      assert.match(await page.textContent('#time') ?? '', /ms per inference \(wasm engine\)/);
     }
     mkdirSync(join(root, 'dist', 'test-artifacts'), { recursive: true });
     await page.screenshot({ path: join(root, 'dist', 'test-artifacts', 'browser-page.png'), fullPage: true });

@@ -81,7 +81,7 @@ describe('grid expansion', () => {
     assert.ok(plan.runs.every((r) => r.config.dataDir === '/data' && r.dependsOn.length === 0));
     const relative = expandGrid(grid({ start: [{ model: 'resnet8', dataset: 'cifar10', checkpoint: '../m.safetensors' }], methods: ['lsq'], bits: [4] }), { scale: 'full' });
     assert.equal(relative.runs[0].config.init, '/m.safetensors', 'relative to the grid file');
-    assert.throws(() => checkStarts(plan), /the starting checkpoint .*x\.safetensors of g does not exist\. It ships with tinyquant .*`tinyquant run float-resnet20`/);
+    assert.throws(() => checkStarts(plan), /the starting checkpoint .*x\.safetensors of g does not exist\. It ships in the npm package @tinyquant\/models \(`npm install @tinyquant\/models`.*`tinyquant run float-resnet20`/);
   });
 
   test('errors name the file, the field and the allowed values', () => {

@@ -17,6 +17,7 @@ import { generateC } from '../src/export/c/generate.js';
 import { hasTool, runOnHost } from '../src/export/c/toolchain.js';
 import { lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
+import { fastestIntegerEngine } from '../src/export/deployed.js';
 import { createEngine } from '../src/export/engines.js';
 import type { ActivationQuant, IntegerModel, Op, QuantizeOp, Requant } from '../src/export/ir.js';
 import { WASM_SOURCE_SHA256 } from '../src/export/wasm/binary.js';
@@ -96,6 +97,16 @@ describe('bit-exact with the TypeScript engine', () => {
     assert.equal(model.ops.filter((op) => op.kind === 'conv').length, 20);
     await assertSameAsTs(model, calibration.images, 3, 'resnet20');
   });
+});
+
+test('without the host int8 path, the device evaluation takes the wasm engine, with the same predictions', async () => {
+  const { model } = irCases(5)[2];
+  const images = randomImages(model, 16, 4);
+  const fallback = await fastestIntegerEngine(model, false);
+  assert.equal(fallback.name, 'wasm');
+  const fastest = await fastestIntegerEngine(model);
+  assert.deepEqual(fallback.engine.predict(images, 16), fastest.engine.predict(images, 16), `wasm against ${fastest.name}`);
+  assert.deepEqual(fallback.engine.inferBatch(images, 16), new IntegerEngine(model).inferBatch(images, 16));
 });
 
 describe('kernel paths', () => {

@@ -95,12 +95,24 @@ describe('the packed package', () => {
     const paths = packed.files.map((f) => f.path);
     console.log(`tarball: ${packed.entryCount} files, ${packed.size} bytes`);
     for (const p of ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/engine.js', 'dist/src/engine.d.ts',
-      'dist/src/cli/main.js', 'native/binding.gyp', 'native/src/addon.cc', 'scripts/build-native.mjs', 'models/resnet20-cifar10-float.safetensors', 'presets/kiots2023.yaml']) {
+      'dist/src/cli/main.js', 'native/binding.gyp', 'native/src/addon.cc', 'scripts/build-native.mjs', 'presets/kiots2023.yaml']) {
       assert.ok(paths.includes(p), `${p} is missing from the tarball`);
     }
-    const unwanted = paths.filter((p) => /^(dist\/(test|bench)\/|test\/|bench\/|src\/|scripts\/fixtures\/|native\/build\/)|\.map$|\.pth$|\.tgz$/.test(p));
+    // The float models are their own package (@tinyquant/models, next test).
+    const unwanted = paths.filter((p) => /^(dist\/(test|bench)\/|test\/|bench\/|src\/|scripts\/fixtures\/|native\/build\/|models\/)|\.map$|\.pth$|\.tgz$/.test(p));
     assert.deepEqual(unwanted, []);
     if (built) assert.ok(paths.some((p) => p.startsWith(`native/prebuilds/${process.platform}-${process.arch}/`) && p.endsWith('.node')), 'the prebuilt backend');
+    assert.ok(packed.size < 2_000_000, `the tarball is ${packed.size} bytes, over 2 MB`);
+  });
+
+  test('the presets start from the float model of @tinyquant/models once it is installed, and say so before', () => {
+    const before = run('npx', ['--offline', 'tinyquant', 'run', 'kiots2023', '--dry-run'], app);
+    assert.equal(before.status, 3, 'a missing input file');
+    assert.match(before.stderr, /resnet20-cifar10-float\.safetensors of kiots2023 does not exist\. It ships in the npm package @tinyquant\/models \(`npm install @tinyquant\/models`/);
+    const models = (JSON.parse(ok(run('npm', ['pack', './models', '--json', '--pack-destination', dir], repo), 'npm pack ./models')) as (typeof packed)[])[0];
+    assert.deepEqual(models.files.map((f) => f.path).sort(), ['package.json', 'resnet20-cifar10-float.json', 'resnet20-cifar10-float.safetensors']);
+    ok(run('npm', ['install', '--offline', '--no-audit', '--no-fund', join(dir, models.filename)], app), 'npm install of the models package');
+    assert.match(ok(run('npx', ['--offline', 'tinyquant', 'run', 'kiots2023', '--dry-run'], app), 'run --dry-run'), /^kiots2023 \(full scale\): \d+ runs/);
   });
 
   test("import from 'tinyquant' and its types, without onnxruntime-node installed", () => {

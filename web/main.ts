@@ -2,14 +2,16 @@
  * The browser page: decodes a dropped or picked .tqm with tinyquant/engine, decodes an image with
  * the browser's own codecs (createImageBitmap + canvas) into the engine's uint8 CHW planes, and
  * shows the prediction, the top-5 logits, the `tinyquant inspect` table and the inference time.
+ * The engine is `createEngine`'s: the WebAssembly kernels where the browser runs them, else the
+ * TypeScript ones (the same logits).
  * Every failure becomes a message on the page (never an exception in the console).
  */
-import { IntegerEngine, type IntegerModel, decodeTqm, formatReport, modelReport } from '../src/engine.js';
+import { type InferenceEngine, type IntegerModel, createEngine, decodeTqm, formatReport, modelReport } from '../src/engine.js';
 
 interface Loaded {
   readonly name: string;
   readonly model: IntegerModel;
-  readonly engine: IntegerEngine;
+  readonly engine: InferenceEngine;
 }
 
 interface Picture {
@@ -23,11 +25,6 @@ interface Picture {
 const $ = (id: string): HTMLElement => document.getElementById(id) as HTMLElement;
 let loaded: Loaded | undefined;
 let picture: Picture | undefined;
-
-/** The one call into the engine (a faster engine can take its place here). */
-function predict(engine: IntegerEngine, image: Uint8Array): Int32Array {
-  return engine.infer(image);
-}
 
 function message(text: string | undefined): void {
   $('message').textContent = text ?? '';
@@ -43,7 +40,7 @@ async function loadModel(file: File): Promise<void> {
   } catch (e) {
     throw new Error(`${file.name}: not a valid tqm model: ${e instanceof Error ? e.message : String(e)}`);
   }
-  loaded = { name: file.name, model, engine: new IntegerEngine(model) };
+  loaded = { name: file.name, model, engine: await createEngine(model) };
   $('report').textContent = formatReport(file.name, file.size, modelReport(model));
   $('model-info').hidden = false;
 }
@@ -75,13 +72,13 @@ function show(): void {
     throw new Error(`${picture.name}: the image is ${picture.width}x${picture.height}, the model takes ${w}x${h} (resize it first)`);
   }
   const start = performance.now();
-  const logits = predict(loaded.engine, picture.planes);
+  const logits = loaded.engine.infer(picture.planes);
   const ms = performance.now() - start;
   const classes = loaded.model.meta.classes;
   const ranked = Array.from(logits, (v, i) => ({ v, i })).sort((a, b) => b.v - a.v || a.i - b.i);
   const label = (i: number): string => classes[i] ?? `class ${i}`;
   $('prediction').textContent = label(ranked[0].i);
-  $('time').textContent = `${ms.toFixed(1)} ms per inference`;
+  $('time').textContent = `${ms.toFixed(1)} ms per inference (${loaded.engine.backend} engine)`;
   const body = $('top5').querySelector('tbody') as HTMLElement;
   body.replaceChildren(...ranked.slice(0, 5).map(({ v, i }) => {
     const row = document.createElement('tr');
@@ -90,6 +87,7 @@ function show(): void {
   }));
   $('logits').textContent = JSON.stringify(Array.from(logits));
   $('result').dataset.ms = String(ms);
+  $('result').dataset.backend = loaded.engine.backend;
   $('result').hidden = false;
 }
 

@@ -9,14 +9,13 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { rmSync } from 'node:fs';
 import { loadConfigDataset } from '../train/dataset.js';
 import { createEvalLoader, fixedSubset } from '../data/index.js';
-import { type AgreementResult, type IntegerInference, measureAgreement, missedTargets } from '../export/agreement.js';
+import { type AgreementResult, measureAgreement, missedTargets } from '../export/agreement.js';
 import { type LoweredTrainedModel, loadTrainedModel, lowerTrainedModel } from '../export/checkpoint-model.js';
-import { HostIntegerEngine, hostEngineAvailability } from '../export/host/engine.js';
 import type { CExportOptions } from '../export/c/exporter.js';
 import { IMAGE_LAYOUTS } from '../export/c/generate.js';
 import { ARENA_PLACEMENTS, dropInProblem } from '../export/c/names.js';
+import { fastestIntegerEngine } from '../export/deployed.js';
 import { type ExportContext, type ExportedFile, exporters } from '../export/formats.js';
-import type { IntegerModel } from '../export/ir.js';
 import { type OnnxAgreement, compareWithOnnxRuntime } from '../export/onnx/verify.js';
 import { type CommandSpec, type ParsedArgs, UsageError, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from './args.js';
 import { readingInput } from './errors.js';
@@ -119,7 +118,8 @@ async function verify(ctx: ExportContext, lower: () => Promise<LoweredTrainedMod
   const test = await readingInput(() => loadConfigDataset(config, 'test', { dataDir }));
   if (format !== 'onnx') {
     const { ir, plan } = await lower();
-    return { kind: 'integer', result: measureAgreement(model, ir, test, { limit: images, plan, engine: fastestEngine(ir) }) };
+    const { engine } = await fastestIntegerEngine(ir);
+    return { kind: 'integer', result: measureAgreement(model, ir, test, { limit: images, plan, engine }) };
   }
   const loader = createEvalLoader(fixedSubset(test, images), { batchSize: config.evalBatch, normalization: config.normalization, workers: config.workers });
   try {
@@ -127,11 +127,6 @@ async function verify(ctx: ExportContext, lower: () => Promise<LoweredTrainedMod
   } finally {
     await loader.close();
   }
-}
-
-/** The host int8 path where the native addon has it (the same logits, much faster), else the TypeScript engine. */
-function fastestEngine(ir: IntegerModel): IntegerInference | undefined {
-  return hostEngineAvailability().available ? new HostIntegerEngine(ir) : undefined;
 }
 
 /** A bit option given on the command line, or undefined (the run's plan, else the default). */

@@ -30,7 +30,7 @@ export const RUN: CommandSpec = {
     'data-dir': { type: 'string', value: 'DIR', description: 'where the datasets are (default: TINYQUANT_DATA, the cache, ../shared/data)' },
     start: { type: 'string', value: 'FILE', description: 'the checkpoint every checkpoint start of the grid begins from' },
     'retry-failed': { type: 'boolean', description: 'run failed and diverged runs again' },
-    'dry-run': { type: 'boolean', description: 'list the runs and exit' },
+    'dry-run': { type: 'boolean', description: 'list the runs and exit (after checking that the checkpoints they start from exist)' },
     'no-report': { type: 'boolean', description: 'do not write the report at the end' },
     json: { type: 'boolean', description: 'print the outcome (or with --dry-run the plan) as JSON; the progress display stays on stderr' },
     queue: { type: 'string', value: 'URL', description: 'run on the workers of a BullMQ queue, redis://HOST:PORT[/DB] (`tinyquant worker`); --out must be on storage they share' },
@@ -131,6 +131,7 @@ export async function runCommand(argv: string[]): Promise<void> {
   const json = flag(args, 'json');
   if (flag(args, 'dry-run')) {
     const plan = planGrid(common);
+    checkStarts(plan);
     console.log(json ? JSON.stringify(planJson(plan)) : describePlan(plan));
     return;
   }

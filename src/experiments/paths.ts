@@ -3,17 +3,35 @@
  * root, the shipped presets and models, and the shared data folder of the development layout.
  */
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { isAbsolute, join, resolve } from 'node:path';
 import { packageRoot } from '../package.js';
 
 export const PACKAGE_PREFIX = 'package:';
 
 /**
- * A path written in a grid file: `package:REL` is relative to the package root (shipped models),
- * other relative paths to the directory of the file that names them.
+ * The npm package of the shipped float models (the repository's models/, packed on its own): at
+ * about 1 MB they would double tinyquant's tarball, and only the presets that start from them need them.
+ */
+export const MODELS_PACKAGE = '@tinyquant/models';
+
+/** `package:models/NAME`: the checkout's models/NAME, else NAME in the installed models package (else the former, missing). */
+function packagePath(rel: string): string {
+  const own = join(packageRoot(), rel);
+  if (existsSync(own) || !rel.startsWith('models/')) return own;
+  try {
+    return createRequire(join(packageRoot(), 'package.json')).resolve(`${MODELS_PACKAGE}/${rel.slice('models/'.length)}`);
+  } catch {
+    return own;
+  }
+}
+
+/**
+ * A path written in a grid file: `package:REL` is relative to the package root (`package:models/`:
+ * the shipped models, see packagePath), other relative paths to the directory of the file that names them.
  */
 export function resolveGridPath(path: string, fileDir: string): string {
-  if (path.startsWith(PACKAGE_PREFIX)) return join(packageRoot(), path.slice(PACKAGE_PREFIX.length));
+  if (path.startsWith(PACKAGE_PREFIX)) return packagePath(path.slice(PACKAGE_PREFIX.length));
   return isAbsolute(path) ? path : resolve(fileDir, path);
 }
 

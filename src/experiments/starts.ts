@@ -9,6 +9,7 @@ import { relative } from 'node:path';
 import { readJsonFile } from '../io/index.js';
 import type { TrainConfig } from '../train/config.js';
 import { type Plan, scaleArguments } from './grid.js';
+import { MODELS_PACKAGE } from './paths.js';
 import { packageRoot } from '../package.js';
 
 export class StartError extends Error {}
@@ -23,7 +24,7 @@ export function sidecarOf(checkpoint: string): string {
 function missingMessage(path: string, plan: Plan): string {
   const shipped = !relative(packageRoot(), path).startsWith('..');
   const how = shipped
-    ? `It ships with tinyquant (${relative(packageRoot(), path)}); to make it yourself, train the float model with ` +
+    ? `It ships in the npm package ${MODELS_PACKAGE} (\`npm install ${MODELS_PACKAGE}\`; in a checkout of tinyquant: ${relative(packageRoot(), path)}); to make it yourself, train the float model with ` +
       '`tinyquant run float-resnet20` and start from its best checkpoint: `tinyquant run ' +
       `${plan.grid.name}${scaleArguments(plan.scale)} --start results/float-resnet20/runs/resnet20-cifar10-float-s0/best.json\` ` +
       '(or copy that run\'s best-*.safetensors to the path above).'

@@ -39,8 +39,9 @@ export interface AgreementOptions {
   readonly batch?: number;
   readonly arithmetic?: Arithmetic;
   /**
-   * What computes the integer logits (default: the TypeScript IntegerEngine); e.g. the host int8
-   * path, which is bit-identical and much faster.
+   * What computes the integer logits (default: the TypeScript IntegerEngine, the one engine built
+   * synchronously and the one with `arithmetic`); e.g. deployed.ts's fastestIntegerEngine (the
+   * host int8 path, else the wasm kernels), bit-identical and much faster.
    */
   readonly engine?: IntegerInference;
   /** Return both models' logits too, to compare other implementations with (compareLogits). */

@@ -1,14 +1,16 @@
 /**
  * The deployed accuracy of a run: its model lowered with its deployment plan and the integer model
  * run on the test images (the host int8 path where the native addon has it, bit-identical to the
- * TypeScript engine and thousands of images a second; else the TypeScript engine), compared image
- * by image with the fake-quantized model's predictions.
+ * TypeScript engine and thousands of images a second; else `createEngine`'s, the WebAssembly
+ * kernels where they run, else the TypeScript ones), compared image by image with the
+ * fake-quantized model's predictions.
  */
 import type { Normalization } from '../data/augment.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { type Graph, trace } from '../graph/index.js';
 import type { Module } from '../nn/module.js';
-import { IntegerEngine } from './engine.js';
+import type { InferenceEngine } from './engine.js';
+import { createEngine } from './engines.js';
 import { HostIntegerEngine, hostEngineAvailability } from './host/engine.js';
 import type { IntegerModel, ModelMeta } from './ir.js';
 import { lowerGraph } from './lower.js';
@@ -21,7 +23,26 @@ export interface DeviceEvaluation {
   /** Images whose integer top-1 class is the fake-quantized model's, in percent. */
   readonly sameTop1: number;
   readonly images: number;
-  readonly engine: 'host-int8' | 'typescript';
+  readonly engine: DeviceEngineName;
+}
+
+/** Which implementation computed a device evaluation ('typescript': the TypeScript kernels). */
+export type DeviceEngineName = 'host-int8' | 'wasm' | 'typescript';
+
+/** An integer engine that runs batches, with its name for the records. */
+export interface BatchEngine {
+  readonly name: DeviceEngineName;
+  readonly engine: Pick<InferenceEngine, 'inferBatch' | 'predict'>;
+}
+
+/**
+ * The fastest integer engine here, all bit-identical: the host int8 path (where `host`: by default
+ * where the addon has it), else createEngine's (wasm, else ts).
+ */
+export async function fastestIntegerEngine(ir: IntegerModel, host = hostEngineAvailability().available): Promise<BatchEngine> {
+  if (host) return { name: 'host-int8', engine: new HostIntegerEngine(ir) };
+  const engine = await createEngine(ir);
+  return { name: engine.backend === 'wasm' ? 'wasm' : 'typescript', engine };
 }
 
 /** Lower a model's graph with a plan, for evaluation (the lowering's notes are not needed here). */
@@ -30,9 +51,9 @@ export function lowerForEvaluation(graph: Graph, plan: DeploymentPlan, normaliza
 }
 
 /** The integer model's top-1 on every image of `data`, compared with `fakeQuant` (predictions in dataset order). */
-export function evaluateOnDevice(ir: IntegerModel, data: ImageDataset, fakeQuant: Int32Array): DeviceEvaluation {
-  const host = hostEngineAvailability().available;
-  const predictions = host ? new HostIntegerEngine(ir).predict(data.images, data.count) : new IntegerEngine(ir).predict(data.images, data.count);
+export async function evaluateOnDevice(ir: IntegerModel, data: ImageDataset, fakeQuant: Int32Array): Promise<DeviceEvaluation> {
+  const { name, engine } = await fastestIntegerEngine(ir);
+  const predictions = engine.predict(data.images, data.count);
   let [correct, same] = [0, 0];
   for (let i = 0; i < data.count; i++) {
     correct += predictions[i] === data.labels[i] ? 1 : 0;
@@ -42,7 +63,7 @@ export function evaluateOnDevice(ir: IntegerModel, data: ImageDataset, fakeQuant
     top1: (100 * correct) / data.count,
     sameTop1: (100 * same) / data.count,
     images: data.count,
-    engine: host ? 'host-int8' : 'typescript',
+    engine: name,
   };
 }
 

@@ -187,7 +187,7 @@ export async function evaluateCheckpoint(
     const d = deploymentFor(config, data, quantization);
     const ir = lowerForEvaluation(trace(model, [...d.imageShape]), plan, d.normalization, d.meta);
     const summary = await evaluate(model, loader, { forward: simulatedForward(model, d.imageShape, plan, ir), signal });
-    return { ...summary, device: evaluateOnDevice(ir, data, summary.predictions) };
+    return { ...summary, device: await evaluateOnDevice(ir, data, summary.predictions) };
   } finally {
     await loader.close();
   }
@@ -561,7 +561,7 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
   const lowered = performance.now();
   const final = await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, plan, ir), signal: ctx.stop });
   const evaluated = performance.now();
-  const device = evaluateOnDevice(ir, testData, final.predictions);
+  const device = await evaluateOnDevice(ir, testData, final.predictions);
   const seconds = (t: number): string => (t / 1000).toFixed(1);
   ctx.progressSink.line(
     `on device (integer model, ${device.engine}): top-1 ${device.top1.toFixed(2)}% against fake-quant ${final.top1.toFixed(2)}%, ` +

@@ -74,7 +74,7 @@ export async function runHostBench(model: IntegerModel, o: HostBenchOptions): Pr
   const count = Math.max(o.images, o.agreement);
   const { images, labels, source } = await benchImages(size, count, o);
   const hostImgPerSec = imagesPerSecond((x, n) => host.inferBatch(x, n), images.subarray(0, o.images * size), o.images, o.batch);
-  const ts = new IntegerEngine(model);
+  const ts = new IntegerEngine(model); // the TypeScript kernels on purpose: the figure is theirs (formatHostBench)
   const engineImgPerSec = imagesPerSecond((x, n) => ts.inferBatch(x, n), images.subarray(0, o.engineImages * size), o.engineImages, 2);
   const agreement =
     o.agreement > 0 && labels ? compareEngines(model, images.subarray(0, o.agreement * size), o.agreement, labels.subarray(0, o.agreement), { batch: o.batch, threads: o.threads }) : null;

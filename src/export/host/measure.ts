@@ -27,6 +27,7 @@ export interface EngineAgreement extends LogitComparison {
 
 /** Run both engines on `count` images (and labels, if any) and compare their logits. */
 export function compareEngines(model: IntegerModel, images: Uint8Array, count: number, labels: Int32Array | null, opts: HostEngineOptions = {}): EngineAgreement {
+  // The TypeScript kernels on purpose: the reference the host path is checked against (and what `bench int` names).
   const engine = new IntegerEngine(model);
   const host = new HostIntegerEngine(model, opts).inferBatch(images, count);
   const reference = engine.inferBatch(images, count);
