@@ -1,0 +1,77 @@
+/**
+ * Runs a TFLite model in a real TFLite interpreter: @tensorflow/tfjs-tflite (TFLite's C++ runtime
+ * compiled to WebAssembly, a devDependency) in headless Debian Chromium through playwright-core,
+ * its scripts and wasm files served from node_modules on a loopback port (no network). Used by
+ * the tflite export tests and bench/tflite-agreement; no tests here.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
+import { dirname, join, normalize } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM = '/usr/bin/chromium';
+
+const require = createRequire(import.meta.url);
+const packageDir = (name: string): string => dirname(require.resolve(`${name}/package.json`));
+
+/** Why the interpreter cannot run here, or null when it can. */
+export function tfliteRunnerMissing(): string | null {
+  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is absent (scripts/setup-debian.sh --all installs it)`;
+  try {
+    packageDir('@tensorflow/tfjs-tflite');
+  } catch {
+    return '@tensorflow/tfjs-tflite is not installed (a devDependency)';
+  }
+  return null;
+}
+
+const PAGE = `<!doctype html><script src="/core.js"></script><script src="/cpu.js"></script><script src="/tflite.js"></script><body></body>`;
+
+/** The int8 output of `model` for each int8 input (flat, in the model's input layout), one interpreter run each. */
+export async function runTflite(model: Uint8Array, inputs: readonly Int8Array[], inputShape: readonly number[]): Promise<Int8Array[]> {
+  const files: Record<string, string> = {
+    '/core.js': join(packageDir('@tensorflow/tfjs-core'), 'dist', 'tf-core.min.js'),
+    '/cpu.js': join(packageDir('@tensorflow/tfjs-backend-cpu'), 'dist', 'tf-backend-cpu.min.js'),
+    '/tflite.js': join(packageDir('@tensorflow/tfjs-tflite'), 'dist', 'tf-tflite.min.js'),
+  };
+  const wasmDir = join(packageDir('@tensorflow/tfjs-tflite'), 'wasm');
+  const server = createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (url === '/') return void res.writeHead(200, { 'content-type': 'text/html' }).end(PAGE);
+    if (url === '/model.tflite') return void res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(model);
+    const wasm = url.startsWith('/wasm/') ? normalize(join(wasmDir, url.slice(6))) : null;
+    const path = files[url] ?? (wasm && wasm.startsWith(wasmDir) ? wasm : null);
+    if (!path || !existsSync(path)) return void res.writeHead(404).end();
+    const type = path.endsWith('.wasm') ? 'application/wasm' : 'text/javascript';
+    res.writeHead(200, { 'content-type': type }).end(readFileSync(path));
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  try {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+    const outputs = await page.evaluate(
+      async ({ inputs, shape }) => {
+        const w = window as unknown as { tflite: any; tf: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+        w.tflite.setWasmPath('/wasm/');
+        const m = await w.tflite.loadTFLiteModel('/model.tflite', { numThreads: 1 });
+        return inputs.map((x: number[]) => {
+          const out = m.predict(w.tf.tensor(x, shape, 'int32'));
+          const values = Array.from(out.dataSync() as Int32Array);
+          out.dispose();
+          return values;
+        });
+      },
+      { inputs: inputs.map((x) => Array.from(x)), shape: [...inputShape] },
+    );
+    if (errors.length > 0) throw new Error(`tflite page: ${errors.join('; ')}`);
+    return outputs.map((o) => Int8Array.from(o));
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
