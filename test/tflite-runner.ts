@@ -29,8 +29,13 @@ export function tfliteRunnerMissing(): string | null {
 
 const PAGE = `<!doctype html><script src="/core.js"></script><script src="/cpu.js"></script><script src="/tflite.js"></script><body></body>`;
 
-/** The int8 output of `model` for each int8 input (flat, in the model's input layout), one interpreter run each. */
+/** The int8 output of a one-output `model` for each int8 input (flat, in the model's input layout), one interpreter run each. */
 export async function runTflite(model: Uint8Array, inputs: readonly Int8Array[], inputShape: readonly number[]): Promise<Int8Array[]> {
+  return (await runTfliteOutputs(model, inputs.map((x) => [x]), [inputShape])).map((o) => Object.values(o)[0]);
+}
+
+/** Every output of `model`, by tensor name, for each run: one int8 array per model input (shapes: the inputs' shapes). */
+export async function runTfliteOutputs(model: Uint8Array, runs: readonly (readonly Int8Array[])[], shapes: readonly (readonly number[])[]): Promise<Record<string, Int8Array>[]> {
   const files: Record<string, string> = {
     '/core.js': join(packageDir('@tensorflow/tfjs-core'), 'dist', 'tf-core.min.js'),
     '/cpu.js': join(packageDir('@tensorflow/tfjs-backend-cpu'), 'dist', 'tf-backend-cpu.min.js'),
@@ -55,21 +60,27 @@ export async function runTflite(model: Uint8Array, inputs: readonly Int8Array[],
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
     const outputs = await page.evaluate(
-      async ({ inputs, shape }) => {
+      async ({ runs, shapes }) => {
         const w = window as unknown as { tflite: any; tf: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
         w.tflite.setWasmPath('/wasm/');
         const m = await w.tflite.loadTFLiteModel('/model.tflite', { numThreads: 1 });
-        return inputs.map((x: number[]) => {
-          const out = m.predict(w.tf.tensor(x, shape, 'int32'));
-          const values = Array.from(out.dataSync() as Int32Array);
-          out.dispose();
+        return runs.map((xs: number[][]) => {
+          const tensors = xs.map((x, i) => w.tf.tensor(x, shapes[i], 'int32'));
+          const out = m.predict(tensors.length === 1 ? tensors[0] : tensors);
+          for (const t of tensors) t.dispose();
+          const named = typeof out.dataSync === 'function' ? { output: out } : out;
+          const values: Record<string, number[]> = {};
+          for (const [name, t] of Object.entries(named) as [string, any][]) { // eslint-disable-line @typescript-eslint/no-explicit-any
+            values[name] = Array.from(t.dataSync() as Int32Array);
+            t.dispose();
+          }
           return values;
         });
       },
-      { inputs: inputs.map((x) => Array.from(x)), shape: [...inputShape] },
+      { runs: runs.map((xs) => xs.map((x) => Array.from(x))), shapes: shapes.map((sh) => [...sh]) },
     );
     if (errors.length > 0) throw new Error(`tflite page: ${errors.join('; ')}`);
-    return outputs.map((o) => Int8Array.from(o));
+    return outputs.map((o) => Object.fromEntries(Object.entries(o).map(([name, v]) => [name, Int8Array.from(v)])));
   } finally {
     await browser.close();
     server.close();

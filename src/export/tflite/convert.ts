@@ -31,7 +31,7 @@
  *   the TFLite input is the int8 tensor it produces (`inputLut` gives it to the caller).
  */
 import { roundToCode } from '../int-ops.js';
-import type { ActivationQuant, AddOp, ConvOp, IntegerModel, PoolOp, QuantizeOp, Requant, TensorInfo } from '../ir.js';
+import type { ActivationQuant, AddOp, ConvOp, IntegerModel, Pair, PoolOp, QuantizeOp, Requant, Shortcut, TensorInfo } from '../ir.js';
 import { convOutSize } from '../ir.js';
 import { weightValues } from '../engine.js';
 import { Activation, BuiltinOperator, BuiltinOptionsType, type ModelDef, type OperatorDef, type OptionsDef, Padding, type QuantParams, type TensorDef, TensorType } from './schema.js';
@@ -41,6 +41,17 @@ export class TfliteExportError extends Error {}
 export interface TfliteConvertOptions {
   /** Largest |logit| expected, in the IR's logit units (sets the int8 logits' unit); default: the logits tensor's bound. */
   readonly logitsMaxAbs?: number;
+  /** Make every IR tensor a model output too (to compare the interpreter with the engine tensor by tensor). */
+  readonly traceOutputs?: boolean;
+}
+
+/** Where an IR tensor went: its TFLite tensor's name and zero point (int8 q = IR value + zeroPoint; the logits: value / 2^logitShift). */
+export interface TracedTensor {
+  readonly irTensor: number;
+  /** Its TFLite tensor (index and name). */
+  readonly tensor: number;
+  readonly name: string;
+  readonly zeroPoint: number;
 }
 
 export interface TfliteGraph {
@@ -51,6 +62,20 @@ export interface TfliteGraph {
   readonly logitShift: number;
   /** Notes for the export summary (what may differ from the engine). */
   readonly notes: readonly string[];
+  /** Every IR tensor that has a TFLite tensor, in IR order. */
+  readonly traced: readonly TracedTensor[];
+  /** The TFLite operators of each IR op (a sum pool's include its quantize), to run one op alone (`isolatedOp`). */
+  readonly opRanges: readonly OpRange[];
+}
+
+export interface OpRange {
+  readonly name: string;
+  /** IR tensors read and written. */
+  readonly inputs: readonly number[];
+  readonly output: number;
+  /** operators[first .. end) of the model. */
+  readonly first: number;
+  readonly end: number;
 }
 
 interface Quant {
@@ -102,6 +127,10 @@ class GraphWriter {
 
   tflIndex(i: number): number {
     return this.#tfl.get(i)!;
+  }
+
+  traced(): TracedTensor[] {
+    return [...this.#tfl].sort((a, b) => a[0] - b[0]).map(([i, t]) => ({ irTensor: i, tensor: t, name: this.tensors[t].name, zeroPoint: this.#quant.get(i)!.zeroPoint }));
   }
 
   /** A non-constant int8 tensor. */
@@ -160,24 +189,80 @@ function channelAffine(r: Requant, c: number, fracBits: number, extraShift: numb
   return { m, b: r.bias[c] / 2 ** (fracBits + extraShift) - tie };
 }
 
-/** The int8 weights in TFLite's layout, output channel o times signs[o]. */
-function convWeights(op: ConvOp, depthwise: boolean, signs: readonly number[]): { data: Uint8Array; shape: number[] } {
-  const values = weightValues(op);
-  const [kh, kw] = op.kernel;
-  const cin = op.inChannels / op.groups;
-  const out = new Int8Array(values.length);
-  for (let o = 0; o < op.outChannels; o++) {
+/** out[o] = round(acc * m + b) in the output's int8 steps, per output channel. */
+interface Affine {
+  readonly m: number;
+  readonly b: number;
+}
+
+/** One CONV_2D or DEPTHWISE_CONV_2D (a linear layer, or a per-channel rescale, sum pool or shortcut as a depthwise conv). */
+interface ConvEmit {
+  readonly name: string;
+  /** The IR tensor read (its TFLite tensor and zero point) and the TFLite tensor written. */
+  readonly input: number;
+  readonly output: number;
+  readonly outChannels: number;
+  readonly depthwise: boolean;
+  /** Integer weight of output channel o, input channel c of its group, kernel row i, column j. */
+  readonly weight: (o: number, c: number, i: number, j: number) => number;
+  readonly kernel: Pair;
+  readonly stride: Pair;
+  readonly padding: Pair;
+  readonly affine: readonly Affine[];
+  readonly out: Quant;
+  readonly relu: boolean;
+}
+
+/** The int8 weights in TFLite's layout (OHWI, or [1, KH, KW, O] depthwise), output channel o times signs[o]. */
+function convWeights(e: ConvEmit, inChannels: number, signs: readonly number[]): { data: Uint8Array; shape: number[] } {
+  const [kh, kw] = e.kernel;
+  const cin = e.depthwise ? 1 : inChannels;
+  const out = new Int8Array(e.outChannels * cin * kh * kw);
+  for (let o = 0; o < e.outChannels; o++) {
     for (let c = 0; c < cin; c++) {
       for (let i = 0; i < kh; i++) {
         for (let j = 0; j < kw; j++) {
-          const v = signs[o] * values[((o * cin + c) * kh + i) * kw + j];
-          if (v < -128 || v > 127) fail(op.name, `weight value ${v} of output channel ${o} (negated for its negative multiplier where ${v} > 0) does not fit int8`);
-          out[depthwise ? (i * kw + j) * op.outChannels + o : ((o * kh + i) * kw + j) * cin + c] = v;
+          const v = signs[o] * e.weight(o, c, i, j);
+          if (v < -128 || v > 127) fail(e.name, `weight value ${v} of output channel ${o} (negated where its multiplier is negative) does not fit int8`);
+          out[e.depthwise ? (i * kw + j) * e.outChannels + o : ((o * kh + i) * kw + j) * cin + c] = v;
         }
       }
     }
   }
-  return { data: new Uint8Array(out.buffer), shape: depthwise ? [1, kh, kw, op.outChannels] : [op.outChannels, kh, kw, cin] };
+  return { data: new Uint8Array(out.buffer), shape: e.depthwise ? [1, kh, kw, e.outChannels] : [e.outChannels, kh, kw, cin] };
+}
+
+function emitConv(w: GraphWriter, e: ConvEmit): void {
+  const inInfo = w.info(e.input);
+  const inQ = w.quantOf(e.input);
+  const [channels, h, wd] = inInfo.shape;
+  const [scales, bias, signs]: number[][] = [[], [], []];
+  e.affine.forEach(({ m, b }, c) => {
+    if (m === 0) fail(e.name, `channel ${c} has multiplier 0; TFLite needs positive scales`);
+    // A negative multiplier (a negative batch-norm scale) is the channel's weights negated: TFLite's scales are positive.
+    signs.push(Math.sign(m));
+    scales.push(f32((Math.abs(m) * e.out.scale) / inQ.scale));
+    const folded = Math.round(b / Math.abs(m));
+    if (Math.abs(folded) >= 2 ** 31) fail(e.name, `channel ${c}'s offset is ${folded} accumulator units, beyond int32`);
+    bias.push(folded);
+  });
+  const { data, shape } = convWeights(e, channels, signs);
+  const zeros = scales.map(() => 0);
+  const filter = w.addConstant(`${e.name}.weight`, shape, TensorType.INT8, data, { scale: scales, zeroPoint: zeros, dimension: e.depthwise ? 3 : 0 });
+  const biasScales = scales.map((s) => f32(f32(inQ.scale) * s));
+  const biasTensor = w.addConstant(`${e.name}.bias`, [e.outChannels], TensorType.INT32, int32Bytes(bias), { scale: biasScales, zeroPoint: zeros, dimension: 0 });
+  let input = w.tflIndex(e.input);
+  const [ph, pw] = e.padding;
+  const padded = ph > 0 || pw > 0;
+  const same = padded && sameMatches(h, e.kernel[0], e.stride[0], ph) && sameMatches(wd, e.kernel[1], e.stride[1], pw);
+  if (padded && !same) input = w.pad(e.name, input, [1, h, wd, channels], [[0, 0], [ph, ph], [pw, pw], [0, 0]], inQ);
+  const fused = e.relu ? Activation.RELU : Activation.NONE;
+  const padding = same ? Padding.SAME : Padding.VALID;
+  const fields: OptionsDef['fields'] = e.depthwise
+    ? [[0, 'int8', padding], [1, 'int32', e.stride[1]], [2, 'int32', e.stride[0]], [3, 'int32', 1], [4, 'int8', fused], [5, 'int32', 1], [6, 'int32', 1]]
+    : [[0, 'int8', padding], [1, 'int32', e.stride[1]], [2, 'int32', e.stride[0]], [3, 'int8', fused], [4, 'int32', 1], [5, 'int32', 1]];
+  const options = { type: e.depthwise ? BuiltinOptionsType.DepthwiseConv2DOptions : BuiltinOptionsType.Conv2DOptions, fields };
+  w.addOp(e.depthwise ? BuiltinOperator.DEPTHWISE_CONV_2D : BuiltinOperator.CONV_2D, [input, filter, biasTensor], [e.output], options);
 }
 
 interface ConvTarget {
@@ -196,34 +281,40 @@ function convTarget(w: GraphWriter, op: ConvOp, logitShift: number): ConvTarget 
     return { out: a.quant, relu: a.relu, fracBits: a.fracBits, extraShift: 0, codes: true };
   }
   if (e.kind === 'residual') {
-    if (e.bits !== 8) fail(op.name, `its output is an int${e.bits} residual stream; TFLite int8 needs an 8-bit one: lower with --residual-bits 8 (deploy.residualBits: 8)`);
-    if (e.ceiling !== null && e.ceiling < 127) fail(op.name, `its clipped residual (ceiling ${e.ceiling}) has no TFLite int8 form`);
+    residualBitsOk(op.name, e.bits, e.ceiling);
     return { out: { scale: t.scale, zeroPoint: 0 }, relu: e.relu, fracBits: 0, extraShift: 0, codes: false };
   }
   return { out: { scale: t.scale * 2 ** logitShift, zeroPoint: 0 }, relu: false, fracBits: 0, extraShift: logitShift, codes: false };
 }
 
-/** The shortcut of a residual conv as an NHWC tensor of the conv's output shape: strided slice (option A), zero channels padded. */
-function shortcutTensor(w: GraphWriter, op: ConvOp, outShape: readonly number[]): number {
-  const e = op.epilogue;
-  if (e.kind !== 'residual' || !e.shortcut) throw new Error('unreachable');
-  const s = e.shortcut;
-  const sc = w.info(s.input);
-  const q = w.quantOf(s.input);
-  let x = w.tflIndex(s.input);
-  let shape = [1, sc.shape[1], sc.shape[2], sc.shape[0]];
-  if (s.stride > 1) {
-    const consts = (what: string, v: number[]) => w.addConstant(`${op.name}.shortcut.${what}`, [4], TensorType.INT32, int32Bytes(v), null);
-    const [begin, end, strides] = [consts('begin', [0, 0, 0, 0]), consts('end', shape), consts('strides', [1, s.stride, s.stride, 1])];
-    shape = [1, Math.ceil(shape[1] / s.stride), Math.ceil(shape[2] / s.stride), shape[3]];
-    const sliced = w.addActivation(`${op.name}.shortcut`, shape, q);
-    w.addOp(BuiltinOperator.STRIDED_SLICE, [x, begin, end, strides], [sliced], { type: BuiltinOptionsType.StridedSliceOptions, fields: [] });
-    x = sliced;
-  }
+function residualBitsOk(name: string, bits: number, ceiling: number | null): void {
+  if (bits !== 8) fail(name, `its output is an int${bits} residual stream; TFLite int8 needs an 8-bit one: lower with --residual-bits 8 (deploy.residualBits: 8)`);
+  if (ceiling !== null && ceiling < 127) fail(name, `its clipped residual (ceiling ${ceiling}) has no TFLite int8 form`);
+}
+
+const ONE = (): number => 1;
+
+/**
+ * An IR tensor times mult / 2^shift, rounded, in the residual units of `out` (the engine's rms of
+ * an add input or a shortcut), subsampled by `stride`: a 1x1 DEPTHWISE_CONV_2D of weight 1, so
+ * that the ADD after it adds two tensors of one scale (exactly, in TFLite).
+ */
+function rescaled(w: GraphWriter, name: string, input: number, mult: number, shift: number, stride: number, out: Quant): number {
+  const [c, h, wd] = w.info(input).shape;
+  const output = w.addActivation(name, [1, Math.ceil(h / stride), Math.ceil(wd / stride), c], out);
+  const m = mult / 2 ** shift;
+  emitConv(w, { name, input, output, outChannels: c, depthwise: true, weight: ONE, kernel: [1, 1], stride: [stride, stride], padding: [0, 0], affine: Array.from({ length: c }, () => ({ m, b: 0 })), out, relu: false });
+  return output;
+}
+
+/** The shortcut of a residual conv as an NHWC tensor of the conv's output shape and scale: rescaled and subsampled, zero channels padded (option A). */
+function shortcutTensor(w: GraphWriter, op: ConvOp, s: Shortcut, outShape: readonly number[], out: Quant): number {
+  let x = rescaled(w, `${op.name}.shortcut`, s.input, s.mult, s.shift, s.stride, out);
+  const shape = w.tensors[x].shape;
   if (shape[1] !== outShape[1] || shape[2] !== outShape[2]) fail(op.name, `its shortcut is ${shape[1]}x${shape[2]}, the output ${outShape[1]}x${outShape[2]}`);
   const after = outShape[3] - shape[3] - s.channelOffset;
   if (s.channelOffset < 0 || after < 0) fail(op.name, `its shortcut's channels (${shape[3]} at offset ${s.channelOffset}) exceed the output's ${outShape[3]}`);
-  if (s.channelOffset > 0 || after > 0) x = w.pad(`${op.name}.shortcut`, x, shape, [[0, 0], [0, 0], [0, 0], [s.channelOffset, after]], q);
+  if (s.channelOffset > 0 || after > 0) x = w.pad(`${op.name}.shortcut`, x, shape, [[0, 0], [0, 0], [0, 0], [s.channelOffset, after]], out);
   return x;
 }
 
@@ -234,64 +325,39 @@ function addOptions(relu: boolean): OptionsDef {
 function convOp(w: GraphWriter, op: ConvOp, logitShift: number): void {
   const depthwise = op.groups > 1 && op.groups === op.inChannels && op.groups === op.outChannels;
   if (op.groups > 1 && !depthwise) fail(op.name, `a grouped convolution (${op.groups} groups) that is not depthwise has no TFLite operator`);
-  const inInfo = w.info(op.input);
-  const inQ = w.quantOf(op.input);
-  const [, h, wd] = inInfo.shape;
   const target = convTarget(w, op, logitShift);
-  const [scales, bias, signs]: number[][] = [[], [], []];
-  for (let c = 0; c < op.outChannels; c++) {
-    const { m, b } = channelAffine(op.requant, c, target.fracBits, target.extraShift, target.codes);
-    if (m === 0) fail(op.name, `channel ${c} has multiplier 0; TFLite needs positive scales`);
-    // A negative multiplier (a negative batch-norm scale) is the channel's weights negated: TFLite's scales are positive.
-    signs.push(Math.sign(m));
-    scales.push(f32((Math.abs(m) * target.out.scale) / inQ.scale));
-    const folded = Math.round(b / Math.abs(m));
-    if (Math.abs(folded) >= 2 ** 31) fail(op.name, `channel ${c}'s bias ${op.requant.bias[c]} is ${folded} accumulator units, beyond int32`);
-    bias.push(folded);
-  }
-  const { data, shape } = convWeights(op, depthwise, signs);
-  const filter = w.addConstant(`${op.name}.weight`, shape, TensorType.INT8, data, { scale: scales, zeroPoint: scales.map(() => 0), dimension: depthwise ? 3 : 0 });
-  const biasScales = scales.map((s) => f32(f32(inQ.scale) * s));
-  const biasTensor = w.addConstant(`${op.name}.bias`, [op.outChannels], TensorType.INT32, int32Bytes(bias), { scale: biasScales, zeroPoint: bias.map(() => 0), dimension: 0 });
-  let input = w.tflIndex(op.input);
-  const [ph, pw] = op.padding;
-  const same = (ph > 0 || pw > 0) && sameMatches(h, op.kernel[0], op.stride[0], ph) && sameMatches(wd, op.kernel[1], op.stride[1], pw);
-  if ((ph > 0 || pw > 0) && !same) input = w.pad(op.name, input, [1, h, wd, inInfo.shape[0]], [[0, 0], [ph, ph], [pw, pw], [0, 0]], inQ);
+  const affine = Array.from({ length: op.outChannels }, (_, c) => channelAffine(op.requant, c, target.fracBits, target.extraShift, target.codes));
+  const values = weightValues(op);
+  const cin = op.inChannels / op.groups;
+  const [kh, kw] = op.kernel;
+  const weight = (o: number, c: number, i: number, j: number): number => values[((o * cin + c) * kh + i) * kw + j];
   const out = w.info(op.output);
   const outShape = [1, out.shape[1], out.shape[2], out.shape[0]];
   const e = op.epilogue;
-  const shortcut = e.kind === 'residual' && e.shortcut !== null;
-  const fused = target.relu && !shortcut ? Activation.RELU : Activation.NONE;
-  const convOut = shortcut ? w.addActivation(`${op.name}.conv`, outShape, target.out) : w.defineIr(op.output, target.out);
-  const fields: OptionsDef['fields'] = depthwise
-    ? [[0, 'int8', same ? Padding.SAME : Padding.VALID], [1, 'int32', op.stride[1]], [2, 'int32', op.stride[0]], [3, 'int32', 1], [4, 'int8', fused], [5, 'int32', 1], [6, 'int32', 1]]
-    : [[0, 'int8', same ? Padding.SAME : Padding.VALID], [1, 'int32', op.stride[1]], [2, 'int32', op.stride[0]], [3, 'int8', fused], [4, 'int32', 1], [5, 'int32', 1]];
-  const options = { type: depthwise ? BuiltinOptionsType.DepthwiseConv2DOptions : BuiltinOptionsType.Conv2DOptions, fields };
-  w.addOp(depthwise ? BuiltinOperator.DEPTHWISE_CONV_2D : BuiltinOperator.CONV_2D, [input, filter, biasTensor], [convOut], options);
+  const shortcut = e.kind === 'residual' ? e.shortcut : null;
+  const output = shortcut ? w.addActivation(`${op.name}.conv`, outShape, target.out) : w.defineIr(op.output, target.out);
+  const { kernel, stride, padding } = op;
+  emitConv(w, { name: op.name, input: op.input, output, outChannels: op.outChannels, depthwise, weight, kernel, stride, padding, affine, out: target.out, relu: target.relu && !shortcut });
   if (shortcut) {
-    const sc = shortcutTensor(w, op, outShape);
-    w.addOp(BuiltinOperator.ADD, [convOut, sc], [w.defineIr(op.output, target.out)], addOptions(target.relu));
-    w.notes.add('a residual conv is a CONV_2D rounded to int8, then an ADD with its shortcut (the engine adds before rounding)');
+    const sc = shortcutTensor(w, op, shortcut, outShape, target.out);
+    w.addOp(BuiltinOperator.ADD, [output, sc], [w.defineIr(op.output, target.out)], addOptions(target.relu));
+    w.notes.add('a residual conv is a CONV_2D rounded and clamped to int8, then an ADD of its rescaled shortcut (the engine adds before it clamps)');
   }
 }
 
-/** A per-tensor quantize (or a global average pool and its quantize): a QUANTIZE (MEAN) whose output scale carries the IR's multiplier. */
-function requantize(w: GraphWriter, op: QuantizeOp, source: number, input: number, count: number): void {
-  if (op.requant.mult.length > 1) fail(op.name, 'a per-channel requantization of a tensor has no TFLite int8 operator (QUANTIZE and MEAN rescale per tensor)');
+/**
+ * A quantize (per channel or per tensor), or a sum pool and the quantize of its sums: a
+ * DEPTHWISE_CONV_2D of weight 1 over the pool's window (1x1 for a quantize alone), whose
+ * per-channel scale and bias carry the IR's multiplier and offset.
+ */
+function requantize(w: GraphWriter, op: QuantizeOp, pool: PoolOp | null): void {
   const a = activationQuant(op.name, op, w.info(op.output).scale);
-  if (a.relu) fail(op.name, 'a ReLU floor at real 0 above its lowest code has no fused form on QUANTIZE');
-  const { m, b } = channelAffine(op.requant, 0, a.fracBits, 0, true);
-  if (Math.round(b) !== 0) fail(op.name, `its offset (${b.toFixed(3)} codes) has no place in TFLite's QUANTIZE (zero points are shared by the tensor's consumers)`);
-  if (Math.abs(b) > 1e-9) w.notes.add(`${op.name}: its rounding offset of ${b.toFixed(3)} codes is dropped (ties may go the other way)`);
-  const inQ = w.quantOf(source);
-  const quant = { scale: inQ.scale / (m * count), zeroPoint: a.quant.zeroPoint };
-  if (count === 1) {
-    w.addOp(BuiltinOperator.QUANTIZE, [input], [w.defineIr(op.output, quant)]);
-    return;
-  }
-  const axes = w.addConstant(`${op.name}.axes`, [2], TensorType.INT32, int32Bytes([1, 2]), null);
-  w.addOp(BuiltinOperator.MEAN, [input, axes], [w.defineIr(op.output, quant)], { type: BuiltinOptionsType.ReducerOptions, fields: [[0, 'bool', 1]] });
-  w.notes.add('the global average pool is TFLite MEAN (its rounding of the mean may differ from the engine\'s one rounding of the sum)');
+  const source = pool ? pool.input : op.input;
+  const channels = w.info(source).shape[0];
+  const affine = Array.from({ length: channels }, (_, c) => channelAffine(op.requant, op.requant.mult.length > 1 ? c : 0, a.fracBits, 0, true));
+  const window = pool ?? { kernel: [1, 1] as const, stride: [1, 1] as const, padding: [0, 0] as const };
+  const { kernel, stride, padding } = window;
+  emitConv(w, { name: `${op.name}.quantize`, input: source, output: w.defineIr(op.output, a.quant), outChannels: channels, depthwise: true, weight: ONE, kernel, stride, padding, affine, out: a.quant, relu: a.relu });
 }
 
 function maxPool(w: GraphWriter, op: PoolOp): void {
@@ -306,10 +372,11 @@ function maxPool(w: GraphWriter, op: PoolOp): void {
 }
 
 function addOp(w: GraphWriter, op: AddOp): void {
-  if (op.bits !== 8) fail(op.name, `its output is an int${op.bits} residual stream; TFLite int8 needs an 8-bit one: lower with --residual-bits 8 (deploy.residualBits: 8)`);
-  if (op.ceiling !== null && op.ceiling < 127) fail(op.name, `its clipped residual (ceiling ${op.ceiling}) has no TFLite int8 form`);
-  const scale = w.quantOf(op.a.input).scale / (op.a.mult / 2 ** op.a.shift);
-  w.addOp(BuiltinOperator.ADD, [w.tflIndex(op.a.input), w.tflIndex(op.b.input)], [w.defineIr(op.output, { scale, zeroPoint: 0 })], addOptions(op.relu));
+  residualBitsOk(op.name, op.bits, op.ceiling);
+  const out = { scale: w.info(op.output).scale, zeroPoint: 0 };
+  const a = rescaled(w, `${op.name}.a`, op.a.input, op.a.mult, op.a.shift, 1, out);
+  const b = rescaled(w, `${op.name}.b`, op.b.input, op.b.mult, op.b.shift, 1, out);
+  w.addOp(BuiltinOperator.ADD, [a, b], [w.defineIr(op.output, out)], addOptions(op.relu));
 }
 
 /** The int8 logits' unit: 2^k IR logit units, the smallest k that keeps `maxAbs` within 127. */
@@ -326,7 +393,9 @@ export function convertToTflite(model: IntegerModel, opts: TfliteConvertOptions 
   const logitShift = logitShiftFor(opts.logitsMaxAbs ?? Math.max(Math.abs(logits.range[0]), Math.abs(logits.range[1])));
   const consumers = (t: number) => model.ops.filter((o) => (o.kind === 'add' ? [o.a.input, o.b.input] : o.kind === 'input' ? [] : [o.input]).includes(t) || (o.kind === 'conv' && o.epilogue.kind === 'residual' && o.epilogue.shortcut?.input === t));
   let graphInput = -1;
+  const opRanges: OpRange[] = [];
   for (const op of model.ops) {
+    const first = w.operators.length;
     switch (op.kind) {
       case 'input': {
         const t = model.tensors[op.output];
@@ -339,16 +408,13 @@ export function convertToTflite(model: IntegerModel, opts: TfliteConvertOptions 
         break;
       case 'quantize': {
         const producer = model.ops.find((o) => o.kind !== 'input' && o.output === op.input);
-        if (producer?.kind === 'sumpool') break; // written with its sumpool
-        requantize(w, op, op.input, w.tflIndex(op.input), 1);
+        if (producer?.kind !== 'sumpool') requantize(w, op, null); // else written with its sum pool
         break;
       }
       case 'sumpool': {
-        const [, h, wd] = model.tensors[op.input].shape;
         const next = consumers(op.output);
-        const global = op.kernel[0] === h && op.kernel[1] === wd && op.padding[0] === 0 && op.padding[1] === 0;
-        if (!global || next.length !== 1 || next[0].kind !== 'quantize') fail(op.name, 'only a global average pool followed by its quantization has a TFLite int8 form (MEAN)');
-        requantize(w, next[0], op.input, w.tflIndex(op.input), h * wd);
+        if (next.length !== 1 || next[0].kind !== 'quantize') fail(op.name, 'a sum pool whose sums are not quantized once, as the lowering emits it, has no TFLite int8 form');
+        requantize(w, next[0], op);
         break;
       }
       case 'maxpool':
@@ -357,6 +423,11 @@ export function convertToTflite(model: IntegerModel, opts: TfliteConvertOptions 
       case 'add':
         addOp(w, op);
         break;
+    }
+    if (w.operators.length > first && op.kind !== 'input') {
+      const inputs = op.kind === 'add' ? [op.a.input, op.b.input] : op.kind === 'conv' && op.epilogue.kind === 'residual' && op.epilogue.shortcut ? [op.input, op.epilogue.shortcut.input] : [op.input];
+      const output = op.kind === 'sumpool' ? consumers(op.output)[0].output : op.output;
+      opRanges.push({ name: op.name, inputs, output, first, end: w.operators.length });
     }
   }
   const output = w.tflIndex(model.output);
@@ -367,7 +438,13 @@ export function convertToTflite(model: IntegerModel, opts: TfliteConvertOptions 
     buffers: w.buffers,
     operators: w.operators,
     inputs: [graphInput],
-    outputs: [output],
+    outputs: opts.traceOutputs ? [...new Set([...w.traced().map((t) => w.tflIndex(t.irTensor)).filter((t) => t !== graphInput), output])] : [output],
   };
-  return { def, logitScale: f32(logits.scale * 2 ** logitShift), logitShift, notes: [...w.notes] };
+  return { def, logitScale: f32(logits.scale * 2 ** logitShift), logitShift, notes: [...w.notes], traced: w.traced(), opRanges };
+}
+
+/** A model of one IR op's TFLite operators alone: its inputs and output are the TFLite tensors of the op's IR inputs and output. */
+export function isolatedOp(graph: TfliteGraph, range: OpRange): ModelDef {
+  const tfl = (ir: number): number => graph.traced.find((x) => x.irTensor === ir)!.tensor;
+  return { ...graph.def, operators: graph.def.operators.slice(range.first, range.end), inputs: [...new Set(range.inputs)].map(tfl), outputs: [tfl(range.output)] };
 }
