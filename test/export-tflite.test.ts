@@ -6,14 +6,21 @@
  * layer.
  */
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { setBackend } from '../src/backend/index.js';
+import { errorClass } from '../src/cli/errors.js';
+import { exportCommand } from '../src/cli/export.js';
 import { IntegerEngine, type IntArray } from '../src/export/engine.js';
 import { argmax } from '../src/export/int-ops.js';
 import type { IntegerModel } from '../src/export/ir.js';
 import { type TfliteGraph, convertToTflite, isolatedOp } from '../src/export/tflite/convert.js';
 import { TfliteExportError, exportTflite, tfliteInput } from '../src/export/tflite/index.js';
 import { BuiltinOperator, writeModel } from '../src/export/tflite/schema.js';
-import { type TinyOptions, lowerTiny, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
+import { type TinyOptions, calibratedRun, lowerTiny, quietly, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
+import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 import { irCases } from './ir-models.js';
 import { runTflite, runTfliteOutputs, tfliteRunnerMissing } from './tflite-runner.js';
 
@@ -106,4 +113,23 @@ test('tflite: the whole W8A8 ResNet in the interpreter: the engine\'s top-1 and 
   console.log(`tflite vs engine: ${IMAGES} images, same top-1 ${same}, identical int8 logits ${exact}, max |int8 logit difference| ${maxDiff} (int8 logit = 2^${logitShift} engine units)`);
   assert.ok(same >= IMAGES - 1, `same top-1 on ${same} of ${IMAGES}`);
   assert.ok(maxDiff <= 8, `max int8 logit difference ${maxDiff}`);
+});
+
+test('tflite: `tinyquant export --format tflite` writes the model of an LSQ W8A8 run lowered with --residual-bits 8, and refuses an APoT run naming the layer (exit 3, no file)', async () => {
+  setBackend('js');
+  const dir = mkdtempSync(join(tmpdir(), 'tq-export-tflite-'));
+  try {
+    cifar10Folder(dir, (i) => cifarRecords(Array.from({ length: 6 }, (_, r) => [(r * 3 + i) % 10]), i * 100), cifarRecords(Array.from({ length: 8 }, (_, r) => [(r * 3 + 9) % 10]), 9));
+    const lsq = calibratedRun(dir, 'lsq', { method: 'lsq', wbits: 8, abits: 8 });
+    const out = join(dir, 'lsq.tflite');
+    await quietly(() => exportCommand(['--checkpoint', lsq, '--format', 'tflite', '--out', out, '--data-dir', dir, '--calibration-images', '4', '--residual-bits', '8']));
+    assert.equal(Buffer.from(readFileSync(out).subarray(4, 8)).toString('latin1'), 'TFL3');
+    const apot = calibratedRun(dir, 'apot', { method: 'apot', wbits: 4, abits: 4 });
+    const refused = join(dir, 'apot.tflite');
+    const args = ['--checkpoint', apot, '--format', 'tflite', '--out', refused, '--data-dir', dir, '--calibration-images', '4', '--residual-bits', '8'];
+    await assert.rejects(quietly(() => exportCommand(args)), (e: Error) => errorClass(e) === 'input' && /^tflite export: layer1\.0\.conv1: its activation codes are thresholds/.test(e.message));
+    assert.equal(existsSync(refused), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -1,42 +1,55 @@
 /**
  * The lowered integer model (src/export/ir.ts) as a TFLite int8 graph (schema.ts tables), for
  * what TFLite's int8 operators express; everything else is refused with a TfliteExportError
- * naming the layer, never approximated silently.
+ * naming the layer, never approximated silently: non-uniform (APoT) activation codes, activations
+ * of fewer than 8 bits (TFLite clamps to int8 only), an int16 residual stream or input, weights
+ * outside int8 (EWGS/DoReFa/uniform 8-bit weights are odd integers up to +-255), grouped
+ * convolutions that are not depthwise, clipped ReLUs below the top code.
  *
  * Layout: IR tensors are [C, H, W]; TFLite's are NHWC [1, H, W, C]. Weights are written OHWI
  * (CONV_2D) or [1, KH, KW, O] (DEPTHWISE_CONV_2D), int8 with a per-output-channel scale and zero
- * point 0; a linear layer is a CONV_2D whose kernel covers its input.
+ * point 0 (a channel with a negative multiplier gets its weights negated); a linear layer is a
+ * CONV_2D whose kernel covers its input.
  *
- * Activations: an IR activation tensor of 8-bit uniform codes k in [minCode, minCode + 255]
- * becomes int8 q = k - 128 - minCode (zero point -128 - minCode, so real 0 is code 0); residual
- * tensors are int8 with zero point 0. TFLite requantizes a conv as
+ * Activations: an IR tensor of 8-bit uniform codes k in [minCode, minCode + 255] becomes int8
+ * q = k - 128 - minCode (zero point -128 - minCode: real 0 is code 0); residual tensors are int8
+ * with zero point 0. TFLite requantizes a conv as
  *   q = clamp(MultiplyByQuantizedMultiplier(acc + b, M) + zp)   (M = s_in * s_w[c] / s_out)
  * while the IR computes code = round(acc * m / 2^(s+f) + bias / 2^f) (rms, then roundToCode); the
  * filter scale s_w[c] is chosen so that TFLite's M is the IR's multiplier (to float32's 24-bit
- * mantissa: QuantizeMultiplier then rounds it to Q31) and b = round(IR bias / M).
+ * mantissa: QuantizeMultiplier then rounds it to Q31) and b = round(IR offset / M).
+ * A quantize op, a sum pool with the quantize of its sums, and the rescale of a shortcut or of an
+ * add's inputs are DEPTHWISE_CONV_2D of weight 1 (over the pool's window; 1x1, strided, for a
+ * shortcut), whose per-channel scale and bias carry the IR's multiplier and offset; an ADD then
+ * adds two tensors of one scale, which TFLite does exactly.
  *
- * Where TFLite and the engine can differ (measured in test/export-tflite.test.ts):
- * - the bias: TFLite adds it before the multiply, the IR after, so b * M = bias + e with |e| <= M/2,
- *   which moves the rounding point of a value by e (an output one code apart when acc * M + bias
- *   lies within |e| of a rounding boundary);
- * - the multiplier: 31-bit in the IR, float32 (24 bits) in the TFLite file;
- * - ties: the IR rounds half up (rms) and half down (roundToCode), TFLite half away from zero
- *   (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT);
+ * Where TFLite and the engine can differ (measured in test/export-tflite.test.ts and
+ * bench/tflite-agreement.ts):
+ * - the offset: TFLite adds the bias before the multiply, the IR after, so b * M = offset + e with
+ *   |e| <= M/2, which moves the rounding point by e: a conv output one step apart wherever
+ *   acc * M + offset lies within |e| of a rounding boundary (0.02 to 0.5 % of the outputs of the
+ *   W8A8 test model's convolutions); the weight-1 rescales have offsets of 0 or far below M;
+ * - the multiplier: 31-bit in the IR, float32 (24 bits) in the file; ties: the IR rounds half up
+ *   (rms) and half down (roundToCode), TFLite's reference kernels half away from zero, XNNPACK
+ *   (what tfjs-tflite and TFLite's CPU default run) in float32, half to even;
  * - a residual conv: TFLite rounds and clamps the conv's output to int8 before the ADD with the
- *   shortcut, the IR adds in int32 and clamps once; ADD rescales both inputs from their tensor
- *   scales (20-bit left shift, three roundings) where the IR has one rms per input;
+ *   shortcut, the IR adds in int32 and clamps once;
  * - the logits: TFLite's int8 CONV_2D has no int32 output, so the logits are int8 in units of the
- *   IR's logit unit times 2^k (k from the calibrated largest |logit|), saturating beyond it;
+ *   IR's logit unit times 2^k (k from the largest |logit| expected), saturating beyond it;
  * - the input: the image normalization lookup table (the IR's input op) stays outside the model:
- *   the TFLite input is the int8 tensor it produces (`inputLut` gives it to the caller).
+ *   the TFLite input is the int8 tensor it produces (index.ts `tfliteInput`).
  */
 import { roundToCode } from '../int-ops.js';
+import { LoweringError } from '../requant.js';
 import type { ActivationQuant, AddOp, ConvOp, IntegerModel, Pair, PoolOp, QuantizeOp, Requant, Shortcut, TensorInfo } from '../ir.js';
 import { convOutSize } from '../ir.js';
 import { weightValues } from '../engine.js';
 import { Activation, BuiltinOperator, BuiltinOptionsType, type ModelDef, type OperatorDef, type OptionsDef, Padding, type QuantParams, type TensorDef, TensorType } from './schema.js';
 
-export class TfliteExportError extends Error {}
+/** A model TFLite int8 cannot express (a LoweringError: the CLI's exit 3, "a model that cannot be exported"). */
+export class TfliteExportError extends LoweringError {
+  override name = 'TfliteExportError';
+}
 
 export interface TfliteConvertOptions {
   /** Largest |logit| expected, in the IR's logit units (sets the int8 logits' unit); default: the logits tensor's bound. */
@@ -223,7 +236,7 @@ function convWeights(e: ConvEmit, inChannels: number, signs: readonly number[]):
       for (let i = 0; i < kh; i++) {
         for (let j = 0; j < kw; j++) {
           const v = signs[o] * e.weight(o, c, i, j);
-          if (v < -128 || v > 127) fail(e.name, `weight value ${v} of output channel ${o} (negated where its multiplier is negative) does not fit int8`);
+          if (v < -128 || v > 127) fail(e.name, `weight value ${v} of output channel ${o} (negated where its multiplier is negative) does not fit int8 (-128..127)`);
           out[e.depthwise ? (i * kw + j) * e.outChannels + o : ((o * kh + i) * kw + j) * cin + c] = v;
         }
       }

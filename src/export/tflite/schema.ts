@@ -21,9 +21,6 @@ export const BuiltinOperator = {
   DEPTHWISE_CONV_2D: 4,
   MAX_POOL_2D: 17,
   PAD: 34,
-  MEAN: 40,
-  STRIDED_SLICE: 45,
-  QUANTIZE: 114,
 } as const;
 export type BuiltinOperatorCode = (typeof BuiltinOperator)[keyof typeof BuiltinOperator];
 
@@ -34,10 +31,6 @@ export const BuiltinOptionsType = {
   DepthwiseConv2DOptions: 2,
   Pool2DOptions: 5,
   AddOptions: 11,
-  PadOptions: 22,
-  ReducerOptions: 27,
-  StridedSliceOptions: 32,
-  QuantizeOptions: 89,
 } as const;
 
 /** enum Padding : byte. */
@@ -65,7 +58,7 @@ export interface TensorDef {
 /** An operator's options table: its union type and the fields (slot, kind, value, default). */
 export interface OptionsDef {
   readonly type: number;
-  readonly fields: readonly (readonly [slot: number, kind: 'int8' | 'int32' | 'bool', value: number])[];
+  readonly fields: readonly (readonly [slot: number, kind: 'int8' | 'int32', value: number])[];
 }
 
 export interface OperatorDef {
