@@ -5,7 +5,9 @@
  * (test/tflite-runner.ts: tfjs-tflite in headless Chromium). Prints the share of images with the
  * same top-1 and the int8 logit differences.
  *
- *   node dist/bench/tflite-agreement.js [--images 200] [--method lsq] [--bits 8] [--data-dir /work/shared/data]
+ * With --per-op N, also each op alone on the engine's tensors of the first N images (test/tflite-runner.ts opByOp).
+ *
+ *   node dist/bench/tflite-agreement.js [--images 200] [--per-op 0] [--method lsq] [--bits 8] [--data-dir /work/shared/data]
  */
 import { parseArgs } from 'node:util';
 import { resolveNormalization } from '../src/data/augment.js';
@@ -18,7 +20,8 @@ import { createModel } from '../src/models/index.js';
 import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
 import { readWeights } from '../src/train/checkpoint.js';
-import { runTflite } from '../test/tflite-runner.js';
+import { opByOp, runTflite } from '../test/tflite-runner.js';
+import { convertToTflite } from '../src/export/tflite/convert.js';
 
 const FLOAT = 'models/resnet20-cifar10-float.safetensors';
 const CALIBRATION_START = 5000;
@@ -27,6 +30,7 @@ const CALIBRATION_IMAGES = 256;
 const { values } = parseArgs({
   options: {
     images: { type: 'string', default: '200' },
+    'per-op': { type: 'string', default: '0' },
     method: { type: 'string', default: 'lsq' },
     bits: { type: 'string', default: '8' },
     'data-dir': { type: 'string', default: '/work/shared/data' },
@@ -68,6 +72,12 @@ async function main(): Promise<void> {
   const pct = (c: number): string => `${((100 * c) / n).toFixed(1)} %`;
   console.log(`resnet20 ${method} W${bits}A${bits}, int8 residual stream, calibrated on test images ${CALIBRATION_START}..${CALIBRATION_START + CALIBRATION_IMAGES - 1}; ${bytes.length} bytes of TFLite; int8 logit = 2^${logitShift} engine logit units`);
   for (const note of notes) console.log(`  note: ${note}`);
+  const perOp = Number(values['per-op']);
+  if (perOp > 0) {
+    const graph = convertToTflite(model, { logitsMaxAbs: Math.max(...Array.from(calibrationLogits, Math.abs)) });
+    const rows = await opByOp(model, graph, images.slice(0, perOp).map((im) => engine.trace(im)));
+    for (const r of rows) console.log(`  ${r.name} [${r.operators.join(' ')}]: ${r.differ} of ${r.total} differ (${((100 * r.differ) / r.total).toFixed(3)} %), max ${r.maxDiff}`);
+  }
   console.log(`CIFAR-10 test images 0..${n - 1}: same top-1 ${same}/${n} (${pct(same)}); top-1 engine ${pct(correctEngine)}, TFLite ${pct(correctTflite)}; identical int8 logits on ${exact} images; |int8 logit difference| max ${maxDiff}, mean ${(sumDiff / (n * model.meta.classes.length)).toFixed(3)}`);
 }
 

@@ -16,13 +16,12 @@ import { exportCommand } from '../src/cli/export.js';
 import { IntegerEngine, type IntArray } from '../src/export/engine.js';
 import { argmax } from '../src/export/int-ops.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { type TfliteGraph, convertToTflite, isolatedOp } from '../src/export/tflite/convert.js';
+import { convertToTflite } from '../src/export/tflite/convert.js';
 import { TfliteExportError, exportTflite, tfliteInput } from '../src/export/tflite/index.js';
-import { BuiltinOperator, writeModel } from '../src/export/tflite/schema.js';
 import { type TinyOptions, calibratedRun, lowerTiny, quietly, syntheticImages, tinyQuantizedModel } from './export-fixtures.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
 import { irCases } from './ir-models.js';
-import { runTflite, runTfliteOutputs, tfliteRunnerMissing } from './tflite-runner.js';
+import { opByOp, runTflite, tfliteRunnerMissing } from './tflite-runner.js';
 
 const W8A8: TinyOptions = { method: 'lsq', wbits: 8, abits: 8 };
 const IMAGES = 16;
@@ -39,16 +38,6 @@ function engineTraces(model: IntegerModel, count: number): { images: Uint8Array;
   const size = engine.imageSize;
   const traces = Array.from({ length: count }, (_, k) => engine.trace(images.subarray(k * size, (k + 1) * size)));
   return { images, traces, maxAbs: Math.max(...traces.flatMap((t) => Array.from(t[model.output], Math.abs))) };
-}
-
-/** IR tensor values (CHW) as the int8 NHWC tensor TFLite holds (the logits: divided by 2^logitShift, rounded, saturated). */
-function asTflite(model: IntegerModel, g: TfliteGraph, ir: number, values: ArrayLike<number>): Int8Array {
-  const [c, h, w] = model.tensors[ir].shape;
-  const zp = g.traced.find((t) => t.irTensor === ir)!.zeroPoint;
-  const q = (v: number): number => (ir === model.output ? Math.max(-127, Math.min(127, Math.round(v / 2 ** g.logitShift))) : v + zp);
-  const out = new Int8Array(c * h * w);
-  for (let ch = 0; ch < c; ch++) for (let p = 0; p < h * w; p++) out[p * c + ch] = q(values[ch * h * w + p]);
-  return out;
 }
 
 test('tflite: the flatbuffer has the TFL3 identifier; the int8 logits\' unit follows logitsMaxAbs', () => {
@@ -76,27 +65,13 @@ test('tflite: each op alone in the interpreter, on the engine\'s inputs: requant
   const model = w8a8Model();
   const { traces, maxAbs } = engineTraces(model, IMAGES);
   const g = convertToTflite(model, { logitsMaxAbs: maxAbs });
-  const shape = (ir: number): number[] => [1, model.tensors[ir].shape[1], model.tensors[ir].shape[2], model.tensors[ir].shape[0]];
-  for (const r of g.opRanges) {
-    const inputs = [...new Set(r.inputs)];
-    const outputs = await runTfliteOutputs(writeModel(isolatedOp(g, r)), traces.map((t) => inputs.map((i) => asTflite(model, g, i, t[i]))), inputs.map(shape));
-    let [differ, total, maxDiff] = [0, 0, 0];
-    traces.forEach((t, k) => {
-      const expected = asTflite(model, g, r.output, t[r.output]);
-      const got = Object.values(outputs[k])[0];
-      for (let i = 0; i < expected.length; i++) {
-        const d = Math.abs(got[i] - expected[i]);
-        [differ, total, maxDiff] = [differ + Number(d > 0), total + 1, Math.max(maxDiff, d)];
-      }
-    });
-    const ops = g.def.operators.slice(r.first, r.end).map((o) => Object.entries(BuiltinOperator).find(([, v]) => v === o.opcode)![0]);
-    console.log(`${r.name} [${ops.join(' ')}]: ${differ} of ${total} values differ, max ${maxDiff}`);
-    const convolves = ops.includes('CONV_2D');
-    if (!convolves) assert.equal(differ, 0, `${r.name}: a requantization or pool is exact`);
-    assert.ok(maxDiff <= 1 && differ <= total / 50, `${r.name}: ${differ} of ${total} differ, max ${maxDiff}`);
+  for (const { name, operators, differ, total, maxDiff } of await opByOp(model, g, traces)) {
+    console.log(`${name} [${operators.join(' ')}]: ${differ} of ${total} values differ, max ${maxDiff}`);
+    const convolves = operators.includes('CONV_2D');
+    if (!convolves) assert.equal(differ, 0, `${name}: a requantization or pool is exact`);
+    assert.ok(maxDiff <= 1 && differ <= total / 50, `${name}: ${differ} of ${total} differ, max ${maxDiff}`);
   }
 });
-
 test('tflite: the whole W8A8 ResNet in the interpreter: the engine\'s top-1 and logits within a few int8 steps', { skip: missing, timeout: 120_000 }, async () => {
   const model = w8a8Model();
   const { images, traces, maxAbs } = engineTraces(model, IMAGES);

@@ -10,6 +10,10 @@ import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join, normalize } from 'node:path';
 import { chromium } from 'playwright-core';
+import type { IntArray } from '../src/export/engine.js';
+import type { IntegerModel } from '../src/export/ir.js';
+import { type TfliteGraph, isolatedOp } from '../src/export/tflite/convert.js';
+import { BuiltinOperator, writeModel } from '../src/export/tflite/schema.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -85,4 +89,45 @@ export async function runTfliteOutputs(model: Uint8Array, runs: readonly (readon
     await browser.close();
     server.close();
   }
+}
+
+/** IR tensor values (CHW) as the int8 NHWC tensor TFLite holds (the logits: divided by 2^logitShift, rounded, saturated). */
+export function asTflite(model: IntegerModel, g: TfliteGraph, ir: number, values: ArrayLike<number>): Int8Array {
+  const [c, h, w] = model.tensors[ir].shape;
+  const zp = g.traced.find((t) => t.irTensor === ir)!.zeroPoint;
+  const q = (v: number): number => (ir === model.output ? Math.max(-127, Math.min(127, Math.round(v / 2 ** g.logitShift))) : v + zp);
+  const out = new Int8Array(c * h * w);
+  for (let ch = 0; ch < c; ch++) for (let p = 0; p < h * w; p++) out[p * c + ch] = q(values[ch * h * w + p]);
+  return out;
+}
+
+export interface OpAgreement {
+  readonly name: string;
+  /** The TFLite operators of the IR op. */
+  readonly operators: readonly string[];
+  readonly differ: number;
+  readonly total: number;
+  readonly maxDiff: number;
+}
+
+/** Each IR op's TFLite operators alone in the interpreter, fed the engine's tensors (`traces`: engine.trace per image), against the engine's output. */
+export async function opByOp(model: IntegerModel, g: TfliteGraph, traces: readonly IntArray[][]): Promise<OpAgreement[]> {
+  const shape = (ir: number): number[] => [1, model.tensors[ir].shape[1], model.tensors[ir].shape[2], model.tensors[ir].shape[0]];
+  const rows: OpAgreement[] = [];
+  for (const r of g.opRanges) {
+    const inputs = [...new Set(r.inputs)];
+    const outputs = await runTfliteOutputs(writeModel(isolatedOp(g, r)), traces.map((t) => inputs.map((i) => asTflite(model, g, i, t[i]))), inputs.map(shape));
+    let [differ, total, maxDiff] = [0, 0, 0];
+    traces.forEach((t, k) => {
+      const expected = asTflite(model, g, r.output, t[r.output]);
+      const got = Object.values(outputs[k])[0];
+      for (let i = 0; i < expected.length; i++) {
+        const d = Math.abs(got[i] - expected[i]);
+        [differ, total, maxDiff] = [differ + Number(d > 0), total + 1, Math.max(maxDiff, d)];
+      }
+    });
+    const operators = g.def.operators.slice(r.first, r.end).map((o) => Object.entries(BuiltinOperator).find(([, v]) => v === o.opcode)![0]);
+    rows.push({ name: r.name, operators, differ, total, maxDiff });
+  }
+  return rows;
 }
