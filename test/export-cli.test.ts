@@ -106,7 +106,7 @@ describe('export', () => {
     const floatRun = calibratedRun(dir, 'float', { method: 'float' });
     const cases: [string[], RegExp, ErrorClass][] = [
       [['--checkpoint', floatRun], /no quantizers \(method float\)/, 'input'],
-      [['--checkpoint', apotRun, '--format', 'xyz'], /--format must be one of tqm, onnx, c; got "xyz"/, 'usage'],
+      [['--checkpoint', apotRun, '--format', 'xyz'], /--format must be one of tqm, onnx, c, tflite; got "xyz"/, 'usage'],
       [['--checkpoint', apotRun, '--residual-bits', '12'], /--residual-bits must be 16 or 8, got 12/, 'usage'],
       [['--checkpoint', join(dir, 'nothing-here')], /does not exist/, 'input'],
     ];

@@ -1,7 +1,7 @@
 /**
  * Export formats by name. An exporter turns a trained model into output files (bytes only: the
  * caller writes them, atomically, after the exporter succeeded, so a failure never leaves a
- * partial output). `tqm` lives here; ONNX (src/export/onnx) and C (src/export/c) have their own folders
+ * partial output). `tqm` lives here; ONNX (src/export/onnx), C (src/export/c) and TFLite (src/export/tflite) have their own folders
  * and an entry in `exporters`.
  */
 import type { IntegerModel } from './ir.js';
@@ -9,6 +9,7 @@ import type { TrainedModel } from './checkpoint-model.js';
 import { encodeTqm } from './tqm.js';
 import { onnxExporter } from './onnx/exporter.js';
 import { type CExportOptions, cExporter } from './c/exporter.js';
+import { tfliteExporter } from './tflite/exporter.js';
 
 export interface ExportContext {
   /** The trained fake-quantized model, its config and checkpoint. */
@@ -41,4 +42,4 @@ async function exportTqm(ctx: ExportContext): Promise<ExportResult> {
   return { files: [{ path: ctx.out, bytes }], summary: [`${ctx.out}: ${bytes.length} bytes, ${model.ops.length} ops`, ...model.meta.notes] };
 }
 
-export const exporters: Record<string, Exporter> = { tqm: exportTqm, onnx: onnxExporter, c: cExporter };
+export const exporters: Record<string, Exporter> = { tqm: exportTqm, onnx: onnxExporter, c: cExporter, tflite: tfliteExporter };
