@@ -194,7 +194,9 @@ describe('the final phase of a run', () => {
   test('trains under the plan, records it, reports the device, and resumes bit for bit', async () => {
     const { dir, cleanup } = tempDir('tq-final-phase-');
     try {
-      const whole = await train({ config, outDir: join(dir, 'whole'), model: new ResidualNet(), data, handleSignals: false });
+      const lines: string[] = [];
+      const progress = { step: () => {}, line: (text: string) => void lines.push(text) };
+      const whole = await train({ config, outDir: join(dir, 'whole'), model: new ResidualNet(), data, handleSignals: false, progress });
       assert.equal(whole.status, 'finished');
       assert.ok(whole.device, 'the run evaluates the integer model');
       assert.equal(whole.device.images, 16);
@@ -206,6 +208,8 @@ describe('the final phase of a run', () => {
       assert.deepEqual(sidecar.classes, ['dark', 'bright']);
 
       assert.equal(whole.epochs.length, 3, 'two epochs, then the final phase');
+      assert.equal(final.top1, whole.epochs[2].testTop1);
+      assert.match(lines.join('\n'), /simulated evaluation the last epoch's/, 'the final evaluation is the last epoch\'s (same model, same plan), not a second pass');
       // Stopped in the middle of the final phase (epoch 3, step 2 of 4), then resumed.
       const parts = join(dir, 'parts');
       const first = await train({ config, outDir: parts, model: new ResidualNet(), data, handleSignals: false, stopAfterSteps: 10 });

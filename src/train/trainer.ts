@@ -429,7 +429,7 @@ async function trainInDirectory(opts: TrainOptions, data: TrainingData, resumed:
       fingerprint,
       quantization,
     });
-    const ctx: EpochContext = { config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts, stop, deployment };
+    const ctx: EpochContext = { config, outDir, model, optimizer, trainLoader, testLoader, state, progressSink, fingerprint, opts, stop, deployment, lastEpochTest: null };
     const status = await runEpochs(ctx);
     if (status === 'interrupted') return interrupted();
     let final: EvalSummary;
@@ -488,6 +488,8 @@ interface EpochContext {
   readonly stop: AbortSignal;
   /** How the run is deployed, or null (float, or deploy.evaluate off without a final phase). */
   readonly deployment: Deployment | null;
+  /** The last epoch's test evaluation in this process and the plan it simulated (null: none). */
+  lastEpochTest: { readonly plan: DeploymentPlan | null; readonly summary: EvalSummary } | null;
 }
 
 /** What the trainer needs to plan, simulate and evaluate a run's deployment. */
@@ -542,6 +544,14 @@ function evaluationForward(ctx: EpochContext, plan: DeploymentPlan | null, ir?: 
 }
 
 /**
+ * The last epoch's test evaluation when it is the one the final evaluation would make: the model
+ * has not changed since, and it ran the same forward (the deployment of the same `plan`, or none).
+ */
+function lastEpochTestWith(ctx: EpochContext, plan: DeploymentPlan | null): EvalSummary | null {
+  return ctx.lastEpochTest && ctx.lastEpochTest.plan === plan ? ctx.lastEpochTest.summary : null;
+}
+
+/**
  * The final evaluation: of a deployed run, the fake-quantized model with its deployment simulated
  * (the plan of its final phase, or one made now and recorded in the last checkpoint) and the
  * integer model on the same images.
@@ -549,7 +559,7 @@ function evaluationForward(ctx: EpochContext, plan: DeploymentPlan | null, ir?: 
 async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promise<{ final: EvalSummary; device: DeviceEvaluation | null }> {
   const d = ctx.deployment;
   if (!d || !ctx.config.deploy.evaluate) {
-    return { final: await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, ctx.state.plan), signal: ctx.stop }), device: null };
+    return { final: lastEpochTestWith(ctx, ctx.state.plan) ?? (await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, ctx.state.plan), signal: ctx.stop })), device: null };
   }
   if (!ctx.state.plan) {
     ctx.state.plan = makePlan(ctx, d);
@@ -559,14 +569,15 @@ async function finalEvaluation(ctx: EpochContext, testData: ImageDataset): Promi
   const start = performance.now();
   const ir = lowerForEvaluation(trace(ctx.model, [...d.imageShape]), plan, d.normalization, d.meta);
   const lowered = performance.now();
-  const final = await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, plan, ir), signal: ctx.stop });
+  const reused = lastEpochTestWith(ctx, plan);
+  const final = reused ?? (await evaluate(ctx.model, ctx.testLoader, { forward: evaluationForward(ctx, plan, ir), signal: ctx.stop }));
   const evaluated = performance.now();
   const device = await evaluateOnDevice(ir, testData, final.predictions);
   const seconds = (t: number): string => (t / 1000).toFixed(1);
   ctx.progressSink.line(
     `on device (integer model, ${device.engine}): top-1 ${device.top1.toFixed(2)}% against fake-quant ${final.top1.toFixed(2)}%, ` +
       `same top-1 on ${device.sameTop1.toFixed(2)}% of ${device.images} images ` +
-      `(lowering ${seconds(lowered - start)} s, simulated evaluation ${seconds(evaluated - lowered)} s, integer model ${seconds(performance.now() - evaluated)} s)`,
+      `(lowering ${seconds(lowered - start)} s, simulated evaluation ${reused ? "the last epoch's" : `${seconds(evaluated - lowered)} s`}, integer model ${seconds(performance.now() - evaluated)} s)`,
   );
   return { final, device };
 }
@@ -686,6 +697,7 @@ async function trainEpoch(ctx: EpochContext, epoch: number): Promise<void> {
   const seconds = (performance.now() - epochStart) / 1000;
   const evalNow = (epoch + 1) % config.evalEvery === 0 || epoch + 1 === totalEpochs(config);
   const test = evalNow ? await evaluate(model, ctx.testLoader, { forward: evaluationForward(ctx, plan), signal: ctx.stop }) : null;
+  if (test && epoch + 1 === totalEpochs(config)) ctx.lastEpochTest = { plan, summary: test };
   const metrics: EpochMetrics = {
     epoch,
     lr: optimizer.groups[0].lr,
