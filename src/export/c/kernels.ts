@@ -28,9 +28,9 @@ function columnLength(op: ConvOp): number {
   return Math.ceil((op.inChannels * op.kernel[0] * op.kernel[1]) / 4) * 4;
 }
 
-/** Scratch bytes of the dual-MAC kernel with `block` decoded weight rows and two columns. */
+/** Scratch bytes of the dual-MAC kernel with `block` decoded weight rows (an odd block's last one twice) and two columns. */
 export function dspScratchBytes(op: ConvOp, block: number): number {
-  return 2 * columnLength(op) * (block + 2);
+  return 2 * columnLength(op) * (2 * Math.ceil(block / 2) + 2);
 }
 
 /** Why the dual-MAC kernel cannot take the conv at all, or null. */

@@ -148,16 +148,11 @@ typedef struct {
     uint8_t bits, epilogue, out_dtype;
 } tq_conv;
 
-/* The n integer weights of output channel o. */
-static void tq_weight_row(const tq_conv *L, int32_t o, int32_t n, int16_t *row)
+/* The integer weight whose code starts at the given bit of the packed codes. */
+static int32_t tq_weight(const tq_conv *L, uint32_t bit)
 {
-    const uint32_t mask = (1u << L->bits) - 1u;
-    uint32_t bit = (uint32_t)o * (uint32_t)n * (uint32_t)L->bits;
-    int32_t k;
-    for (k = 0; k < n; ++k, bit += (uint32_t)L->bits) {
-        uint32_t pair = L->codes[bit >> 3] | ((uint32_t)L->codes[(bit >> 3) + 1] << 8);
-        row[k] = L->levels[(pair >> (bit & 7u)) & mask];
-    }
+    const uint32_t pair = L->codes[bit >> 3] | ((uint32_t)L->codes[(bit >> 3) + 1] << 8);
+    return L->levels[(pair >> (bit & 7u)) & ((1u << L->bits) - 1u)];
 }
 
 static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t v, const void *sc)
@@ -187,6 +182,14 @@ const CONV_GENERIC = String.raw`
 /* Convs the DSP kernel does not take (runtime-dsp.ts): per output channel, the decoded weight row,
    the window sums into the accumulator plane, then the epilogue. */
 typedef void (*tq_accumulate)(const tq_conv *L, const void *input, int32_t first, const int16_t *row, int32_t *acc);
+
+/* The n integer weights of output channel o. */
+static void tq_weight_row(const tq_conv *L, int32_t o, int32_t n, int16_t *row)
+{
+    uint32_t bit = (uint32_t)o * (uint32_t)n * (uint32_t)L->bits;
+    int32_t k;
+    for (k = 0; k < n; ++k, bit += (uint32_t)L->bits) row[k] = (int16_t)tq_weight(L, bit);
+}
 
 static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *in, void *out, const void *sc, void *scratch)
 {
