@@ -106,10 +106,18 @@ static void tq_im2col_${dtype}(const tq_conv *L, const ${cType} *in, int32_t y, 
     const int32_t top = y * L->stride_h - L->pad_h, left = x * L->stride_w - L->pad_w;
     uint32_t low = 0;
     int32_t c, i, j, n = 0;
-    if (top >= 0 && left >= 0 && top + KH <= H && left + KW <= W && (C & 1) == 0 && ((KH == 3 && KW == 3) || (KH == 1 && KW == 1))) {
-        /* Inside the input, an even channel count: the common 3x3 and 1x1 windows two channels at a time. */
-        const ${cType} *a = in + top * W + left;
-        if (KH == 3) {
+    if ((C & 1) == 0 && KH == 3 && KW == 3) {
+        /* The common case, two channels (18 values, 9 words) at a time: where the window leaves the
+           input, the offsets of its positions inside a channel plane are -1 (padding, zero). */
+        int32_t at[9];
+        const ${cType} *a = in;
+        for (i = 0; i < 3; ++i)
+            for (j = 0; j < 3; ++j) {
+                const int32_t r = top + i, q = left + j;
+                at[i * 3 + j] = r >= 0 && r < H && q >= 0 && q < W ? r * W + q : -1;
+            }
+        if (at[0] >= 0 && at[8] >= 0) {
+            a += at[0];
             for (c = 0; c < C; c += 2, a += 2 * HW, col += 18) {
                 const ${cType} *b = a + HW;
                 col[0] = tq_pack(a[0], a[1]), col[2] = tq_pack(a[2], a[W]), col[4] = tq_pack(a[W + 1], a[W + 2]);
@@ -117,11 +125,25 @@ static void tq_im2col_${dtype}(const tq_conv *L, const ${cType} *in, int32_t y, 
                 col[12] = tq_pack(b[W], b[W + 1]), col[14] = tq_pack(b[W + 2], b[2 * W]), col[16] = tq_pack(b[2 * W + 1], b[2 * W + 2]);
             }
         } else {
-            for (c = 0; c < C; c += 2, a += 2 * HW, col += 2) col[0] = tq_pack(a[0], a[HW]);
+            for (c = 0; c < C; c += 2, a += 2 * HW, col += 18) {
+                const ${cType} *b = a + HW;
+#define TQ_AT(p, t) (at[t] >= 0 ? (p)[at[t]] : 0)
+                col[0] = tq_pack(TQ_AT(a, 0), TQ_AT(a, 1)), col[2] = tq_pack(TQ_AT(a, 2), TQ_AT(a, 3)), col[4] = tq_pack(TQ_AT(a, 4), TQ_AT(a, 5));
+                col[6] = tq_pack(TQ_AT(a, 6), TQ_AT(a, 7)), col[8] = tq_pack(TQ_AT(a, 8), TQ_AT(b, 0)), col[10] = tq_pack(TQ_AT(b, 1), TQ_AT(b, 2));
+                col[12] = tq_pack(TQ_AT(b, 3), TQ_AT(b, 4)), col[14] = tq_pack(TQ_AT(b, 5), TQ_AT(b, 6)), col[16] = tq_pack(TQ_AT(b, 7), TQ_AT(b, 8));
+#undef TQ_AT
+            }
         }
-        for (n = C * KH * KW; n < even; n += 2, col += 2) col[0] = 0;
+        for (n = 9 * C; n < even; n += 2, col += 2) col[0] = 0;
         return;
     }
+    if ((C & 1) == 0 && KH == 1 && KW == 1 && top >= 0 && left >= 0 && top < H && left < W) {
+        const ${cType} *a = in + top * W + left;
+        for (c = 0; c < C; c += 2, a += 2 * HW, col += 2) col[0] = tq_pack(a[0], a[HW]);
+        for (n = C; n < even; n += 2, col += 2) col[0] = 0;
+        return;
+    }
+    /* Any other window, value by value. */
     for (c = 0; c < C; ++c)
         for (i = 0; i < KH; ++i)
             for (j = 0; j < KW; ++j, ++n) {
