@@ -155,7 +155,7 @@ describe('generated C on a Cortex-M4 (QEMU mps2-an386)', () => {
     assert.ok(run.inferStackBytes > 0 && run.stackBytes >= run.inferStackBytes && run.stackBytes < 4096, `stack ${run.inferStackBytes}/${run.stackBytes}`);
     assert.equal(run.ramBytes, run.elf.data + run.elf.bss + run.stackBytes);
   });
-  test('dual-MAC kernel (3x3 stride 1 and 2, 1x1 stride 2) and a conv it leaves to the generic kernel: same logits on the host and the M4', { skip: missing ? `skipped: ${missing}` : false }, () => {
+  test('dual-MAC kernel (3x3 stride 1 and 2, 1x1 stride 2) and a conv it leaves to the generic kernel: same logits on the host, the M4 and the M7', { skip: missing ? `skipped: ${missing}` : false }, () => {
     const { model, images, count } = tiny(CASES[1]);
     const generated = generateC(model, { headerName: 'model.h' });
     const shapes = new Set<string>();
@@ -169,6 +169,7 @@ describe('generated C on a Cortex-M4 (QEMU mps2-an386)', () => {
     const expected = new IntegerEngine(model).inferBatch(some, n);
     assertSameLogits(runOnHost(generated, some, n).logits, expected, 'host (portable dual MAC)');
     assertSameLogits(runOnDevice(generated, some, n).logits, expected, 'Cortex-M4 (SMLAD)');
+    assertSameLogits(runOnDevice(generated, some, n, { target: 'cortex-m7' }).logits, expected, 'Cortex-M7 (mps2-an500)');
   });
   for (const c of IR_CASES) {
     test(`synthetic ${c.name}: same logits as the engine`, { skip: missing ? `skipped: ${missing}` : false }, () => {
