@@ -23,9 +23,9 @@ export interface KernelChoice {
   readonly notes: readonly string[];
 }
 
-/** Int16 entries of an im2col column (and a decoded weight row) of the dual-MAC kernel: the patch rounded up to 4. */
+/** Int16 entries of an im2col column (and a decoded weight row) of the dual-MAC kernel: the patch rounded up to 8 (runtime-dsp.ts). */
 function columnLength(op: ConvOp): number {
-  return Math.ceil((op.inChannels * op.kernel[0] * op.kernel[1]) / 4) * 4;
+  return Math.ceil((op.inChannels * op.kernel[0] * op.kernel[1]) / 8) * 8;
 }
 
 /** Scratch bytes of the dual-MAC kernel with `block` decoded weight rows (an odd block's last one twice) and two columns. */

@@ -4,7 +4,7 @@
  * `__smlad` where `__ARM_FEATURE_DSP` says the target has it: Cortex-M4, M7, M33 with DSP; a C
  * function of identical arithmetic elsewhere, e.g. the host build the tests compile) on int16
  * pairs, the CMSIS-NN way: the windows of two output pixels are copied into int16 columns
- * (im2col, zeros for padding, padded with zeros to a multiple of four), the weights of a block of
+ * (im2col, zeros for padding, padded with zeros to a multiple of eight), the weights of a block of
  * output channels are decoded from their packed codes into int16 rows once per block, and each
  * step of the inner loop loads one pair of each column and of two weight rows and does four dual
  * MACs (2 output channels x 2 pixels: every loaded word is used twice). Pairs are stored as 32-bit
@@ -54,10 +54,9 @@ static void tq_weight_pairs(const tq_conv *L, int32_t o, int32_t patch, int32_t 
     const uint32_t bits = L->bits;
     uint32_t bit = (uint32_t)o * (uint32_t)patch * bits;
     int32_t k;
-    for (k = 0; k < even; k += 2, bit += 2u * bits) {
-        const int32_t first = k < patch ? tq_weight(L, bit) : 0, second = k + 1 < patch ? tq_weight(L, bit + bits) : 0;
-        dst[k] = tq_pack(first, second);
-    }
+    for (k = 0; k + 1 < patch; k += 2, bit += 2u * bits) dst[k] = tq_pack(tq_weight(L, bit), tq_weight(L, bit + bits));
+    if (k < patch) dst[k] = tq_pack(tq_weight(L, bit), 0), k += 2;
+    for (; k < even; k += 2) dst[k] = 0;
 }
 
 /* Two consecutive words *p, p[1] into first, second, p advanced by two words. On ARMv7E-M one LDRD
@@ -69,14 +68,26 @@ static void tq_weight_pairs(const tq_conv *L, int32_t o, int32_t patch, int32_t 
 #define tq_load2(p, first, second) ((first) = (p)[0], (second) = (p)[1], (p) += 2)
 #endif
 
-/* Sums of a channel pair's interleaved rows w with a pixel pair's interleaved columns a, even / 2 words
-   each (a multiple of 2): s[2 * channel + pixel]. */
+/* Sums of a channel pair's interleaved rows w with a pixel pair's interleaved columns a, even words
+   each (a multiple of 8: four steps of 4 MACs per channel and pixel a loop): s[2 * channel + pixel]. */
 static void tq_dot_2x2(const uint32_t *w, const uint32_t *a, int32_t even, int32_t *s)
 {
     const uint32_t *const end = a + even;
     int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
     uint32_t v0, v1, x0, x1;
     while (a < end) {
+        tq_load2(w, v0, v1);
+        tq_load2(a, x0, x1);
+        s00 = tq_smlad(v0, x0, s00);
+        s01 = tq_smlad(v0, x1, s01);
+        s10 = tq_smlad(v1, x0, s10);
+        s11 = tq_smlad(v1, x1, s11);
+        tq_load2(w, v0, v1);
+        tq_load2(a, x0, x1);
+        s00 = tq_smlad(v0, x0, s00);
+        s01 = tq_smlad(v0, x1, s01);
+        s10 = tq_smlad(v1, x0, s10);
+        s11 = tq_smlad(v1, x1, s11);
         tq_load2(w, v0, v1);
         tq_load2(a, x0, x1);
         s00 = tq_smlad(v0, x0, s00);
@@ -107,24 +118,23 @@ static void tq_im2col_${dtype}(const tq_conv *L, const ${cType} *in, int32_t y, 
     uint32_t low = 0;
     int32_t c, i, j, n = 0;
     if ((C & 1) == 0 && KH == 3 && KW == 3) {
-        /* The common case, two channels (18 values, 9 words) at a time: where the window leaves the
-           input, the offsets of its positions inside a channel plane are -1 (padding, zero). */
-        int32_t at[9];
-        const ${cType} *a = in;
-        for (i = 0; i < 3; ++i)
-            for (j = 0; j < 3; ++j) {
-                const int32_t r = top + i, q = left + j;
-                at[i * 3 + j] = r >= 0 && r < H && q >= 0 && q < W ? r * W + q : -1;
-            }
-        if (at[0] >= 0 && at[8] >= 0) {
-            a += at[0];
-            for (c = 0; c < C; c += 2, a += 2 * HW, col += 18) {
-                const ${cType} *b = a + HW;
-                col[0] = tq_pack(a[0], a[1]), col[2] = tq_pack(a[2], a[W]), col[4] = tq_pack(a[W + 1], a[W + 2]);
-                col[6] = tq_pack(a[2 * W], a[2 * W + 1]), col[8] = tq_pack(a[2 * W + 2], b[0]), col[10] = tq_pack(b[1], b[2]);
-                col[12] = tq_pack(b[W], b[W + 1]), col[14] = tq_pack(b[W + 2], b[2 * W]), col[16] = tq_pack(b[2 * W + 1], b[2 * W + 2]);
+        /* The common case, two channels (18 values, 9 words) at a time. */
+        if (top >= 0 && left >= 0 && top + 3 <= H && left + 3 <= W) {
+            const ${cType} *r0 = in + top * W + left, *r1 = r0 + W, *r2 = r1 + W;
+            for (c = 0; c < C; c += 2, r0 += 2 * HW, r1 += 2 * HW, r2 += 2 * HW, col += 18) {
+                col[0] = tq_pack(r0[0], r0[1]), col[2] = tq_pack(r0[2], r1[0]), col[4] = tq_pack(r1[1], r1[2]);
+                col[6] = tq_pack(r2[0], r2[1]), col[8] = tq_pack(r2[2], r0[HW]), col[10] = tq_pack(r0[HW + 1], r0[HW + 2]);
+                col[12] = tq_pack(r1[HW], r1[HW + 1]), col[14] = tq_pack(r1[HW + 2], r2[HW]), col[16] = tq_pack(r2[HW + 1], r2[HW + 2]);
             }
         } else {
+            /* At the border: the offsets of the window's positions inside a channel plane, -1 for padding (zero). */
+            int32_t at[9];
+            const ${cType} *a = in;
+            for (i = 0; i < 3; ++i)
+                for (j = 0; j < 3; ++j) {
+                    const int32_t r = top + i, q = left + j;
+                    at[i * 3 + j] = r >= 0 && r < H && q >= 0 && q < W ? r * W + q : -1;
+                }
             for (c = 0; c < C; c += 2, a += 2 * HW, col += 18) {
                 const ${cType} *b = a + HW;
 #define TQ_AT(p, t) (at[t] >= 0 ? (p)[at[t]] : 0)
@@ -160,7 +170,7 @@ static void tq_conv_dsp_${dtype}(const tq_conv *L, int32_t block, const void *in
 {
     const ${cType} *in = (const ${cType} *)input;
     const int32_t out_c = L->out_c, out_w = L->out_w, plane = L->out_h * out_w;
-    const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, even = (patch + 3) & ~3;
+    const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, even = (patch + 7) & ~7;
     uint32_t *const rows = (uint32_t *)scratch, *const cols = rows + (block + 1) / 2 * even;
     int32_t o0, o, p, s[4];
     for (o0 = 0; o0 < out_c; o0 += block) {
