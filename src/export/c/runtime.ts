@@ -168,8 +168,15 @@ static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, in
     return tq_clamp(v, L->residual_lo, L->residual_hi);
 }
 
+/* Inlined into the conv kernels' output loops: GCC's heuristics would keep the epilogue a call. */
+#if defined(__GNUC__)
+#define TQ_INLINE __attribute__((always_inline)) inline
+#else
+#define TQ_INLINE inline
+#endif
+
 /* Requantizes the window sum of output channel o at pixel (y, x) and stores it (the epilogue of every conv kernel). */
-static void tq_conv_output(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t sum, void *out, const void *sc)
+static TQ_INLINE void tq_conv_output(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t sum, void *out, const void *sc)
 {
     int32_t v = tq_rms(sum, L->mult[o], L->shift[o]) + L->bias[o];
     if (L->epilogue == TQ_ACTIVATION) v = tq_activation_value(L->activation, v);
