@@ -1,14 +1,16 @@
 /**
- * The C export on a Cortex-M4: for each bit-width, the integer model of a registry model (default
+ * The C export on a Cortex-M4 and a Cortex-M7: for each bit-width, the integer model of a registry model (default
  * ResNet-20; any zoo model: `--model dscnn`, `mobilenetv1-0.25`, `resnet8-mlperf`) is turned into C
  * (src/export/c), cross-compiled with arm-none-eabi-gcc -O2 -mcpu=cortex-m4 -mthumb
  * -mfloat-abi=soft (newlib; the generated code has no floating point, so the float ABI does not
- * change it) and run under `qemu-system-arm -M mps2-an386 -icount shift=0` with semihosting on
+ * change it; -mcpu=cortex-m7 for the M7) and run under `qemu-system-arm -M mps2-an386` (M7:
+ * `mps2-an500`) `-icount shift=0` with semihosting on
  * CIFAR-10 test images (models with another input shape: seeded synthetic images of that shape,
  * which leave sizes and instruction counts as they are); its logits (and those of the same C built with the host's gcc, also with
  * -std=c99 -Wall -Wextra -Werror) are compared with the TypeScript integer engine's.
  *
  *   node dist/bench/device.js [--bits 2,3,4,8] [--images N] [--method ewgs] [--model resnet20]
+ *        [--targets cortex-m4,cortex-m7]
  *        [--float FILE.safetensors] [--normalization apot] [--residual-bits 16|8] [--input-bits 8|16]
  *        [--run BITS=RUN_DIR ...] [--data-dir DIR] [--json] [--out FILE.json]
  *
@@ -22,7 +24,8 @@
  * startup, harness); RAM = data + bss (the model's arena, the image buffer) + the stack
  * high-water mark (stack painted before each inference); instructions per inference = SysTick
  * ticks x instructions per tick (40: 25 MHz clock, -icount shift=0 runs one instruction per ns;
- * measured by the harness on a loop of known length; resolution one tick).
+ * measured by the harness on a loop of known length; resolution one tick); per MAC: divided by
+ * the multiply-accumulates of the model's convs (output elements x window).
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -31,11 +34,11 @@ import type { ImageDataset } from '../src/data/dataset.js';
 import { loadDataset } from '../src/data/load.js';
 import { compareLogits, top1Accuracy } from '../src/export/agreement.js';
 import { generateC } from '../src/export/c/generate.js';
-import { CORTEX_M4_FLAGS, deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
+import { DEVICE_TARGETS, type DeviceTarget, deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
 import type { CalibrationImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
-import type { IntegerModel } from '../src/export/ir.js';
+import { type IntegerModel, tensorSize } from '../src/export/ir.js';
 import { createModel, isModelName, modelNames, models } from '../src/models/index.js';
 import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
@@ -54,6 +57,7 @@ const { values } = parseArgs({
     images: { type: 'string', default: '10' },
     method: { type: 'string', default: 'ewgs' },
     model: { type: 'string', default: 'resnet20' },
+    targets: { type: 'string', default: 'cortex-m4,cortex-m7' },
     normalization: { type: 'string', default: 'apot' },
     'residual-bits': { type: 'string', default: '16' },
     'input-bits': { type: 'string', default: '8' },
@@ -118,10 +122,18 @@ async function integerModel(bits: number, test: ImageDataset, floatFile: string 
   return { model: quantizedModel(bits, test, floatFile), source };
 }
 
+/** Multiply-accumulates of one inference: every conv's output elements times its window (input channels of a group x kernel). */
+function convMacs(model: IntegerModel): number {
+  return model.ops.reduce((s, op) => (op.kind === 'conv' ? s + tensorSize(model.tensors[op.output]) * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1] : s), 0);
+}
+
 async function main(): Promise<void> {
   const missing = deviceToolsMissing();
   if (missing) throw new Error(`bench/device: ${missing}`);
   const bits = values.bits.split(',').map(Number);
+  const targets = values.targets.split(',') as DeviceTarget[];
+  const unknown = targets.find((t) => !(t in DEVICE_TARGETS));
+  if (unknown) throw new Error(`bench/device: --targets takes ${Object.keys(DEVICE_TARGETS).join(', ')}, got "${unknown}"`);
   const count = Number(values.images);
   if (!isModelName(values.model)) throw new Error(`bench/device: --model must be one of ${modelNames.join(', ')}`);
   const floatFile = values.float ?? (values.model === 'resnet20' && existsSync(DEFAULT_FLOAT) ? DEFAULT_FLOAT : undefined);
@@ -134,39 +146,48 @@ async function main(): Promise<void> {
     log(`W${b}A${b}: lowering`);
     const { model, source } = await integerModel(b, test, floatFile);
     const generated = generateC(model, { headerName: 'model.h' });
-    log(`W${b}A${b}: running ${sample.count} images under QEMU`);
-    const device = runOnDevice(generated, sample.images, sample.count);
     const engine = new IntegerEngine(model).inferBatch(sample.images, sample.count);
     const host = runOnHost(generated, sample.images, sample.count);
     const classes = model.meta.classes.length;
-    // The C program's class is the first maximum of its logits, as compareLogits and top1Accuracy take it.
-    const onDevice = compareLogits(device.logits, engine, classes);
-    const row = {
-      bits: b,
-      source,
-      flashBytes: device.flashBytes,
-      text: device.elf.text,
-      rodata: device.elf.rodata,
-      ramBytes: device.ramBytes,
-      data: device.elf.data,
-      bss: device.elf.bss,
-      arenaBytes: generated.plan.bytes,
-      stackBytes: device.stackBytes,
-      modelFlashBytes: device.model.text + device.model.rodata,
-      instructions: Math.round(device.instructions.reduce((s, v) => s + v, 0) / sample.count),
-      instructionsMin: Math.min(...device.instructions),
-      instructionsMax: Math.max(...device.instructions),
-      images: sample.count,
-      identicalLogits: onDevice.identicalImages,
-      hostIdenticalLogits: compareLogits(host.logits, engine, classes).identicalImages,
-      top1Agreement: onDevice.sameTop1,
-      top1Accuracy: top1Accuracy(device.logits, sample.labels, classes),
-      target: (values.model === 'resnet20' ? RESNET20_TARGETS[b] : MCU_BUDGET) ?? null,
-    };
-    log(JSON.stringify(row));
-    rows.push(row);
+    const macs = convMacs(model);
+    for (const target of targets) {
+      log(`W${b}A${b}: running ${sample.count} images under QEMU ${DEVICE_TARGETS[target].machine}`);
+      const device = runOnDevice(generated, sample.images, sample.count, { target });
+      // The C program's class is the first maximum of its logits, as compareLogits and top1Accuracy take it.
+      const onDevice = compareLogits(device.logits, engine, classes);
+      const instructions = Math.round(device.instructions.reduce((s, v) => s + v, 0) / sample.count);
+      const row = {
+        bits: b,
+        core: target,
+        machine: DEVICE_TARGETS[target].machine,
+        source,
+        flashBytes: device.flashBytes,
+        text: device.elf.text,
+        rodata: device.elf.rodata,
+        ramBytes: device.ramBytes,
+        data: device.elf.data,
+        bss: device.elf.bss,
+        arenaBytes: generated.plan.bytes,
+        stackBytes: device.stackBytes,
+        modelFlashBytes: device.model.text + device.model.rodata,
+        macs,
+        instructions,
+        instructionsPerMac: instructions / macs,
+        instructionsMin: Math.min(...device.instructions),
+        instructionsMax: Math.max(...device.instructions),
+        images: sample.count,
+        identicalLogits: onDevice.identicalImages,
+        hostIdenticalLogits: compareLogits(host.logits, engine, classes).identicalImages,
+        top1Agreement: onDevice.sameTop1,
+        top1Accuracy: top1Accuracy(device.logits, sample.labels, classes),
+        genericConvs: generated.notes,
+        target: (values.model === 'resnet20' ? RESNET20_TARGETS[b] : MCU_BUDGET) ?? null,
+      };
+      log(JSON.stringify(row));
+      rows.push(row);
+    }
   }
-  const result = { flags: [...CORTEX_M4_FLAGS], qemu: 'qemu-system-arm -M mps2-an386 -icount shift=0', rows };
+  const result = { flags: Object.fromEntries(targets.map((t) => [t, [...DEVICE_TARGETS[t].flags]])), qemu: '-icount shift=0', rows };
   if (values.out) writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
   if (values.json) {
     console.log(JSON.stringify(result));
@@ -174,19 +195,21 @@ async function main(): Promise<void> {
   }
   const kib = (n: number): string => (n / 1024).toFixed(1);
   console.log(
-    `\n${values.model} (int${values['input-bits']} image, int${values['residual-bits']} residual stream) on a Cortex-M4 ` +
-      `(${CORTEX_M4_FLAGS.join(' ')}; QEMU mps2-an386, -icount shift=0), ${sample.count} ${cifar ? 'CIFAR-10 test' : 'synthetic'} images`,
+    `\n${values.model} (int${values['input-bits']} image, int${values['residual-bits']} residual stream; ${rows[0]?.macs.toLocaleString('en-US')} MACs per inference), ` +
+      `${targets.map((t) => `${t} (${DEVICE_TARGETS[t].flags.join(' ')}; QEMU ${DEVICE_TARGETS[t].machine})`).join(', ')}, -icount shift=0, ${sample.count} ${cifar ? 'CIFAR-10 test' : 'synthetic'} images`,
   );
-  console.log('| bits | flash B (text + rodata) | flash KiB | RAM B (data + bss + stack) | RAM KiB | arena B | stack B | instructions / inference | logits identical to TS engine (M4 / host gcc) | top-1 agreement % | top-1 accuracy % | target |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| bits | core | flash B (text + rodata) | flash KiB | RAM B (data + bss + stack) | RAM KiB | arena B | stack B | instructions / inference | instructions / MAC | logits identical to TS engine (device / host gcc) | top-1 agreement % | top-1 accuracy % | target |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const t = r.target;
     const verdict = t ? `flash <= ${kib(t.flash)} KiB: ${r.flashBytes <= t.flash ? 'met' : 'MISSED'}${t.ram ? `; RAM <= ${kib(t.ram)} KiB: ${r.ramBytes <= t.ram ? 'met' : 'MISSED'}` : ''}` : '';
     console.log(
-      `| ${r.bits} | ${r.flashBytes} (${r.text} + ${r.rodata}${r.data ? ` + ${r.data}` : ''}) | ${kib(r.flashBytes)} | ${r.ramBytes} (${r.data} + ${r.bss} + ${r.stackBytes}) | ${kib(r.ramBytes)} | ` +
-        `${r.arenaBytes} | ${r.stackBytes} | ${r.instructions.toLocaleString('en-US')} | ${r.identicalLogits}/${r.images} / ${r.hostIdenticalLogits}/${r.images} | ${r.top1Agreement.toFixed(1)} | ${r.top1Accuracy.toFixed(1)} | ${verdict} |`,
+      `| ${r.bits} | ${r.core.replace('cortex-', '').toUpperCase()} | ${r.flashBytes} (${r.text} + ${r.rodata}${r.data ? ` + ${r.data}` : ''}) | ${kib(r.flashBytes)} | ${r.ramBytes} (${r.data} + ${r.bss} + ${r.stackBytes}) | ${kib(r.ramBytes)} | ` +
+        `${r.arenaBytes} | ${r.stackBytes} | ${r.instructions.toLocaleString('en-US')} | ${r.instructionsPerMac.toFixed(2)} | ${r.identicalLogits}/${r.images} / ${r.hostIdenticalLogits}/${r.images} | ${r.top1Agreement.toFixed(1)} | ${r.top1Accuracy.toFixed(1)} | ${verdict} |`,
     );
   }
+  const generic = [...new Set(rows.flatMap((r) => r.genericConvs))];
+  if (generic.length > 0) console.log(`convs on the generic kernel: ${generic.join('; ')}`);
   console.log(`models: ${[...new Set(rows.map((r) => r.source))].join('; ')}`);
 }
 

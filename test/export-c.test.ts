@@ -88,12 +88,17 @@ describe('generated C on the host', () => {
       const generated = generateC(c.model, { headerName: 'model.h' });
       const run = runOnHost(generated, c.images, c.count);
       assertSameLogits(run.logits, new IntegerEngine(c.model).inferBatch(c.images, c.count), c.name);
-      // Convs with one input channel per group run the depthwise accumulate function, the others the general one.
-      for (const op of c.model.ops) {
-        if (op.kind !== 'conv') continue;
-        const kernel = op.inChannels === op.groups ? 'depthwise' : 'accumulate';
-        assert.match(generated.source, new RegExp(`tq_conv_run\\([^;]*tq_${kernel}_${c.model.tensors[op.input].dtype},[^;]*; /\\* ${op.name.replaceAll('.', '\\.')} \\*/`), `${c.name} ${op.name}`);
-      }
+      // Dense convs run the dual-MAC kernel (or say why not); the others, those with one input channel per group the depthwise accumulate function, the rest the general one.
+      c.model.ops.forEach((op, k) => {
+        if (op.kind !== 'conv') return;
+        const dtype = c.model.tensors[op.input].dtype;
+        const dense = generated.kernels[k]?.kind === 'dsp';
+        // Dense convs leave the dual-MAC kernel only with a note saying why.
+        if (op.groups === 1 && !dense) assert.ok(generated.notes.some((n) => n.startsWith(`${op.name}: generic conv kernel (`)), `${c.name} ${op.name}`);
+        if (op.groups !== 1) assert.ok(!dense, `${c.name} ${op.name}`);
+        const call = dense ? `tq_conv_dsp_${dtype}\\(&\\w+, \\d+,` : `tq_conv_run\\([^;]*tq_${op.inChannels === op.groups ? 'depthwise' : 'accumulate'}_${dtype},`;
+        assert.match(generated.source, new RegExp(`${call}[^;]*; /\\* ${op.name.replaceAll('.', '\\.')} \\*/`), `${c.name} ${op.name}`);
+      });
     });
   }
 
@@ -110,7 +115,10 @@ describe('generated C on the host', () => {
     const models = [...CASES.map((k) => ({ label: k.label, model: tiny(k).model, reuse: 2 })), ...IR_CASES.map((k) => ({ label: k.name, model: k.model, reuse: 1 }))];
     for (const c of models) {
       const { model } = c;
-      const plan = planArena(model);
+      const generated = generateC(model, { headerName: 'model.h' });
+      const { plan } = generated;
+      // The dual-MAC kernels' scratch never grows the arena beyond the generic kernels' plan.
+      assert.ok(plan.bytes <= planArena(model).bytes, `${c.label}: arena ${plan.bytes} > ${planArena(model).bytes}`);
       for (const [i, a] of plan.buffers.entries()) {
         assert.ok(a.offset >= 0 && a.offset % 4 === 0 && a.offset + a.bytes <= plan.bytes, `${c.label}: buffer ${i} outside the arena`);
         for (const b of plan.buffers.slice(i + 1)) {
@@ -122,7 +130,7 @@ describe('generated C on the host', () => {
       const separate = plan.buffers.reduce((s, b) => s + b.bytes, 0);
       assert.ok(plan.bytes >= plan.lowerBound && plan.bytes < separate / c.reuse, `${c.label}: arena ${plan.bytes}, lower bound ${plan.lowerBound}, all buffers ${separate}`);
       assert.ok(plan.buffers.some((b) => b.tensors.length > 1), `${c.label}: no tensor is computed in place`);
-      assert.match(generateC(model, { headerName: 'model.h' }).header, new RegExp(`#define TQ_ARENA_BYTES ${plan.bytes}\\b`));
+      assert.match(generated.header, new RegExp(`#define TQ_ARENA_BYTES ${plan.bytes}\\b`));
     }
   });
 });
@@ -146,6 +154,22 @@ describe('generated C on a Cortex-M4 (QEMU mps2-an386)', () => {
     assert.ok(run.model.rodata > 0 && run.model.text > 0 && run.flashBytes >= run.model.text + run.model.rodata);
     assert.ok(run.inferStackBytes > 0 && run.stackBytes >= run.inferStackBytes && run.stackBytes < 4096, `stack ${run.inferStackBytes}/${run.stackBytes}`);
     assert.equal(run.ramBytes, run.elf.data + run.elf.bss + run.stackBytes);
+  });
+  test('dual-MAC kernel (3x3 stride 1 and 2, 1x1 stride 2) and a conv it leaves to the generic kernel: same logits on the host, the M4 and the M7', { skip: missing ? `skipped: ${missing}` : false }, () => {
+    const { model, images, count } = tiny(CASES[1]);
+    const generated = generateC(model, { headerName: 'model.h' });
+    const shapes = new Set<string>();
+    model.ops.forEach((op, k) => {
+      if (op.kind === 'conv' && generated.kernels[k]?.kind === 'dsp') shapes.add(`${op.kernel.join('x')}s${op.stride[0]}`);
+    });
+    assert.deepEqual([...shapes].sort(), ['1x1s1', '1x1s2', '3x3s1', '3x3s2']);
+    assert.ok(generated.notes.some((n) => /^layer\d\.0\.conv2: generic conv kernel \(output narrower than its shortcut/.test(n)), generated.notes.join('; '));
+    const n = 2;
+    const some = images.subarray(0, (images.length / count) * n);
+    const expected = new IntegerEngine(model).inferBatch(some, n);
+    assertSameLogits(runOnHost(generated, some, n).logits, expected, 'host (portable dual MAC)');
+    assertSameLogits(runOnDevice(generated, some, n).logits, expected, 'Cortex-M4 (SMLAD)');
+    assertSameLogits(runOnDevice(generated, some, n, { target: 'cortex-m7' }).logits, expected, 'Cortex-M7 (mps2-an500)');
   });
   for (const c of IR_CASES) {
     test(`synthetic ${c.name}: same logits as the engine`, { skip: missing ? `skipped: ${missing}` : false }, () => {

@@ -11,7 +11,8 @@ import { type ActivationQuant, type AddOp, type ConvOp, type DType, type Integer
 import { LoweringError } from '../lower.js';
 import { validateIntegerModel } from '../validate.js';
 import { type ArenaPlacement, DEFAULT_PREFIX, dropInProblem } from './names.js';
-import { type ArenaPlan, planArena } from './plan.js';
+import { type ConvKernel, chooseConvKernels } from './kernels.js';
+import type { ArenaPlan } from './plan.js';
 import { C_DTYPE_TAG, runtimeSource } from './runtime.js';
 
 /** Byte order of the image tq_infer reads: channel planes (CIFAR's binary files) or interleaved pixels. */
@@ -39,6 +40,10 @@ export interface GeneratedC {
   readonly source: string;
   readonly header: string;
   readonly plan: ArenaPlan;
+  /** The conv kernel of each op (null for other ops). */
+  readonly kernels: readonly (ConvKernel | null)[];
+  /** Layers on the generic conv kernel for a reason other than their shape (for the export report). */
+  readonly notes: readonly string[];
 }
 
 /** A model or an output the C target cannot take: the message names the layer, field or path. */
@@ -108,14 +113,16 @@ class Emitter {
   readonly calls: string[] = [];
   readonly model: IntegerModel;
   readonly plan: ArenaPlan;
+  readonly kernels: readonly (ConvKernel | null)[];
   readonly layout: ImageLayout;
   readonly p: string;
   /** The arena's first byte, as the infer function names it. */
   readonly arena: string;
 
-  constructor(model: IntegerModel, plan: ArenaPlan, layout: ImageLayout, names: Names, arena: ArenaPlacement) {
+  constructor(model: IntegerModel, plan: ArenaPlan, kernels: readonly (ConvKernel | null)[], layout: ImageLayout, names: Names, arena: ArenaPlacement) {
     this.model = model;
     this.plan = plan;
+    this.kernels = kernels;
     this.layout = layout;
     this.p = names.p;
     this.arena = arena === 'static' ? `${names.p}_arena.bytes` : 'arena';
@@ -240,8 +247,10 @@ class Emitter {
     }
     this.data.push(struct('tq_conv', this.table('conv', k), fields));
     const scratch = `${this.arena} + ${this.plan.scratchOffset[k]}`;
-    const accumulate = `tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${model.tensors[op.input].dtype}`;
-    this.calls.push(`tq_conv_run(&${this.table('conv', k)}, ${accumulate}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
+    const dtype = model.tensors[op.input].dtype;
+    const kernel = this.kernels[k];
+    const [run, how] = kernel?.kind === 'dsp' ? [`tq_conv_dsp_${dtype}`, kernel.block] : ['tq_conv_run', `tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${dtype}`];
+    this.calls.push(`${run}(&${this.table('conv', k)}, ${how}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
   }
 
   quantize(op: QuantizeOp, k: number): void {
@@ -379,10 +388,11 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
   validateIntegerModel(model); // names the layer of anything the runtime cannot hold (e.g. weights beyond 8 bits)
   const o = resolveOptions(opts);
   const { p, P } = o.names;
-  const plan = planArena(model);
-  const emit = new Emitter(model, plan, o.imageLayout, o.names, o.arena);
+  const { plan, kernels, notes } = chooseConvKernels(model);
+  const emit = new Emitter(model, plan, kernels, o.imageLayout, o.names, o.arena);
   model.ops.forEach((op, k) => emit.op(op, k));
-  const convs = model.ops.filter((op): op is ConvOp => op.kind === 'conv');
+  const onDsp = (k: number): boolean => kernels[k]?.kind === 'dsp';
+  const convs = model.ops.filter((op, k): op is ConvOp => op.kind === 'conv' && !onDsp(k));
   // Whether a conv has an h x w kernel and more than `pixels` output pixels (unrolled blocks are emitted only for those).
   const hasKernel = (h: number, w: number, pixels: number): boolean =>
     convs.some((op) => op.kernel[0] === h && op.kernel[1] === w && model.tensors[op.output].shape[1] * model.tensors[op.output].shape[2] > pixels);
@@ -390,6 +400,7 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
   const runtime = runtimeSource({
     convInputs: inputTypes(false),
     depthwiseInputs: inputTypes(true),
+    dspInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && onDsp(k) ? [model.tensors[op.input].dtype] : [])))],
     unrolled: { k3: hasKernel(3, 3, 0), k1: hasKernel(1, 1, 1) },
     quantize: model.ops.some((op) => op.kind === 'quantize'),
     pool: model.ops.some((op) => op.kind === 'sumpool' || op.kind === 'maxpool'),
@@ -421,5 +432,5 @@ int ${p}_infer(${inferParameters(o, true)})
     return best;
 }
 `;
-  return { source, header: header(model, o, plan), plan };
+  return { source, header: header(model, o, plan), plan, kernels, notes };
 }

@@ -3,9 +3,10 @@
  * scratch space gets a byte offset in one arena, so the generated C needs no allocator.
  *
  * - Lifetimes: a tensor lives from the op that writes it to the last op that reads it (the logits
- *   to the end, when they are copied out); a conv's scratch (one int32 accumulator plane and one
- *   decoded weight row: the input channels of one group times the kernel) lives during that conv
- *   only. Pooling and add ops need no scratch.
+ *   to the end, when they are copied out); a conv's scratch (generic kernel: one int32
+ *   accumulator plane and one decoded weight row, the input channels of one group times the
+ *   kernel; dual-MAC kernel: a block of decoded weight rows and two im2col columns, sized by
+ *   kernels.ts) lives during that conv only. Pooling and add ops need no scratch.
  * - In place: an op whose output is written index by index in ascending order, each index after the
  *   same index of an input was read, may write over that input when the input dies at this op and
  *   the output's elements are not wider: element-wise quantize and add ops (over either input),
@@ -47,8 +48,8 @@ function alignUp(n: number): number {
   return Math.ceil(n / ALIGN) * ALIGN;
 }
 
-/** Bytes of a conv's scratch: an int32 accumulator per output pixel and an int16 weight per weight of one output channel. */
-function convScratchBytes(model: IntegerModel, op: ConvOp): number {
+/** Bytes of a conv's scratch on the generic kernel: an int32 accumulator per output pixel and an int16 weight per weight of one output channel. */
+export function convScratchBytes(model: IntegerModel, op: ConvOp): number {
   const [, h, w] = model.tensors[op.output].shape;
   return alignUp(4 * h * w) + alignUp(2 * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1]);
 }
@@ -97,7 +98,10 @@ function place(groups: readonly Group[]): number[] {
   return offsets;
 }
 
-export function planArena(model: IntegerModel): ArenaPlan {
+/** The scratch bytes of conv op k (the kernel chosen for it decides; default: the generic kernel's). */
+export type ScratchSize = (op: ConvOp, k: number) => number;
+
+export function planArena(model: IntegerModel, scratchBytes: ScratchSize = (op) => convScratchBytes(model, op)): ArenaPlan {
   const { tensors, ops } = model;
   const first = new Array<number>(tensors.length).fill(-1);
   const last = new Array<number>(tensors.length).fill(-1);
@@ -126,7 +130,7 @@ export function planArena(model: IntegerModel): ArenaPlan {
   });
   const all = [...groups.values()];
   ops.forEach((op, k) => {
-    if (op.kind === 'conv') all.push({ tensors: [], bytes: convScratchBytes(model, op), first: k, last: k, scratchOf: k });
+    if (op.kind === 'conv') all.push({ tensors: [], bytes: alignUp(scratchBytes(op, k)), first: k, last: k, scratchOf: k });
   });
   const offsets = place(all);
   const buffers: Buffer[] = all.map((g, i) => ({ ...g, offset: offsets[i] }));

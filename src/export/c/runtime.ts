@@ -5,8 +5,10 @@
  * -Wall -Wextra. Rounding and `>>` of negative values follow int-ops.ts: arithmetic right shifts
  * (what GCC, Clang and Arm compilers do; C99 leaves it implementation-defined).
  *
- * Convolution: per output channel, the weight row is decoded from its packed codes into int16
- * values (once per channel), each output pixel's window sum over the channels of its group goes
+ * Convolution: dense convs of 8- and 16-bit inputs usually run the dual-MAC kernel of
+ * runtime-dsp.ts (kernels.ts chooses); the others run the generic kernel here, which shares the
+ * struct, the weight decoding and the epilogue (tq_conv_output) with it. Generic kernel: per output
+ * channel, the weight row is decoded from its packed codes into int16 values (once per channel), each output pixel's window sum over the channels of its group goes
  * into an int32 accumulator plane, and the epilogue requantizes the plane. Dense multiplies (one
  * MLA per MAC on a Cortex-M4): the sums are the engine's exactly (integer sums that never
  * overflow, checked when the model was validated), whatever the order or the engine's arithmetic
@@ -16,6 +18,7 @@
  * (clip.ts).
  */
 import type { DType } from '../ir.js';
+import { DSP_COMMON, dspConv } from './runtime-dsp.js';
 
 /** The C element type of each storage type. */
 const C_TYPE: Readonly<Record<DType, string>> = { int8: 'int8_t', uint8: 'uint8_t', int16: 'int16_t', int32: 'int32_t' };
@@ -28,6 +31,8 @@ export interface RuntimeUse {
   readonly convInputs: readonly DType[];
   /** Element types that convolutions with one input channel per group (depthwise) read. */
   readonly depthwiseInputs: readonly DType[];
+  /** Element types that dense convolutions on the dual-MAC kernel read (runtime-dsp.ts; default none). */
+  readonly dspInputs?: readonly DType[];
   readonly unrolled: UnrolledKernels;
   readonly quantize: boolean;
   /** sumpool or maxpool ops. */
@@ -145,19 +150,11 @@ typedef struct {
     uint8_t bits, epilogue, out_dtype;
 } tq_conv;
 
-/* acc = the window sums of one output channel over input channels first .. first + group_in - 1. */
-typedef void (*tq_accumulate)(const tq_conv *L, const void *input, int32_t first, const int16_t *row, int32_t *acc);
-
-/* The n integer weights of output channel o. */
-static void tq_weight_row(const tq_conv *L, int32_t o, int32_t n, int16_t *row)
+/* The integer weight whose code starts at the given bit of the packed codes. */
+static int32_t tq_weight(const tq_conv *L, uint32_t bit)
 {
-    const uint32_t mask = (1u << L->bits) - 1u;
-    uint32_t bit = (uint32_t)o * (uint32_t)n * (uint32_t)L->bits;
-    int32_t k;
-    for (k = 0; k < n; ++k, bit += (uint32_t)L->bits) {
-        uint32_t pair = L->codes[bit >> 3] | ((uint32_t)L->codes[(bit >> 3) + 1] << 8);
-        row[k] = L->levels[(pair >> (bit & 7u)) & mask];
-    }
+    const uint32_t pair = L->codes[bit >> 3] | ((uint32_t)L->codes[(bit >> 3) + 1] << 8);
+    return L->levels[(pair >> (bit & 7u)) & ((1u << L->bits) - 1u)];
 }
 
 static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t v, const void *sc)
@@ -173,28 +170,48 @@ static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, in
     return tq_clamp(v, L->residual_lo, L->residual_hi);
 }
 
+/* Inlined into the conv kernels' output loops: GCC's heuristics would keep the epilogue a call. */
+#if defined(__GNUC__)
+#define TQ_INLINE __attribute__((always_inline)) inline
+#else
+#define TQ_INLINE inline
+#endif
+
+/* Requantizes the window sum of output channel o at pixel (y, x) and stores it (the epilogue of every conv kernel). */
+static TQ_INLINE void tq_conv_output(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t sum, void *out, const void *sc)
+{
+    int32_t v = tq_rms(sum, L->mult[o], L->shift[o]) + L->bias[o];
+    if (L->epilogue == TQ_ACTIVATION) v = tq_activation_value(L->activation, v);
+    else if (L->epilogue == TQ_RESIDUAL) v = tq_residual(L, o, y, x, v, sc);
+    tq_store(out, L->out_dtype, (o * L->out_h + y) * L->out_w + x, v);
+}
+`;
+
+const CONV_GENERIC = String.raw`
+/* Convs the DSP kernel does not take (runtime-dsp.ts): per output channel, the decoded weight row,
+   the window sums into the accumulator plane, then the epilogue. */
+typedef void (*tq_accumulate)(const tq_conv *L, const void *input, int32_t first, const int16_t *row, int32_t *acc);
+
+/* The n integer weights of output channel o. */
+static void tq_weight_row(const tq_conv *L, int32_t o, int32_t n, int16_t *row)
+{
+    uint32_t bit = (uint32_t)o * (uint32_t)n * (uint32_t)L->bits;
+    int32_t k;
+    for (k = 0; k < n; ++k, bit += (uint32_t)L->bits) row[k] = (int16_t)tq_weight(L, bit);
+}
+
 static void tq_conv_run(const tq_conv *L, tq_accumulate accumulate, const void *in, void *out, const void *sc, void *scratch)
 {
-    /* Fields in locals: the stores through out could alias them as far as the compiler knows. */
-    const int32_t out_h = L->out_h, out_w = L->out_w, plane = out_h * out_w, epilogue = L->epilogue, out_dtype = L->out_dtype;
-    const tq_activation *activation = L->activation;
+    const int32_t out_h = L->out_h, out_w = L->out_w, plane = out_h * out_w;
     const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, group_out = L->out_c / L->groups;
     int32_t *acc = (int32_t *)scratch;
     int16_t *row = (int16_t *)(acc + plane);
     int32_t o, y, x;
     for (o = 0; o < L->out_c; ++o) {
-        const int32_t mult = L->mult[o], shift = L->shift[o], bias = L->bias[o];
         tq_weight_row(L, o, patch, row);
         accumulate(L, in, o / group_out * L->group_in, row, acc);
-        for (y = 0; y < out_h; ++y) {
-            for (x = 0; x < out_w; ++x) {
-                const int32_t i = y * out_w + x;
-                int32_t v = tq_rms(acc[i], mult, shift) + bias;
-                if (epilogue == TQ_ACTIVATION) v = tq_activation_value(activation, v);
-                else if (epilogue == TQ_RESIDUAL) v = tq_residual(L, o, y, x, v, sc);
-                tq_store(out, out_dtype, o * plane + i, v);
-            }
-        }
+        for (y = 0; y < out_h; ++y)
+            for (x = 0; x < out_w; ++x) tq_conv_output(L, o, y, x, acc[y * out_w + x], out, sc);
     }
 }
 `;
@@ -392,12 +409,16 @@ static void tq_add(const tq_add_op *q, const void *a, const void *b, void *out)
 
 /** The runtime functions a model needs, as C source. */
 export function runtimeSource(use: RuntimeUse): string {
-  const convs = use.convInputs.length + use.depthwiseInputs.length > 0;
+  const generic = use.convInputs.length + use.depthwiseInputs.length > 0;
+  const dsp = use.dspInputs ?? [];
+  const convs = generic || dsp.length > 0;
   const parts = [COMMON];
   // Residual epilogues and add ops share the clamp; conv epilogues and quantize ops the activation quantization.
   if (convs || use.add) parts.push(CLAMP);
   if (convs || use.quantize) parts.push(ACTIVATION);
-  if (convs) parts.push(CONV, ...use.convInputs.map((t) => accumulate(t, false, use.unrolled)), ...use.depthwiseInputs.map((t) => accumulate(t, true, use.unrolled)));
+  if (convs) parts.push(CONV);
+  if (generic) parts.push(CONV_GENERIC, ...use.convInputs.map((t) => accumulate(t, false, use.unrolled)), ...use.depthwiseInputs.map((t) => accumulate(t, true, use.unrolled)));
+  if (dsp.length > 0) parts.push(DSP_COMMON, ...dsp.map((t) => dspConv(t, C_TYPE[t])));
   if (use.quantize) parts.push(QUANTIZE);
   if (use.pool) parts.push(POOL);
   if (use.add) parts.push(ADD);

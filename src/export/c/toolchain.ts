@@ -15,6 +15,13 @@ import { DEVICE_LINKER_SCRIPT, DEVICE_MAIN, HOST_MAIN } from './harness.js';
 export const WARNING_FLAGS = ['-std=c99', '-Wall', '-Wextra', '-Werror'];
 /** Cortex-M4 code generation (soft-float ABI: the generated code has no floating point anyway). */
 export const CORTEX_M4_FLAGS = ['-O2', '-mcpu=cortex-m4', '-mthumb', '-mfloat-abi=soft', '-ffunction-sections', '-fdata-sections'];
+
+/** The emulated boards: the compiler flags and QEMU machine of each core (both ARMv7E-M: the DSP kernels run on both). */
+export const DEVICE_TARGETS = {
+  'cortex-m4': { flags: CORTEX_M4_FLAGS, machine: 'mps2-an386' },
+  'cortex-m7': { flags: CORTEX_M4_FLAGS.map((f) => (f === '-mcpu=cortex-m4' ? '-mcpu=cortex-m7' : f)), machine: 'mps2-an500' },
+} as const satisfies Record<string, { readonly flags: readonly string[]; readonly machine: string }>;
+export type DeviceTarget = keyof typeof DEVICE_TARGETS;
 export const ARM_GCC = 'arm-none-eabi-gcc';
 export const QEMU = 'qemu-system-arm';
 
@@ -104,11 +111,12 @@ export function runOnHost(c: CSources, images: Uint8Array, count: number, flags:
 
 /**
  * Runs a Cortex-M4 program under `qemu-system-arm -M mps2-an386 -icount shift=0` with semihosting
- * (files relative to `cwd`); its output, or a ToolchainError when it exits with a non-zero status.
+ * (files relative to `cwd`; `machine` mps2-an500 for a Cortex-M7); its output, or a ToolchainError
+ * when it exits with a non-zero status.
  */
-export function runUnderQemu(elf: string, cwd: string, timeoutMs = 600_000): string {
+export function runUnderQemu(elf: string, cwd: string, timeoutMs = 600_000, machine: string = DEVICE_TARGETS['cortex-m4'].machine): string {
   // Semihosting output on an explicit stdio chardev: -nographic's stdio mux drops it once stdin is at its end.
-  const args = ['-M', 'mps2-an386', '-display', 'none', '-chardev', 'stdio,id=semihosting', '-semihosting-config', 'enable=on,target=native,chardev=semihosting', '-icount', 'shift=0', '-kernel', elf];
+  const args = ['-M', machine, '-display', 'none', '-chardev', 'stdio,id=semihosting', '-semihosting-config', 'enable=on,target=native,chardev=semihosting', '-icount', 'shift=0', '-kernel', elf];
   return runTool(QEMU, args, { cwd, timeoutMs });
 }
 
@@ -173,6 +181,8 @@ function parseDevice(out: string, count: number): Omit<DeviceRun, 'elf' | 'model
 }
 
 export interface DeviceOptions {
+  /** The core and board (default cortex-m4: mps2-an386). */
+  readonly target?: DeviceTarget;
   /** Extra compiler flags (after -O2 -mcpu=cortex-m4 -mthumb -mfloat-abi=soft). */
   readonly flags?: readonly string[];
   /** QEMU's time limit. */
@@ -182,16 +192,17 @@ export interface DeviceOptions {
 }
 
 /**
- * Cross-compile for a Cortex-M4 (newlib, no startup files: harness.ts has its own), link within
- * 1 MB flash and 256 KB SRAM, and run `count` images under `qemu-system-arm -M mps2-an386
- * -icount shift=0` with semihosting.
+ * Cross-compile for a Cortex-M4 (or `target` cortex-m7; newlib, no startup files: harness.ts has
+ * its own), link within 1 MB flash and 256 KB SRAM, and run `count` images under `qemu-system-arm
+ * -M mps2-an386` (M7: mps2-an500) `-icount shift=0` with semihosting.
  */
 export function runOnDevice(c: CSources, images: Uint8Array, count: number, opts: DeviceOptions = {}): DeviceRun {
   checkImages(images, count, imageBytesOf(c));
   const missing = deviceToolsMissing();
   if (missing) throw new ToolchainError(missing);
   return withSources(c, { 'main.c': DEVICE_MAIN, 'link.ld': DEVICE_LINKER_SCRIPT }, (dir) => {
-    const flags = [...WARNING_FLAGS, ...CORTEX_M4_FLAGS, ...(opts.flags ?? [])];
+    const target = DEVICE_TARGETS[opts.target ?? 'cortex-m4'];
+    const flags = [...WARNING_FLAGS, ...target.flags, ...(opts.flags ?? [])];
     runTool(ARM_GCC, [...flags, '-pedantic', '-c', 'model.c', '-o', 'model.o'], { cwd: dir });
     runTool(ARM_GCC, [...flags, '-c', 'main.c', '-o', 'main.o'], { cwd: dir });
     opts.onModelSymbols?.(
@@ -200,9 +211,9 @@ export function runOnDevice(c: CSources, images: Uint8Array, count: number, opts
         .map((l) => l.trim().split(/\s+/).at(-1) ?? '')
         .filter((s) => s.length > 0),
     );
-    runTool(ARM_GCC, [...CORTEX_M4_FLAGS, '-nostartfiles', '--specs=nano.specs', '-T', 'link.ld', '-Wl,--gc-sections', '-o', 'app.elf', 'model.o', 'main.o'], { cwd: dir });
+    runTool(ARM_GCC, [...target.flags, '-nostartfiles', '--specs=nano.specs', '-T', 'link.ld', '-Wl,--gc-sections', '-o', 'app.elf', 'model.o', 'main.o'], { cwd: dir });
     writeFileSync(join(dir, 'images.bin'), images);
-    const out = runUnderQemu('app.elf', dir, opts.timeoutMs);
+    const out = runUnderQemu('app.elf', dir, opts.timeoutMs, target.machine);
     const elfSizes = sectionSizes('app.elf', dir);
     const modelSizes = sectionSizes('model.o', dir);
     const summary = (s: SectionSizes) => ({

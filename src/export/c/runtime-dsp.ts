@@ -1,0 +1,202 @@
+/**
+ * The dense convolution kernel of the generated C (groups = 1, 8- or 16-bit inputs, any kernel,
+ * stride and padding): dual 16-bit multiply-accumulates (ARMv7E-M `SMLAD` through ACLE's
+ * `__smlad` where `__ARM_FEATURE_DSP` says the target has it: Cortex-M4, M7, M33 with DSP; a C
+ * function of identical arithmetic elsewhere, e.g. the host build the tests compile) on int16
+ * pairs, the CMSIS-NN way: the windows of two output pixels are copied into int16 columns
+ * (im2col, zeros for padding, padded with zeros to a multiple of eight), the weights of a block of
+ * output channels are decoded from their packed codes into int16 rows once per block, and each
+ * step of the inner loop loads one pair of each column and of two weight rows and does four dual
+ * MACs (2 output channels x 2 pixels: every loaded word is used twice). Pairs are stored as 32-bit
+ * words (never read through another type) and interleaved, the two columns word by word and the
+ * two rows of a channel pair word by word, so each step is two double-word loads through two
+ * pointers. The epilogue is the generic kernel's (tq_conv_output), per sum as it leaves the
+ * registers.
+ *
+ * The sums are the engine's exactly: integer sums whose worst case fits int32 (validate.ts checks
+ * the accumulator bound), so every partial sum fits whatever the order. The block (output
+ * channels decoded at a time) is chosen per layer by kernels.ts so the arena does not grow.
+ */
+import type { DType } from '../ir.js';
+
+/** The dual MAC and the pair packing, emitted once when a model has a DSP conv. */
+export const DSP_COMMON = String.raw`
+/* acc + lo(a) * lo(b) + hi(a) * hi(b) on signed 16-bit halves (SMLAD). The C form wraps modulo
+   2^32 as SMLAD does; the sums here never leave int32 anyway (see the validation's bound). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define tq_smlad(a, b, acc) __smlad((a), (b), (acc))
+#else
+static int32_t tq_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    const int32_t lo = (int32_t)(int16_t)(a & 0xffffu) * (int16_t)(b & 0xffffu);
+    const int32_t hi = (int32_t)(int16_t)(a >> 16) * (int16_t)(b >> 16);
+    return (int32_t)((uint32_t)acc + (uint32_t)lo + (uint32_t)hi);
+}
+#endif
+
+/* Two int16 values as one word, the first in the low half. */
+static uint32_t tq_pack(int32_t first, int32_t second)
+{
+    return (uint32_t)(uint16_t)first | (uint32_t)(uint16_t)second << 16;
+}
+
+/* Element n of a column of pairs in every other word (col[0], col[2], ...): the low half waits in *low. */
+static void tq_put(uint32_t *col, int32_t n, uint32_t *low, int32_t v)
+{
+    if (n & 1) col[n - 1] = *low | (uint32_t)(uint16_t)v << 16;
+    else *low = (uint16_t)v;
+}
+
+/* The weights of output channel o as even int16 (zeros after the patch), pairs in every other word of dst. */
+static void tq_weight_pairs(const tq_conv *L, int32_t o, int32_t patch, int32_t even, uint32_t *dst)
+{
+    const uint32_t bits = L->bits;
+    uint32_t bit = (uint32_t)o * (uint32_t)patch * bits;
+    int32_t k;
+    for (k = 0; k + 1 < patch; k += 2, bit += 2u * bits) dst[k] = tq_pack(tq_weight(L, bit), tq_weight(L, bit + bits));
+    if (k < patch) dst[k] = tq_pack(tq_weight(L, bit), 0), k += 2;
+    for (; k < even; k += 2) dst[k] = 0;
+}
+
+/* Two consecutive words *p, p[1] into first, second, p advanced by two words. On ARMv7E-M one LDRD
+   with post-increment: GCC splits such loads into two LDRs, which would cost the inner loop a
+   quarter of its instructions. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define tq_load2(p, first, second) __asm__("ldrd %0, %1, [%2], #8" : "=r"(first), "=r"(second), "+r"(p) : "m"(*(const uint32_t(*)[2])(p)))
+#else
+#define tq_load2(p, first, second) ((first) = (p)[0], (second) = (p)[1], (p) += 2)
+#endif
+
+/* Sums of a channel pair's interleaved rows w with a pixel pair's interleaved columns a, even words
+   each (a multiple of 8: four steps of 4 MACs per channel and pixel a loop): s[2 * channel + pixel]. */
+static void tq_dot_2x2(const uint32_t *w, const uint32_t *a, int32_t even, int32_t *s)
+{
+    const uint32_t *const end = a + even;
+    int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+    uint32_t v0, v1, x0, x1;
+    while (a < end) {
+        tq_load2(w, v0, v1);
+        tq_load2(a, x0, x1);
+        s00 = tq_smlad(v0, x0, s00);
+        s01 = tq_smlad(v0, x1, s01);
+        s10 = tq_smlad(v1, x0, s10);
+        s11 = tq_smlad(v1, x1, s11);
+        tq_load2(w, v0, v1);
+        tq_load2(a, x0, x1);
+        s00 = tq_smlad(v0, x0, s00);
+        s01 = tq_smlad(v0, x1, s01);
+        s10 = tq_smlad(v1, x0, s10);
+        s11 = tq_smlad(v1, x1, s11);
+        tq_load2(w, v0, v1);
+        tq_load2(a, x0, x1);
+        s00 = tq_smlad(v0, x0, s00);
+        s01 = tq_smlad(v0, x1, s01);
+        s10 = tq_smlad(v1, x0, s10);
+        s11 = tq_smlad(v1, x1, s11);
+        tq_load2(w, v0, v1);
+        tq_load2(a, x0, x1);
+        s00 = tq_smlad(v0, x0, s00);
+        s01 = tq_smlad(v0, x1, s01);
+        s10 = tq_smlad(v1, x0, s10);
+        s11 = tq_smlad(v1, x1, s11);
+    }
+    s[0] = s00, s[1] = s01, s[2] = s10, s[3] = s11;
+}
+`;
+
+/** im2col and the kernel for inputs of one element type. */
+export function dspConv(dtype: DType, cType: string): string {
+  return String.raw`
+/* The window of output pixel (y, x) over all input channels as even int16 (patch order: channel,
+   kernel row, kernel column; zeros outside the input and after the patch), pairs in every other
+   word of col. */
+static void tq_im2col_${dtype}(const tq_conv *L, const ${cType} *in, int32_t y, int32_t x, int32_t even, uint32_t *col)
+{
+    const int32_t KH = L->kernel_h, KW = L->kernel_w, H = L->in_h, W = L->in_w, C = L->group_in, HW = H * W;
+    const int32_t top = y * L->stride_h - L->pad_h, left = x * L->stride_w - L->pad_w;
+    uint32_t low = 0;
+    int32_t c, i, j, n = 0;
+    if ((C & 1) == 0 && KH == 3 && KW == 3) {
+        /* The common case, two channels (18 values, 9 words) at a time. */
+        if (top >= 0 && left >= 0 && top + 3 <= H && left + 3 <= W) {
+            const ${cType} *r0 = in + top * W + left, *r1 = r0 + W, *r2 = r1 + W;
+            for (c = 0; c < C; c += 2, r0 += 2 * HW, r1 += 2 * HW, r2 += 2 * HW, col += 18) {
+                col[0] = tq_pack(r0[0], r0[1]), col[2] = tq_pack(r0[2], r1[0]), col[4] = tq_pack(r1[1], r1[2]);
+                col[6] = tq_pack(r2[0], r2[1]), col[8] = tq_pack(r2[2], r0[HW]), col[10] = tq_pack(r0[HW + 1], r0[HW + 2]);
+                col[12] = tq_pack(r1[HW], r1[HW + 1]), col[14] = tq_pack(r1[HW + 2], r2[HW]), col[16] = tq_pack(r2[HW + 1], r2[HW + 2]);
+            }
+        } else {
+            /* At the border: the offsets of the window's positions inside a channel plane, -1 for padding (zero). */
+            int32_t at[9];
+            const ${cType} *a = in;
+            for (i = 0; i < 3; ++i)
+                for (j = 0; j < 3; ++j) {
+                    const int32_t r = top + i, q = left + j;
+                    at[i * 3 + j] = r >= 0 && r < H && q >= 0 && q < W ? r * W + q : -1;
+                }
+            for (c = 0; c < C; c += 2, a += 2 * HW, col += 18) {
+                const ${cType} *b = a + HW;
+#define TQ_AT(p, t) (at[t] >= 0 ? (p)[at[t]] : 0)
+                col[0] = tq_pack(TQ_AT(a, 0), TQ_AT(a, 1)), col[2] = tq_pack(TQ_AT(a, 2), TQ_AT(a, 3)), col[4] = tq_pack(TQ_AT(a, 4), TQ_AT(a, 5));
+                col[6] = tq_pack(TQ_AT(a, 6), TQ_AT(a, 7)), col[8] = tq_pack(TQ_AT(a, 8), TQ_AT(b, 0)), col[10] = tq_pack(TQ_AT(b, 1), TQ_AT(b, 2));
+                col[12] = tq_pack(TQ_AT(b, 3), TQ_AT(b, 4)), col[14] = tq_pack(TQ_AT(b, 5), TQ_AT(b, 6)), col[16] = tq_pack(TQ_AT(b, 7), TQ_AT(b, 8));
+#undef TQ_AT
+            }
+        }
+        for (n = 9 * C; n < even; n += 2, col += 2) col[0] = 0;
+        return;
+    }
+    if ((C & 1) == 0 && KH == 1 && KW == 1 && top >= 0 && left >= 0 && top < H && left < W) {
+        const ${cType} *a = in + top * W + left;
+        for (c = 0; c < C; c += 2, a += 2 * HW, col += 2) col[0] = tq_pack(a[0], a[HW]);
+        for (n = C; n < even; n += 2, col += 2) col[0] = 0;
+        return;
+    }
+    /* Any other window, value by value. */
+    for (c = 0; c < C; ++c)
+        for (i = 0; i < KH; ++i)
+            for (j = 0; j < KW; ++j, ++n) {
+                const int32_t r = top + i, q = left + j;
+                tq_put(col, n, &low, r >= 0 && r < H && q >= 0 && q < W ? in[(c * H + r) * W + q] : 0);
+            }
+    for (; n < even; ++n) tq_put(col, n, &low, 0);
+}
+
+/* A dense conv of ${dtype} inputs, block output channels decoded at a time. scratch: the block's
+   rows, a channel pair's two interleaved in even words, then the two pixels' interleaved columns
+   (even words). */
+static void tq_conv_dsp_${dtype}(const tq_conv *L, int32_t block, const void *input, void *out, const void *sc, void *scratch)
+{
+    const ${cType} *in = (const ${cType} *)input;
+    const int32_t out_c = L->out_c, out_w = L->out_w, plane = L->out_h * out_w;
+    const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, even = (patch + 7) & ~7;
+    uint32_t *const rows = (uint32_t *)scratch, *const cols = rows + (block + 1) / 2 * even;
+    int32_t o0, o, p, s[4];
+    for (o0 = 0; o0 < out_c; o0 += block) {
+        const int32_t n = out_c - o0 < block ? out_c - o0 : block;
+        /* An odd block's last channel is its pair's both rows; the copy's sums are dropped. */
+        for (o = 0; o < n; o += 2) {
+            tq_weight_pairs(L, o0 + o, patch, even, rows + o / 2 * even);
+            tq_weight_pairs(L, o0 + (o + 1 < n ? o + 1 : o), patch, even, rows + o / 2 * even + 1);
+        }
+        for (p = 0; p < plane; p += 2) {
+            /* Likewise an odd plane's last pixel fills both columns. */
+            const int32_t q = p + 1 < plane ? p + 1 : p;
+            const int32_t y0 = p / out_w, x0 = p - y0 * out_w, y1 = q / out_w, x1 = q - y1 * out_w;
+            tq_im2col_${dtype}(L, in, y0, x0, even, cols);
+            tq_im2col_${dtype}(L, in, y1, x1, even, cols + 1);
+            for (o = 0; o < n; o += 2) {
+                tq_dot_2x2(rows + o / 2 * even, cols, even, s);
+                tq_conv_output(L, o0 + o, y0, x0, s[0], out, sc);
+                if (q != p) tq_conv_output(L, o0 + o, y1, x1, s[1], out, sc);
+                if (o + 1 < n) {
+                    tq_conv_output(L, o0 + o + 1, y0, x0, s[2], out, sc);
+                    if (q != p) tq_conv_output(L, o0 + o + 1, y1, x1, s[3], out, sc);
+                }
+            }
+        }
+    }
+}
+`;
+}
