@@ -41,10 +41,11 @@ import { generateC } from '../src/export/c/generate.js';
 import { ARM_GCC, type CSources, DEVICE_TARGETS, type DeviceRun, deviceToolsMissing, runOnDevice, runTool } from '../src/export/c/toolchain.js';
 import { lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
-import { type ConvOp, type IntegerModel, type Op, tensorSize } from '../src/export/ir.js';
+import { type ConvOp, type IntegerModel, type Op } from '../src/export/ir.js';
 import { createModel } from '../src/models/index.js';
 import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
+import { convMacs } from './common.js';
 import { readWeights } from '../src/train/checkpoint.js';
 
 const CALIBRATION_START = 5000;
@@ -381,10 +382,6 @@ function opInputs(op: Op): number[] {
 }
 
 /** Multiply-accumulates of the model's convs (output elements x window), as bench/device.ts counts them. */
-function convMacs(model: IntegerModel): number {
-  return model.ops.reduce((s, op) => (op.kind === 'conv' ? s + tensorSize(model.tensors[op.output]) * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1] : s), 0);
-}
-
 function summary(name: string, run: DeviceRun, macs: number, count: number) {
   const instructions = Math.round(run.instructions.reduce((s, v) => s + v, 0) / count);
   return { name, instructions, instructionsPerMac: instructions / macs, flashBytes: run.flashBytes, ramBytes: run.ramBytes, bss: run.elf.bss, stackBytes: run.stackBytes, text: run.elf.text, rodata: run.elf.rodata };
