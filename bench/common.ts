@@ -1,7 +1,8 @@
-/** What the benchmark scripts share: running a measurement in a fresh process, PyTorch's side, medians. */
+/** What the benchmark scripts share: running a measurement in a fresh process, PyTorch's side, medians, a model's MACs. */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { type IntegerModel, tensorSize } from '../src/export/ir.js';
 
 /** The tinyquant CLI (compiled), for measurements in a fresh process. */
 export const TINYQUANT_CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -25,4 +26,9 @@ export function runJson<T>(cmd: string, args: readonly string[], env: NodeJS.Pro
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Multiply-accumulates of one inference: every conv's output elements times its window (input channels per group x kernel). */
+export function convMacs(model: IntegerModel): number {
+  return model.ops.reduce((s, op) => (op.kind === 'conv' ? s + tensorSize(model.tensors[op.output]) * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1] : s), 0);
 }

@@ -38,10 +38,11 @@ import { DEVICE_TARGETS, type DeviceTarget, deviceToolsMissing, runOnDevice, run
 import type { CalibrationImages } from '../src/export/calibrate.js';
 import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
-import { type IntegerModel, tensorSize } from '../src/export/ir.js';
+import type { IntegerModel } from '../src/export/ir.js';
 import { createModel, isModelName, modelNames, models } from '../src/models/index.js';
 import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
+import { convMacs } from './common.js';
 import { readWeights } from '../src/train/checkpoint.js';
 
 const DEFAULT_FLOAT = 'models/resnet20-cifar10-float.safetensors';
@@ -123,10 +124,6 @@ async function integerModel(bits: number, test: ImageDataset, floatFile: string 
 }
 
 /** Multiply-accumulates of one inference: every conv's output elements times its window (input channels of a group x kernel). */
-function convMacs(model: IntegerModel): number {
-  return model.ops.reduce((s, op) => (op.kind === 'conv' ? s + tensorSize(model.tensors[op.output]) * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1] : s), 0);
-}
-
 async function main(): Promise<void> {
   const missing = deviceToolsMissing();
   if (missing) throw new Error(`bench/device: ${missing}`);

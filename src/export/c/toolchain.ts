@@ -189,6 +189,8 @@ export interface DeviceOptions {
   readonly timeoutMs?: number;
   /** Receives the compiled object's undefined symbols (what the model needs from libraries). */
   readonly onModelSymbols?: (undefinedSymbols: readonly string[]) => void;
+  /** Objects or static libraries (absolute paths) linked after the model and the harness (bench/cmsis-nn.ts: CMSIS-NN). */
+  readonly link?: readonly string[];
 }
 
 /**
@@ -211,7 +213,7 @@ export function runOnDevice(c: CSources, images: Uint8Array, count: number, opts
         .map((l) => l.trim().split(/\s+/).at(-1) ?? '')
         .filter((s) => s.length > 0),
     );
-    runTool(ARM_GCC, [...target.flags, '-nostartfiles', '--specs=nano.specs', '-T', 'link.ld', '-Wl,--gc-sections', '-o', 'app.elf', 'model.o', 'main.o'], { cwd: dir });
+    runTool(ARM_GCC, [...target.flags, '-nostartfiles', '--specs=nano.specs', '-T', 'link.ld', '-Wl,--gc-sections', '-o', 'app.elf', 'model.o', 'main.o', ...(opts.link ?? [])], { cwd: dir });
     writeFileSync(join(dir, 'images.bin'), images);
     const out = runUnderQemu('app.elf', dir, opts.timeoutMs, target.machine);
     const elfSizes = sectionSizes('app.elf', dir);
