@@ -11,7 +11,7 @@
  *
  *   node dist/bench/device.js [--bits 2,3,4,8] [--images N] [--method ewgs] [--model resnet20]
  *        [--targets cortex-m4,cortex-m7]
- *        [--float FILE.safetensors] [--normalization apot] [--residual-bits 16|8] [--input-bits 8|16]
+ *        [--float FILE.safetensors] [--normalization apot] [--residual-bits 16|8] [--input-bits 8|16] [--pack-activations]
  *        [--run BITS=RUN_DIR ...] [--data-dir DIR] [--json] [--out FILE.json]
  *
  * Models: with `--run BITS=DIR` the trained checkpoint of that bit-width (lowered as `tinyquant
@@ -62,6 +62,7 @@ const { values } = parseArgs({
     normalization: { type: 'string', default: 'apot' },
     'residual-bits': { type: 'string', default: '16' },
     'input-bits': { type: 'string', default: '8' },
+    'pack-activations': { type: 'boolean', default: false },
     float: { type: 'string' },
     run: { type: 'string', multiple: true, default: [] },
     'data-dir': { type: 'string', default: '/work/shared/data' },
@@ -142,7 +143,7 @@ async function main(): Promise<void> {
   for (const b of bits) {
     log(`W${b}A${b}: lowering`);
     const { model, source } = await integerModel(b, test, floatFile);
-    const generated = generateC(model, { headerName: 'model.h' });
+    const generated = generateC(model, { headerName: 'model.h', packActivations: values['pack-activations'] });
     const engine = new IntegerEngine(model).inferBatch(sample.images, sample.count);
     const host = runOnHost(generated, sample.images, sample.count);
     const classes = model.meta.classes.length;
@@ -178,6 +179,7 @@ async function main(): Promise<void> {
         top1Agreement: onDevice.sameTop1,
         top1Accuracy: top1Accuracy(device.logits, sample.labels, classes),
         genericConvs: generated.notes,
+        arena: generated.arenaReport,
         target: (values.model === 'resnet20' ? RESNET20_TARGETS[b] : MCU_BUDGET) ?? null,
       };
       log(JSON.stringify(row));
@@ -207,6 +209,7 @@ async function main(): Promise<void> {
   }
   const generic = [...new Set(rows.flatMap((r) => r.genericConvs))];
   if (generic.length > 0) console.log(`convs on the generic kernel: ${generic.join('; ')}`);
+  for (const line of new Set(rows.flatMap((r) => r.arena.map((l) => `W${r.bits}: ${l}`)))) console.log(line);
   console.log(`models: ${[...new Set(rows.map((r) => r.source))].join('; ')}`);
 }
 

@@ -102,6 +102,31 @@ describe('generated C on the host', () => {
     });
   }
 
+  test('packed 4-bit activations (packActivations): same logits; smaller arena; the planner reports what packing and in place saved', () => {
+    let packedSomewhere = false;
+    for (const c of [...CASES.map((k) => ({ name: k.label, ...tiny(k) })), ...IR_CASES]) {
+      const plain = generateC(c.model, { headerName: 'model.h' });
+      const generated = generateC(c.model, { headerName: 'model.h', packActivations: true });
+      assertSameLogits(runOnHost(generated, c.images, c.count).logits, new IntegerEngine(c.model).inferBatch(c.images, c.count), `${c.name} packed`);
+      assert.ok(generated.plan.bytes <= plain.plan.bytes, `${c.name}: packed arena ${generated.plan.bytes} > ${plain.plan.bytes}`);
+      assert.match(generated.arenaReport[0], new RegExp(`^arena ${generated.plan.bytes} bytes: packed 4-bit activations \\(${generated.plan.packed.size} tensors\\) save ${plain.plan.bytes - generated.plan.bytes} `));
+      for (const t of generated.plan.packed) {
+        // Only codes that fit a nibble, read by dense convs on the dual-MAC kernel (or through the tagged load).
+        assert.ok(c.model.tensors[t].range[1] <= 15 && c.model.tensors[t].range[0] >= 0, `${c.name}: tensor ${t} range ${c.model.tensors[t].range}`);
+        c.model.ops.forEach((op, k) => {
+          if (op.kind === 'conv' && op.input === t) assert.equal(generated.kernels[k]?.kind, 'dsp', `${c.name} ${op.name}`);
+        });
+      }
+      if (generated.plan.packed.size > 0) {
+        packedSomewhere = true;
+        assert.ok(generated.plan.bytes < plain.plan.bytes, `${c.name}: packing that saves nothing`);
+        const convReads = c.model.ops.some((op) => op.kind === 'conv' && generated.plan.packed.has(op.input));
+        assert.equal(/tq_conv_dsp_u4\(/.test(generated.source), convReads, `${c.name}: the packed dual-MAC kernel is emitted when a conv reads packed codes`);
+      }
+    }
+    assert.ok(packedSomewhere, 'no model packed a tensor');
+  });
+
   test('interleaved (HWC) images give the same logits', () => {
     const { model, images, count } = tiny(CASES[0]);
     const generated = generateC(model, { headerName: 'net.h', imageLayout: 'hwc' });

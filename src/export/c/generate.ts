@@ -34,6 +34,8 @@ export interface CGenerateOptions {
   readonly arena?: ArenaPlacement;
   /** Places the static arena in this linker section (`__attribute__((section(...)))`). */
   readonly section?: string;
+  /** Stores 4-bit activation codes two a byte where that lowers the arena (kernels.ts; default false: it costs instructions). */
+  readonly packActivations?: boolean;
 }
 
 export interface GeneratedC {
@@ -44,6 +46,8 @@ export interface GeneratedC {
   readonly kernels: readonly (ConvKernel | null)[];
   /** Layers on the generic conv kernel for a reason other than their shape (for the export report). */
   readonly notes: readonly string[];
+  /** The arena: what packing and in place saved, the tensors at the peak (for the export report). */
+  readonly arenaReport: readonly string[];
 }
 
 /** A model or an output the C target cannot take: the message names the layer, field or path. */
@@ -137,8 +141,9 @@ class Emitter {
     return `${this.p}_${kind}_${k}`;
   }
 
+  /** The runtime's tag of tensor id: its dtype, or TQ_U4 when the plan packs it. */
   dtype(id: number): string {
-    return C_DTYPE_TAG[this.model.tensors[id].dtype];
+    return this.plan.packed.has(id) ? 'TQ_U4' : C_DTYPE_TAG[this.model.tensors[id].dtype];
   }
 
   requant(r: Requant, k: number): void {
@@ -247,7 +252,7 @@ class Emitter {
     }
     this.data.push(struct('tq_conv', this.table('conv', k), fields));
     const scratch = `${this.arena} + ${this.plan.scratchOffset[k]}`;
-    const dtype = model.tensors[op.input].dtype;
+    const dtype = this.plan.packed.has(op.input) ? 'u4' : model.tensors[op.input].dtype;
     const kernel = this.kernels[k];
     const [run, how] = kernel?.kind === 'dsp' ? [`tq_conv_dsp_${dtype}`, kernel.block] : ['tq_conv_run', `tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${dtype}`];
     this.calls.push(`${run}(&${this.table('conv', k)}, ${how}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
@@ -271,7 +276,7 @@ function guardName(o: ResolvedOptions): string {
   return o.name === undefined ? `TQ_${o.headerName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_` : `${o.names.P}_H`;
 }
 
-type ResolvedOptions = Required<Omit<CGenerateOptions, 'name' | 'section'>> & Pick<CGenerateOptions, 'name' | 'section'> & { readonly names: Names };
+type ResolvedOptions = Required<Omit<CGenerateOptions, 'name' | 'section' | 'packActivations'>> & Pick<CGenerateOptions, 'name' | 'section' | 'packActivations'> & { readonly names: Names };
 
 /** The parameters of the infer function: as the header declares them, or as the source defines them (the arena as a void * it converts). */
 function inferParameters(o: ResolvedOptions, definition = false): string {
@@ -388,7 +393,7 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
   validateIntegerModel(model); // names the layer of anything the runtime cannot hold (e.g. weights beyond 8 bits)
   const o = resolveOptions(opts);
   const { p, P } = o.names;
-  const { plan, kernels, notes } = chooseConvKernels(model);
+  const { plan, kernels, notes, report } = chooseConvKernels(model, o.packActivations === true);
   const emit = new Emitter(model, plan, kernels, o.imageLayout, o.names, o.arena);
   model.ops.forEach((op, k) => emit.op(op, k));
   const onDsp = (k: number): boolean => kernels[k]?.kind === 'dsp';
@@ -400,7 +405,9 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
   const runtime = runtimeSource({
     convInputs: inputTypes(false),
     depthwiseInputs: inputTypes(true),
-    dspInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && onDsp(k) ? [model.tensors[op.input].dtype] : [])))],
+    dspInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && onDsp(k) && !plan.packed.has(op.input) ? [model.tensors[op.input].dtype] : [])))],
+    packed: plan.packed.size > 0,
+    dspPacked: model.ops.some((op, k) => op.kind === 'conv' && onDsp(k) && plan.packed.has(op.input)),
     unrolled: { k3: hasKernel(3, 3, 0), k1: hasKernel(1, 1, 1) },
     quantize: model.ops.some((op) => op.kind === 'quantize'),
     pool: model.ops.some((op) => op.kind === 'sumpool' || op.kind === 'maxpool'),
@@ -432,5 +439,5 @@ int ${p}_infer(${inferParameters(o, true)})
     return best;
 }
 `;
-  return { source, header: header(model, o, plan), plan, kernels, notes };
+  return { source, header: header(model, o, plan), plan, kernels, notes, arenaReport: report };
 }

@@ -8,8 +8,16 @@
  * convs whose output is narrower than their shortcut (the plan may write them over it, which the
  * generic kernel's channel-by-channel order allows and the dual-MAC kernel's order does not), and
  * layers whose smallest block would grow the arena.
+ *
+ * Packed activations: a tensor of activation codes in 0..15 (a quantize op's or an activation
+ * epilogue's output) is stored two codes a byte when every conv reading it as its input runs the
+ * dual-MAC kernel (its im2col unpacks; the generic kernel reads inputs through typed pointers);
+ * the other readers (quantize, pool, add, shortcuts) load elements through the runtime's tagged
+ * load, which unpacks. A tensor whose conv reader ends on the generic kernel is unpacked and the
+ * choice redone. `report` says what packing and in place saved and which tensors make the peak.
  */
-import { type ConvOp, DTYPE_INFO, type IntegerModel } from '../ir.js';
+import { ruleWithCeiling } from '../clip.js';
+import { type ActivationQuant, type ConvOp, DTYPE_INFO, type IntegerModel } from '../ir.js';
 import { type ArenaPlan, convScratchBytes, planArena } from './plan.js';
 
 /** The kernel of one conv op: `dsp` with the output channels decoded at a time, or `generic`. */
@@ -21,6 +29,8 @@ export interface KernelChoice {
   readonly plan: ArenaPlan;
   /** One line per conv on the generic kernel that is not grouped or depthwise by design. */
   readonly notes: readonly string[];
+  /** What the layout choices saved and what makes the peak (for the export report and the bench). */
+  readonly report: readonly string[];
 }
 
 /** Int16 entries of an im2col column (and a decoded weight row) of the dual-MAC kernel: the patch rounded up to 8 (runtime-dsp.ts). */
@@ -52,13 +62,103 @@ function blocks(outChannels: number): number[] {
   return [...out, Math.min(2, outChannels)];
 }
 
-export function chooseConvKernels(model: IntegerModel): KernelChoice {
+/** Smallest and largest code an activation quantization writes. */
+function codeRange(q: ActivationQuant): [number, number] {
+  const rule = ruleWithCeiling(q);
+  return rule.kind === 'thresholds' ? [Math.min(...rule.values), Math.max(...rule.values)] : [rule.minCode, rule.maxCode];
+}
+
+/** Tensors whose codes fit a nibble and whose conv readers (as input) are dense: the candidates for packing. */
+function packable(model: IntegerModel): Set<number> {
+  const out = new Set<number>();
+  model.ops.forEach((op) => {
+    const q = op.kind === 'quantize' ? op : op.kind === 'conv' && op.epilogue.kind === 'activation' ? op.epilogue : null;
+    if (!q || op.output === model.output || DTYPE_INFO[model.tensors[op.output].dtype].bytes !== 1) return;
+    const [lo, hi] = codeRange(q);
+    if (lo >= 0 && hi <= 15) out.add(op.output);
+  });
+  for (const op of model.ops) if (op.kind === 'conv' && dspUnfit(model, op) !== '') out.delete(op.input);
+  return out;
+}
+
+/** Packed tensors read as input by a conv on the generic kernel. */
+function unpackedReaders(model: IntegerModel, kernels: readonly (ConvKernel | null)[], packed: ReadonlySet<number>): number[] {
+  return model.ops.flatMap((op, k) => (op.kind === 'conv' && kernels[k]?.kind !== 'dsp' && packed.has(op.input) ? [op.input] : []));
+}
+
+/** The op at which the plan's live buffers are largest, and its live bytes. */
+function peakOf(model: IntegerModel, plan: ArenaPlan): { readonly op: number; readonly bytes: number } {
+  const live = (k: number): number => plan.buffers.reduce((s, b) => s + (b.first <= k && k <= b.last ? b.bytes : 0), 0);
+  let op = 0;
+  for (let k = 1; k < model.ops.length; k++) if (live(k) > live(op)) op = k;
+  return { op, bytes: live(op) };
+}
+
+/**
+ * The tensors to pack: the packable ones live at the peak of the generic kernels' plan (which
+ * bounds the arena), peak after peak, until no peak has one; of these steps the first with the
+ * smallest plan. Unpacking costs instructions (im2col, the epilogue's nibble store), so tensors
+ * that would not lower the arena stay bytes.
+ */
+function packForPeak(model: IntegerModel): Set<number> {
+  const candidates = packable(model);
+  const packed = new Set<number>();
+  let plan = planArena(model);
+  let best = { bytes: plan.bytes, packed: new Set<number>() };
+  for (;;) {
+    const { op } = peakOf(model, plan);
+    const add = plan.buffers.filter((b) => b.first <= op && op <= b.last).flatMap((b) => b.tensors.filter((t) => candidates.has(t) && !packed.has(t)));
+    if (add.length === 0) return best.packed;
+    for (const t of add) packed.add(t);
+    plan = planArena(model, undefined, { packed });
+    if (plan.bytes < best.bytes) best = { bytes: plan.bytes, packed: new Set(packed) };
+  }
+}
+
+/** `pack`: store 4-bit activation codes two a byte where that lowers the arena (default off: it costs instructions). */
+export function chooseConvKernels(model: IntegerModel, pack = false): KernelChoice {
+  const packed = pack ? packForPeak(model) : new Set<number>();
+  for (;;) {
+    const choice = chooseFor(model, packed);
+    const drop = unpackedReaders(model, choice.kernels, packed);
+    if (drop.length === 0) return { ...choice, report: report(model, choice, chooseFor(model, new Set()).plan) };
+    for (const t of drop) packed.delete(t);
+  }
+}
+
+/** Lines on the arena: what packing and in place saved against the plain layout, and the tensors live at the peak. */
+function report(model: IntegerModel, choice: Omit<KernelChoice, 'report'>, unpacked: ArenaPlan): string[] {
+  const { plan, kernels } = choice;
+  const scratch = (op: ConvOp, k: number): number => scratchOf(model, kernels[k], op);
+  const copies = planArena(model, scratch, { packed: plan.packed, inPlace: false });
+  const aliased = plan.buffers.reduce((s, b) => s + Math.max(0, b.tensors.length - 1), 0);
+  const { op: peak, bytes } = peakOf(model, plan);
+  const op = model.ops[peak];
+  const parts = plan.buffers
+    .filter((b) => b.first <= peak && peak <= b.last)
+    .sort((a, b) => b.bytes - a.bytes)
+    .map((b) => {
+      if (b.scratchOf >= 0) return `scratch of ${(model.ops[b.scratchOf] as ConvOp).name} ${b.bytes}`;
+      const t = model.tensors[b.tensors[b.tensors.length - 1]];
+      return `${t.name} ${plan.packed.has(b.tensors[0]) ? 'packed u4' : t.dtype} ${t.shape.join('x')} ${b.bytes}`;
+    });
+  return [
+    `arena ${plan.bytes} bytes: packed 4-bit activations (${plan.packed.size} tensors) save ${unpacked.bytes - plan.bytes} (${unpacked.bytes} unpacked); ` +
+      `in place (${aliased} tensors written over an input) saves ${copies.bytes - plan.bytes} (${copies.bytes} without)`,
+    `arena peak ${bytes} bytes at ${op.kind === 'input' ? 'the input' : op.name} (${op.kind}): ${parts.join(', ')}`,
+  ];
+}
+
+/** Scratch bytes of a conv on the given kernel. */
+function scratchOf(model: IntegerModel, kernel: ConvKernel | null, op: ConvOp): number {
+  return kernel?.kind === 'dsp' ? dspScratchBytes(op, kernel.block) : convScratchBytes(model, op);
+}
+
+/** The kernel choice for a given set of packed tensors. */
+function chooseFor(model: IntegerModel, packed: ReadonlySet<number>): Omit<KernelChoice, 'report'> {
   const kernels: (ConvKernel | null)[] = model.ops.map((op) => (op.kind === 'conv' ? { kind: 'generic' } : null));
-  const scratch = (op: ConvOp, k: number): number => {
-    const kernel = kernels[k];
-    return kernel?.kind === 'dsp' ? dspScratchBytes(op, kernel.block) : convScratchBytes(model, op);
-  };
-  let plan = planArena(model, scratch);
+  const scratch = (op: ConvOp, k: number): number => scratchOf(model, kernels[k], op);
+  let plan = planArena(model, scratch, { packed });
   const limit = plan.bytes;
   const notes: string[] = [];
   model.ops.forEach((op, k) => {
@@ -71,7 +171,7 @@ export function chooseConvKernels(model: IntegerModel): KernelChoice {
     }
     for (const block of blocks(model.tensors[op.output].shape[0])) {
       kernels[k] = { kind: 'dsp', block };
-      const tried = planArena(model, scratch);
+      const tried = planArena(model, scratch, { packed });
       if (tried.bytes <= limit) {
         plan = tried;
         return;

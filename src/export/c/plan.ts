@@ -12,6 +12,10 @@
  *   the output's elements are not wider: element-wise quantize and add ops (over either input),
  *   and residual convs over their shortcut (stride 1, no channel offset, same shape). Pooling
  *   reads windows, so never. Aliased tensors share one buffer.
+ * - Packed 4-bit tensors (`PlanOptions.packed`, chosen by kernels.ts): activation codes in 0..15 stored
+ *   two a byte (element i in byte i / 2, the low nibble for even i): half the bytes. Widths compare
+ *   in bits, so a packed output may go over an unpacked input, never the reverse (the runtime
+ *   writes a nibble by read-modify-write, which keeps its neighbour).
  * - Placement: buffers by size, largest first, each at the lowest 4-byte aligned offset that does
  *   not overlap a placed buffer with an intersecting lifetime (greedy by size).
  */
@@ -30,6 +34,14 @@ export interface Buffer {
   readonly offset: number;
 }
 
+/** The layout choices of a plan (kernels.ts makes them; the defaults are the plain layout). */
+export interface PlanOptions {
+  /** Tensors stored as packed 4-bit codes (default none). */
+  readonly packed?: ReadonlySet<number>;
+  /** Whether ops may write over an input (default true; false measures what in place saves). */
+  readonly inPlace?: boolean;
+}
+
 export interface ArenaPlan {
   /** Arena size in bytes (a multiple of 4). */
   readonly bytes: number;
@@ -40,6 +52,13 @@ export interface ArenaPlan {
   /** Largest sum of live buffer sizes over ops: no placement of these buffers can be smaller. */
   readonly lowerBound: number;
   readonly buffers: readonly Buffer[];
+  /** The packed 4-bit tensors. */
+  readonly packed: ReadonlySet<number>;
+}
+
+/** Bits per element of tensor t as the plan stores it. */
+function storageBits(model: IntegerModel, packed: ReadonlySet<number>, t: number): number {
+  return packed.has(t) ? 4 : 8 * DTYPE_INFO[model.tensors[t].dtype].bytes;
 }
 
 const ALIGN = 4;
@@ -66,9 +85,9 @@ function elementwiseInputs(model: IntegerModel, op: Op): number[] {
 }
 
 /** The input tensor op k overwrites with its output: one that dies at k and is not narrower, if any. */
-function inPlaceSource(model: IntegerModel, op: Op, k: number, last: readonly number[]): number | null {
-  const bytes = DTYPE_INFO[model.tensors[op.output].dtype].bytes;
-  return elementwiseInputs(model, op).find((t) => last[t] === k && bytes <= DTYPE_INFO[model.tensors[t].dtype].bytes) ?? null;
+function inPlaceSource(model: IntegerModel, op: Op, k: number, last: readonly number[], packed: ReadonlySet<number>): number | null {
+  const bits = storageBits(model, packed, op.output);
+  return elementwiseInputs(model, op).find((t) => last[t] === k && bits <= storageBits(model, packed, t)) ?? null;
 }
 
 interface Group {
@@ -101,8 +120,9 @@ function place(groups: readonly Group[]): number[] {
 /** The scratch bytes of conv op k (the kernel chosen for it decides; default: the generic kernel's). */
 export type ScratchSize = (op: ConvOp, k: number) => number;
 
-export function planArena(model: IntegerModel, scratchBytes: ScratchSize = (op) => convScratchBytes(model, op)): ArenaPlan {
+export function planArena(model: IntegerModel, scratchBytes: ScratchSize = (op) => convScratchBytes(model, op), options: PlanOptions = {}): ArenaPlan {
   const { tensors, ops } = model;
+  const packed = options.packed ?? new Set<number>();
   const first = new Array<number>(tensors.length).fill(-1);
   const last = new Array<number>(tensors.length).fill(-1);
   ops.forEach((op, k) => {
@@ -114,7 +134,7 @@ export function planArena(model: IntegerModel, scratchBytes: ScratchSize = (op) 
   // Union of aliased tensors: owner[t] is the tensor whose buffer t uses.
   const owner = tensors.map((_, t) => t);
   ops.forEach((op, k) => {
-    const source = inPlaceSource(model, op, k, last);
+    const source = options.inPlace === false ? null : inPlaceSource(model, op, k, last, packed);
     if (source !== null) owner[op.output] = owner[source];
   });
   const groups = new Map<number, Group>();
@@ -123,7 +143,7 @@ export function planArena(model: IntegerModel, scratchBytes: ScratchSize = (op) 
     const root = owner[id];
     const g = groups.get(root) ?? { tensors: [], bytes: 0, first: first[id], last: last[id], scratchOf: -1 };
     g.tensors.push(id);
-    g.bytes = Math.max(g.bytes, alignUp(tensorSize(t) * DTYPE_INFO[t.dtype].bytes));
+    g.bytes = Math.max(g.bytes, alignUp(Math.ceil((tensorSize(t) * storageBits(model, packed, id)) / 8)));
     g.first = Math.min(g.first, first[id]);
     g.last = Math.max(g.last, last[id]);
     groups.set(root, g);
@@ -143,5 +163,5 @@ export function planArena(model: IntegerModel, scratchBytes: ScratchSize = (op) 
   let lowerBound = 0;
   for (let k = 0; k <= ops.length; k++) lowerBound = Math.max(lowerBound, buffers.reduce((s, b) => s + (b.first <= k && k <= b.last ? b.bytes : 0), 0));
   const bytes = alignUp(buffers.reduce((m, b) => Math.max(m, b.offset + b.bytes), 0));
-  return { bytes, tensorOffset, scratchOffset, lowerBound, buffers };
+  return { bytes, tensorOffset, scratchOffset, lowerBound, buffers, packed };
 }

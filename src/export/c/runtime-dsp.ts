@@ -107,6 +107,11 @@ static void tq_dot_2x2(const uint32_t *w, const uint32_t *a, int32_t even, int32
 
 /** im2col and the kernel for inputs of one element type. */
 export function dspConv(dtype: DType, cType: string): string {
+  return im2col(dtype, cType) + dspKernel(dtype, cType);
+}
+
+/** The im2col of inputs of one element type. */
+function im2col(dtype: DType, cType: string): string {
   return String.raw`
 /* The window of output pixel (y, x) over all input channels as even int16 (patch order: channel,
    kernel row, kernel column; zeros outside the input and after the patch), pairs in every other
@@ -163,10 +168,16 @@ static void tq_im2col_${dtype}(const tq_conv *L, const ${cType} *in, int32_t y, 
     for (; n < even; ++n) tq_put(col, n, &low, 0);
 }
 
-/* A dense conv of ${dtype} inputs, block output channels decoded at a time. scratch: the block's
+`;
+}
+
+/** The kernel (tq_conv_dsp_NAME) over the im2col of the same name, inputs read as `cType`. */
+function dspKernel(name: string, cType: string): string {
+  return String.raw`
+/* A dense conv of ${name} inputs, block output channels decoded at a time. scratch: the block's
    rows, a channel pair's two interleaved in even words, then the two pixels' interleaved columns
    (even words). */
-static void tq_conv_dsp_${dtype}(const tq_conv *L, int32_t block, const void *input, void *out, const void *sc, void *scratch)
+static void tq_conv_dsp_${name}(const tq_conv *L, int32_t block, const void *input, void *out, const void *sc, void *scratch)
 {
     const ${cType} *in = (const ${cType} *)input;
     const int32_t out_c = L->out_c, out_w = L->out_w, plane = L->out_h * out_w;
@@ -184,8 +195,8 @@ static void tq_conv_dsp_${dtype}(const tq_conv *L, int32_t block, const void *in
             /* Likewise an odd plane's last pixel fills both columns. */
             const int32_t q = p + 1 < plane ? p + 1 : p;
             const int32_t y0 = p / out_w, x0 = p - y0 * out_w, y1 = q / out_w, x1 = q - y1 * out_w;
-            tq_im2col_${dtype}(L, in, y0, x0, even, cols);
-            tq_im2col_${dtype}(L, in, y1, x1, even, cols + 1);
+            tq_im2col_${name}(L, in, y0, x0, even, cols);
+            tq_im2col_${name}(L, in, y1, x1, even, cols + 1);
             for (o = 0; o < n; o += 2) {
                 tq_dot_2x2(rows + o / 2 * even, cols, even, s);
                 tq_conv_output(L, o0 + o, y0, x0, s[0], out, sc);
@@ -199,4 +210,72 @@ static void tq_conv_dsp_${dtype}(const tq_conv *L, int32_t block, const void *in
     }
 }
 `;
+}
+
+/**
+ * im2col and the kernel for packed 4-bit codes (plan.ts: element i in byte i / 2, the low nibble
+ * for even i). Interior 3x3 windows of planes with an even width: every window row and channel
+ * plane starts at an even code, so each row's three codes come from two byte loads and a shift
+ * set once per window (borders included), and pairs are formed from nibbles (the codes are
+ * non-negative, below 16); other windows go code by code.
+ */
+export function dspConvPacked(): string {
+  return (
+    String.raw`
+/* Code i of the packed codes p. */
+#define TQ_NIB(p, i) ((uint32_t)(p)[(i) >> 1] >> (((i) & 1) << 2) & 15u)
+
+/* Bytes b[0], b[1] as bits 8..23, shifted right by s: a window row's three codes in nibbles 0..2. */
+static uint32_t tq_row3(const uint8_t *b, uint32_t s)
+{
+    return ((uint32_t)b[0] << 8 | (uint32_t)b[1] << 16) >> s;
+}
+
+/* tq_im2col_int8 for packed codes: the same columns. */
+static void tq_im2col_u4(const tq_conv *L, const void *input, int32_t y, int32_t x, int32_t even, uint32_t *col)
+{
+    const uint8_t *in = (const uint8_t *)input;
+    const int32_t KH = L->kernel_h, KW = L->kernel_w, H = L->in_h, W = L->in_w, C = L->group_in, HW = H * W;
+    const int32_t top = y * L->stride_h - L->pad_h, left = x * L->stride_w - L->pad_w;
+    uint32_t low = 0;
+    int32_t c, i, j, n = 0;
+    if ((C & 1) == 0 && KH == 3 && KW == 3 && (W & 1) == 0 && W >= 4 && left >= -1 && left <= W - 2) {
+        /* Every row and plane starts at an even code (W even), so one byte offset and shift serve the
+           whole window: s = 4 when its first column is padding (a zero nibble shifted in), 16 when its
+           last is (the byte before is read, then dropped), else 8 or 12 by the parity of left. Rows
+           outside the input read row 0 and are masked to zero. */
+        const int32_t first = left < 0 ? 0 : left == W - 2 ? (W - 4) / 2 : left >> 1, half = HW / 2;
+        const uint32_t s = left < 0 ? 4u : left == W - 2 ? 16u : 8u + ((uint32_t)left & 1u) * 4u;
+        const uint32_t m0 = top >= 0 && top < H ? ~0u : 0u, m1 = top + 1 >= 0 && top + 1 < H ? ~0u : 0u, m2 = top + 2 >= 0 && top + 2 < H ? ~0u : 0u;
+        const uint8_t *r0 = in + (m0 ? top : 0) * (W / 2) + first, *r1 = in + (m1 ? top + 1 : 0) * (W / 2) + first;
+        const uint8_t *r2 = in + (m2 ? top + 2 : 0) * (W / 2) + first;
+        for (c = 0; c < C; c += 2, r0 += HW, r1 += HW, r2 += HW, col += 18) {
+            const uint32_t a0 = tq_row3(r0, s) & m0, a1 = tq_row3(r1, s) & m1, a2 = tq_row3(r2, s) & m2;
+            const uint32_t b0 = tq_row3(r0 + half, s) & m0, b1 = tq_row3(r1 + half, s) & m1, b2 = tq_row3(r2 + half, s) & m2;
+#define TQ_P(a, s, b, t) (((a) >> (4 * (s)) & 15u) | ((b) >> (4 * (t)) & 15u) << 16)
+            col[0] = TQ_P(a0, 0, a0, 1), col[2] = TQ_P(a0, 2, a1, 0), col[4] = TQ_P(a1, 1, a1, 2);
+            col[6] = TQ_P(a2, 0, a2, 1), col[8] = TQ_P(a2, 2, b0, 0), col[10] = TQ_P(b0, 1, b0, 2);
+            col[12] = TQ_P(b1, 0, b1, 1), col[14] = TQ_P(b1, 2, b2, 0), col[16] = TQ_P(b2, 1, b2, 2);
+#undef TQ_P
+        }
+        for (n = 9 * C; n < even; n += 2, col += 2) col[0] = 0;
+        return;
+    }
+    if ((C & 1) == 0 && KH == 1 && KW == 1 && top >= 0 && left >= 0 && top < H && left < W) {
+        int32_t e = top * W + left;
+        for (c = 0; c < C; c += 2, e += 2 * HW, col += 2) col[0] = TQ_NIB(in, e) | TQ_NIB(in, e + HW) << 16;
+        for (n = C; n < even; n += 2, col += 2) col[0] = 0;
+        return;
+    }
+    /* Any other window, value by value. */
+    for (c = 0; c < C; ++c)
+        for (i = 0; i < KH; ++i)
+            for (j = 0; j < KW; ++j, ++n) {
+                const int32_t r = top + i, q = left + j;
+                tq_put(col, n, &low, r >= 0 && r < H && q >= 0 && q < W ? (int32_t)TQ_NIB(in, (c * H + r) * W + q) : 0);
+            }
+    for (; n < even; ++n) tq_put(col, n, &low, 0);
+}
+` + dspKernel('u4', 'uint8_t')
+  );
 }

@@ -18,7 +18,7 @@
  * (clip.ts).
  */
 import type { DType } from '../ir.js';
-import { DSP_COMMON, dspConv } from './runtime-dsp.js';
+import { DSP_COMMON, dspConv, dspConvPacked } from './runtime-dsp.js';
 
 /** The C element type of each storage type. */
 const C_TYPE: Readonly<Record<DType, string>> = { int8: 'int8_t', uint8: 'uint8_t', int16: 'int16_t', int32: 'int32_t' };
@@ -33,6 +33,10 @@ export interface RuntimeUse {
   readonly depthwiseInputs: readonly DType[];
   /** Element types that dense convolutions on the dual-MAC kernel read (runtime-dsp.ts; default none). */
   readonly dspInputs?: readonly DType[];
+  /** Whether a dense conv on the dual-MAC kernel reads packed 4-bit codes (runtime-dsp.ts). */
+  readonly dspPacked?: boolean;
+  /** Whether any tensor is stored packed (TQ_U4 in the tagged load and store). */
+  readonly packed?: boolean;
   readonly unrolled: UnrolledKernels;
   readonly quantize: boolean;
   /** sumpool or maxpool ops. */
@@ -40,13 +44,24 @@ export interface RuntimeUse {
   readonly add: boolean;
 }
 
-const COMMON = String.raw`
-enum { TQ_INT8, TQ_UINT8, TQ_INT16, TQ_INT32 };
+/* The packed cases of tq_load and tq_store, emitted only for models with packed tensors (they cost the switch instructions). */
+const U4_LOAD = '    case TQ_U4: return ((const uint8_t *)p)[i >> 1] >> ((i & 1) << 2) & 15;\n';
+const U4_STORE = String.raw`    case TQ_U4: {
+        /* Read-modify-write: the neighbouring code in the byte is kept. */
+        uint8_t *const b = (uint8_t *)p + (i >> 1);
+        *b = (uint8_t)(i & 1 ? (*b & 0x0fu) | (uint32_t)v << 4 : (*b & 0xf0u) | (uint32_t)v);
+        break;
+    }
+`;
+
+const common = (packed: boolean): string => String.raw`
+/* TQ_U4: codes 0..15 two a byte, element i in byte i / 2, the low nibble for even i. */
+enum { TQ_INT8, TQ_UINT8, TQ_INT16, TQ_INT32, TQ_U4 };
 
 static int32_t tq_load(const void *p, int dtype, int32_t i)
 {
     switch (dtype) {
-    case TQ_INT8: return ((const int8_t *)p)[i];
+${packed ? U4_LOAD : ''}    case TQ_INT8: return ((const int8_t *)p)[i];
     case TQ_UINT8: return ((const uint8_t *)p)[i];
     case TQ_INT16: return ((const int16_t *)p)[i];
     default: return ((const int32_t *)p)[i];
@@ -56,7 +71,7 @@ static int32_t tq_load(const void *p, int dtype, int32_t i)
 static void tq_store(void *p, int dtype, int32_t i, int32_t v)
 {
     switch (dtype) {
-    case TQ_INT8: ((int8_t *)p)[i] = (int8_t)v; break;
+${packed ? U4_STORE : ''}    case TQ_INT8: ((int8_t *)p)[i] = (int8_t)v; break;
     case TQ_UINT8: ((uint8_t *)p)[i] = (uint8_t)v; break;
     case TQ_INT16: ((int16_t *)p)[i] = (int16_t)v; break;
     default: ((int32_t *)p)[i] = v; break;
@@ -411,14 +426,14 @@ static void tq_add(const tq_add_op *q, const void *a, const void *b, void *out)
 export function runtimeSource(use: RuntimeUse): string {
   const generic = use.convInputs.length + use.depthwiseInputs.length > 0;
   const dsp = use.dspInputs ?? [];
-  const convs = generic || dsp.length > 0;
-  const parts = [COMMON];
+  const convs = generic || dsp.length > 0 || use.dspPacked === true;
+  const parts = [common(use.packed === true)];
   // Residual epilogues and add ops share the clamp; conv epilogues and quantize ops the activation quantization.
   if (convs || use.add) parts.push(CLAMP);
   if (convs || use.quantize) parts.push(ACTIVATION);
   if (convs) parts.push(CONV);
   if (generic) parts.push(CONV_GENERIC, ...use.convInputs.map((t) => accumulate(t, false, use.unrolled)), ...use.depthwiseInputs.map((t) => accumulate(t, true, use.unrolled)));
-  if (dsp.length > 0) parts.push(DSP_COMMON, ...dsp.map((t) => dspConv(t, C_TYPE[t])));
+  if (dsp.length > 0 || use.dspPacked) parts.push(DSP_COMMON, ...dsp.map((t) => dspConv(t, C_TYPE[t])), ...(use.dspPacked ? [dspConvPacked()] : []));
   if (use.quantize) parts.push(QUANTIZE);
   if (use.pool) parts.push(POOL);
   if (use.add) parts.push(ADD);

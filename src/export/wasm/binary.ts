@@ -4,7 +4,7 @@
  */
 
 /** SHA-256 of the clang flags and the C source this module was compiled from (source.ts wasmSourceHash). */
-export const WASM_SOURCE_SHA256 = '06a63740af280351c64d71cf16215323bbcc7b98bc754f317e9020d91175b9b4';
+export const WASM_SOURCE_SHA256 = '1b5e736ea1e044a1cd1ab9dd578ba15bf5d394203a61666a2f63f74a75615632';
 
 export const WASM_BASE64 = [
   'AGFzbQEAAAABCwJgAX8AYAN/f38AAwcGAAEAAAAABAUBcAEBAQUDAQABBg8CfwFBgIAEC38AQYCABAsHUwcGbWVtb3J5AgAIdHF3',
