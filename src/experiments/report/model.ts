@@ -278,9 +278,11 @@ export function findings(studies: readonly Study[], index: ResultsIndex): string
     if (deployed.length > 0) {
       const same = deployed.flatMap((c) => c.runs.flatMap((r) => (r.outcome?.device ? [r.outcome.device.sameTop1] : [])));
       const gaps = deployed.flatMap((c) => c.runs.flatMap((r) => (r.outcome?.device ? [Math.abs(r.outcome.device.top1 - r.outcome.top1)] : [])));
+      const [lo, hi] = [Math.min(...same).toFixed(2), Math.max(...same).toFixed(2)];
+      const gap = Math.max(...gaps).toFixed(2);
       out.push(
         `${where}: on device (the integer model) against the fake-quantized model with its deployment simulated: the same top-1 class on ` +
-          `${Math.min(...same).toFixed(2)}-${Math.max(...same).toFixed(2)} % of the test images, top-1 within ${Math.max(...gaps).toFixed(2)} points, over ${same.length} runs.`,
+          `${lo === hi ? lo : `${lo}-${hi}`} % of the test images, ${gap === '0.00' ? 'the same top-1' : `top-1 within ${gap} points`}, over ${same.length} runs.`,
       );
     }
     const collapsed = s.float ? s.configs.filter((c) => c.final.n > 0 && s.float!.top1 - c.final.mean > COLLAPSE_POINTS) : [];
