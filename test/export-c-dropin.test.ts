@@ -78,6 +78,19 @@ describe('tinyquant export --format c --build-files: the example built with CMak
   });
   const image = (n: number): Uint8Array => images.slice(n * 3072, (n + 1) * 3072);
 
+  test('--pack-activations reaches the generator: uniform 4-bit codes two per byte, a smaller arena', async () => {
+    const ewgs = calibratedRun(dir, 'ewgs4', { method: 'ewgs', wbits: 4 }, 8, 1);
+    const arena = async (name: string, extra: string[]): Promise<{ bytes: number; source: string }> => {
+      mkdirSync(join(dir, name));
+      await quietly(() => exportCommand(['--checkpoint', ewgs, '--format', 'c', '--out', join(dir, name, 'kws.c'), '--name', 'kws', ...extra, '--data-dir', dir, '--calibration-images', '8']));
+      return { bytes: Number(/#define KWS_ARENA_BYTES (\d+)/.exec(readFileSync(join(dir, name, 'kws.h'), 'utf8'))![1]), source: readFileSync(join(dir, name, 'kws.c'), 'utf8') };
+    };
+    const [bytes, packed] = [await arena('ewgs-bytes', []), await arena('ewgs-packed', ['--pack-activations'])];
+    assert.ok(packed.bytes < bytes.bytes, `packed arena ${packed.bytes}, unpacked ${bytes.bytes}`);
+    assert.match(packed.source, /tq_im2col_u4/);
+    assert.doesNotMatch(bytes.source, /tq_im2col_u4/);
+  });
+
   test('writes the sources, CMakeLists.txt, kws.mk and main.c; the header has the prefixed API', () => {
     assert.deepEqual(readdirSync(out()).sort(), ['CMakeLists.txt', 'kws.c', 'kws.h', 'kws.mk', 'main.c']);
     const header = readFileSync(join(out(), 'kws.h'), 'utf8');

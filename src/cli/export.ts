@@ -45,6 +45,10 @@ export const EXPORT: CommandSpec = {
     arena: { type: 'string', value: 'static|caller', description: "format c: the arena is a static array in the source, or the caller's memory passed as NAME_infer's third argument (default static)" },
     section: { type: 'string', value: 'SECTION', description: 'format c: the linker section of the static arena, e.g. .bss.tq (default: the compiler\'s .bss)' },
     'image-layout': { type: 'string', value: 'chw|hwc', description: 'format c: the image NAME_infer reads: channel planes or interleaved pixels (default chw)' },
+    'pack-activations': {
+      type: 'boolean',
+      description: 'format c: store 4-bit activation codes two per byte where that lowers the arena (less RAM, more instructions; the summary says what it saved)',
+    },
     'build-files': {
       type: 'boolean',
       description: 'format c: also write CMakeLists.txt (a library target), NAME.mk (a Makefile fragment) and main.c (an example that classifies test image 0 or a file)',
@@ -73,7 +77,7 @@ export const EXPORT: CommandSpec = {
   },
 };
 
-const C_FLAGS = ['name', 'arena', 'section', 'image-layout', 'build-files'] as const;
+const C_FLAGS = ['name', 'arena', 'section', 'image-layout', 'pack-activations', 'build-files'] as const;
 
 /** The `c` format's flags, checked before anything is lowered or written (and refused with another format). */
 function cOptions(args: ParsedArgs, format: string, exampleImage: CExportOptions['exampleImage']): CExportOptions | undefined {
@@ -88,6 +92,7 @@ function cOptions(args: ParsedArgs, format: string, exampleImage: CExportOptions
     arena: optional('arena', ARENA_PLACEMENTS),
     section: str(args, 'section'),
     imageLayout: optional('image-layout', IMAGE_LAYOUTS),
+    packActivations: flag(args, 'pack-activations'),
     buildFiles: flag(args, 'build-files'),
     exampleImage,
   };
