@@ -33,11 +33,16 @@ export interface HostEngineOptions {
 
 export type HostAvailability = { readonly available: true } | { readonly available: false; readonly reason: string };
 
-function loadIntModelClass(): NonNullable<HostAddon['IntModel']> | string {
+/** A class the addon exports for the host int8 path (`what` it holds, for the message), or why it is not there. */
+export function addonClass<T>(name: string, what: string): T | string {
   const load = loadAddon();
   if (!('addon' in load)) return `${load.reason}; to fix: ${load.fix}`;
-  const ctor = (load.addon as unknown as HostAddon).IntModel;
-  return ctor ?? 'the native addon was built without the int8 path (rebuild it: npm run build:native)';
+  const ctor = (load.addon as unknown as Record<string, T | undefined>)[name];
+  return ctor ?? `the native addon was built without ${what} (rebuild it: npm run build:native)`;
+}
+
+function loadIntModelClass(): NonNullable<HostAddon['IntModel']> | string {
+  return addonClass<NonNullable<HostAddon['IntModel']>>('IntModel', 'the int8 path');
 }
 
 /** Whether the host int8 path can run here, and why not. */

@@ -4,8 +4,8 @@
  * the host int8 path's epilogue kernels (native/src/int8_simulate.hpp) instead of a JavaScript loop
  * per element. Same values as simulate.ts's loops, which remain the reference and the fallback.
  */
-import { loadAddon } from '../../backend/native/addon.js';
 import type { IntegerModel } from '../ir.js';
+import { addonClass } from './engine.js';
 import { type NativeModelSpec, nativeModelSpec } from './native-spec.js';
 
 /** The addon's class (native/src/int8_binding.cc): the ops of one lowered model, by name. */
@@ -20,9 +20,6 @@ type SimulationClass = new (spec: NativeModelSpec) => NativeSimulation;
 
 /** The simulation of `model` by the addon, or why it cannot run here. */
 export function nativeSimulation(model: IntegerModel): NativeSimulation | { readonly unavailable: string } {
-  const load = loadAddon();
-  if (!('addon' in load)) return { unavailable: `${load.reason}; to fix: ${load.fix}` };
-  const ctor = (load.addon as unknown as { IntSimulation?: SimulationClass }).IntSimulation;
-  if (!ctor) return { unavailable: 'the native addon was built without the simulation kernels (rebuild it: npm run build:native)' };
-  return new ctor(nativeModelSpec(model));
+  const ctor = addonClass<SimulationClass>('IntSimulation', 'the simulation kernels');
+  return typeof ctor === 'string' ? { unavailable: ctor } : new ctor(nativeModelSpec(model));
 }
