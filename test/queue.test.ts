@@ -4,7 +4,8 @@
  * CLI (`run --queue`, `worker`): two worker processes do every run once, with the local executor's
  * weights bit for bit; a worker killed with -9 mid-run hands its run to the other, which resumes it
  * from its checkpoint; a finished grid submitted again runs nothing; Redis restarted mid-grid (its
- * data gone); bad queues, a grid name already on the queue, a results directory a worker cannot see.
+ * data gone); the results directory moved away mid-run (the job waits, resumed once it is back); bad
+ * queues, a grid name already on the queue, a results directory a worker cannot see.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -267,7 +268,8 @@ describe('grids on a BullMQ queue', { skip }, () => {
     let trainer = 0;
     let second: Cli | undefined;
     try {
-      await until(() => existsSync(join(runDir, 'last.json')) && existsSync(join(runDir, '.lock')), 'the run to save its first checkpoint');
+      // The grid's process, on this machine too, records the run's start before the directory goes away for both.
+      await until(() => existsSync(join(runDir, 'last.json')) && existsSync(join(runDir, '.lock')) && indexOf(dir).runs[0].status === 'running', 'the run to save its first checkpoint');
       trainer = Number(readFileSync(join(runDir, '.lock'), 'utf8'));
       await stopInsideWrite(trainer, runDir);
       renameSync(dir, away);
