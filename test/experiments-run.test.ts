@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
@@ -7,7 +7,7 @@ import type { RunEvent } from '../src/experiments/executor.js';
 import { executePlan } from '../src/experiments/executor.js';
 import { type Plan, expandGrid, parseGrid } from '../src/experiments/grid.js';
 import { RESULTS_VERSION, type ResultsIndex, readResultsIndex } from '../src/experiments/results.js';
-import { evaluateStart } from '../src/experiments/tasks.js';
+import { evaluateStart, runTask } from '../src/experiments/tasks.js';
 import { resolveConfig } from '../src/train/config.js';
 import { silentProgress } from '../src/train/progress.js';
 import { train } from '../src/train/trainer.js';
@@ -159,5 +159,14 @@ describe('running a grid', () => {
     assert.equal(evaluated.n, 10);
     assert.equal(evaluated.top1, trained.final!.top1);
     assert.equal(evaluated.loss, trained.final!.loss);
+  });
+
+  test('a run whose directory goes away mid-run ends failed with the message naming what it could not write (its storage gone: no log to write it to)', async () => {
+    const outDir = join(root.dir, 'vanishing');
+    const config = resolveConfig({ model: 'resnet8', dataset: 'cifar10', dataDir, batch: 8, evalBatch: 4, epochs: 3, testSubset: 10, workers: 0 });
+    const removeAfterEpoch1 = (m: { type: string; text?: string }): void => void (m.type === 'line' && m.text!.startsWith('epoch 1/3:') && rmSync(outDir, { recursive: true }));
+    const result = await runTask({ kind: 'train', config, outDir }, removeAfterEpoch1);
+    assert.equal(result.type, 'failed');
+    assert.match(result.type === 'failed' ? result.message : '', new RegExp(`cannot write ${outDir}/.*: ENOENT`));
   });
 });

@@ -121,7 +121,8 @@ function childrenOf(pid: number): number[] {
 }
 
 /** Temp files of the atomic writes of process `pid` in `dir`. */
-function tempFilesOf(dir: string, pid: number): string[] {
+/** The temp files of process `pid`'s atomic writes in `dir`: it is inside a write. */
+export function tempFilesOf(dir: string, pid: number): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.tmp') && f.includes(`.${pid}.`)) : [];
 }
 
@@ -168,6 +169,17 @@ export function outcomeOf(dir: string): Outcome {
   return { last: sha('last'), best: sha('best'), final: readFileSync(join(dir, 'final.json'), 'utf8') };
 }
 
+/** Temp files and tensor files no checkpoint sidecar of the run directory refers to. */
+export function leftoversOf(dir: string): string[] {
+  const referenced = new Set(['last', 'best'].flatMap((kind) => {
+    const sidecar = join(dir, `${kind}.json`);
+    if (!existsSync(sidecar)) return [];
+    const meta = JSON.parse(readFileSync(sidecar, 'utf8')) as { weights: { file: string }; optimizer: { file: string } | null };
+    return [meta.weights.file, meta.optimizer?.file ?? ''];
+  }));
+  return readdirSync(dir).filter((f) => f.endsWith('.tmp') || (f.endsWith('.safetensors') && !referenced.has(f)));
+}
+
 /** The final checks of a run taken to its end: the same outcome as the reference, nothing left over. */
 function compareFinished(dir: string, reference: Outcome, tally: FaultTally, what: string): void {
   tally.resumes++;
@@ -182,13 +194,7 @@ function compareFinished(dir: string, reference: Outcome, tally: FaultTally, wha
   const differs = (['last', 'best', 'final'] as const).filter((k) => outcome[k] !== reference[k]);
   if (differs.length === 0) tally.bitExact++;
   else tally.problems.push(`${what}: ${differs.join(', ')} differ from the uninterrupted run`);
-  const referenced = new Set(['last', 'best'].flatMap((kind) => {
-    const sidecar = join(dir, `${kind}.json`);
-    if (!existsSync(sidecar)) return [];
-    const meta = JSON.parse(readFileSync(sidecar, 'utf8')) as { weights: { file: string }; optimizer: { file: string } | null };
-    return [meta.weights.file, meta.optimizer?.file ?? ''];
-  }));
-  const leftovers = readdirSync(dir).filter((f) => f.endsWith('.tmp') || (f.endsWith('.safetensors') && !referenced.has(f)));
+  const leftovers = leftoversOf(dir);
   tally.leftovers += leftovers.length;
   if (leftovers.length > 0) tally.problems.push(`${what}: left over after the end: ${leftovers.join(', ')}`);
 }

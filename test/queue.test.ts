@@ -4,7 +4,8 @@
  * CLI (`run --queue`, `worker`): two worker processes do every run once, with the local executor's
  * weights bit for bit; a worker killed with -9 mid-run hands its run to the other, which resumes it
  * from its checkpoint; a finished grid submitted again runs nothing; Redis restarted mid-grid (its
- * data gone); bad queues, a grid name already on the queue, a results directory a worker cannot see.
+ * data gone); the results directory moved away mid-run (the job waits, resumed once it is back); bad
+ * queues, a grid name already on the queue, a results directory a worker cannot see.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -13,8 +14,9 @@ import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { checkRedisVersion } from '../src/experiments/queue.js';
-import { CLI, makeFaultData, outcomeOf, sleep, until } from './fault-harness.js';
+import { Queue } from 'bullmq';
+import { QUEUE_NAME, checkRedisVersion } from '../src/experiments/queue.js';
+import { CLI, leftoversOf, makeFaultData, outcomeOf, running, sleep, tempFilesOf, until } from './fault-harness.js';
 import { tempDir } from './fixtures/data/make.js';
 
 const REDIS = 'redis-server';
@@ -77,8 +79,8 @@ interface Cli {
 }
 
 /** The CLI in a child process, one backend thread; stderr readable while it runs. */
-function cli(args: readonly string[]): Cli {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, TINYQUANT_THREADS: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): Cli {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, TINYQUANT_THREADS: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -90,8 +92,8 @@ function cli(args: readonly string[]): Cli {
 const queueUrl = (db: number): string => `redis://127.0.0.1:${redis.port}/${db}`;
 
 /** A worker taking one run at a time, whose runs go to another worker 2 s after it stops answering. */
-async function startWorker(db: number): Promise<Cli> {
-  const w = cli(['worker', '--queue', queueUrl(db), '--concurrency', '1', '--threads', '1', '--stalled-after', '2']);
+async function startWorker(db: number, env: NodeJS.ProcessEnv = {}): Promise<Cli> {
+  const w = cli(['worker', '--queue', queueUrl(db), '--concurrency', '1', '--threads', '1', '--stalled-after', '2'], env);
   await until(() => w.stderr().includes('waiting for runs'), `worker ${w.child.pid} to be ready`);
   return w;
 }
@@ -136,6 +138,26 @@ async function localReference(grid: string, name: string): Promise<string> {
 
 function assertSameOutcomes(dir: string, reference: string): void {
   for (const r of indexOf(reference).runs) assert.deepEqual(outcomeOf(join(dir, 'runs', r.id)), outcomeOf(join(reference, 'runs', r.id)), `${r.id}: other weights than the local executor's`);
+}
+
+/** The trainer `pid` held still (SIGSTOP) inside one of its atomic writes in `dir`: its temp file is there while it is stopped. */
+async function stopInsideWrite(pid: number, dir: string): Promise<void> {
+  for (;;) {
+    await until(() => tempFilesOf(dir, pid).length > 0, `process ${pid} to write in ${dir}`);
+    process.kill(pid, 'SIGSTOP');
+    if (tempFilesOf(dir, pid).length > 0) return;
+    process.kill(pid, 'SIGCONT');
+  }
+}
+
+/** The jobs of a queue database by state. */
+async function jobCounts(db: number): Promise<Record<string, number>> {
+  const queue = new Queue(QUEUE_NAME, { connection: { host: '127.0.0.1', port: redis.port, db } });
+  try {
+    return await queue.getJobCounts('waiting', 'active', 'completed', 'failed');
+  } finally {
+    await queue.close();
+  }
 }
 
 describe('grids on a BullMQ queue', { skip }, () => {
@@ -230,6 +252,56 @@ describe('grids on a BullMQ queue', { skip }, () => {
       assertSameOutcomes(dir, reference);
     } finally {
       await stopWorkers(workers);
+    }
+  });
+
+  test('the results directory moved away mid-run: the job goes back to the queue and the worker stops naming it; back in place, the next worker resumes the run to the uninterrupted weights', async () => {
+    const grid = writeGrid('moved', { methods: ['lsq'], recipe: recipe(20) });
+    const id = 'resnet8-cifar10-lsq-w4a4-s0';
+    const reference = await localReference(grid, 'moved');
+    const dir = join(root.dir, 'moved-queue');
+    const away = `${dir}-away`;
+    const runDir = join(dir, 'runs', id);
+    // Every atomic write pauses with half of its data written: the run lasts seconds and is easily caught inside a checkpoint write.
+    const first = await startWorker(5, { TINYQUANT_TEST_WRITE_PAUSE_MS: '100' });
+    const run = cli(['run', grid, '--queue', queueUrl(5), '--out', dir, '--data-dir', dataDir, '--no-report']);
+    let trainer = 0;
+    let second: Cli | undefined;
+    try {
+      // The grid's process, on this machine too, records the run's start before the directory goes away for both.
+      await until(() => existsSync(join(runDir, 'last.json')) && existsSync(join(runDir, '.lock')) && indexOf(dir).runs[0].status === 'running', 'the run to save its first checkpoint');
+      trainer = Number(readFileSync(join(runDir, '.lock'), 'utf8'));
+      await stopInsideWrite(trainer, runDir);
+      renameSync(dir, away);
+      await until(() => first.stderr().includes(`stopping ${id}: `), 'the worker to see its results directory gone');
+      process.kill(trainer, 'SIGCONT');
+      const stopped = await first.exit;
+      assert.equal(stopped.code, 3, stopped.stderr);
+      assert.match(stopped.stderr, new RegExp(`\\ntinyquant: worker: the results directory ${dir} of grid moved is not on this machine \\(no results.json there\\): .*; its run ${id} went back to the queue, to resume from its checkpoint once the directory is back\\n$`));
+      assert.deepEqual(await jobCounts(5), { waiting: 1, active: 0, completed: 0, failed: 0 }, 'the job is back on the queue');
+
+      renameSync(away, dir);
+      assert.deepEqual(indexOf(dir).runs.map((r) => r.status), ['running'], 'no run recorded as failed');
+      second = await startWorker(5);
+      const end = await run.exit;
+      assert.equal(end.code, 0, end.stderr);
+      const record = indexOf(dir).runs[0];
+      assert.equal(record.status, 'finished');
+      assert.equal(record.worker, `${hostname()} ${second.child.pid}`);
+      assert.match(second.stderr(), new RegExp(`start  ${id} of moved \\(resuming from its checkpoint\\)`));
+      const resumed = [...logOf(dir, id).matchAll(/resuming runs\/\S+ at epoch (\d+), step (\d+)/g)];
+      assert.equal(resumed.length, 1, logOf(dir, id));
+      // Stopped after its first checkpoint (epoch 1 done): it resumes in epoch 2 or later, before the last one ends.
+      const epoch = Number(resumed[0][1]);
+      assert.ok(epoch >= 2 && epoch <= 20, `resumed from its checkpoint, not from scratch (epoch ${epoch})`);
+      assert.equal(attempts(dir, id), 2);
+      assertSameOutcomes(dir, reference);
+      assert.deepEqual(leftoversOf(runDir), [], 'no temp or unreferenced checkpoint files left');
+      await stopWorkers([second]);
+    } finally {
+      if (running(trainer)) process.kill(trainer, 'SIGCONT');
+      if (existsSync(away)) renameSync(away, dir);
+      for (const c of [first, second, run]) c?.child.kill('SIGKILL');
     }
   });
 

@@ -64,10 +64,19 @@ export function forkRun(id: string, request: WorkerRequest, opts: ForkOptions, p
     resuming,
     done,
     stop(signal, force) {
-      if (!force) writeFileSync(join(dir, STOP_FILE), `${signal}\n`);
+      if (!force) writeStopFile(dir, signal);
       child.kill(force ? 'SIGKILL' : signal);
     },
   };
+}
+
+/** Ask the run in `dir` to stop at its next step; where the directory is out of reach (storage gone), the signal alone asks. */
+function writeStopFile(dir: string, signal: NodeJS.Signals): void {
+  try {
+    writeFileSync(join(dir, STOP_FILE), `${signal}\n`);
+  } catch {
+    // The run's process sees the signal when its event loop next turns (at its next step, or at the epoch's end).
+  }
 }
 
 /** Follow a worker to its exit, forwarding progress; collects the tail of its output. */

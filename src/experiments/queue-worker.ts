@@ -8,10 +8,12 @@
  * worker stops with the reason. A worker killed mid-run leaves the run's checkpoint (its worker
  * process saves and stops when the IPC channel closes); the job's lock lapses after `stalledAfter`
  * seconds, BullMQ's stalled-job check puts it back, and the next worker resumes it. SIGINT/SIGTERM
- * make the running runs save and stop, and their jobs go back to the queue.
+ * make the running runs save and stop, and their jobs go back to the queue. A results directory that
+ * goes out of reach while a run runs (its storage gone, the directory moved away) stops the run; its
+ * job goes back to the queue, and the worker stops with the reason.
  */
 import { type Job, WaitingError, Worker } from 'bullmq';
-import { type ForkedRun, forkRun, outcomeFields } from './fork.js';
+import { type ForkedRun, type WorkerEnd, forkRun, outcomeFields } from './fork.js';
 import {
   QUEUE_NAME,
   QueueConnection,
@@ -52,6 +54,8 @@ export interface ServeSummary {
 const MAX_STALLS = 10;
 /** Attempts after which a run whose process keeps being killed from outside (the OOM killer?) is failed. */
 const MAX_STARTS = 10;
+/** How often a running run's results directory is checked (that it is still there, the grid's, writable). */
+const DIR_CHECK_MS = 2000;
 
 /** Check the queue and the grids on it, then take and run jobs until stopped. */
 export async function serveQueue(opts: ServeOptions): Promise<ServeSummary> {
@@ -127,32 +131,61 @@ class Serving {
   }
 
   async #process(job: Job<RunJob, RunJobResult>, token: string): Promise<RunJobResult> {
-    const { resultsDir, runId, grid, request } = job.data;
-    const problem = sharedDirProblem(resultsDir, grid);
-    if (problem || this.#stopping) {
-      await job.moveToWait(token);
-      if (problem) this.#fail(new QueueInputError(`worker: ${problem}; its run ${runId} went back to the queue`));
-      throw new WaitingError();
-    }
-    const send = (p: RunJobProgress): void => void job.updateProgress(p).catch((e: Error) => this.conn.report(e));
+    const { resultsDir, runId, grid } = job.data;
+    if (this.#stopping) return this.#requeue(job, token, null);
+    const before = sharedDirProblem(resultsDir, grid);
+    if (before) return this.#requeue(job, token, `worker: ${before}; its run ${runId} went back to the queue`);
     const started = Date.now();
-    const forked = forkRun(runId, request, { resultsDir, threads: this.opts.threads, env: this.opts.env }, send);
-    this.#active.set(job.id!, forked);
-    send({ type: 'start', resuming: forked.resuming, worker: this.#me });
-    this.opts.log(`start  ${runId} of ${grid}${forked.resuming ? ' (resuming from its checkpoint)' : ''}`);
-    const end = await forked.done;
-    this.#active.delete(job.id!);
+    const end = await this.#runWatched(job).catch((e: Error) => e);
+    // A run that ended (or could not start) while its results directory was out of reach ended for
+    // that reason: it resumes from its checkpoint on a worker that reaches the directory again.
+    const after = sharedDirProblem(resultsDir, grid);
+    if (after) return this.#requeue(job, token, `worker: ${after}; its run ${runId} went back to the queue, to resume from its checkpoint once the directory is back`);
+    if (end instanceof Error) throw end;
     const seconds = (Date.now() - started) / 1000;
     const fields = outcomeFields(end, this.#stopping && end.message === null);
     if (fields.status === 'interrupted' && (this.#stopping || job.attemptsStarted < MAX_STARTS)) {
       this.opts.log(`paused ${runId}: checkpoint saved, back to the queue`);
-      await job.moveToWait(token);
-      throw new WaitingError();
+      return this.#requeue(job, token, null);
     }
     const status = fields.status === 'finished' || fields.status === 'diverged' ? fields.status : 'failed';
     const error = fields.status === 'interrupted' ? `its worker process was killed ${job.attemptsStarted} times: ${fields.error}` : fields.error;
     this.#ran++;
     this.opts.log(`${status === 'finished' ? 'done  ' : status.toUpperCase()} ${runId} in ${seconds.toFixed(1)} s${error ? `: ${error}` : ''}`);
     return { status, outcome: fields.outcome, error, log: fields.log, seconds, worker: this.#me };
+  }
+
+  /**
+   * The job's run in its process, to its end; every DIR_CHECK_MS its results directory is checked,
+   * and once it is out of reach the run is asked to save and stop (its process may write on, in a
+   * directory moved away, or fail, on storage that is gone).
+   */
+  async #runWatched(job: Job<RunJob, RunJobResult>): Promise<WorkerEnd> {
+    const { resultsDir, runId, grid, request } = job.data;
+    const send = (p: RunJobProgress): void => void job.updateProgress(p).catch((e: Error) => this.conn.report(e));
+    const forked = forkRun(runId, request, { resultsDir, threads: this.opts.threads, env: this.opts.env }, send);
+    this.#active.set(job.id!, forked);
+    send({ type: 'start', resuming: forked.resuming, worker: this.#me });
+    this.opts.log(`start  ${runId} of ${grid}${forked.resuming ? ' (resuming from its checkpoint)' : ''}`);
+    const watch = setInterval(() => {
+      const problem = sharedDirProblem(resultsDir, grid);
+      if (problem === null) return;
+      clearInterval(watch);
+      this.opts.log(`stopping ${runId}: ${problem}`);
+      forked.stop('SIGTERM', false);
+    }, DIR_CHECK_MS);
+    try {
+      return await forked.done;
+    } finally {
+      clearInterval(watch);
+      this.#active.delete(job.id!);
+    }
+  }
+
+  /** The job back to the queue; with `fatal`, this worker stops with that line. */
+  async #requeue(job: Job<RunJob, RunJobResult>, token: string, fatal: string | null): Promise<never> {
+    await job.moveToWait(token);
+    if (fatal) this.#fail(new QueueInputError(fatal));
+    throw new WaitingError();
   }
 }

@@ -90,7 +90,7 @@ export async function runTask(request: WorkerRequest, emit: (m: WorkerMessage) =
     if (e instanceof StopRequested) result = { type: 'interrupted' };
     else {
       // The stack goes to the run's log only; the executor shows and records the message.
-      appendFileSync(join(request.outDir, 'train.log'), `${new Date().toISOString()} error: ${err.stack ?? err.message}\n`);
+      appendToLog(request.outDir, `error: ${err.stack ?? err.message}`);
       result = { type: 'failed', diverged: e instanceof DivergedError, message: err.message };
     }
   } finally {
@@ -98,6 +98,15 @@ export async function runTask(request: WorkerRequest, emit: (m: WorkerMessage) =
   }
   emit(result);
   return result;
+}
+
+/** A line for the run's log where the run directory can still be written (a failure's cause may be that it cannot). */
+function appendToLog(runDir: string, text: string): void {
+  try {
+    appendFileSync(join(runDir, 'train.log'), `${new Date().toISOString()} ${text}\n`);
+  } catch {
+    // The failure's message still reaches the executor.
+  }
 }
 
 function outcomeOf(r: { top1: number; top5: number; loss: number; n: number }): RunOutcome {
