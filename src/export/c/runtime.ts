@@ -391,7 +391,13 @@ static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
     for (c = 0; c < q->channels; ++c) {
         const int32_t r = q->per_channel ? c : 0;
         const int32_t mult = q->mult[r], shift = q->shift[r], bias = q->bias[r];
-        if (q->activation.one_rounding)
+        /* The common cases, a residual stream to unsigned codes, without the tagged load and store per element. */
+#define TQ_CODES_TO_UINT8(in_type) \
+    for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_code(&q->activation, ((const in_type *)in)[i], mult, shift, bias)
+        if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT16) TQ_CODES_TO_UINT8(int16_t);
+        else if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8) TQ_CODES_TO_UINT8(int8_t);
+#undef TQ_CODES_TO_UINT8
+        else if (q->activation.one_rounding)
             for (i = c * plane; i < (c + 1) * plane; ++i) tq_store(out, out_dtype, i, tq_code(&q->activation, tq_load(in, in_dtype, i), mult, shift, bias));
         else
             for (i = c * plane; i < (c + 1) * plane; ++i) {

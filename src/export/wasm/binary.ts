@@ -4,7 +4,7 @@
  */
 
 /** SHA-256 of the clang flags and the C source this module was compiled from (source.ts wasmSourceHash). */
-export const WASM_SOURCE_SHA256 = 'a3dcd733c62fd74d47fa8ba060bd09def29e3f2e5d10a2cc5f86e919150a71a3';
+export const WASM_SOURCE_SHA256 = '376187eab1f4c58c036971993998c2a411bf1676be1d6991fc49443855dc09f8';
 
 export const WASM_BASE64 = [
   'AGFzbQEAAAABCwJgAX8AYAN/f38AAwcGAAEAAAAABAUBcAEBAQUDAQABBg8CfwFBgIAEC38AQYCABAsHUwcGbWVtb3J5AgAIdHF3',
