@@ -12,6 +12,7 @@ import { LoweringError } from '../lower.js';
 import { validateIntegerModel } from '../validate.js';
 import { type ArenaPlacement, DEFAULT_PREFIX, dropInProblem } from './names.js';
 import { type ConvKernel, chooseConvKernels } from './kernels.js';
+import { type OneRounding, foldedBias, oneRounding, reducedMultiplier } from './one-rounding.js';
 import type { ArenaPlan } from './plan.js';
 import { C_DTYPE_TAG, runtimeSource } from './runtime.js';
 
@@ -146,12 +147,14 @@ class Emitter {
     return this.plan.packed.has(id) ? 'TQ_U4' : C_DTYPE_TAG[this.model.tensors[id].dtype];
   }
 
-  requant(r: Requant, k: number): void {
-    this.data.push(array('int32_t', this.table('mult', k), r.mult), array('uint8_t', this.table('shift', k), r.shift), array('int32_t', this.table('bias', k), r.bias));
+  /** The requantization tables of op k, the bias table as the runtime reads it (one-rounding.ts). */
+  requant(r: Requant, k: number, bias: Int32Array): void {
+    this.data.push(array('int32_t', this.table('mult', k), r.mult), array('uint8_t', this.table('shift', k), r.shift), array('int32_t', this.table('bias', k), bias));
   }
 
-  /** Initializer of a tq_activation (its tables emitted as op k's), the ceiling folded into the rule. */
-  activation(q: ActivationQuant, k: number): string {
+  /** Initializer of a tq_activation (its tables emitted as op k's), the ceiling folded into the rule; with `one`, its codes' form. */
+  activation(q: ActivationQuant, k: number, one: OneRounding | null): string {
+    if (one) return `{ .thresholds = NULL, .values = NULL, .frac_bits = ${one.fracBits}, .min_code = ${literal(one.minCode)}, .max_code = ${literal(one.maxCode)}, .one_rounding = 1 }`;
     const rule = ruleWithCeiling(q);
     const fields = [`.floor = ${literal(q.relu ? q.zeroPoint : -0x80000000)}`];
     if (rule.kind === 'thresholds') {
@@ -221,27 +224,30 @@ class Emitter {
       array('uint8_t', this.table('codes', k), padded, `${commentText(op.name)}: ${outC}x${inC / op.groups}x${op.kernel.join('x')}${op.groups > 1 ? `, ${op.groups} groups` : ''}, ${w.bits}-bit ${w.scheme} weights`),
       array('int16_t', this.table('levels', k), w.levels),
     );
-    this.requant(op.requant, k);
     const e = op.epilogue;
+    const one = e.kind === 'activation' ? oneRounding(op.requant, e) : null;
+    const folded = one ? null : foldedBias(op.requant);
+    this.requant(op.requant, k, one?.bias ?? folded ?? op.requant.bias);
     const fields = [
       `.codes = ${this.table('codes', k)}`, `.levels = ${this.table('levels', k)}`, `.mult = ${this.table('mult', k)}`, `.shift = ${this.table('shift', k)}`, `.bias = ${this.table('bias', k)}`,
       `.in_h = ${inH}`, `.in_w = ${inW}`, `.out_c = ${outC}`, `.out_h = ${outH}`, `.out_w = ${outW}`,
       ...pairFields('kernel', op.kernel), ...pairFields('stride', op.stride), ...pairFields('pad', op.padding), `.bits = ${w.bits}`,
       `.group_in = ${inC / op.groups}`, `.groups = ${op.groups}`,
-      `.out_dtype = ${this.dtype(op.output)}`,
+      `.out_dtype = ${this.dtype(op.output)}`, ...(folded ? ['.folded = 1'] : []),
     ]; // prettier-ignore
     let shortcut = 'NULL';
     if (e.kind === 'activation') {
-      this.data.push(`static const tq_activation ${this.table('activation', k)} = ${this.activation(e, k)};\n`);
-      fields.push('.epilogue = TQ_ACTIVATION', `.activation = &${this.table('activation', k)}`);
+      this.data.push(`static const tq_activation ${this.table('activation', k)} = ${this.activation(e, k, one)};\n`);
+      fields.push(`.epilogue = ${one ? 'TQ_CODES' : 'TQ_ACTIVATION'}`, `.activation = &${this.table('activation', k)}`);
     } else if (e.kind === 'residual') {
       const [lo, hi] = residualClamp(e.relu, e.ceiling, e.bits);
       fields.push('.epilogue = TQ_RESIDUAL', `.residual_lo = ${literal(lo)}`, `.residual_hi = ${literal(hi)}`);
       if (e.shortcut) {
         const s = e.shortcut;
         const [c, h, wd] = model.tensors[s.input].shape;
+        const scale = reducedMultiplier(s.mult, s.shift);
         this.data.push(
-          `static const tq_shortcut ${this.table('shortcut', k)} = { .mult = ${literal(s.mult)}, .shift = ${s.shift}, .stride = ${s.stride}, .channel_offset = ${s.channelOffset}, ` +
+          `static const tq_shortcut ${this.table('shortcut', k)} = { .mult = ${literal(scale.mult)}, .shift = ${scale.shift}, .stride = ${s.stride}, .channel_offset = ${s.channelOffset}, ` +
             `.channels = ${c}, .height = ${h}, .width = ${wd}, .dtype = ${this.dtype(s.input)} };\n`,
         );
         fields.push(`.shortcut = &${this.table('shortcut', k)}`);
@@ -260,11 +266,12 @@ class Emitter {
 
   quantize(op: QuantizeOp, k: number): void {
     const [c, h, w] = this.model.tensors[op.input].shape;
-    this.requant(op.requant, k);
+    const one = oneRounding(op.requant, op);
+    this.requant(op.requant, k, one?.bias ?? op.requant.bias);
     const fields = [
       `.mult = ${this.table('mult', k)}`, `.shift = ${this.table('shift', k)}`, `.bias = ${this.table('bias', k)}`, `.per_channel = ${op.requant.mult.length > 1 ? 1 : 0}`,
       `.channels = ${c}`, `.plane = ${h * w}`, `.in_dtype = ${this.dtype(op.input)}`, `.out_dtype = ${this.dtype(op.output)}`,
-      `.activation = ${this.activation(op, k)}`,
+      `.activation = ${this.activation(op, k, one)}`,
     ]; // prettier-ignore
     this.data.push(struct('tq_quantize_op', this.table('quantize', k), fields));
     this.calls.push(`tq_quantize(&${this.table('quantize', k)}, ${this.tensor(op.input)}, ${this.tensor(op.output)}); /* quantize for ${commentText(op.name)} */`);

@@ -175,7 +175,7 @@ static void tq_conv_dsp_${name}(const tq_conv *L, int32_t block, const void *inp
     const int32_t out_c = L->out_c, out_w = L->out_w, plane = L->out_h * out_w;
     const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, even = (patch + 7) & ~7;
     uint32_t *const rows = (uint32_t *)scratch, *const cols = rows + (block + 1) / 2 * even;
-    int32_t o0, o, p, s[4];
+    int32_t o0, o, p, j, s[4];
     for (o0 = 0; o0 < out_c; o0 += block) {
         const int32_t n = out_c - o0 < block ? out_c - o0 : block;
         /* An odd block's last channel is its pair's both rows; the copy's sums are dropped. */
@@ -191,11 +191,10 @@ static void tq_conv_dsp_${name}(const tq_conv *L, int32_t block, const void *inp
             tq_im2col_${name}(L, in, y1, x1, even, cols + 1);
             for (o = 0; o < n; o += 2) {
                 tq_dot_2x2(rows + o / 2 * even, cols, even, s);
-                tq_conv_output(L, o0 + o, y0, x0, s[0], out, sc);
-                if (q != p) tq_conv_output(L, o0 + o, y1, x1, s[1], out, sc);
-                if (o + 1 < n) {
-                    tq_conv_output(L, o0 + o + 1, y0, x0, s[2], out, sc);
-                    if (q != p) tq_conv_output(L, o0 + o + 1, y1, x1, s[3], out, sc);
+                /* A loop over the pair's channels: the inlined epilogue twice in the code, not four times. */
+                for (j = 0; j < 2 && o + j < n; ++j) {
+                    tq_conv_output(L, o0 + o + j, y0, x0, s[2 * j], out, sc);
+                    if (q != p) tq_conv_output(L, o0 + o + j, y1, x1, s[2 * j + 1], out, sc);
                 }
             }
         }

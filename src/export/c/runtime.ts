@@ -122,7 +122,25 @@ typedef struct {
     int32_t floor, min_code, max_code;
     int16_t count;
     uint8_t frac_bits;
+    uint8_t one_rounding; /* tq_code, not tq_activation_value: the requantization's bias table holds c */
 } tq_activation;
+
+/* Inlined into the output loops: GCC's heuristics would keep these epilogues calls. */
+#if defined(__GNUC__)
+#define TQ_INLINE __attribute__((always_inline)) inline
+#else
+#define TQ_INLINE inline
+#endif
+
+/* The code of a value a requantized by multiplier m and shift n, with requantization and rounding
+   as one rounding (one-rounding.ts; c is the bias table's entry): floor((a * m + c * 2^(n-1)) /
+   2^(n+f)), clamped. One 64-bit multiply-accumulate of two products (SMULL, SMLAL) and a shift of
+   its high word (32 <= n + f <= 63). */
+static TQ_INLINE int32_t tq_code(const tq_activation *q, int32_t a, int32_t m, int32_t n, int32_t c)
+{
+    const int64_t x = (int64_t)c * (1 << (n - 1)) + (int64_t)a * m;
+    return tq_clamp((int32_t)(x >> 32) >> (n + q->frac_bits - 32), q->min_code, q->max_code);
+}
 
 static int32_t tq_activation_value(const tq_activation *q, int32_t v)
 {
@@ -143,7 +161,7 @@ static int32_t tq_activation_value(const tq_activation *q, int32_t v)
 `;
 
 const CONV = String.raw`
-enum { TQ_ACTIVATION, TQ_RESIDUAL, TQ_LOGITS };
+enum { TQ_ACTIVATION, TQ_CODES, TQ_RESIDUAL, TQ_LOGITS };
 
 typedef struct {
     int32_t mult, shift, stride, channel_offset;
@@ -156,13 +174,14 @@ typedef struct {
     const int32_t *mult;   /* requantization per output channel */
     const uint8_t *shift;
     const int32_t *bias;
-    const tq_activation *activation;  /* TQ_ACTIVATION */
+    const tq_activation *activation;  /* TQ_ACTIVATION, TQ_CODES */
     const tq_shortcut *shortcut;      /* TQ_RESIDUAL, may be NULL */
     int32_t residual_lo, residual_hi; /* TQ_RESIDUAL: ReLU, ceiling and saturation as one clamp */
     int32_t in_h, in_w, out_c, out_h, out_w;
     int32_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
     int32_t group_in, groups;         /* input channels per group, groups */
     uint8_t bits, epilogue, out_dtype;
+    uint8_t folded;                   /* not TQ_CODES: the bias table holds 2 * bias + 1 (tq_rms_folded) */
 } tq_conv;
 
 /* The integer weight whose code starts at the given bit of the packed codes. */
@@ -172,32 +191,39 @@ static int32_t tq_weight(const tq_conv *L, uint32_t bit)
     return L->levels[(pair >> (bit & 7u)) & ((1u << L->bits) - 1u)];
 }
 
-static int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t v, const void *sc)
+static TQ_INLINE int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t v, const void *sc)
 {
     const tq_shortcut *s = L->shortcut;
     if (s) {
         int32_t c = o - s->channel_offset;
         if (c >= 0 && c < s->channels) {
             int32_t i = (c * s->height + y * s->stride) * s->width + x * s->stride;
-            v += tq_rms(tq_load(sc, s->dtype, i), s->mult, s->shift);
+            const int32_t a = tq_load(sc, s->dtype, i);
+            v += s->shift == 0 ? a * s->mult : tq_rms(a, s->mult, s->shift);
         }
     }
     return tq_clamp(v, L->residual_lo, L->residual_hi);
 }
 
-/* Inlined into the conv kernels' output loops: GCC's heuristics would keep the epilogue a call. */
-#if defined(__GNUC__)
-#define TQ_INLINE __attribute__((always_inline)) inline
-#else
-#define TQ_INLINE inline
-#endif
+/* tq_rms(a, m, n) + b with the bias inside the rounding (one-rounding.ts; c = 2 * b + 1, 1 <= n <=
+   31): floor((a * m + c * 2^(n-1)) / 2^n), the same multiply-accumulate, its two words shifted. */
+static TQ_INLINE int32_t tq_rms_folded(int32_t a, int32_t m, int32_t n, int32_t c)
+{
+    const int64_t x = (int64_t)c * (1 << (n - 1)) + (int64_t)a * m;
+    return (int32_t)((uint32_t)(x >> 32) << (32 - n) | (uint32_t)x >> n);
+}
 
 /* Requantizes the window sum of output channel o at pixel (y, x) and stores it (the epilogue of every conv kernel). */
 static TQ_INLINE void tq_conv_output(const tq_conv *L, int32_t o, int32_t y, int32_t x, int32_t sum, void *out, const void *sc)
 {
-    int32_t v = tq_rms(sum, L->mult[o], L->shift[o]) + L->bias[o];
-    if (L->epilogue == TQ_ACTIVATION) v = tq_activation_value(L->activation, v);
-    else if (L->epilogue == TQ_RESIDUAL) v = tq_residual(L, o, y, x, v, sc);
+    int32_t v;
+    if (L->epilogue == TQ_CODES) {
+        v = tq_code(L->activation, sum, L->mult[o], L->shift[o], L->bias[o]);
+    } else {
+        v = L->folded ? tq_rms_folded(sum, L->mult[o], L->shift[o], L->bias[o]) : tq_rms(sum, L->mult[o], L->shift[o]) + L->bias[o];
+        if (L->epilogue == TQ_ACTIVATION) v = tq_activation_value(L->activation, v);
+        else if (L->epilogue == TQ_RESIDUAL) v = tq_residual(L, o, y, x, v, sc);
+    }
     tq_store(out, L->out_dtype, (o * L->out_h + y) * L->out_w + x, v);
 }
 `;
@@ -365,10 +391,19 @@ static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
     for (c = 0; c < q->channels; ++c) {
         const int32_t r = q->per_channel ? c : 0;
         const int32_t mult = q->mult[r], shift = q->shift[r], bias = q->bias[r];
-        for (i = c * plane; i < (c + 1) * plane; ++i) {
-            int32_t v = tq_rms(tq_load(in, in_dtype, i), mult, shift) + bias;
-            tq_store(out, out_dtype, i, tq_activation_value(&q->activation, v));
-        }
+        /* The common cases, a residual stream to unsigned codes, without the tagged load and store per element. */
+#define TQ_CODES_TO_UINT8(in_type) \
+    for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_code(&q->activation, ((const in_type *)in)[i], mult, shift, bias)
+        if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT16) TQ_CODES_TO_UINT8(int16_t);
+        else if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8) TQ_CODES_TO_UINT8(int8_t);
+#undef TQ_CODES_TO_UINT8
+        else if (q->activation.one_rounding)
+            for (i = c * plane; i < (c + 1) * plane; ++i) tq_store(out, out_dtype, i, tq_code(&q->activation, tq_load(in, in_dtype, i), mult, shift, bias));
+        else
+            for (i = c * plane; i < (c + 1) * plane; ++i) {
+                int32_t v = tq_rms(tq_load(in, in_dtype, i), mult, shift) + bias;
+                tq_store(out, out_dtype, i, tq_activation_value(&q->activation, v));
+            }
     }
 }
 `;
@@ -428,8 +463,8 @@ export function runtimeSource(use: RuntimeUse): string {
   const dsp = use.dspInputs ?? [];
   const convs = generic || dsp.length > 0 || use.dspPacked === true;
   const parts = [common(use.packed === true)];
-  // Residual epilogues and add ops share the clamp; conv epilogues and quantize ops the activation quantization.
-  if (convs || use.add) parts.push(CLAMP);
+  // Residual epilogues, add ops and codes share the clamp; conv epilogues and quantize ops the activation quantization.
+  if (convs || use.add || use.quantize) parts.push(CLAMP);
   if (convs || use.quantize) parts.push(ACTIVATION);
   if (convs) parts.push(CONV);
   if (generic) parts.push(CONV_GENERIC, ...use.convInputs.map((t) => accumulate(t, false, use.unrolled)), ...use.depthwiseInputs.map((t) => accumulate(t, true, use.unrolled)));

@@ -109,7 +109,7 @@ static void activation_row(const tqw_activation *q, int32_t *v, int32_t n)
             wasm_v128_store(v + i + 4, wasm_i32x4_extend_high_i16x8(y));
         }
     } else {
-        const tq_activation a = { AT(const int32_t, q->thresholds), AT(const int16_t, q->values), q->floor, q->min_code, q->max_code, (int16_t)q->count, (uint8_t)q->frac_bits };
+        const tq_activation a = { AT(const int32_t, q->thresholds), AT(const int16_t, q->values), q->floor, q->min_code, q->max_code, (int16_t)q->count, (uint8_t)q->frac_bits, 0 };
         for (i = 0; i < n; ++i) v[i] = tq_activation_value(&a, v[i]);
     }
 }
@@ -329,7 +329,7 @@ EXPORT(tqw_quantize) void tqw_quantize(const tqw_quantize_op *q)
     int32_t c;
     if (a->count >= 0 && a->narrow_shift < 0) {
         const tq_quantize_op op = { mult, shift, bias,
-            { AT(const int32_t, a->thresholds), AT(const int16_t, a->values), a->floor, a->min_code, a->max_code, (int16_t)a->count, (uint8_t)a->frac_bits },
+            { AT(const int32_t, a->thresholds), AT(const int16_t, a->values), a->floor, a->min_code, a->max_code, (int16_t)a->count, (uint8_t)a->frac_bits, 0 },
             plane, q->channels, (uint8_t)q->per_channel, (uint8_t)q->in_dtype, (uint8_t)q->out_dtype };
         tq_quantize(&op, AT(const void, q->input), AT(void, q->output));
         return;
