@@ -205,6 +205,15 @@ describe('generated C on a Cortex-M4 (QEMU mps2-an386)', () => {
     assertSameLogits(runOnDevice(generated, some, n).logits, expected, 'Cortex-M4 (SMLAD)');
     assertSameLogits(runOnDevice(generated, some, n, { target: 'cortex-m7' }).logits, expected, 'Cortex-M7 (mps2-an500)');
   });
+  test('packed 4-bit activations (nibble im2col, nibble stores): same logits on the M4 as on the host and in the engine', { skip: missing ? `skipped: ${missing}` : false }, () => {
+    const { model, images, count } = tiny(CASES[1]);
+    const generated = generateC(model, { headerName: 'model.h', packActivations: true });
+    assert.ok(generated.plan.packed.size > 0, 'the case packs some tensor');
+    assert.match(generated.source, /tq_conv_dsp_u4\(/);
+    const n = 2;
+    const some = images.subarray(0, (images.length / count) * n);
+    assertSameLogits(runOnDevice(generated, some, n).logits, new IntegerEngine(model).inferBatch(some, n), 'Cortex-M4 packed');
+  });
   test('depthwise kernel (3x3, strides 1 and 2, channel multiplier 2, uniform and APoT codes, a ceiling; int8 and uint8 inputs): same logits on the host, the M4 and the M7', { skip: missing ? `skipped: ${missing}` : false }, () => {
     const b = new IrModelBuilder(5);
     let x = b.input(2, 11, 9, 'int8');
