@@ -30,7 +30,7 @@ import { countBelow, roundToCode } from '../src/export/int-ops.js';
 import type { ActivationQuant, CodeRule, IntegerModel } from '../src/export/ir.js';
 import { type LoweringChoices, type TinyOptions, calibratedRun, lowerTiny, quietly, tinyQuantizedModel } from './export-fixtures.js';
 import { cifar10Folder, cifarRecords } from './fixtures/data/make.js';
-import { irCases, randomImages } from './ir-models.js';
+import { IrModelBuilder, irCases, randomImages } from './ir-models.js';
 
 interface Case {
   readonly label: string;
@@ -88,15 +88,24 @@ describe('generated C on the host', () => {
       const generated = generateC(c.model, { headerName: 'model.h' });
       const run = runOnHost(generated, c.images, c.count);
       assertSameLogits(run.logits, new IntegerEngine(c.model).inferBatch(c.images, c.count), c.name);
-      // Dense convs run the dual-MAC kernel (or say why not); the others, those with one input channel per group the depthwise accumulate function, the rest the general one.
+      // Dense convs run the dual-MAC kernel (or say why not); 3x3 depthwise convs the depthwise kernel (or say why not); other convs with one input
+      // channel per group the generic depthwise accumulate function, the rest the general one.
       c.model.ops.forEach((op, k) => {
         if (op.kind !== 'conv') return;
         const dtype = c.model.tensors[op.input].dtype;
-        const dense = generated.kernels[k]?.kind === 'dsp';
-        // Dense convs leave the dual-MAC kernel only with a note saying why.
-        if (op.groups === 1 && !dense) assert.ok(generated.notes.some((n) => n.startsWith(`${op.name}: generic conv kernel (`)), `${c.name} ${op.name}`);
-        if (op.groups !== 1) assert.ok(!dense, `${c.name} ${op.name}`);
-        const call = dense ? `tq_conv_dsp_${dtype}\\(&\\w+, \\d+,` : `tq_conv_run\\([^;]*tq_${op.inChannels === op.groups ? 'depthwise' : 'accumulate'}_${dtype},`;
+        const kind = generated.kernels[k]?.kind;
+        const depthwise3x3 = op.groups !== 1 && op.inChannels === op.groups && op.kernel.join('x') === '3x3';
+        // Dense convs leave the dual-MAC kernel only with a note saying why, 3x3 depthwise convs the depthwise kernel likewise.
+        if (op.groups === 1 && kind !== 'dsp') assert.ok(generated.notes.some((n) => n.startsWith(`${op.name}: generic conv kernel (`)), `${c.name} ${op.name}`);
+        if (depthwise3x3 && kind !== 'depthwise') assert.ok(generated.notes.some((n) => n.startsWith(`${op.name}: generic depthwise kernel (`)), `${c.name} ${op.name}`);
+        if (op.groups !== 1) assert.notEqual(kind, 'dsp', `${c.name} ${op.name}`);
+        if (!depthwise3x3) assert.notEqual(kind, 'depthwise', `${c.name} ${op.name}`);
+        const call =
+          kind === 'dsp'
+            ? `tq_conv_dsp_${dtype}\\(&\\w+, \\d+,`
+            : kind === 'depthwise'
+              ? `tq_conv_dw_${dtype}\\(&\\w+,`
+              : `tq_conv_run\\([^;]*tq_${op.inChannels === op.groups ? 'depthwise' : 'accumulate'}_${dtype},`;
         assert.match(generated.source, new RegExp(`${call}[^;]*; /\\* ${op.name.replaceAll('.', '\\.')} \\*/`), `${c.name} ${op.name}`);
       });
     });
@@ -195,6 +204,33 @@ describe('generated C on a Cortex-M4 (QEMU mps2-an386)', () => {
     assertSameLogits(runOnHost(generated, some, n).logits, expected, 'host (portable dual MAC)');
     assertSameLogits(runOnDevice(generated, some, n).logits, expected, 'Cortex-M4 (SMLAD)');
     assertSameLogits(runOnDevice(generated, some, n, { target: 'cortex-m7' }).logits, expected, 'Cortex-M7 (mps2-an500)');
+  });
+  test('packed 4-bit activations (nibble im2col, nibble stores): same logits on the M4 as on the host and in the engine', { skip: missing ? `skipped: ${missing}` : false }, () => {
+    const { model, images, count } = tiny(CASES[1]);
+    const generated = generateC(model, { headerName: 'model.h', packActivations: true });
+    assert.ok(generated.plan.packed.size > 0, 'the case packs some tensor');
+    assert.match(generated.source, /tq_conv_dsp_u4\(/);
+    const n = 2;
+    const some = images.subarray(0, (images.length / count) * n);
+    assertSameLogits(runOnDevice(generated, some, n).logits, new IntegerEngine(model).inferBatch(some, n), 'Cortex-M4 packed');
+  });
+  test('depthwise kernel (3x3, strides 1 and 2, channel multiplier 2, uniform and APoT codes, a ceiling; int8 and uint8 inputs): same logits on the host, the M4 and the M7', { skip: missing ? `skipped: ${missing}` : false }, () => {
+    const b = new IrModelBuilder(5);
+    let x = b.input(2, 11, 9, 'int8');
+    x = b.conv('dw0', x, { out: 4, kernel: [3, 3], padding: [1, 1], groups: 2, weights: 'uniform', target: { kind: 'activation', act: { rule: 'uniform', bits: 4 } } });
+    x = b.conv('dw1', x, { out: 8, kernel: [3, 3], stride: [2, 2], groups: 4, weights: 'apot', target: { kind: 'activation', act: { rule: 'apot', bits: 4 } } });
+    x = b.conv('dw2', x, { out: 8, kernel: [3, 3], stride: [1, 2], padding: [1, 1], groups: 8, weights: 'uniform', target: { kind: 'activation', act: { rule: 'uniform', bits: 3, ceiling: true } } });
+    const model = b.build('depthwise-kernels', b.linear('fc', x, 5));
+    const generated = generateC(model, { headerName: 'model.h' });
+    const onKernel = model.ops.flatMap((op, k) => (op.kind === 'conv' && generated.kernels[k]?.kind === 'depthwise' ? [`${op.name} ${model.tensors[op.input].dtype}`] : []));
+    assert.deepEqual(onKernel, ['dw0 int8', 'dw1 uint8', 'dw2 uint8']);
+    assert.match(generated.source, /tq_conv_dw_int8\(&\w+,[^;]*; \/\* dw0 \*\//);
+    const n = 3;
+    const images = randomImages(model, n, 9);
+    const expected = new IntegerEngine(model).inferBatch(images, n);
+    assertSameLogits(runOnHost(generated, images, n).logits, expected, 'host (portable dual MAC)');
+    assertSameLogits(runOnDevice(generated, images, n).logits, expected, 'Cortex-M4 (SMLAD)');
+    assertSameLogits(runOnDevice(generated, images, n, { target: 'cortex-m7' }).logits, expected, 'Cortex-M7 (mps2-an500)');
   });
   for (const c of IR_CASES) {
     test(`synthetic ${c.name}: same logits as the engine`, { skip: missing ? `skipped: ${missing}` : false }, () => {

@@ -101,7 +101,7 @@ export async function cExporter(ctx: ExportContext): Promise<ExportResult> {
     summary: [
       `${paths.source}: ${source.length} bytes, ${paths.header}: ${header.length} bytes; ${p}_infer(image, logits${arena === 'caller' ? ', arena' : ''}), ${imageLayout.toUpperCase()} image, C99, integers only`,
       `packed weights ${weightBytes} bytes (const), arena ${c.plan.bytes} bytes (${where}; live tensors need at least ${c.plan.lowerBound})`,
-      `conv kernels: ${c.kernels.filter((k) => k?.kind === 'dsp').length} dual-MAC, ${c.kernels.filter((k) => k?.kind === 'generic').length} generic`,
+      `conv kernels: ${c.kernels.filter((k) => k?.kind === 'dsp').length} dual-MAC, ${c.kernels.filter((k) => k?.kind === 'depthwise').length} depthwise, ${c.kernels.filter((k) => k?.kind === 'generic').length} generic`,
       ...c.arenaReport,
       ...c.notes,
       ...(o.buildFiles ? [`build files: ${buildPaths.join(', ')}`] : []),

@@ -260,8 +260,10 @@ class Emitter {
     const scratch = `${this.arena} + ${this.plan.scratchOffset[k]}`;
     const dtype = this.plan.packed.has(op.input) ? 'u4' : model.tensors[op.input].dtype;
     const kernel = this.kernels[k];
-    const [run, how] = kernel?.kind === 'dsp' ? [`tq_conv_dsp_${dtype}`, kernel.block] : ['tq_conv_run', `tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${dtype}`];
-    this.calls.push(`${run}(&${this.table('conv', k)}, ${how}, ${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`);
+    const args = `${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`;
+    if (kernel?.kind === 'dsp') this.calls.push(`tq_conv_dsp_${dtype}(&${this.table('conv', k)}, ${kernel.block}, ${args}`);
+    else if (kernel?.kind === 'depthwise') this.calls.push(`tq_conv_dw_${dtype}(&${this.table('conv', k)}, ${args}`);
+    else this.calls.push(`tq_conv_run(&${this.table('conv', k)}, tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${dtype}, ${args}`);
   }
 
   quantize(op: QuantizeOp, k: number): void {
@@ -404,7 +406,7 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
   const emit = new Emitter(model, plan, kernels, o.imageLayout, o.names, o.arena);
   model.ops.forEach((op, k) => emit.op(op, k));
   const onDsp = (k: number): boolean => kernels[k]?.kind === 'dsp';
-  const convs = model.ops.filter((op, k): op is ConvOp => op.kind === 'conv' && !onDsp(k));
+  const convs = model.ops.filter((op, k): op is ConvOp => op.kind === 'conv' && kernels[k]?.kind === 'generic');
   // Whether a conv has an h x w kernel and more than `pixels` output pixels (unrolled blocks are emitted only for those).
   const hasKernel = (h: number, w: number, pixels: number): boolean =>
     convs.some((op) => op.kernel[0] === h && op.kernel[1] === w && model.tensors[op.output].shape[1] * model.tensors[op.output].shape[2] > pixels);
@@ -413,6 +415,7 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
     convInputs: inputTypes(false),
     depthwiseInputs: inputTypes(true),
     dspInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && onDsp(k) && !plan.packed.has(op.input) ? [model.tensors[op.input].dtype] : [])))],
+    dspDepthwiseInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && kernels[k]?.kind === 'depthwise' ? [model.tensors[op.input].dtype] : [])))],
     packed: plan.packed.size > 0,
     dspPacked: model.ops.some((op, k) => op.kind === 'conv' && onDsp(k) && plan.packed.has(op.input)),
     unrolled: { k3: hasKernel(3, 3, 0), k1: hasKernel(1, 1, 1) },

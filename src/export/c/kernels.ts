@@ -18,10 +18,13 @@
  */
 import { ruleWithCeiling } from '../clip.js';
 import { type ActivationQuant, type ConvOp, DTYPE_INFO, type IntegerModel } from '../ir.js';
-import { type ArenaPlan, convScratchBytes, planArena } from './plan.js';
+import { type ArenaPlan, alignUp, convScratchBytes, planArena } from './plan.js';
 
-/** The kernel of one conv op: `dsp` with the output channels decoded at a time, or `generic`. */
-export type ConvKernel = { readonly kind: 'dsp'; readonly block: number } | { readonly kind: 'generic' };
+/**
+ * The kernel of one conv op: `dsp` with the output channels decoded at a time, `depthwise` (the
+ * 3x3 depthwise kernel over a zero-padded copy of each input plane), or `generic`.
+ */
+export type ConvKernel = { readonly kind: 'dsp'; readonly block: number } | { readonly kind: 'depthwise' } | { readonly kind: 'generic' };
 
 export interface KernelChoice {
   /** By op index (null for ops that are not convs). */
@@ -41,6 +44,17 @@ function columnLength(op: ConvOp): number {
 /** Scratch bytes of the dual-MAC kernel with `block` decoded weight rows (an odd block's last one twice) and two columns. */
 export function dspScratchBytes(op: ConvOp, block: number): number {
   return 2 * columnLength(op) * (2 * Math.ceil(block / 2) + 2);
+}
+
+/** Scratch bytes of the depthwise kernel: one input plane as int16 with the padding its windows cover. */
+export function depthwiseScratchBytes(model: IntegerModel, op: ConvOp): number {
+  const [, outH, outW] = model.tensors[op.output].shape;
+  return alignUp(2 * ((outH - 1) * op.stride[0] + 3) * ((outW - 1) * op.stride[1] + 3));
+}
+
+/** Whether the depthwise kernel takes the conv: 3x3, one input channel per group, 8- or 16-bit input. */
+function depthwiseFits(model: IntegerModel, op: ConvOp): boolean {
+  return op.inChannels === op.groups && op.kernel[0] === 3 && op.kernel[1] === 3 && model.tensors[op.input].dtype !== 'int32';
 }
 
 /** Why the dual-MAC kernel cannot take the conv at all, or null. */
@@ -151,7 +165,8 @@ function report(model: IntegerModel, choice: Omit<KernelChoice, 'report'>, unpac
 
 /** Scratch bytes of a conv on the given kernel. */
 function scratchOf(model: IntegerModel, kernel: ConvKernel | null, op: ConvOp): number {
-  return kernel?.kind === 'dsp' ? dspScratchBytes(op, kernel.block) : convScratchBytes(model, op);
+  if (kernel?.kind === 'dsp') return dspScratchBytes(op, kernel.block);
+  return kernel?.kind === 'depthwise' ? depthwiseScratchBytes(model, op) : convScratchBytes(model, op);
 }
 
 /** The kernel choice for a given set of packed tensors. */
@@ -164,7 +179,17 @@ function chooseFor(model: IntegerModel, packed: ReadonlySet<number>): Omit<Kerne
   model.ops.forEach((op, k) => {
     if (op.kind !== 'conv') return;
     const unfit = dspUnfit(model, op);
-    if (unfit === null) return;
+    if (unfit === null) {
+      if (!depthwiseFits(model, op)) return;
+      kernels[k] = { kind: 'depthwise' };
+      const tried = planArena(model, scratch, { packed });
+      if (tried.bytes <= limit) plan = tried;
+      else {
+        kernels[k] = { kind: 'generic' };
+        notes.push(`${op.name}: generic depthwise kernel (the depthwise kernel's padded plane would grow the arena beyond ${limit} bytes)`);
+      }
+      return;
+    }
     if (unfit) {
       notes.push(`${op.name}: generic conv kernel (${unfit})`);
       return;

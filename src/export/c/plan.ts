@@ -63,7 +63,7 @@ function storageBits(model: IntegerModel, packed: ReadonlySet<number>, t: number
 
 const ALIGN = 4;
 
-function alignUp(n: number): number {
+export function alignUp(n: number): number {
   return Math.ceil(n / ALIGN) * ALIGN;
 }
 

@@ -19,7 +19,7 @@
  */
 import type { DType } from '../ir.js';
 
-/** The dual MAC and the pair packing, emitted once when a model has a DSP conv. */
+/** The dual MAC and the pair packing, emitted once when a model has a conv on a dual-MAC kernel. */
 export const DSP_COMMON = String.raw`
 /* acc + lo(a) * lo(b) + hi(a) * hi(b) on signed 16-bit halves (SMLAD). The C form wraps modulo
    2^32 as SMLAD does; the sums here never leave int32 anyway (see the validation's bound). */
@@ -41,6 +41,10 @@ static uint32_t tq_pack(int32_t first, int32_t second)
     return (uint32_t)(uint16_t)first | (uint32_t)(uint16_t)second << 16;
 }
 
+`;
+
+/** What the dense dual-MAC kernels share (im2col packing, weight rows, the 2 x 2 dot), emitted once when a model has one. */
+export const DSP_DENSE = String.raw`
 /* Element n of a column of pairs in every other word (col[0], col[2], ...): the low half waits in *low. */
 static void tq_put(uint32_t *col, int32_t n, uint32_t *low, int32_t v)
 {
@@ -269,4 +273,73 @@ static void tq_im2col_u4(const tq_conv *L, const void *input, int32_t y, int32_t
 }
 ` + dspKernel('u4', 'uint8_t')
   );
+}
+
+/** The window-row pair load of the depthwise kernels, emitted once when a model has one. */
+export const DSP_DEPTHWISE = String.raw`
+/* Two neighbouring int16 values as one word, the first in the low half. */
+static uint32_t tq_pair(const int16_t *p)
+{
+    return (uint32_t)(uint16_t)p[0] | (uint32_t)(uint16_t)p[1] << 16;
+}
+
+/* The windows of one output plane over the padded plane pad (rows WP apart), each sum s (a window
+   row: one dual MAC and one MAC) handed to the statement epilogue at (y, x). */
+#define TQ_DW_PLANE(epilogue) \
+    for (y = 0; y < OH; ++y) { \
+        const int16_t *a = pad + y * SH * WP; \
+        for (x = 0; x < OW; ++x, a += SW) { \
+            int32_t s = tq_smlad(tq_pair(a), w01, w2 * a[2]); \
+            s = tq_smlad(tq_pair(a + WP), w34, s + w5 * a[WP + 2]); \
+            s = tq_smlad(tq_pair(a + 2 * WP), w67, s + w8 * a[2 * WP + 2]); \
+            epilogue; \
+        } \
+    }
+`;
+
+/**
+ * The 3x3 depthwise kernel (tq_conv_dw_NAME: one input channel per group, any stride and padding,
+ * channel multipliers included) for inputs of one element type. Per output channel its input plane
+ * is copied into int16 with its zero padding (scratch: the rows and columns the windows cover), so
+ * every window is whole and no pixel tests its borders; the nine weights stay in registers, as
+ * three pairs and three singles, and each window row is one dual MAC and one MAC.
+ */
+export function dspDepthwise(dtype: DType, cType: string): string {
+  return String.raw`
+static void tq_conv_dw_${dtype}(const tq_conv *L, const void *input, void *out, const void *sc, void *scratch)
+{
+    const int32_t H = L->in_h, W = L->in_w, OH = L->out_h, OW = L->out_w, SH = L->stride_h, SW = L->stride_w;
+    const int32_t PH = L->pad_h, PW = L->pad_w, HP = (OH - 1) * SH + 3, WP = (OW - 1) * SW + 3, per = L->out_c / L->groups;
+    const int32_t left = PW < WP ? PW : WP, right = PW + W < WP ? PW + W : WP;
+    int16_t *const pad = (int16_t *)scratch;
+    int32_t o, y, x;
+    for (o = 0; o < L->out_c; ++o) {
+        const ${cType} *plane = (const ${cType} *)input + o / per * H * W;
+        const uint32_t bits = L->bits, bit = (uint32_t)o * 9u * bits;
+        const uint32_t w01 = tq_pack(tq_weight(L, bit), tq_weight(L, bit + bits)), w34 = tq_pack(tq_weight(L, bit + 3u * bits), tq_weight(L, bit + 4u * bits));
+        const uint32_t w67 = tq_pack(tq_weight(L, bit + 6u * bits), tq_weight(L, bit + 7u * bits));
+        const int32_t w2 = tq_weight(L, bit + 2u * bits), w5 = tq_weight(L, bit + 5u * bits), w8 = tq_weight(L, bit + 8u * bits);
+        for (y = 0; y < HP; ++y) {
+            int16_t *d = pad + y * WP;
+            const int32_t r = y - PH;
+            if (r < 0 || r >= H) {
+                for (x = 0; x < WP; ++x) d[x] = 0;
+                continue;
+            }
+            for (x = 0; x < left; ++x) d[x] = 0;
+            for (; x < right; ++x) d[x] = (int16_t)plane[r * W + x - PW];
+            for (; x < WP; ++x) d[x] = 0;
+        }
+        if (L->epilogue == TQ_CODES) {
+            /* The channel's requantization and code bounds, read once for its plane (locals: the
+               stores cannot change them, so they stay in registers). */
+            const tq_activation q = *L->activation;
+            const int32_t m = L->mult[o], n = L->shift[o], c = L->bias[o], dtype = L->out_dtype;
+            TQ_DW_PLANE(tq_store(out, dtype, (o * OH + y) * OW + x, tq_code(&q, s, m, n, c)));
+        } else {
+            TQ_DW_PLANE(tq_conv_output(L, o, y, x, s, out, sc));
+        }
+    }
+}
+`;
 }

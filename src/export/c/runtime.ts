@@ -18,7 +18,7 @@
  * (clip.ts).
  */
 import type { DType } from '../ir.js';
-import { DSP_COMMON, dspConv, dspConvPacked } from './runtime-dsp.js';
+import { DSP_COMMON, DSP_DENSE, DSP_DEPTHWISE, dspConv, dspConvPacked, dspDepthwise } from './runtime-dsp.js';
 
 /** The C element type of each storage type. */
 const C_TYPE: Readonly<Record<DType, string>> = { int8: 'int8_t', uint8: 'uint8_t', int16: 'int16_t', int32: 'int32_t' };
@@ -33,6 +33,8 @@ export interface RuntimeUse {
   readonly depthwiseInputs: readonly DType[];
   /** Element types that dense convolutions on the dual-MAC kernel read (runtime-dsp.ts; default none). */
   readonly dspInputs?: readonly DType[];
+  /** Element types that 3x3 depthwise convs on the dual-MAC depthwise kernel read (runtime-dsp.ts; default none). */
+  readonly dspDepthwiseInputs?: readonly DType[];
   /** Whether a dense conv on the dual-MAC kernel reads packed 4-bit codes (runtime-dsp.ts). */
   readonly dspPacked?: boolean;
   /** Whether any tensor is stored packed (TQ_U4 in the tagged load and store). */
@@ -461,14 +463,18 @@ static void tq_add(const tq_add_op *q, const void *a, const void *b, void *out)
 export function runtimeSource(use: RuntimeUse): string {
   const generic = use.convInputs.length + use.depthwiseInputs.length > 0;
   const dsp = use.dspInputs ?? [];
-  const convs = generic || dsp.length > 0 || use.dspPacked === true;
+  const depthwise = use.dspDepthwiseInputs ?? [];
+  const dense = dsp.length > 0 || use.dspPacked === true;
+  const convs = generic || dense || depthwise.length > 0;
   const parts = [common(use.packed === true)];
   // Residual epilogues, add ops and codes share the clamp; conv epilogues and quantize ops the activation quantization.
   if (convs || use.add || use.quantize) parts.push(CLAMP);
   if (convs || use.quantize) parts.push(ACTIVATION);
   if (convs) parts.push(CONV);
   if (generic) parts.push(CONV_GENERIC, ...use.convInputs.map((t) => accumulate(t, false, use.unrolled)), ...use.depthwiseInputs.map((t) => accumulate(t, true, use.unrolled)));
-  if (dsp.length > 0 || use.dspPacked) parts.push(DSP_COMMON, ...dsp.map((t) => dspConv(t, C_TYPE[t])), ...(use.dspPacked ? [dspConvPacked()] : []));
+  if (dense || depthwise.length > 0) parts.push(DSP_COMMON);
+  if (dense) parts.push(DSP_DENSE, ...dsp.map((t) => dspConv(t, C_TYPE[t])), ...(use.dspPacked ? [dspConvPacked()] : []));
+  if (depthwise.length > 0) parts.push(DSP_DEPTHWISE, ...depthwise.map((t) => dspDepthwise(t, C_TYPE[t])));
   if (use.quantize) parts.push(QUANTIZE);
   if (use.pool) parts.push(POOL);
   if (use.add) parts.push(ADD);
