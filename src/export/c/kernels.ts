@@ -3,11 +3,13 @@
  * follows. The dual-MAC kernel (runtime-dsp.ts) takes dense convs (groups = 1) of 8- or 16-bit
  * inputs, any kernel, stride and padding; its scratch holds a block of decoded weight rows, so per
  * layer the largest block (all output channels, then halves, down to 2) is taken that leaves the
- * arena no larger than the generic kernels' plan. Everything else runs the generic kernels
- * (runtime.ts), with the reason in `notes`: grouped and depthwise convs, int32 inputs, residual
- * convs whose output is narrower than their shortcut (the plan may write them over it, which the
- * generic kernel's channel-by-channel order allows and the dual-MAC kernel's order does not), and
- * layers whose smallest block would grow the arena.
+ * arena no larger than the generic kernels' plan. The depthwise kernel (runtime-dsp.ts) takes 3x3
+ * depthwise convs of 8- or 16-bit inputs where its padded input plane leaves the arena as large.
+ * Everything else runs the generic kernels (runtime.ts), with the reason in `notes` where a dual-MAC
+ * kernel could have taken the conv: int32 inputs, residual convs whose output is narrower than their
+ * shortcut (the plan may write them over it, which the generic kernel's channel-by-channel order
+ * allows and the dual-MAC kernel's order does not), and layers whose smallest block or padded plane
+ * would grow the arena; grouped convs and depthwise convs of other kernels have no note.
  *
  * Packed activations: a tensor of activation codes in 0..15 (a quantize op's or an activation
  * epilogue's output) is stored two codes a byte when every conv reading it as its input runs the

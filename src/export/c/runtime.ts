@@ -376,7 +376,18 @@ static void tq_${depthwise ? 'depthwise' : 'accumulate'}_${dtype}(const tq_conv 
 `;
 }
 
-const QUANTIZE = String.raw`
+/* Packed outputs (codes in 0..15, planes of even size): two codes a byte, no read-modify-write. */
+const U4_QUANTIZE = String.raw`
+#define TQ_CODES_TO_U4(in_type) \
+    for (i = c * plane; i < (c + 1) * plane; i += 2) \
+        ((uint8_t *)out)[i >> 1] = (uint8_t)(tq_code(&q->activation, ((const in_type *)in)[i], mult, shift, bias) | \
+                                             tq_code(&q->activation, ((const in_type *)in)[i + 1], mult, shift, bias) << 4)
+        else if (q->activation.one_rounding && out_dtype == TQ_U4 && (plane & 1) == 0 && in_dtype == TQ_INT16) TQ_CODES_TO_U4(int16_t);
+        else if (q->activation.one_rounding && out_dtype == TQ_U4 && (plane & 1) == 0 && in_dtype == TQ_INT8) TQ_CODES_TO_U4(int8_t);
+#undef TQ_CODES_TO_U4
+`;
+
+const quantize = (packed: boolean): string => String.raw`
 typedef struct {
     const int32_t *mult; /* one entry per channel, or one for all */
     const uint8_t *shift;
@@ -399,7 +410,7 @@ static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
         if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT16) TQ_CODES_TO_UINT8(int16_t);
         else if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8) TQ_CODES_TO_UINT8(int8_t);
 #undef TQ_CODES_TO_UINT8
-        else if (q->activation.one_rounding)
+${packed ? U4_QUANTIZE : ''}        else if (q->activation.one_rounding)
             for (i = c * plane; i < (c + 1) * plane; ++i) tq_store(out, out_dtype, i, tq_code(&q->activation, tq_load(in, in_dtype, i), mult, shift, bias));
         else
             for (i = c * plane; i < (c + 1) * plane; ++i) {
@@ -475,7 +486,7 @@ export function runtimeSource(use: RuntimeUse): string {
   if (dense || depthwise.length > 0) parts.push(DSP_COMMON);
   if (dense) parts.push(DSP_DENSE, ...dsp.map((t) => dspConv(t, C_TYPE[t])), ...(use.dspPacked ? [dspConvPacked()] : []));
   if (depthwise.length > 0) parts.push(DSP_DEPTHWISE, ...depthwise.map((t) => dspDepthwise(t, C_TYPE[t])));
-  if (use.quantize) parts.push(QUANTIZE);
+  if (use.quantize) parts.push(quantize(use.packed === true));
   if (use.pool) parts.push(POOL);
   if (use.add) parts.push(ADD);
   return parts.join('');
