@@ -1,6 +1,6 @@
 /**
- * The dense convolution kernel of the generated C (groups = 1, 8- or 16-bit inputs, any kernel,
- * stride and padding): dual 16-bit multiply-accumulates (ARMv7E-M `SMLAD` through ACLE's
+ * The dual-MAC kernels of the generated C: the dense convolution kernel (groups = 1, 8- or 16-bit
+ * inputs, any kernel, stride and padding) and the 3x3 depthwise kernel (see dspDepthwise). Dense: dual 16-bit multiply-accumulates (ARMv7E-M `SMLAD` through ACLE's
  * `__smlad` where `__ARM_FEATURE_DSP` says the target has it: Cortex-M4, M7, M33 with DSP; a C
  * function of identical arithmetic elsewhere, e.g. the host build the tests compile) on int16
  * pairs, the CMSIS-NN way: the windows of two output pixels are copied into int16 columns

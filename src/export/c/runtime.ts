@@ -6,8 +6,9 @@
  * (what GCC, Clang and Arm compilers do; C99 leaves it implementation-defined).
  *
  * Convolution: dense convs of 8- and 16-bit inputs usually run the dual-MAC kernel of
- * runtime-dsp.ts (kernels.ts chooses); the others run the generic kernel here, which shares the
- * struct, the weight decoding and the epilogue (tq_conv_output) with it. Generic kernel: per output
+ * runtime-dsp.ts, and 3x3 depthwise convs its depthwise kernel (kernels.ts chooses); the others run
+ * the generic kernel here, which shares the struct, the weight decoding and the epilogue
+ * (tq_conv_output) with them. Generic kernel: per output
  * channel, the weight row is decoded from its packed codes into int16 values (once per channel), each output pixel's window sum over the channels of its group goes
  * into an int32 accumulator plane, and the epilogue requantizes the plane. Dense multiplies (one
  * MLA per MAC on a Cortex-M4): the sums are the engine's exactly (integer sums that never
