@@ -10,7 +10,9 @@
  *
  * CPU time comes from bash's `times` after the process exits: it counts the process and the
  * children it waited for (the local executor's run processes), which /proc/PID/stat no longer
- * shows once the process is gone.
+ * shows once the process is gone. Every process stays in this one's session: with the kernel's
+ * autogroup scheduling a session is one share of the CPU, so workers in sessions of their own
+ * would get more of a busy machine than the local executor's runs, and look faster.
  *
  * Options: --rounds R (2) --data-dir DIR (/work/shared/data) --epochs E (3) --train-subset N (1000) --json
  * Exit 3 when redis-server is not installed.
@@ -34,7 +36,7 @@ const { values } = parseArgs({
   },
 });
 
-/** A CLI process in its own process group (so that cleanup can end it with what it started), with its CPU once it exits. */
+/** A CLI process (under bash, which reports its CPU once it exits). */
 interface Proc {
   readonly child: ChildProcess;
   readonly stderr: () => string;
@@ -43,15 +45,17 @@ interface Proc {
 
 const live = new Set<ChildProcess>();
 
-/** bash runs the CLI, then prints `times` (its children's user and sys time) on fd 3; a trapped SIGTERM waits for the CLI's own shutdown. */
-const TIMED = 'trap : TERM INT; "$@"; s=$?; times >&3; exit $s';
+/**
+ * bash runs the CLI, passes SIGTERM and SIGINT on to it, waits for its end, then prints `times` (its
+ * children's user and sys time) on fd 3.
+ */
+const TIMED = 'trap \'kill -TERM $p 2>/dev/null\' TERM INT; "$@" & p=$!; wait $p; s=$?; while kill -0 $p 2>/dev/null; do wait $p; s=$?; done; times >&3; exit $s';
 
 function cli(args: readonly string[]): Proc {
   const started = performance.now();
   const child = spawn('bash', ['-c', TIMED, 'timed', process.execPath, TINYQUANT_CLI, ...args], {
     env: { ...process.env, TINYQUANT_THREADS: '1' },
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-    detached: true,
   });
   live.add(child);
   const text = { stdout: '', stderr: '', times: '' };
@@ -65,15 +69,6 @@ function cli(args: readonly string[]): Proc {
     }),
   );
   return { child, stderr: () => text.stderr, exit };
-}
-
-/** SIGTERM to the process group of a child started here (bash and the CLI it runs); it may have just ended. */
-function killGroup(child: ChildProcess): void {
-  try {
-    process.kill(-child.pid!, 'SIGTERM');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
-  }
 }
 
 /** The second line of bash's `times` ("0m1.230s 0m0.120s": the children's user and sys) in seconds. */
@@ -119,9 +114,19 @@ function checkRuns(what: string, stdout: string, stderrs: readonly string[]): Ma
   return outcomes;
 }
 
+/** The errors of the runs that did not finish (from `run --json`), else the last line on stderr. */
+function whyNot(stdout: string, stderr: string): string {
+  try {
+    const out = lastJsonLine<{ runs: { id: string; status: string; error: string | null }[] }>(stdout);
+    return out.runs.filter((r) => r.status !== 'finished').map((r) => `${r.id} ${r.status}: ${r.error}`).join('; ');
+  } catch {
+    return stderr.trim().split('\n').at(-1) ?? '';
+  }
+}
+
 async function local(grid: string, out: string, dataDir: string): Promise<{ sample: Sample; outcomes: Map<string, Outcome> }> {
   const r = await cli(['run', grid, '--out', out, '--data-dir', dataDir, '--jobs', '2', '--threads', '1', '--no-report', '--json']).exit;
-  if (r.code !== 0) throw new Error(`local executor exited with ${r.code}: ${r.stderr.trim().split('\n').at(-1)}`);
+  if (r.code !== 0) throw new Error(`local executor exited with ${r.code}: ${whyNot(r.stdout, r.stderr)}`);
   return { sample: { wallS: r.wallS, runCpuS: r.cpuS }, outcomes: checkRuns('local executor', r.stdout, [r.stderr]) };
 }
 
@@ -129,9 +134,9 @@ async function queued(grid: string, out: string, dataDir: string, url: string): 
   const workers = [0, 1].map(() => cli(['worker', '--queue', url, '--concurrency', '1', '--threads', '1']));
   for (const w of workers) await until(() => w.stderr().includes('waiting for runs'), `worker ${w.child.pid} to be ready`);
   const r = await cli(['run', grid, '--queue', url, '--out', out, '--data-dir', dataDir, '--no-report', '--json']).exit;
-  for (const w of workers) killGroup(w.child);
+  for (const w of workers) w.child.kill('SIGTERM');
   const ends = await Promise.all(workers.map((w) => w.exit));
-  if (r.code !== 0) throw new Error(`run --queue exited with ${r.code}: ${r.stderr.trim().split('\n').at(-1)}`);
+  if (r.code !== 0) throw new Error(`run --queue exited with ${r.code}: ${whyNot(r.stdout, r.stderr)}`);
   for (const e of ends) if (e.code !== 130) throw new Error(`a worker exited with ${e.code} (130 expected after SIGTERM): ${e.stderr.trim().split('\n').at(-1)}`);
   const outcomes = checkRuns('queue', r.stdout, ends.map((e) => e.stderr));
   return { sample: { wallS: r.wallS, runCpuS: r.cpuS, workersCpuS: ends.reduce((s, e) => s + e.cpuS, 0) }, outcomes };
@@ -148,7 +153,7 @@ async function main(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'tq-bench-queue-'));
   let redis: RedisServer | undefined;
   const cleanup = async (): Promise<void> => {
-    for (const child of live) killGroup(child);
+    for (const child of live) child.kill('SIGTERM');
     await redis?.stop();
     rmSync(root, { recursive: true, force: true });
   };
