@@ -39,17 +39,19 @@ const { values } = parseArgs({
 /** A CLI process (under bash, which reports its CPU once it exits). */
 interface Proc {
   readonly child: ChildProcess;
+  /** The CLI's own process id (bash's child), once bash has said it. */
+  readonly cliPid: () => number | undefined;
   readonly stderr: () => string;
   readonly exit: Promise<{ code: number | null; stdout: string; stderr: string; wallS: number; cpuS: number }>;
 }
 
-const live = new Set<ChildProcess>();
+const live = new Set<Proc>();
 
 /**
- * bash runs the CLI, passes SIGTERM and SIGINT on to it, waits for its end, then prints `times` (its
- * children's user and sys time) on fd 3.
+ * bash runs the CLI, passes SIGTERM and SIGINT on to it, waits for its end; on fd 3 it prints the
+ * CLI's process id, then `times` (its own and its children's user and sys time).
  */
-const TIMED = 'trap \'kill -TERM $p 2>/dev/null\' TERM INT; "$@" & p=$!; wait $p; s=$?; while kill -0 $p 2>/dev/null; do wait $p; s=$?; done; times >&3; exit $s';
+const TIMED = 'trap \'kill -TERM $p 2>/dev/null\' TERM INT; "$@" & p=$!; echo $p >&3; wait $p; s=$?; while kill -0 $p 2>/dev/null; do wait $p; s=$?; done; times >&3; exit $s';
 
 function cli(args: readonly string[]): Proc {
   const started = performance.now();
@@ -57,23 +59,43 @@ function cli(args: readonly string[]): Proc {
     env: { ...process.env, TINYQUANT_THREADS: '1' },
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
   });
-  live.add(child);
   const text = { stdout: '', stderr: '', times: '' };
   child.stdout!.on('data', (d: Buffer) => (text.stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (text.stderr += d.toString()));
   (child.stdio[3] as NodeJS.ReadableStream).on('data', (d: Buffer) => (text.times += d.toString()));
   const exit = new Promise<Awaited<Proc['exit']>>((resolve) =>
     child.on('close', (code) => {
-      live.delete(child);
+      live.delete(proc);
       resolve({ code, stdout: text.stdout, stderr: text.stderr, wallS: (performance.now() - started) / 1000, cpuS: childrenCpu(text.times) });
     }),
   );
-  return { child, stderr: () => text.stderr, exit };
+  const proc: Proc = { child, cliPid: () => Number(text.times.split('\n')[0]) || undefined, stderr: () => text.stderr, exit };
+  live.add(proc);
+  return proc;
 }
 
-/** The second line of bash's `times` ("0m1.230s 0m0.120s": the children's user and sys) in seconds. */
-function childrenCpu(times: string): number {
-  const m = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s/.exec(times.trim().split('\n')[1] ?? '');
+/** SIGTERM to every CLI still running; SIGKILL to those not gone within 15 s (a worker that lost Redis may wait on it). */
+async function stopAll(): Promise<void> {
+  const procs = [...live];
+  for (const p of procs) p.child.kill('SIGTERM');
+  const ended = Promise.all(procs.map((p) => p.exit));
+  const late = new Promise<'late'>((r) => setTimeout(() => r('late'), 15_000).unref());
+  if ((await Promise.race([ended, late])) === 'late') {
+    for (const p of live) {
+      const pid = p.cliPid();
+      try {
+        if (pid !== undefined) process.kill(pid, 'SIGKILL');
+      } catch {
+        // it ended meanwhile
+      }
+    }
+  }
+  await ended;
+}
+
+/** The last line bash wrote on fd 3, its `times` for its children ("0m1.230s 0m0.120s": user and sys), in seconds. */
+function childrenCpu(fd3: string): number {
+  const m = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s/.exec(fd3.trim().split('\n').at(-1) ?? '');
   if (!m) return Number.NaN;
   return Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]);
 }
@@ -153,7 +175,7 @@ async function main(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'tq-bench-queue-'));
   let redis: RedisServer | undefined;
   const cleanup = async (): Promise<void> => {
-    for (const child of live) child.kill('SIGTERM');
+    await stopAll();
     await redis?.stop();
     rmSync(root, { recursive: true, force: true });
   };
