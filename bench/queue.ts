@@ -1,6 +1,6 @@
 /**
  * `npm run bench:queue`: issue 13's target measured side by side in one run. A small grid (resnet8 on
- * a slice of CIFAR-10, 6 runs of a few seconds) in interleaved rounds, each in fresh results
+ * a slice of CIFAR-10, 6 runs of 5-10 s) in interleaved rounds, each in fresh results
  * directories: (a) the local executor, `tinyquant run GRID --jobs 2 --threads 1`; (b) the queue,
  * `tinyquant run GRID --queue URL` followed by two `tinyquant worker --concurrency 1 --threads 1`
  * processes (started and ready before the clock starts), on a redis-server of its own on 127.0.0.1.
