@@ -8,9 +8,8 @@
  * queues, a grid name already on the queue, a results directory a worker cannot see.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -18,53 +17,19 @@ import { Queue } from 'bullmq';
 import { QUEUE_NAME, checkRedisVersion } from '../src/experiments/queue.js';
 import { CLI, leftoversOf, makeFaultData, outcomeOf, running, sleep, tempFilesOf, until } from './fault-harness.js';
 import { tempDir } from './fixtures/data/make.js';
+import { type RedisServer, freePort, haveRedisServer, startRedis } from './redis-server.js';
 
-const REDIS = 'redis-server';
-const haveRedis = spawnSync(REDIS, ['--version']).status === 0;
+const haveRedis = haveRedisServer();
 const skip = haveRedis ? false : 'redis-server is not installed (apt-get install redis-server): the queue tests need a real Redis';
 
 let root: { dir: string; cleanup: () => void };
 let dataDir: string;
 let redis: RedisServer;
 
-interface RedisServer {
-  readonly port: number;
-  stop(signal?: NodeJS.Signals): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
-/** redis-server on 127.0.0.1:`port`, no snapshots, no append-only file: a restart loses everything. */
-async function startRedis(port: number): Promise<RedisServer> {
-  const child = spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', root.dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const exited = new Promise<void>((r) => child.on('close', () => r()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('Ready to accept connections')) resolve();
-    });
-    child.on('close', (code) => reject(new Error(`redis-server exited with ${code}: ${out}`)));
-  });
-  return {
-    port,
-    async stop(signal = 'SIGTERM') {
-      child.kill(signal);
-      await exited;
-    },
-  };
-}
-
 before(async () => {
   root = tempDir('tq-queue-');
   dataDir = makeFaultData(join(root.dir, 'data'));
-  if (haveRedis) redis = await startRedis(await freePort());
+  if (haveRedis) redis = await startRedis(await freePort(), root.dir);
 });
 after(async () => {
   await redis?.stop();
@@ -241,7 +206,7 @@ describe('grids on a BullMQ queue', { skip }, () => {
       await until(() => ids.every((id) => existsSync(join(dir, 'runs', id, 'last.json'))), 'both runs training');
       await redis.stop('SIGKILL');
       await sleep(1000);
-      redis = await startRedis(redis.port);
+      redis = await startRedis(redis.port, root.dir);
       const end = await run.exit;
       assert.equal(end.code, 0, end.stderr);
       assert.deepEqual(indexOf(dir).runs.map((r) => r.status), ['finished', 'finished']);
