@@ -223,6 +223,37 @@ describe('grids on a BullMQ queue', { skip }, () => {
     }
   });
 
+  test('Redis gone while a worker stops: SIGTERM still ends it; its run, saved, resumes on another worker once Redis is back, to the uninterrupted weights', async () => {
+    const grid = writeGrid('gone', { methods: ['lsq'], recipe: recipe(12) });
+    const id = 'resnet8-cifar10-lsq-w4a4-s0';
+    const reference = await localReference(grid, 'gone');
+    const first = await startWorker(6);
+    const dir = join(root.dir, 'gone-queue');
+    const runDir = join(dir, 'runs', id);
+    let second: Cli | undefined;
+    const run = cli(['run', grid, '--queue', queueUrl(6), '--out', dir, '--data-dir', dataDir, '--no-report']);
+    try {
+      await until(() => existsSync(join(runDir, 'last.json')) && existsSync(join(runDir, '.lock')), 'the run to save its first checkpoint');
+      await redis.stop('SIGKILL');
+      first.child.kill('SIGTERM');
+      await until(() => first.child.exitCode !== null, 'the worker to stop without its queue', 30_000);
+      const stopped = await first.exit;
+      assert.equal(stopped.code, 130, stopped.stderr);
+      assert.match(stopped.stderr, new RegExp(`${id}: the queue did not take its job back; it returns once its lock lapses`));
+      redis = await startRedis(redis.port, root.dir);
+      second = await startWorker(6);
+      const end = await run.exit;
+      assert.equal(end.code, 0, end.stderr);
+      assert.equal(indexOf(dir).runs[0].status, 'finished');
+      const resumed = [...logOf(dir, id).matchAll(/resuming runs\/\S+ at epoch (\d+), step (\d+)/g)];
+      assert.equal(resumed.length, 1, logOf(dir, id));
+      assertSameOutcomes(dir, reference);
+      await stopWorkers([second]);
+    } finally {
+      for (const c of [first, second, run]) c?.child.kill('SIGKILL');
+    }
+  });
+
   test('the results directory moved away mid-run: the job goes back to the queue and the worker stops naming it; back in place, the next worker resumes the run to the uninterrupted weights', async () => {
     const grid = writeGrid('moved', { methods: ['lsq'], recipe: recipe(20) });
     const id = 'resnet8-cifar10-lsq-w4a4-s0';

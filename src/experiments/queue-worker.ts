@@ -56,6 +56,23 @@ const MAX_STALLS = 10;
 const MAX_STARTS = 10;
 /** How often a running run's results directory is checked (that it is still there, the grid's, writable). */
 const DIR_CHECK_MS = 2000;
+/**
+ * How long a stopping worker waits for Redis to take a job back, and then to close: a queue that is
+ * gone would hold it forever. A job left so keeps its lock until it lapses; then BullMQ's stalled-job
+ * check puts it back, as after a kill -9, and its run resumes from the checkpoint it saved.
+ */
+const STOP_WAIT_MS = 5000;
+
+/** `work`, or 'timed out' after `ms`. */
+async function within<T>(work: Promise<T>, ms: number): Promise<T | 'timed out'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'timed out'>((resolve) => (timer = setTimeout(() => resolve('timed out'), ms)));
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Check the queue and the grids on it, then take and run jobs until stopped. */
 export async function serveQueue(opts: ServeOptions): Promise<ServeSummary> {
@@ -108,7 +125,7 @@ class Serving {
       await worker.waitUntilReady();
       opts.log(`worker ${this.#me}: waiting for runs on ${this.conn.address.label} (${opts.concurrency} at a time x ${opts.threads} thread(s))`);
       await stopped;
-      await worker.close();
+      if ((await within(worker.close(), STOP_WAIT_MS * 2)) === 'timed out') opts.log(`worker ${this.#me}: the queue did not answer while closing; stopping without it`);
     } finally {
       for (const s of signals) process.off(s, onSignal);
       opts.signal?.removeEventListener('abort', onAbort);
@@ -182,9 +199,9 @@ class Serving {
     }
   }
 
-  /** The job back to the queue; with `fatal`, this worker stops with that line. */
+  /** The job back to the queue (or, when the queue does not answer, left to its lapsing lock); with `fatal`, this worker stops with that line. */
   async #requeue(job: Job<RunJob, RunJobResult>, token: string, fatal: string | null): Promise<never> {
-    await job.moveToWait(token);
+    if ((await within(job.moveToWait(token), STOP_WAIT_MS)) === 'timed out') this.opts.log(`${job.data.runId}: the queue did not take its job back; it returns once its lock lapses`);
     if (fatal) this.#fail(new QueueInputError(fatal));
     throw new WaitingError();
   }
