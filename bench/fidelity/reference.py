@@ -184,25 +184,33 @@ def train(a):
     criterion = nn.CrossEntropyLoss()
     steps = a.steps if a.epochs is None else a.epochs * len(loader)
     model.train()
-    step, epoch = 0, 0
+    step, epoch, history = 0, 0, []
     while step < steps:
+        seen, loss_sum, correct = 0, 0.0, 0
         for images, target in loader:
             if step == steps:
                 break
             for o in groups:
                 o.zero_grad()
-            loss = criterion(model(images), target)
+            output = model(images)
+            loss = criterion(output, target)
             loss.backward()
             for o in groups:
                 o.step()
             step += 1
+            seen += len(target)
+            loss_sum += loss.item() * len(target)
+            correct += (output.argmax(1) == target).sum().item()
             if step % 20 == 0 or step == steps:
                 print(f'step {step}/{steps} loss {loss.item():.4f}', file=sys.stderr, flush=True)
+        history.append({'epoch': epoch, 'trainLoss': loss_sum / seen, 'trainTop1': 100 * correct / seen})
         epoch += 1
         if a.epochs is not None:
             per_epoch(epoch)
     key = 'state_dict' if a.method == 'apot' else 'model'
     torch.save({'epoch': epoch, key: model.state_dict()}, a.out)
+    with open(a.out + '.json', 'w') as f:  # the training curve, for the harness to print beside tinyquant's
+        json.dump(history, f)
 
 
 def apot_recipe(model, a):
