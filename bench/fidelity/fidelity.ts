@@ -17,6 +17,15 @@
  * --first-last apot8` configuration); the output is per-image top-1 agreement, both accuracies and
  * the largest logit difference, and with --layers K, for the first K images on which they differ,
  * the first layer whose output differs beyond float noise.
+ *
+ *   node dist/bench/fidelity/fidelity.js finetune --apot DIR --ewgs DIR [--only ewgs-w2a2,apot-w2a2]
+ *     [--seeds 0,1,2] [--epochs 4] [--train-images 10240] [--images 2000] [--work DIR] [--json FILE]
+ *
+ * The short fine-tune comparison: per configuration and seed, the reference's own script recipe
+ * (reference.py train --epochs) and tinyquant's preset run (apot-reference / ewgs-reference,
+ * shortened) from the same start on the same fixed training subset, both evaluated on the same
+ * test images; per seed, then mean, min-max and std of each side and whether issue 16's target
+ * holds. Trained models are cached in --work, so a rerun only evaluates.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -34,7 +43,8 @@ import type { Module } from '../../src/nn/module.js';
 import { Tensor, noGrad, tidy } from '../../src/tensor/tensor.js';
 import { readCheckpoint } from '../../src/train/checkpoint.js';
 import { resolveConfig, type TrainConfig } from '../../src/train/config.js';
-import { buildModel } from '../../src/train/trainer.js';
+import { buildModel, train } from '../../src/train/trainer.js';
+import { expandGrid, readGrid } from '../../src/experiments/grid.js';
 import { PYTHON } from '../common.js';
 
 const REFERENCE_PY = fileURLToPath(new URL('../../../bench/fidelity/reference.py', import.meta.url));
@@ -189,24 +199,29 @@ function compareLayers(model: Module, c: Case, data: ImageDataset, indices: read
   });
 }
 
-/** EWGS checkpoints made by the EWGS code itself (cached in the work directory by their recipe). */
-function ewgsCheckpoints(ref: string, work: string, train: ImageDataset, o: { trainImages: number; floatSteps: number; quantSteps: number; seed: number }): Map<number, string> {
-  // tinyquant's fixed training subset (trainSubset), so a fine-tune comparison can use the same images.
+/** The EWGS float ResNet-20 made by the EWGS code itself (train_fp.py's loop), cached in the work directory. */
+function ewgsFloat(ref: string, work: string, train: ImageDataset, o: { trainImages: number; floatSteps: number; seed: number }): string {
+  // tinyquant's fixed training subset (trainSubset): the fine-tune comparison trains on the same images.
   const imagesFile = join(work, `train-subset-${o.trainImages}.u8`);
   if (!existsSync(imagesFile)) writeImages(imagesFile, fixedSubset(train, o.trainImages), o.trainImages);
-  const common = ['--method', 'ewgs', '--ref', ref, '--images', imagesFile, '--seed', String(o.seed)];
-  const files = new Map<number, string>();
   const float = join(work, `ewgs-float-subset${o.trainImages}-${o.floatSteps}s-seed${o.seed}.pth`);
   if (!existsSync(float)) {
     console.log(`training the EWGS float ResNet-20 with the EWGS code (${o.floatSteps} steps) -> ${float}`);
-    runReference(['train', ...common, '--bits', '32', '--steps', String(o.floatSteps), '--out', float]);
+    runReference(['train', '--method', 'ewgs', '--ref', ref, '--images', imagesFile, '--seed', String(o.seed), '--bits', '32', '--steps', String(o.floatSteps), '--out', float]);
   }
-  files.set(32, float);
+  return float;
+}
+
+/** EWGS checkpoints made by the EWGS code itself (cached in the work directory by their recipe). */
+function ewgsCheckpoints(ref: string, work: string, train: ImageDataset, o: { trainImages: number; floatSteps: number; quantSteps: number; seed: number }): Map<number, string> {
+  const imagesFile = join(work, `train-subset-${o.trainImages}.u8`);
+  const float = ewgsFloat(ref, work, train, o);
+  const files = new Map<number, string>([[32, float]]);
   for (const bits of [4, 2]) {
     const file = float.replace('.pth', `-w${bits}a${bits}-${o.quantSteps}s.pth`);
     if (!existsSync(file)) {
       console.log(`training EWGS W${bits}A${bits} with the EWGS code (${o.quantSteps} steps) -> ${file}`);
-      runReference(['train', ...common, '--bits', String(bits), '--init', float, '--steps', String(o.quantSteps), '--out', file]);
+      runReference(['train', '--method', 'ewgs', '--ref', ref, '--images', imagesFile, '--seed', String(o.seed), '--bits', String(bits), '--init', float, '--steps', String(o.quantSteps), '--out', file]);
     }
     files.set(bits, file);
   }
@@ -214,13 +229,11 @@ function ewgsCheckpoints(ref: string, work: string, train: ImageDataset, o: { tr
 }
 
 function apotCases(ref: string): Case[] {
-  const result = (bits: number): string => `CIFAR10/result/res20_${bits}bit/model_best.pth.tar`;
-  requireFiles(ref, 'yhhhli/APoT_Quantization', ['CIFAR10/models/quant_layer.py', 'CIFAR10/models/resnet.py', ...[32, 4, 3, 2].map(result)]);
   return [32, 4, 3, 2].map((bits) => ({
     name: bits === 32 ? 'apot-float' : `apot-w${bits}a${bits}`,
     method: 'apot' as const,
     bits,
-    checkpoint: join(ref, result(bits)),
+    checkpoint: join(ref, apotResult(bits)),
     config: tinyquantConfig('apot', bits),
   }));
 }
@@ -235,6 +248,212 @@ function ewgsCases(ref: string, files: Map<number, string>): Case[] {
   }));
 }
 
+/** A fine-tune configuration: the reference's script and tinyquant's preset at one bit-width. */
+interface FinetuneCase {
+  readonly name: string;
+  readonly method: 'apot' | 'ewgs';
+  readonly bits: number;
+  /** EWGS: the fixed delta (0: plain STE). */
+  readonly delta?: number;
+  /** APoT: train_res20.sh's --lr and --wd of this bit-width. */
+  readonly lr?: number;
+  readonly weightDecay?: number;
+}
+
+export const FINETUNE_CASES: readonly FinetuneCase[] = [
+  { name: 'ewgs-w4a4', method: 'ewgs', bits: 4, delta: 1e-3 },
+  { name: 'ewgs-w2a2', method: 'ewgs', bits: 2, delta: 1e-3 },
+  { name: 'ewgs-w2a2-delta0', method: 'ewgs', bits: 2, delta: 0 },
+  { name: 'apot-w4a4', method: 'apot', bits: 4, lr: 0.04, weightDecay: 1e-4 },
+  { name: 'apot-w3a3', method: 'apot', bits: 3, lr: 0.04, weightDecay: 1e-4 },
+  { name: 'apot-w2a2', method: 'apot', bits: 2, lr: 0.04, weightDecay: 3e-5 },
+];
+
+/** Batch sizes of the reference scripts (EWGS train_quant.py 256, APoT main.py 128), which the presets also use. */
+const FINETUNE_BATCH = { apot: 128, ewgs: 256 } as const;
+
+/**
+ * tinyquant's side of a fine-tune: the preset's run of this method and bit-width (apot-reference /
+ * ewgs-reference, as `tinyquant run` would train it), shortened to `epochs` (EWGS's cosine over
+ * them, as the reference's CosineAnnealingLR(T_max = epochs)), from `init`, delta fixed (no
+ * Hessian), evaluated only at the end, without the integer deployment.
+ */
+export function finetuneConfig(c: FinetuneCase, init: string, seed: number, epochs: number): TrainConfig {
+  const grid = readGrid(`${c.method}-reference`);
+  const run = expandGrid(grid, { scale: 'full' }).runs.find((r) => r.kind === 'train' && r.method === c.method && r.wbits === c.bits && r.abits === c.bits);
+  if (!run) fail(`preset ${c.method}-reference has no ${c.method} W${c.bits}A${c.bits} run`);
+  const base = run.config;
+  return resolveConfig(
+    {
+      init,
+      seed,
+      epochs,
+      schedule: base.schedule.kind === 'cosine' ? { kind: 'cosine' } : base.schedule,
+      trainSubset: 0,
+      testSubset: 0,
+      workers: 0,
+      evalEvery: epochs,
+      deploy: { ...base.deploy, evaluate: false, finalEpochs: 0 },
+      ...(c.method === 'ewgs' && { ewgs: { ...base.ewgs, delta: c.delta ?? 0, hessian: false } }),
+    },
+    `fidelity finetune ${c.name}`,
+    base,
+  );
+}
+
+interface FinetuneOptions {
+  readonly work: string;
+  readonly ref: string;
+  /** The float checkpoint both sides start from. */
+  readonly start: string;
+  readonly trainImages: string;
+  readonly trainData: ImageDataset;
+  readonly testImages: string;
+  readonly testData: ImageDataset;
+  readonly epochs: number;
+}
+
+interface SeedResult {
+  readonly seed: number;
+  readonly reference: number;
+  readonly tinyquant: number;
+  /** Mean training loss of each epoch, each side. */
+  readonly referenceLoss: readonly number[];
+  readonly tinyquantLoss: readonly number[];
+}
+
+function top1(logits: Float32Array, labels: Int32Array): number {
+  let correct = 0;
+  for (let i = 0; i < labels.length; i++) correct += argmax(logits, i) === labels[i] ? 1 : 0;
+  return (100 * correct) / labels.length;
+}
+
+/** One seed of one configuration, on both sides (each trained once, cached in the work directory). */
+async function finetuneSeed(c: FinetuneCase, seed: number, o: FinetuneOptions): Promise<SeedResult> {
+  const stem = join(o.work, `ft-${c.name}-${o.trainData.count}i-${o.epochs}e-seed${seed}`);
+  const refFile = `${stem}-reference.pth`;
+  if (!existsSync(refFile)) {
+    const recipe = c.method === 'apot' ? ['--lr', String(c.lr), '--weight-decay', String(c.weightDecay)] : ['--delta', String(c.delta ?? 0)];
+    runReference(['train', '--method', c.method, '--ref', o.ref, '--bits', String(c.bits), '--images', o.trainImages, '--epochs', String(o.epochs), '--batch', String(FINETUNE_BATCH[c.method]), '--seed', String(seed), '--init', o.start, ...recipe, '--out', refFile]);
+  }
+  const logitsFile = `${stem}-reference-${o.testData.count}.logits`;
+  runReference(['eval', '--method', c.method, '--ref', o.ref, '--checkpoint', refFile, '--bits', String(c.bits), '--images', o.testImages, '--out', logitsFile]);
+  const reference = top1(new Float32Array(readFileSync(logitsFile).buffer.slice(0)), o.testData.labels);
+  const config = finetuneConfig(c, o.start, seed, o.epochs);
+  const runDir = `${stem}-tinyquant`;
+  const last = join(runDir, 'last.json');
+  if (!existsSync(last) || readCheckpoint(last).meta?.progress.epoch !== o.epochs) {
+    await train({ config, outDir: runDir, data: { train: o.trainData, test: o.testData }, resume: true });
+  }
+  const ours: Case = { name: c.name, method: c.method, bits: c.bits, checkpoint: last, config };
+  const tinyquant = top1(await tinyquantLogits(loadTinyquant(ours), ours, o.testData), o.testData.labels);
+  return { seed, reference, tinyquant, referenceLoss: trainLosses(`${refFile}.json`), tinyquantLoss: trainLosses(join(runDir, 'metrics.jsonl')) };
+}
+
+/** Mean training loss per epoch: reference.py's sidecar (a JSON list) or tinyquant's metrics.jsonl; [] when absent. */
+function trainLosses(file: string): number[] {
+  if (!existsSync(file)) return [];
+  const text = readFileSync(file, 'utf8').trim();
+  const rows = (file.endsWith('.jsonl') ? text.split('\n').map((l) => JSON.parse(l)) : JSON.parse(text)) as { trainLoss: number }[];
+  return rows.map((r) => r.trainLoss);
+}
+
+interface Spread {
+  readonly mean: number;
+  readonly min: number;
+  readonly max: number;
+  readonly std: number;
+}
+
+export function spread(xs: readonly number[]): Spread {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const std = xs.length > 1 ? Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (xs.length - 1)) : 0;
+  return { mean, min: Math.min(...xs), max: Math.max(...xs), std };
+}
+
+/** Issue 16's target: tinyquant's mean within the reference's seed range, or within 1 point of its mean. */
+export function finetuneTargetHolds(reference: Spread, tinyquant: Spread): boolean {
+  return (tinyquant.mean >= reference.min && tinyquant.mean <= reference.max) || Math.abs(tinyquant.mean - reference.mean) <= 1;
+}
+
+function formatSpread(s: Spread): string {
+  return `mean ${s.mean.toFixed(2)} (min ${s.min.toFixed(2)}, max ${s.max.toFixed(2)}, std ${s.std.toFixed(2)})`;
+}
+
+async function finetune(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const names = String(values.only ?? 'ewgs-w2a2,apot-w2a2').split(',');
+  const cases = names.map((n) => FINETUNE_CASES.find((c) => c.name === n) ?? fail(`--only: no fine-tune configuration ${n} (${FINETUNE_CASES.map((c) => c.name).join(', ')})`));
+  const seeds = String(values.seeds ?? '0,1,2').split(',').map(Number);
+  const epochs = Number(values.epochs ?? 2);
+  const refs = new Map(cases.map((c) => [c.method, referenceDir(c.method, values)]));
+  const work = resolve(String(values.work ?? join(tmpdir(), 'tinyquant-fidelity')));
+  mkdirSync(work, { recursive: true });
+  const dataDir = values['data-dir'] as string | undefined;
+  const [trainSet, testSet] = await Promise.all([loadDataset({ name: 'cifar10', split: 'train', dataDir }), loadDataset({ name: 'cifar10', split: 'test', dataDir })]);
+  const trainCount = Number(values['train-images'] ?? 10240);
+  const testCount = Number(values.images ?? 2000);
+  const trainData = fixedSubset(trainSet, trainCount);
+  const trainImages = join(work, `train-subset-${trainCount}.u8`);
+  if (!existsSync(trainImages)) writeImages(trainImages, trainData, trainCount);
+  const testImages = join(work, `test-${testCount}.u8`);
+  writeImages(testImages, testSet, testCount);
+  const testData = head(testSet, testCount);
+  const summaries: object[] = [];
+  for (const c of cases) {
+    const ref = refs.get(c.method)!;
+    const start = c.method === 'apot' ? join(ref, apotStart(c.bits)) : ewgsFloat(ref, work, trainSet, { trainImages: trainCount, floatSteps: Number(values['float-steps'] ?? 300), seed: 0 });
+    const o: FinetuneOptions = { work, ref, start, trainImages, trainData, testImages, testData, epochs };
+    const results: SeedResult[] = [];
+    for (const seed of seeds) {
+      const r = await finetuneSeed(c, seed, o);
+      results.push(r);
+      const losses = (l: readonly number[]): string => `[${l.map((v) => v.toFixed(3)).join(', ')}]`;
+      console.log(`${c.name} seed ${seed}: reference top-1 ${r.reference.toFixed(2)} %  tinyquant top-1 ${r.tinyquant.toFixed(2)} %  training loss per epoch: reference ${losses(r.referenceLoss)} tinyquant ${losses(r.tinyquantLoss)}`);
+    }
+    const [rs, ts] = [spread(results.map((r) => r.reference)), spread(results.map((r) => r.tinyquant))];
+    const holds = finetuneTargetHolds(rs, ts);
+    console.log(`${c.name}: reference ${formatSpread(rs)}  tinyquant ${formatSpread(ts)}  target ${holds ? 'holds' : 'NOT met'}`);
+    summaries.push({ name: c.name, epochs, trainImages: trainCount, testImages: testCount, seeds: results, reference: rs, tinyquant: ts, holds });
+  }
+  if (values.json) writeFileSync(String(values.json), JSON.stringify(summaries, null, 2) + '\n');
+}
+
+/**
+ * Where APoT's script starts a bit-width (train_res20.sh, progressive): 4 bits from the float
+ * model, 3 from the 4-bit one, 2 from the 3-bit one; the official checkpoints of each. (2 bits
+ * straight from the float model is unstable in the reference too: its weight alphas turn negative
+ * within ten steps.)
+ */
+function apotStart(bits: number): string {
+  return apotResult(bits === 4 ? 32 : bits + 1);
+}
+
+const REPOSITORIES = { apot: 'yhhhli/APoT_Quantization', ewgs: 'cvlab-yonsei/EWGS' } as const;
+const REFERENCE_ENV = { apot: 'TINYQUANT_APOT_REF', ewgs: 'TINYQUANT_EWGS_REF' } as const;
+
+function apotResult(bits: number): string {
+  return `CIFAR10/result/res20_${bits}bit/model_best.pth.tar`;
+}
+
+/** What the harness reads of each checkout (the APoT one: its official ResNet-20 checkpoints too). */
+const REFERENCE_FILES = {
+  apot: ['CIFAR10/models/quant_layer.py', 'CIFAR10/models/resnet.py', ...[32, 4, 3, 2].map(apotResult)],
+  ewgs: ['CIFAR10/custom_models.py', 'CIFAR10/custom_modules.py', 'CIFAR10/utils.py'],
+} as const;
+
+/** The checkout of a method's reference (flag or environment variable), checked before anything is loaded; undefined when not given. */
+function givenReference(method: 'apot' | 'ewgs', values: Record<string, string | boolean | undefined>): string | undefined {
+  const given = (values[method] as string | undefined) ?? process.env[REFERENCE_ENV[method]];
+  if (given === undefined) return undefined;
+  const dir = resolve(given);
+  requireFiles(dir, REPOSITORIES[method], REFERENCE_FILES[method]);
+  return dir;
+}
+
+function referenceDir(method: 'apot' | 'ewgs', values: Record<string, string | boolean | undefined>): string {
+  return givenReference(method, values) ?? fail(`give --${method} DIR (or ${REFERENCE_ENV[method]}): a checkout of github.com/${REPOSITORIES[method]}`);
+}
+
 export function formatAgreement(a: Agreement): string {
   const shown = a.disagreeing.slice(0, 8).join(', ') + (a.disagreeing.length > 8 ? ', ...' : '');
   return `${a.name.padEnd(11)} ${String(a.images).padStart(5)} images  reference top-1 ${a.referenceTop1.toFixed(2)} %  tinyquant top-1 ${a.tinyquantTop1.toFixed(2)} %  agreement ${a.agreement.toFixed(2)} % (${a.disagreeing.length} differ${a.disagreeing.length ? `: ${shown}` : ''})  max |logit diff| ${a.maxLogitDiff.toExponential(2)}`;
@@ -244,8 +463,8 @@ async function agreement(values: Record<string, string | boolean | undefined>): 
   const images = Number(values.images ?? 10000);
   const work = resolve(String(values.work ?? join(tmpdir(), 'tinyquant-fidelity')));
   mkdirSync(work, { recursive: true });
-  const apotRef = (values.apot as string | undefined) ?? process.env.TINYQUANT_APOT_REF;
-  const ewgsRef = (values.ewgs as string | undefined) ?? process.env.TINYQUANT_EWGS_REF;
+  const apotRef = givenReference('apot', values);
+  const ewgsRef = givenReference('ewgs', values);
   if (!apotRef && !ewgsRef) fail('give --apot DIR and/or --ewgs DIR (or TINYQUANT_APOT_REF / TINYQUANT_EWGS_REF): checkouts of github.com/yhhhli/APoT_Quantization and github.com/cvlab-yonsei/EWGS');
   const dataDir = values['data-dir'] as string | undefined;
   const test = await loadDataset({ name: 'cifar10', split: 'test', dataDir });
@@ -254,10 +473,9 @@ async function agreement(values: Record<string, string | boolean | undefined>): 
   const imagesFile = join(work, `test-${images}.u8`);
   writeImages(imagesFile, test, images);
   const cases: Case[] = [];
-  if (apotRef) cases.push(...apotCases(resolve(apotRef)));
+  if (apotRef) cases.push(...apotCases(apotRef));
   if (ewgsRef) {
-    const ref = resolve(ewgsRef);
-    requireFiles(ref, 'cvlab-yonsei/EWGS', ['CIFAR10/custom_models.py', 'CIFAR10/custom_modules.py', 'CIFAR10/utils.py']);
+    const ref = ewgsRef;
     const train = await loadDataset({ name: 'cifar10', split: 'train', dataDir });
     const o = { trainImages: Number(values['train-images'] ?? 10240), floatSteps: Number(values['float-steps'] ?? 400), quantSteps: Number(values['quant-steps'] ?? 40), seed: Number(values.seed ?? 0) };
     cases.push(...ewgsCases(ref, ewgsCheckpoints(ref, work, train, o)));
@@ -268,7 +486,7 @@ async function agreement(values: Record<string, string | boolean | undefined>): 
   for (const c of cases.filter((x) => !only || only.includes(x.name))) {
     const logitsFile = join(work, `${c.name}-${images}.logits`);
     const layersFile = join(work, `${c.name}-layers.json`);
-    const ref = c.method === 'apot' ? resolve(apotRef!) : resolve(ewgsRef!);
+    const ref = c.method === 'apot' ? apotRef! : ewgsRef!;
     runReference(['eval', '--method', c.method, '--ref', ref, '--checkpoint', c.checkpoint, '--bits', String(c.bits), '--images', imagesFile, '--out', logitsFile]);
     const reference = new Float32Array(readFileSync(logitsFile).buffer.slice(0));
     const model = loadTinyquant(c);
@@ -301,10 +519,13 @@ async function main(): Promise<void> {
       'float-steps': { type: 'string' },
       'quant-steps': { type: 'string' },
       seed: { type: 'string' },
+      seeds: { type: 'string' },
+      epochs: { type: 'string' },
     },
   });
-  if (positionals[0] !== 'agreement') fail(`usage: fidelity.js agreement --apot DIR --ewgs DIR [--images N] [--only NAMES] [--layers K] (got ${positionals[0] ?? 'no command'})`);
-  await agreement(values);
+  if (positionals[0] === 'agreement') await agreement(values);
+  else if (positionals[0] === 'finetune') await finetune(values);
+  else fail(`usage: fidelity.js agreement --apot DIR --ewgs DIR [--images N] [--only NAMES] [--layers K], or fidelity.js finetune --apot DIR --ewgs DIR [--only NAMES] [--seeds 0,1,2] [--epochs E] [--train-images N] [--images N] (got ${positionals[0] ?? 'no command'})`);
 }
 
 main().catch((e: unknown) => {

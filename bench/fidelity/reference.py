@@ -5,7 +5,8 @@ the harness wrote, and writes what they compute. Nothing here restates their qua
 are built by their code, as their main.py / train_quant.py build them.
 
     reference.py eval  --method apot|ewgs --ref DIR --checkpoint FILE --bits B --images FILE (--out FILE | --layers FILE --layers-of I,J,...)
-    reference.py train --method ewgs --ref DIR --bits B --images FILE --steps N --seed S [--init FILE] --out FILE
+    reference.py train --method apot|ewgs --ref DIR --bits B --images FILE (--steps N | --epochs E) --seed S [--init FILE] [--batch N]
+                       [--delta D] [--lr LR --weight-decay WD] --out FILE
 
 Images files (written by the harness): a little-endian uint32 count, then count labels (uint8),
 then count x 3 x 32 x 32 planar pixel bytes. eval writes count x 10 float32 logits, or with --layers
@@ -58,7 +59,7 @@ def ewgs_args(bits, delta=1e-3):
                               baseline=False, bkwd_scaling_factorW=delta, bkwd_scaling_factorA=delta)
 
 
-def build(method, mods, bits):
+def build(method, mods, bits, delta=1e-3):
     """The model as the reference's own script builds it."""
     if method == 'apot':
         # main.py: resnet20_cifar(float=bit == 32), then every QuantConv2d gets the run's bit-width.
@@ -71,7 +72,7 @@ def build(method, mods, bits):
                     m.act_alq = mods.act_quantization(bits, m.act_grid)
         return model
     custom_models = mods[0]
-    return custom_models.resnet20_fp(ewgs_args(32)) if bits == 32 else custom_models.resnet20_quant(ewgs_args(bits))
+    return custom_models.resnet20_fp(ewgs_args(32)) if bits == 32 else custom_models.resnet20_quant(ewgs_args(bits, delta))
 
 
 def load_state(method, model, path):
@@ -155,53 +156,109 @@ def dump_layers(model, x, path):
 
 
 def train(a):
-    """EWGS: the float model trained by train_fp.py's loop, or a quantized one started as
-    train_quant.py starts it (pretrained weights copied, init_quant_model on one batch), then
-    --steps steps of its recipe; saved as the reference saves (a dict with 'model')."""
-    if a.method != 'ewgs':
-        raise Refused('train: only the EWGS reference has a trainer here (the APoT checkpoints are the official ones)')
-    custom_models, custom_modules, utils = import_reference(a.method, a.ref)
+    """A model trained by the reference's own modules and recipe, saved as the reference saves.
+
+    Without --epochs (the EWGS checkpoint maker): the float EWGS model by train_fp.py's loop (Adam
+    1e-3), or a quantized one started as train_quant.py starts it, --steps steps at constant rates.
+    With --epochs (the fine-tune comparison): --epochs passes over the images with the script's
+    whole recipe, its learning-rate schedule stepped per epoch as the script steps it: EWGS
+    train_quant.py (Adam groups 1e-3 / 1e-5, cosine to 0 over the run, delta --delta fixed), APoT
+    main.py (SGD momentum 0.9, --lr, --weight-decay, the alphas' own groups, x0.1 at 150 and 225)."""
+    mods = import_reference(a.method, a.ref)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
     import random
     random.seed(a.seed)
-    model = build(a.method, (custom_models, custom_modules, utils), a.bits)
+    model = build(a.method, mods, a.bits, a.delta)
     pixels, labels = read_images(a.images)
     dataset = ImageSet(to_pil(pixels), labels, train_transform(a.method))
     generator = torch.Generator().manual_seed(a.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=a.batch, shuffle=True, num_workers=0, generator=generator, drop_last=True)
-    if a.bits == 32:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
-        groups = [optimizer]
+    # EWGS's scripts keep the last partial batch; the checkpoint maker drops it (as it always did).
+    loader = torch.utils.data.DataLoader(dataset, batch_size=a.batch, shuffle=True, num_workers=0, generator=generator, drop_last=a.epochs is None)
+    if a.bits != 32 and not a.init:
+        raise Refused('train: a quantized model starts from a float checkpoint (--init FILE)')
+    if a.method == 'apot':
+        groups, per_epoch = apot_recipe(model, a)
     else:
-        if not a.init:
-            raise Refused('train: a quantized EWGS model starts from a float checkpoint (--init FILE)')
-        trained = torch.load(a.init, map_location='cpu')
-        current = model.state_dict()
-        for k in trained['model'].keys():  # train_quant.py's copy of the pretrained weights
-            if k in current:
-                current[k].copy_(trained['model'][k])
-        model.load_state_dict(current)
-        utils.init_quant_model(model, loader, 'cpu')
-        model_params, quant_params = split_params(model, custom_modules.QConv)
-        groups = [torch.optim.Adam(model_params, lr=1e-3, weight_decay=1e-4), torch.optim.Adam(quant_params, lr=1e-5)]
+        groups, per_epoch = ewgs_recipe(model, mods, loader, a)
     criterion = nn.CrossEntropyLoss()
+    steps = a.steps if a.epochs is None else a.epochs * len(loader)
     model.train()
-    step = 0
-    while step < a.steps:
+    step, epoch, history = 0, 0, []
+    while step < steps:
+        seen, loss_sum, correct = 0, 0.0, 0
         for images, target in loader:
-            if step == a.steps:
+            if step == steps:
                 break
             for o in groups:
                 o.zero_grad()
-            loss = criterion(model(images), target)
+            output = model(images)
+            loss = criterion(output, target)
             loss.backward()
             for o in groups:
                 o.step()
             step += 1
-            if step % 20 == 0 or step == a.steps:
-                print(f'step {step}/{a.steps} loss {loss.item():.4f}', file=sys.stderr, flush=True)
-    torch.save({'epoch': 0, 'model': model.state_dict()}, a.out)
+            seen += len(target)
+            loss_sum += loss.item() * len(target)
+            correct += (output.argmax(1) == target).sum().item()
+            if step % 20 == 0 or step == steps:
+                print(f'step {step}/{steps} loss {loss.item():.4f}', file=sys.stderr, flush=True)
+        history.append({'epoch': epoch, 'trainLoss': loss_sum / seen, 'trainTop1': 100 * correct / seen})
+        epoch += 1
+        if a.epochs is not None:
+            per_epoch(epoch)
+    key = 'state_dict' if a.method == 'apot' else 'model'
+    torch.save({'epoch': epoch, key: model.state_dict()}, a.out)
+    with open(a.out + '.json', 'w') as f:  # the training curve, for the harness to print beside tinyquant's
+        json.dump(history, f)
+
+
+def apot_recipe(model, a):
+    """main.py: the float checkpoint loaded with strict=False (the alphas keep their initial values),
+    SGD with act_alpha (lr 0.1) and wgt_alpha (lr 0.02) in groups of their own, weight decay 1e-4
+    for both; adjust_learning_rate multiplies every group by 0.1 at epochs 150 and 225."""
+    saved = torch.load(a.init, map_location='cpu')
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in saved['state_dict'].items()}
+    report = model.load_state_dict(state, strict=False)
+    if report.unexpected_keys or any('alpha' not in k for k in report.missing_keys):
+        raise Refused(f'{a.init}: does not fit the reference apot ResNet-20 (missing {report.missing_keys[:3]}, unexpected {report.unexpected_keys[:3]})')
+    params = []
+    for name, p in model.named_parameters():
+        if 'act_alpha' in name:
+            params.append({'params': [p], 'lr': 1e-1, 'weight_decay': 1e-4})
+        elif 'wgt_alpha' in name:
+            params.append({'params': [p], 'lr': 2e-2, 'weight_decay': 1e-4})
+        else:
+            params.append({'params': [p]})
+    optimizer = torch.optim.SGD(params, lr=a.lr, momentum=0.9, weight_decay=a.weight_decay)
+
+    def per_epoch(epoch):
+        if epoch in (150, 225):
+            for g in optimizer.param_groups:
+                g['lr'] *= 0.1
+    return [optimizer], per_epoch
+
+
+def ewgs_recipe(model, mods, loader, a):
+    """train_quant.py: pretrained weights copied, init_quant_model on one batch, Adam 1e-3 (weight
+    decay 1e-4) for the model and 1e-5 for the quantizers, each with CosineAnnealingLR(T_max =
+    epochs, eta_min 0) stepped per epoch. The float model (bits 32): train_fp.py's Adam 1e-3."""
+    custom_models, custom_modules, utils = mods
+    if a.bits == 32:
+        return [torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)], lambda epoch: None
+    trained = torch.load(a.init, map_location='cpu')
+    current = model.state_dict()
+    for k in trained['model'].keys():  # train_quant.py's copy of the pretrained weights
+        if k in current:
+            current[k].copy_(trained['model'][k])
+    model.load_state_dict(current)
+    utils.init_quant_model(model, loader, 'cpu')
+    model_params, quant_params = split_params(model, custom_modules.QConv)
+    groups = [torch.optim.Adam(model_params, lr=1e-3, weight_decay=1e-4), torch.optim.Adam(quant_params, lr=1e-5)]
+    if a.epochs is None:
+        return groups, lambda epoch: None
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=a.epochs, eta_min=0.0) for o in groups]
+    return groups, lambda epoch: [s.step() for s in schedulers]
 
 
 def split_params(model, qconv):
@@ -242,6 +299,10 @@ def main():
     p.add_argument('--layers')
     p.add_argument('--layers-of', default='0', help='with --layers: the images (indices, comma-separated) whose layer outputs to write')
     p.add_argument('--steps', type=int, default=100)
+    p.add_argument('--epochs', type=int, help='train: passes over the images with the whole recipe (schedule included)')
+    p.add_argument('--delta', type=float, default=1e-3, help='EWGS: the fixed backward scaling factor of weights and activations')
+    p.add_argument('--lr', type=float, default=0.04, help='APoT: the base learning rate (train_res20.sh: 4e-2 for the quantized runs)')
+    p.add_argument('--weight-decay', type=float, default=1e-4, help='APoT: the base weight decay (train_res20.sh: 1e-4, 3e-5 at 2 bits)')
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=1)
