@@ -39,17 +39,11 @@ import { loadDataset } from '../src/data/load.js';
 import { top1Accuracy } from '../src/export/agreement.js';
 import { generateC } from '../src/export/c/generate.js';
 import { ARM_GCC, type CSources, DEVICE_TARGETS, type DeviceRun, deviceToolsMissing, runOnDevice, runTool } from '../src/export/c/toolchain.js';
-import { lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { type ConvOp, type IntegerModel, type Op } from '../src/export/ir.js';
-import { createModel } from '../src/models/index.js';
-import { quantize } from '../src/quant/quantize.js';
 import type { MethodName } from '../src/quant/quantizer.js';
-import { convMacs } from './common.js';
-import { readWeights } from '../src/train/checkpoint.js';
+import { CALIBRATION, calibratedModel, convMacs, datasetSlice } from './common.js';
 
-const CALIBRATION_START = 5000;
-const CALIBRATION_IMAGES = 256;
 /** The largest |logit| of the calibration images maps to this int8 value. */
 const LOGIT_HEADROOM = 100;
 /** CMSIS-NN's source folders the driver needs (float variants left out). */
@@ -398,22 +392,12 @@ async function main(): Promise<void> {
   };
   const test = await loadDataset({ name: 'cifar10', split: 'test', dataDir: values['data-dir'] });
   const size = test.channels * test.height * test.width;
-  const calibration = { images: test.images.subarray(CALIBRATION_START * size, (CALIBRATION_START + CALIBRATION_IMAGES) * size), count: CALIBRATION_IMAGES, channels: test.channels, height: test.height, width: test.width };
   const method = values.method as MethodName;
   log(`lowering resnet20 ${method} W8A8, int8 residual stream`);
-  const net = createModel('resnet20');
-  net.loadStateDict(readWeights(values.float), { source: values.float });
-  quantize(net, { method, wbits: 8, abits: 8, firstLast: 'int8' });
-  const model = lowerUntrainedModel(net, {
-    normalization: resolveNormalization('apot', test.channels),
-    residualBits: 8,
-    inputBits: 8,
-    calibration,
-    meta: { model: 'resnet20', method, wbits: 8, abits: 8, firstLast: 'int8', classes: test.classes },
-  });
+  const model = calibratedModel({ model: 'resnet20', method, bits: 8, floatFile: values.float, normalization: resolveNormalization('apot', test.channels), residualBits: 8, inputBits: 8 }, test);
   const classes = model.meta.classes.length;
   const engine = new IntegerEngine(model);
-  const calibrationLogits = engine.inferBatch(calibration.images.subarray(0, 64 * size), 64);
+  const calibrationLogits = engine.inferBatch(datasetSlice(test, CALIBRATION.start, 64).images, 64);
   const logitStep = Math.max(...calibrationLogits.map(Math.abs)) / LOGIT_HEADROOM;
   const images = test.images.subarray(0, count * size);
   const labels = test.labels.subarray(0, count);

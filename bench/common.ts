@@ -1,8 +1,19 @@
-/** What the benchmark scripts share: running a measurement in a fresh process, PyTorch's side, medians, a model's MACs. */
+/**
+ * What the benchmark scripts share: running a measurement in a fresh process, PyTorch's side,
+ * medians, a model's MACs, and the calibrated (untrained) integer models of the device benchmarks.
+ */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { Normalization } from '../src/data/augment.js';
+import type { ImageDataset } from '../src/data/dataset.js';
+import type { CalibrationImages } from '../src/export/calibrate.js';
+import { lowerUntrainedModel } from '../src/export/checkpoint-model.js';
 import { type IntegerModel, tensorSize } from '../src/export/ir.js';
+import { type ModelName, createModel } from '../src/models/index.js';
+import { quantize } from '../src/quant/quantize.js';
+import type { MethodName } from '../src/quant/quantizer.js';
+import { readWeights } from '../src/train/checkpoint.js';
 
 /** The tinyquant CLI (compiled), for measurements in a fresh process. */
 export const TINYQUANT_CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -31,4 +42,41 @@ export function median(xs: readonly number[]): number {
 /** Multiply-accumulates of one inference: every conv's output elements times its window (input channels per group x kernel). */
 export function convMacs(model: IntegerModel): number {
   return model.ops.reduce((s, op) => (op.kind === 'conv' ? s + tensorSize(model.tensors[op.output]) * (op.inChannels / op.groups) * op.kernel[0] * op.kernel[1] : s), 0);
+}
+
+/** The test images the device benchmarks calibrate on: [5000, 5256), none of the images they run. */
+export const CALIBRATION = { start: 5000, images: 256 } as const;
+
+/** Images [start, start + count) of a dataset, with their labels. */
+export function datasetSlice(data: ImageDataset, start: number, count: number): CalibrationImages & { labels: Int32Array } {
+  const { channels, height, width } = data;
+  const size = channels * height * width;
+  const n = Math.min(count, data.count - start);
+  return { images: data.images.subarray(start * size, (start + n) * size), labels: data.labels.subarray(start, start + n), count: n, channels, height, width };
+}
+
+export interface CalibratedModelOptions {
+  readonly model: ModelName;
+  readonly method: MethodName;
+  /** W = A bits (first and last layers int8). */
+  readonly bits: number;
+  /** Float weights to start from (safetensors), or random weights. */
+  readonly floatFile?: string;
+  readonly normalization: Normalization;
+  readonly residualBits: 8 | 16;
+  readonly inputBits: 8 | 16;
+}
+
+/** A registry model quantized at W = A = bits and lowered untrained, its quantizers calibrated on CALIBRATION's images of `test`. */
+export function calibratedModel(o: CalibratedModelOptions, test: ImageDataset): IntegerModel {
+  const net = createModel(o.model);
+  if (o.floatFile) net.loadStateDict(readWeights(o.floatFile), { source: o.floatFile });
+  quantize(net, { method: o.method, wbits: o.bits, abits: o.bits, firstLast: 'int8' });
+  return lowerUntrainedModel(net, {
+    normalization: o.normalization,
+    residualBits: o.residualBits,
+    inputBits: o.inputBits,
+    calibration: datasetSlice(test, CALIBRATION.start, CALIBRATION.images),
+    meta: { model: o.model, method: o.method, wbits: o.bits, abits: o.bits, firstLast: 'int8', classes: test.classes },
+  });
 }

@@ -35,19 +35,14 @@ import { loadDataset } from '../src/data/load.js';
 import { compareLogits, top1Accuracy } from '../src/export/agreement.js';
 import { generateC } from '../src/export/c/generate.js';
 import { DEVICE_TARGETS, type DeviceTarget, deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
-import type { CalibrationImages } from '../src/export/calibrate.js';
-import { loadTrainedModel, lowerTrainedModel, lowerUntrainedModel } from '../src/export/checkpoint-model.js';
+import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import type { IntegerModel } from '../src/export/ir.js';
-import { createModel, isModelName, modelNames, models } from '../src/models/index.js';
-import { quantize } from '../src/quant/quantize.js';
+import { type ModelName, isModelName, modelNames, models } from '../src/models/index.js';
 import type { MethodName } from '../src/quant/quantizer.js';
-import { convMacs } from './common.js';
-import { readWeights } from '../src/train/checkpoint.js';
+import { CALIBRATION, calibratedModel, convMacs, datasetSlice } from './common.js';
 
 const DEFAULT_FLOAT = 'models/resnet20-cifar10-float.safetensors';
-const CALIBRATION_START = 5000;
-const CALIBRATION_IMAGES = 256;
 /** ResNet-20's targets by bit-width, KiB = 1024 bytes; every other model: a Cortex-M4 with 256 KB SRAM and 1 MB flash. */
 const RESNET20_TARGETS: Record<number, { flash: number; ram?: number }> = { 4: { flash: 200 * 1024, ram: 96 * 1024 }, 2: { flash: 120 * 1024 } };
 const MCU_BUDGET = { flash: 1024 * 1024, ram: 256 * 1024 };
@@ -75,14 +70,6 @@ function log(message: string): void {
   if (!values.json) console.error(message);
 }
 
-/** Images [start, start + count) of a dataset, with their labels. */
-function slice(data: ImageDataset, start: number, count: number): CalibrationImages & { labels: Int32Array } {
-  const { channels, height, width } = data;
-  const size = channels * height * width;
-  const n = Math.min(count, data.count - start);
-  return { images: data.images.subarray(start * size, (start + n) * size), labels: data.labels.subarray(start, start + n), count: n, channels, height, width };
-}
-
 /** `count` images of `shape` with smooth structure plus noise (deterministic), labelled 0. */
 function syntheticDataset(shape: readonly [number, number, number], count: number): ImageDataset {
   const [channels, height, width] = shape;
@@ -101,17 +88,16 @@ function syntheticDataset(shape: readonly [number, number, number], count: numbe
 }
 
 function quantizedModel(bits: number, test: ImageDataset, floatFile: string | undefined): IntegerModel {
-  const net = createModel(values.model);
-  if (floatFile) net.loadStateDict(readWeights(floatFile), { source: floatFile });
-  const method = values.method as MethodName;
-  quantize(net, { method, wbits: bits, abits: bits, firstLast: 'int8' });
-  return lowerUntrainedModel(net, {
+  const o = {
+    model: values.model as ModelName,
+    method: values.method as MethodName,
+    bits,
+    floatFile,
     normalization: resolveNormalization(values.normalization as NormalizationPreset, test.channels),
     residualBits: Number(values['residual-bits']) as 8 | 16,
     inputBits: Number(values['input-bits']) as 8 | 16,
-    calibration: slice(test, CALIBRATION_START, CALIBRATION_IMAGES),
-    meta: { model: values.model, method, wbits: bits, abits: bits, firstLast: 'int8', classes: test.classes },
-  });
+  };
+  return calibratedModel(o, test);
 }
 
 async function integerModel(bits: number, test: ImageDataset, floatFile: string | undefined): Promise<{ model: IntegerModel; source: string }> {
@@ -137,8 +123,8 @@ async function main(): Promise<void> {
   const floatFile = values.float ?? (values.model === 'resnet20' && existsSync(DEFAULT_FLOAT) ? DEFAULT_FLOAT : undefined);
   const shape = models[values.model].inputShape;
   const cifar = shape.join('x') === '3x32x32';
-  const test = cifar ? await loadDataset({ name: 'cifar10', split: 'test', dataDir: values['data-dir'] }) : syntheticDataset(shape, CALIBRATION_START + CALIBRATION_IMAGES);
-  const sample = slice(test, 0, count);
+  const test = cifar ? await loadDataset({ name: 'cifar10', split: 'test', dataDir: values['data-dir'] }) : syntheticDataset(shape, CALIBRATION.start + CALIBRATION.images);
+  const sample = datasetSlice(test, 0, count);
   const rows = [];
   for (const b of bits) {
     log(`W${b}A${b}: lowering`);

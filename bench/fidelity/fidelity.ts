@@ -35,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { resolveNormalization } from '../../src/data/augment.js';
 import { createEvalLoader } from '../../src/data/loader.js';
+import { top1Accuracy } from '../../src/export/agreement.js';
 import { normalizeImages } from '../../src/export/calibrate.js';
 import { type ImageDataset, fixedSubset } from '../../src/data/dataset.js';
 import { loadDataset } from '../../src/data/load.js';
@@ -322,12 +323,6 @@ interface SeedResult {
   readonly tinyquantLoss: readonly number[];
 }
 
-function top1(logits: Float32Array, labels: Int32Array): number {
-  let correct = 0;
-  for (let i = 0; i < labels.length; i++) correct += argmax(logits, i) === labels[i] ? 1 : 0;
-  return (100 * correct) / labels.length;
-}
-
 /** One seed of one configuration, on both sides (each trained once, cached in the work directory). */
 async function finetuneSeed(c: FinetuneCase, seed: number, o: FinetuneOptions): Promise<SeedResult> {
   const stem = join(o.work, `ft-${c.name}-${o.trainData.count}i-${o.epochs}e-seed${seed}`);
@@ -338,7 +333,7 @@ async function finetuneSeed(c: FinetuneCase, seed: number, o: FinetuneOptions): 
   }
   const logitsFile = `${stem}-reference-${o.testData.count}.logits`;
   runReference(['eval', '--method', c.method, '--ref', o.ref, '--checkpoint', refFile, '--bits', String(c.bits), '--images', o.testImages, '--out', logitsFile]);
-  const reference = top1(new Float32Array(readFileSync(logitsFile).buffer.slice(0)), o.testData.labels);
+  const reference = top1Accuracy(new Float32Array(readFileSync(logitsFile).buffer.slice(0)), o.testData.labels, CLASSES);
   const config = finetuneConfig(c, o.start, seed, o.epochs);
   const runDir = `${stem}-tinyquant`;
   const last = join(runDir, 'last.json');
@@ -346,7 +341,7 @@ async function finetuneSeed(c: FinetuneCase, seed: number, o: FinetuneOptions): 
     await train({ config, outDir: runDir, data: { train: o.trainData, test: o.testData }, resume: true });
   }
   const ours: Case = { name: c.name, method: c.method, bits: c.bits, checkpoint: last, config };
-  const tinyquant = top1(await tinyquantLogits(loadTinyquant(ours), ours, o.testData), o.testData.labels);
+  const tinyquant = top1Accuracy(await tinyquantLogits(loadTinyquant(ours), ours, o.testData), o.testData.labels, CLASSES);
   return { seed, reference, tinyquant, referenceLoss: trainLosses(`${refFile}.json`), tinyquantLoss: trainLosses(join(runDir, 'metrics.jsonl')) };
 }
 

@@ -105,9 +105,12 @@ function unpackedReaders(model: IntegerModel, kernels: readonly (ConvKernel | nu
 /** The op at which the plan's live buffers are largest, and its live bytes. */
 function peakOf(model: IntegerModel, plan: ArenaPlan): { readonly op: number; readonly bytes: number } {
   const live = (k: number): number => plan.buffers.reduce((s, b) => s + (b.first <= k && k <= b.last ? b.bytes : 0), 0);
-  let op = 0;
-  for (let k = 1; k < model.ops.length; k++) if (live(k) > live(op)) op = k;
-  return { op, bytes: live(op) };
+  let peak = { op: 0, bytes: live(0) };
+  for (let k = 1; k < model.ops.length; k++) {
+    const bytes = live(k);
+    if (bytes > peak.bytes) peak = { op: k, bytes };
+  }
+  return peak;
 }
 
 /**
@@ -137,7 +140,7 @@ export function chooseConvKernels(model: IntegerModel, pack = false): KernelChoi
   for (;;) {
     const choice = chooseFor(model, packed);
     const drop = unpackedReaders(model, choice.kernels, packed);
-    if (drop.length === 0) return { ...choice, report: report(model, choice, chooseFor(model, new Set()).plan) };
+    if (drop.length === 0) return { ...choice, report: report(model, choice, packed.size === 0 ? choice.plan : chooseFor(model, new Set()).plan) };
     for (const t of drop) packed.delete(t);
   }
 }
@@ -181,23 +184,15 @@ function chooseFor(model: IntegerModel, packed: ReadonlySet<number>): Omit<Kerne
   model.ops.forEach((op, k) => {
     if (op.kind !== 'conv') return;
     const unfit = dspUnfit(model, op);
-    if (unfit === null) {
-      if (!depthwiseFits(model, op)) return;
-      kernels[k] = { kind: 'depthwise' };
-      const tried = planArena(model, scratch, { packed });
-      if (tried.bytes <= limit) plan = tried;
-      else {
-        kernels[k] = { kind: 'generic' };
-        notes.push(`${op.name}: generic depthwise kernel (the depthwise kernel's padded plane would grow the arena beyond ${limit} bytes)`);
-      }
-      return;
-    }
     if (unfit) {
       notes.push(`${op.name}: generic conv kernel (${unfit})`);
       return;
     }
-    for (const block of blocks(model.tensors[op.output].shape[0])) {
-      kernels[k] = { kind: 'dsp', block };
+    const tries = candidates(model, op, unfit === null);
+    if (!tries) return;
+    // The first candidate (largest first) whose scratch keeps the arena within the generic kernels' plan.
+    for (const kernel of tries.kernels) {
+      kernels[k] = kernel;
       const tried = planArena(model, scratch, { packed });
       if (tried.bytes <= limit) {
         plan = tried;
@@ -205,7 +200,13 @@ function chooseFor(model: IntegerModel, packed: ReadonlySet<number>): Omit<Kerne
       }
     }
     kernels[k] = { kind: 'generic' };
-    notes.push(`${op.name}: generic conv kernel (the dual-MAC kernel's scratch would grow the arena beyond ${limit} bytes)`);
+    notes.push(`${op.name}: ${tries.fallback} (the ${tries.scratch} would grow the arena beyond ${limit} bytes)`);
   });
   return { kernels, plan, notes };
+}
+
+/** The kernels a conv may take besides the generic one, largest scratch first, and what the note says when none fits; null: none. */
+function candidates(model: IntegerModel, op: ConvOp, grouped: boolean): { kernels: ConvKernel[]; fallback: string; scratch: string } | null {
+  if (!grouped) return { kernels: blocks(model.tensors[op.output].shape[0]).map((block) => ({ kind: 'dsp', block })), fallback: 'generic conv kernel', scratch: "dual-MAC kernel's scratch" };
+  return depthwiseFits(model, op) ? { kernels: [{ kind: 'depthwise' }], fallback: 'generic depthwise kernel', scratch: "depthwise kernel's padded plane" } : null;
 }

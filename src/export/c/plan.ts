@@ -5,8 +5,8 @@
  * - Lifetimes: a tensor lives from the op that writes it to the last op that reads it (the logits
  *   to the end, when they are copied out); a conv's scratch (generic kernel: one int32
  *   accumulator plane and one decoded weight row, the input channels of one group times the
- *   kernel; dual-MAC kernel: a block of decoded weight rows and two im2col columns, sized by
- *   kernels.ts) lives during that conv only. Pooling and add ops need no scratch.
+ *   kernel; dual-MAC kernel: a block of decoded weight rows and two im2col columns; depthwise kernel:
+ *   one zero-padded input plane; sized by kernels.ts) lives during that conv only. Pooling and add ops need no scratch.
  * - In place: an op whose output is written index by index in ascending order, each index after the
  *   same index of an input was read, may write over that input when the input dies at this op and
  *   the output's elements are not wider: element-wise quantize and add ops (over either input),

@@ -101,6 +101,23 @@ static void tq_dot_2x2(const uint32_t *w, const uint32_t *a, int32_t even, int32
 #undef TQ_DOT_2X2_STEP
 `;
 
+/**
+ * The end of an im2col: any window the fast paths above it leave, value by value (`read` gives the
+ * input element at a C index expression), then the zeros after the patch.
+ */
+function anyWindow(read: (at: string) => string): string {
+  return String.raw`    /* Any other window, value by value. */
+    for (c = 0; c < C; ++c)
+        for (i = 0; i < KH; ++i)
+            for (j = 0; j < KW; ++j, ++n) {
+                const int32_t r = top + i, q = left + j;
+                tq_put(col, n, &low, r >= 0 && r < H && q >= 0 && q < W ? ${read('(c * H + r) * W + q')} : 0);
+            }
+    for (; n < even; ++n) tq_put(col, n, &low, 0);
+}
+`;
+}
+
 /** im2col and the kernel for inputs of one element type. */
 export function dspConv(dtype: DType, cType: string): string {
   return im2col(dtype, cType) + dspKernel(dtype, cType);
@@ -154,16 +171,7 @@ static void tq_im2col_${dtype}(const tq_conv *L, const ${cType} *in, int32_t y, 
         for (n = C; n < even; n += 2, col += 2) col[0] = 0;
         return;
     }
-    /* Any other window, value by value. */
-    for (c = 0; c < C; ++c)
-        for (i = 0; i < KH; ++i)
-            for (j = 0; j < KW; ++j, ++n) {
-                const int32_t r = top + i, q = left + j;
-                tq_put(col, n, &low, r >= 0 && r < H && q >= 0 && q < W ? in[(c * H + r) * W + q] : 0);
-            }
-    for (; n < even; ++n) tq_put(col, n, &low, 0);
-}
-
+${anyWindow((at) => `in[${at}]`)}
 `;
 }
 
@@ -262,16 +270,7 @@ static void tq_im2col_u4(const tq_conv *L, const void *input, int32_t y, int32_t
         for (n = C; n < even; n += 2, col += 2) col[0] = 0;
         return;
     }
-    /* Any other window, value by value. */
-    for (c = 0; c < C; ++c)
-        for (i = 0; i < KH; ++i)
-            for (j = 0; j < KW; ++j, ++n) {
-                const int32_t r = top + i, q = left + j;
-                tq_put(col, n, &low, r >= 0 && r < H && q >= 0 && q < W ? (int32_t)TQ_NIB(in, (c * H + r) * W + q) : 0);
-            }
-    for (; n < even; ++n) tq_put(col, n, &low, 0);
-}
-` + dspKernel('u4', 'uint8_t')
+${anyWindow((at) => `(int32_t)TQ_NIB(in, ${at})`)}` + dspKernel('u4', 'uint8_t')
   );
 }
 

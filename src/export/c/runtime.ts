@@ -135,14 +135,19 @@ typedef struct {
 #define TQ_INLINE inline
 #endif
 
+/* a * m + c * 2^(n-1) in 64 bits (1 <= n <= 31): the requantization's product with the bias and
+   rounding terms folded into c (one-rounding.ts). Two multiplies, SMULL and SMLAL on a Cortex-M. */
+static TQ_INLINE int64_t tq_rounding_sum(int32_t a, int32_t m, int32_t n, int32_t c)
+{
+    return (int64_t)c * (1 << (n - 1)) + (int64_t)a * m;
+}
+
 /* The code of a value a requantized by multiplier m and shift n, with requantization and rounding
-   as one rounding (one-rounding.ts; c is the bias table's entry): floor((a * m + c * 2^(n-1)) /
-   2^(n+f)), clamped. One 64-bit multiply-accumulate of two products (SMULL, SMLAL) and a shift of
-   its high word (32 <= n + f <= 63). */
+   as one rounding (c is the bias table's entry): floor(tq_rounding_sum / 2^(n+f)), clamped, from
+   the sum's high word (32 <= n + f <= 63). */
 static TQ_INLINE int32_t tq_code(const tq_activation *q, int32_t a, int32_t m, int32_t n, int32_t c)
 {
-    const int64_t x = (int64_t)c * (1 << (n - 1)) + (int64_t)a * m;
-    return tq_clamp((int32_t)(x >> 32) >> (n + q->frac_bits - 32), q->min_code, q->max_code);
+    return tq_clamp((int32_t)(tq_rounding_sum(a, m, n, c) >> 32) >> (n + q->frac_bits - 32), q->min_code, q->max_code);
 }
 
 static int32_t tq_activation_value(const tq_activation *q, int32_t v)
@@ -208,11 +213,11 @@ static TQ_INLINE int32_t tq_residual(const tq_conv *L, int32_t o, int32_t y, int
     return tq_clamp(v, L->residual_lo, L->residual_hi);
 }
 
-/* tq_rms(a, m, n) + b with the bias inside the rounding (one-rounding.ts; c = 2 * b + 1, 1 <= n <=
-   31): floor((a * m + c * 2^(n-1)) / 2^n), the same multiply-accumulate, its two words shifted. */
+/* tq_rms(a, m, n) + b with the bias inside the rounding (c = 2 * b + 1, 1 <= n <= 31):
+   floor(tq_rounding_sum / 2^n), its two words shifted. */
 static TQ_INLINE int32_t tq_rms_folded(int32_t a, int32_t m, int32_t n, int32_t c)
 {
-    const int64_t x = (int64_t)c * (1 << (n - 1)) + (int64_t)a * m;
+    const int64_t x = tq_rounding_sum(a, m, n, c);
     return (int32_t)((uint32_t)(x >> 32) << (32 - n) | (uint32_t)x >> n);
 }
 

@@ -4,7 +4,7 @@
  */
 
 /** SHA-256 of the clang flags and the C source this module was compiled from (source.ts wasmSourceHash). */
-export const WASM_SOURCE_SHA256 = '376187eab1f4c58c036971993998c2a411bf1676be1d6991fc49443855dc09f8';
+export const WASM_SOURCE_SHA256 = '691ac254d5d04489de66d668eca2f882df44d2d1c70cbe406e82b8193412e3f1';
 
 export const WASM_BASE64 = [
   'AGFzbQEAAAABCwJgAX8AYAN/f38AAwcGAAEAAAAABAUBcAEBAQUDAQABBg8CfwFBgIAEC38AQYCABAsHUwcGbWVtb3J5AgAIdHF3',
