@@ -386,8 +386,8 @@ static void tq_${depthwise ? 'depthwise' : 'accumulate'}_${dtype}(const tq_conv 
 const U4_QUANTIZE = String.raw`
 #define TQ_CODES_TO_U4(in_type) \
     for (i = c * plane; i < (c + 1) * plane; i += 2) \
-        ((uint8_t *)out)[i >> 1] = (uint8_t)(tq_code(&q->activation, ((const in_type *)in)[i], mult, shift, bias) | \
-                                             tq_code(&q->activation, ((const in_type *)in)[i + 1], mult, shift, bias) << 4)
+        ((uint8_t *)out)[i >> 1] = (uint8_t)(tq_code(&act, ((const in_type *)in)[i], mult, shift, bias) | \
+                                             tq_code(&act, ((const in_type *)in)[i + 1], mult, shift, bias) << 4)
         else if (q->activation.one_rounding && out_dtype == TQ_U4 && (plane & 1) == 0 && in_dtype == TQ_INT16) TQ_CODES_TO_U4(int16_t);
         else if (q->activation.one_rounding && out_dtype == TQ_U4 && (plane & 1) == 0 && in_dtype == TQ_INT8) TQ_CODES_TO_U4(int8_t);
 #undef TQ_CODES_TO_U4
@@ -406,13 +406,15 @@ typedef struct {
 static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
 {
     const int32_t plane = q->plane, in_dtype = q->in_dtype, out_dtype = q->out_dtype;
+    /* A local copy: the byte stores could alias q's tables, so its fields would be reloaded per element. */
+    const tq_activation act = q->activation;
     int32_t c, i;
     for (c = 0; c < q->channels; ++c) {
         const int32_t r = q->per_channel ? c : 0;
         const int32_t mult = q->mult[r], shift = q->shift[r], bias = q->bias[r];
         /* The common cases, a residual stream to unsigned codes, without the tagged load and store per element. */
 #define TQ_CODES_TO_UINT8(in_type) \
-    for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_code(&q->activation, ((const in_type *)in)[i], mult, shift, bias)
+    for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_code(&act, ((const in_type *)in)[i], mult, shift, bias)
         if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT16) TQ_CODES_TO_UINT8(int16_t);
         else if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8) TQ_CODES_TO_UINT8(int8_t);
 #undef TQ_CODES_TO_UINT8
