@@ -422,6 +422,9 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
     dspPacked: model.ops.some((op, k) => op.kind === 'conv' && onDsp(k) && plan.packed.has(op.input)),
     unrolled: { k3: hasKernel(3, 3, 0), k1: hasKernel(1, 1, 1) },
     quantize: model.ops.some((op) => op.kind === 'quantize'),
+    quantizeTwoRoundings: model.ops.some(
+      (op) => op.kind === 'quantize' && !oneRounding(op.requant, op) && model.tensors[op.input].dtype === 'int8' && model.tensors[op.output].dtype === 'uint8' && !plan.packed.has(op.output),
+    ),
     pool: model.ops.some((op) => op.kind === 'sumpool' || op.kind === 'maxpool'),
     add: model.ops.some((op) => op.kind === 'add'),
   });

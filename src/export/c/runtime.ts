@@ -42,6 +42,8 @@ export interface RuntimeUse {
   readonly packed?: boolean;
   readonly unrolled: UnrolledKernels;
   readonly quantize: boolean;
+  /** Whether a quantize op from int8 to bytes keeps two roundings (its typed loop; one-rounding.ts). */
+  readonly quantizeTwoRoundings?: boolean;
   /** sumpool or maxpool ops. */
   readonly pool: boolean;
   readonly add: boolean;
@@ -393,7 +395,13 @@ const U4_QUANTIZE = String.raw`
 #undef TQ_CODES_TO_U4
 `;
 
-const quantize = (packed: boolean): string => String.raw`
+/* An int8 stream to bytes with two roundings (emitted only where a quantize op is one), without the tagged load and store. */
+const INT8_VALUES_TO_UINT8 = String.raw`
+        else if (!q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8)
+            for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_activation_value(&act, tq_rms(((const int8_t *)in)[i], mult, shift) + bias);
+`;
+
+const quantize = (packed: boolean, twoRoundings: boolean): string => String.raw`
 typedef struct {
     const int32_t *mult; /* one entry per channel, or one for all */
     const uint8_t *shift;
@@ -418,7 +426,7 @@ static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
         if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT16) TQ_CODES_TO_UINT8(int16_t);
         else if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8) TQ_CODES_TO_UINT8(int8_t);
 #undef TQ_CODES_TO_UINT8
-${packed ? U4_QUANTIZE : ''}        else if (q->activation.one_rounding)
+${packed ? U4_QUANTIZE : ''}${twoRoundings ? INT8_VALUES_TO_UINT8 : ''}        else if (q->activation.one_rounding)
             for (i = c * plane; i < (c + 1) * plane; ++i) tq_store(out, out_dtype, i, tq_code(&q->activation, tq_load(in, in_dtype, i), mult, shift, bias));
         else
             for (i = c * plane; i < (c + 1) * plane; ++i) {
@@ -494,7 +502,7 @@ export function runtimeSource(use: RuntimeUse): string {
   if (dense || depthwise.length > 0) parts.push(DSP_COMMON);
   if (dense) parts.push(DSP_DENSE, ...dsp.map((t) => dspConv(t, C_TYPE[t])), ...(use.dspPacked ? [dspConvPacked()] : []));
   if (depthwise.length > 0) parts.push(DSP_DEPTHWISE, ...depthwise.map((t) => dspDepthwise(t, C_TYPE[t])));
-  if (use.quantize) parts.push(quantize(use.packed === true));
+  if (use.quantize) parts.push(quantize(use.packed === true, use.quantizeTwoRoundings === true));
   if (use.pool) parts.push(POOL);
   if (use.add) parts.push(ADD);
   return parts.join('');
