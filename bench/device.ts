@@ -112,7 +112,6 @@ async function integerModel(bits: number, test: ImageDataset, floatFile: string 
   return { model: quantizedModel(bits, test, floatFile), source };
 }
 
-/** Multiply-accumulates of one inference: every conv's output elements times its window (input channels of a group x kernel). */
 /** --arena-budget BYTES as a number, undefined when not given. */
 function arenaBudget(): number | undefined {
   const text = values['arena-budget'];
