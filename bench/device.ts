@@ -12,6 +12,7 @@
  *   node dist/bench/device.js [--bits 2,3,4,8] [--images N] [--method ewgs] [--model resnet20]
  *        [--targets cortex-m4,cortex-m7]
  *        [--float FILE.safetensors] [--normalization apot] [--residual-bits 16|8] [--input-bits 8|16] [--pack-activations]
+ *        [--arena-budget BYTES]
  *        [--run BITS=RUN_DIR ...] [--data-dir DIR] [--json] [--out FILE.json]
  *
  * Models: with `--run BITS=DIR` the trained checkpoint of that bit-width (lowered as `tinyquant
@@ -58,6 +59,7 @@ const { values } = parseArgs({
     'residual-bits': { type: 'string', default: '16' },
     'input-bits': { type: 'string', default: '8' },
     'pack-activations': { type: 'boolean', default: false },
+    'arena-budget': { type: 'string' },
     float: { type: 'string' },
     run: { type: 'string', multiple: true, default: [] },
     'data-dir': { type: 'string', default: '/work/shared/data' },
@@ -110,7 +112,15 @@ async function integerModel(bits: number, test: ImageDataset, floatFile: string 
   return { model: quantizedModel(bits, test, floatFile), source };
 }
 
-/** Multiply-accumulates of one inference: every conv's output elements times its window (input channels of a group x kernel). */
+/** --arena-budget BYTES as a number, undefined when not given. */
+function arenaBudget(): number | undefined {
+  const text = values['arena-budget'];
+  if (text === undefined) return undefined;
+  const bytes = Number(text);
+  if (!Number.isInteger(bytes) || bytes <= 0) throw new Error(`bench/device: --arena-budget takes a positive number of bytes, got "${text}"`);
+  return bytes;
+}
+
 async function main(): Promise<void> {
   const missing = deviceToolsMissing();
   if (missing) throw new Error(`bench/device: ${missing}`);
@@ -129,7 +139,7 @@ async function main(): Promise<void> {
   for (const b of bits) {
     log(`W${b}A${b}: lowering`);
     const { model, source } = await integerModel(b, test, floatFile);
-    const generated = generateC(model, { headerName: 'model.h', packActivations: values['pack-activations'] });
+    const generated = generateC(model, { headerName: 'model.h', packActivations: values['pack-activations'], arenaBudget: arenaBudget() });
     const engine = new IntegerEngine(model).inferBatch(sample.images, sample.count);
     const host = runOnHost(generated, sample.images, sample.count);
     const classes = model.meta.classes.length;

@@ -136,6 +136,27 @@ describe('generated C on the host', () => {
     assert.ok(packedSomewhere, 'no model packed a tensor');
   });
 
+  test('arenaBudget: the arena stays within it, packing only what it takes (none where the plain layout fits); same logits', () => {
+    let between = false;
+    for (const c of [...CASES.map((k) => ({ name: k.label, ...tiny(k) })), ...IR_CASES]) {
+      const plain = generateC(c.model, { headerName: 'model.h' });
+      const smallest = generateC(c.model, { headerName: 'model.h', packActivations: true });
+      const engine = new IntegerEngine(c.model).inferBatch(c.images, c.count);
+      // Beyond the smallest arena nothing fits: the smallest layout.
+      const tight = generateC(c.model, { headerName: 'model.h', packActivations: true, arenaBudget: 4 });
+      assert.equal(tight.plan.bytes, smallest.plan.bytes, `${c.name}: budget below every layout`);
+      for (const budget of [Math.floor((smallest.plan.bytes + plain.plan.bytes) / 8) * 4, plain.plan.bytes, 2 * plain.plan.bytes]) {
+        const generated = generateC(c.model, { headerName: 'model.h', packActivations: true, arenaBudget: budget });
+        assert.ok(generated.plan.bytes <= Math.max(budget, smallest.plan.bytes), `${c.name}: arena ${generated.plan.bytes} beyond budget ${budget}`);
+        assert.ok(generated.plan.packed.size <= smallest.plan.packed.size, `${c.name}: budget ${budget} packs more than the smallest layout`);
+        if (budget >= plain.plan.bytes) assert.equal(generated.plan.packed.size, 0, `${c.name}: budget ${budget} fits unpacked`);
+        if (generated.plan.packed.size > 0 && generated.plan.packed.size < smallest.plan.packed.size) between = true;
+        assertSameLogits(runOnHost(generated, c.images, c.count).logits, engine, `${c.name} budget ${budget}`);
+      }
+    }
+    assert.ok(between, 'no budget packed some tensors but fewer than the smallest layout');
+  });
+
   test('interleaved (HWC) images give the same logits', () => {
     const { model, images, count } = tiny(CASES[0]);
     const generated = generateC(model, { headerName: 'net.h', imageLayout: 'hwc' });

@@ -17,7 +17,7 @@ import { ARENA_PLACEMENTS, dropInProblem } from '../export/c/names.js';
 import { fastestIntegerEngine } from '../export/deployed.js';
 import { type ExportContext, type ExportedFile, exporters } from '../export/formats.js';
 import { type OnnxAgreement, compareWithOnnxRuntime } from '../export/onnx/verify.js';
-import { type CommandSpec, type ParsedArgs, UsageError, flag, num, oneOf, parseOrHelp, str, unexpectedArgument } from './args.js';
+import { type CommandSpec, type ParsedArgs, UsageError, flag, num, oneOf, optionalInt, parseOrHelp, str, unexpectedArgument } from './args.js';
 import { readingInput } from './errors.js';
 import { quantizationOptions } from './quant-flags.js';
 import { BACKEND_OPTIONS, DATA_OPTIONS, applyBackendFlags, configFromFlags } from './train.js';
@@ -49,6 +49,11 @@ export const EXPORT: CommandSpec = {
       type: 'boolean',
       description: 'format c: store 4-bit activation codes two per byte where that lowers the arena (less RAM, more instructions; the summary says what it saved)',
     },
+    'arena-budget': {
+      type: 'string',
+      value: 'BYTES',
+      description: 'format c: arena bytes the layout may use for faster kernels (larger dual-MAC blocks; with --pack-activations only the packing it takes to fit)',
+    },
     'build-files': {
       type: 'boolean',
       description: 'format c: also write CMakeLists.txt (a library target), NAME.mk (a Makefile fragment) and main.c (an example that classifies test image 0 or a file)',
@@ -77,7 +82,7 @@ export const EXPORT: CommandSpec = {
   },
 };
 
-const C_FLAGS = ['name', 'arena', 'section', 'image-layout', 'pack-activations', 'build-files'] as const;
+const C_FLAGS = ['name', 'arena', 'section', 'image-layout', 'pack-activations', 'arena-budget', 'build-files'] as const;
 
 /** The `c` format's flags, checked before anything is lowered or written (and refused with another format). */
 function cOptions(args: ParsedArgs, format: string, exampleImage: CExportOptions['exampleImage']): CExportOptions | undefined {
@@ -93,6 +98,7 @@ function cOptions(args: ParsedArgs, format: string, exampleImage: CExportOptions
     section: str(args, 'section'),
     imageLayout: optional('image-layout', IMAGE_LAYOUTS),
     packActivations: flag(args, 'pack-activations'),
+    arenaBudget: optionalInt(args, 'arena-budget'),
     buildFiles: flag(args, 'build-files'),
     exampleImage,
   };

@@ -20,6 +20,8 @@ export interface CExportOptions extends DropInOptions {
   readonly imageLayout?: ImageLayout;
   /** Store 4-bit activation codes two per byte where that lowers the arena (generate.ts CGenerateOptions.packActivations). */
   readonly packActivations?: boolean;
+  /** Arena bytes the layout may use for faster kernels (generate.ts CGenerateOptions.arenaBudget). */
+  readonly arenaBudget?: number;
   /** Also write CMakeLists.txt, NAME.mk and the example main.c next to the sources. */
   readonly buildFiles?: boolean;
   /** The image the example embeds (CHW) and where it came from; a synthetic one when absent or failing. */
@@ -81,7 +83,7 @@ export async function cExporter(ctx: ExportContext): Promise<ExportResult> {
   const buildPaths = o.buildFiles ? buildFilePaths(paths) : [];
   const model = await ctx.integerModel();
   const [headerName, imageLayout, arena] = [basename(paths.header), o.imageLayout ?? 'chw', o.arena ?? 'static'];
-  const c = generateC(model, { headerName, imageLayout, name: o.name, arena, section: o.section, packActivations: o.packActivations });
+  const c = generateC(model, { headerName, imageLayout, name: o.name, arena, section: o.section, packActivations: o.packActivations, arenaBudget: o.arenaBudget });
   const encoder = new TextEncoder();
   const [source, header] = [encoder.encode(c.source), encoder.encode(c.header)];
   const files: ExportedFile[] = [

@@ -37,6 +37,8 @@ export interface CGenerateOptions {
   readonly section?: string;
   /** Stores 4-bit activation codes two a byte where that lowers the arena (kernels.ts; default false: it costs instructions). */
   readonly packActivations?: boolean;
+  /** Arena bytes the layout may use for faster kernels (larger dual-MAC blocks, fewer packed tensors; kernels.ts). Default: the generic kernels' plan. */
+  readonly arenaBudget?: number;
 }
 
 export interface GeneratedC {
@@ -285,7 +287,7 @@ function guardName(o: ResolvedOptions): string {
   return o.name === undefined ? `TQ_${o.headerName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_` : `${o.names.P}_H`;
 }
 
-type ResolvedOptions = Required<Omit<CGenerateOptions, 'name' | 'section' | 'packActivations'>> & Pick<CGenerateOptions, 'name' | 'section' | 'packActivations'> & { readonly names: Names };
+type ResolvedOptions = Required<Omit<CGenerateOptions, 'name' | 'section' | 'packActivations' | 'arenaBudget'>> & Pick<CGenerateOptions, 'name' | 'section' | 'packActivations' | 'arenaBudget'> & { readonly names: Names };
 
 /** The parameters of the infer function: as the header declares them, or as the source defines them (the arena as a void * it converts). */
 function inferParameters(o: ResolvedOptions, definition = false): string {
@@ -402,7 +404,7 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
   validateIntegerModel(model); // names the layer of anything the runtime cannot hold (e.g. weights beyond 8 bits)
   const o = resolveOptions(opts);
   const { p, P } = o.names;
-  const { plan, kernels, notes, report } = chooseConvKernels(model, o.packActivations === true);
+  const { plan, kernels, notes, report } = chooseConvKernels(model, o.packActivations === true, o.arenaBudget);
   const emit = new Emitter(model, plan, kernels, o.imageLayout, o.names, o.arena);
   model.ops.forEach((op, k) => emit.op(op, k));
   const onDsp = (k: number): boolean => kernels[k]?.kind === 'dsp';
@@ -420,6 +422,9 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
     dspPacked: model.ops.some((op, k) => op.kind === 'conv' && onDsp(k) && plan.packed.has(op.input)),
     unrolled: { k3: hasKernel(3, 3, 0), k1: hasKernel(1, 1, 1) },
     quantize: model.ops.some((op) => op.kind === 'quantize'),
+    quantizeTwoRoundings: model.ops.some(
+      (op) => op.kind === 'quantize' && !oneRounding(op.requant, op) && model.tensors[op.input].dtype === 'int8' && model.tensors[op.output].dtype === 'uint8' && !plan.packed.has(op.output),
+    ),
     pool: model.ops.some((op) => op.kind === 'sumpool' || op.kind === 'maxpool'),
     add: model.ops.some((op) => op.kind === 'add'),
   });

@@ -19,7 +19,7 @@
  * choice redone. `report` says what packing and in place saved and which tensors make the peak.
  */
 import { ruleWithCeiling } from '../clip.js';
-import { type ActivationQuant, type ConvOp, DTYPE_INFO, type IntegerModel } from '../ir.js';
+import { type ActivationQuant, type ConvOp, DTYPE_INFO, type IntegerModel, tensorSize } from '../ir.js';
 import { type ArenaPlan, alignUp, convScratchBytes, planArena } from './plan.js';
 
 /**
@@ -134,15 +134,50 @@ function packForPeak(model: IntegerModel): Set<number> {
   }
 }
 
-/** `pack`: store 4-bit activation codes two a byte where that lowers the arena (default off: it costs instructions). */
-export function chooseConvKernels(model: IntegerModel, pack = false): KernelChoice {
-  const packed = pack ? packForPeak(model) : new Set<number>();
+/**
+ * `pack`: store 4-bit activation codes two a byte where that lowers the arena (default off: it
+ * costs instructions). `budget`: arena bytes the layout may use: blocks are the largest that keep
+ * the arena within it (rather than within the generic kernels' plan), and with `pack` only as
+ * many tensors are packed as it takes to get there (the smallest arena when no choice gets there).
+ */
+export function chooseConvKernels(model: IntegerModel, pack = false, budget?: number): KernelChoice {
+  const packed = !pack ? new Set<number>() : budget === undefined ? packForPeak(model) : packForBudget(model, budget);
   for (;;) {
-    const choice = chooseFor(model, packed);
+    const choice = chooseFor(model, packed, budget);
     const drop = unpackedReaders(model, choice.kernels, packed);
-    if (drop.length === 0) return { ...choice, report: report(model, choice, packed.size === 0 ? choice.plan : chooseFor(model, new Set()).plan) };
+    if (drop.length === 0) return { ...choice, report: report(model, choice, packed.size === 0 ? choice.plan : chooseFor(model, new Set(), budget).plan) };
     for (const t of drop) packed.delete(t);
   }
+}
+
+/**
+ * Packed tensors for an arena budget: one at a time, of the packable tensors live at the peak the
+ * one whose conv readers unpack the fewest codes (elements x window x the passes their block
+ * makes over the input), until the plan fits; packForPeak's choice when it never does.
+ */
+function packForBudget(model: IntegerModel, budget: number): Set<number> {
+  const candidates = packable(model);
+  const packed = new Set<number>();
+  for (;;) {
+    const { kernels, plan } = chooseFor(model, packed, budget);
+    if (plan.bytes <= budget) return packed;
+    const { op } = peakOf(model, plan);
+    const live = plan.buffers.filter((b) => b.first <= op && op <= b.last).flatMap((b) => b.tensors.filter((t) => candidates.has(t) && !packed.has(t)));
+    if (live.length === 0) return packForPeak(model);
+    const cost = (t: number): number => unpackedCodes(model, kernels, t);
+    packed.add(live.reduce((a, b) => (cost(b) < cost(a) ? b : a)));
+  }
+}
+
+/** Codes of tensor t that its conv readers' im2col unpacks: elements x window x the passes over the input (output channels / block). */
+function unpackedCodes(model: IntegerModel, kernels: readonly (ConvKernel | null)[], t: number): number {
+  const size = tensorSize(model.tensors[t]);
+  return model.ops.reduce((sum, op, k) => {
+    const kernel = kernels[k];
+    if (op.kind !== 'conv' || op.input !== t) return sum;
+    const passes = kernel?.kind === 'dsp' ? Math.ceil(model.tensors[op.output].shape[0] / kernel.block) : 1;
+    return sum + size * op.kernel[0] * op.kernel[1] * passes;
+  }, 0);
 }
 
 /** Lines on the arena: what packing and in place saved against the plain layout, and the tensors live at the peak. */
@@ -174,12 +209,12 @@ function scratchOf(model: IntegerModel, kernel: ConvKernel | null, op: ConvOp): 
   return kernel?.kind === 'depthwise' ? depthwiseScratchBytes(model, op) : convScratchBytes(model, op);
 }
 
-/** The kernel choice for a given set of packed tensors. */
-function chooseFor(model: IntegerModel, packed: ReadonlySet<number>): Omit<KernelChoice, 'report'> {
+/** The kernel choice for a given set of packed tensors, blocks within the generic kernels' plan or the budget, whichever is larger. */
+function chooseFor(model: IntegerModel, packed: ReadonlySet<number>, budget = 0): Omit<KernelChoice, 'report'> {
   const kernels: (ConvKernel | null)[] = model.ops.map((op) => (op.kind === 'conv' ? { kind: 'generic' } : null));
   const scratch = (op: ConvOp, k: number): number => scratchOf(model, kernels[k], op);
   let plan = planArena(model, scratch, { packed });
-  const limit = plan.bytes;
+  const limit = Math.max(plan.bytes, budget);
   const notes: string[] = [];
   model.ops.forEach((op, k) => {
     if (op.kind !== 'conv') return;

@@ -98,9 +98,8 @@ interface Group {
   scratchOf: number;
 }
 
-/** Greedy placement; returns offsets in the order of `groups`. */
-function place(groups: readonly Group[]): number[] {
-  const order = groups.map((_, i) => i).sort((a, b) => groups[b].bytes - groups[a].bytes || groups[a].first - groups[b].first);
+/** Greedy placement in the given order (lowest aligned offset clear of placed overlapping buffers); offsets in the order of `groups`. */
+function placeInOrder(groups: readonly Group[], order: readonly number[]): number[] {
   const offsets = new Array<number>(groups.length).fill(-1);
   for (const g of order) {
     const busy = order
@@ -115,6 +114,20 @@ function place(groups: readonly Group[]): number[] {
     offsets[g] = at;
   }
   return offsets;
+}
+
+/**
+ * Greedy placement, largest first; where placing in the order of first use (largest first among
+ * equals) gives a smaller arena, that instead (by size alone, long-lived early buffers may end up
+ * above short-lived large scratch of later layers, fragmenting the top).
+ */
+function place(groups: readonly Group[]): number[] {
+  const ids = groups.map((_, i) => i);
+  const top = (offsets: readonly number[]): number => groups.reduce((m, g, i) => Math.max(m, offsets[i] + g.bytes), 0);
+  const bySize = placeInOrder(groups, [...ids].sort((a, b) => groups[b].bytes - groups[a].bytes || groups[a].first - groups[b].first));
+  const byFirst = placeInOrder(groups, [...ids].sort((a, b) => groups[a].first - groups[b].first || groups[b].bytes - groups[a].bytes));
+  const byLife = placeInOrder(groups, [...ids].sort((a, b) => groups[b].last - groups[b].first - (groups[a].last - groups[a].first) || groups[b].bytes - groups[a].bytes));
+  return [byFirst, byLife].reduce((best, o) => (top(o) < top(best) ? o : best), bySize);
 }
 
 /** The scratch bytes of conv op k (the kernel chosen for it decides; default: the generic kernel's). */

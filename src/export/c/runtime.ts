@@ -42,6 +42,8 @@ export interface RuntimeUse {
   readonly packed?: boolean;
   readonly unrolled: UnrolledKernels;
   readonly quantize: boolean;
+  /** Whether a quantize op from int8 to bytes keeps two roundings (its typed loop; one-rounding.ts). */
+  readonly quantizeTwoRoundings?: boolean;
   /** sumpool or maxpool ops. */
   readonly pool: boolean;
   readonly add: boolean;
@@ -386,14 +388,20 @@ static void tq_${depthwise ? 'depthwise' : 'accumulate'}_${dtype}(const tq_conv 
 const U4_QUANTIZE = String.raw`
 #define TQ_CODES_TO_U4(in_type) \
     for (i = c * plane; i < (c + 1) * plane; i += 2) \
-        ((uint8_t *)out)[i >> 1] = (uint8_t)(tq_code(&q->activation, ((const in_type *)in)[i], mult, shift, bias) | \
-                                             tq_code(&q->activation, ((const in_type *)in)[i + 1], mult, shift, bias) << 4)
+        ((uint8_t *)out)[i >> 1] = (uint8_t)(tq_code(&act, ((const in_type *)in)[i], mult, shift, bias) | \
+                                             tq_code(&act, ((const in_type *)in)[i + 1], mult, shift, bias) << 4)
         else if (q->activation.one_rounding && out_dtype == TQ_U4 && (plane & 1) == 0 && in_dtype == TQ_INT16) TQ_CODES_TO_U4(int16_t);
         else if (q->activation.one_rounding && out_dtype == TQ_U4 && (plane & 1) == 0 && in_dtype == TQ_INT8) TQ_CODES_TO_U4(int8_t);
 #undef TQ_CODES_TO_U4
 `;
 
-const quantize = (packed: boolean): string => String.raw`
+/* An int8 stream to bytes with two roundings (emitted only where a quantize op is one), without the tagged load and store. */
+const INT8_VALUES_TO_UINT8 = String.raw`
+        else if (!q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8)
+            for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_activation_value(&act, tq_rms(((const int8_t *)in)[i], mult, shift) + bias);
+`;
+
+const quantize = (packed: boolean, twoRoundings: boolean): string => String.raw`
 typedef struct {
     const int32_t *mult; /* one entry per channel, or one for all */
     const uint8_t *shift;
@@ -406,17 +414,19 @@ typedef struct {
 static void tq_quantize(const tq_quantize_op *q, const void *in, void *out)
 {
     const int32_t plane = q->plane, in_dtype = q->in_dtype, out_dtype = q->out_dtype;
+    /* A local copy: the byte stores could alias q's tables, so its fields would be reloaded per element. */
+    const tq_activation act = q->activation;
     int32_t c, i;
     for (c = 0; c < q->channels; ++c) {
         const int32_t r = q->per_channel ? c : 0;
         const int32_t mult = q->mult[r], shift = q->shift[r], bias = q->bias[r];
         /* The common cases, a residual stream to unsigned codes, without the tagged load and store per element. */
 #define TQ_CODES_TO_UINT8(in_type) \
-    for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_code(&q->activation, ((const in_type *)in)[i], mult, shift, bias)
+    for (i = c * plane; i < (c + 1) * plane; ++i) ((uint8_t *)out)[i] = (uint8_t)tq_code(&act, ((const in_type *)in)[i], mult, shift, bias)
         if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT16) TQ_CODES_TO_UINT8(int16_t);
         else if (q->activation.one_rounding && out_dtype == TQ_UINT8 && in_dtype == TQ_INT8) TQ_CODES_TO_UINT8(int8_t);
 #undef TQ_CODES_TO_UINT8
-${packed ? U4_QUANTIZE : ''}        else if (q->activation.one_rounding)
+${packed ? U4_QUANTIZE : ''}${twoRoundings ? INT8_VALUES_TO_UINT8 : ''}        else if (q->activation.one_rounding)
             for (i = c * plane; i < (c + 1) * plane; ++i) tq_store(out, out_dtype, i, tq_code(&q->activation, tq_load(in, in_dtype, i), mult, shift, bias));
         else
             for (i = c * plane; i < (c + 1) * plane; ++i) {
@@ -492,7 +502,7 @@ export function runtimeSource(use: RuntimeUse): string {
   if (dense || depthwise.length > 0) parts.push(DSP_COMMON);
   if (dense) parts.push(DSP_DENSE, ...dsp.map((t) => dspConv(t, C_TYPE[t])), ...(use.dspPacked ? [dspConvPacked()] : []));
   if (depthwise.length > 0) parts.push(DSP_DEPTHWISE, ...depthwise.map((t) => dspDepthwise(t, C_TYPE[t])));
-  if (use.quantize) parts.push(quantize(use.packed === true));
+  if (use.quantize) parts.push(quantize(use.packed === true, use.quantizeTwoRoundings === true));
   if (use.pool) parts.push(POOL);
   if (use.add) parts.push(ADD);
   return parts.join('');

@@ -4,7 +4,7 @@
  */
 
 /** SHA-256 of the clang flags and the C source this module was compiled from (source.ts wasmSourceHash). */
-export const WASM_SOURCE_SHA256 = '691ac254d5d04489de66d668eca2f882df44d2d1c70cbe406e82b8193412e3f1';
+export const WASM_SOURCE_SHA256 = '62f19df4df00a16716bdaf5beb6bd67506cc07764782e14cda65cda87ea5ceac';
 
 export const WASM_BASE64 = [
   'AGFzbQEAAAABCwJgAX8AYAN/f38AAwcGAAEAAAAABAUBcAEBAQUDAQABBg8CfwFBgIAEC38AQYCABAsHUwcGbWVtb3J5AgAIdHF3',
