@@ -5,11 +5,13 @@
  * input tables, option A and B shortcuts, batches that do not divide the image count, weights
  * beyond int8 (split into two int8 convolutions), and the synthetic models of every IR op and
  * option (test/ir-models.ts: non-square and 1x1 kernels, depthwise and grouped convs, clipped
- * ReLUs, windowed sumpool, maxpool, add).
+ * ReLUs, windowed sumpool, maxpool, add); with int8 convolutions and with float32 ones
+ * (TINYQUANT_HOST_INT8=float, the path of CPUs without VNNI), weights split as each needs.
  */
 import assert from 'node:assert/strict';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { setBackend } from '../src/backend/index.js';
+import { fastestIntegerEngine } from '../src/export/deployed.js';
 import { IntegerEngine } from '../src/export/engine.js';
 import { HostIntegerEngine, hostEngineAvailability } from '../src/export/host/engine.js';
 import type { ConvOp, IntegerModel } from '../src/export/ir.js';
@@ -35,9 +37,17 @@ function firstDifference(a: Int32Array, b: Int32Array, classes = 10): string {
   return i < 0 ? 'none' : `logit ${i % classes} of image ${Math.floor(i / classes)}: ${a[i]} vs ${b[i]}`;
 }
 
-describe('host int8 engine', { skip }, () => {
+/** The suite under one arithmetic: the CPU's own (int8 where exact), or float32 forced. */
+function hostEngineSuite(arithmetic: 'native' | 'float'): void {
+describe(`host int8 engine (${arithmetic === 'float' ? 'float32 convolutions, TINYQUANT_HOST_INT8=float' : "this CPU's convolutions"})`, { skip }, () => {
   const models = new Map<string, IntegerModel>();
+  const saved = process.env.TINYQUANT_HOST_INT8;
+  after(() => {
+    if (saved === undefined) delete process.env.TINYQUANT_HOST_INT8;
+    else process.env.TINYQUANT_HOST_INT8 = saved;
+  });
   before(() => {
+    if (arithmetic === 'float') process.env.TINYQUANT_HOST_INT8 = 'float';
     setBackend('js');
     for (const [name, o, choices] of CASES) models.set(name, lowerTiny(tinyQuantizedModel(o), o, choices));
   });
@@ -103,3 +113,7 @@ describe('host int8 engine', { skip }, () => {
     assert.throws(() => new HostIntegerEngine(broken), /layer1\.0\.conv1/);
   });
 });
+}
+
+hostEngineSuite('native');
+hostEngineSuite('float');

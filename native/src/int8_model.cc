@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -69,18 +70,34 @@ dnnl::convolution_forward::primitive_desc makeConvPd(const memory::desc& src, co
 }
 
 /**
- * On x86 without VNNI, oneDNN's int8 kernels add pairs of u8*s8 products in int16 with
- * saturation (vpmaddubsw), which is not exact; with VNNI (or AMX) the products go straight into
- * int32. Elsewhere (aarch64) the int8 kernels accumulate in int32.
+ * Whether oneDNN's int8 convolutions are exact here. On x86 without VNNI, its int8 kernels add
+ * pairs of u8*s8 products in int16 with saturation (vpmaddubsw); with VNNI (or AMX) the products go
+ * straight into int32. Elsewhere (aarch64) the int8 kernels accumulate in int32.
  */
-void requireExactInt8() {
+bool int8ConvolutionsExact() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-  if (!__builtin_cpu_supports("avx512vnni") && !__builtin_cpu_supports("avxvnni")) {
-    throw OpError(std::string(kOp) + ": this CPU has no VNNI instructions; oneDNN's int8 convolutions would not be exact here "
-        "(int16 saturation), so the host int8 path is unavailable (use the TypeScript integer engine)");
-  }
+  return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+#else
+  return true;
 #endif
 }
+
+/**
+ * Whether convolutions run as float32 of the same integers: where int8 ones are not exact, or where
+ * TINYQUANT_HOST_INT8=float asks for it (so that tests cover this path on every CPU).
+ */
+bool floatConvolutions() {
+  const char* forced = std::getenv("TINYQUANT_HOST_INT8");
+  return !int8ConvolutionsExact() || (forced != nullptr && std::strcmp(forced, "float") == 0);
+}
+
+/**
+ * Where int8 convolutions are not exact, each term runs as a float32 direct convolution of the
+ * same integers instead: every partial sum is an integer no larger in magnitude than the term's
+ * bound, so while the bound stays below 2^24 every sum is exact in float32, in any order (direct
+ * convolution only: Winograd's transforms are not integer).
+ */
+constexpr double kFloatExactBound = 16777216.0;  // 2^24
 
 /** Integer weights as signed 8-bit pieces: w = sum of piece * 2^shift (one piece when they fit int8). */
 struct WeightPiece {
@@ -88,20 +105,28 @@ struct WeightPiece {
   int shift;
 };
 
-std::vector<WeightPiece> weightPieces(const ConvStep& conv) {
-  const auto [lo, hi] = std::minmax_element(conv.weights.begin(), conv.weights.end());
-  if (*lo >= -128 && *hi <= 127) return {{std::vector<int8_t>(conv.weights.begin(), conv.weights.end()), 0}};
-  // w = high * 128 + low with 0 <= low < 128.
-  WeightPiece low{std::vector<int8_t>(conv.weights.size()), 0}, high{std::vector<int8_t>(conv.weights.size()), 7};
-  for (size_t i = 0; i < conv.weights.size(); i++) {
-    const int32_t w = conv.weights[i];
-    if ((w >> 7) < -128 || (w >> 7) > 127) {
-      fail(kOp, conv.name, ": weight ", i, " is ", w, ", beyond the 15-bit range the int8 split covers");
+/**
+ * The weights of `conv` as pieces: low parts of `bits` bits (0 .. 2^bits - 1, at shifts 0, bits,
+ * 2 bits, ...) up to a signed top part of `bits` + 1 bits; one piece when the weights fit that.
+ */
+std::vector<WeightPiece> weightPieces(const ConvStep& conv, int bits) {
+  const int32_t top = 1 << bits, mask = top - 1;
+  std::vector<WeightPiece> pieces;
+  std::vector<int32_t> rest(conv.weights.begin(), conv.weights.end());
+  for (int shift = 0;; shift += bits) {
+    const auto [lo, hi] = std::minmax_element(rest.begin(), rest.end());
+    WeightPiece piece{std::vector<int8_t>(rest.size()), shift};
+    if (*lo >= -top && *hi < top) {
+      std::copy(rest.begin(), rest.end(), piece.values.begin());
+      pieces.push_back(std::move(piece));
+      return pieces;
     }
-    low.values[i] = static_cast<int8_t>(w & 127);
-    high.values[i] = static_cast<int8_t>(w >> 7);
+    for (size_t i = 0; i < rest.size(); i++) {
+      piece.values[i] = static_cast<int8_t>(rest[i] & mask);
+      rest[i] >>= bits;  // arithmetic: rest = high * 2^bits + low
+    }
+    pieces.push_back(std::move(piece));
   }
-  return {std::move(low), std::move(high)};
 }
 
 /** One oneDNN convolution of a source piece with a weight piece, its result weighted by 2^shift. */
@@ -110,7 +135,60 @@ struct Term {
   dnnl::convolution_forward prim;
   dnnl::memory src, weights, dst;
   int shift;
+  /** In float mode (int8ConvolutionsExact() false): the integers the float source is made from. */
+  const void* source;
+  IntType sourceType;
 };
+
+/** The largest |value| of an 8-bit source type. */
+double sourceMagnitude(IntType t) { return t == IntType::u8 ? 255.0 : 128.0; }
+
+/** The largest sum of |w| over one output channel's weights: the accumulator bound per unit of input. */
+double weightBound(const WeightPiece& piece, int64_t outChannels) {
+  const size_t per = piece.values.size() / static_cast<size_t>(outChannels);
+  double most = 0;
+  for (size_t o = 0; o < static_cast<size_t>(outChannels); o++) {
+    double sum = 0;
+    for (size_t k = o * per; k < (o + 1) * per; k++) sum += std::abs(static_cast<double>(piece.values[k]));
+    most = std::max(most, sum);
+  }
+  return most;
+}
+
+/** The largest accumulator a float term of `piece` can reach on inputs of `source` magnitude. */
+double termBound(const WeightPiece& piece, int64_t outChannels, double source) { return source * weightBound(piece, outChannels); }
+
+/**
+ * The weight pieces of a float-mode conv: the fewest whose terms stay float-exact on inputs of
+ * magnitude `source` (narrower low parts lower the bound), or none when even 1-bit parts do not.
+ */
+std::vector<WeightPiece> floatExactPieces(const ConvStep& conv, double source) {
+  for (int bits : {7, 4, 2, 1}) {
+    std::vector<WeightPiece> pieces = weightPieces(conv, bits);
+    const bool exact = std::all_of(pieces.begin(), pieces.end(), [&](const WeightPiece& p) { return termBound(p, conv.outChannels, source) < kFloatExactBound; });
+    if (exact) return pieces;
+  }
+  return {};
+}
+
+/** 8-bit integers as floats. */
+void toFloat(const void* x, IntType t, int64_t n, float* out) {
+  if (t == IntType::u8) {
+    const auto* v = static_cast<const uint8_t*>(x);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = static_cast<float>(v[i]);
+  } else {
+    const auto* v = static_cast<const int8_t*>(x);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = static_cast<float>(v[i]);
+  }
+}
+
+/** Float sums known to be exact integers, as int32. */
+void floatSumsToInt(const float* x, int64_t n, int32_t* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) out[i] = static_cast<int32_t>(x[i]);
+}
 
 }  // namespace
 
@@ -124,6 +202,9 @@ struct IntModel::Impl {
   std::map<std::pair<size_t, int64_t>, std::vector<Term>> terms;  // (conv, images) -> terms
   std::vector<Buffer> scratch;  // per thread: one block of int32
   Buffer staging;               // a short batch padded to a power of two
+  /** Convolutions as float32 of the same integers (see kFloatExactBound), with their buffers. */
+  bool floatTerms = floatConvolutions();
+  Buffer floatSrc, floatDst, floatWeights;
 
   Impl(ModelSpec s, int64_t b) : spec(std::move(s)), batch(b) {}
 
@@ -136,6 +217,7 @@ struct IntModel::Impl {
   }
 
   void check() const;
+  std::vector<WeightPiece> piecesFor(const ConvStep& c) const;
   void allocate();
   std::vector<Term>& termsFor(size_t index, int64_t images);
   void run(const Step& step, const uint8_t* images, int64_t n);
@@ -260,20 +342,38 @@ void IntModel::Impl::allocate() {
   bool multiTerm = false;
   for (const ConvStep& c : spec.convs) {
     accElements = std::max(accElements, tensor(c.output).size());
-    weights.push_back(weightPieces(c));
+    weights.push_back(piecesFor(c));
     if (tensor(c.input).type == IntType::i16) split = std::max(split, tensor(c.input).size());
     multiTerm = multiTerm || weights.back().size() > 1 || tensor(c.input).type == IntType::i16;
   }
   acc = Buffer(static_cast<size_t>(batch * accElements) * 4);
   if (multiTerm) term = Buffer(acc.bytes());
+  if (floatTerms) {
+    int64_t inElements = 0;
+    for (const ConvStep& c : spec.convs) inElements = std::max(inElements, tensor(c.input).size());
+    floatSrc = Buffer(static_cast<size_t>(batch * inElements) * 4);
+    floatDst = Buffer(acc.bytes());
+  }
   if (split > 0) {
     splitHigh = Buffer(static_cast<size_t>(batch * split));
     splitLow = Buffer(static_cast<size_t>(batch * split));
   }
 }
 
+/** The weight pieces of conv `c`; in float mode the fewest that stay exact, else an error naming the layer. */
+std::vector<WeightPiece> IntModel::Impl::piecesFor(const ConvStep& c) const {
+  if (!floatTerms) return weightPieces(c, 7);
+  const IntType in = tensor(c.input).type;
+  // An int16 input runs as an int8 high part and a uint8 low part (termsFor).
+  std::vector<WeightPiece> pieces = floatExactPieces(c, in == IntType::i16 ? 255.0 : sourceMagnitude(in));
+  if (pieces.empty()) {
+    fail(kOp, c.name, ": this CPU has no VNNI instructions, so convolutions run in float32, exact only while every sum stays below 2^24, "
+        "which this layer's sums can pass even with its weights split into bits (use the TypeScript integer engine)");
+  }
+  return pieces;
+}
+
 IntModel::IntModel(ModelSpec spec, int64_t batch) : impl_(std::make_unique<Impl>(std::move(spec), batch)) {
-  requireExactInt8();
   impl_->check();
   impl_->allocate();
 }
@@ -309,24 +409,31 @@ std::vector<Term>& IntModel::Impl::termsFor(size_t index, int64_t images) {
   const bool direct = sources.size() == 1 && weights[index].size() == 1;
   const Window& w = c.window;
   const memory::dims strides{w.strideH, w.strideW}, pad{w.padH, w.padW};
-  const memory::desc dstMd({images, c.outChannels, out.height, out.width}, memory::data_type::s32, memory::format_tag::nhwc);
   // Grouped weights as [groups, out / groups, in / groups, KH, KW]: the same bytes as OIHW.
   const memory::dims weightDims = c.groups == 1 ? memory::dims{c.outChannels, c.inChannels, w.kernelH, w.kernelW}
                                                 : memory::dims{c.groups, c.outChannels / c.groups, c.inChannels / c.groups, w.kernelH, w.kernelW};
-  const memory::desc plainWeights(weightDims, memory::data_type::s8, c.groups == 1 ? memory::format_tag::oihw : memory::format_tag::goihw);
-  const memory::desc anyWeights(weightDims, memory::data_type::s8, memory::format_tag::any);
+  const memory::data_type weightType = floatTerms ? memory::data_type::f32 : memory::data_type::s8;
+  const memory::desc plainWeights(weightDims, weightType, c.groups == 1 ? memory::format_tag::oihw : memory::format_tag::goihw);
+  const memory::desc anyWeights(weightDims, weightType, memory::format_tag::any);
+  const memory::data_type accType = floatTerms ? memory::data_type::f32 : memory::data_type::s32;
+  const memory::desc dstMd({images, c.outChannels, out.height, out.width}, accType, memory::format_tag::nhwc);
+  void* dstData = floatTerms ? floatDst.as() : direct ? acc.as() : term.as();
   std::vector<Term> made;
   for (const Source& s : sources) {
-    const memory::desc srcMd({images, c.inChannels, in.height, in.width}, dnnlType(s.type), memory::format_tag::nhwc);
+    const memory::data_type srcType = floatTerms ? memory::data_type::f32 : dnnlType(s.type);
+    const memory::desc srcMd({images, c.inChannels, in.height, in.width}, srcType, memory::format_tag::nhwc);
     for (const WeightPiece& piece : weights[index]) {
       auto pd = makeConvPd(srcMd, anyWeights, dstMd, strides, pad);
       dnnl::memory packed(pd.weights_desc(), cpuEngine());
-      dnnl::memory plain(plainWeights, cpuEngine(), const_cast<int8_t*>(piece.values.data()));
+      std::vector<float> floatWeights;
+      if (floatTerms) floatWeights.assign(piece.values.begin(), piece.values.end());
+      void* plainData = floatTerms ? static_cast<void*>(floatWeights.data()) : const_cast<int8_t*>(piece.values.data());
+      dnnl::memory plain(plainWeights, cpuEngine(), plainData);
       dnnl::reorder(plain, packed).execute(cpuStream(), plain, packed);
       cpuStream().wait();
-      dnnl::memory src(srcMd, cpuEngine(), s.data);
-      dnnl::memory dst(dstMd, cpuEngine(), direct ? acc.as() : term.as());
-      made.push_back(Term{pd, dnnl::convolution_forward(pd), src, packed, dst, s.shift + piece.shift});
+      dnnl::memory src(srcMd, cpuEngine(), floatTerms ? floatSrc.as() : s.data);
+      dnnl::memory dst(dstMd, cpuEngine(), dstData);
+      made.push_back(Term{pd, dnnl::convolution_forward(pd), src, packed, dst, s.shift + piece.shift, s.data, s.type});
     }
   }
   return terms.emplace(key, std::move(made)).first->second;
@@ -340,8 +447,14 @@ void IntModel::Impl::runConv(size_t index, int64_t n) {
   if (in.type == IntType::i16) splitInt16(reinterpret_cast<const int16_t*>(data(c.input)), n * in.size(), splitHigh.as<int8_t>(), splitLow.as<uint8_t>());
   const int64_t elements = n * out.size();
   if (ts.size() > 1) std::memset(acc.as(), 0, static_cast<size_t>(elements) * 4);
+  const void* converted = nullptr;
   for (Term& t : ts) {
+    if (floatTerms && t.source != converted) {
+      toFloat(t.source, t.sourceType, n * in.size(), floatSrc.as<float>());
+      converted = t.source;
+    }
     execute(t.prim, t.pd, {{DNNL_ARG_SRC, t.src}, {DNNL_ARG_WEIGHTS, t.weights}, {DNNL_ARG_DST, t.dst}});
+    if (floatTerms) floatSumsToInt(floatDst.as<float>(), elements, ts.size() > 1 ? term.as<int32_t>() : acc.as<int32_t>());
     if (ts.size() > 1) accumulateShifted(acc.as<int32_t>(), term.as<int32_t>(), elements, t.shift);
   }
 

@@ -35,12 +35,24 @@ export interface BatchEngine {
   readonly engine: Pick<InferenceEngine, 'inferBatch' | 'predict'>;
 }
 
+/** The host path's refusal of a model it cannot compute exactly on this CPU (native/src/int8_model.cc), not a bad model. */
+function isHostArithmeticRefusal(e: unknown): boolean {
+  return e instanceof Error && e.message.includes('use the TypeScript integer engine');
+}
+
 /**
  * The fastest integer engine here, all bit-identical: the host int8 path (where `host`: by default
- * where the addon has it), else createEngine's (wasm, else ts).
+ * where the addon has it, and where it computes this model exactly), else createEngine's (wasm,
+ * else ts).
  */
 export async function fastestIntegerEngine(ir: IntegerModel, host = hostEngineAvailability().available): Promise<BatchEngine> {
-  if (host) return { name: 'host-int8', engine: new HostIntegerEngine(ir) };
+  if (host) {
+    try {
+      return { name: 'host-int8', engine: new HostIntegerEngine(ir) };
+    } catch (e) {
+      if (!isHostArithmeticRefusal(e)) throw e;
+    }
+  }
   const engine = await createEngine(ir);
   return { name: engine.backend === 'wasm' ? 'wasm' : 'typescript', engine };
 }

@@ -1,7 +1,10 @@
 /**
  * The host integer path: a lowered model (ir.ts) run by the native addon, its convolutions as
  * oneDNN int8 convolutions (uint8/int8 activations x int8 weights, int32 accumulation: AVX-512
- * VNNI or AMX where present) and everything else (requantization, activation codes, residual adds,
+ * VNNI or AMX where present; on x86 without VNNI, whose int8 kernels saturate, oneDNN float32
+ * direct convolutions of the same integers, with the weights split into narrower parts where a
+ * layer's sums could pass 2^24, the end of float32's exact integers; `TINYQUANT_HOST_INT8=float`
+ * forces that path) and everything else (requantization, activation codes, residual adds,
  * pooling) in C++ kernels with the integer engine's arithmetic. Same logits as `IntegerEngine`
  * (src/export/engine.ts), bit for bit, many times faster. Images run in batches (NHWC).
  */
