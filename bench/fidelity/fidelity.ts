@@ -455,6 +455,8 @@ export function formatAgreement(a: Agreement): string {
 }
 
 async function agreement(values: Record<string, string | boolean | undefined>): Promise<void> {
+  // The reference's direct convolutions rather than Winograd's (docs/fidelity.md, differences 2.); read at the first conv.
+  process.env.TINYQUANT_CONV ??= 'direct';
   const images = Number(values.images ?? 10000);
   const work = resolve(String(values.work ?? join(tmpdir(), 'tinyquant-fidelity')));
   mkdirSync(work, { recursive: true });

@@ -1,6 +1,9 @@
 // Convolutions through oneDNN. Descriptors are created with format_tag::any so oneDNN picks its
 // preferred (blocked) layouts; activations stay in them, weights (plain OIHW parameters) are
 // reordered into the primitive's weight layout on each call (they are small).
+#include <cstdlib>
+#include <cstring>
+
 #include "compat.hpp"
 #include "ops.hpp"
 #include "ops_common.hpp"
@@ -76,14 +79,25 @@ struct ForwardEntry : Compiled<dnnl::convolution_forward::primitive_desc, dnnl::
   ForwardEntry(dnnl::convolution_forward::primitive_desc pd, dnnl::algorithm alg) : Compiled(std::move(pd)), algorithm(alg) {}
 };
 
+/** TINYQUANT_CONV=direct: direct convolution everywhere (the summation order of PyTorch's CPU kernels, closer than Winograd's). */
+bool directOnly() {
+  static const bool direct = [] {
+    const char* v = std::getenv("TINYQUANT_CONV");
+    return v != nullptr && std::strcmp(v, "direct") == 0;
+  }();
+  return direct;
+}
+
 /**
  * Winograd F(4x4, 3x3) where it beats direct convolution: 3x3, stride 1, ungrouped, at least 32
  * input and output channels (measured with AVX-512 on ResNet's 32- and 64-channel stages: faster
  * forward and in both backward passes; with 16 channels or the 3-channel stem direct is faster).
- * Decided by the shape alone, so results are reproducible from run to run.
+ * Decided by the shape alone, so results are reproducible from run to run. Its transforms round
+ * differently at each output position, which can move a value parked on a quantizer threshold to
+ * the other side (docs/fidelity.md): TINYQUANT_CONV=direct turns it off.
  */
 dnnl::algorithm preferredAlgorithm(const ConvShape& s, const ConvParams& p) {
-  const bool winograd = s.kh == 3 && s.kw == 3 && p.strideH == 1 && p.strideW == 1 && s.groups == 1 && s.c >= 32 && s.o >= 32;
+  const bool winograd = !directOnly() && s.kh == 3 && s.kw == 3 && p.strideH == 1 && p.strideW == 1 && s.groups == 1 && s.c >= 32 && s.o >= 32;
   return winograd ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
 }
 
