@@ -269,12 +269,13 @@ function chooseFor(model: IntegerModel, packed: ReadonlySet<number>, budget = 0)
   const scratch = (op: ConvOp, k: number): number => scratchOf(model, kernels[k], op);
   let plan = planArena(model, scratch, { packed });
   const limit = Math.max(plan.bytes, budget);
-  const notes: string[] = [];
+  const notes = new Map<number, string>();
+  const tooLarge: number[] = [];
   model.ops.forEach((op, k) => {
     if (op.kind !== 'conv') return;
     const unfit = dspUnfit(model, op);
     if (unfit) {
-      notes.push(`${op.name}: generic conv kernel (${unfit})`);
+      notes.set(k, `${op.name}: generic conv kernel (${unfit})`);
       return;
     }
     const tries = candidates(model, op, unfit === null);
@@ -289,22 +290,33 @@ function chooseFor(model: IntegerModel, packed: ReadonlySet<number>, budget = 0)
       }
     }
     kernels[k] = { kind: 'generic' };
-    notes.push(`${op.name}: ${tries.fallback} (the ${tries.scratch} would grow the arena beyond ${limit} bytes)`);
+    if (unfit === '') tooLarge.push(k);
+    notes.set(k, `${op.name}: ${tries.fallback} (the ${tries.scratch} would grow the arena beyond ${limit} bytes)`);
   });
-  return { ...withTriple(model, packed, kernels, plan, budget > 0 ? Math.max(plan.bytes, budget) : plan.bytes), notes };
+  const triple = withTriple(model, packed, kernels, plan, budget > 0 ? Math.max(plan.bytes, budget) : plan.bytes, tooLarge);
+  return { ...triple, notes: [...notes].flatMap(([k, note]) => (triple.kernels[k]?.kind === 'generic' ? [note] : [])) };
 }
 
 /**
  * The dual-MAC choice with the triple-MAC kernel wherever its chunk allows (not for packed
- * inputs: it has no nibble im2col): first at the same blocks (its scratch is smaller), then each
- * layer's block as large as keeps the arena within `limit` (the dual-MAC choice's arena, or the
- * budget), so no layer gives up a kernel and the arena does not grow; the dual-MAC choice as it
- * was if the swap alone would grow it.
+ * inputs: it has no nibble im2col): first at the same blocks (its scratch is smaller), then layer
+ * by layer its block as large as keeps the arena within `limit` (the dual-MAC choice's arena, or
+ * the budget); the dense convs in `tooLarge` (generic: no dual-MAC block fitted) take its largest
+ * block that fits. So no layer gives up a kernel and the arena does not grow; the dual-MAC choice
+ * as it was if the swap alone would grow it.
  */
-function withTriple(model: IntegerModel, packed: ReadonlySet<number>, kernels: readonly (ConvKernel | null)[], plan: ArenaPlan, limit: number): { kernels: (ConvKernel | null)[]; plan: ArenaPlan } {
+function withTriple(
+  model: IntegerModel,
+  packed: ReadonlySet<number>,
+  kernels: readonly (ConvKernel | null)[],
+  plan: ArenaPlan,
+  limit: number,
+  tooLarge: readonly number[],
+): { kernels: (ConvKernel | null)[]; plan: ArenaPlan } {
+  const chunkOf = (op: ConvOp): number | null => (packed.has(op.input) ? null : tripleChunk(model, op));
   const next = model.ops.map((op, k): ConvKernel | null => {
     const kernel = kernels[k];
-    const chunk = op.kind === 'conv' && kernel?.kind === 'dsp' && !packed.has(op.input) ? tripleChunk(model, op) : null;
+    const chunk = op.kind === 'conv' && kernel?.kind === 'dsp' ? chunkOf(op) : null;
     return chunk !== null && kernel?.kind === 'dsp' ? { kind: 'triple', block: kernel.block, chunk } : kernel;
   });
   const scratch = (op: ConvOp, k: number): number => scratchOf(model, next[k], op);
@@ -312,9 +324,12 @@ function withTriple(model: IntegerModel, packed: ReadonlySet<number>, kernels: r
   if (best.bytes > limit) return { kernels: [...kernels], plan };
   model.ops.forEach((op, k) => {
     const kernel = next[k];
-    if (op.kind !== 'conv' || kernel?.kind !== 'triple') return;
-    for (const block of blocks(model.tensors[op.output].shape[0]).filter((b) => b > kernel.block)) {
-      next[k] = { ...kernel, block };
+    if (op.kind !== 'conv') return;
+    const chunk = kernel?.kind === 'triple' ? kernel.chunk : tooLarge.includes(k) ? chunkOf(op) : null;
+    if (chunk === null) return;
+    const smallest = kernel?.kind === 'triple' ? kernel.block : 0;
+    for (const block of blocks(model.tensors[op.output].shape[0]).filter((b) => b > smallest)) {
+      next[k] = { kind: 'triple', block, chunk };
       const tried = planArena(model, scratch, { packed });
       if (tried.bytes <= limit) {
         best = tried;
