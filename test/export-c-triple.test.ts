@@ -3,8 +3,8 @@
  * whose input range and weight levels leave at least 4 dot steps between field reads (tripleChunk)
  * and keeps the dual-MAC kernel otherwise; the logits equal the integer engine's on the host (gcc
  * -std=c99 -Wall -Wextra -Werror -pedantic) and on a Cortex-M4 under QEMU, for a W2A2 ResNet and
- * for a conv at the chunk's bound (inputs and weights at their extremes: one chunk more would
- * overflow the field, which the test shows by running the C with a chunk twice as long), and for
+ * for a conv at the chunk's bound (inputs and weights at their extremes: a longer chunk would
+ * overflow the field, which the test shows by running the C with one chunk for the whole row), and for
  * other kernel shapes and signed codes.
  */
 import assert from 'node:assert/strict';
@@ -92,16 +92,16 @@ describe('triple-MAC kernel', () => {
     assertSameLogits(runOnHost(generated, images, 4).logits, new IntegerEngine(model).inferBatch(images, 4), 'shapes');
   });
 
-  test('at the bound the chunk is tight: twice as many steps between field reads give other logits', () => {
+  test('at the bound the chunk is tight: the whole row (12 steps) between field reads gives other logits', () => {
     const model = boundaryModel(6);
     const images = randomImages(model, 2, 4);
     const generated = generateC(model, { headerName: 'model.h' });
     const call = /tq_conv_triple_uint8\(&tq_conv_2, (\d+), 4,/;
     assert.match(generated.source, call);
-    const longer = { ...generated, source: generated.source.replace(call, 'tq_conv_triple_uint8(&tq_conv_2, $1, 8,') };
+    const longer = { ...generated, source: generated.source.replace(call, 'tq_conv_triple_uint8(&tq_conv_2, $1, 12,') };
     const expected = new IntegerEngine(model).inferBatch(images, 2);
     const logits = runOnHost(longer, images, 2).logits;
-    assert.ok(logits.some((v, i) => v !== expected[i]), 'a chunk of 8 steps overflows the 10-bit field');
+    assert.ok(logits.some((v, i) => v !== expected[i]), 'a chunk of 12 steps overflows the 10-bit field');
   });
 
   test('W2A2 ResNet (LSQ, per channel): every conv but the int8 first and last on the triple-MAC kernel; the export report names them', () => {

@@ -5,8 +5,9 @@
  * layer the largest block (all output channels, then halves, down to 2) is taken that leaves the
  * arena no larger than the generic kernels' plan. The triple-MAC kernel (runtime-triple.ts) takes
  * such convs instead where their values and weights are small enough for its 10-bit fields to
- * hold at least 4 dot steps (tripleChunk), blocks chosen the same way. The depthwise kernel (runtime-dsp.ts) takes 3x3
- * depthwise convs of 8- or 16-bit inputs where its padded input plane leaves the arena as large.
+ * hold at least 4 dot steps (tripleChunk), at the dual-MAC blocks or larger ones that keep the
+ * arena as it is. The depthwise kernel (runtime-dsp.ts) takes 3x3 depthwise convs of 8- or 16-bit
+ * inputs where its padded input plane leaves the arena as large.
  * Everything else runs the generic kernels (runtime.ts), with the reason in `notes` where a dual-MAC
  * kernel could have taken the conv: int32 inputs, residual convs whose output is narrower than their
  * shortcut (the plan may write them over it, which the generic kernel's channel-by-channel order
@@ -72,17 +73,18 @@ const TRIPLE_UNROLL = 4;
 
 /**
  * The dot steps between reading the triple-MAC kernel's fields (runtime-triple.ts): the largest
- * multiple of 4 with 3 n P <= 511 and 2049 n P < 2^19, P = the largest |input value| times the
- * largest |weight level|, at most the row's words; null when that is below 4 (or the input is not
- * 8- or 16-bit): the layer stays on the dual-MAC kernel.
+ * multiple of 4 with 3 n P <= 511 and 2049 n P < 2^19 (P = the largest |input value| times the
+ * largest |weight level|) that divides the row's words (a multiple of 4); null when that is
+ * below 4 (or the input is not 8- or 16-bit): the layer stays on the dual-MAC kernel.
  */
 export function tripleChunk(model: IntegerModel, op: ConvOp): number | null {
   const input = model.tensors[op.input];
   if (input.dtype === 'int32') return null;
   const product = Math.max(Math.abs(input.range[0]), Math.abs(input.range[1])) * op.weights.levels.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   const steps = product === 0 ? Infinity : Math.min(Math.floor(TRIPLE_FIELD.sum / (3 * product)), Math.floor(TRIPLE_FIELD.low / (2049 * product)));
-  const chunk = Math.min(Math.floor(steps / TRIPLE_UNROLL) * TRIPLE_UNROLL, tripleWords(op));
-  return chunk >= TRIPLE_UNROLL ? chunk : null;
+  const words = tripleWords(op);
+  for (let chunk = Math.floor(Math.min(steps, words) / TRIPLE_UNROLL) * TRIPLE_UNROLL; chunk >= TRIPLE_UNROLL; chunk -= TRIPLE_UNROLL) if (words % chunk === 0) return chunk;
+  return null;
 }
 
 /** Scratch bytes of the depthwise kernel: one input plane as int16 with the padding its windows cover. */

@@ -15,7 +15,8 @@
  * (signed values too: the identity holds over the integers modulo 2^32), bits 20..29 of T are the
  * n dot products' sum exactly when -2^19 <= sum L < 2^19 and the sum fits a signed 10-bit field.
  * With P = max |value| x max |weight| a step adds at most 3P to the sum and 2049 P to |L|, so for
- * n <= `chunk` (kernels.ts: the largest multiple of 4 with 3 n P <= 511 and 2049 n P < 2^19) the
+ * n <= `chunk` (kernels.ts: the largest multiple of 4 with 3 n P <= 511 and 2049 n P < 2^19 that
+ * divides the row's words, so each chunk is whole) the
  * field is exact; the kernel sign-extends it into an int32 sum every `chunk` steps and starts T
  * afresh. The sums are then the engine's exactly, like the dual-MAC kernel's (runtime-dsp.ts),
  * whose block scheme this kernel shares (blockKernel): per step of the 2 x 2 dot one double word
@@ -47,20 +48,18 @@ static int32_t tq_triple_sum(uint32_t t)
    patch), in every other word of dst (even / 2 words). */
 static void tq_weight_triples(const tq_conv *L, int32_t o, int32_t patch, int32_t even, uint32_t *dst)
 {
-    const uint32_t bits = L->bits, base = (uint32_t)o * (uint32_t)patch * bits;
-    int32_t k, i;
-    for (k = 0; k < patch; k += 3, dst += 2) {
-        int32_t w[3];
-        for (i = 0; i < 3; ++i) w[i] = k + i < patch ? tq_weight(L, base + (uint32_t)(k + i) * bits) : 0;
-        dst[0] = tq_triple(w[2], w[1], w[0]);
-    }
-    for (k = (patch + 2) / 3; k < even / 2; ++k, dst += 2) dst[0] = 0;
+    const uint32_t bits = L->bits;
+    uint32_t bit = (uint32_t)o * (uint32_t)patch * bits;
+    int32_t k;
+    for (k = 0; k + 3 <= patch; k += 3, bit += 3u * bits, dst += 2) dst[0] = tq_triple(tq_weight(L, bit + 2u * bits), tq_weight(L, bit + bits), tq_weight(L, bit));
+    if (k < patch) dst[0] = tq_triple(0, k + 1 < patch ? tq_weight(L, bit + bits) : 0, tq_weight(L, bit)), dst += 2, k += 3;
+    for (; k < 3 * (even / 2); k += 3, dst += 2) dst[0] = 0;
 }
 
 /* Sums of a channel pair's interleaved rows w with a pixel pair's interleaved columns a (even
    words, a multiple of 8): s[2 * channel + pixel]. Each step loads a word of each row and column
-   and does four multiply-adds (12 MACs), four steps a loop; every chunk steps (a multiple of 4)
-   the four fields go into the int32 sums. On Thumb-2 (Cortex-M3 and up) a step is written out as
+   and does four multiply-adds (12 MACs), four steps a loop; every chunk steps (a multiple of 4
+   dividing even / 2, kernels.ts) the four fields go into the int32 sums. On Thumb-2 (Cortex-M3 and up) a step is written out as
    two LDRD with post-increment and four MLA: as C, GCC reassociates the unrolled steps' sums into
    separate multiplies and adds, and hoists loads until registers spill. */
 #if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB >= 2
@@ -90,8 +89,8 @@ static void tq_dot3_2x2(const uint32_t *w, const uint32_t *a, int32_t even, int3
     const uint32_t *const end = a + even;
     int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
     uint32_t v0, v1, x0, x1;
-    while (a < end) {
-        const uint32_t *const stop = end - a > 2 * chunk ? a + 2 * chunk : end;
+    do {
+        const uint32_t *const stop = a + 2 * chunk;
         /* 2^19: the low part L is rounded away when the field is read. */
         uint32_t t00 = 1u << 19, t01 = 1u << 19, t10 = 1u << 19, t11 = 1u << 19;
         do {
@@ -101,7 +100,7 @@ static void tq_dot3_2x2(const uint32_t *w, const uint32_t *a, int32_t even, int3
             TQ_DOT3_STEP();
         } while (a < stop);
         s00 += tq_triple_sum(t00), s01 += tq_triple_sum(t01), s10 += tq_triple_sum(t10), s11 += tq_triple_sum(t11);
-    }
+    } while (a < end);
     s[0] = s00, s[1] = s01, s[2] = s10, s[3] = s11;
 }
 #undef TQ_DOT3_STEP
