@@ -35,6 +35,7 @@ import type { ImageDataset } from '../src/data/dataset.js';
 import { loadDataset } from '../src/data/load.js';
 import { compareLogits, top1Accuracy } from '../src/export/agreement.js';
 import { generateC } from '../src/export/c/generate.js';
+import { kernelLayers } from '../src/export/c/kernels.js';
 import { DEVICE_TARGETS, type DeviceTarget, deviceToolsMissing, runOnDevice, runOnHost } from '../src/export/c/toolchain.js';
 import { loadTrainedModel, lowerTrainedModel } from '../src/export/checkpoint-model.js';
 import { IntegerEngine } from '../src/export/engine.js';
@@ -175,6 +176,7 @@ async function main(): Promise<void> {
         top1Agreement: onDevice.sameTop1,
         top1Accuracy: top1Accuracy(device.logits, sample.labels, classes),
         genericConvs: generated.notes,
+        kernels: kernelLayers(model, generated.kernels),
         arena: generated.arenaReport,
         target: (values.model === 'resnet20' ? RESNET20_TARGETS[b] : MCU_BUDGET) ?? null,
       };

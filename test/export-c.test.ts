@@ -88,7 +88,7 @@ describe('generated C on the host', () => {
       const generated = generateC(c.model, { headerName: 'model.h' });
       const run = runOnHost(generated, c.images, c.count);
       assertSameLogits(run.logits, new IntegerEngine(c.model).inferBatch(c.images, c.count), c.name);
-      // Dense convs run the dual-MAC kernel (or say why not); 3x3 depthwise convs the depthwise kernel (or say why not); other convs with one input
+      // Dense convs run the dual-MAC or the triple-MAC kernel (or say why not); 3x3 depthwise convs the depthwise kernel (or say why not); other convs with one input
       // channel per group the generic depthwise accumulate function, the rest the general one.
       c.model.ops.forEach((op, k) => {
         if (op.kind !== 'conv') return;
@@ -96,16 +96,18 @@ describe('generated C on the host', () => {
         const kind = generated.kernels[k]?.kind;
         const depthwise3x3 = op.groups !== 1 && op.inChannels === op.groups && op.kernel.join('x') === '3x3';
         // Dense convs leave the dual-MAC kernel only with a note saying why, 3x3 depthwise convs the depthwise kernel likewise.
-        if (op.groups === 1 && kind !== 'dsp') assert.ok(generated.notes.some((n) => n.startsWith(`${op.name}: generic conv kernel (`)), `${c.name} ${op.name}`);
+        if (op.groups === 1 && kind !== 'dsp' && kind !== 'triple') assert.ok(generated.notes.some((n) => n.startsWith(`${op.name}: generic conv kernel (`)), `${c.name} ${op.name}`);
         if (depthwise3x3 && kind !== 'depthwise') assert.ok(generated.notes.some((n) => n.startsWith(`${op.name}: generic depthwise kernel (`)), `${c.name} ${op.name}`);
-        if (op.groups !== 1) assert.notEqual(kind, 'dsp', `${c.name} ${op.name}`);
+        if (op.groups !== 1) assert.ok(kind !== 'dsp' && kind !== 'triple', `${c.name} ${op.name}`);
         if (!depthwise3x3) assert.notEqual(kind, 'depthwise', `${c.name} ${op.name}`);
         const call =
           kind === 'dsp'
             ? `tq_conv_dsp_${dtype}\\(&\\w+, \\d+,`
-            : kind === 'depthwise'
-              ? `tq_conv_dw_${dtype}\\(&\\w+,`
-              : `tq_conv_run\\([^;]*tq_${op.inChannels === op.groups ? 'depthwise' : 'accumulate'}_${dtype},`;
+            : kind === 'triple'
+              ? `tq_conv_triple_${dtype}\\(&\\w+, \\d+, \\d+,`
+              : kind === 'depthwise'
+                ? `tq_conv_dw_${dtype}\\(&\\w+,`
+                : `tq_conv_run\\([^;]*tq_${op.inChannels === op.groups ? 'depthwise' : 'accumulate'}_${dtype},`;
         assert.match(generated.source, new RegExp(`${call}[^;]*; /\\* ${op.name.replaceAll('.', '\\.')} \\*/`), `${c.name} ${op.name}`);
       });
     });

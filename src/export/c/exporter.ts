@@ -12,6 +12,7 @@ import { IntegerEngine } from '../engine.js';
 import type { ExportContext, ExportResult, ExportedFile } from '../formats.js';
 import { type IntegerModel, inputShape } from '../ir.js';
 import { CExportError, type ImageLayout, generateC } from './generate.js';
+import { kernelLayers } from './kernels.js';
 import { DEFAULT_PREFIX, type DropInOptions, dropInProblem } from './names.js';
 import { EXAMPLE_SOURCE, type ExampleImage, GENERATED_MARKER, projectFiles } from './project.js';
 
@@ -103,7 +104,8 @@ export async function cExporter(ctx: ExportContext): Promise<ExportResult> {
     summary: [
       `${paths.source}: ${source.length} bytes, ${paths.header}: ${header.length} bytes; ${p}_infer(image, logits${arena === 'caller' ? ', arena' : ''}), ${imageLayout.toUpperCase()} image, C99, integers only`,
       `packed weights ${weightBytes} bytes (const), arena ${c.plan.bytes} bytes (${where}; live tensors need at least ${c.plan.lowerBound})`,
-      `conv kernels: ${c.kernels.filter((k) => k?.kind === 'dsp').length} dual-MAC, ${c.kernels.filter((k) => k?.kind === 'depthwise').length} depthwise, ${c.kernels.filter((k) => k?.kind === 'generic').length} generic`,
+      `conv kernels: ${c.kernels.filter((k) => k?.kind === 'dsp').length} dual-MAC, ${c.kernels.filter((k) => k?.kind === 'triple').length} triple-MAC, ${c.kernels.filter((k) => k?.kind === 'depthwise').length} depthwise, ${c.kernels.filter((k) => k?.kind === 'generic').length} generic`,
+      ...kernelLayers(model, c.kernels),
       ...c.arenaReport,
       ...c.notes,
       ...(o.buildFiles ? [`build files: ${buildPaths.join(', ')}`] : []),

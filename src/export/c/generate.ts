@@ -264,6 +264,7 @@ class Emitter {
     const kernel = this.kernels[k];
     const args = `${this.tensor(op.input)}, ${this.tensor(op.output)}, ${shortcut}, ${scratch}); /* ${commentText(op.name)} */`;
     if (kernel?.kind === 'dsp') this.calls.push(`tq_conv_dsp_${dtype}(&${this.table('conv', k)}, ${kernel.block}, ${args}`);
+    else if (kernel?.kind === 'triple') this.calls.push(`tq_conv_triple_${dtype}(&${this.table('conv', k)}, ${kernel.block}, ${kernel.chunk}, ${args}`);
     else if (kernel?.kind === 'depthwise') this.calls.push(`tq_conv_dw_${dtype}(&${this.table('conv', k)}, ${args}`);
     else this.calls.push(`tq_conv_run(&${this.table('conv', k)}, tq_${isDepthwise(op) ? 'depthwise' : 'accumulate'}_${dtype}, ${args}`);
   }
@@ -417,6 +418,7 @@ export function generateC(model: IntegerModel, opts: CGenerateOptions): Generate
     convInputs: inputTypes(false),
     depthwiseInputs: inputTypes(true),
     dspInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && onDsp(k) && !plan.packed.has(op.input) ? [model.tensors[op.input].dtype] : [])))],
+    tripleInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && kernels[k]?.kind === 'triple' ? [model.tensors[op.input].dtype] : [])))],
     dspDepthwiseInputs: [...new Set(model.ops.flatMap((op, k) => (op.kind === 'conv' && kernels[k]?.kind === 'depthwise' ? [model.tensors[op.input].dtype] : [])))],
     packed: plan.packed.size > 0,
     dspPacked: model.ops.some((op, k) => op.kind === 'conv' && onDsp(k) && plan.packed.has(op.input)),

@@ -3,8 +3,11 @@
  * follows. The dual-MAC kernel (runtime-dsp.ts) takes dense convs (groups = 1) of 8- or 16-bit
  * inputs, any kernel, stride and padding; its scratch holds a block of decoded weight rows, so per
  * layer the largest block (all output channels, then halves, down to 2) is taken that leaves the
- * arena no larger than the generic kernels' plan. The depthwise kernel (runtime-dsp.ts) takes 3x3
- * depthwise convs of 8- or 16-bit inputs where its padded input plane leaves the arena as large.
+ * arena no larger than the generic kernels' plan. The triple-MAC kernel (runtime-triple.ts) takes
+ * such convs instead where their values and weights are small enough for its 10-bit fields to
+ * hold at least 4 dot steps (tripleChunk), at the dual-MAC blocks or larger ones that keep the
+ * arena as it is. The depthwise kernel (runtime-dsp.ts) takes 3x3 depthwise convs of 8- or 16-bit
+ * inputs where its padded input plane leaves the arena as large.
  * Everything else runs the generic kernels (runtime.ts), with the reason in `notes` where a dual-MAC
  * kernel could have taken the conv: int32 inputs, residual convs whose output is narrower than their
  * shortcut (the plan may write them over it, which the generic kernel's channel-by-channel order
@@ -23,10 +26,15 @@ import { type ActivationQuant, type ConvOp, DTYPE_INFO, type IntegerModel, tenso
 import { type ArenaPlan, alignUp, convScratchBytes, planArena } from './plan.js';
 
 /**
- * The kernel of one conv op: `dsp` with the output channels decoded at a time, `depthwise` (the
+ * The kernel of one conv op: `dsp` with the output channels decoded at a time, `triple` (the
+ * triple-MAC kernel, runtime-triple.ts) likewise, with the dot steps between reading its fields, `depthwise` (the
  * 3x3 depthwise kernel over a zero-padded copy of each input plane), or `generic`.
  */
-export type ConvKernel = { readonly kind: 'dsp'; readonly block: number } | { readonly kind: 'depthwise' } | { readonly kind: 'generic' };
+export type ConvKernel =
+  | { readonly kind: 'dsp'; readonly block: number }
+  | { readonly kind: 'triple'; readonly block: number; readonly chunk: number }
+  | { readonly kind: 'depthwise' }
+  | { readonly kind: 'generic' };
 
 export interface KernelChoice {
   /** By op index (null for ops that are not convs). */
@@ -46,6 +54,37 @@ function columnLength(op: ConvOp): number {
 /** Scratch bytes of the dual-MAC kernel with `block` decoded weight rows (an odd block's last one twice) and two columns. */
 export function dspScratchBytes(op: ConvOp, block: number): number {
   return 2 * columnLength(op) * (2 * Math.ceil(block / 2) + 2);
+}
+
+/** Words of a decoded weight row (and an im2col column) of the triple-MAC kernel: the patch in triples, rounded up to 4 (runtime-triple.ts). */
+function tripleWords(op: ConvOp): number {
+  return Math.ceil((op.inChannels * op.kernel[0] * op.kernel[1]) / 3 / 4) * 4;
+}
+
+/** Scratch bytes of the triple-MAC kernel with `block` decoded weight rows (an odd block's last one twice) and two columns. */
+export function tripleScratchBytes(op: ConvOp, block: number): number {
+  return 4 * tripleWords(op) * (2 * Math.ceil(block / 2) + 2);
+}
+
+/** The triple-MAC kernel's field limits (runtime-triple.ts): the sum read from a signed 10-bit field, the low part below 2^19. */
+const TRIPLE_FIELD = { sum: 511, low: 2 ** 19 - 1 } as const;
+/** The least useful chunk: the dot's unroll. */
+const TRIPLE_UNROLL = 4;
+
+/**
+ * The dot steps between reading the triple-MAC kernel's fields (runtime-triple.ts): the largest
+ * multiple of 4 with 3 n P <= 511 and 2049 n P < 2^19 (P = the largest |input value| times the
+ * largest |weight level|) that divides the row's words (a multiple of 4); null when that is
+ * below 4 (or the input is not 8- or 16-bit): the layer stays on the dual-MAC kernel.
+ */
+export function tripleChunk(model: IntegerModel, op: ConvOp): number | null {
+  const input = model.tensors[op.input];
+  if (input.dtype === 'int32') return null;
+  const product = Math.max(Math.abs(input.range[0]), Math.abs(input.range[1])) * op.weights.levels.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  const steps = product === 0 ? Infinity : Math.min(Math.floor(TRIPLE_FIELD.sum / (3 * product)), Math.floor(TRIPLE_FIELD.low / (2049 * product)));
+  const words = tripleWords(op);
+  for (let chunk = Math.floor(Math.min(steps, words) / TRIPLE_UNROLL) * TRIPLE_UNROLL; chunk >= TRIPLE_UNROLL; chunk -= TRIPLE_UNROLL) if (words % chunk === 0) return chunk;
+  return null;
 }
 
 /** Scratch bytes of the depthwise kernel: one input plane as int16 with the padding its windows cover. */
@@ -180,6 +219,22 @@ function unpackedCodes(model: IntegerModel, kernels: readonly (ConvKernel | null
   }, 0);
 }
 
+/** One line per fast conv kernel family naming its layers (the triple-MAC kernel's with the dot steps between field reads), for the export report and the bench. */
+export function kernelLayers(model: IntegerModel, kernels: readonly (ConvKernel | null)[]): string[] {
+  const triple: string[] = [];
+  const dual: string[] = [];
+  model.ops.forEach((op, k) => {
+    const kernel = kernels[k];
+    if (op.kind !== 'conv' || !kernel) return;
+    if (kernel.kind === 'triple') triple.push(`${op.name} (block ${kernel.block}, every ${kernel.chunk} steps)`);
+    else if (kernel.kind === 'dsp') dual.push(`${op.name} (block ${kernel.block})`);
+  });
+  return [
+    ...(triple.length > 0 ? [`triple-MAC kernel (3 MACs per MLA; fields read every n steps): ${triple.join(', ')}`] : []),
+    ...(dual.length > 0 ? [`dual-MAC kernel: ${dual.join(', ')}`] : []),
+  ];
+}
+
 /** Lines on the arena: what packing and in place saved against the plain layout, and the tensors live at the peak. */
 function report(model: IntegerModel, choice: Omit<KernelChoice, 'report'>, unpacked: ArenaPlan): string[] {
   const { plan, kernels } = choice;
@@ -206,6 +261,7 @@ function report(model: IntegerModel, choice: Omit<KernelChoice, 'report'>, unpac
 /** Scratch bytes of a conv on the given kernel. */
 function scratchOf(model: IntegerModel, kernel: ConvKernel | null, op: ConvOp): number {
   if (kernel?.kind === 'dsp') return dspScratchBytes(op, kernel.block);
+  if (kernel?.kind === 'triple') return tripleScratchBytes(op, kernel.block);
   return kernel?.kind === 'depthwise' ? depthwiseScratchBytes(model, op) : convScratchBytes(model, op);
 }
 
@@ -215,12 +271,13 @@ function chooseFor(model: IntegerModel, packed: ReadonlySet<number>, budget = 0)
   const scratch = (op: ConvOp, k: number): number => scratchOf(model, kernels[k], op);
   let plan = planArena(model, scratch, { packed });
   const limit = Math.max(plan.bytes, budget);
-  const notes: string[] = [];
+  const notes = new Map<number, string>();
+  const tooLarge: number[] = [];
   model.ops.forEach((op, k) => {
     if (op.kind !== 'conv') return;
     const unfit = dspUnfit(model, op);
     if (unfit) {
-      notes.push(`${op.name}: generic conv kernel (${unfit})`);
+      notes.set(k, `${op.name}: generic conv kernel (${unfit})`);
       return;
     }
     const tries = candidates(model, op, unfit === null);
@@ -235,9 +292,55 @@ function chooseFor(model: IntegerModel, packed: ReadonlySet<number>, budget = 0)
       }
     }
     kernels[k] = { kind: 'generic' };
-    notes.push(`${op.name}: ${tries.fallback} (the ${tries.scratch} would grow the arena beyond ${limit} bytes)`);
+    if (unfit === '') tooLarge.push(k);
+    notes.set(k, `${op.name}: ${tries.fallback} (the ${tries.scratch} would grow the arena beyond ${limit} bytes)`);
   });
-  return { kernels, plan, notes };
+  const triple = withTriple(model, packed, kernels, plan, budget > 0 ? Math.max(plan.bytes, budget) : plan.bytes, tooLarge);
+  return { ...triple, notes: [...notes].flatMap(([k, note]) => (triple.kernels[k]?.kind === 'generic' ? [note] : [])) };
+}
+
+/**
+ * The dual-MAC choice with the triple-MAC kernel wherever its chunk allows (not for packed
+ * inputs: it has no nibble im2col): first at the same blocks (its scratch is smaller), then layer
+ * by layer its block as large as keeps the arena within `limit` (the dual-MAC choice's arena, or
+ * the budget); the dense convs in `tooLarge` (generic: no dual-MAC block fitted) take its largest
+ * block that fits. So no layer gives up a kernel and the arena does not grow; the dual-MAC choice
+ * as it was if the swap alone would grow it.
+ */
+function withTriple(
+  model: IntegerModel,
+  packed: ReadonlySet<number>,
+  kernels: readonly (ConvKernel | null)[],
+  plan: ArenaPlan,
+  limit: number,
+  tooLarge: readonly number[],
+): { kernels: (ConvKernel | null)[]; plan: ArenaPlan } {
+  const chunkOf = (op: ConvOp): number | null => (packed.has(op.input) ? null : tripleChunk(model, op));
+  const next = model.ops.map((op, k): ConvKernel | null => {
+    const kernel = kernels[k];
+    const chunk = op.kind === 'conv' && kernel?.kind === 'dsp' ? chunkOf(op) : null;
+    return chunk !== null && kernel?.kind === 'dsp' ? { kind: 'triple', block: kernel.block, chunk } : kernel;
+  });
+  const scratch = (op: ConvOp, k: number): number => scratchOf(model, next[k], op);
+  let best = planArena(model, scratch, { packed });
+  if (best.bytes > limit) return { kernels: [...kernels], plan };
+  model.ops.forEach((op, k) => {
+    const kernel = next[k];
+    if (op.kind !== 'conv') return;
+    const chunk = kernel?.kind === 'triple' ? kernel.chunk : tooLarge.includes(k) ? chunkOf(op) : null;
+    if (chunk === null) return;
+    const smallest = kernel?.kind === 'triple' ? kernel.block : 0;
+    for (const block of blocks(model.tensors[op.output].shape[0]).filter((b) => b > smallest)) {
+      next[k] = { kind: 'triple', block, chunk };
+      const tried = planArena(model, scratch, { packed });
+      if (tried.bytes <= limit) {
+        best = tried;
+        return;
+      }
+    }
+    next[k] = kernel;
+  });
+  return { kernels: next, plan: best };
 }
 
 /** The kernels a conv may take besides the generic one, largest scratch first, and what the note says when none fits; null: none. */

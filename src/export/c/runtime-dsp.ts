@@ -43,6 +43,18 @@ static uint32_t tq_pack(int32_t first, int32_t second)
 
 `;
 
+/** The double-word load of the dense kernels' inner loops (this file's and runtime-triple.ts's), emitted once when a model has one. */
+export const LOAD2 = String.raw`
+/* Two consecutive words *p, p[1] into first, second, p advanced by two words. On ARMv7E-M one LDRD
+   with post-increment: GCC splits such loads into two LDRs, which would cost the inner loop a
+   quarter of its instructions. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define tq_load2(p, first, second) __asm__("ldrd %0, %1, [%2], #8" : "=r"(first), "=r"(second), "+r"(p) : "m"(*(const uint32_t(*)[2])(p)))
+#else
+#define tq_load2(p, first, second) ((first) = (p)[0], (second) = (p)[1], (p) += 2)
+#endif
+`;
+
 /** What the dense dual-MAC kernels share (im2col packing, weight rows, the 2 x 2 dot), emitted once when a model has one. */
 export const DSP_DENSE = String.raw`
 /* Element n of a column of pairs in every other word (col[0], col[2], ...): the low half waits in *low. */
@@ -62,15 +74,6 @@ static void tq_weight_pairs(const tq_conv *L, int32_t o, int32_t patch, int32_t 
     if (k < patch) dst[k] = tq_pack(tq_weight(L, bit), 0), k += 2;
     for (; k < even; k += 2) dst[k] = 0;
 }
-
-/* Two consecutive words *p, p[1] into first, second, p advanced by two words. On ARMv7E-M one LDRD
-   with post-increment: GCC splits such loads into two LDRs, which would cost the inner loop a
-   quarter of its instructions. */
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
-#define tq_load2(p, first, second) __asm__("ldrd %0, %1, [%2], #8" : "=r"(first), "=r"(second), "+r"(p) : "m"(*(const uint32_t(*)[2])(p)))
-#else
-#define tq_load2(p, first, second) ((first) = (p)[0], (second) = (p)[1], (p) += 2)
-#endif
 
 /* Sums of a channel pair's interleaved rows w with a pixel pair's interleaved columns a, even words
    each (a multiple of 8: four steps of 4 MACs per channel and pixel a loop): s[2 * channel + pixel]. */
@@ -120,7 +123,7 @@ function anyWindow(read: (at: string) => string): string {
 
 /** im2col and the kernel for inputs of one element type. */
 export function dspConv(dtype: DType, cType: string): string {
-  return im2col(dtype, cType) + dspKernel(dtype, cType);
+  return im2col(dtype, cType) + blockKernel(dtype, cType);
 }
 
 /** The im2col of inputs of one element type. */
@@ -175,34 +178,69 @@ ${anyWindow((at) => `in[${at}]`)}
 `;
 }
 
-/** The kernel (tq_conv_dsp_NAME) over the im2col of the same name, inputs read as `cType`. */
-function dspKernel(name: string, cType: string): string {
+/**
+ * How a kernel family of the block scheme below forms its words: the dual-MAC kernel's int16 pairs
+ * (here) or the triple-MAC kernel's 10-bit triples (runtime-triple.ts). `even` in the C is the
+ * words of a channel pair's interleaved rows (and of a pixel pair's interleaved columns).
+ */
+export interface BlockFamily {
+  /** The kernel's name part: tq_conv_KIND_NAME, tq_im2colSUFFIX_NAME. */
+  readonly kind: string;
+  readonly im2colSuffix: string;
+  /** Parameters after `block` in the kernel's signature (with a leading comma), and what it passes on to the dot. */
+  readonly parameters: string;
+  readonly dotArguments: string;
+  /** C expression of even from patch. */
+  readonly even: string;
+  /** The weight row function (tq_weight_pairs' signature) and the 2 x 2 dot (tq_dot_2x2's, then dotArguments). */
+  readonly rows: string;
+  readonly dot: string;
+  /** What a row holds, for the kernel's comment. */
+  readonly words: string;
+}
+
+const DUAL_MAC: BlockFamily = {
+  kind: 'dsp',
+  im2colSuffix: '',
+  parameters: '',
+  dotArguments: '',
+  even: '(patch + 7) & ~7',
+  rows: 'tq_weight_pairs',
+  dot: 'tq_dot_2x2',
+  words: 'a channel pair\'s two interleaved in even words, then the two pixels\' interleaved columns\n   (even words)',
+};
+
+/**
+ * The kernel (tq_conv_KIND_NAME) over the im2col of the same name, inputs read as `cType`: per block
+ * of output channels their rows decoded once, then per pixel pair its two columns and per channel
+ * pair one 2 x 2 dot, each sum requantized as it leaves the dot.
+ */
+export function blockKernel(name: string, cType: string, f: BlockFamily = DUAL_MAC): string {
   return String.raw`
 /* A dense conv of ${name} inputs, block output channels decoded at a time. scratch: the block's
-   rows, a channel pair's two interleaved in even words, then the two pixels' interleaved columns
-   (even words). */
-static void tq_conv_dsp_${name}(const tq_conv *L, int32_t block, const void *input, void *out, const void *sc, void *scratch)
+   rows, ${f.words}. */
+static void tq_conv_${f.kind}_${name}(const tq_conv *L, int32_t block${f.parameters}, const void *input, void *out, const void *sc, void *scratch)
 {
     const ${cType} *in = (const ${cType} *)input;
     const int32_t out_c = L->out_c, out_w = L->out_w, plane = L->out_h * out_w;
-    const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, even = (patch + 7) & ~7;
+    const int32_t patch = L->group_in * L->kernel_h * L->kernel_w, even = ${f.even};
     uint32_t *const rows = (uint32_t *)scratch, *const cols = rows + (block + 1) / 2 * even;
     int32_t o0, o, p, j, s[4];
     for (o0 = 0; o0 < out_c; o0 += block) {
         const int32_t n = out_c - o0 < block ? out_c - o0 : block;
         /* An odd block's last channel is its pair's both rows; the copy's sums are dropped. */
         for (o = 0; o < n; o += 2) {
-            tq_weight_pairs(L, o0 + o, patch, even, rows + o / 2 * even);
-            tq_weight_pairs(L, o0 + (o + 1 < n ? o + 1 : o), patch, even, rows + o / 2 * even + 1);
+            ${f.rows}(L, o0 + o, patch, even, rows + o / 2 * even);
+            ${f.rows}(L, o0 + (o + 1 < n ? o + 1 : o), patch, even, rows + o / 2 * even + 1);
         }
         for (p = 0; p < plane; p += 2) {
             /* Likewise an odd plane's last pixel fills both columns. */
             const int32_t q = p + 1 < plane ? p + 1 : p;
             const int32_t y0 = p / out_w, x0 = p - y0 * out_w, y1 = q / out_w, x1 = q - y1 * out_w;
-            tq_im2col_${name}(L, in, y0, x0, even, cols);
-            tq_im2col_${name}(L, in, y1, x1, even, cols + 1);
+            tq_im2col${f.im2colSuffix}_${name}(L, in, y0, x0, even, cols);
+            tq_im2col${f.im2colSuffix}_${name}(L, in, y1, x1, even, cols + 1);
             for (o = 0; o < n; o += 2) {
-                tq_dot_2x2(rows + o / 2 * even, cols, even, s);
+                ${f.dot}(rows + o / 2 * even, cols, even${f.dotArguments}, s);
                 /* A loop over the pair's channels: the inlined epilogue twice in the code, not four times. */
                 for (j = 0; j < 2 && o + j < n; ++j) {
                     tq_conv_output(L, o0 + o + j, y0, x0, s[2 * j], out, sc);
@@ -270,7 +308,7 @@ static void tq_im2col_u4(const tq_conv *L, const void *input, int32_t y, int32_t
         for (n = C; n < even; n += 2, col += 2) col[0] = 0;
         return;
     }
-${anyWindow((at) => `(int32_t)TQ_NIB(in, ${at})`)}` + dspKernel('u4', 'uint8_t')
+${anyWindow((at) => `(int32_t)TQ_NIB(in, ${at})`)}` + blockKernel('u4', 'uint8_t')
   );
 }
 

@@ -6,7 +6,8 @@
  * (what GCC, Clang and Arm compilers do; C99 leaves it implementation-defined).
  *
  * Convolution: dense convs of 8- and 16-bit inputs usually run the dual-MAC kernel of
- * runtime-dsp.ts, and 3x3 depthwise convs its depthwise kernel (kernels.ts chooses); the others run
+ * runtime-dsp.ts (with small values and weights the triple-MAC kernel of runtime-triple.ts), and
+ * 3x3 depthwise convs its depthwise kernel (kernels.ts chooses); the others run
  * the generic kernel here, which shares the struct, the weight decoding and the epilogue
  * (tq_conv_output) with them. Generic kernel: per output
  * channel, the weight row is decoded from its packed codes into int16 values (once per channel), each output pixel's window sum over the channels of its group goes
@@ -19,7 +20,8 @@
  * (clip.ts).
  */
 import type { DType } from '../ir.js';
-import { DSP_COMMON, DSP_DENSE, DSP_DEPTHWISE, dspConv, dspConvPacked, dspDepthwise } from './runtime-dsp.js';
+import { DSP_COMMON, DSP_DENSE, DSP_DEPTHWISE, LOAD2, dspConv, dspConvPacked, dspDepthwise } from './runtime-dsp.js';
+import { TRIPLE_DENSE, tripleConv } from './runtime-triple.js';
 
 /** The C element type of each storage type. */
 const C_TYPE: Readonly<Record<DType, string>> = { int8: 'int8_t', uint8: 'uint8_t', int16: 'int16_t', int32: 'int32_t' };
@@ -36,6 +38,8 @@ export interface RuntimeUse {
   readonly dspInputs?: readonly DType[];
   /** Element types that 3x3 depthwise convs on the dual-MAC depthwise kernel read (runtime-dsp.ts; default none). */
   readonly dspDepthwiseInputs?: readonly DType[];
+  /** Element types that dense convolutions on the triple-MAC kernel read (runtime-triple.ts; default none). */
+  readonly tripleInputs?: readonly DType[];
   /** Whether a dense conv on the dual-MAC kernel reads packed 4-bit codes (runtime-dsp.ts). */
   readonly dspPacked?: boolean;
   /** Whether any tensor is stored packed (TQ_U4 in the tagged load and store). */
@@ -491,8 +495,9 @@ export function runtimeSource(use: RuntimeUse): string {
   const generic = use.convInputs.length + use.depthwiseInputs.length > 0;
   const dsp = use.dspInputs ?? [];
   const depthwise = use.dspDepthwiseInputs ?? [];
+  const triple = use.tripleInputs ?? [];
   const dense = dsp.length > 0 || use.dspPacked === true;
-  const convs = generic || dense || depthwise.length > 0;
+  const convs = generic || dense || triple.length > 0 || depthwise.length > 0;
   const parts = [common(use.packed === true)];
   // Residual epilogues, add ops and codes share the clamp; conv epilogues and quantize ops the activation quantization.
   if (convs || use.add || use.quantize) parts.push(CLAMP);
@@ -500,7 +505,9 @@ export function runtimeSource(use: RuntimeUse): string {
   if (convs) parts.push(CONV);
   if (generic) parts.push(CONV_GENERIC, ...use.convInputs.map((t) => accumulate(t, false, use.unrolled)), ...use.depthwiseInputs.map((t) => accumulate(t, true, use.unrolled)));
   if (dense || depthwise.length > 0) parts.push(DSP_COMMON);
+  if (dense || triple.length > 0) parts.push(LOAD2);
   if (dense) parts.push(DSP_DENSE, ...dsp.map((t) => dspConv(t, C_TYPE[t])), ...(use.dspPacked ? [dspConvPacked()] : []));
+  if (triple.length > 0) parts.push(TRIPLE_DENSE, ...triple.map((t) => tripleConv(t, C_TYPE[t])));
   if (depthwise.length > 0) parts.push(DSP_DEPTHWISE, ...depthwise.map((t) => dspDepthwise(t, C_TYPE[t])));
   if (use.quantize) parts.push(quantize(use.packed === true, use.quantizeTwoRoundings === true));
   if (use.pool) parts.push(POOL);
