@@ -57,8 +57,8 @@ function halvesPlan(graph: Graph, plan: DeploymentPlan): DeploymentPlan {
   return { ...plan, streams: Object.fromEntries(Object.entries(plan.streams).map(([k, v]) => [k, v === old ? 2 * unit : v])) };
 }
 
-/** The JavaScript loops always; the addon's kernels where it is built (CI builds it). */
-const EPILOGUES: readonly EpilogueEngine[] = hostEngineAvailability().available ? ['js', 'native'] : ['js'];
+/** The JavaScript loops always; the addon's kernels (on NCHW copies, and on the native backend's buffers) where it is built (CI builds it). */
+const EPILOGUES: readonly EpilogueEngine[] = hostEngineAvailability().available ? ['js', 'native-nchw', 'native'] : ['js'];
 
 /** Per image: every value the integer engine stores in a stream and the logits, against the simulated evaluation's, exactly. */
 function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages, epilogues: EpilogueEngine): void {
