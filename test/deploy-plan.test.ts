@@ -17,6 +17,10 @@ import { layerWeights, lowerGraph } from '../src/export/lower.js';
 import { type DeploymentPlan, planDeployment, readDeploymentPlan } from '../src/export/plan.js';
 import { LoweringError, foldAffine } from '../src/export/requant.js';
 import { hostEngineAvailability } from '../src/export/host/engine.js';
+import { nativeSimulation } from '../src/export/host/simulation.js';
+import { getBackend } from '../src/backend/index.js';
+import { NativeBackend } from '../src/backend/native/index.js';
+import type { NativeBuf } from '../src/backend/native/addon.js';
 import { type EpilogueEngine, deploymentRewrite, simulatedForward } from '../src/export/simulate.js';
 import { type BatchNormNode, type ConvNode, type Graph, type GraphNode, isKind, runGraph, trace } from '../src/graph/index.js';
 import { BatchNorm, Conv2d, GlobalAvgPool, Linear, Sequential } from '../src/nn/layers.js';
@@ -57,8 +61,8 @@ function halvesPlan(graph: Graph, plan: DeploymentPlan): DeploymentPlan {
   return { ...plan, streams: Object.fromEntries(Object.entries(plan.streams).map(([k, v]) => [k, v === old ? 2 * unit : v])) };
 }
 
-/** The JavaScript loops always; the addon's kernels where it is built (CI builds it). */
-const EPILOGUES: readonly EpilogueEngine[] = hostEngineAvailability().available ? ['js', 'native'] : ['js'];
+/** The JavaScript loops always; the addon's kernels (on NCHW copies, and on the native backend's buffers) where it is built (CI builds it). */
+const EPILOGUES: readonly EpilogueEngine[] = hostEngineAvailability().available ? ['js', 'native-nchw', 'native'] : ['js'];
 
 /** Per image: every value the integer engine stores in a stream and the logits, against the simulated evaluation's, exactly. */
 function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages, epilogues: EpilogueEngine): void {
@@ -88,7 +92,7 @@ function assertExact(d: ReturnType<typeof deployTiny>, images: CalibrationImages
 describe('simulated deployment', () => {
   for (const method of METHODS) {
     for (const bits of [4, 2]) {
-      test(`${method} W${bits}A${bits}: the simulated evaluation's stream values and logits are the integer engine's exactly, by both epilogue engines; as trained they are not`, () => {
+      test(`${method} W${bits}A${bits}: the simulated evaluation's stream values and logits are the integer engine's exactly, by every epilogue engine; as trained they are not`, () => {
         const d = deployTiny(method, bits);
         const images = syntheticImages(24, ...SHAPE, 11);
         for (const engine of EPILOGUES) assertExact(d, images, engine);
@@ -118,6 +122,66 @@ describe('simulated deployment', () => {
       for (const engine of EPILOGUES) assertExact(d, images, engine);
     });
   }
+
+  test('the addon computes the same values on plain and channel-blocked native buffers as on NCHW arrays, for every epilogue and the quantize op', { skip: !(getBackend() instanceof NativeBackend) || !hostEngineAvailability().available }, () => {
+    const backend = getBackend() as NativeBackend;
+    const d = deployTiny('ewgs', 4);
+    const native = nativeSimulation(d.ir);
+    assert.ok(!('unavailable' in native) && native.convBuffer && native.quantizeBuffer, 'the addon has the buffer methods');
+    const rng = new Rng(5);
+    const images = 2;
+    /** x as uploaded (plain) and through a 1x1 identity conv (exact: one product by 1, the rest by 0), the layout oneDNN picks. */
+    const layouts = (x: Float32Array, shape: number[]): Tensor[] => {
+      const plain = Tensor.fromArray(x, shape);
+      if (shape.length !== 4) return [plain];
+      const c = shape[1];
+      const blocked = ops.conv2d(plain, Tensor.fromArray(Float32Array.from({ length: c * c }, (_, i) => (i % (c + 1) === 0 ? 1 : 0)), [c, c, 1, 1]), null, { stride: [1, 1], padding: [0, 0], groups: 1 });
+      return [plain, blocked];
+    };
+    const seen = new Set<string>();
+    const kinds = new Set<string>();
+    for (const op of d.ir.ops) {
+      if (op.kind !== 'conv' && op.kind !== 'quantize') continue;
+      const info = d.ir.tensors[op.kind === 'conv' ? op.output : op.input];
+      const [c, h, w] = info.shape;
+      const shape = h * w === 1 && op.kind === 'quantize' ? [images, c] : [images, c, h, w];
+      const n = images * c * h * w;
+      const M = Float64Array.from({ length: c }, (_, k) => (k === 1 ? 0 : 0.01 * (1 + (k % 3))));
+      const B = Float64Array.from({ length: c }, (_, k) => 0.1 * k - 0.5);
+      const plane = h * w;
+      const unit = op.kind === 'conv' ? M : new Float64Array(c).fill(info.scale);
+      const x = Float32Array.from({ length: n }, (_, i) => {
+        const k = Math.floor(i / plane) % c;
+        return (op.kind === 'conv' ? B[k] : 0) + (unit[k] || 0.01) * (rng.int(600) - 300 + 0.2 * (rng.next() - 0.5));
+      });
+      if (op.kind === 'quantize') {
+        const want = native.quantize(op.name, x, info.scale, d.ir.tensors[op.output].scale);
+        for (const t of layouts(x, shape)) {
+          seen.add(backend.layoutOf(t.buf as NativeBuf));
+          const got: Tensor = new Tensor(native.quantizeBuffer!(op.name, t.buf as NativeBuf, info.scale, d.ir.tensors[op.output].scale));
+          assert.deepEqual(got.toArray(), want, `${op.name} (quantize) on ${backend.layoutOf(t.buf as NativeBuf)}`);
+        }
+        kinds.add('quantize');
+        continue;
+      }
+      const e = op.epilogue;
+      const sc = e.kind === 'residual' && e.shortcut ? { scale: d.ir.tensors[e.shortcut.input].scale, values: Float32Array.from({ length: n }, () => d.ir.tensors[e.shortcut!.input].scale * (rng.int(200) - 100)) } : null;
+      kinds.add(e.kind + (sc ? ' with shortcut' : ''));
+      const want = native.conv(op.name, x, M, B, info.scale, sc?.values ?? null, sc?.scale ?? 1);
+      const shortcuts = sc ? layouts(sc.values, shape) : [null];
+      for (const t of layouts(x, shape)) {
+        for (const s of shortcuts) {
+          const layout = `${backend.layoutOf(t.buf as NativeBuf)}${s ? ` + shortcut ${backend.layoutOf(s.buf as NativeBuf)}` : ''}`;
+          seen.add(backend.layoutOf(t.buf as NativeBuf));
+          const y = t.detach();
+          assert.equal(native.convBuffer!(op.name, y.buf as NativeBuf, M, B, info.scale, s ? (s.buf as NativeBuf) : null, sc?.scale ?? 1), y.buf, 'in place');
+          assert.deepEqual(y.toArray(), want, `${op.name} (${e.kind}) on ${layout}`);
+        }
+      }
+    }
+    assert.ok([...seen].some((l) => /\d+b$/.test(l)) && seen.has('abcd'), `plain and blocked layouts seen: ${[...seen].join(', ')}`);
+    assert.deepEqual([...kinds].sort(), ['activation', 'logits', 'quantize', 'residual', 'residual with shortcut'], 'every epilogue kind and the quantize op');
+  });
 
   test('a plan made for another model names the node it lacks', () => {
     const a = tinyQuantizedModel({ method: 'apot', wbits: 4, seed: 3 });

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -12,6 +13,7 @@
 #include "binding.hpp"
 #include "int8_model.hpp"
 #include "int8_simulate.hpp"
+#include "layout.hpp"
 #include "runtime.hpp"
 
 namespace tq::binding {
@@ -280,9 +282,37 @@ double numberArg(const Napi::CallbackInfo& info, size_t i, const char* where) {
   return info[i].As<Napi::Number>().DoubleValue();
 }
 
+/** The images of tensor `t` in `data` (NCHW), whole images or an error naming `where`. */
+FloatImages imagesOf(float* data, int64_t length, const TensorSpec& t, const std::string& where) {
+  if (length % t.size() != 0) throw OpError(where + ": " + std::to_string(length) + " values are not whole images of " + std::to_string(t.size()));
+  return {data, length / t.size(), t.channels, t.height, t.width};
+}
+
+/**
+ * The images of tensor `t` in a native buffer, read in its own layout: plain, or channel-blocked
+ * with the tensor's channels in dimension 1. Any other layout (a flattened map in blocks) is read
+ * from a plain copy made in `copy`.
+ */
+FloatImages bufferImages(const Tensor& x, const TensorSpec& t, const std::string& where, std::optional<Tensor>& copy) {
+  const Shape& s = x.shape();
+  FloatImages v = imagesOf(x.data(), x.numel(), t, where);
+  if (isPlain(x.desc())) return v;
+  const bool channelsInDim1 = s.size() == 4 ? s[1] == t.channels && s[2] == t.height && s[3] == t.width : s.size() == 2 && s[1] == t.channels;
+  const int block = channelBlock(x.desc());
+  if (block > 1 && channelsInDim1) {
+    v.block = block;
+    v.paddedChannels = x.physicalSize() / (v.images * t.pixels());
+    return v;
+  }
+  copy.emplace(reordered(x, plainDesc(s)));
+  return imagesOf(copy->data(), x.numel(), t, where);
+}
+
 /**
  * The exact evaluation of a simulated deployment (int8_simulate.hpp) for the ops of one lowered
- * model, looked up by name: `new IntSimulation(spec)`, then conv(...) and quantize(...).
+ * model, looked up by name: `new IntSimulation(spec)`, then conv(...) and quantize(...) on NCHW
+ * Float32Arrays, or convBuffer(...) and quantizeBuffer(...) on the native backend's own buffers
+ * (no copy out of its layout and back).
  */
 class IntSimulationObject : public Napi::ObjectWrap<IntSimulationObject> {
  public:
@@ -295,7 +325,9 @@ class IntSimulationObject : public Napi::ObjectWrap<IntSimulationObject> {
   }
 
   static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "IntSimulation", {InstanceMethod<&IntSimulationObject::conv>("conv"), InstanceMethod<&IntSimulationObject::quantize>("quantize")});
+    return DefineClass(env, "IntSimulation",
+        {InstanceMethod<&IntSimulationObject::conv>("conv"), InstanceMethod<&IntSimulationObject::quantize>("quantize"),
+            InstanceMethod<&IntSimulationObject::convBuffer>("convBuffer"), InstanceMethod<&IntSimulationObject::quantizeBuffer>("quantizeBuffer")});
   }
 
  private:
@@ -317,34 +349,65 @@ class IntSimulationObject : public Napi::ObjectWrap<IntSimulationObject> {
     throw OpError(std::string(where) + ": the lowered model has no such op \"" + name + "\"");
   }
 
-  /** The float planes of `data` holding whole images of tensor `id`. */
-  FloatPlanes planes(const Napi::Float32Array& data, int64_t id, const std::string& where) const {
-    const TensorSpec& t = spec_.tensors.at(static_cast<size_t>(id));
-    const int64_t n = static_cast<int64_t>(data.ElementLength());
-    if (n % t.size() != 0) throw OpError(where + ": " + std::to_string(n) + " values are not whole images of " + std::to_string(t.size()));
-    return {data.Data(), n / t.size(), t.channels, t.height, t.width};
+  const TensorSpec& tensor(int64_t id) const { return spec_.tensors.at(static_cast<size_t>(id)); }
+
+  /** The conv op named by argument 0 and its per-channel M and B (arguments 2 and 3). */
+  std::tuple<const ConvStep&, Napi::Float64Array, Napi::Float64Array> convArgs(const Napi::CallbackInfo& info, const char* where) const {
+    if (info.Length() != 7 || !info[0].IsString()) throw OpError(std::string(where) + ": expected (name, conv, M, B, unit, shortcut, shortcutScale)");
+    const ConvStep& op = byName(spec_.convs, info[0].As<Napi::String>().Utf8Value(), where);
+    const auto M = typedArg<double, napi_float64_array>(info, 2, where, "a Float64Array");
+    const auto B = typedArg<double, napi_float64_array>(info, 3, where, "a Float64Array");
+    const int64_t channels = tensor(op.output).channels;
+    if (static_cast<int64_t>(M.ElementLength()) != channels || static_cast<int64_t>(B.ElementLength()) != channels) throw OpError(op.name + ": M and B need one entry per output channel");
+    return {op, M, B};
+  }
+
+  static void requireShortcut(const ConvStep& op, const FloatImages& conv, const FloatImages& shortcut) {
+    if (!op.shortcut || shortcut.images != conv.images) throw OpError(op.name + ": the shortcut values do not match the op");
   }
 
   /** conv(name, conv: Float32Array, M: Float64Array, B: Float64Array, unit, shortcut: Float32Array | null, shortcutScale) -> Float32Array */
   Napi::Value conv(const Napi::CallbackInfo& info) {
     return guarded(info, [&]() -> Napi::Value {
       constexpr const char* where = "IntSimulation.conv";
-      if (info.Length() != 7 || !info[0].IsString()) throw OpError(std::string(where) + ": expected (name, conv, M, B, unit, shortcut, shortcutScale)");
-      const ConvStep& op = byName(spec_.convs, info[0].As<Napi::String>().Utf8Value(), where);
-      const auto conv = typedArg<float, napi_float32_array>(info, 1, where, "a Float32Array");
-      const auto M = typedArg<double, napi_float64_array>(info, 2, where, "a Float64Array");
-      const auto B = typedArg<double, napi_float64_array>(info, 3, where, "a Float64Array");
-      const FloatPlanes p = planes(conv, op.output, op.name);
-      if (static_cast<int64_t>(M.ElementLength()) != p.channels || static_cast<int64_t>(B.ElementLength()) != p.channels) throw OpError(op.name + ": M and B need one entry per output channel");
-      const float* shortcut = nullptr;
+      const auto [op, M, B] = convArgs(info, where);
+      auto conv = typedArg<float, napi_float32_array>(info, 1, where, "a Float32Array");
+      const TensorSpec& t = tensor(op.output);
+      const FloatImages in = imagesOf(conv.Data(), static_cast<int64_t>(conv.ElementLength()), t, op.name);
+      std::optional<FloatImages> shortcut;
       if (!info[5].IsNull()) {
-        const auto sc = typedArg<float, napi_float32_array>(info, 5, where, "a Float32Array or null");
-        if (!op.shortcut || sc.ElementLength() != conv.ElementLength()) throw OpError(op.name + ": the shortcut values do not match the op");
-        shortcut = sc.Data();
+        auto sc = typedArg<float, napi_float32_array>(info, 5, where, "a Float32Array or null");
+        shortcut = imagesOf(sc.Data(), static_cast<int64_t>(sc.ElementLength()), t, op.name);
+        requireShortcut(op, in, *shortcut);
       }
       Napi::Float32Array out = Napi::Float32Array::New(info.Env(), conv.ElementLength());
-      simulateConv(op, p, M.Data(), B.Data(), shortcut, numberArg(info, 6, where), numberArg(info, 4, where), out.Data(), scratch_);
+      const FloatImages outImages = imagesOf(out.Data(), static_cast<int64_t>(out.ElementLength()), t, op.name);
+      simulateConv(op, in, M.Data(), B.Data(), shortcut ? &*shortcut : nullptr, numberArg(info, 6, where), numberArg(info, 4, where), outImages, scratch_);
       return out;
+    });
+  }
+
+  /**
+   * convBuffer(name, conv: NativeBuffer, M, B, unit, shortcut: NativeBuffer | null, shortcutScale) -> conv:
+   * conv's values replaced in place, in its own layout, by the op's stored values (real units).
+   */
+  Napi::Value convBuffer(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      constexpr const char* where = "IntSimulation.convBuffer";
+      const auto [op, M, B] = convArgs(info, where);
+      const Args a(info, where, 7);
+      const Tensor& conv = a.tensor(1, "conv");
+      const TensorSpec& t = tensor(op.output);
+      std::optional<Tensor> convCopy, shortcutCopy;
+      const FloatImages values = bufferImages(conv, t, op.name, convCopy);
+      std::optional<FloatImages> shortcut;
+      if (const Tensor* sc = a.optionalTensor(5, "shortcut")) {
+        shortcut = bufferImages(*sc, t, op.name, shortcutCopy);
+        requireShortcut(op, values, *shortcut);
+      }
+      simulateConv(op, values, M.Data(), B.Data(), shortcut ? &*shortcut : nullptr, a.number(6, "shortcutScale"), a.number(4, "unit"), values, scratch_);
+      if (convCopy) reorder(convCopy->mem(), conv.mem());
+      return info[1];
     });
   }
 
@@ -354,15 +417,36 @@ class IntSimulationObject : public Napi::ObjectWrap<IntSimulationObject> {
       constexpr const char* where = "IntSimulation.quantize";
       if (info.Length() != 4 || !info[0].IsString()) throw OpError(std::string(where) + ": expected (name, x, step, unit)");
       const QuantizeStep& op = byName(spec_.quantizes, info[0].As<Napi::String>().Utf8Value(), where);
-      const auto x = typedArg<float, napi_float32_array>(info, 1, where, "a Float32Array");
+      auto x = typedArg<float, napi_float32_array>(info, 1, where, "a Float32Array");
       Napi::Float32Array out = Napi::Float32Array::New(info.Env(), x.ElementLength());
-      simulateQuantize(op, planes(x, op.input, op.name), numberArg(info, 2, where), numberArg(info, 3, where), out.Data(), scratch_);
+      const TensorSpec& t = tensor(op.input);
+      const auto n = static_cast<int64_t>(x.ElementLength());
+      simulateQuantize(op, imagesOf(x.Data(), n, t, op.name), numberArg(info, 2, where), numberArg(info, 3, where), imagesOf(out.Data(), n, t, op.name), scratch_);
       return out;
     });
   }
 
+  /** quantizeBuffer(name, x: NativeBuffer, step, unit) -> NativeBuffer: the codes, a new buffer in x's layout. */
+  Napi::Value quantizeBuffer(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      constexpr const char* where = "IntSimulation.quantizeBuffer";
+      const Args a(info, where, 4);
+      if (!info[0].IsString()) throw OpError(std::string(where) + ": expected (name, x, step, unit)");
+      const QuantizeStep& op = byName(spec_.quantizes, info[0].As<Napi::String>().Utf8Value(), where);
+      const Tensor& x = a.tensor(1, "x");
+      const TensorSpec& t = tensor(op.input);
+      std::optional<Tensor> copy;
+      const FloatImages in = bufferImages(x, t, op.name, copy);
+      Tensor y(x.shape(), copy ? copy->desc() : x.desc());
+      FloatImages out = in;
+      out.data = y.data();
+      simulateQuantize(op, in, a.number(2, "step"), a.number(3, "unit"), out, scratch_);
+      return TensorHandle::create(info.Env(), std::move(y));
+    });
+  }
+
   ModelSpec spec_;
-  SimulationScratch scratch_;
+  std::vector<SimulationScratch> scratch_;
 };
 
 }  // namespace

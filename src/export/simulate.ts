@@ -32,11 +32,12 @@ import { Tensor } from '../tensor/tensor.js';
 import { quantizeValue, residualValue } from './engine.js';
 import { roundingMulShift } from './int-ops.js';
 import type { ActivationQuant, ConvOp, Epilogue, IntegerModel, QuantizeOp, Requant, TensorInfo } from './ir.js';
+import type { NativeBuf } from '../backend/native/addon.js';
 import { type NativeSimulation, nativeSimulation } from './host/simulation.js';
 import { layerWeights } from './lower.js';
 import type { Module } from '../nn/module.js';
 import { isQuantizedLayer } from '../quant/qlayers.js';
-import { type DeploymentPlan, LoweringLayout, type WeightedNode, floatInputLayers, isWeighted, planFloatInput, planStreamScale, streamValues } from './plan.js';
+import { type ConvGroup, type DeploymentPlan, LoweringLayout, type WeightedNode, floatInputLayers, isWeighted, planFloatInput, planStreamScale, streamValues } from './plan.js';
 import { type Affine, LoweringError, calibratedScheme, foldAffine } from './requant.js';
 
 /** Round to a grid of `scale` and clamp to integer codes [lo, hi] (infinite: no clamp). */
@@ -244,33 +245,73 @@ function loweredOps(ir: IntegerModel): { convs: Map<string, ConvOp>; quantizes: 
   return { convs, quantizes };
 }
 
-/** Which code computes the evaluation's stored integers: the addon's kernels, or this file's loops. */
-export type EpilogueEngine = 'native' | 'js';
+/**
+ * Which code computes the evaluation's stored integers: the addon's kernels (on the native
+ * backend's own buffers where the tensors are, else on NCHW copies), the addon's kernels on NCHW
+ * copies always, or this file's loops.
+ */
+export type EpilogueEngine = 'native' | 'native-nchw' | 'js';
 
-/** The two computations the exact evaluation needs, by either engine. */
+/** The two computations the exact evaluation needs, on tensors. */
 interface Epilogues {
-  conv(op: ConvOp, out: TensorInfo, a: Affine, conv: Float32Array, shortcut: { readonly values: Float32Array; readonly scale: number } | null): Float32Array;
-  quantize(q: QuantizeOp, input: TensorInfo, out: TensorInfo, x: Float32Array): Float32Array;
+  /** A conv's stored values from its float output `conv`, which it consumes (the result may be conv itself). */
+  conv(op: ConvOp, out: TensorInfo, a: Affine, conv: Tensor, shortcut: { readonly value: Tensor; readonly scale: number } | null): Tensor;
+  /** A quantize op's codes of x (a new tensor). */
+  quantize(q: QuantizeOp, input: TensorInfo, out: TensorInfo, x: Tensor): Tensor;
 }
 
-function nativeEpilogues(native: NativeSimulation): Epilogues {
+type ArrayConv = (op: ConvOp, out: TensorInfo, a: Affine, conv: Float32Array, shortcut: { readonly values: Float32Array; readonly scale: number } | null) => Float32Array;
+type ArrayQuantize = (q: QuantizeOp, input: TensorInfo, out: TensorInfo, x: Float32Array) => Float32Array;
+
+/** Epilogues on NCHW copies of the tensors. */
+function arrayEpilogues(conv: ArrayConv, quantize: ArrayQuantize): Epilogues {
   return {
-    conv: (op, out, a, conv, shortcut) => native.conv(op.name, conv, a.M, a.B, out.scale, op.epilogue.kind === 'residual' && op.epilogue.shortcut && shortcut ? shortcut.values : null, shortcut?.scale ?? 1),
-    quantize: (q, input, out, x) => native.quantize(q.name, x, input.scale, out.scale),
+    conv: (op, out, a, y, sc) => {
+      const v = Tensor.fromArray(conv(op, out, a, y.toArray(), sc && { values: sc.value.toArray(), scale: sc.scale }), y.shape);
+      y.dispose();
+      return v;
+    },
+    quantize: (q, input, out, x) => Tensor.fromArray(quantize(q, input, out, x.toArray()), x.shape),
   };
 }
 
-const JS_EPILOGUES: Epilogues = { conv: convValues, quantize: quantizeValues };
+function nativeArrayEpilogues(native: NativeSimulation): Epilogues {
+  return arrayEpilogues(
+    (op, out, a, conv, sc) => native.conv(op.name, conv, a.M, a.B, out.scale, sc?.values ?? null, sc?.scale ?? 1),
+    (q, input, out, x) => native.quantize(q.name, x, input.scale, out.scale),
+  );
+}
+
+function isNative(t: Tensor): boolean {
+  return t.buf.backend === 'native';
+}
+
+/** The addon's kernels on the native backend's buffers in their own layout; NCHW copies for other tensors. */
+function nativeBufferEpilogues(native: NativeSimulation): Epilogues {
+  const copies = nativeArrayEpilogues(native);
+  const { convBuffer, quantizeBuffer } = native;
+  if (!convBuffer || !quantizeBuffer) return copies;
+  return {
+    conv: (op, out, a, y, sc) => {
+      if (!isNative(y) || (sc && !isNative(sc.value))) return copies.conv(op, out, a, y, sc);
+      convBuffer.call(native, op.name, y.buf as NativeBuf, a.M, a.B, out.scale, sc ? (sc.value.buf as NativeBuf) : null, sc?.scale ?? 1);
+      return y;
+    },
+    quantize: (q, input, out, x) => (isNative(x) ? new Tensor(quantizeBuffer.call(native, q.name, x.buf as NativeBuf, input.scale, out.scale)) : copies.quantize(q, input, out, x)),
+  };
+}
+
+const JS_EPILOGUES: Epilogues = arrayEpilogues(convValues, quantizeValues);
 
 /** The engine asked for (default: the addon's where it loads). */
 function epiloguesFor(ir: IntegerModel, engine: EpilogueEngine | undefined): Epilogues {
   if (engine === 'js') return JS_EPILOGUES;
   const native = nativeSimulation(ir);
   if ('unavailable' in native) {
-    if (engine === 'native') throw new Error(`simulated evaluation: the native epilogues are not available: ${native.unavailable}`);
+    if (engine !== undefined) throw new Error(`simulated evaluation: the native epilogues are not available: ${native.unavailable}`);
     return JS_EPILOGUES;
   }
-  return nativeEpilogues(native);
+  return engine === 'native-nchw' ? nativeArrayEpilogues(native) : nativeBufferEpilogues(native);
 }
 
 /**
@@ -278,23 +319,47 @@ function epiloguesFor(ir: IntegerModel, engine: EpilogueEngine | undefined): Epi
  * or the `quantize` op `q` makes them now, or the image's table), so not quantized again.
  */
 function exactLayer(layer: WeightedNode, weights: () => Tensor, q: QuantizeOp | undefined, ir: IntegerModel, epilogues: Epilogues): (x: Tensor) => Tensor {
-  const input = q ? (x: Tensor): Tensor => Tensor.fromArray(epilogues.quantize(q, ir.tensors[q.input], ir.tensors[q.output], x.toArray()), x.shape) : (x: Tensor): Tensor => x;
-  if (!layer.op.quant?.weight) return (x) => layerOp(layer, input(x), weights());
-  const m = layer.module;
-  if (!m || !isQuantizedLayer(m)) throw new LoweringError(`${layer.name}: a quantized layer outside a quantized module cannot be simulated`);
-  return (x) => m.forwardQuantized(input(x));
+  const run = ((): ((x: Tensor) => Tensor) => {
+    if (!layer.op.quant?.weight) return (x) => layerOp(layer, x, weights());
+    const m = layer.module;
+    if (!m || !isQuantizedLayer(m)) throw new LoweringError(`${layer.name}: a quantized layer outside a quantized module cannot be simulated`);
+    return (x) => m.forwardQuantized(x);
+  })();
+  if (!q) return run;
+  return (x) => {
+    const codes = epilogues.quantize(q, ir.tensors[q.input], ir.tensors[q.output], x);
+    const y = run(codes);
+    codes.dispose();
+    return y;
+  };
 }
 
-/** The evaluation rewrite: every value the integer model `ir` (lowered from `graph` under `plan`) stores, computed as it does. */
+/** The nodes of a conv group, its layer first and its end last (each the sole reader of the one before). */
+function groupChain(layout: LoweringLayout, g: ConvGroup): GraphNode[] {
+  const chain: GraphNode[] = [g.layer];
+  while (chain[chain.length - 1].id !== g.end) {
+    const next = layout.sole(chain[chain.length - 1].id);
+    if (!next) throw new LoweringError(`${g.layer.name}: the conv group's nodes are not a chain`);
+    chain.push(next);
+  }
+  return chain;
+}
+
+/**
+ * The evaluation rewrite: every value the integer model `ir` (lowered from `graph` under `plan`)
+ * stores, computed as it does. A conv group runs its layer, keeps the float output, and computes
+ * its stored value (the epilogue) at its join (where the shortcut is an input) or its end; the
+ * nodes in between (batch norm, ReLU, the add) are not computed: they pass on an empty placeholder
+ * that only the group's next node reads.
+ */
 function exactRewrite(graph: Graph, plan: DeploymentPlan, ir: IntegerModel, engine: EpilogueEngine | undefined): NodeRewrite {
   const layout = new LoweringLayout(graph);
   const epilogues = epiloguesFor(ir, engine);
-  // The image's table and the standalone adds (exact on their grid); conv outputs are replaced below.
+  // The image's table and the standalone adds (exact on their grid); conv groups are computed below.
   const values = valueRewrites(graph, plan);
   const { convs, quantizes } = loweredOps(ir);
-  /** Outputs a later node's exact value reads (a conv's float output, a join's shortcut), this forward's. */
-  const captured = new Map<number, Float32Array>();
-  const layers = new Map<number, (x: Tensor) => Tensor>();
+  const steps = new Map<number, (inputs: Tensor[]) => Tensor>();
+  const placeholder = (): Tensor => Tensor.zeros([0]);
   const ignore = (): void => {};
   for (const g of layout.groups) {
     const { layer } = g;
@@ -306,23 +371,38 @@ function exactRewrite(graph: Graph, plan: DeploymentPlan, ir: IntegerModel, engi
     const shortcut = e.kind === 'residual' && e.shortcut && g.target.kind === 'join' ? { node: g.target.other, scale: ir.tensors[e.shortcut.input].scale } : null;
     // The join adds a zero-pad shortcut's values at their own scale, rescaled as the engine does.
     if (shortcut && isKind(graph.nodes[shortcut.node], 'shortcutpad')) values.delete(shortcut.node);
-    if (shortcut) captured.set(shortcut.node, new Float32Array(0));
-    if (layer.id !== g.end) captured.set(layer.id, new Float32Array(0));
     const out = ir.tensors[op.output];
-    values.set(g.end, (y) => {
-      const conv = layer.id === g.end ? y.toArray() : captured.get(layer.id)!;
-      return Tensor.fromArray(epilogues.conv(op, out, affine, conv, shortcut && { values: captured.get(shortcut.node)!, scale: shortcut.scale }), y.shape);
-    });
+    const chain = groupChain(layout, g);
+    const at = g.target.kind === 'join' ? g.target.add.id : g.end;
     let weights: Tensor | null = null;
-    layers.set(layer.id, exactLayer(layer, () => (weights ??= loweredWeightTensor(layer, lw.scale, lw.weights.levels, lw.weights.codes)), quantizes.get(layer.name), ir, epilogues));
+    const forward = exactLayer(layer, () => (weights ??= loweredWeightTensor(layer, lw.scale, lw.weights.levels, lw.weights.codes)), quantizes.get(layer.name), ir, epilogues);
+    /** This forward's conv output, then its stored value, between the nodes of the group. */
+    let held: Tensor | null = null;
+    const take = (): Tensor => {
+      const t = held!;
+      held = null;
+      return t;
+    };
+    const pass = (node: GraphNode, value: Tensor): Tensor => {
+      if (node.id === g.end) return value;
+      held = value;
+      return placeholder();
+    };
+    for (const node of chain) {
+      values.delete(node.id);
+      const epilogueHere = node.id === at;
+      steps.set(node.id, (inputs) => {
+        if (node.id === layer.id && !epilogueHere) return pass(node, forward(inputs[0]));
+        if (!epilogueHere) return node.id === g.end ? take() : placeholder();
+        const conv = node.id === layer.id ? forward(inputs[0]) : take();
+        const sc = shortcut && { value: inputs[node.inputs.indexOf(shortcut.node)], scale: shortcut.scale };
+        return pass(node, epilogues.conv(op, out, affine, conv, sc));
+      });
+    }
   }
   return {
-    output: (node, value) => {
-      const y = values.get(node.id)?.(value) ?? value;
-      if (captured.has(node.id)) captured.set(node.id, y.toArray());
-      return y;
-    },
-    run: (node, inputs) => layers.get(node.id)?.(inputs[0]) ?? null,
+    output: (node, value) => values.get(node.id)?.(value) ?? value,
+    run: (node, inputs) => steps.get(node.id)?.(inputs) ?? null,
   };
 }
 

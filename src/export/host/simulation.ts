@@ -4,6 +4,7 @@
  * the host int8 path's epilogue kernels (native/src/int8_simulate.hpp) instead of a JavaScript loop
  * per element. Same values as simulate.ts's loops, which remain the reference and the fallback.
  */
+import type { NativeBuf } from '../../backend/native/addon.js';
 import type { IntegerModel } from '../ir.js';
 import { addonClass } from './engine.js';
 import { type NativeModelSpec, nativeModelSpec } from './native-spec.js';
@@ -14,6 +15,10 @@ export interface NativeSimulation {
   conv(name: string, conv: Float32Array, M: Float64Array, B: Float64Array, unit: number, shortcut: Float32Array | null, shortcutScale: number): Float32Array;
   /** A quantize op's codes (real units) of its input, whose integers are recovered at `step`. */
   quantize(name: string, x: Float32Array, step: number, unit: number): Float32Array;
+  /** conv's values replaced in place (its own layout, no copy) by the conv's stored values; returns conv. Absent from older builds. */
+  convBuffer?(name: string, conv: NativeBuf, M: Float64Array, B: Float64Array, unit: number, shortcut: NativeBuf | null, shortcutScale: number): NativeBuf;
+  /** A quantize op's codes of x, a new buffer in x's layout. Absent from older builds. */
+  quantizeBuffer?(name: string, x: NativeBuf, step: number, unit: number): NativeBuf;
 }
 
 type SimulationClass = new (spec: NativeModelSpec) => NativeSimulation;
